@@ -1,0 +1,210 @@
+"""The `pivot` command line: parse, call one function, render."""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import sys
+import time
+
+import click
+
+from pivot import console
+
+VERBOSE = {"on": False}
+LINK_MODES = ("copy", "hardlink", "symlink")
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("-v", "--verbose", is_flag=True, help="Show full tracebacks on errors.")
+@click.version_option(package_name="pivot")
+def cli(verbose: bool) -> None:
+    """Pivot: typed Python pipelines on a content-addressed cache."""
+    VERBOSE["on"] = verbose
+
+
+def _targets_options(func):
+    func = click.option(
+        "-a", "--all", "all_pipelines", is_flag=True, help="Every pipeline under the project root."
+    )(func)
+    return click.argument("targets", nargs=-1)(func)
+
+
+@cli.command()
+def init() -> None:
+    """Create .pivot/ in the current directory (the project root)."""
+    from pivot.project import find_root, init_project
+
+    here = pathlib.Path.cwd().resolve()
+    outer = find_root(here.parent) if here.parent != here else None
+    pivot_dir, created = init_project(here)
+    if created:
+        click.echo(f"Initialized a Pivot project in {pivot_dir}")
+    else:
+        click.echo(f"{pivot_dir} already exists; nothing to do.")
+    if outer is not None:
+        console.warn(f"{outer} already holds .pivot/; it stays the project root, not {here}.")
+
+
+@cli.command()
+@_targets_options
+@click.option(
+    "-j",
+    "--jobs",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Stages run at once (default: CPU count).",
+)
+@click.option("-f", "--force", is_flag=True, help="Run the targets even when up to date.")
+@click.option("-n", "--dry-run", is_flag=True, help="Say what would run; change nothing.")
+@click.option(
+    "-k",
+    "--keep-going",
+    is_flag=True,
+    help="After a stage fails, still run the stages that do not depend on it.",
+)
+@click.option(
+    "--link",
+    type=click.Choice(LINK_MODES),
+    default="copy",
+    show_default=True,
+    help="How restored outputs are placed in the workspace.",
+)
+@click.option("-q", "--quiet", is_flag=True, help="Print only the summary line.")
+def run(targets, all_pipelines, jobs, force, dry_run, keep_going, link, quiet) -> None:
+    """Run the stages of this pipeline (or TARGETS) and everything upstream."""
+    from pivot import runcmd
+
+    report = runcmd.run(
+        targets=targets,
+        all_pipelines=all_pipelines,
+        jobs=jobs or os.cpu_count() or 1,
+        force=force,
+        dry_run=dry_run,
+        keep_going=keep_going,
+        link=link,
+        quiet=quiet,
+    )
+    if report is not None and report.failed:
+        sys.exit(1)
+
+
+@cli.command()
+@_targets_options
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def status(targets, all_pipelines, as_json) -> None:
+    """What would run, and why."""
+    from pivot import runcmd
+
+    rows = runcmd.status(targets, all_pipelines)
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    for row in rows:
+        label = {
+            "skip": "up to date",
+            "restore": "restorable",
+            "run": "will run",
+            "pending": "will run",
+        }[row["action"]]
+        color = {"skip": None, "restore": "cyan", "run": "yellow", "pending": "yellow"}
+        click.echo(
+            f"  {click.style(f'{label:<11}', fg=color[row['action']])} {row['stage']:<40}"
+            f" {row['file']}"
+        )
+        for reason in row["reasons"]:
+            click.echo(f"      - {reason}")
+    stale = sum(1 for r in rows if r["action"] != "skip")
+    click.echo(
+        f"{len(rows)} stages, {stale} not up to date."
+        if stale
+        else f"Every stage is up to date ({len(rows)} stages)."
+    )
+
+
+@cli.command(name="list")
+@_targets_options
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def list_stages(targets, all_pipelines, as_json) -> None:
+    """Stages with their deps and outs."""
+    from pivot import runcmd
+
+    rows = runcmd.list_stages(targets, all_pipelines)
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    for row in rows:
+        click.echo(f"{click.style(row['stage'], bold=True)}  ({row['file']})")
+        for dep in row["deps"]:
+            click.echo(f"    dep  {dep}")
+        for out in row["outs"]:
+            click.echo(f"    out  {out}")
+
+
+@cli.command()
+@_targets_options
+@click.option(
+    "--link",
+    type=click.Choice(LINK_MODES),
+    default="copy",
+    show_default=True,
+    help="How outputs are placed in the workspace.",
+)
+def checkout(targets, all_pipelines, link) -> None:
+    """Restore outputs recorded in lock files from the cache into the workspace."""
+    from pivot import runcmd
+
+    placed, unchanged = runcmd.checkout(targets, all_pipelines, link)
+    click.echo(f"Checked out {placed} output(s); {unchanged} already in place.")
+
+
+@cli.command()
+@_targets_options
+@click.option("--dot", "fmt", flag_value="dot", help="Graphviz dot.")
+@click.option("--mermaid", "fmt", flag_value="mermaid", help="Mermaid flowchart.")
+def dag(targets, all_pipelines, fmt) -> None:
+    """Print the stage graph, grouped by pipeline."""
+    from pivot import dagview, runcmd
+
+    scope = runcmd.scope_for(targets, all_pipelines)
+    render = {"dot": dagview.dot, "mermaid": dagview.mermaid}.get(fmt, dagview.text)
+    click.echo(render(scope.graph))
+
+
+def main() -> None:
+    """Entry point: run the CLI, turning known errors into one clear paragraph."""
+    from pivot.errors import PivotError
+
+    started = time.perf_counter()
+    try:
+        cli.main(standalone_mode=False)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except click.exceptions.Abort:
+        console.error("Aborted.")
+        sys.exit(130)
+    except PivotError as exc:
+        if VERBOSE["on"]:
+            import traceback
+
+            traceback.print_exc()
+        console.error(str(exc))
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        console.error(
+            f"Interrupted after {time.perf_counter() - started:.1f}s. Finished stages are "
+            f"recorded; nothing half-written was kept. Run again to continue."
+        )
+        sys.exit(130)
+    except Exception as exc:
+        if VERBOSE["on"]:
+            raise
+        console.error(
+            f"Internal error: {type(exc).__name__}: {exc}. Run with `pivot --verbose ...` "
+            f"for the traceback, and please report it."
+        )
+        sys.exit(2)

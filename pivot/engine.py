@@ -1,0 +1,269 @@
+"""`pivot run`: plan every stage, restore what can be restored, run the rest in parallel."""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import multiprocessing
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from pivot import worker
+from pivot.lockfile import write_lock
+from pivot.plan import PENDING, RESTORE, RUN, SKIP, Decision, Planner
+from pivot.storage.cache import LinkMode, remove_path
+
+if TYPE_CHECKING:
+    from pivot.graph import Graph
+    from pivot.project import Project
+    from pivot.storage.cache import LocalCache
+    from pivot.storage.hashing import Hasher
+    from pivot.storage.runs import RunRecords
+    from pivot.storage.state import StateDB
+
+RAN, SKIPPED, RESTORED, FAILED, BLOCKED = "ran", "skipped", "restored", "failed", "blocked"
+
+Fetcher = Callable[[list[Decision]], None]
+
+
+@dataclass
+class StageReport:
+    stage_id: str
+    status: str
+    seconds: float = 0.0
+    detail: str = ""
+
+
+@dataclass
+class RunReport:
+    """The outcome of a run, stage by stage."""
+
+    stages: list[StageReport] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def count(self, status: str) -> int:
+        return sum(1 for s in self.stages if s.status == status)
+
+    @property
+    def failed(self) -> list[StageReport]:
+        return [s for s in self.stages if s.status in (FAILED, BLOCKED)]
+
+
+@dataclass
+class Workspace:
+    """The local pieces every command needs."""
+
+    project: Project
+    state: StateDB
+    hasher: Hasher
+    cache: LocalCache
+    runs: RunRecords
+
+
+def plan_graph(ws: Workspace, graph: Graph, force: set[str]) -> tuple[Planner, dict[str, Decision]]:
+    """Decide every stage in topological order, before anything executes."""
+    planner = Planner(ws.project, graph, ws.hasher, ws.runs, force)
+    decisions: dict[str, Decision] = {}
+    for sid in graph.order():
+        ups = {u: decisions[u].action for u in graph.upstream[sid].values()}
+        decision = planner.decide(graph.stages[sid], ups)
+        if decision.action in (SKIP, RESTORE):
+            planner.settle(sid, decision.outs)
+        decisions[sid] = decision
+    return planner, decisions
+
+
+class Runner:
+    """Executes a plan: restores first (one batch), then runs stages as they become ready."""
+
+    def __init__(
+        self,
+        ws: Workspace,
+        graph: Graph,
+        jobs: int,
+        keep_going: bool = False,
+        link: LinkMode = LinkMode.COPY,
+        fetch: Fetcher | None = None,
+        on_stage: Callable[[StageReport], None] | None = None,
+    ) -> None:
+        self.ws = ws
+        self.graph = graph
+        self.jobs = max(1, jobs)
+        self.keep_going = keep_going
+        self.link = link
+        self.fetch = fetch
+        self.on_stage = on_stage or (lambda report: None)
+        self.report = RunReport()
+        self._pool: cf.ProcessPoolExecutor | None = None
+
+    def run(self, force: set[str]) -> RunReport:
+        start = time.perf_counter()
+        planner, decisions = plan_graph(self.ws, self.graph, force)
+        try:
+            self._execute(planner, decisions)
+        finally:
+            self.ws.state.commit()
+            if self._pool is not None:
+                self._pool.shutdown(wait=True, cancel_futures=True)
+        self.report.seconds = time.perf_counter() - start
+        return self.report
+
+    # -- pool ------------------------------------------------------------------------------
+
+    def _start_pool(self, count: int) -> cf.ProcessPoolExecutor:
+        """Fork the workers now, while the process has no other threads."""
+        if self._pool is None:
+            worker.register_stages(self.graph.stages)
+            context = multiprocessing.get_context("fork")
+            self._pool = cf.ProcessPoolExecutor(
+                max_workers=min(self.jobs, count), mp_context=context
+            )
+            for probe in [self._pool.submit(os.getpid) for _ in range(min(self.jobs, count))]:
+                probe.result()
+        return self._pool
+
+    # -- execution -------------------------------------------------------------------------
+
+    def _execute(self, planner: Planner, decisions: dict[str, Decision]) -> None:
+        to_run = [d for d in decisions.values() if d.action in (RUN, PENDING)]
+        if to_run:
+            self._start_pool(len(to_run))
+        restores = [d for d in decisions.values() if d.action == RESTORE]
+        if restores and self.fetch is not None:
+            self.fetch(restores)
+        done: dict[str, str] = {}
+        unsettled: set[str] = set()
+        for sid in self.graph.order():
+            decision = decisions[sid]
+            if unsettled.intersection(self.graph.upstream[sid].values()):
+                decision.action = decision.action if decision.action == RUN else PENDING
+            if decision.action in (RUN, PENDING):
+                unsettled.add(sid)
+            elif decision.action == SKIP:
+                self._finish(StageReport(sid, SKIPPED), done)
+                self._write_lock_if_changed(decision, decision.outs)
+            elif decision.action == RESTORE and self._restore(decision):
+                self._finish(StageReport(sid, RESTORED, detail="; ".join(decision.reasons)), done)
+            else:
+                decision.action = RUN
+                decision.reasons.append("cached outputs are not available")
+                unsettled.add(sid)
+        self._schedule(planner, decisions, done)
+
+    def _schedule(
+        self, planner: Planner, decisions: dict[str, Decision], done: dict[str, str]
+    ) -> None:
+        waiting = [sid for sid in self.graph.order() if sid not in done]
+        running: dict[cf.Future, tuple[Decision, float]] = {}
+        stop = False
+        try:
+            while waiting or running:
+                for sid in list(waiting):
+                    if stop:
+                        break
+                    ups = self.graph.upstream[sid].values()
+                    if any(done.get(u) in (FAILED, BLOCKED) for u in ups):
+                        waiting.remove(sid)
+                        failed = [u for u in ups if done.get(u) in (FAILED, BLOCKED)]
+                        detail = f"upstream {', '.join(failed)} failed"
+                        self._finish(StageReport(sid, BLOCKED, detail=detail), done)
+                        continue
+                    if not all(u in done for u in ups):
+                        continue
+                    waiting.remove(sid)
+                    decision = self._redecide(planner, decisions[sid])
+                    if decision.action == RUN:
+                        future = self._submit(sid)
+                        running[future] = (decision, time.perf_counter())
+                    elif decision.action == SKIP or self._restore(decision):
+                        status = SKIPPED if decision.action == SKIP else RESTORED
+                        self._finish(StageReport(sid, status), done)
+                    else:
+                        future = self._submit(sid)
+                        running[future] = (decision, time.perf_counter())
+                if not running:
+                    if stop or not waiting:
+                        break
+                    continue
+                finished, _ = cf.wait(running, return_when=cf.FIRST_COMPLETED)
+                for future in finished:
+                    decision, started = running.pop(future)
+                    ok = self._complete(planner, decision, future.result(), started, done)
+                    if not ok and not self.keep_going:
+                        stop = True
+                if stop and not running:
+                    break
+        except KeyboardInterrupt:
+            for decision, _ in running.values():
+                for out in decision.stage.outs:
+                    remove_path(self.ws.project.root / out.path)
+            raise
+
+    def _submit(self, sid: str) -> cf.Future:
+        pool = self._start_pool(1)
+        project = self.ws.project
+        return pool.submit(
+            worker.execute, sid, str(project.root), str(project.cache_dir), str(project.tmp_dir)
+        )
+
+    def _redecide(self, planner: Planner, decision: Decision) -> Decision:
+        if decision.action != PENDING:
+            return decision
+        stage = decision.stage
+        ups = {u: SKIP for u in self.graph.upstream[stage.id].values()}
+        fresh = planner.decide(stage, ups)
+        if fresh.action == RESTORE and self.fetch is not None:
+            self.fetch([fresh])
+        return fresh
+
+    def _complete(
+        self,
+        planner: Planner,
+        decision: Decision,
+        outcome: worker.Outcome,
+        started: float,
+        done: dict[str, str],
+    ) -> bool:
+        sid = decision.stage.id
+        seconds = time.perf_counter() - started
+        if not outcome.ok:
+            for out in decision.stage.outs:
+                remove_path(self.ws.project.root / out.path)
+            self._finish(StageReport(sid, FAILED, seconds, outcome.error), done)
+            return False
+        for rel, st, digest in outcome.stats:
+            self.ws.state.record(rel, st, digest)
+        assert decision.run_key is not None
+        self.ws.runs.put(decision.run_key, outcome.outs)
+        write_lock(self.ws.project.stages_dir, decision.new_lock(outcome.outs))
+        planner.settle(sid, outcome.outs)
+        self._finish(StageReport(sid, RAN, seconds, "; ".join(decision.reasons)), done)
+        return True
+
+    def _restore(self, decision: Decision) -> bool:
+        """Check out a stage's cached outputs; False when a blob is not available."""
+        cache = self.ws.cache
+        if any(cache.missing(o["hash"], o["kind"]) for o in decision.outs.values()):
+            return False
+        root = self.ws.project.root
+        for path, out in decision.outs.items():
+            current = self.ws.hasher.hash_path(path)
+            if current is not None and current.hash == out["hash"]:
+                continue
+            for inner, digest in cache.checkout(out["hash"], out["kind"], root / path, self.link):
+                rel = f"{path}/{inner}" if inner else path
+                self.ws.state.record(rel, (root / rel).stat(), digest)
+        self._write_lock_if_changed(decision, decision.outs)
+        return True
+
+    def _write_lock_if_changed(self, decision: Decision, outs: dict[str, dict[str, Any]]) -> None:
+        lock = decision.new_lock(outs)
+        if decision.lock is None or decision.lock.to_json() != lock.to_json():
+            write_lock(self.ws.project.stages_dir, lock)
+
+    def _finish(self, report: StageReport, done: dict[str, str]) -> None:
+        done[report.stage_id] = report.status
+        self.report.stages.append(report)
+        self.on_stage(report)

@@ -1,0 +1,183 @@
+"""Deciding, per stage, whether to skip, restore or run it, and saying why."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import blake3
+
+from pivot import console
+from pivot.errors import PivotError
+from pivot.fingerprint import fingerprint, fingerprint_digest
+from pivot.lockfile import Lock, read_lock
+
+if TYPE_CHECKING:
+    from pivot.graph import Graph
+    from pivot.project import Project
+    from pivot.stage import StageSpec
+    from pivot.storage.hashing import Hasher
+    from pivot.storage.runs import RunRecords
+
+RUN_KEY_VERSION = 1
+SKIP, RESTORE, RUN, PENDING = "skip", "restore", "run", "pending"
+
+
+@dataclass
+class Decision:
+    """What to do with one stage, and the facts that led there."""
+
+    stage: StageSpec
+    action: str
+    reasons: list[str] = field(default_factory=list)
+    run_key: str | None = None
+    fingerprint: dict[str, str] = field(default_factory=dict)
+    deps: dict[str, str] = field(default_factory=dict)
+    outs: dict[str, dict[str, Any]] = field(default_factory=dict)
+    lock: Lock | None = None
+
+    def new_lock(self, outs: dict[str, dict[str, Any]]) -> Lock:
+        assert self.run_key is not None
+        return Lock(
+            stage_id=self.stage.id,
+            run_key=self.run_key,
+            fingerprint=self.fingerprint,
+            params=self.stage.params_dict(),
+            deps=self.deps,
+            outs=outs,
+        )
+
+
+def run_key(stage: StageSpec, code_digest: str, deps: dict[str, str]) -> str:
+    """Hash of everything that decides a stage's result."""
+    body = {
+        "v": RUN_KEY_VERSION,
+        "code": code_digest,
+        "params": stage.params_dict(),
+        "deps": sorted(deps.items()),
+        "outs": sorted((o.path, repr(o.loader)) for o in stage.outs),
+    }
+    text = json.dumps(body, sort_keys=True, default=repr, separators=(",", ":"))
+    return blake3.blake3(text.encode()).hexdigest()
+
+
+class Planner:
+    """Computes decisions stage by stage, in topological order."""
+
+    def __init__(
+        self,
+        project: Project,
+        graph: Graph,
+        hasher: Hasher,
+        runs: RunRecords,
+        force: set[str] | None = None,
+    ) -> None:
+        self.project = project
+        self.graph = graph
+        self.hasher = hasher
+        self.runs = runs
+        self.force = force or set()
+        self.known: dict[str, dict[str, Any]] = {}
+        self._fingerprints: dict[str, dict[str, str]] = {}
+
+    def settle(self, stage_id: str, outs: dict[str, dict[str, Any]]) -> None:
+        """Record the outputs a stage now has, so that its downstreams can be decided."""
+        self.known.update(outs)
+
+    def fingerprint_of(self, stage: StageSpec) -> dict[str, str]:
+        if stage.id not in self._fingerprints:
+            self._fingerprints[stage.id] = fingerprint(stage.func, self.project.root)
+        return self._fingerprints[stage.id]
+
+    def dep_hashes(self, stage: StageSpec, upstream: dict[str, str]) -> dict[str, str] | None:
+        """Hashes of the stage's deps, or None while an upstream's output is not in place."""
+        links = self.graph.upstream[stage.id]
+        hashes: dict[str, str] = {}
+        for dep in stage.deps:
+            if dep.path in self.known:
+                hashes[dep.path] = self.known[dep.path]["hash"]
+                continue
+            if dep.path in links and upstream.get(links[dep.path], SKIP) != SKIP:
+                return None
+            found = self.hasher.hash_path(dep.path)
+            if found is None:
+                raise PivotError(
+                    f"Stage {stage.id} ({stage.source}) depends on {dep.path}, which does not "
+                    f"exist. Create it or fix the path in the stage's pivot.Dep."
+                )
+            hashes[dep.path] = found.hash
+        return hashes
+
+    def decide(self, stage: StageSpec, upstream_actions: dict[str, str]) -> Decision:
+        """Decide one stage; `upstream_actions` are the decisions of its upstreams."""
+        changed_ups = [u for u, a in upstream_actions.items() if a in (RUN, PENDING)]
+        deps = None if changed_ups else self.dep_hashes(stage, upstream_actions)
+        lock = self._lock(stage)
+        if deps is None:
+            why = [f"upstream {u} will run" for u in changed_ups] or ["upstream being restored"]
+            return Decision(stage, PENDING, why, lock=lock)
+        parts = self.fingerprint_of(stage)
+        key = run_key(stage, fingerprint_digest(parts), deps)
+        decision = Decision(stage, RUN, [], key, parts, deps, lock=lock)
+        if stage.id in self.force:
+            decision.reasons = ["forced"]
+            return decision
+        if lock is not None and lock.run_key == key:
+            damaged = self._damaged_outputs(lock.outs)
+            if not damaged:
+                decision.action, decision.outs = SKIP, lock.outs
+                return decision
+            decision.action = RESTORE
+            decision.outs = self.runs.get(key) or lock.outs
+            decision.reasons = [f"output {p} {state}" for p, state in damaged]
+            return decision
+        decision.reasons = explain(stage, lock, parts, deps)
+        record = self.runs.get(key)
+        if record is not None:
+            decision.action, decision.outs = RESTORE, record
+            decision.reasons.append("an earlier run with these inputs is in the cache")
+        return decision
+
+    def _lock(self, stage: StageSpec) -> Lock | None:
+        try:
+            return read_lock(self.project.stages_dir, stage.id)
+        except PivotError as exc:
+            console.warn(f"{exc} Treating stage {stage.id} as stale; it will run again.")
+            return None
+
+    def _damaged_outputs(self, outs: dict[str, dict[str, Any]]) -> list[tuple[str, str]]:
+        damaged = []
+        for path, recorded in outs.items():
+            found = self.hasher.hash_path(path)
+            if found is None:
+                damaged.append((path, "is missing"))
+            elif found.hash != recorded["hash"]:
+                damaged.append((path, "was modified"))
+        return damaged
+
+
+def explain(
+    stage: StageSpec, lock: Lock | None, parts: dict[str, str], deps: dict[str, str]
+) -> list[str]:
+    """Human reasons why the stage's run key differs from its lock."""
+    if lock is None:
+        return ["never ran (no lock file)"]
+    reasons = []
+    for name in sorted(set(parts) | set(lock.fingerprint)):
+        if parts.get(name) != lock.fingerprint.get(name):
+            reasons.append(f"code changed: {name}")
+    params = stage.params_dict()
+    for name in sorted(set(params) | set(lock.params)):
+        if json.dumps(params.get(name), default=repr) != json.dumps(lock.params.get(name)):
+            reasons.append(f"param changed: {name}")
+    for path in sorted(set(deps) | set(lock.deps)):
+        if path not in lock.deps:
+            reasons.append(f"new dep: {path}")
+        elif path not in deps:
+            reasons.append(f"dep removed: {path}")
+        elif deps[path] != lock.deps[path]:
+            reasons.append(f"dep changed: {path}")
+    if sorted(o.path for o in stage.outs) != sorted(lock.outs):
+        reasons.append("declared outputs changed")
+    return reasons or ["loaders or format version changed"]

@@ -1,0 +1,105 @@
+"""The project: its root (the top-most `.pivot/`), its state folders and its paths."""
+
+from __future__ import annotations
+
+import os
+import pathlib
+from dataclasses import dataclass
+from functools import cached_property
+
+from pivot.errors import PivotError
+
+PIVOT_DIR = ".pivot"
+PIVOT_GITIGNORE = "/cache/\n/tmp/\n/state.db\n/state.db-*\n/config.local.yaml\n"
+
+
+def find_root(start: pathlib.Path) -> pathlib.Path | None:
+    """Return the top-most directory at or above `start` that holds `.pivot/`."""
+    found = None
+    for candidate in (start, *start.parents):
+        if (candidate / PIVOT_DIR).is_dir():
+            found = candidate
+    return found
+
+
+@dataclass(frozen=True)
+class Project:
+    """Absolute locations inside one Pivot project."""
+
+    root: pathlib.Path
+
+    @classmethod
+    def discover(cls, start: pathlib.Path | None = None) -> Project:
+        """Find the project that contains `start` (default: the cwd)."""
+        start = (start or pathlib.Path.cwd()).resolve()
+        root = find_root(start)
+        if root is None:
+            raise PivotError(
+                f"No Pivot project found: neither {start} nor any directory above it holds "
+                f"a {PIVOT_DIR}/ folder. Run `pivot init` at the top of your project first."
+            )
+        return cls(root)
+
+    @cached_property
+    def pivot_dir(self) -> pathlib.Path:
+        return self.root / PIVOT_DIR
+
+    @cached_property
+    def stages_dir(self) -> pathlib.Path:
+        return self.pivot_dir / "stages"
+
+    @cached_property
+    def cache_dir(self) -> pathlib.Path:
+        return self.pivot_dir / "cache"
+
+    @cached_property
+    def tmp_dir(self) -> pathlib.Path:
+        path = self.pivot_dir / "tmp"
+        path.mkdir(exist_ok=True)
+        return path
+
+    @cached_property
+    def state_path(self) -> pathlib.Path:
+        return self.pivot_dir / "state.db"
+
+    def rel(self, path: str | os.PathLike[str], base: pathlib.Path | None = None) -> str:
+        """Project-relative POSIX form of `path` (relative to `base`, default root)."""
+        absolute = pathlib.Path(os.path.normpath((base or self.root) / path))
+        try:
+            relative = absolute.relative_to(self.root)
+        except ValueError:
+            raise PivotError(
+                f"The path {path} resolves to {absolute}, which is outside the project root "
+                f"{self.root}. Pivot only tracks files inside the project; move the file "
+                f"into the project or fix the path."
+            ) from None
+        posix = relative.as_posix()
+        if posix == ".":
+            raise PivotError(f"The path {path} names the project root itself; name a file.")
+        return posix
+
+    def abs(self, rel: str) -> pathlib.Path:
+        """Absolute path of a project-relative path, refusing anything that escapes."""
+        return self.root / safe_relpath(rel, f"project path {rel!r}")
+
+
+def safe_relpath(rel: str, what: str) -> str:
+    """Return `rel` if it is a plain relative POSIX path, else raise naming `what`."""
+    parts = rel.split("/")
+    if not rel or rel.startswith("/") or "\\" in rel or any(p in ("", ".", "..") for p in parts):
+        raise PivotError(
+            f"Refusing {what}: {rel!r} is not a plain relative path (absolute paths, '..' "
+            f"and empty parts are never accepted from lock files, manifests or indexes)."
+        )
+    return rel
+
+
+def init_project(directory: pathlib.Path) -> tuple[pathlib.Path, bool]:
+    """Create `.pivot/` in `directory`; return its path and whether it was new."""
+    pivot_dir = directory / PIVOT_DIR
+    created = not pivot_dir.exists()
+    (pivot_dir / "stages").mkdir(parents=True, exist_ok=True)
+    gitignore = pivot_dir / ".gitignore"
+    if not gitignore.exists():
+        gitignore.write_text(PIVOT_GITIGNORE)
+    return pivot_dir, created

@@ -1,0 +1,148 @@
+"""The work behind `run`, `status`, `list` and `checkout`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+
+from pivot import console
+from pivot.engine import Runner, RunReport, plan_graph
+from pivot.errors import PivotError, StageFailed
+from pivot.lockfile import read_lock
+from pivot.plan import PENDING, RESTORE, RUN
+from pivot.session import Scope, open_workspace, resolve_scope
+from pivot.storage.cache import LinkMode
+
+
+def scope_for(targets: tuple[str, ...], all_pipelines: bool) -> Scope:
+    ws = open_workspace()
+    try:
+        return resolve_scope(ws, targets, all_pipelines)
+    finally:
+        ws.state.close()
+
+
+def run(
+    targets: tuple[str, ...],
+    all_pipelines: bool,
+    jobs: int,
+    force: bool,
+    dry_run: bool,
+    keep_going: bool,
+    link: str,
+    quiet: bool,
+) -> RunReport | None:
+    ws = open_workspace()
+    try:
+        scope = resolve_scope(ws, targets, all_pipelines)
+        forced = set(scope.targets) if force else set()
+        if dry_run:
+            _, decisions = plan_graph(ws, scope.graph, forced)
+            for decision in decisions.values():
+                verb = {RUN: "would run", PENDING: "would run", RESTORE: "would restore"}
+                label = verb.get(decision.action, "up to date")
+                why = f"  ({'; '.join(decision.reasons)})" if decision.reasons else ""
+                click.echo(f"  {label:<14} {decision.stage.id}{why}")
+            return None
+
+        def show(report) -> None:
+            if not quiet:
+                console.stage_line(report.stage_id, report.status, report.seconds, report.detail)
+            if report.status == "failed":
+                click.echo(report.detail, err=True)
+
+        runner = Runner(ws, scope.graph, jobs, keep_going, LinkMode(link), on_stage=show)
+        report = runner.run(forced)
+    finally:
+        ws.state.close()
+    _summary(report, len(scope.graph.stages))
+    if report.failed:
+        names = ", ".join(s.stage_id for s in report.failed)
+        raise StageFailed(f"{len(report.failed)} stage(s) did not complete: {names}.")
+    return report
+
+
+def _summary(report: RunReport, total: int) -> None:
+    ran, restored = report.count("ran"), report.count("restored")
+    skipped, failed = report.count("skipped"), len(report.failed)
+    not_run = total - len(report.stages)
+    if ran == restored == failed == not_run == 0:
+        click.echo(f"Every stage is up to date ({total} stages, {report.seconds:.2f}s).")
+        return
+    parts = [f"{ran} ran", f"{restored} restored", f"{skipped} up to date"]
+    if failed:
+        parts.append(f"{failed} failed")
+    if not_run:
+        parts.append(f"{not_run} not started")
+    click.echo(f"{total} stages: {', '.join(parts)} in {report.seconds:.2f}s.")
+
+
+def status(targets: tuple[str, ...], all_pipelines: bool) -> list[dict[str, Any]]:
+    ws = open_workspace()
+    try:
+        scope = resolve_scope(ws, targets, all_pipelines)
+        _, decisions = plan_graph(ws, scope.graph, set())
+        root = ws.project.root
+        return [
+            {
+                "stage": d.stage.id,
+                "file": str(d.stage.source.relative_to(root)),
+                "action": d.action,
+                "reasons": d.reasons,
+            }
+            for d in decisions.values()
+        ]
+    finally:
+        ws.state.close()
+
+
+def list_stages(targets: tuple[str, ...], all_pipelines: bool) -> list[dict[str, Any]]:
+    scope = scope_for(targets, all_pipelines)
+    root = scope.discovery.project.root
+    return [
+        {
+            "stage": stage.id,
+            "file": str(stage.source.relative_to(root)),
+            "deps": [d.path for d in stage.deps],
+            "outs": [o.path for o in stage.outs],
+        }
+        for stage in (scope.graph.stages[sid] for sid in scope.graph.order())
+    ]
+
+
+def checkout(targets: tuple[str, ...], all_pipelines: bool, link: str) -> tuple[int, int]:
+    """Place every locked output of the scope; returns (placed, already in place)."""
+    ws = open_workspace()
+    placed = unchanged = 0
+    try:
+        scope = resolve_scope(ws, targets, all_pipelines)
+        missing = []
+        wanted = []
+        for sid in scope.graph.order():
+            lock = read_lock(ws.project.stages_dir, sid)
+            for path, out in (lock.outs if lock else {}).items():
+                if ws.cache.missing(out["hash"], out["kind"]):
+                    missing.append(f"{path} ({sid})")
+                else:
+                    wanted.append((path, out))
+        if missing:
+            raise PivotError(
+                f"These outputs are not in the local cache: {', '.join(missing)}. Run "
+                f"`pivot pull` to fetch them from the remote, or `pivot run` to rebuild them."
+            )
+        root = ws.project.root
+        for path, out in wanted:
+            current = ws.hasher.hash_path(path)
+            if current is not None and current.hash == out["hash"]:
+                unchanged += 1
+                continue
+            for inner, digest in ws.cache.checkout(
+                out["hash"], out["kind"], root / path, LinkMode(link)
+            ):
+                rel = f"{path}/{inner}" if inner else path
+                ws.state.record(rel, (root / rel).stat(), digest)
+            placed += 1
+    finally:
+        ws.state.close()
+    return placed, unchanged

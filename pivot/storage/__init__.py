@@ -1,0 +1,1 @@
+"""Content-addressed storage: hashing, local cache, run records, remotes."""

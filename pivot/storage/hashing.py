@@ -1,0 +1,152 @@
+"""BLAKE3 hashes of files and directory trees, with a stat cache to avoid re-reading."""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import stat
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol
+
+import blake3
+import msgpack
+
+from pivot.errors import PivotError
+from pivot.project import safe_relpath
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+
+HASH_HEX_LEN = 64
+CHUNK = 1 << 20
+MMAP_THRESHOLD = 8 << 20
+FILE = "file"
+DIR = "dir"
+
+
+def hash_bytes(data: bytes) -> str:
+    return blake3.blake3(data).hexdigest()
+
+
+def hash_file(path: pathlib.Path) -> str:
+    """BLAKE3 of a file's content; large files are hashed through mmap on all cores."""
+    size = path.stat().st_size
+    if size >= MMAP_THRESHOLD:
+        hasher = blake3.blake3(max_threads=blake3.blake3.AUTO)
+        hasher.update_mmap(path)
+        return hasher.hexdigest()
+    return blake3.blake3(path.read_bytes()).hexdigest()
+
+
+def is_hash(value: object) -> bool:
+    return (
+        isinstance(value, str)
+        and len(value) == HASH_HEX_LEN
+        and all(c in "0123456789abcdef" for c in value)
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class TreeEntry:
+    """One file of a directory output."""
+
+    relpath: str
+    hash: str
+    size: int
+    mode: int
+
+
+def encode_tree(entries: Iterable[TreeEntry]) -> bytes:
+    """Deterministic msgpack manifest of a tree, sorted by relpath."""
+    rows = sorted((e.relpath, e.hash, e.size, e.mode) for e in entries)
+    return msgpack.packb(rows, use_bin_type=True)
+
+
+def decode_tree(data: bytes, what: str) -> list[TreeEntry]:
+    """Parse a manifest, refusing paths that could escape the tree."""
+    try:
+        rows = msgpack.unpackb(data, raw=False)
+        entries = [TreeEntry(str(r[0]), str(r[1]), int(r[2]), int(r[3])) for r in rows]
+    except (ValueError, TypeError, IndexError, msgpack.UnpackException) as exc:
+        raise PivotError(f"The tree manifest {what} is corrupt ({exc}).") from exc
+    for entry in entries:
+        safe_relpath(entry.relpath, f"an entry of the tree manifest {what}")
+        if not is_hash(entry.hash):
+            raise PivotError(f"The tree manifest {what} holds an invalid hash {entry.hash!r}.")
+    return entries
+
+
+class StatCache(Protocol):
+    """What a hasher needs from the state database."""
+
+    def lookup(self, rel: str, st: os.stat_result) -> str | None: ...
+
+    def record(self, rel: str, st: os.stat_result, digest: str) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class PathHash:
+    """The hash of a workspace path: a file blob or a tree manifest blob."""
+
+    hash: str
+    size: int
+    kind: str
+    nfiles: int = 1
+
+
+class Hasher:
+    """Hashes project paths, asking the stat cache before reading any file."""
+
+    def __init__(self, root: pathlib.Path, cache: StatCache) -> None:
+        self.root = root
+        self.cache = cache
+
+    def file_hash(self, rel: str, st: os.stat_result | None = None) -> str:
+        path = self.root / rel
+        st = st or path.stat()
+        cached = self.cache.lookup(rel, st)
+        if cached is not None:
+            return cached
+        digest = hash_file(path)
+        if _unchanged(st, path.stat()):
+            self.cache.record(rel, st, digest)
+        return digest
+
+    def hash_path(self, rel: str) -> PathHash | None:
+        """Hash a file or directory; None when it does not exist."""
+        path = self.root / rel
+        try:
+            st = path.stat()
+        except FileNotFoundError:
+            return None
+        if stat.S_ISDIR(st.st_mode):
+            entries = self.tree_entries(rel)
+            manifest = encode_tree(entries)
+            return PathHash(hash_bytes(manifest), sum(e.size for e in entries), DIR, len(entries))
+        return PathHash(self.file_hash(rel, st), st.st_size, FILE)
+
+    def tree_entries(self, rel: str) -> list[TreeEntry]:
+        base = self.root / rel
+        entries = []
+        for dirpath, dirnames, filenames in os.walk(base):
+            dirnames.sort()
+            for name in filenames:
+                full = pathlib.Path(dirpath, name)
+                st = full.stat()
+                inner = full.relative_to(base).as_posix()
+                digest = self.file_hash(f"{rel}/{inner}", st)
+                entries.append(TreeEntry(inner, digest, st.st_size, file_mode(st)))
+        return entries
+
+
+def file_mode(st: os.stat_result) -> int:
+    """The mode bits a checkout restores: executable or not."""
+    return 0o755 if st.st_mode & stat.S_IXUSR else 0o644
+
+
+def _unchanged(before: os.stat_result, after: os.stat_result) -> bool:
+    return (before.st_size, before.st_mtime_ns, before.st_ino) == (
+        after.st_size,
+        after.st_mtime_ns,
+        after.st_ino,
+    )

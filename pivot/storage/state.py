@@ -1,0 +1,94 @@
+"""The sqlite state database: stat cache and small key/value caches (never committed)."""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import sqlite3
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS stat_cache (
+    path TEXT PRIMARY KEY,
+    size INTEGER NOT NULL,
+    mtime_ns INTEGER NOT NULL,
+    inode INTEGER NOT NULL,
+    hash TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS kv (
+    namespace TEXT NOT NULL,
+    key TEXT NOT NULL,
+    value BLOB NOT NULL,
+    PRIMARY KEY (namespace, key)
+);
+"""
+
+
+class StateDB:
+    """Per-machine state under `.pivot/state.db`; writes are batched until `commit`."""
+
+    def __init__(self, path: pathlib.Path) -> None:
+        self.path = path
+        self._conn: sqlite3.Connection | None = None
+        self._stats: dict[str, tuple[int, int, int, str]] | None = None
+        self._pending: dict[str, tuple[int, int, int, str]] = {}
+
+    @property
+    def conn(self) -> sqlite3.Connection:
+        if self._conn is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            conn = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            conn.executescript(SCHEMA)
+            self._conn = conn
+        return self._conn
+
+    def _load_stats(self) -> dict[str, tuple[int, int, int, str]]:
+        if self._stats is None:
+            rows = self.conn.execute("SELECT path, size, mtime_ns, inode, hash FROM stat_cache")
+            self._stats = {r[0]: (r[1], r[2], r[3], r[4]) for r in rows}
+        return self._stats
+
+    def lookup(self, rel: str, st: os.stat_result) -> str | None:
+        """The cached hash of `rel` if its size, mtime and inode are unchanged."""
+        row = self._pending.get(rel) or self._load_stats().get(rel)
+        if row and row[:3] == (st.st_size, st.st_mtime_ns, st.st_ino):
+            return row[3]
+        return None
+
+    def record(self, rel: str, st: os.stat_result, digest: str) -> None:
+        self._pending[rel] = (st.st_size, st.st_mtime_ns, st.st_ino, digest)
+
+    def get(self, namespace: str, key: str) -> bytes | None:
+        row = self.conn.execute(
+            "SELECT value FROM kv WHERE namespace = ? AND key = ?", (namespace, key)
+        ).fetchone()
+        return row[0] if row else None
+
+    def put(self, namespace: str, key: str, value: bytes) -> None:
+        self.conn.execute(
+            "INSERT OR REPLACE INTO kv (namespace, key, value) VALUES (?, ?, ?)",
+            (namespace, key, value),
+        )
+
+    def commit(self) -> None:
+        """Write the batched stat entries in one transaction."""
+        if not self._pending:
+            return
+        rows = [(k, *v) for k, v in self._pending.items()]
+        with self.conn:
+            self.conn.execute("BEGIN")
+            self.conn.executemany(
+                "INSERT OR REPLACE INTO stat_cache (path, size, mtime_ns, inode, hash) "
+                "VALUES (?, ?, ?, ?, ?)",
+                rows,
+            )
+        if self._stats is not None:
+            self._stats.update(self._pending)
+        self._pending.clear()
+
+    def close(self) -> None:
+        self.commit()
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None

@@ -1,0 +1,124 @@
+"""Executing one stage in a worker process: load deps, call, save outs, cache them."""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import traceback
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from pivot.storage.cache import LocalCache, remove_path
+
+if TYPE_CHECKING:
+    from pivot.stage import StageSpec
+
+PACKAGE_DIR = str(pathlib.Path(__file__).resolve().parent) + os.sep
+_STAGES: dict[str, StageSpec] = {}
+
+
+def register_stages(stages: dict[str, StageSpec]) -> None:
+    """Make stages known to workers; call before the worker processes are forked."""
+    _STAGES.clear()
+    _STAGES.update(stages)
+
+
+@dataclass
+class Outcome:
+    """What a worker sends back: the cached outputs, or the user's error."""
+
+    stage_id: str
+    ok: bool
+    outs: dict[str, dict[str, Any]] = field(default_factory=dict)
+    stats: list[tuple[str, os.stat_result, str]] = field(default_factory=list)
+    error: str = ""
+    seconds: float = 0.0
+
+
+class StageContractError(Exception):
+    """The stage ran but broke its declared contract (missing output, bad return)."""
+
+
+def execute(stage_id: str, root: str, cache_dir: str, tmp_dir: str) -> Outcome:
+    """Run a stage in its pipeline directory and move its outputs into the cache."""
+    import time
+
+    stage = _STAGES[stage_id]
+    start = time.perf_counter()
+    project_root = pathlib.Path(root)
+    try:
+        os.chdir(stage.workdir)
+        for out in stage.outs:
+            target = project_root / out.path
+            remove_path(target)
+            target.parent.mkdir(parents=True, exist_ok=True)
+        result = _call(stage)
+        _save_outputs(stage, result)
+        cache = LocalCache(pathlib.Path(cache_dir), pathlib.Path(tmp_dir))
+        outs, stats = _store_outputs(stage, project_root, cache)
+    except BaseException as exc:
+        return Outcome(stage_id, False, error=_format_error(stage, exc))
+    return Outcome(stage_id, True, outs, stats, seconds=time.perf_counter() - start)
+
+
+def _call(stage: StageSpec) -> Any:
+    kwargs = {dep.key: dep.loader.load(pathlib.Path(dep.declared)) for dep in stage.deps}
+    if stage.params is not None:
+        kwargs["params"] = stage.params
+    return stage.func(**kwargs)
+
+
+def _save_outputs(stage: StageSpec, result: Any) -> None:
+    if stage.single_out:
+        values = {stage.outs[0].key: result}
+    elif stage.outs:
+        if not isinstance(result, dict):
+            raise StageContractError(
+                f"returned {type(result).__name__}, but its return type declares outputs "
+                f"{', '.join(o.key for o in stage.outs)}; return a dict with those keys."
+            )
+        missing = [o.key for o in stage.outs if o.key not in result]
+        if missing:
+            raise StageContractError(f"returned no value for output(s) {', '.join(missing)}.")
+        values = result
+    else:
+        values = {}
+    for out in stage.outs:
+        if not out.loader.writes_itself:
+            out.loader.save(values[out.key], pathlib.Path(out.declared))
+    absent = [o.declared for o in stage.outs if not os.path.lexists(o.declared)]
+    if absent:
+        raise StageContractError(
+            f"did not write its declared output(s) {', '.join(absent)} (relative to "
+            f"{stage.workdir}). Write the file(s) or fix the pivot.Out path."
+        )
+
+
+def _store_outputs(
+    stage: StageSpec, root: pathlib.Path, cache: LocalCache
+) -> tuple[dict[str, dict[str, Any]], list[tuple[str, os.stat_result, str]]]:
+    outs: dict[str, dict[str, Any]] = {}
+    stats = []
+    for out in stage.outs:
+        path = root / out.path
+        stored, files = cache.add_output(path)
+        outs[out.path] = {"hash": stored.hash, "size": stored.size, "kind": stored.kind}
+        for inner, digest in files:
+            rel = f"{out.path}/{inner}" if inner else out.path
+            stats.append((rel, (root / rel).stat(), digest))
+    return outs, stats
+
+
+def _format_error(stage: StageSpec, exc: BaseException) -> str:
+    if isinstance(exc, StageContractError):
+        return f"Stage {stage.id} ({stage.source}) {exc}"
+    if isinstance(exc, KeyboardInterrupt):
+        return f"Stage {stage.id} was interrupted."
+    frames = traceback.extract_tb(exc.__traceback__)
+    user = [f for f in frames if not f.filename.startswith(PACKAGE_DIR)]
+    lines = traceback.format_list(user or frames)
+    detail = "".join(traceback.format_exception_only(type(exc), exc)).rstrip()
+    return (
+        f"Stage {stage.id} ({stage.source}) raised {type(exc).__name__}:\n"
+        f"Traceback (most recent call last):\n{''.join(lines)}{detail}"
+    )
