@@ -1,0 +1,287 @@
+"""Project configuration: `.pivot/config.yaml` (committed) merged with `config.local.yaml`.
+
+The committed file holds what the team shares (remotes, the default remote); the local
+file (gitignored) holds credentials and machine-local overrides and wins on conflicts.
+Secrets are refused in the committed file.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from pivot import atomic
+from pivot.errors import PivotError
+
+if TYPE_CHECKING:
+    import pathlib
+
+    from pivot.project import Project
+
+CONFIG_NAME = "config.yaml"
+LOCAL_CONFIG_NAME = "config.local.yaml"
+
+SECRET_KEYS = frozenset({"access_key_id", "secret_access_key", "session_token"})
+INT_KEYS = frozenset({"jobs"})
+REMOTE_KEYS = frozenset({"url", "endpoint_url", "region", "profile", "jobs"} | SECRET_KEYS)
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+_URL_PASSWORD_RE = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://[^/@]*:[^/@]*@")
+
+
+@dataclass(frozen=True)
+class RemoteConfig:
+    """One configured remote, merged from both files."""
+
+    name: str
+    url: str
+    options: dict[str, Any] = field(default_factory=dict)
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self.options.get(key, default)
+
+    @property
+    def jobs(self) -> int | None:
+        value = self.options.get("jobs")
+        return int(value) if value is not None else None
+
+
+def config_paths(project: Project) -> tuple[pathlib.Path, pathlib.Path]:
+    """The committed and the local config file of `project`."""
+    return project.pivot_dir / CONFIG_NAME, project.pivot_dir / LOCAL_CONFIG_NAME
+
+
+def _read(path: pathlib.Path) -> dict[str, Any]:
+    import yaml
+
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        return {}
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise PivotError(f"The config file {path} is not valid YAML ({exc}). Fix it.") from exc
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise PivotError(f"The config file {path} must hold a mapping at the top level.")
+    remotes = data.get("remotes", {})
+    if remotes is None:
+        data["remotes"] = {}
+    elif not isinstance(remotes, dict) or not all(isinstance(v, dict) for v in remotes.values()):
+        raise PivotError(
+            f"The config file {path}: `remotes` must map each remote name to a mapping "
+            f"with at least `url`."
+        )
+    return data
+
+
+def _write(path: pathlib.Path, data: dict[str, Any]) -> None:
+    import yaml
+
+    clean = {k: v for k, v in data.items() if v not in (None, {})}
+    text = yaml.safe_dump(clean, sort_keys=True, default_flow_style=False) if clean else ""
+    atomic.write_text(path, text)
+
+
+def merge(shared: dict[str, Any], local: dict[str, Any]) -> dict[str, Any]:
+    """Merge two config mappings; `local` wins, remotes merge key by key."""
+    merged = copy.deepcopy(shared)
+    for key, value in local.items():
+        if key == "remotes":
+            remotes = merged.setdefault("remotes", {}) or {}
+            merged["remotes"] = remotes
+            for name, options in (value or {}).items():
+                remotes[name] = {**remotes.get(name, {}), **options}
+        else:
+            merged[key] = copy.deepcopy(value)
+    return merged
+
+
+def load(project: Project) -> dict[str, Any]:
+    """The merged configuration of `project`."""
+    shared_path, local_path = config_paths(project)
+    shared = _read(shared_path)
+    _check_no_secrets(shared, shared_path)
+    return merge(shared, _read(local_path))
+
+
+def _check_no_secrets(data: dict[str, Any], path: pathlib.Path) -> None:
+    for name, options in (data.get("remotes") or {}).items():
+        found = sorted(SECRET_KEYS & set(options))
+        if found or _URL_PASSWORD_RE.match(str(options.get("url", ""))):
+            what = ", ".join(found) or "a password inside its url"
+            raise PivotError(
+                f"The committed config file {path} holds a secret for remote {name!r} "
+                f"({what}). Secrets belong in .pivot/{LOCAL_CONFIG_NAME}, which is not "
+                f"committed: move them there and remove them from the history if pushed."
+            )
+
+
+def remotes(project: Project) -> dict[str, RemoteConfig]:
+    """Every configured remote, by name."""
+    config = load(project)
+    result = {}
+    for name, options in sorted((config.get("remotes") or {}).items()):
+        url = options.get("url")
+        if not url:
+            raise PivotError(
+                f"Remote {name!r} has no url. Set one with "
+                f"`pivot remote modify {name} url <URL>` or remove it."
+            )
+        rest = {k: v for k, v in options.items() if k != "url"}
+        result[name] = RemoteConfig(name, str(url), rest)
+    return result
+
+
+def default_remote_name(project: Project) -> str | None:
+    name = load(project).get("default_remote")
+    return str(name) if name else None
+
+
+def get_remote(project: Project, name: str | None = None) -> RemoteConfig:
+    """The remote called `name`, or the default remote."""
+    configured = remotes(project)
+    if name is None:
+        name = default_remote_name(project)
+        if name is None:
+            if len(configured) == 1:
+                return next(iter(configured.values()))
+            raise PivotError(
+                "No remote given and no default remote set. Add one with "
+                "`pivot remote add --default NAME URL`, set one with "
+                "`pivot remote default NAME`, or pass `-r NAME`."
+            )
+    if name not in configured:
+        known = ", ".join(configured) or "none"
+        raise PivotError(
+            f"Unknown remote {name!r} (configured: {known}). "
+            f"Add it with `pivot remote add {name} URL`."
+        )
+    return configured[name]
+
+
+def _check_name(name: str) -> None:
+    if not _NAME_RE.match(name):
+        raise PivotError(
+            f"Invalid remote name {name!r}: use letters, digits, '_', '.', '-' "
+            f"(starting with a letter or digit, at most 64 characters)."
+        )
+
+
+def _check_value(name: str, key: str, value: Any, local: bool) -> Any:
+    if key not in REMOTE_KEYS:
+        raise PivotError(
+            f"Unknown remote option {key!r} for remote {name!r}. "
+            f"Known options: {', '.join(sorted(REMOTE_KEYS))}."
+        )
+    if key in SECRET_KEYS and not local:
+        raise PivotError(
+            f"Refusing to write {key} of remote {name!r} into the committed "
+            f".pivot/{CONFIG_NAME}: secrets must not be committed. Use --local to store it "
+            f"in .pivot/{LOCAL_CONFIG_NAME}, or use an AWS profile or environment variables."
+        )
+    if key == "url":
+        value = str(value)
+        if not value:
+            raise PivotError(f"The url of remote {name!r} must not be empty.")
+        if _URL_PASSWORD_RE.match(value) and not local:
+            raise PivotError(
+                f"Refusing to write a url with an embedded password for remote {name!r} into "
+                f"the committed .pivot/{CONFIG_NAME}. Use --local, or keep the credentials "
+                f"out of the url."
+            )
+    if key in INT_KEYS:
+        try:
+            value = int(value)
+        except (TypeError, ValueError):
+            raise PivotError(f"Option {key} of remote {name!r} must be an integer.") from None
+        if value < 1:
+            raise PivotError(f"Option {key} of remote {name!r} must be at least 1.")
+    elif key != "url":
+        value = str(value)
+    return value
+
+
+def _edit(project: Project, local: bool) -> tuple[pathlib.Path, dict[str, Any]]:
+    shared_path, local_path = config_paths(project)
+    path = local_path if local else shared_path
+    return path, _read(path)
+
+
+def add_remote(
+    project: Project, name: str, url: str, *, default: bool = False, local: bool = False
+) -> RemoteConfig:
+    """Add remote `name` at `url` (to the local file with `local=True`)."""
+    _check_name(name)
+    url = _check_value(name, "url", url, local)
+    if name in remotes(project):
+        raise PivotError(
+            f"Remote {name!r} already exists. Change it with "
+            f"`pivot remote modify {name} url {url}` or remove it first."
+        )
+    path, data = _edit(project, local)
+    data.setdefault("remotes", {})[name] = {"url": url}
+    if default:
+        data["default_remote"] = name
+    _write(path, data)
+    return get_remote(project, name)
+
+
+def remove_remote(project: Project, name: str) -> None:
+    """Remove remote `name` from both files (and as the default)."""
+    if name not in remotes(project):
+        raise PivotError(f"Unknown remote {name!r}; nothing to remove.")
+    for local in (False, True):
+        path, data = _edit(project, local)
+        changed = False
+        if name in (data.get("remotes") or {}):
+            del data["remotes"][name]
+            changed = True
+        if data.get("default_remote") == name:
+            del data["default_remote"]
+            changed = True
+        if changed:
+            _write(path, data)
+
+
+def set_default_remote(project: Project, name: str, *, local: bool = False) -> None:
+    if name not in remotes(project):
+        raise PivotError(f"Unknown remote {name!r}; add it with `pivot remote add {name} URL`.")
+    path, data = _edit(project, local)
+    data["default_remote"] = name
+    _write(path, data)
+
+
+def modify_remote(
+    project: Project,
+    name: str,
+    key: str,
+    value: Any = None,
+    *,
+    local: bool = False,
+    unset: bool = False,
+) -> None:
+    """Set (or with `unset=True` remove) option `key` of remote `name`."""
+    configured = remotes(project)
+    if name not in configured:
+        raise PivotError(f"Unknown remote {name!r}; add it with `pivot remote add {name} URL`.")
+    path, data = _edit(project, local)
+    entry = data.setdefault("remotes", {}).setdefault(name, {})
+    if unset:
+        if key == "url":
+            raise PivotError(f"The url of remote {name!r} cannot be unset; remove the remote.")
+        entry.pop(key, None)
+        if not entry:
+            del data["remotes"][name]
+    else:
+        entry[key] = _check_value(name, key, value, local)
+    _write(path, data)
+
+
+def list_remotes(project: Project) -> list[tuple[RemoteConfig, bool]]:
+    """Each remote and whether it is the default."""
+    default = default_remote_name(project)
+    return [(r, r.name == default) for r in remotes(project).values()]

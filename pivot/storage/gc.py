@@ -1,0 +1,83 @@
+"""Garbage collection of the local cache: drop what no lock file still needs.
+
+Live run records are those a lock file names (its run key); live blobs are the outputs
+of every lock file and live run record, with tree manifests' entries. Everything else
+in `.pivot/cache` is removed.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from pivot.storage.cache import LocalCache
+from pivot.storage.hashing import DIR, is_hash
+from pivot.storage.runs import RunRecords
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+
+    from pivot.lockfile import Lock
+    from pivot.project import Project
+
+
+@dataclass
+class GcSummary:
+    objects_removed: int = 0
+    bytes_removed: int = 0
+    runs_removed: int = 0
+    objects_kept: int = 0
+    runs_kept: int = 0
+    dry_run: bool = False
+    removed: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items() if k != "removed"}
+
+
+def live_blobs(cache: LocalCache, outputs: Iterable[tuple[str, str]]) -> set[str]:
+    """Every blob the outputs need; a tree's entries count when its manifest is local."""
+    live: set[str] = set()
+    for digest, kind in outputs:
+        live.add(digest)
+        if kind == DIR and cache.has(digest):
+            live.update(e.hash for e in cache.tree(digest))
+    return live
+
+
+def collect_garbage(project: Project, locks: Iterable[Lock], dry_run: bool = False) -> GcSummary:
+    """Remove cache objects and run records that `locks` do not reference."""
+    cache = LocalCache(project.cache_dir, project.tmp_dir)
+    runs = RunRecords(project.cache_dir)
+    locks = list(locks)
+    live_runs = {lock.run_key for lock in locks}
+    outputs = [(o["hash"], o["kind"]) for lock in locks for o in lock.outs.values()]
+    for key in live_runs:
+        record = runs.get(key)
+        if record:
+            outputs.extend((o["hash"], o["kind"]) for o in record.values())
+    live = live_blobs(cache, outputs)
+    summary = GcSummary(dry_run=dry_run)
+    if cache.objects.is_dir():
+        for shard in sorted(cache.objects.iterdir()):
+            if not shard.is_dir():
+                continue
+            for entry in sorted(shard.iterdir()):
+                digest = shard.name + entry.name
+                if not is_hash(digest) or digest in live:
+                    summary.objects_kept += 1
+                    continue
+                summary.objects_removed += 1
+                summary.bytes_removed += entry.stat().st_size
+                summary.removed.append(digest)
+                if not dry_run:
+                    os.unlink(entry)
+    for key in runs.keys():  # noqa: SIM118 (RunRecords is not a dict)
+        if key in live_runs:
+            summary.runs_kept += 1
+            continue
+        summary.runs_removed += 1
+        if not dry_run:
+            os.unlink(runs.path(key))
+    return summary

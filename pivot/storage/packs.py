@@ -1,0 +1,279 @@
+"""Packs and indexes: how blobs are laid out on a remote (see docs/remote-format.md).
+
+A pack is a concatenation of stored blobs, each either one zstd frame or the raw bytes.
+An index names packs and, for each blob, where it lies in its pack; it may also carry run
+records. Packs and indexes are named by the BLAKE3 of their bytes, so concurrent pushers
+never overwrite each other with different content.
+"""
+
+from __future__ import annotations
+
+import io
+import threading
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, BinaryIO
+
+import blake3
+import msgpack
+import zstandard
+
+from pivot.errors import PivotError
+from pivot.storage.hashing import CHUNK, is_hash
+from pivot.storage.runs import decode_record
+
+if TYPE_CHECKING:
+    import pathlib
+    from collections.abc import Iterable
+
+FORMAT_NAME = "pivot-remote-index"
+FORMAT_VERSION = 1
+RAW = 0
+ZSTD = 1
+CODECS = (RAW, ZSTD)
+LEVEL = 3
+# A blob is stored compressed only when zstd saves at least this fraction of it.
+MIN_SAVING = 0.05
+TINY = 64
+SAMPLE = 128 << 10
+STREAM_CHUNK = 4 << 20
+
+
+@dataclass(frozen=True, slots=True)
+class BlobEntry:
+    """Where one blob lies in a pack."""
+
+    hash: str
+    offset: int
+    length: int
+    size: int
+    codec: int
+
+
+@dataclass(frozen=True, slots=True)
+class PackInfo:
+    pack_id: str
+    blobs: tuple[BlobEntry, ...]
+
+    @property
+    def stored(self) -> int:
+        return sum(b.length for b in self.blobs)
+
+
+@dataclass(frozen=True, slots=True)
+class Index:
+    """One decoded index object."""
+
+    packs: tuple[PackInfo, ...]
+    runs: tuple[tuple[str, bytes], ...]
+
+
+# ----- compression -----
+
+_local = threading.local()
+
+
+def _cctx() -> zstandard.ZstdCompressor:
+    cctx = getattr(_local, "cctx", None)
+    if cctx is None:
+        cctx = _local.cctx = zstandard.ZstdCompressor(level=LEVEL)
+    return cctx
+
+
+def _dctx() -> zstandard.ZstdDecompressor:
+    dctx = getattr(_local, "dctx", None)
+    if dctx is None:
+        dctx = _local.dctx = zstandard.ZstdDecompressor()
+    return dctx
+
+
+def encode_blob(data: bytes) -> tuple[bytes, int]:
+    """The stored form of a small blob and its codec: zstd unless that does not pay."""
+    if len(data) < TINY:
+        return data, RAW
+    frame = _cctx().compress(data)
+    if len(frame) <= len(data) * (1 - MIN_SAVING):
+        return frame, ZSTD
+    return data, RAW
+
+
+def decode_blob(stored: bytes | memoryview, codec: int, size: int) -> bytes:
+    """The blob bytes from its stored form (not yet verified)."""
+    if codec == RAW:
+        return bytes(stored)
+    try:
+        if zstandard.frame_content_size(stored) != size:
+            raise ValueError("zstd frame header does not give the indexed size")
+        return _dctx().decompress(stored)
+    except zstandard.ZstdError as exc:
+        raise ValueError(f"zstd frame does not decode: {exc}") from exc
+
+
+def compresses(path: pathlib.Path, size: int) -> bool:
+    """Whether samples from the start, middle and end of a file compress worthwhile."""
+    offsets = sorted({0, max(0, size // 2 - SAMPLE // 2), max(0, size - SAMPLE)})
+    raw = 0
+    packed = 0
+    cctx = zstandard.ZstdCompressor(level=1)
+    with open(path, "rb") as handle:
+        for offset in offsets:
+            handle.seek(offset)
+            chunk = handle.read(SAMPLE)
+            raw += len(chunk)
+            packed += len(cctx.compress(chunk))
+    return raw > 0 and packed <= raw * (1 - MIN_SAVING)
+
+
+def compress_file(
+    src: pathlib.Path, dest: BinaryIO, size: int, threads: int
+) -> tuple[int, str, str]:
+    """Stream `src` as one zstd frame into `dest`.
+
+    Returns (stored length, BLAKE3 of the stored bytes, BLAKE3 of the source bytes).
+    """
+    hasher = blake3.blake3()
+    source_hasher = blake3.blake3()
+    written = 0
+
+    class _Sink(io.RawIOBase):
+        def writable(self) -> bool:
+            return True
+
+        def write(self, b) -> int:  # type: ignore[override]
+            nonlocal written
+            hasher.update(b)
+            dest.write(b)
+            written += len(b)
+            return len(b)
+
+    cctx = zstandard.ZstdCompressor(level=LEVEL, threads=threads, write_content_size=True)
+    sink = _Sink()
+    with open(src, "rb") as source:
+        writer = cctx.stream_writer(sink, size=size, closefd=False)
+        while chunk := source.read(STREAM_CHUNK):
+            source_hasher.update(chunk)
+            writer.write(chunk)
+        writer.flush(zstandard.FLUSH_FRAME)
+        writer.close()
+    return written, hasher.hexdigest(), source_hasher.hexdigest()
+
+
+def decompress_stream(src: BinaryIO, dest: BinaryIO) -> tuple[int, str]:
+    """Decompress one zstd frame from `src` into `dest`; returns (size, BLAKE3)."""
+    hasher = blake3.blake3()
+    size = 0
+    reader = zstandard.ZstdDecompressor().stream_reader(src, read_size=STREAM_CHUNK)
+    try:
+        while chunk := reader.read(STREAM_CHUNK):
+            hasher.update(chunk)
+            dest.write(chunk)
+            size += len(chunk)
+    except zstandard.ZstdError as exc:
+        raise ValueError(f"zstd stream does not decode: {exc}") from exc
+    return size, hasher.hexdigest()
+
+
+def hash_stream(src: BinaryIO) -> tuple[int, str]:
+    hasher = blake3.blake3()
+    size = 0
+    while chunk := src.read(CHUNK * 8):
+        hasher.update(chunk)
+        size += len(chunk)
+    return size, hasher.hexdigest()
+
+
+# ----- packs -----
+
+
+class PackBuilder:
+    """Accumulates small blobs into one pack in memory."""
+
+    def __init__(self) -> None:
+        self.parts: list[bytes] = []
+        self.entries: list[tuple[str, int, int, int, int]] = []
+        self.offset = 0
+
+    def add(self, digest: str, data: bytes) -> None:
+        stored, codec = encode_blob(data)
+        self.parts.append(stored)
+        self.entries.append((digest, self.offset, len(stored), len(data), codec))
+        self.offset += len(stored)
+
+    def finish(self) -> tuple[bytes, PackInfo]:
+        data = b"".join(self.parts)
+        pack_id = blake3.blake3(data).hexdigest()
+        blobs = tuple(BlobEntry(*e) for e in self.entries)
+        return data, PackInfo(pack_id, blobs)
+
+
+# ----- indexes -----
+
+
+def encode_index(packs: Iterable[PackInfo], runs: Iterable[tuple[str, bytes]]) -> bytes:
+    """The msgpack bytes of an index (deterministic for the same content)."""
+    body = {
+        "format": FORMAT_NAME,
+        "v": FORMAT_VERSION,
+        "packs": [
+            [
+                bytes.fromhex(p.pack_id),
+                [[bytes.fromhex(b.hash), b.offset, b.length, b.size, b.codec] for b in p.blobs],
+            ]
+            for p in packs
+        ],
+        "runs": [[bytes.fromhex(k), bytes(v)] for k, v in sorted(runs)],
+    }
+    return msgpack.packb(body, use_bin_type=True)
+
+
+def index_id(data: bytes) -> str:
+    return blake3.blake3(data).hexdigest()
+
+
+def decode_index(data: bytes, what: str) -> Index:
+    """Parse and validate an index; any inconsistency raises PivotError naming `what`."""
+    try:
+        raw = msgpack.unpackb(data, raw=False, strict_map_key=True)
+        if not isinstance(raw, dict) or raw.get("format") != FORMAT_NAME:
+            raise ValueError("not a Pivot remote index")
+        if raw.get("v") != FORMAT_VERSION:
+            raise ValueError(
+                f"format version {raw.get('v')!r} is not supported (this Pivot reads "
+                f"version {FORMAT_VERSION}; upgrade Pivot)"
+            )
+        packs = tuple(_decode_pack(p) for p in raw["packs"])
+        runs = []
+        for key, record in raw["runs"]:
+            run_key = _hex(key)
+            if not isinstance(record, bytes):
+                raise ValueError("a run record is not bytes")
+            runs.append((run_key, record))
+    except (ValueError, TypeError, KeyError, msgpack.UnpackException) as exc:
+        raise PivotError(f"The {what} is corrupt or unsupported ({exc}).") from exc
+    for run_key, record in runs:
+        decode_record(record, f"run record {run_key[:12]} in the {what}")
+    return Index(packs, tuple(runs))
+
+
+def _hex(value: object) -> str:
+    if not isinstance(value, bytes) or len(value) != 32:
+        raise ValueError("a hash is not 32 bytes")
+    return value.hex()
+
+
+def _decode_pack(item: object) -> PackInfo:
+    pack_raw, blobs_raw = item  # type: ignore[misc]
+    pack_id = _hex(pack_raw)
+    blobs = []
+    end = 0
+    for row in blobs_raw:
+        digest, offset, length, size, codec = row
+        entry = BlobEntry(_hex(digest), int(offset), int(length), int(size), int(codec))
+        if entry.offset < end or entry.length < 0 or entry.size < 0:
+            raise ValueError(f"pack {pack_id[:12]} has overlapping or negative ranges")
+        if entry.codec not in CODECS or (entry.codec == RAW and entry.length != entry.size):
+            raise ValueError(f"pack {pack_id[:12]} has an invalid codec entry")
+        end = entry.offset + entry.length
+        blobs.append(entry)
+    if not is_hash(pack_id):
+        raise ValueError("invalid pack id")
+    return PackInfo(pack_id, tuple(blobs))

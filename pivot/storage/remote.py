@@ -1,0 +1,416 @@
+"""A remote store over any fsspec filesystem: the few object operations Pivot needs.
+
+The layout of what is stored (packs, indexes) lives in `packs.py` and
+`docs/remote-format.md`; this module only opens the filesystem, names objects, moves
+bytes, and turns library errors into one clear PivotError that never shows a secret.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import pathlib
+import re
+import shutil
+import uuid
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, NoReturn
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+from pivot import atomic
+from pivot.errors import PivotError
+from pivot.storage.hashing import CHUNK, is_hash
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+
+    from pivot.config import RemoteConfig
+
+PACKS = "packs"
+INDEX = "index"
+LOCAL_PROTOCOLS = ("file", "local")
+OBJECT_STORE_PROTOCOLS = ("s3", "s3a", "gs", "gcs", "az", "abfs", "abfss", "adl")
+# Multipart settings for large uploads/downloads: bounded memory (chunk x concurrency).
+S3_CHUNK = 16 << 20
+S3_CONCURRENCY = 4
+_SECRET_QUERY = re.compile(r"(key|secret|token|sig|password|passwd|credential)", re.IGNORECASE)
+_PACKAGE_HINTS = {
+    "s3": "s3fs",
+    "s3a": "s3fs",
+    "gs": "gcsfs",
+    "gcs": "gcsfs",
+    "az": "adlfs",
+    "abfs": "adlfs",
+    "abfss": "adlfs",
+    "sftp": "paramiko",
+    "ssh": "paramiko",
+    "hf": "huggingface_hub",
+    "webdav": "webdav4",
+    "oss": "ossfs",
+}
+
+
+def redact_url(url: str) -> str:
+    """`url` with any password in its user part and secret-looking query values hidden."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "<unparsable url>"
+    netloc = parts.netloc
+    if "@" in netloc:
+        userinfo, host = netloc.rsplit("@", 1)
+        user = userinfo.split(":", 1)[0]
+        netloc = f"{user}:***@{host}" if ":" in userinfo else f"***@{host}"
+    query = parts.query
+    if query:
+        pairs = parse_qsl(query, keep_blank_values=True)
+        query = urlencode([(k, "***" if _SECRET_QUERY.search(k) else v) for k, v in pairs])
+    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+
+
+@dataclass
+class Remote:
+    """One remote: an fsspec filesystem and the root path of the store on it."""
+
+    fs: Any
+    root: str
+    name: str
+    url: str
+    protocol: str
+    identity: str
+    secrets: tuple[str, ...] = ()
+    local_root: pathlib.Path | None = None
+    options: dict[str, Any] = field(default_factory=dict)
+
+    # ----- opening -----
+
+    @classmethod
+    def from_config(cls, config: RemoteConfig, base: pathlib.Path | None = None) -> Remote:
+        """Open the remote a config entry describes (relative local paths use `base`)."""
+        return open_remote(config.url, name=config.name, options=config.options, base=base)
+
+    @property
+    def display(self) -> str:
+        """How to name this remote to the user: name and redacted url."""
+        return f"{self.name!r} ({redact_url(self.url)})"
+
+    # ----- object names -----
+
+    def _path(self, key: str) -> str:
+        return f"{self.root}/{key}" if self.root else key
+
+    @staticmethod
+    def pack_key(pack_id: str) -> str:
+        return f"{PACKS}/{pack_id[:2]}/{pack_id}"
+
+    @staticmethod
+    def index_key(index_id: str) -> str:
+        return f"{INDEX}/{index_id}"
+
+    # ----- operations -----
+
+    def list_indexes(self) -> list[str]:
+        """The ids of every index object on the remote (one listing)."""
+        prefix = self._path(INDEX)
+        with self._errors("list the indexes of"):
+            if self.local_root is not None:
+                folder = self.local_root / INDEX
+                names = [p.name for p in folder.iterdir()] if folder.is_dir() else []
+            else:
+                names = [p.rstrip("/").rsplit("/", 1)[-1] for p in self.fs.find(prefix)]
+        return sorted(n for n in names if is_hash(n))
+
+    def list_packs(self) -> list[str]:
+        """The ids of every pack object (used by maintenance, never by push or fetch)."""
+        prefix = self._path(PACKS)
+        with self._errors("list the packs of"):
+            if self.local_root is not None:
+                folder = self.local_root / PACKS
+                names = [p.name for p in folder.glob("*/*")] if folder.is_dir() else []
+            else:
+                names = [p.rstrip("/").rsplit("/", 1)[-1] for p in self.fs.find(prefix)]
+        return sorted(n for n in names if is_hash(n))
+
+    def get_bytes(self, key: str) -> bytes:
+        with self._errors(f"read {key} from"):
+            return self.fs.cat_file(self._path(key))
+
+    def get_range(self, key: str, start: int, end: int) -> bytes:
+        """Bytes [start, end) of object `key`."""
+        with self._errors(f"read {key} from"):
+            data = self.fs.cat_file(self._path(key), start=start, end=end)
+        if len(data) != end - start:
+            raise PivotError(
+                f"Remote {self.display}: {key} is shorter than its index says "
+                f"(asked bytes {start}-{end}, got {len(data)}). The pack is damaged; "
+                f"push the affected outputs again from a machine that has them."
+            )
+        return data
+
+    def get_file(self, key: str, dest: pathlib.Path) -> None:
+        """Download object `key` into the local file `dest` with bounded memory."""
+        with self._errors(f"read {key} from"):
+            if self.local_root is not None:
+                shutil.copyfile(self.local_root / key, dest)
+            elif self.protocol in ("s3", "s3a"):
+                self.fs.get_file(
+                    self._path(key),
+                    str(dest),
+                    chunksize=S3_CHUNK,
+                    max_concurrency=S3_CONCURRENCY,
+                )
+            else:
+                with self.fs.open(self._path(key), "rb") as src, open(dest, "wb") as out:
+                    shutil.copyfileobj(src, out, CHUNK * 8)
+
+    def put_bytes(self, key: str, data: bytes) -> None:
+        """Store `data` as object `key`; readers see all of it or nothing."""
+        with self._errors(f"write {key} to"):
+            if self.local_root is not None:
+                atomic.write_bytes(self.local_root / key, data)
+            else:
+                self.fs.pipe_file(self._path(key), data)
+
+    def put_file(self, key: str, src: pathlib.Path) -> None:
+        """Upload the local file `src` as object `key` with bounded memory."""
+        with self._errors(f"write {key} to"):
+            if self.local_root is not None:
+                self._local_put_file(key, src)
+            elif self.protocol in ("s3", "s3a"):
+                self.fs.put_file(
+                    str(src),
+                    self._path(key),
+                    chunksize=S3_CHUNK,
+                    max_concurrency=S3_CONCURRENCY,
+                )
+            else:
+                self.fs.put_file(str(src), self._path(key))
+
+    def _local_put_file(self, key: str, src: pathlib.Path) -> None:
+        assert self.local_root is not None
+        final = self.local_root / key
+        final.parent.mkdir(parents=True, exist_ok=True)
+        tmp = final.with_name(f".{final.name}.{uuid.uuid4().hex}.tmp")
+        try:
+            with open(src, "rb") as source, open(tmp, "wb") as target:
+                shutil.copyfileobj(source, target, CHUNK * 8)
+                target.flush()
+                os.fsync(target.fileno())
+            os.replace(tmp, final)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+            raise
+
+    def delete(self, keys: Iterable[str]) -> None:
+        keys = list(keys)
+        if not keys:
+            return
+        with self._errors("delete objects from"):
+            if self.local_root is not None:
+                for key in keys:
+                    with contextlib.suppress(FileNotFoundError):
+                        (self.local_root / key).unlink()
+            else:
+                self.fs.rm([self._path(k) for k in keys])
+
+    # ----- errors -----
+
+    def _redact(self, text: str) -> str:
+        for secret in self.secrets:
+            if secret:
+                text = text.replace(secret, "***")
+        return text
+
+    @contextlib.contextmanager
+    def _errors(self, action: str):
+        try:
+            yield
+        except PivotError:
+            raise
+        except Exception as exc:
+            self._raise(action, exc)
+
+    def _raise(self, action: str, exc: BaseException) -> NoReturn:
+        raise PivotError(self._redact(describe_error(self, action, exc))) from None
+
+
+def describe_error(remote: Remote, action: str, exc: BaseException) -> str:
+    """One paragraph saying what failed against `remote` and what to try."""
+    kind = type(exc).__name__
+    detail = str(exc).strip() or kind
+    where = f"Cannot {action} remote {remote.display}"
+    if kind in ("NoCredentialsError", "PartialCredentialsError", "ProfileNotFound"):
+        return (
+            f"{where}: no usable credentials ({detail}). Configure them with an AWS profile "
+            f"(`pivot remote modify {remote.name} profile NAME`), the environment variables "
+            f"AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, or `pivot remote modify --local "
+            f"{remote.name} access_key_id ...` and `secret_access_key ...`."
+        )
+    if isinstance(exc, PermissionError) or kind in ("ClientError", "AccessDenied"):
+        return (
+            f"{where}: access denied ({detail}). Check the credentials and permissions for "
+            f"this remote (profile, environment variables or .pivot/config.local.yaml)."
+        )
+    if isinstance(exc, FileNotFoundError) and "bucket" in detail.lower():
+        return (
+            f"{where}: the bucket does not exist ({detail}). Create it, or fix the url with "
+            f"`pivot remote modify {remote.name} url s3://BUCKET/PREFIX`."
+        )
+    if isinstance(exc, FileNotFoundError):
+        return (
+            f"{where}: an object is missing ({detail}). The remote may have been cleaned "
+            f"or written by an interrupted tool; push again from a machine that has the data."
+        )
+    connection_words = ("connect", "endpoint", "timed out", "timeout", "name resolution")
+    if (
+        kind in ("EndpointConnectionError", "ConnectTimeoutError", "ClientConnectorError")
+        or isinstance(exc, ConnectionError | TimeoutError)
+        or any(w in detail.lower() for w in connection_words)
+    ):
+        endpoint = remote.options.get("endpoint_url")
+        target = f"the endpoint {redact_url(str(endpoint))}" if endpoint else "the server"
+        return (
+            f"{where}: cannot reach {target} ({detail}). Check the network, that the server "
+            f"is running, and the endpoint_url (`pivot remote modify {remote.name} "
+            f"endpoint_url URL`)."
+        )
+    return f"{where}: {kind}: {detail}"
+
+
+def _split_protocol(url: str) -> tuple[str, str]:
+    if "://" in url:
+        protocol, rest = url.split("://", 1)
+        return protocol.lower(), rest
+    return "file", url
+
+
+def _fs_class(protocol: str, display: str) -> Any:
+    import fsspec
+    from fsspec.registry import known_implementations
+
+    try:
+        return fsspec.get_filesystem_class(protocol)
+    except ImportError:
+        package = _PACKAGE_HINTS.get(protocol)
+        if package is None:
+            err = known_implementations.get(protocol, {}).get("err", "")
+            package = err or "the fsspec implementation for it"
+        raise PivotError(
+            f"The remote {display} uses the {protocol}:// protocol, whose package is not "
+            f"installed. Install it with `pip install {package}`"
+            + (" (or `pip install pivot[s3]`)." if protocol in ("s3", "s3a") else ".")
+        ) from None
+    except ValueError:
+        raise PivotError(
+            f"The remote {display} uses the unknown protocol {protocol}://. Use s3://, a "
+            f"local path, memory://, or another protocol that fsspec knows."
+        ) from None
+
+
+def open_remote(
+    url: str,
+    *,
+    name: str = "remote",
+    options: dict[str, Any] | None = None,
+    base: pathlib.Path | None = None,
+) -> Remote:
+    """Open the store at `url`. Nothing is contacted until the first operation."""
+    options = dict(options or {})
+    protocol, rest = _split_protocol(url)
+    display = f"{name!r} ({redact_url(url)})"
+    secrets = tuple(
+        str(options[k]) for k in ("secret_access_key", "session_token") if options.get(k)
+    )
+    password = urlsplit(url).password if "://" in url else None
+    if password:
+        secrets = (*secrets, password)
+
+    if protocol in LOCAL_PROTOCOLS:
+        path = pathlib.Path(rest).expanduser()
+        if not path.is_absolute():
+            path = (base or pathlib.Path.cwd()) / path
+        path = pathlib.Path(os.path.normpath(path))
+        from fsspec.implementations.local import LocalFileSystem
+
+        return Remote(
+            fs=LocalFileSystem(),
+            root=str(path),
+            name=name,
+            url=url,
+            protocol="file",
+            identity=f"file://{path}",
+            secrets=secrets,
+            local_root=path,
+            options=options,
+        )
+
+    cls = _fs_class(protocol, display)
+    root = rest.strip("/")
+    if protocol in ("s3", "s3a"):
+        if not root:
+            raise PivotError(f"The remote {display} names no bucket: use s3://BUCKET/PREFIX.")
+        fs = _open_s3(cls, options)
+        endpoint = options.get("endpoint_url") or os.environ.get("AWS_ENDPOINT_URL") or ""
+        identity = f"s3://{root}@{redact_url(str(endpoint))}"
+    elif protocol == "memory":
+        fs = cls(skip_instance_cache=False)
+        root = "/" + root
+        identity = f"memory://{root}"
+    else:
+        storage_options = {
+            k: v for k, v in options.items() if k not in ("jobs", "url", "endpoint_url")
+        }
+        try:
+            fs, root = _open_generic(url, storage_options)
+        except PivotError:
+            raise
+        except Exception as exc:
+            raise PivotError(
+                f"Cannot open the remote {display}: {type(exc).__name__}: {exc}"
+            ) from None
+        identity = f"{protocol}://{root}"
+    return Remote(
+        fs=fs,
+        root=root.rstrip("/"),
+        name=name,
+        url=url,
+        protocol=protocol,
+        identity=identity,
+        secrets=secrets,
+        options=options,
+    )
+
+
+def _open_generic(url: str, storage_options: dict[str, Any]) -> tuple[Any, str]:
+    from fsspec.core import url_to_fs
+
+    return url_to_fs(url, **storage_options)
+
+
+def _open_s3(cls: Any, options: dict[str, Any]) -> Any:
+    client_kwargs: dict[str, Any] = {}
+    if options.get("endpoint_url"):
+        client_kwargs["endpoint_url"] = str(options["endpoint_url"])
+    if options.get("region"):
+        client_kwargs["region_name"] = str(options["region"])
+    kwargs: dict[str, Any] = {
+        "client_kwargs": client_kwargs,
+        "config_kwargs": {
+            "connect_timeout": 5,
+            "read_timeout": 60,
+            "retries": {"max_attempts": 3, "mode": "standard"},
+            "max_pool_connections": 64,
+        },
+        "skip_instance_cache": True,
+        "use_listings_cache": False,
+    }
+    if options.get("profile"):
+        kwargs["profile"] = str(options["profile"])
+    if options.get("access_key_id"):
+        kwargs["key"] = str(options["access_key_id"])
+    if options.get("secret_access_key"):
+        kwargs["secret"] = str(options["secret_access_key"])
+    if options.get("session_token"):
+        kwargs["token"] = str(options["session_token"])
+    return cls(**kwargs)

@@ -1,0 +1,691 @@
+"""Push and fetch: plan which blobs move, pack them, and move them concurrently.
+
+Push sends only what the remote's indexes do not list, as packs, and writes an index
+only after every pack it names is stored. Fetch groups the wanted blobs by pack,
+range-reads neighbours together, verifies every blob's BLAKE3, and only then lets it
+into the local cache.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import math
+import os
+import threading
+import time
+import uuid
+from collections import defaultdict
+from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING, Any, BinaryIO, Protocol
+
+from pivot.errors import PivotError
+from pivot.storage import packs
+from pivot.storage.cache import LocalCache
+from pivot.storage.hashing import DIR, hash_bytes, hash_file
+from pivot.storage.remote import Remote
+from pivot.storage.remote_index import Location, RemoteContents, RemoteIndexCache
+from pivot.storage.runs import RunRecords, decode_record
+from pivot.storage.staging import CacheStager
+from pivot.storage.state import StateDB
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+
+    from pivot.lockfile import Lock
+    from pivot.project import Project
+
+# Blobs above this size get a pack of their own and are streamed (bounded memory).
+LARGE = 16 << 20
+PACK_MIN = 4 << 20
+PACK_MAX = 64 << 20
+# An index is written after each batch of packs holding about this many raw bytes,
+# so an interrupted large push keeps most of its progress.
+BATCH_BYTES = 1 << 30
+# Range reads of one pack are merged across gaps up to GAP, up to RANGE_MAX per read.
+GAP = 1 << 20
+RANGE_MAX = 64 << 20
+DEFAULT_JOBS = 8
+
+Output = tuple[str, str]  # (hash, kind)
+
+
+class Progress(Protocol):
+    """Receives progress from worker threads (implementations must be thread-safe)."""
+
+    def add_total(self, blobs: int, nbytes: int) -> None: ...
+
+    def advance(self, blobs: int, nbytes: int) -> None: ...
+
+
+class _NoProgress:
+    def add_total(self, blobs: int, nbytes: int) -> None:
+        pass
+
+    def advance(self, blobs: int, nbytes: int) -> None:
+        pass
+
+
+@dataclass
+class TransferSummary:
+    """What one push or fetch did."""
+
+    action: str
+    remote: str
+    blobs: int = 0
+    raw_bytes: int = 0
+    bytes_sent: int = 0
+    bytes_received: int = 0
+    packs: int = 0
+    indexes: int = 0
+    runs: int = 0
+    up_to_date: int = 0
+    missing: list[str] = field(default_factory=list)
+    missing_runs: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+
+    def add(self, **counts: int) -> None:
+        with self._lock:
+            for key, value in counts.items():
+                setattr(self, key, getattr(self, key) + value)
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data.pop("_lock", None)
+        data["seconds"] = round(self.seconds, 3)
+        return data
+
+    def line(self) -> str:
+        verb = {"push": "pushed", "fetch": "fetched", "pull": "pulled"}.get(self.action)
+        moved = self.bytes_sent if self.action == "push" else self.bytes_received
+        direction = "sent" if self.action == "push" else "received"
+        parts = [
+            f"{verb} {self.blobs} blob{'s' * (self.blobs != 1)}",
+            f"{human_bytes(moved)} {direction} ({human_bytes(self.raw_bytes)} raw)",
+        ]
+        if self.runs:
+            parts.append(f"{self.runs} run record{'s' * (self.runs != 1)}")
+        if self.up_to_date:
+            parts.append(f"{self.up_to_date} already there")
+        if self.missing:
+            parts.append(f"{len(self.missing)} missing")
+        return f"{', '.join(parts)} in {self.seconds:.2f} s [{self.remote}]"
+
+
+def human_bytes(n: int) -> str:
+    value = float(n)
+    for unit in ("B", "KB", "MB", "GB"):
+        if value < 1000 or unit == "GB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1000
+    return f"{value:.1f} GB"
+
+
+def default_jobs(remote: Remote, jobs: int | None = None) -> int:
+    if jobs:
+        return max(1, int(jobs))
+    configured = remote.options.get("jobs")
+    return max(1, int(configured)) if configured else DEFAULT_JOBS
+
+
+def lock_outputs(locks: Iterable[Lock]) -> list[Output]:
+    """The (hash, kind) of every output the locks name."""
+    return [(o["hash"], o["kind"]) for lock in locks for o in lock.outs.values()]
+
+
+def _corrupt_local(cache: LocalCache, digest: str) -> PivotError:
+    return PivotError(
+        f"The local cache object {cache.path(digest)} does not match its hash: it is "
+        f"damaged. Delete it and re-run the stage that produced it (or pull it again); "
+        f"nothing damaged was pushed."
+    )
+
+
+class _Context:
+    """What push and fetch share: the project's cache, records, state and the remote."""
+
+    def __init__(self, project: Project, remote: Remote, jobs: int | None, progress) -> None:
+        self.project = project
+        self.remote = remote
+        self.jobs = default_jobs(remote, jobs)
+        self.progress: Progress = progress or _NoProgress()
+        self.cache = LocalCache(project.cache_dir, project.tmp_dir)
+        self.runs = RunRecords(project.cache_dir)
+        self.state = StateDB(project.state_path)
+        self.index = RemoteIndexCache(self.state, remote)
+
+    def close(self) -> None:
+        self.state.close()
+
+
+def remote_contents(project: Project, remote: Remote, refresh: bool = True) -> RemoteContents:
+    """What the remote holds, from its cached indexes (refreshed with one listing)."""
+    state = StateDB(project.state_path)
+    try:
+        cache = RemoteIndexCache(state, remote)
+        return cache.refresh() if refresh else cache.load()
+    finally:
+        state.close()
+
+
+def remote_has_runs(
+    project: Project, remote: Remote, run_keys: Iterable[str], refresh: bool = True
+) -> set[str]:
+    """Which of `run_keys` the remote holds run records for."""
+    contents = remote_contents(project, remote, refresh)
+    return {k for k in run_keys if contents.has_run(k)}
+
+
+# ----------------------------------------------------------------------------- push
+
+
+def _expand(cache: LocalCache, outputs: Iterable[Output], contents: RemoteContents):
+    """Blobs of `outputs` (manifests and their entries) and those that are unavailable.
+
+    A tree whose manifest is not in the local cache is complete on the remote if the
+    remote lists its manifest (pushes always send a manifest with its entries).
+    """
+    blobs: dict[str, None] = {}
+    unavailable: list[str] = []
+    for digest, kind in outputs:
+        if digest in blobs:
+            continue
+        if kind == DIR and not cache.has(digest):
+            if digest not in contents.blobs:
+                unavailable.append(digest)
+            blobs[digest] = None
+            continue
+        blobs[digest] = None
+        if kind == DIR:
+            for entry in cache.tree(digest):
+                blobs[entry.hash] = None
+    return blobs, unavailable
+
+
+def push_outputs(
+    project: Project,
+    remote: Remote,
+    outputs: Iterable[Output],
+    run_keys: Iterable[str] = (),
+    jobs: int | None = None,
+    progress: Progress | None = None,
+) -> TransferSummary:
+    """Send the blobs of `outputs` and the run records `run_keys` the remote lacks.
+
+    A run record is sent only when every blob it names is on the remote afterwards.
+    Blobs absent both locally and on the remote are listed in `summary.missing`.
+    """
+    started = time.perf_counter()
+    ctx = _Context(project, remote, jobs, progress)
+    summary = TransferSummary("push", remote.display)
+    try:
+        contents = ctx.index.refresh(ctx.jobs)
+        wanted, unavailable = _expand(ctx.cache, outputs, contents)
+        records: list[tuple[str, bytes]] = []
+        for key in dict.fromkeys(run_keys):
+            if key in contents.runs:
+                continue
+            data = ctx.runs.get_bytes(key)
+            if data is None:
+                summary.missing_runs.append(key)
+                continue
+            outs = decode_record(data, f"run record {key[:12]}")
+            record_outputs = [(o["hash"], o["kind"]) for o in outs.values()]
+            blobs, bad = _expand(ctx.cache, record_outputs, contents)
+            if bad or any(not contents.has_blob(b) and not ctx.cache.has(b) for b in blobs):
+                summary.missing_runs.append(key)
+                continue
+            wanted.update(blobs)
+            records.append((key, data))
+        send = []
+        for digest in wanted:
+            if digest in contents.blobs:
+                summary.up_to_date += 1
+            elif ctx.cache.has(digest):
+                send.append(digest)
+            else:
+                summary.missing.append(digest)
+        summary.missing.extend(d for d in unavailable if d not in summary.missing)
+        if send or records:
+            _Pusher(ctx, summary).run(send, records)
+            summary.runs = len(records)
+    finally:
+        ctx.close()
+    summary.seconds = time.perf_counter() - started
+    return summary
+
+
+def push_locks(
+    project: Project,
+    remote: Remote,
+    locks: Iterable[Lock],
+    run_keys: Iterable[str] = (),
+    jobs: int | None = None,
+    progress: Progress | None = None,
+) -> TransferSummary:
+    """Push the outputs of `locks`, their run records and the extra `run_keys`."""
+    locks = list(locks)
+    keys = [lock.run_key for lock in locks] + list(run_keys)
+    return push_outputs(project, remote, lock_outputs(locks), keys, jobs, progress)
+
+
+@dataclass
+class _PackTask:
+    digests: list[str]
+    raw: int
+    large: bool
+    batch: int = 0
+
+
+class _Pusher:
+    def __init__(self, ctx: _Context, summary: TransferSummary) -> None:
+        self.ctx = ctx
+        self.summary = summary
+
+    def plan(self, send: list[str]) -> list[_PackTask]:
+        path = self.ctx.cache.path
+        sizes = {d: os.stat(path(d)).st_size for d in send}
+        tasks = [_PackTask([d], sizes[d], True) for d in send if sizes[d] > LARGE]
+        tasks.sort(key=lambda t: -t.raw)
+        small = [d for d in send if sizes[d] <= LARGE]
+        total = sum(sizes[d] for d in small)
+        target = min(PACK_MAX, max(PACK_MIN, math.ceil(total / self.ctx.jobs)))
+        group: list[str] = []
+        group_bytes = 0
+        for digest in small:
+            group.append(digest)
+            group_bytes += sizes[digest]
+            if group_bytes >= target:
+                tasks.append(_PackTask(group, group_bytes, False))
+                group, group_bytes = [], 0
+        if group:
+            tasks.append(_PackTask(group, group_bytes, False))
+        batch = 0
+        batch_bytes = 0
+        for task in tasks:
+            if batch_bytes >= BATCH_BYTES:
+                batch += 1
+                batch_bytes = 0
+            task.batch = batch
+            batch_bytes += task.raw
+        return tasks
+
+    def run(self, send: list[str], records: list[tuple[str, bytes]]) -> None:
+        tasks = self.plan(send)
+        self.ctx.progress.add_total(len(send), sum(t.raw for t in tasks))
+        nbatches = (tasks[-1].batch + 1) if tasks else 1
+        done: list[list[packs.PackInfo]] = [[] for _ in range(nbatches)]
+        remaining = [0] * nbatches
+        for task in tasks:
+            remaining[task.batch] += 1
+        last = nbatches - 1
+        pool = ThreadPoolExecutor(self.ctx.jobs, thread_name_prefix="pivot-push")
+        try:
+            pending: dict[Future, _PackTask] = {pool.submit(self.send_pack, t): t for t in tasks}
+            while pending:
+                finished, _ = wait(pending, return_when=FIRST_EXCEPTION)
+                for future in finished:
+                    task = pending.pop(future)
+                    done[task.batch].append(future.result())
+                    remaining[task.batch] -= 1
+                    if remaining[task.batch] == 0 and task.batch != last:
+                        self.write_index(done[task.batch], [])
+            self.write_index(done[last], records)
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
+
+    def write_index(self, infos: list[packs.PackInfo], records: list[tuple[str, bytes]]) -> None:
+        if not infos and not records:
+            return
+        size = store_index(self.ctx.remote, self.ctx.index, infos, records)
+        self.summary.add(indexes=1, bytes_sent=size)
+
+    def send_pack(self, task: _PackTask) -> packs.PackInfo:
+        info, stored = self._large(task.digests[0]) if task.large else self._small(task.digests)
+        self.summary.add(blobs=len(task.digests), raw_bytes=task.raw, bytes_sent=stored, packs=1)
+        self.ctx.progress.advance(len(task.digests), task.raw)
+        return info
+
+    def _small(self, digests: list[str]) -> tuple[packs.PackInfo, int]:
+        cache = self.ctx.cache
+        builder = packs.PackBuilder()
+        for digest in digests:
+            with open(cache.path(digest), "rb") as handle:
+                data = handle.read()
+            if hash_bytes(data) != digest:
+                raise _corrupt_local(cache, digest)
+            builder.add(digest, data)
+        data, info = builder.finish()
+        self.ctx.remote.put_bytes(Remote.pack_key(info.pack_id), data)
+        return info, len(data)
+
+    def _large(self, digest: str) -> tuple[packs.PackInfo, int]:
+        cache = self.ctx.cache
+        src = cache.path(digest)
+        size = os.stat(src).st_size
+        if not packs.compresses(src, size):
+            if hash_file(src) != digest:
+                raise _corrupt_local(cache, digest)
+            self.ctx.remote.put_file(Remote.pack_key(digest), src)
+            entry = packs.BlobEntry(digest, 0, size, size, packs.RAW)
+            return packs.PackInfo(digest, (entry,)), size
+        tmp = self.ctx.project.tmp_dir / f"pack.{uuid.uuid4().hex}"
+        try:
+            with open(tmp, "wb") as out:
+                threads = min(4, os.cpu_count() or 1)
+                stored, pack_id, source_hash = packs.compress_file(src, out, size, threads)
+            if source_hash != digest:
+                raise _corrupt_local(cache, digest)
+            self.ctx.remote.put_file(Remote.pack_key(pack_id), tmp)
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+        entry = packs.BlobEntry(digest, 0, stored, size, packs.ZSTD)
+        return packs.PackInfo(pack_id, (entry,)), stored
+
+
+def store_index(
+    remote: Remote,
+    index_cache: RemoteIndexCache,
+    infos: list[packs.PackInfo],
+    records: list[tuple[str, bytes]],
+) -> int:
+    """Write one index naming `infos` (all already stored) and `records`; returns its size."""
+    data = packs.encode_index(sorted(infos, key=lambda p: p.pack_id), records)
+    ident = packs.index_id(data)
+    remote.put_bytes(Remote.index_key(ident), data)
+    index_cache.remember(ident, data)
+    return len(data)
+
+
+# ----------------------------------------------------------------------------- fetch
+
+
+def fetch_outputs(
+    project: Project,
+    remote: Remote,
+    outputs: Iterable[Output],
+    run_keys: Iterable[str] = (),
+    jobs: int | None = None,
+    progress: Progress | None = None,
+) -> TransferSummary:
+    """Bring the blobs of `outputs` (and of the run records `run_keys`) into the cache.
+
+    Run records found on the remote are stored locally. Blobs the remote does not hold
+    are listed in `summary.missing`, unknown run keys in `summary.missing_runs`.
+    """
+    started = time.perf_counter()
+    ctx = _Context(project, remote, jobs, progress)
+    summary = TransferSummary("fetch", remote.display)
+    try:
+        contents = ctx.index.refresh(ctx.jobs)
+        outputs = list(outputs)
+        for key in dict.fromkeys(run_keys):
+            data = ctx.runs.get_bytes(key)
+            if data is None:
+                data = contents.runs.get(key)
+                if data is None:
+                    summary.missing_runs.append(key)
+                    continue
+                ctx.runs.put_bytes(key, data, f"run record {key[:12]} from {remote.display}")
+                summary.add(runs=1)
+            outs = decode_record(data, f"run record {key[:12]}")
+            outputs.extend((o["hash"], o["kind"]) for o in outs.values())
+        fetcher = _Fetcher(ctx, contents, summary)
+        need: dict[str, None] = {}
+        trees: list[str] = []
+        for digest, kind in dict.fromkeys(outputs):
+            if kind == DIR and not ctx.cache.has(digest):
+                trees.append(digest)
+                need[digest] = None
+            else:
+                need.update(dict.fromkeys(ctx.cache.missing(digest, kind)))
+        fetcher.fetch(list(need))
+        need = {}
+        for digest in trees:
+            if ctx.cache.has(digest):
+                need.update(dict.fromkeys(ctx.cache.missing(digest, DIR)))
+        fetcher.fetch(list(need))
+    finally:
+        ctx.close()
+    summary.seconds = time.perf_counter() - started
+    return summary
+
+
+def fetch_locks(
+    project: Project,
+    remote: Remote,
+    locks: Iterable[Lock],
+    jobs: int | None = None,
+    progress: Progress | None = None,
+) -> TransferSummary:
+    """Fetch every output the locks name (their run records are not needed locally)."""
+    return fetch_outputs(project, remote, lock_outputs(locks), (), jobs, progress)
+
+
+@dataclass
+class _Read:
+    pack_id: str
+    items: list[tuple[Location, str]]
+
+    @property
+    def start(self) -> int:
+        return self.items[0][0].offset
+
+    @property
+    def end(self) -> int:
+        return max(loc.offset + loc.length for loc, _ in self.items)
+
+
+class _Fetcher:
+    def __init__(self, ctx: _Context, contents: RemoteContents, summary: TransferSummary):
+        self.ctx = ctx
+        self.contents = contents
+        self.summary = summary
+
+    def plan(self, digests: list[str]) -> list[_Read]:
+        by_pack: dict[str, list[tuple[Location, str]]] = defaultdict(list)
+        for digest in digests:
+            loc = self.contents.blobs.get(digest)
+            if loc is None:
+                self.summary.missing.append(digest)
+            else:
+                by_pack[loc.pack_id].append((loc, digest))
+        reads: list[_Read] = []
+        for pack_id, items in by_pack.items():
+            items.sort()
+            current: list[tuple[Location, str]] = []
+            for loc, digest in items:
+                if loc.length > LARGE:
+                    reads.append(_Read(pack_id, [(loc, digest)]))
+                    continue
+                if current:
+                    first = current[0][0].offset
+                    last_end = current[-1][0].offset + current[-1][0].length
+                    if loc.offset - last_end > GAP or loc.offset + loc.length - first > RANGE_MAX:
+                        reads.append(_Read(pack_id, current))
+                        current = []
+                current.append((loc, digest))
+            if current:
+                reads.append(_Read(pack_id, current))
+        reads.sort(key=lambda r: -(r.end - r.start))
+        return reads
+
+    def fetch(self, digests: list[str]) -> None:
+        if not digests:
+            return
+        reads = self.plan(digests)
+        if not reads:
+            return
+        self.ctx.progress.add_total(
+            sum(len(r.items) for r in reads), sum(loc.size for r in reads for loc, _ in r.items)
+        )
+        stager = CacheStager(self.ctx.cache)
+        pool = ThreadPoolExecutor(self.ctx.jobs, thread_name_prefix="pivot-fetch")
+        try:
+            futures = [pool.submit(self.read, r, stager) for r in reads]
+            finished, _ = wait(futures, return_when=FIRST_EXCEPTION)
+            for future in finished:
+                future.result()
+            for future in futures:
+                future.result()
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
+            stager.commit()
+
+    def _corrupt(self, pack_id: str, digest: str, why: str) -> PivotError:
+        return PivotError(
+            f"Remote {self.ctx.remote.display}: blob {digest} in pack {pack_id} "
+            f"({Remote.pack_key(pack_id)}) {why}. The pack is damaged; the blob was not "
+            f"stored in the local cache. Push the output again from a machine that has it "
+            f"intact (after removing the damaged index and pack from the remote)."
+        )
+
+    def read(self, read: _Read, stager: CacheStager) -> None:
+        if len(read.items) == 1 and read.items[0][0].length > LARGE:
+            self._read_large(read.pack_id, *read.items[0], stager)
+            return
+        start, end = read.start, read.end
+        data = self.ctx.remote.get_range(Remote.pack_key(read.pack_id), start, end)
+        view = memoryview(data)
+        raw = 0
+        for loc, digest in read.items:
+            stored = view[loc.offset - start : loc.offset - start + loc.length]
+            try:
+                blob = packs.decode_blob(stored, loc.codec, loc.size)
+            except ValueError as exc:
+                raise self._corrupt(read.pack_id, digest, f"does not decode ({exc})") from None
+            if len(blob) != loc.size or hash_bytes(blob) != digest:
+                raise self._corrupt(read.pack_id, digest, "does not match its BLAKE3 hash")
+            stager.put_bytes(digest, blob)
+            raw += loc.size
+        self.summary.add(blobs=len(read.items), raw_bytes=raw, bytes_received=end - start)
+        self.ctx.progress.advance(len(read.items), raw)
+
+    def _read_large(self, pack_id: str, loc: Location, digest: str, stager: CacheStager) -> None:
+        pack_tmp = stager.temp_path()
+        out_tmp = stager.temp_path()
+        adopted = False
+        try:
+            self.ctx.remote.get_file(Remote.pack_key(pack_id), pack_tmp)
+            pack_size = os.stat(pack_tmp).st_size
+            if pack_size < loc.offset + loc.length:
+                raise self._corrupt(pack_id, digest, "lies beyond the end of its pack")
+            whole = loc.offset == 0 and pack_size == loc.length
+            if loc.codec == packs.RAW and whole:
+                size, actual = pack_size, hash_file(pack_tmp)
+                out_tmp, pack_tmp = pack_tmp, out_tmp
+            else:
+                with open(pack_tmp, "rb") as source, open(out_tmp, "wb") as out:
+                    source.seek(loc.offset)
+                    limited = _Limited(source, loc.length)
+                    try:
+                        if loc.codec == packs.RAW:
+                            size, actual = _copy_hashing(limited, out)
+                        else:
+                            size, actual = packs.decompress_stream(limited, out)
+                    except ValueError as exc:
+                        raise self._corrupt(pack_id, digest, f"does not decode ({exc})") from None
+            if size != loc.size or actual != digest:
+                raise self._corrupt(pack_id, digest, "does not match its BLAKE3 hash")
+            stager.adopt(digest, out_tmp)
+            adopted = True
+        finally:
+            for path in (pack_tmp,) if adopted else (pack_tmp, out_tmp):
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(path)
+        self.summary.add(blobs=1, raw_bytes=loc.size, bytes_received=loc.length)
+        self.ctx.progress.advance(1, loc.size)
+
+
+class _Limited(io.RawIOBase):
+    """A reader that yields at most `remaining` bytes of `source`."""
+
+    def __init__(self, source: BinaryIO, remaining: int) -> None:
+        self.source = source
+        self.remaining = remaining
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, n: int = -1) -> bytes:  # type: ignore[override]
+        if n is None or n < 0 or n > self.remaining:
+            n = self.remaining
+        data = self.source.read(n)
+        self.remaining -= len(data)
+        return data
+
+    def readinto(self, buffer) -> int:  # type: ignore[override]
+        data = self.read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
+
+
+def _copy_hashing(source: BinaryIO, dest: BinaryIO) -> tuple[int, str]:
+    import blake3
+
+    hasher = blake3.blake3()
+    size = 0
+    while chunk := source.read(packs.STREAM_CHUNK):
+        hasher.update(chunk)
+        dest.write(chunk)
+        size += len(chunk)
+    return size, hasher.hexdigest()
+
+
+# ----------------------------------------------------------------------------- pull
+
+
+@dataclass
+class PullResult:
+    summary: TransferSummary
+    checked_out: list[str]
+    incomplete: list[str]
+
+
+def pull_locks(
+    project: Project,
+    remote: Remote,
+    locks: Iterable[Lock],
+    jobs: int | None = None,
+    progress: Progress | None = None,
+) -> PullResult:
+    """Fetch the outputs of `locks`, then check each complete one out into the workspace."""
+    locks = list(locks)
+    summary = fetch_locks(project, remote, locks, jobs, progress)
+    summary.action = "pull"
+    cache = LocalCache(project.cache_dir, project.tmp_dir)
+    todo: list[tuple[str, dict]] = []
+    incomplete: list[str] = []
+    for lock in locks:
+        for path, out in sorted(lock.outs.items()):
+            if cache.missing(out["hash"], out["kind"]):
+                incomplete.append(path)
+            else:
+                todo.append((path, out))
+
+    def checkout(item: tuple[str, dict]) -> str:
+        path, out = item
+        cache.checkout(out["hash"], out["kind"], project.abs(path))
+        return path
+
+    started = time.perf_counter()
+    workers = max(1, min(default_jobs(remote, jobs), len(todo)))
+    with ThreadPoolExecutor(workers, thread_name_prefix="pivot-checkout") as pool:
+        done = list(pool.map(checkout, todo))
+    summary.seconds += time.perf_counter() - started
+    return PullResult(summary, done, incomplete)
+
+
+def load_locks(project: Project) -> list[Lock]:
+    """Every lock file of the project."""
+    from pivot.lockfile import all_locks, read_lock
+
+    locks = []
+    for stage_id in all_locks(project.stages_dir):
+        lock = read_lock(project.stages_dir, stage_id)
+        if lock is not None:
+            locks.append(lock)
+    return locks
