@@ -184,9 +184,6 @@ def main() -> None:
     except click.ClickException as exc:
         exc.show()
         sys.exit(exc.exit_code)
-    except click.exceptions.Abort:
-        console.error("Aborted.")
-        sys.exit(130)
     except PivotError as exc:
         if VERBOSE["on"]:
             import traceback
@@ -194,7 +191,7 @@ def main() -> None:
             traceback.print_exc()
         console.error(str(exc))
         sys.exit(exc.exit_code)
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, click.exceptions.Abort):
         console.error(
             f"Interrupted after {time.perf_counter() - started:.1f}s. Finished stages are "
             f"recorded; nothing half-written was kept. Run again to continue."

@@ -23,7 +23,7 @@ class Graph:
     def downstream(self) -> dict[str, list[str]]:
         down: dict[str, list[str]] = {sid: [] for sid in self.stages}
         for sid, ups in self.upstream.items():
-            for up in ups.values():
+            for up in dict.fromkeys(ups.values()):
                 down[up].append(sid)
         return down
 

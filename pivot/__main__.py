@@ -1,0 +1,5 @@
+"""`python -m pivot` runs the command line."""
+
+from pivot.cli import main
+
+main()

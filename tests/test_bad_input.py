@@ -1,0 +1,309 @@
+"""Every kind of bad input: a clear message naming the culprit, non-zero exit, nothing half-written."""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import signal
+import subprocess
+import sys
+import time
+
+from conftest import COUNTER, PYTHONPATH, executions, write_files
+
+HEADER = (
+    """
+import pathlib
+from typing import Annotated, TypedDict
+
+import pivot
+"""
+    + COUNTER
+)
+
+
+def stage_files(project: pathlib.Path) -> list[str]:
+    stages = project / ".pivot" / "stages"
+    return sorted(p.relative_to(stages).as_posix() for p in stages.rglob("*") if p.is_file())
+
+
+def assert_clean_error(proc, *needles: str) -> None:
+    assert proc.returncode != 0
+    assert "Traceback" not in proc.stderr, proc.stderr
+    for needle in needles:
+        assert needle in proc.stderr, (needle, proc.stderr)
+
+
+def test_no_project_says_pivot_init(tmp_path, pivot) -> None:
+    proc = pivot("run", cwd=tmp_path, rc=1)
+    assert_clean_error(proc, "pivot init", str(tmp_path))
+
+
+def test_syntax_error_names_file_and_line(project, pivot) -> None:
+    write_files(project, {"pipeline.py": "import pivot\npipeline = pivot.Pipeline('p')\ndef f(:\n"})
+    assert_clean_error(pivot("run", rc=1), "pipeline.py", "line 3", "syntax error")
+
+
+def test_import_error_names_file_and_line(project, pivot) -> None:
+    write_files(project, {"pipeline.py": "import pivot\n\nraise RuntimeError('boom')\n"})
+    assert_clean_error(pivot("run", rc=1), "pipeline.py", "line 3", "RuntimeError: boom")
+
+
+def test_verbose_shows_the_traceback(project, pivot) -> None:
+    write_files(project, {"pipeline.py": "import pivot\n\nraise RuntimeError('boom')\n"})
+    assert "Traceback" in pivot("--verbose", "run", rc=1).stderr
+
+
+def test_parameter_without_dep_annotation(project, pivot) -> None:
+    write_files(
+        project,
+        {
+            "pipeline.py": HEADER
+            + """
+pipeline = pivot.Pipeline("p")
+
+def s(x: int) -> Annotated[str, pivot.Out("o.txt", pivot.loaders.Text())]:
+    return "x"
+
+pipeline.register(s)
+"""
+        },
+    )
+    assert_clean_error(pivot("run", rc=1), "'x'", "p/s", "pivot.Dep", "pipeline.py")
+
+
+def test_out_outside_project_root(project, pivot) -> None:
+    write_files(
+        project,
+        {
+            "pipeline.py": HEADER
+            + """
+pipeline = pivot.Pipeline("p")
+
+def s() -> Annotated[str, pivot.Out("../escape.txt", pivot.loaders.Text())]:
+    return "x"
+
+pipeline.register(s)
+"""
+        },
+    )
+    assert_clean_error(pivot("run", rc=1), "../escape.txt", "outside the project root", "p/s")
+    assert not (project.parent / "escape.txt").exists()
+
+
+def test_two_stages_writing_one_path(project, pivot) -> None:
+    write_files(
+        project,
+        {
+            "pipeline.py": HEADER
+            + """
+pipeline = pivot.Pipeline("p")
+
+def a() -> Annotated[str, pivot.Out("same.txt", pivot.loaders.Text())]:
+    return "a"
+
+def b() -> Annotated[str, pivot.Out("same.txt", pivot.loaders.Text())]:
+    return "b"
+
+pipeline.register(a)
+pipeline.register(b)
+"""
+        },
+    )
+    assert_clean_error(pivot("run", rc=1), "p/a", "p/b", "same.txt")
+
+
+def test_cycle_names_its_stages(project, pivot) -> None:
+    write_files(
+        project,
+        {
+            "pipeline.py": HEADER
+            + """
+pipeline = pivot.Pipeline("p")
+
+def a(x: Annotated[str, pivot.Dep("b.txt", pivot.loaders.Text())]) -> Annotated[str, pivot.Out("a.txt", pivot.loaders.Text())]:
+    return x
+
+def b(x: Annotated[str, pivot.Dep("a.txt", pivot.loaders.Text())]) -> Annotated[str, pivot.Out("b.txt", pivot.loaders.Text())]:
+    return x
+
+pipeline.register(a)
+pipeline.register(b)
+"""
+        },
+    )
+    assert_clean_error(pivot("run", rc=1), "cycle", "p/a", "p/b")
+
+
+FAILING = (
+    HEADER
+    + """
+pipeline = pivot.Pipeline("p")
+
+def bad() -> Annotated[str, pivot.Out("bad.txt", pivot.loaders.Text())]:
+    _count("bad")
+    raise ValueError("user bug here")
+
+def after_bad(x: Annotated[str, pivot.Dep("bad.txt", pivot.loaders.Text())]) -> Annotated[str, pivot.Out("after.txt", pivot.loaders.Text())]:
+    _count("after_bad")
+    return x
+
+def good() -> Annotated[str, pivot.Out("good.txt", pivot.loaders.Text())]:
+    _count("good")
+    return "fine"
+
+pipeline.register(bad)
+pipeline.register(after_bad)
+pipeline.register(good)
+"""
+)
+
+
+def test_stage_that_raises_shows_user_traceback(project, pivot) -> None:
+    write_files(project, {"pipeline.py": FAILING})
+    proc = pivot("run", "-j", "1", rc=1)
+    assert "ValueError: user bug here" in proc.stderr
+    assert 'raise ValueError("user bug here")' in proc.stderr
+    assert "pivot/worker.py" not in proc.stderr
+    assert "p/bad" in proc.stderr
+    assert "p/bad.lock" not in stage_files(project)
+    assert not (project / "bad.txt").exists()
+
+
+def test_keep_going_runs_and_records_independent_stages(project, pivot) -> None:
+    write_files(project, {"pipeline.py": FAILING})
+    proc = pivot("run", "--keep-going", rc=1)
+    assert "blocked" in proc.stdout and "p/after_bad" in proc.stdout
+    assert sorted(executions(project)) == ["bad", "good"]
+    assert stage_files(project) == ["p/good.lock"]
+    assert (project / "good.txt").read_text() == "fine"
+
+
+def test_stage_that_does_not_write_its_output(project, pivot) -> None:
+    write_files(
+        project,
+        {
+            "pipeline.py": HEADER
+            + """
+pipeline = pivot.Pipeline("p")
+
+class Outs(TypedDict):
+    report: Annotated[pathlib.Path, pivot.Out("report.txt", pivot.loaders.PathOnly())]
+
+def lazy() -> Outs:
+    return Outs(report=pathlib.Path("report.txt"))
+
+pipeline.register(lazy)
+"""
+        },
+    )
+    assert_clean_error(pivot("run", rc=1), "p/lazy", "report.txt", "did not write")
+    assert stage_files(project) == []
+
+
+def test_missing_dep_that_nothing_produces(project, pivot) -> None:
+    write_files(
+        project,
+        {
+            "pipeline.py": HEADER
+            + """
+pipeline = pivot.Pipeline("p")
+
+def s(x: Annotated[str, pivot.Dep("nowhere.csv", pivot.loaders.Text())]) -> Annotated[str, pivot.Out("o.txt", pivot.loaders.Text())]:
+    return x
+
+pipeline.register(s)
+"""
+        },
+    )
+    assert_clean_error(pivot("run", rc=1), "p/s", "nowhere.csv", "no stage produces")
+
+
+VALID = (
+    HEADER
+    + """
+pipeline = pivot.Pipeline("p")
+
+def s() -> Annotated[str, pivot.Out("o.txt", pivot.loaders.Text())]:
+    _count("s")
+    return "ok"
+
+pipeline.register(s)
+"""
+)
+
+
+def test_corrupted_lock_is_stale_with_warning(project, pivot) -> None:
+    write_files(project, {"pipeline.py": VALID})
+    pivot("run")
+    lock = project / ".pivot/stages/p/s.lock"
+    lock.write_text("{ not json")
+    proc = pivot("run")
+    assert "Warning" in proc.stderr and str(lock) in proc.stderr
+    assert "restored" in proc.stdout or "ran" in proc.stdout
+    assert lock.read_text().startswith("{\n")
+    assert "Every stage is up to date" in pivot("run").stdout
+
+
+def test_hand_edited_lock_with_escaping_path_is_rejected(project, pivot) -> None:
+    write_files(project, {"pipeline.py": VALID})
+    pivot("run")
+    lock = project / ".pivot/stages/p/s.lock"
+    lock.write_text(lock.read_text().replace('"o.txt"', '"../../etc/passwd"'))
+    proc = pivot("run")
+    assert "Warning" in proc.stderr and "../../etc/passwd" in proc.stderr
+    assert (project / "o.txt").read_text() == "ok"
+
+
+def test_ctrl_c_leaves_nothing_half_written_and_next_run_recovers(project, pivot) -> None:
+    write_files(
+        project,
+        {
+            "pipeline.py": HEADER
+            + """
+import time
+
+pipeline = pivot.Pipeline("p")
+
+class Outs(TypedDict):
+    big: Annotated[pathlib.Path, pivot.Out("big.txt", pivot.loaders.PathOnly())]
+
+def slow() -> Outs:
+    out = pathlib.Path("big.txt")
+    with out.open("w") as handle:
+        handle.write("partial")
+        handle.flush()
+        pathlib.Path("started").write_text("1")
+        time.sleep(60)
+        handle.write(" done")
+    return Outs(big=out)
+
+pipeline.register(slow)
+"""
+        },
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pivot", "run"],
+        cwd=project,
+        start_new_session=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={"PYTHONPATH": PYTHONPATH, "PATH": "/usr/bin:/bin"},
+    )
+    deadline = time.time() + 30
+    while not (project / "started").exists() and time.time() < deadline:
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGINT)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130
+    assert "Interrupted" in err and "Traceback" not in err
+    assert stage_files(project) == []
+    assert not (project / "big.txt").exists()
+    assert not list((project / ".pivot").rglob("*.tmp"))
+    runs = project / ".pivot/cache/runs"
+    assert not runs.exists() or not any(p.is_file() for p in runs.rglob("*"))
+    source = (project / "pipeline.py").read_text().replace("time.sleep(60)", "pass")
+    (project / "pipeline.py").write_text(source)
+    pivot("run")
+    assert (project / "big.txt").read_text() == "partial done"

@@ -1,0 +1,246 @@
+"""Loaders, params, directory outputs, parallel stages."""
+
+from __future__ import annotations
+
+import json
+import pathlib
+import pickle
+import time
+
+import yaml
+from conftest import COUNTER, executions, write_files
+
+HEADER = (
+    """
+import dataclasses
+import pathlib
+from typing import Annotated, TypedDict
+
+import pivot
+"""
+    + COUNTER
+)
+
+
+def test_every_builtin_loader_round_trips(project, pivot) -> None:
+    write_files(
+        project,
+        {
+            "pipeline.py": HEADER
+            + """
+pipeline = pivot.Pipeline("loaders")
+
+class Outs(TypedDict):
+    text: Annotated[str, pivot.Out("o/text.txt", pivot.loaders.Text())]
+    raw: Annotated[bytes, pivot.Out("o/raw.bin", pivot.loaders.Bytes())]
+    js: Annotated[dict, pivot.Out("o/data.json", pivot.loaders.JSON())]
+    ym: Annotated[dict, pivot.Out("o/data.yaml", pivot.loaders.YAML())]
+    pk: Annotated[object, pivot.Out("o/data.pkl", pivot.loaders.Pickle())]
+    df: Annotated[object, pivot.Out("o/table.csv", pivot.loaders.CSV())]
+
+def produce() -> Outs:
+    import pandas
+    return Outs(text="hi", raw=b"\\x00\\x01", js={"a": 1}, ym={"b": [1, 2]}, pk={1, 2},
+                df=pandas.DataFrame({"x": [1, 2]}))
+
+class Summary(TypedDict):
+    summary: Annotated[dict, pivot.Out("summary.json", pivot.loaders.JSON())]
+
+def consume(
+    text: Annotated[str, pivot.Dep("o/text.txt", pivot.loaders.Text())],
+    raw: Annotated[bytes, pivot.Dep("o/raw.bin", pivot.loaders.Bytes())],
+    js: Annotated[dict, pivot.Dep("o/data.json", pivot.loaders.JSON())],
+    ym: Annotated[dict, pivot.Dep("o/data.yaml", pivot.loaders.YAML())],
+    pk: Annotated[set, pivot.Dep("o/data.pkl", pivot.loaders.Pickle())],
+    df: Annotated[object, pivot.Dep("o/table.csv", pivot.loaders.CSV())],
+) -> Summary:
+    return Summary(summary={"text": text, "raw": list(raw), "js": js, "ym": ym,
+                            "pk": sorted(pk), "df": int(df["x"].sum())})
+
+pipeline.register(produce)
+pipeline.register(consume)
+"""
+        },
+    )
+    pivot("run")
+    assert json.loads((project / "summary.json").read_text()) == {
+        "text": "hi",
+        "raw": [0, 1],
+        "js": {"a": 1},
+        "ym": {"b": [1, 2]},
+        "pk": [1, 2],
+        "df": 3,
+    }
+    assert yaml.safe_load((project / "o/data.yaml").read_text()) == {"b": [1, 2]}
+    assert pickle.loads((project / "o/data.pkl").read_bytes()) == {1, 2}
+
+
+def test_custom_loader_subclass(project, pivot) -> None:
+    write_files(
+        project,
+        {
+            "pipeline.py": HEADER
+            + """
+@dataclasses.dataclass(frozen=True)
+class Lines(pivot.loaders.Loader):
+    def load(self, path):
+        return path.read_text().splitlines()
+
+    def save(self, value, path):
+        path.write_text("\\n".join(value) + "\\n")
+
+pipeline = pivot.Pipeline("custom")
+
+def s() -> Annotated[list, pivot.Out("lines.txt", Lines())]:
+    return ["a", "b"]
+
+pipeline.register(s)
+"""
+        },
+    )
+    pivot("run")
+    assert (project / "lines.txt").read_text() == "a\nb\n"
+
+
+PARAMS = (
+    HEADER
+    + """
+@dataclasses.dataclass
+class TrainParams:
+    rate: float = 0.1
+    epochs: int = 3
+
+pipeline = pivot.Pipeline("params")
+
+def train(params: TrainParams) -> Annotated[dict, pivot.Out("model.json", pivot.loaders.JSON())]:
+    _count("train")
+    return {"rate": params.rate, "epochs": params.epochs}
+
+def report(params: dict) -> Annotated[str, pivot.Out("report.txt", pivot.loaders.Text())]:
+    _count("report")
+    return params["title"]
+
+pipeline.register(train)
+pipeline.register(report, params={"title": "v1"})
+"""
+)
+
+
+def test_params_are_in_lock_and_key(project, pivot) -> None:
+    write_files(project, {"pipeline.py": PARAMS})
+    pivot("run")
+    lock = json.loads((project / ".pivot/stages/params/train.lock").read_text())
+    assert lock["params"] == {"rate": 0.1, "epochs": 3}
+    assert json.loads((project / "model.json").read_text()) == {"rate": 0.1, "epochs": 3}
+    source = (project / "pipeline.py").read_text().replace('"title": "v1"', '"title": "v2"')
+    (project / "pipeline.py").write_text(source)
+    assert "param changed: title" in pivot("status").stdout
+    pivot("run")
+    assert sorted(executions(project)) == ["report", "report", "train"]
+    assert (project / "report.txt").read_text() == "v2"
+
+
+def test_directory_output_is_cached_as_a_tree(project, pivot) -> None:
+    write_files(
+        project,
+        {
+            "pipeline.py": HEADER
+            + """
+pipeline = pivot.Pipeline("dirs")
+
+class Outs(TypedDict):
+    shards: Annotated[pathlib.Path, pivot.Out("shards", pivot.loaders.PathOnly())]
+
+def split() -> Outs:
+    _count("split")
+    root = pathlib.Path("shards")
+    (root / "nested").mkdir(parents=True)
+    for i in range(5):
+        (root / f"part{i}.txt").write_text(f"row {i}\\n")
+    (root / "nested" / "deep.txt").write_text("deep\\n")
+    return Outs(shards=root)
+
+def merge(shards: Annotated[pathlib.Path, pivot.Dep("shards", pivot.loaders.PathOnly())]) -> Annotated[str, pivot.Out("merged.txt", pivot.loaders.Text())]:
+    _count("merge")
+    return "".join(p.read_text() for p in sorted(shards.rglob("*.txt")))
+
+pipeline.register(split)
+pipeline.register(merge)
+"""
+        },
+    )
+    pivot("run")
+    lock = json.loads((project / ".pivot/stages/dirs/split.lock").read_text())
+    assert lock["outs"]["shards"]["kind"] == "dir"
+    merged = (project / "merged.txt").read_text()
+    import shutil
+
+    shutil.rmtree(project / "shards")
+    assert "restored" in pivot("run").stdout
+    assert (project / "shards/nested/deep.txt").read_text() == "deep\n"
+    (project / "shards/part0.txt").write_text("edited\n")
+    pivot("run")
+    assert (project / "shards/part0.txt").read_text() == "row 0\n"
+    assert (project / "merged.txt").read_text() == merged
+    assert executions(project) == ["split", "merge"]
+
+
+def test_independent_stages_run_in_parallel(project, pivot) -> None:
+    write_files(
+        project,
+        {
+            "pipeline.py": HEADER
+            + """
+import time
+
+pipeline = pivot.Pipeline("par")
+
+def a() -> Annotated[str, pivot.Out("a.txt", pivot.loaders.Text())]:
+    time.sleep(1.0)
+    return "a"
+
+def b() -> Annotated[str, pivot.Out("b.txt", pivot.loaders.Text())]:
+    time.sleep(1.0)
+    return "b"
+
+pipeline.register(a)
+pipeline.register(b)
+"""
+        },
+    )
+    start = time.perf_counter()
+    pivot("run", "-j", "2")
+    parallel = time.perf_counter() - start
+    for name in ("a.txt", "b.txt"):
+        (project / name).unlink()
+    for lock in (project / ".pivot/stages/par").iterdir():
+        lock.unlink()
+    import shutil
+
+    shutil.rmtree(project / ".pivot/cache")
+    start = time.perf_counter()
+    pivot("run", "-j", "1")
+    serial = time.perf_counter() - start
+    assert serial - parallel > 0.6, (serial, parallel)
+
+
+def test_stage_runs_in_its_pipeline_directory(project, pivot) -> None:
+    write_files(
+        project,
+        {
+            "sub/pipeline.py": HEADER
+            + """
+pipeline = pivot.Pipeline("sub")
+
+def where() -> Annotated[str, pivot.Out("cwd.txt", pivot.loaders.Text())]:
+    import os
+    return os.getcwd()
+
+pipeline.register(where)
+"""
+        },
+    )
+    pivot("run", cwd="sub")
+    assert (
+        pathlib.Path((project / "sub/cwd.txt").read_text()).resolve() == (project / "sub").resolve()
+    )
