@@ -169,7 +169,7 @@ def dag(targets, all_pipelines, fmt) -> None:
 
     scope = runcmd.scope_for(targets, all_pipelines)
     render = {"dot": dagview.dot, "mermaid": dagview.mermaid}.get(fmt, dagview.text)
-    click.echo(render(scope.graph))
+    click.echo(render(scope.graph, scope.discovery.project.root))
 
 
 def main() -> None:

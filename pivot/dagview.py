@@ -6,6 +6,8 @@ from collections import defaultdict
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    import pathlib
+
     from pivot.graph import Graph
 
 
@@ -16,10 +18,10 @@ def _by_pipeline(graph: Graph) -> dict[str, list[str]]:
     return groups
 
 
-def text(graph: Graph) -> str:
+def text(graph: Graph, root: pathlib.Path) -> str:
     lines = []
     for pipeline, sids in _by_pipeline(graph).items():
-        source = graph.stages[sids[0]].source
+        source = graph.stages[sids[0]].source.relative_to(root)
         lines.append(f"{pipeline}  ({source})")
         for sid in sids:
             ups = sorted(set(graph.upstream[sid].values()))
@@ -28,10 +30,11 @@ def text(graph: Graph) -> str:
     return "\n".join(lines)
 
 
-def dot(graph: Graph) -> str:
+def dot(graph: Graph, root: pathlib.Path) -> str:
     lines = ["digraph pivot {", "  rankdir=LR;"]
     for index, (pipeline, sids) in enumerate(_by_pipeline(graph).items()):
-        lines.append(f'  subgraph cluster_{index} {{\n    label="{pipeline}";')
+        source = graph.stages[sids[0]].source.relative_to(root)
+        lines.append(f'  subgraph cluster_{index} {{\n    label="{pipeline} ({source})";')
         lines.extend(f'    "{sid}";' for sid in sids)
         lines.append("  }")
     for sid, ups in graph.upstream.items():
@@ -41,11 +44,12 @@ def dot(graph: Graph) -> str:
     return "\n".join(lines)
 
 
-def mermaid(graph: Graph) -> str:
+def mermaid(graph: Graph, root: pathlib.Path) -> str:
     ids = {sid: f"s{i}" for i, sid in enumerate(graph.order())}
     lines = ["flowchart LR"]
     for pipeline, sids in _by_pipeline(graph).items():
-        lines.append(f"  subgraph {pipeline}")
+        source = graph.stages[sids[0]].source.relative_to(root)
+        lines.append(f'  subgraph {ids[sids[0]]}_group ["{pipeline} ({source})"]')
         lines.extend(f'    {ids[sid]}["{sid}"]' for sid in sids)
         lines.append("  end")
     for sid, ups in graph.upstream.items():

@@ -157,49 +157,57 @@ class Runner:
     ) -> None:
         waiting = [sid for sid in self.graph.order() if sid not in done]
         running: dict[cf.Future, tuple[Decision, float]] = {}
+        unrecorded: list[tuple[Decision, worker.Outcome]] = []
         stop = False
         try:
-            while waiting or running:
-                for sid in list(waiting):
-                    if stop:
-                        break
-                    ups = self.graph.upstream[sid].values()
-                    if any(done.get(u) in (FAILED, BLOCKED) for u in ups):
-                        waiting.remove(sid)
-                        failed = [u for u in ups if done.get(u) in (FAILED, BLOCKED)]
-                        detail = f"upstream {', '.join(failed)} failed"
-                        self._finish(StageReport(sid, BLOCKED, detail=detail), done)
-                        continue
-                    if not all(u in done for u in ups):
-                        continue
-                    waiting.remove(sid)
-                    decision = self._redecide(planner, decisions[sid])
-                    if decision.action == RUN:
-                        future = self._submit(sid)
-                        running[future] = (decision, time.perf_counter())
-                    elif decision.action == SKIP or self._restore(decision):
-                        status = SKIPPED if decision.action == SKIP else RESTORED
-                        self._finish(StageReport(sid, status), done)
-                    else:
-                        future = self._submit(sid)
-                        running[future] = (decision, time.perf_counter())
+            while True:
+                if not stop:
+                    self._start_ready(planner, decisions, waiting, running, done)
+                # Written after submitting, so that workers compute while this process syncs.
+                self._record(unrecorded)
                 if not running:
-                    if stop or not waiting:
-                        break
-                    continue
+                    break
                 finished, _ = cf.wait(running, return_when=cf.FIRST_COMPLETED)
                 for future in finished:
                     decision, started = running.pop(future)
-                    ok = self._complete(planner, decision, future.result(), started, done)
-                    if not ok and not self.keep_going:
+                    outcome: worker.Outcome = future.result()
+                    self._complete(planner, decision, outcome, started, done)
+                    if outcome.ok:
+                        unrecorded.append((decision, outcome))
+                    elif not self.keep_going:
                         stop = True
-                if stop and not running:
-                    break
         except KeyboardInterrupt:
+            self._record(unrecorded)
             for decision, _ in running.values():
                 for out in decision.stage.outs:
                     remove_path(self.ws.project.root / out.path)
             raise
+
+    def _start_ready(
+        self,
+        planner: Planner,
+        decisions: dict[str, Decision],
+        waiting: list[str],
+        running: dict[cf.Future, tuple[Decision, float]],
+        done: dict[str, str],
+    ) -> None:
+        """Submit, skip, restore or block every waiting stage whose upstreams are done."""
+        for sid in list(waiting):
+            ups = self.graph.upstream[sid].values()
+            failed = [u for u in ups if done.get(u) in (FAILED, BLOCKED)]
+            if failed:
+                waiting.remove(sid)
+                detail = f"upstream {', '.join(failed)} failed"
+                self._finish(StageReport(sid, BLOCKED, detail=detail), done)
+            elif all(u in done for u in ups):
+                waiting.remove(sid)
+                decision = self._redecide(planner, decisions[sid])
+                if decision.action == SKIP:
+                    self._finish(StageReport(sid, SKIPPED), done)
+                elif decision.action == RESTORE and self._restore(decision):
+                    self._finish(StageReport(sid, RESTORED), done)
+                else:
+                    running[self._submit(sid)] = (decision, time.perf_counter())
 
     def _submit(self, sid: str) -> cf.Future:
         pool = self._start_pool(1)
@@ -225,22 +233,26 @@ class Runner:
         outcome: worker.Outcome,
         started: float,
         done: dict[str, str],
-    ) -> bool:
+    ) -> None:
         sid = decision.stage.id
         seconds = time.perf_counter() - started
         if not outcome.ok:
             for out in decision.stage.outs:
                 remove_path(self.ws.project.root / out.path)
             self._finish(StageReport(sid, FAILED, seconds, outcome.error), done)
-            return False
+            return
         for rel, st, digest in outcome.stats:
             self.ws.state.record(rel, st, digest)
-        assert decision.run_key is not None
-        self.ws.runs.put(decision.run_key, outcome.outs)
-        write_lock(self.ws.project.stages_dir, decision.new_lock(outcome.outs))
         planner.settle(sid, outcome.outs)
         self._finish(StageReport(sid, RAN, seconds, "; ".join(decision.reasons)), done)
-        return True
+
+    def _record(self, unrecorded: list[tuple[Decision, worker.Outcome]]) -> None:
+        """Write run records and locks of finished stages (their blobs are already cached)."""
+        while unrecorded:
+            decision, outcome = unrecorded.pop(0)
+            assert decision.run_key is not None
+            self.ws.runs.put(decision.run_key, outcome.outs)
+            write_lock(self.ws.project.stages_dir, decision.new_lock(outcome.outs))
 
     def _restore(self, decision: Decision) -> bool:
         """Check out a stage's cached outputs; False when a blob is not available."""
