@@ -255,3 +255,17 @@ def test_nested_pivot_dir_is_not_a_root(project, pivot) -> None:
     pivot("run", cwd="inner")
     assert (project / ".pivot/stages/inner/use.lock").is_file()
     assert not (project / "inner/.pivot/stages").exists()
+
+
+def test_scan_index_notices_a_new_pipeline(project, pivot) -> None:
+    write_files(project, {
+        "consumer/pipeline.py": consumer("consumer", "../data/in.txt", "out.txt"),
+        "data/in.txt": "seed",
+    })
+    pivot("run", cwd="consumer")
+    assert (project / "consumer/out.txt").read_text() == "seed!"
+    (project / "data/in.txt").unlink()
+    write_files(project, {"late/deep/pipeline.py": producer("late", "../../data/in.txt", "late")})
+    pivot("run", cwd="consumer")
+    assert (project / "consumer/out.txt").read_text() == "late!"
+    assert executions(project)[-2:] == ["late", "consumer"]
