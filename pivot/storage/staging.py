@@ -50,6 +50,9 @@ class CacheStager:
         self._prefix = f"fetch.{os.getpid()}.{uuid.uuid4().hex[:8]}."
         self._staged: list[tuple[str, str]] = []
         self._lock = threading.Lock()
+        # Concurrent creates in one folder convoy badly (kernel folder lock + GIL): one
+        # writer at a time is ~10x faster than eight, and leaves the others to decode.
+        self._write_lock = threading.Lock()
 
     def temp_path(self) -> pathlib.Path:
         """A fresh temp file name in the cache's tmp folder (for streamed blobs)."""
@@ -58,16 +61,17 @@ class CacheStager:
     def put_bytes(self, digest: str, data: bytes | memoryview) -> None:
         """Stage already verified `data` as blob `digest`."""
         tmp = str(self.temp_path())
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, READ_ONLY)
-        try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view) :]
-        except BaseException:
+        with self._write_lock:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, READ_ONLY)
+            try:
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view) :]
+            except BaseException:
+                os.close(fd)
+                _unlink(tmp)
+                raise
             os.close(fd)
-            _unlink(tmp)
-            raise
-        os.close(fd)
         with self._lock:
             self._staged.append((tmp, digest))
 
