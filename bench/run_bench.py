@@ -46,6 +46,8 @@ DVC_VENV = WORK_DIR / "dvc-venv"
 GIT = ["git", "-c", "user.name=bench", "-c", "user.email=bench@example.invalid"]
 PIVOT_UP_TO_DATE = "Every stage is up to date"
 DVC_UP_TO_DATE = "Data and pipelines are up to date."
+# Pivot must not import these for `--help` or a no-op run (remote and optional extras).
+HEAVY_MODULES = ("s3fs", "boto3", "botocore", "aiobotocore", "fsspec", "pandas", "rich", "tqdm")
 
 
 # -- results -------------------------------------------------------------------------------
@@ -151,6 +153,7 @@ class Bench:
         self.args = args
         self.work = pathlib.Path(args.workdir).resolve()
         self.reps = args.reps
+        self.notes: dict[str, str] = {}
         base_env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
         pivot_cmd = shlex.split(args.pivot) if args.pivot else [_default_pivot()]
         self.pivot = Tool("pivot", pivot_cmd, dict(base_env))
@@ -199,6 +202,20 @@ class Bench:
                 )
             samples.append(seconds)
         return Timing(samples)
+
+    def imported_modules(self, tool: Tool, args: list[str], cwd: pathlib.Path) -> set[str]:
+        """Top-level names of the modules a command imports (PYTHONPROFILEIMPORTTIME)."""
+        env = dict(tool.env, PYTHONPROFILEIMPORTTIME="1")
+        proc = subprocess.run(
+            [*tool.cmd, *args], cwd=cwd, env=env, capture_output=True, text=True, check=True
+        )
+        names = set()
+        for line in proc.stderr.splitlines():
+            if line.startswith("import time:") and line.count("|") == 2:
+                name = line.rsplit("|", 1)[1].strip()
+                if name != "package":
+                    names.add(name.split(".")[0])
+        return names
 
     def log(self, message: str) -> None:
         print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
@@ -315,6 +332,12 @@ def bench_chain(b: Bench) -> list[Row]:
     )
     b.log("chain: dvc no-op runs")
     dvc_noop = b.repeat(b.dvc, ["repro"], b.work / "chain-dvc", expect=DVC_UP_TO_DATE)
+    b.log("chain: heavy imports")
+    for label, args in (("`pivot --help`", ["--help"]), ("no-op `pivot run`", ["run"])):
+        heavy = sorted(
+            b.imported_modules(b.pivot, args, b.work / "chain-pivot") & set(HEAVY_MODULES)
+        )
+        b.notes[f"heavy modules imported by {label}"] = ", ".join(heavy) or "none"
     b.log("chain: --help")
     help_reps = max(b.reps, 10)
     b.call(b.pivot, ["--help"], b.work)  # warm the page cache, as for every other command
@@ -405,6 +428,7 @@ def environment(b: Bench) -> dict[str, str]:
         "pivot python": platform.python_version() + f" ({sys.executable})",
         "dvc": _first_line([*b.dvc.cmd, "--version"], b.dvc.env),
         "dvc python": _first_line([dvc_python, "--version"]),
+        "load average at start": " ".join(f"{x:.2f}" for x in os.getloadavg()),
     }
 
 
@@ -448,6 +472,8 @@ def main(argv: list[str] | None = None) -> int:
     rows: list[Row] = []
     for name in chosen or list(SECTIONS):
         rows += SECTIONS[name](b)
+    env["load average at end"] = " ".join(f"{x:.2f}" for x in os.getloadavg())
+    env.update(b.notes)
     print()
     print(markdown_table(rows))
     print()
