@@ -18,7 +18,7 @@ import msgpack
 import zstandard
 
 from pivot.errors import PivotError
-from pivot.storage.hashing import CHUNK, is_hash
+from pivot.storage.hashing import is_hash
 from pivot.storage.runs import decode_record
 
 if TYPE_CHECKING:
@@ -172,12 +172,16 @@ def decompress_stream(src: BinaryIO, dest: BinaryIO) -> tuple[int, str]:
     return size, hasher.hexdigest()
 
 
-def hash_stream(src: BinaryIO) -> tuple[int, str]:
-    hasher = blake3.blake3()
+def hash_path(path: pathlib.Path) -> tuple[int, str]:
+    """(size, BLAKE3) of a file read in chunks: unlike mmap hashing, RSS stays small."""
+    hasher = blake3.blake3(max_threads=blake3.blake3.AUTO)
+    buffer = bytearray(STREAM_CHUNK * 2)
+    view = memoryview(buffer)
     size = 0
-    while chunk := src.read(CHUNK * 8):
-        hasher.update(chunk)
-        size += len(chunk)
+    with open(path, "rb", buffering=0) as handle:
+        while n := handle.readinto(buffer):
+            hasher.update(view[:n])
+            size += n
     return size, hasher.hexdigest()
 
 

@@ -31,7 +31,7 @@ INDEX = "index"
 LOCAL_PROTOCOLS = ("file", "local")
 OBJECT_STORE_PROTOCOLS = ("s3", "s3a", "gs", "gcs", "az", "abfs", "abfss", "adl")
 # Multipart settings for large uploads/downloads: bounded memory (chunk x concurrency).
-S3_CHUNK = 16 << 20
+S3_CHUNK = 8 << 20
 S3_CONCURRENCY = 4
 _SECRET_QUERY = re.compile(r"(key|secret|token|sig|password|passwd|credential)", re.IGNORECASE)
 _PACKAGE_HINTS = {

