@@ -17,6 +17,9 @@ Sections (run in this order; `--only` picks some):
 A later benchmark (remote push/pull against a loopback S3, restore in a fresh clone) is
 one more function decorated with `@section("name")` that returns `Row`s; `Bench` gives it
 the tools, the fresh-project helpers and the timing helpers.
+
+The table shows medians (with the fastest sample and the sample count); ratios and targets
+use the medians.
 """
 
 from __future__ import annotations
@@ -110,7 +113,7 @@ def _fmt(t: Timing | None) -> str:
     if t is None:
         return "-"
     n = len(t.samples)
-    return f"{t.median:.3f} s" + (f" (n={n})" if n > 1 else "")
+    return f"{t.median:.3f} s" + (f" (min {t.best:.3f}, n={n})" if n > 1 else "")
 
 
 def markdown_table(rows: list[Row]) -> str:
