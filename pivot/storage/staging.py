@@ -91,14 +91,15 @@ class CacheStager:
         if not staged:
             return 0
         _syncfs(self.folder)
-        made: set[pathlib.Path] = set()
+        objects = str(self.cache.objects)
+        made: set[str] = set()
         for tmp, digest in staged:
-            final = self.cache.path(digest)
-            parent = final.parent
+            # `digest` was verified against the blob, so it is a well-formed hash.
+            parent = os.path.join(objects, digest[:2])
             if parent not in made:
-                parent.mkdir(parents=True, exist_ok=True)
+                os.makedirs(parent, exist_ok=True)
                 made.add(parent)
-            os.replace(tmp, final)
+            os.replace(tmp, os.path.join(parent, digest[2:]))
         return len(staged)
 
     def discard(self) -> None:
