@@ -17,7 +17,7 @@ import time
 import uuid
 from collections import defaultdict
 from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import TYPE_CHECKING, Any, BinaryIO, Protocol
 
 from pivot.errors import PivotError
@@ -92,8 +92,9 @@ class TransferSummary:
                 setattr(self, key, getattr(self, key) + value)
 
     def to_dict(self) -> dict[str, Any]:
-        data = asdict(self)
-        data.pop("_lock", None)
+        data = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "_lock"}
+        data["missing"] = list(self.missing)
+        data["missing_runs"] = list(self.missing_runs)
         data["seconds"] = round(self.seconds, 3)
         return data
 

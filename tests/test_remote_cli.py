@@ -1,0 +1,89 @@
+"""The remote click commands, invoked directly (as `pivot/cli.py` will register them)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from pivot import cli_remote
+from pivot.errors import PivotError
+from pivot.project import init_project
+
+
+def _project(root, files):
+    import os
+    import sys
+
+    sys.path.insert(0, os.path.dirname(__file__))
+    from test_remote_transfer import make_project
+
+    return make_project(root, files)
+
+
+def invoke(command, *args):
+    result = CliRunner().invoke(command, list(args), catch_exceptions=True)
+    if result.exception and not isinstance(result.exception, SystemExit):
+        raise result.exception
+    return result
+
+
+def test_remote_commands(tmp_path, monkeypatch):
+    init_project(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    store = tmp_path / "store"
+    assert invoke(cli_remote.remote, "add", "origin", str(store), "--default").exit_code == 0
+    invoke(cli_remote.remote, "add", "s3r", "s3://bucket/prefix")
+    invoke(cli_remote.remote, "modify", "s3r", "secret_access_key", "topsecret", "--local")
+    with pytest.raises(PivotError, match="--local"):
+        invoke(cli_remote.remote, "modify", "s3r", "secret_access_key", "topsecret")
+    listed = invoke(cli_remote.remote, "list")
+    assert "* origin" in listed.output and "topsecret" not in listed.output
+    rows = json.loads(invoke(cli_remote.remote, "list", "--json").output)
+    assert {r["name"] for r in rows} == {"origin", "s3r"}
+    assert "topsecret" not in json.dumps(rows)
+    invoke(cli_remote.remote, "default", "s3r")
+    invoke(cli_remote.remote, "remove", "s3r")
+    assert "s3r" not in invoke(cli_remote.remote, "list").output
+
+
+def test_push_fetch_pull_gc(tmp_path, monkeypatch):
+    src = _project(tmp_path / "src", {"data/a.txt": b"a" * 100, "b.txt": b"bbb"})
+    store = tmp_path / "store"
+    monkeypatch.chdir(src.root)
+    invoke(cli_remote.remote, "add", "origin", str(store), "--default")
+    pushed = json.loads(invoke(cli_remote.push, "--json", "-j", "2").output)
+    assert pushed["blobs"] == 3 and pushed["runs"] == 1 and pushed["action"] == "push"
+    assert "0 blobs" in invoke(cli_remote.push).output
+
+    dst = tmp_path / "dst"
+    init_project(dst)
+    (dst / ".pivot" / "stages").rmdir()
+    import shutil
+
+    shutil.copytree(src.stages_dir, dst / ".pivot" / "stages")
+    shutil.copy(src.pivot_dir / "config.yaml", dst / ".pivot" / "config.yaml")
+    monkeypatch.chdir(dst)
+    fetched = json.loads(invoke(cli_remote.fetch, "--json").output)
+    assert fetched["blobs"] == 3 and fetched["missing"] == []
+    pulled = invoke(cli_remote.pull, "-r", "origin")
+    assert pulled.exit_code == 0 and "pulled" in pulled.output
+    assert (dst / "data" / "a.txt").read_bytes() == b"a" * 100
+    assert (dst / "b.txt").read_bytes() == b"bbb"
+    dry = json.loads(invoke(cli_remote.gc, "--dry-run", "--json").output)
+    assert dry["objects_removed"] == 0 and dry["dry_run"]
+    assert "Removed 0 object(s)" in invoke(cli_remote.gc).output
+
+
+def test_fetch_reports_missing_blobs(tmp_path, monkeypatch):
+    src = _project(tmp_path / "src", {"x.txt": b"x"})
+    monkeypatch.chdir(src.root)
+    invoke(cli_remote.remote, "add", "origin", str(tmp_path / "empty"), "--default")
+    for path in src.cache_dir.joinpath("objects").rglob("*"):
+        if path.is_file():
+            path.unlink()
+    with pytest.raises(PivotError, match="not on remote"):
+        invoke(cli_remote.fetch)
+    with pytest.raises(PivotError, match="could not be checked out"):
+        invoke(cli_remote.pull)
