@@ -47,6 +47,10 @@ BATCH_BYTES = 1 << 30
 GAP = 1 << 20
 RANGE_MAX = 64 << 20
 DEFAULT_JOBS = 8
+# Large blobs moving at once: each holds up to ~S3_CHUNK x S3_CONCURRENCY in buffers, and
+# loopback servers gain nothing from more; this keeps RSS flat whatever the output sizes.
+LARGE_PARALLEL = 2
+_large_slots = threading.BoundedSemaphore(LARGE_PARALLEL)
 
 Output = tuple[str, str]  # (hash, kind)
 
@@ -344,7 +348,11 @@ class _Pusher:
         self.summary.add(indexes=1, bytes_sent=size)
 
     def send_pack(self, task: _PackTask) -> packs.PackInfo:
-        info, stored = self._large(task.digests[0]) if task.large else self._small(task.digests)
+        if task.large:
+            with _large_slots:
+                info, stored = self._large(task.digests[0])
+        else:
+            info, stored = self._small(task.digests)
         self.summary.add(blobs=len(task.digests), raw_bytes=task.raw, bytes_sent=stored, packs=1)
         self.ctx.progress.advance(len(task.digests), task.raw)
         return info
@@ -557,7 +565,8 @@ class _Fetcher:
 
     def read(self, read: _Read, stager: CacheStager) -> None:
         if len(read.items) == 1 and _is_large(read.items[0][0]):
-            self._read_large(read.pack_id, *read.items[0], stager)
+            with _large_slots:
+                self._read_large(read.pack_id, *read.items[0], stager)
             return
         start, end = read.start, read.end
         data = self.ctx.remote.get_range(Remote.pack_key(read.pack_id), start, end)
