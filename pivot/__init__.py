@@ -1,10 +1,34 @@
 """Pivot: typed Python pipelines on a content-addressed cache with a remote store.
 
-The public face: `Pipeline`, `Dep`, `Out` and the `loaders` module.
+The public face: `Pipeline`, `Dep`, `Out` and the `loaders` module (loaded on first use,
+so that `pivot --help` stays fast).
 """
 
-from pivot import loaders
-from pivot.pipeline import Pipeline
-from pivot.stage import Dep, Out
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from pivot import loaders
+    from pivot.pipeline import Pipeline
+    from pivot.stage import Dep, Out
 
 __all__ = ["Dep", "Out", "Pipeline", "loaders"]
+
+_EXPORTS = {
+    "Pipeline": ("pivot.pipeline", "Pipeline"),
+    "Dep": ("pivot.stage", "Dep"),
+    "Out": ("pivot.stage", "Out"),
+    "loaders": ("pivot.loaders", None),
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'pivot' has no attribute {name!r}")
+    module_name, attr = _EXPORTS[name]
+    module = importlib.import_module(module_name)
+    value = module if attr is None else getattr(module, attr)
+    globals()[name] = value
+    return value

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import concurrent.futures as cf
-import multiprocessing
 import os
 import time
 from collections.abc import Callable
@@ -16,6 +14,8 @@ from pivot.plan import PENDING, RESTORE, RUN, SKIP, Decision, Planner
 from pivot.storage.cache import LinkMode, remove_path
 
 if TYPE_CHECKING:
+    import concurrent.futures as cf
+
     from pivot.graph import Graph
     from pivot.project import Project
     from pivot.storage.cache import LocalCache
@@ -115,6 +115,9 @@ class Runner:
     def _start_pool(self, count: int) -> cf.ProcessPoolExecutor:
         """Fork the workers now, while the process has no other threads."""
         if self._pool is None:
+            import concurrent.futures as cf
+            import multiprocessing
+
             worker.register_stages(self.graph.stages)
             context = multiprocessing.get_context("fork")
             self._pool = cf.ProcessPoolExecutor(
@@ -159,6 +162,8 @@ class Runner:
         running: dict[cf.Future, tuple[Decision, float]] = {}
         unrecorded: list[tuple[Decision, worker.Outcome]] = []
         stop = False
+        import concurrent.futures as cf
+
         try:
             while True:
                 if not stop:
@@ -272,7 +277,7 @@ class Runner:
 
     def _write_lock_if_changed(self, decision: Decision, outs: dict[str, dict[str, Any]]) -> None:
         lock = decision.new_lock(outs)
-        if decision.lock is None or decision.lock.to_json() != lock.to_json():
+        if decision.lock != lock:
             write_lock(self.ws.project.stages_dir, lock)
 
     def _finish(self, report: StageReport, done: dict[str, str]) -> None:

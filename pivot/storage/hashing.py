@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import pathlib
+import re
 import stat
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
@@ -18,6 +19,7 @@ if TYPE_CHECKING:
     from collections.abc import Iterable
 
 HASH_HEX_LEN = 64
+HASH_PATTERN = re.compile(r"[0-9a-f]{64}")
 CHUNK = 1 << 20
 MMAP_THRESHOLD = 8 << 20
 FILE = "file"
@@ -39,11 +41,7 @@ def hash_file(path: pathlib.Path) -> str:
 
 
 def is_hash(value: object) -> bool:
-    return (
-        isinstance(value, str)
-        and len(value) == HASH_HEX_LEN
-        and all(c in "0123456789abcdef" for c in value)
-    )
+    return isinstance(value, str) and HASH_PATTERN.fullmatch(value) is not None
 
 
 @dataclass(frozen=True, slots=True)
