@@ -205,3 +205,13 @@ def main() -> None:
             f"for the traceback, and please report it."
         )
         sys.exit(2)
+
+
+def _register_remote_commands() -> None:
+    from pivot.cli_remote import COMMANDS
+
+    for command in COMMANDS:
+        cli.add_command(command)
+
+
+_register_remote_commands()

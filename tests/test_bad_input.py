@@ -9,7 +9,7 @@ import subprocess
 import sys
 import time
 
-from conftest import COUNTER, PYTHONPATH, executions, write_files
+from support import COUNTER, PYTHONPATH, executions, write_files
 
 HEADER = (
     """

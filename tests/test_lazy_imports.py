@@ -8,8 +8,8 @@ import subprocess
 import sys
 
 import pytest
-from conftest import PYTHONPATH, write_files
 from spec_projects import PARENT_CHILD
+from support import PYTHONPATH, write_files
 
 HEAVY = ("s3fs", "boto3", "botocore", "aiobotocore", "pandas", "rich", "tqdm", "fsspec", "yaml")
 PROBE = """

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from conftest import COUNTER, executions, write_files
+from support import COUNTER, executions, write_files
 
 HEADER = (
     """
@@ -258,10 +258,13 @@ def test_nested_pivot_dir_is_not_a_root(project, pivot) -> None:
 
 
 def test_scan_index_notices_a_new_pipeline(project, pivot) -> None:
-    write_files(project, {
-        "consumer/pipeline.py": consumer("consumer", "../data/in.txt", "out.txt"),
-        "data/in.txt": "seed",
-    })
+    write_files(
+        project,
+        {
+            "consumer/pipeline.py": consumer("consumer", "../data/in.txt", "out.txt"),
+            "data/in.txt": "seed",
+        },
+    )
     pivot("run", cwd="consumer")
     assert (project / "consumer/out.txt").read_text() == "seed!"
     (project / "data/in.txt").unlink()

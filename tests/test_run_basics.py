@@ -7,7 +7,7 @@ import os
 import pathlib
 import stat
 
-from conftest import COUNTER, executions, write_files
+from support import COUNTER, executions, write_files
 
 CHAIN = (
     """

@@ -7,7 +7,7 @@ import pathlib
 import pickle
 
 import yaml
-from conftest import COUNTER, executions, write_files
+from support import COUNTER, executions, write_files
 
 HEADER = (
     """

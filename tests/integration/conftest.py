@@ -5,12 +5,10 @@ Nothing here mocks boto3 or s3fs: the tests talk HTTP to real servers on loopbac
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import pathlib
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -18,31 +16,11 @@ import uuid
 from dataclasses import dataclass
 
 import pytest
+from support import free_ports
 
 ACCESS_KEY = "pivot-test-access"
 SECRET_KEY = "pivot-test-secret-9f8e7d6c"
 REGION = "us-east-1"
-
-
-def _reexport_root_helpers() -> None:
-    """Keep `from conftest import write_files` working for tests in this folder.
-
-    This file shadows tests/conftest.py as the module `conftest` for tests here, so its
-    plain helpers (not its fixtures, which pytest already provides) are re-exported.
-    """
-    path = pathlib.Path(__file__).resolve().parents[1] / "conftest.py"
-    spec = importlib.util.spec_from_file_location("_pivot_tests_root_conftest", path)
-    if spec is None or spec.loader is None:
-        return
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    for name, value in vars(module).items():
-        if name.startswith("_") or name in globals() or "fixture" in type(value).__name__.lower():
-            continue
-        globals()[name] = value
-
-
-_reexport_root_helpers()
 
 
 @dataclass(frozen=True)
@@ -80,20 +58,6 @@ class S3Server:
         }
         options.update(overrides)
         return {k: v for k, v in options.items() if v is not None}
-
-
-def free_ports(count: int) -> list[int]:
-    """Ports free right now on 127.0.0.1 (held open together so they are distinct)."""
-    sockets = []
-    try:
-        for _ in range(count):
-            sock = socket.socket()
-            sock.bind(("127.0.0.1", 0))
-            sockets.append(sock)
-        return [s.getsockname()[1] for s in sockets]
-    finally:
-        for sock in sockets:
-            sock.close()
 
 
 @pytest.fixture(autouse=True)

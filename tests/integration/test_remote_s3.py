@@ -207,7 +207,7 @@ def test_unknown_bucket_is_a_clear_error(tmp_path, seaweedfs):
 
 
 def test_unreachable_endpoint_is_a_clear_error(tmp_path, seaweedfs):
-    from conftest import free_ports
+    from support import free_ports
 
     (port,) = free_ports(1)
     options = seaweedfs.options(endpoint_url=f"http://127.0.0.1:{port}")

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 
-from conftest import write_files
 from spec_projects import PARENT_CHILD, SIBLINGS
+from support import write_files
 
 
 def test_parent_child_run_from_child_directory(project, pivot) -> None:

@@ -1,0 +1,77 @@
+"""Test helpers: run the real CLI, write project files, read execution logs."""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import socket
+import subprocess
+import sys
+import textwrap
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+PYTHONPATH = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)
+
+
+class PivotCLI:
+    """Runs `python -m pivot` as a user would, in a given directory."""
+
+    def __init__(self, root: pathlib.Path) -> None:
+        self.root = root
+
+    def __call__(
+        self, *args: str, cwd: pathlib.Path | str | None = None, rc: int | None = 0, **env: str
+    ) -> subprocess.CompletedProcess:
+        where = self.root / cwd if cwd is not None else self.root
+        proc = subprocess.run(
+            [sys.executable, "-m", "pivot", *args],
+            cwd=where,
+            capture_output=True,
+            text=True,
+            env={**os.environ, "PYTHONPATH": PYTHONPATH, **env},
+            timeout=120,
+        )
+        if rc is not None and proc.returncode != rc:
+            raise AssertionError(
+                f"pivot {' '.join(args)} exited {proc.returncode}, expected {rc}\n"
+                f"--- stdout\n{proc.stdout}\n--- stderr\n{proc.stderr}"
+            )
+        return proc
+
+
+def write_files(root: pathlib.Path, files: dict[str, str]) -> None:
+    for rel, text in files.items():
+        path = root / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(textwrap.dedent(text).lstrip("\n"))
+
+
+def executions(root: pathlib.Path) -> list[str]:
+    """Stage names in the order the test stages recorded running (see COUNTER)."""
+    log = root / "executions.log"
+    return log.read_text().split() if log.exists() else []
+
+
+COUNTER = """
+def _count(name):
+    import pathlib
+    root = pathlib.Path(__file__).resolve().parent
+    while not (root / ".pivot").is_dir():
+        root = root.parent
+    with open(root / "executions.log", "a") as log:
+        log.write(name + "\\n")
+"""
+
+
+def free_ports(count: int) -> list[int]:
+    """Ports free right now on 127.0.0.1 (held open together so they are distinct)."""
+    sockets = []
+    try:
+        for _ in range(count):
+            sock = socket.socket()
+            sock.bind(("127.0.0.1", 0))
+            sockets.append(sock)
+        return [s.getsockname()[1] for s in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
