@@ -72,22 +72,67 @@ def init() -> None:
     help="How restored outputs are placed in the workspace.",
 )
 @click.option("-q", "--quiet", is_flag=True, help="Print only the summary line.")
-def run(targets, all_pipelines, jobs, force, dry_run, keep_going, link, quiet) -> None:
-    """Run the stages of this pipeline (or TARGETS) and everything upstream."""
-    from pivot import runcmd
+@click.option(
+    "-r",
+    "--remote",
+    "remote_name",
+    default=None,
+    help="Restore from (and push to) this remote instead of the default one.",
+)
+@click.option("--no-remote", is_flag=True, help="Stay offline: restore only from the local cache.")
+@click.option(
+    "--no-fallback",
+    is_flag=True,
+    help="Stop with an error when the remote fails, instead of running the stages.",
+)
+@click.option(
+    "--materialize",
+    is_flag=True,
+    help="Check out every restored output, also those no stage here reads.",
+)
+@click.option("--push", is_flag=True, help="Push outputs and run records when the run ends.")
+def run(
+    targets,
+    all_pipelines,
+    jobs,
+    force,
+    dry_run,
+    keep_going,
+    link,
+    quiet,
+    remote_name,
+    no_remote,
+    no_fallback,
+    materialize,
+    push,
+) -> None:
+    """Run the stages of this pipeline (or TARGETS) and everything upstream.
 
-    report = runcmd.run(
+    Stages whose inputs match an earlier run (here, or on any machine that pushed to the
+    default remote) are restored from the cache instead of running.
+    """
+    from pivot import runcmd
+    from pivot.engine import RunOptions
+    from pivot.storage.cache import LinkMode
+
+    options = RunOptions(
+        jobs=jobs or os.cpu_count() or 1,
+        keep_going=keep_going,
+        link=LinkMode(link),
+        fallback=not no_fallback,
+        materialize_all=materialize,
+    )
+    runcmd.run(
         targets=targets,
         all_pipelines=all_pipelines,
-        jobs=jobs or os.cpu_count() or 1,
         force=force,
         dry_run=dry_run,
-        keep_going=keep_going,
-        link=link,
         quiet=quiet,
+        options=options,
+        remote_name=remote_name,
+        use_remote=not no_remote,
+        push=push,
     )
-    if report is not None and report.failed:
-        sys.exit(1)
 
 
 @cli.command()

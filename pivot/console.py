@@ -26,7 +26,7 @@ def error(message: str) -> None:
 def stage_line(stage_id: str, status: str, seconds: float, detail: str = "") -> None:
     label, color = STATUS_STYLE[status]
     timing = f"{seconds:6.2f}s" if status in ("ran", "failed") else ""
-    note = f"  ({detail})" if detail and status in ("restored", "blocked") else ""
+    note = f"  ({detail})" if detail and status in ("restored", "blocked", "skipped") else ""
     line = f"  {click.style(f'{label:<9}', fg=color)} {stage_id:<40} {timing}{note}"
     click.echo(line.rstrip())
     sys.stdout.flush()

@@ -8,7 +8,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from pivot import worker
+from pivot import console, worker
+from pivot.errors import PivotError
 from pivot.lockfile import write_lock
 from pivot.plan import PENDING, RESTORE, RUN, SKIP, Decision, Planner
 from pivot.storage.cache import LinkMode, remove_path
@@ -17,15 +18,11 @@ if TYPE_CHECKING:
     import concurrent.futures as cf
 
     from pivot.graph import Graph
-    from pivot.project import Project
-    from pivot.storage.cache import LocalCache
-    from pivot.storage.hashing import Hasher
-    from pivot.storage.runs import RunRecords
-    from pivot.storage.state import StateDB
+    from pivot.remote_access import Output, RemoteAccess
+    from pivot.workspace import Workspace
 
 RAN, SKIPPED, RESTORED, FAILED, BLOCKED = "ran", "skipped", "restored", "failed", "blocked"
-
-Fetcher = Callable[[list[Decision]], None]
+KEPT_IN_CACHE = "up to date; outputs kept in the cache as nothing here reads them"
 
 
 @dataclass
@@ -50,21 +47,29 @@ class RunReport:
     def failed(self) -> list[StageReport]:
         return [s for s in self.stages if s.status in (FAILED, BLOCKED)]
 
+    @property
+    def ran(self) -> list[str]:
+        return [s.stage_id for s in self.stages if s.status == RAN]
+
 
 @dataclass
-class Workspace:
-    """The local pieces every command needs."""
+class RunOptions:
+    """How a run behaves beyond which stages it covers."""
 
-    project: Project
-    state: StateDB
-    hasher: Hasher
-    cache: LocalCache
-    runs: RunRecords
+    jobs: int = 1
+    keep_going: bool = False
+    link: LinkMode = LinkMode.COPY
+    remote: RemoteAccess | None = None
+    fallback: bool = True
+    materialize_all: bool = False
+    targets: set[str] = field(default_factory=set)
 
 
-def plan_graph(ws: Workspace, graph: Graph, force: set[str]) -> tuple[Planner, dict[str, Decision]]:
+def plan_graph(
+    ws: Workspace, graph: Graph, force: set[str], remote: RemoteAccess | None = None
+) -> tuple[Planner, dict[str, Decision]]:
     """Decide every stage in topological order, before anything executes."""
-    planner = Planner(ws.project, graph, ws.hasher, ws.runs, force)
+    planner = Planner(ws, graph, force, remote)
     decisions: dict[str, Decision] = {}
     for sid in graph.order():
         ups = {u: decisions[u].action for u in graph.upstream[sid].values()}
@@ -75,6 +80,23 @@ def plan_graph(ws: Workspace, graph: Graph, force: set[str]) -> tuple[Planner, d
     return planner, decisions
 
 
+def choose_materialized(
+    ws: Workspace, graph: Graph, decisions: dict[str, Decision], options: RunOptions
+) -> None:
+    """Restores whose outputs a target or a stage that will run reads get checked out;
+    the others stay in the cache (or on the remote), recorded by their lock."""
+    down = graph.downstream()
+    for sid, decision in decisions.items():
+        if decision.action != RESTORE:
+            continue
+        decision.materialize = (
+            options.materialize_all
+            or sid in options.targets
+            or any(c in options.targets or decisions[c].action in (RUN, PENDING) for c in down[sid])
+            or any(os.path.lexists(ws.project.root / path) for path in decision.outs)
+        )
+
+
 class Runner:
     """Executes a plan: restores first (one batch), then runs stages as they become ready."""
 
@@ -82,26 +104,31 @@ class Runner:
         self,
         ws: Workspace,
         graph: Graph,
-        jobs: int,
-        keep_going: bool = False,
-        link: LinkMode = LinkMode.COPY,
-        fetch: Fetcher | None = None,
+        options: RunOptions,
         on_stage: Callable[[StageReport], None] | None = None,
     ) -> None:
         self.ws = ws
         self.graph = graph
-        self.jobs = max(1, jobs)
-        self.keep_going = keep_going
-        self.link = link
-        self.fetch = fetch
+        self.options = options
+        self.jobs = max(1, options.jobs)
+        self.remote = options.remote
         self.on_stage = on_stage or (lambda report: None)
         self.report = RunReport()
         self._pool: cf.ProcessPoolExecutor | None = None
+        self._planner: Planner | None = None
 
     def run(self, force: set[str]) -> RunReport:
         start = time.perf_counter()
-        planner, decisions = plan_graph(self.ws, self.graph, force)
         try:
+            planner, decisions = plan_graph(self.ws, self.graph, force)
+            if self.remote is not None and _runs_any(decisions):
+                self._start_pool(decisions)
+                if self._connect():
+                    planner, decisions = plan_graph(self.ws, self.graph, force, self.remote)
+            self._planner = planner
+            self._start_pool(decisions)
+            choose_materialized(self.ws, self.graph, decisions, self.options)
+            self._fetch_restores(decisions)
             self._execute(planner, decisions)
         finally:
             self.ws.state.commit()
@@ -110,11 +137,70 @@ class Runner:
         self.report.seconds = time.perf_counter() - start
         return self.report
 
+    # -- the remote ------------------------------------------------------------------------
+
+    def _connect(self) -> bool:
+        """Read the remote's indexes; without it, fall back to running (or stop)."""
+        assert self.remote is not None
+        try:
+            if not self.remote.is_configured():
+                self.remote = None
+                return False
+            self.remote.contents()
+        except PivotError as exc:
+            self._remote_failed(exc)
+            return False
+        return True
+
+    def _remote_failed(self, exc: PivotError) -> None:
+        name = self.remote.name if self.remote is not None else None
+        if not self.options.fallback:
+            raise PivotError(
+                f"Cannot restore from the remote{f' {name!r}' if name else ''}: {exc} "
+                f"Nothing more was run (--no-fallback); fix the remote or run without "
+                f"--no-fallback to compute the missing outputs here."
+            ) from exc
+        console.warn(
+            f"The remote{f' {name!r}' if name else ''} is unavailable ({exc}). Stages that "
+            f"cannot be restored from the local cache will run here instead."
+        )
+        self.remote = None
+        if self._planner is not None:
+            self._planner.remote = None
+
+    def _fetch(self, outputs: list[Output]) -> bool:
+        """Bring blobs into the local cache from the remote; False when that failed."""
+        if not outputs:
+            return True
+        if self.remote is None:
+            return False
+        try:
+            self.remote.fetch(outputs)
+        except PivotError as exc:
+            self._remote_failed(exc)
+            return False
+        return True
+
+    def _fetch_restores(self, decisions: dict[str, Decision]) -> None:
+        """One batch for every checkout this run needs, before any stage executes."""
+        restores = [d for d in decisions.values() if d.action == RESTORE]
+        wanted = [
+            (o["hash"], o["kind"])
+            for d in restores
+            if d.materialize
+            for o in d.outs.values()
+            if self.ws.cache.missing(o["hash"], o["kind"])
+        ]
+        if not self._fetch(list(dict.fromkeys(wanted))):
+            for decision in restores:
+                decision.materialize = True
+
     # -- pool ------------------------------------------------------------------------------
 
-    def _start_pool(self, count: int) -> cf.ProcessPoolExecutor:
-        """Fork the workers now, while the process has no other threads."""
-        if self._pool is None:
+    def _start_pool(self, decisions: dict[str, Decision] | None = None) -> cf.ProcessPoolExecutor:
+        """Fork the workers before remote I/O starts threads (only when a stage may run)."""
+        count = self.jobs if decisions is None else _runs_any(decisions)
+        if self._pool is None and count:
             import concurrent.futures as cf
             import multiprocessing
 
@@ -130,12 +216,6 @@ class Runner:
     # -- execution -------------------------------------------------------------------------
 
     def _execute(self, planner: Planner, decisions: dict[str, Decision]) -> None:
-        to_run = [d for d in decisions.values() if d.action in (RUN, PENDING)]
-        if to_run:
-            self._start_pool(len(to_run))
-        restores = [d for d in decisions.values() if d.action == RESTORE]
-        if restores and self.fetch is not None:
-            self.fetch(restores)
         done: dict[str, str] = {}
         unsettled: set[str] = set()
         for sid in self.graph.order():
@@ -148,7 +228,11 @@ class Runner:
                 self._finish(StageReport(sid, SKIPPED), done)
                 self._write_lock_if_changed(decision, decision.outs)
             elif decision.action == RESTORE and self._restore(decision):
-                self._finish(StageReport(sid, RESTORED, detail="; ".join(decision.reasons)), done)
+                if decision.materialize:
+                    detail = "; ".join(decision.reasons)
+                    self._finish(StageReport(sid, RESTORED, detail=detail), done)
+                else:
+                    self._finish(StageReport(sid, SKIPPED, detail=KEPT_IN_CACHE), done)
             else:
                 decision.action = RUN
                 decision.reasons.append("cached outputs are not available")
@@ -179,7 +263,7 @@ class Runner:
                     self._complete(planner, decision, outcome, started, done)
                     if outcome.ok:
                         unrecorded.append((decision, outcome))
-                    elif not self.keep_going:
+                    elif not self.options.keep_going:
                         stop = True
         except KeyboardInterrupt:
             self._record(unrecorded)
@@ -215,7 +299,7 @@ class Runner:
                     running[self._submit(sid)] = (decision, time.perf_counter())
 
     def _submit(self, sid: str) -> cf.Future:
-        pool = self._start_pool(1)
+        pool = self._start_pool()
         project = self.ws.project
         return pool.submit(
             worker.execute, sid, str(project.root), str(project.cache_dir), str(project.tmp_dir)
@@ -226,10 +310,7 @@ class Runner:
             return decision
         stage = decision.stage
         ups = {u: SKIP for u in self.graph.upstream[stage.id].values()}
-        fresh = planner.decide(stage, ups)
-        if fresh.action == RESTORE and self.fetch is not None:
-            self.fetch([fresh])
-        return fresh
+        return planner.decide(stage, ups)
 
     def _complete(
         self,
@@ -260,16 +341,25 @@ class Runner:
             write_lock(self.ws.project.stages_dir, decision.new_lock(outcome.outs))
 
     def _restore(self, decision: Decision) -> bool:
-        """Check out a stage's cached outputs; False when a blob is not available."""
+        """Check out a stage's cached outputs (fetching what is missing); False if unable."""
+        if not decision.materialize:
+            self._write_lock_if_changed(decision, decision.outs)
+            return True
         cache = self.ws.cache
-        if any(cache.missing(o["hash"], o["kind"]) for o in decision.outs.values()):
+        missing = [
+            (o["hash"], o["kind"])
+            for o in decision.outs.values()
+            if cache.missing(o["hash"], o["kind"])
+        ]
+        if not self._fetch(missing):
             return False
         root = self.ws.project.root
         for path, out in decision.outs.items():
             current = self.ws.hasher.hash_path(path)
             if current is not None and current.hash == out["hash"]:
                 continue
-            for inner, digest in cache.checkout(out["hash"], out["kind"], root / path, self.link):
+            mode = self.options.link
+            for inner, digest in cache.checkout(out["hash"], out["kind"], root / path, mode):
                 rel = f"{path}/{inner}" if inner else path
                 self.ws.state.record(rel, (root / rel).stat(), digest)
         self._write_lock_if_changed(decision, decision.outs)
@@ -284,3 +374,8 @@ class Runner:
         done[report.stage_id] = report.status
         self.report.stages.append(report)
         self.on_stage(report)
+
+
+def _runs_any(decisions: dict[str, Decision]) -> int:
+    """How many stages may execute (run now, or decided once their upstreams ran)."""
+    return sum(1 for d in decisions.values() if d.action in (RUN, PENDING))

@@ -46,7 +46,7 @@ def pipeline_file_in(directory: pathlib.Path) -> pathlib.Path | None:
 
 
 @contextlib.contextmanager
-def _pipeline_context(directory: pathlib.Path, root: pathlib.Path):
+def pipeline_context(directory: pathlib.Path, root: pathlib.Path):
     """Run code in `directory` with it on sys.path; forget project modules it imported."""
     cwd, path = os.getcwd(), list(sys.path)
     before = set(sys.modules)
@@ -89,7 +89,7 @@ def _user_error(file: pathlib.Path, exc: BaseException) -> PivotError:
 def load_file(project: Project, file: pathlib.Path) -> LoadedPipeline:
     """Import a pipeline file and resolve its stages' paths against the project."""
     directory = file.parent
-    with _pipeline_context(directory, project.root):
+    with pipeline_context(directory, project.root):
         try:
             is_yaml = file.name == PIVOT_YAML
             pipeline = _load_yaml(file) if is_yaml else _load_py(project, file)

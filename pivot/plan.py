@@ -15,10 +15,9 @@ from pivot.lockfile import Lock, read_lock
 
 if TYPE_CHECKING:
     from pivot.graph import Graph
-    from pivot.project import Project
+    from pivot.remote_access import RemoteAccess
     from pivot.stage import StageSpec
-    from pivot.storage.hashing import Hasher
-    from pivot.storage.runs import RunRecords
+    from pivot.workspace import Workspace
 
 RUN_KEY_VERSION = 1
 SKIP, RESTORE, RUN, PENDING = "skip", "restore", "run", "pending"
@@ -36,6 +35,11 @@ class Decision:
     deps: dict[str, str] = field(default_factory=dict)
     outs: dict[str, dict[str, Any]] = field(default_factory=dict)
     lock: Lock | None = None
+    materialize: bool = True
+
+    @property
+    def matches_lock(self) -> bool:
+        return self.lock is not None and self.lock.run_key == self.run_key
 
     def new_lock(self, outs: dict[str, dict[str, Any]]) -> Lock:
         assert self.run_key is not None
@@ -67,19 +71,18 @@ class Planner:
 
     def __init__(
         self,
-        project: Project,
+        ws: Workspace,
         graph: Graph,
-        hasher: Hasher,
-        runs: RunRecords,
         force: set[str] | None = None,
+        remote: RemoteAccess | None = None,
     ) -> None:
-        self.project = project
+        self.ws = ws
         self.graph = graph
-        self.hasher = hasher
-        self.runs = runs
         self.force = force or set()
+        self.remote = remote
         self.known: dict[str, dict[str, Any]] = {}
         self._fingerprints: dict[str, dict[str, str]] = {}
+        self._locks: dict[str, Lock | None] = {}
 
     def settle(self, stage_id: str, outs: dict[str, dict[str, Any]]) -> None:
         """Record the outputs a stage now has, so that its downstreams can be decided."""
@@ -87,7 +90,7 @@ class Planner:
 
     def fingerprint_of(self, stage: StageSpec) -> dict[str, str]:
         if stage.id not in self._fingerprints:
-            self._fingerprints[stage.id] = fingerprint(stage.func, self.project.root)
+            self._fingerprints[stage.id] = fingerprint(stage.func, self.ws.project.root)
         return self._fingerprints[stage.id]
 
     def dep_hashes(self, stage: StageSpec, upstream: dict[str, str]) -> dict[str, str] | None:
@@ -100,7 +103,7 @@ class Planner:
                 continue
             if dep.path in links and upstream.get(links[dep.path], SKIP) != SKIP:
                 return None
-            found = self.hasher.hash_path(dep.path)
+            found = self.ws.hasher.hash_path(dep.path)
             if found is None:
                 raise PivotError(
                     f"Stage {stage.id} ({stage.source}) depends on {dep.path}, which does not "
@@ -113,7 +116,7 @@ class Planner:
         """Decide one stage; `upstream_actions` are the decisions of its upstreams."""
         changed_ups = [u for u, a in upstream_actions.items() if a in (RUN, PENDING)]
         deps = None if changed_ups else self.dep_hashes(stage, upstream_actions)
-        lock = self._lock(stage)
+        lock = self.lock_of(stage.id)
         if deps is None:
             why = [f"upstream {u} will run" for u in changed_ups] or ["upstream being restored"]
             return Decision(stage, PENDING, why, lock=lock)
@@ -128,28 +131,53 @@ class Planner:
             if not damaged:
                 decision.action, decision.outs = SKIP, lock.outs
                 return decision
-            decision.action = RESTORE
-            decision.outs = self.runs.get(key) or lock.outs
             decision.reasons = [f"output {p} {state}" for p, state in damaged]
+            self._restore_if_available(decision, self.ws.runs.get(key) or lock.outs)
             return decision
         decision.reasons = explain(stage, lock, parts, deps)
-        record = self.runs.get(key)
+        record, where = self._run_record(key)
         if record is not None:
-            decision.action, decision.outs = RESTORE, record
-            decision.reasons.append("an earlier run with these inputs is in the cache")
+            decision.reasons.append(f"an earlier run with these inputs is {where}")
+            self._restore_if_available(decision, record)
         return decision
 
-    def _lock(self, stage: StageSpec) -> Lock | None:
-        try:
-            return read_lock(self.project.stages_dir, stage.id)
-        except PivotError as exc:
-            console.warn(f"{exc} Treating stage {stage.id} as stale; it will run again.")
-            return None
+    def lock_of(self, stage_id: str) -> Lock | None:
+        """The stage's lock file, read once; an unusable one is reported and ignored."""
+        if stage_id not in self._locks:
+            try:
+                self._locks[stage_id] = read_lock(self.ws.project.stages_dir, stage_id)
+            except PivotError as exc:
+                console.warn(f"{exc} Treating stage {stage_id} as stale; it will run again.")
+                self._locks[stage_id] = None
+        return self._locks[stage_id]
+
+    def _run_record(self, key: str) -> tuple[dict[str, dict[str, Any]] | None, str]:
+        record = self.ws.runs.get(key)
+        if record is not None or self.remote is None:
+            return record, "in the local cache"
+        data = self.remote.run_record(key)
+        if data is None:
+            return None, ""
+        where = f"on the remote {self.remote.display}"
+        self.ws.runs.put_bytes(key, data, f"run record {key[:12]} from {where}")
+        return self.ws.runs.get(key), where
+
+    def _restore_if_available(self, decision: Decision, outs: dict[str, dict[str, Any]]) -> None:
+        """Restore when every output is in the local cache or on the remote, else run."""
+        if all(self.available(o["hash"], o["kind"]) for o in outs.values()):
+            decision.action, decision.outs = RESTORE, outs
+        else:
+            decision.reasons.append("its outputs are in no cache that can be reached")
+
+    def available(self, digest: str, kind: str) -> bool:
+        if not self.ws.cache.missing(digest, kind):
+            return True
+        return self.remote is not None and self.remote.has_output(digest)
 
     def _damaged_outputs(self, outs: dict[str, dict[str, Any]]) -> list[tuple[str, str]]:
         damaged = []
         for path, recorded in outs.items():
-            found = self.hasher.hash_path(path)
+            found = self.ws.hasher.hash_path(path)
             if found is None:
                 damaged.append((path, "is missing"))
             elif found.hash != recorded["hash"]:

@@ -7,12 +7,14 @@ from typing import Any
 import click
 
 from pivot import console
-from pivot.engine import Runner, RunReport, plan_graph
+from pivot.engine import Runner, RunOptions, RunReport, plan_graph
 from pivot.errors import PivotError, StageFailed
 from pivot.lockfile import read_lock
 from pivot.plan import PENDING, RESTORE, RUN
-from pivot.session import Scope, open_workspace, resolve_scope
+from pivot.remote_access import RemoteAccess
+from pivot.session import Scope, resolve_scope
 from pivot.storage.cache import LinkMode
+from pivot.workspace import open_workspace
 
 
 def scope_for(targets: tuple[str, ...], all_pipelines: bool) -> Scope:
@@ -26,12 +28,13 @@ def scope_for(targets: tuple[str, ...], all_pipelines: bool) -> Scope:
 def run(
     targets: tuple[str, ...],
     all_pipelines: bool,
-    jobs: int,
     force: bool,
     dry_run: bool,
-    keep_going: bool,
-    link: str,
     quiet: bool,
+    options: RunOptions,
+    remote_name: str | None,
+    use_remote: bool,
+    push: bool,
 ) -> RunReport | None:
     ws = open_workspace()
     try:
@@ -45,6 +48,14 @@ def run(
                 why = f"  ({'; '.join(decision.reasons)})" if decision.reasons else ""
                 click.echo(f"  {label:<14} {decision.stage.id}{why}")
             return None
+        remote = RemoteAccess(ws.project, remote_name)
+        options.remote = remote if use_remote else None
+        if push and not remote.is_configured():
+            raise PivotError(
+                "--push needs a remote, and this project has none. Add one with "
+                "`pivot remote add --default NAME URL`."
+            )
+        options.targets = set(scope.targets)
 
         def show(report) -> None:
             if not quiet:
@@ -52,15 +63,28 @@ def run(
             if report.status == "failed":
                 click.echo(report.detail, err=True)
 
-        runner = Runner(ws, scope.graph, jobs, keep_going, LinkMode(link), on_stage=show)
-        report = runner.run(forced)
+        report = Runner(ws, scope.graph, options, on_stage=show).run(forced)
     finally:
         ws.state.close()
     _summary(report, len(scope.graph.stages))
     if report.failed:
         names = ", ".join(s.stage_id for s in report.failed)
         raise StageFailed(f"{len(report.failed)} stage(s) did not complete: {names}.")
+    if push:
+        _push_scope(ws, scope, remote)
     return report
+
+
+def _push_scope(ws, scope: Scope, remote: RemoteAccess) -> None:
+    """Send the outputs and run records of every stage in scope to the remote."""
+    locks = [lock for sid in scope.graph.order() if (lock := read_lock(ws.project.stages_dir, sid))]
+    summary = remote.push(locks, [])
+    click.echo(summary.line())
+    if summary.missing:
+        console.warn(
+            f"{len(summary.missing)} blob(s) are neither in the local cache nor on the remote "
+            f"and were not pushed (first: {summary.missing[0][:16]})."
+        )
 
 
 def _summary(report: RunReport, total: int) -> None:

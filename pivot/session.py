@@ -6,27 +6,10 @@ import pathlib
 from dataclasses import dataclass
 
 from pivot.discovery import Discovery
-from pivot.engine import Workspace
 from pivot.errors import PivotError
 from pivot.graph import Graph, build_graph, select
-from pivot.project import Project
 from pivot.stage import StageSpec
-from pivot.storage.cache import LocalCache
-from pivot.storage.hashing import Hasher
-from pivot.storage.runs import RunRecords
-from pivot.storage.state import StateDB
-
-
-def open_workspace(start: pathlib.Path | None = None) -> Workspace:
-    project = Project.discover(start)
-    state = StateDB(project.state_path)
-    return Workspace(
-        project=project,
-        state=state,
-        hasher=Hasher(project.root, state),
-        cache=LocalCache(project.cache_dir, project.pivot_dir / "tmp"),
-        runs=RunRecords(project.cache_dir),
-    )
+from pivot.workspace import Workspace
 
 
 @dataclass

@@ -8,6 +8,7 @@ import traceback
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from pivot.loading import pipeline_context
 from pivot.storage.cache import LocalCache, remove_path
 
 if TYPE_CHECKING:
@@ -47,13 +48,13 @@ def execute(stage_id: str, root: str, cache_dir: str, tmp_dir: str) -> Outcome:
     start = time.perf_counter()
     project_root = pathlib.Path(root)
     try:
-        os.chdir(stage.workdir)
         for out in stage.outs:
             target = project_root / out.path
             remove_path(target)
             target.parent.mkdir(parents=True, exist_ok=True)
-        result = _call(stage)
-        _save_outputs(stage, result)
+        with pipeline_context(stage.workdir, project_root):
+            result = _call(stage)
+            _save_outputs(stage, result)
         cache = LocalCache(pathlib.Path(cache_dir), pathlib.Path(tmp_dir))
         outs, stats = _store_outputs(stage, project_root, cache)
     except BaseException as exc:

@@ -1,0 +1,80 @@
+"""The default remote as `pivot run` and `pivot verify` see it, opened only when needed."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from pivot.errors import PivotError
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+
+    from pivot.project import Project
+    from pivot.storage.remote import Remote
+    from pivot.storage.remote_index import RemoteContents
+    from pivot.storage.transfer import TransferSummary
+
+Output = tuple[str, str]
+
+
+class RemoteAccess:
+    """Run records and blobs of one remote; its indexes are refreshed once per command."""
+
+    def __init__(self, project: Project, name: str | None, jobs: int | None = None) -> None:
+        self.project = project
+        self.name = name
+        self.jobs = jobs
+        self._remote: Remote | None = None
+        self._contents: RemoteContents | None = None
+
+    def is_configured(self) -> bool:
+        """Whether there is a remote to use: a name was given or the project has one."""
+        from pivot import config
+
+        return self.name is not None or bool(config.remotes(self.project))
+
+    @property
+    def remote(self) -> Remote:
+        if self._remote is None:
+            from pivot import config
+            from pivot.storage.remote import Remote
+
+            self._remote = Remote.from_config(
+                config.get_remote(self.project, self.name), base=self.project.root
+            )
+        return self._remote
+
+    @property
+    def display(self) -> str:
+        return self.remote.display
+
+    def contents(self) -> RemoteContents:
+        """What the remote holds; raises PivotError when it cannot be reached."""
+        if self._contents is None:
+            from pivot.storage.transfer import remote_contents
+
+            self._contents = remote_contents(self.project, self.remote)
+        return self._contents
+
+    def run_record(self, run_key: str) -> bytes | None:
+        return self.contents().runs.get(run_key)
+
+    def has_output(self, digest: str) -> bool:
+        return self.contents().has_blob(digest)
+
+    def fetch(self, outputs: Iterable[Output]) -> TransferSummary:
+        """Bring the outputs' blobs into the local cache; raise if any is unavailable."""
+        from pivot.storage.transfer import fetch_outputs
+
+        summary = fetch_outputs(self.project, self.remote, list(outputs), jobs=self.jobs)
+        if summary.missing:
+            raise PivotError(
+                f"The remote {self.display} lacks {len(summary.missing)} blob(s) it was "
+                f"expected to hold (first: {summary.missing[0][:16]})."
+            )
+        return summary
+
+    def push(self, locks: Iterable[Any], run_keys: Iterable[str]) -> TransferSummary:
+        from pivot.storage.transfer import push_locks
+
+        return push_locks(self.project, self.remote, list(locks), run_keys, jobs=self.jobs)

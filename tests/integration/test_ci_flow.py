@@ -1,0 +1,248 @@
+"""Issue: a downstream pipeline runs on a machine that never ran its upstreams.
+
+Machine A (a git repo) runs, pushes and commits its lock files; machine B is a fresh
+`git clone` with an empty cache. Remotes: a local directory and a real SeaweedFS server.
+"""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import shutil
+import subprocess
+
+import pytest
+from spec_projects import CHILD_PIPELINE, FEATURES_PIPELINE, MODEL_PIPELINE, ROOT_PIPELINE
+from support import COUNTER, PivotCLI, executions, write_files
+
+GIT_ENV = {
+    "GIT_AUTHOR_NAME": "t",
+    "GIT_AUTHOR_EMAIL": "t@example.invalid",
+    "GIT_COMMITTER_NAME": "t",
+    "GIT_COMMITTER_EMAIL": "t@example.invalid",
+}
+
+
+def counted(source: str, function: str) -> str:
+    """A spec pipeline whose stage also logs that it executed."""
+    marker = f"def {function}("
+    head, tail = source.split(marker, 1)
+    signature, body = tail.split(":\n", 1)
+    return head + COUNTER + "\n" + marker + signature + f':\n    _count("{function}")\n' + body
+
+
+PARENT_CHILD = {
+    "pipeline.py": counted(ROOT_PIPELINE, "prepare"),
+    "analysis/pipeline.py": counted(CHILD_PIPELINE, "analyze"),
+}
+SIBLINGS = {
+    "pipelines/features/pipeline.py": counted(FEATURES_PIPELINE, "compute_features"),
+    "pipelines/model/pipeline.py": counted(MODEL_PIPELINE, "train_model"),
+}
+
+
+def git(cwd: pathlib.Path, *args: str) -> None:
+    subprocess.run(
+        ["git", *args], cwd=cwd, check=True, capture_output=True, env={**os.environ, **GIT_ENV}
+    )
+
+
+class Machines:
+    """Machine A (the origin repo) and clones of it, sharing one remote."""
+
+    def __init__(self, tmp: pathlib.Path, remote_setup: list[list[str]], env: dict[str, str]):
+        self.tmp = tmp
+        self.env = env
+        self.a = tmp / "machine-a"
+        self.a.mkdir()
+        git(self.a, "init", "-q")
+        self.pivot_a = PivotCLI(self.a)
+        self.run(self.pivot_a, "init")
+        for args in remote_setup:
+            self.run(self.pivot_a, *args)
+
+    def run(self, cli: PivotCLI, *args: str, **kw):
+        return cli(*args, **{**self.env, **kw})
+
+    def publish(self, files: dict[str, str], *run_args: str, cwd: str | None = None) -> None:
+        write_files(self.a, files)
+        self.run(self.pivot_a, "run", *run_args, "--push", cwd=cwd)
+        (self.a / "executions.log").unlink()
+        outputs = ["*.csv", "*.txt", "!requirements.txt"]
+        (self.a / ".gitignore").write_text("\n".join(["executions.log", *outputs]) + "\n")
+        git(self.a, "add", "-A")
+        git(self.a, "commit", "-qm", "machine A ran and pushed")
+
+    def clone(self, name: str = "machine-b") -> tuple[pathlib.Path, PivotCLI]:
+        target = self.tmp / name
+        git(self.tmp, "clone", "-q", str(self.a), str(target))
+        assert not (target / ".pivot/cache").exists()
+        return target, PivotCLI(target)
+
+
+@pytest.fixture(params=["directory", "seaweedfs"])
+def machines(request, tmp_path) -> Machines:
+    if request.param == "directory":
+        setup = [["remote", "add", "origin", str(tmp_path / "remote-store"), "--default"]]
+        return Machines(tmp_path, setup, {})
+    server = request.getfixturevalue("seaweedfs")
+    bucket = server.new_bucket()
+    setup = [
+        ["remote", "add", "origin", f"s3://{bucket}/cache", "--default"],
+        ["remote", "modify", "origin", "endpoint_url", server.endpoint],
+        ["remote", "modify", "origin", "region", "us-east-1"],
+    ]
+    env = {"AWS_ACCESS_KEY_ID": server.access_key, "AWS_SECRET_ACCESS_KEY": server.secret_key}
+    return Machines(tmp_path, setup, env)
+
+
+@pytest.fixture
+def local_machines(tmp_path) -> Machines:
+    return Machines(tmp_path, [["remote", "add", "origin", str(tmp_path / "store"), "-d"]], {})
+
+
+def test_fresh_clone_restores_parent_child_from_child_dir(machines) -> None:
+    machines.publish(PARENT_CHILD, cwd="analysis")
+    b, pivot_b = machines.clone()
+    proc = machines.run(pivot_b, "run", cwd="analysis")
+    assert executions(b) == []
+    assert "restored  data_prep/prepare" in proc.stdout
+    assert "restored  analysis/analyze" in proc.stdout
+    for path in ("shared/data.csv", "analysis/report.txt"):
+        assert (b / path).read_bytes() == (machines.a / path).read_bytes()
+    assert "Every stage is up to date" in machines.run(pivot_b, "run", cwd="analysis").stdout
+    subprocess.run(["git", "diff", "--exit-code"], cwd=b, check=True)
+
+
+def test_changed_downstream_code_runs_only_that_stage(machines) -> None:
+    machines.publish(PARENT_CHILD, cwd="analysis")
+    b, pivot_b = machines.clone()
+    source = (b / "analysis/pipeline.py").read_text()
+    (b / "analysis/pipeline.py").write_text(source.replace("Processed", "Handled"))
+    machines.run(pivot_b, "run", cwd="analysis")
+    assert executions(b) == ["analyze"]
+    assert (b / "analysis/report.txt").read_text() == "Handled 3 records\n"
+    assert (b / "shared/data.csv").read_bytes() == (machines.a / "shared/data.csv").read_bytes()
+
+
+def test_changed_upstream_helper_runs_both(local_machines) -> None:
+    files = dict(PARENT_CHILD)
+    files["rows.py"] = "def rows():\n    return '1,100\\n2,200\\n3,300\\n'\n"
+    files["pipeline.py"] = "import rows\n" + files["pipeline.py"].replace(
+        'out.write_text("id,value\\n1,100\\n2,200\\n3,300\\n")',
+        'out.write_text("id,value\\n" + rows.rows())',
+    )
+    local_machines.publish(files, cwd="analysis")
+    b, pivot_b = local_machines.clone()
+    (b / "rows.py").write_text("def rows():\n    return '1,100\\n2,200\\n'\n")
+    local_machines.run(pivot_b, "run", cwd="analysis")
+    assert executions(b) == ["prepare", "analyze"]
+    assert (b / "analysis/report.txt").read_text() == "Processed 2 records\n"
+
+
+def test_sibling_layout_from_a_fresh_clone(local_machines) -> None:
+    local_machines.publish(SIBLINGS, cwd="pipelines/model")
+    b, pivot_b = local_machines.clone()
+    proc = local_machines.run(pivot_b, "run", cwd="pipelines/model")
+    assert executions(b) == [] and "restored  model/train_model" in proc.stdout
+    assert (b / "pipelines/model/predictions.csv").read_text().startswith("# Model trained")
+
+
+def test_all_from_a_fresh_clone(machines) -> None:
+    machines.publish({**PARENT_CHILD, **SIBLINGS}, "--all")
+    b, pivot_b = machines.clone()
+    proc = machines.run(pivot_b, "run", "--all")
+    assert executions(b) == []
+    assert proc.stdout.count("  restored  ") == 4
+    for path in (
+        "shared/data.csv",
+        "analysis/report.txt",
+        "pipelines/features/output.csv",
+        "pipelines/model/predictions.csv",
+    ):
+        assert (b / path).read_bytes() == (machines.a / path).read_bytes()
+
+
+def test_run_records_restore_even_when_locks_are_older(local_machines) -> None:
+    local_machines.publish(PARENT_CHILD, cwd="analysis")
+    # A changes analyze, runs and pushes, but does not commit the new lock.
+    source = (local_machines.a / "analysis/pipeline.py").read_text().replace("Processed", "Saw")
+    (local_machines.a / "analysis/pipeline.py").write_text(source)
+    local_machines.run(local_machines.pivot_a, "run", "--push", cwd="analysis")
+    b, pivot_b = local_machines.clone()
+    (b / "analysis/pipeline.py").write_text(source)
+    proc = local_machines.run(pivot_b, "run", cwd="analysis")
+    assert executions(b) == [] and "restored  analysis/analyze" in proc.stdout
+    assert (b / "analysis/report.txt").read_text() == "Saw 3 records\n"
+
+
+def test_upstream_output_nothing_here_reads_stays_remote(local_machines) -> None:
+    header = "import pathlib\nfrom typing import Annotated\nimport pivot\n" + COUNTER
+    chain = {
+        "a/pipeline.py": header
+        + """
+pipeline = pivot.Pipeline("a")
+def make() -> Annotated[str, pivot.Out("a.txt", pivot.loaders.Text())]:
+    _count("a")
+    return "A"
+pipeline.register(make)
+""",
+        "b/pipeline.py": header
+        + """
+pipeline = pivot.Pipeline("b")
+def step(x: Annotated[str, pivot.Dep("../a/a.txt", pivot.loaders.Text())]) -> Annotated[str, pivot.Out("b.txt", pivot.loaders.Text())]:
+    _count("b")
+    return x + "B"
+pipeline.register(step)
+""",
+        "c/pipeline.py": header
+        + """
+pipeline = pivot.Pipeline("c")
+def step(x: Annotated[str, pivot.Dep("../b/b.txt", pivot.loaders.Text())]) -> Annotated[str, pivot.Out("c.txt", pivot.loaders.Text())]:
+    _count("c")
+    return x + "C"
+pipeline.register(step)
+""",
+    }
+    local_machines.publish(chain, cwd="c")
+    b, pivot_b = local_machines.clone()
+    proc = local_machines.run(pivot_b, "run", cwd="c")
+    assert executions(b) == []
+    assert not (b / "a/a.txt").exists() and "outputs kept in the cache" in proc.stdout
+    assert (b / "b/b.txt").read_text() == "AB" and (b / "c/c.txt").read_text() == "ABC"
+    assert "Every stage is up to date" in local_machines.run(pivot_b, "run", cwd="c").stdout
+    local_machines.run(pivot_b, "run", "--materialize", cwd="c")
+    assert (b / "a/a.txt").read_text() == "A"
+
+
+def test_remote_unavailable_mid_run_falls_back_to_running(local_machines, tmp_path) -> None:
+    local_machines.publish(PARENT_CHILD, cwd="analysis")
+    b, pivot_b = local_machines.clone()
+    local_machines.run(pivot_b, "fetch", "--json")  # B has now cached the remote's indexes
+    shutil.rmtree(b / ".pivot/cache")
+    shutil.rmtree(tmp_path / "store" / "packs")  # the blobs become unreachable
+    proc = local_machines.run(pivot_b, "run", "--no-fallback", cwd="analysis", rc=1)
+    assert "--no-fallback" in proc.stderr and "Traceback" not in proc.stderr
+    assert executions(b) == []
+    assert not (b / "shared/data.csv").exists() and not (b / "analysis/report.txt").exists()
+    assert not list((b / ".pivot").rglob("*.tmp"))
+    proc = local_machines.run(pivot_b, "run", cwd="analysis")
+    assert "unavailable" in proc.stderr
+    assert executions(b) == ["prepare", "analyze"]
+    assert (b / "analysis/report.txt").read_text() == "Processed 3 records\n"
+
+
+def test_unreachable_remote_runs_offline_with_a_warning(local_machines) -> None:
+    from support import free_ports
+
+    local_machines.publish(PARENT_CHILD, cwd="analysis")
+    b, pivot_b = local_machines.clone()
+    (port,) = free_ports(1)
+    pivot_b("remote", "add", "down", "s3://bucket/cache")
+    pivot_b("remote", "modify", "down", "endpoint_url", f"http://127.0.0.1:{port}")
+    env = {"AWS_ACCESS_KEY_ID": "k", "AWS_SECRET_ACCESS_KEY": "s3cr3t-value"}
+    proc = pivot_b("run", "-r", "down", cwd="analysis", **env)
+    assert "unavailable" in proc.stderr and "s3cr3t-value" not in proc.stderr
+    assert executions(b) == ["prepare", "analyze"]
+    proc = pivot_b("run", "-r", "down", "--force", "--no-fallback", cwd="analysis", rc=1, **env)
+    assert "--no-fallback" in proc.stderr and "Traceback" not in proc.stderr
