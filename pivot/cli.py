@@ -138,34 +138,58 @@ def run(
 @cli.command()
 @_targets_options
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-def status(targets, all_pipelines, as_json) -> None:
+@click.option(
+    "--remote",
+    "with_remote",
+    is_flag=True,
+    help="Also say where each output is: local, remote or missing.",
+)
+@click.option("-r", "--remote-name", default=None, help="The remote to ask (default: default).")
+def status(targets, all_pipelines, as_json, with_remote, remote_name) -> None:
     """What would run, and why."""
     from pivot import runcmd
 
-    rows = runcmd.status(targets, all_pipelines)
+    rows = runcmd.status(targets, all_pipelines, remote_name, with_remote)
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return
+    labels = {
+        "skip": "up to date",
+        "restore": "restorable",
+        "run": "will run",
+        "pending": "will run",
+    }
+    colors = {"skip": None, "restore": "cyan", "run": "yellow", "pending": "yellow"}
     for row in rows:
-        label = {
-            "skip": "up to date",
-            "restore": "restorable",
-            "run": "will run",
-            "pending": "will run",
-        }[row["action"]]
-        color = {"skip": None, "restore": "cyan", "run": "yellow", "pending": "yellow"}
-        click.echo(
-            f"  {click.style(f'{label:<11}', fg=color[row['action']])} {row['stage']:<40}"
-            f" {row['file']}"
-        )
+        label = click.style(f"{labels[row['action']]:<11}", fg=colors[row["action"]])
+        click.echo(f"  {label} {row['stage']:<40} {row['file']}")
         for reason in row["reasons"]:
             click.echo(f"      - {reason}")
+        for path, where in row.get("outputs", {}).items():
+            color = {"local": "green", "remote": "cyan", "missing": "red"}[where]
+            click.echo(f"      {click.style(f'{where:<8}', fg=color)} {path}")
     stale = sum(1 for r in rows if r["action"] != "skip")
     click.echo(
         f"{len(rows)} stages, {stale} not up to date."
         if stale
         else f"Every stage is up to date ({len(rows)} stages)."
     )
+
+
+@cli.command()
+@_targets_options
+@click.option("-r", "--remote", "remote_name", default=None, help="The remote to check.")
+def verify(targets, all_pipelines, remote_name) -> None:
+    """Exit non-zero unless every stage is up to date and its outputs are on the remote."""
+    from pivot import runcmd
+    from pivot.errors import PivotError
+
+    problems, total, where = runcmd.verify(targets, all_pipelines, remote_name)
+    if problems:
+        for problem in problems:
+            click.echo(f"  {click.style('✗', fg='red')} {problem}")
+        raise PivotError(f"{len(problems)} problem(s) among {total} stage(s); see the list above.")
+    click.echo(f"All {total} stages are up to date and their outputs are on {where}.")
 
 
 @cli.command(name="list")

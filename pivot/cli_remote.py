@@ -24,6 +24,25 @@ def _project():
     return Project.discover()
 
 
+def _scope_locks(targets: tuple[str, ...], all_pipelines: bool):
+    """The project and the lock files of the stages in scope (default: this pipeline and
+    its upstreams; --all: every lock file of the project)."""
+    from pivot.lockfile import read_lock
+    from pivot.session import resolve_scope
+    from pivot.storage import transfer
+    from pivot.workspace import open_workspace
+
+    ws = open_workspace()
+    try:
+        if all_pipelines and not targets:
+            return ws.project, transfer.load_locks(ws.project)
+        scope = resolve_scope(ws, targets, all_pipelines)
+        locks = [read_lock(ws.project.stages_dir, sid) for sid in scope.graph.order()]
+        return ws.project, [lock for lock in locks if lock is not None]
+    finally:
+        ws.state.close()
+
+
 def _open(project, name: str | None):
     from pivot import config
     from pivot.storage.remote import Remote
@@ -90,6 +109,10 @@ def _report(summary, as_json: bool, extra: dict | None = None) -> None:
 
 
 def _transfer_options(func):
+    func = click.argument("targets", nargs=-1)(func)
+    func = click.option(
+        "-a", "--all", "all_pipelines", is_flag=True, help="Every stage of the project."
+    )(func)
     func = click.option("--json", "as_json", is_flag=True, help="Print a JSON summary.")(func)
     func = click.option("-j", "--jobs", type=click.IntRange(min=1), default=None, help=JOBS_HELP)(
         func
@@ -198,15 +221,15 @@ def _warn_missing(summary, where: str) -> None:
 
 @click.command("push")
 @_transfer_options
-def push(remote_name: str | None, jobs: int | None, as_json: bool) -> None:
-    """Send every locked output and all local run records to the remote."""
+def push(remote_name, jobs, as_json, all_pipelines, targets) -> None:
+    """Send the outputs and run records of this pipeline and its upstreams (or TARGETS, or
+    --all: every lock file and every local run record) to the remote."""
     from pivot.storage import transfer
     from pivot.storage.runs import RunRecords
 
-    project = _project()
+    project, locks = _scope_locks(targets, all_pipelines)
     target = _open(project, remote_name)
-    locks = transfer.load_locks(project)
-    run_keys = RunRecords(project.cache_dir).keys()
+    run_keys = RunRecords(project.cache_dir).keys() if all_pipelines else []
     bar = _Bar("push")
     try:
         summary = transfer.push_locks(project, target, locks, run_keys, jobs, bar)
@@ -219,15 +242,16 @@ def push(remote_name: str | None, jobs: int | None, as_json: bool) -> None:
 
 @click.command("fetch")
 @_transfer_options
-def fetch(remote_name: str | None, jobs: int | None, as_json: bool) -> None:
-    """Download the blobs every lock file names into the local cache."""
+def fetch(remote_name, jobs, as_json, all_pipelines, targets) -> None:
+    """Download the outputs of this pipeline and its upstreams (or TARGETS, or --all) into
+    the local cache."""
     from pivot.storage import transfer
 
-    project = _project()
+    project, locks = _scope_locks(targets, all_pipelines)
     target = _open(project, remote_name)
     bar = _Bar("fetch")
     try:
-        summary = transfer.fetch_locks(project, target, transfer.load_locks(project), jobs, bar)
+        summary = transfer.fetch_locks(project, target, locks, jobs, bar)
     finally:
         bar.close()
     _report(summary, as_json)
@@ -240,15 +264,16 @@ def fetch(remote_name: str | None, jobs: int | None, as_json: bool) -> None:
 
 @click.command("pull")
 @_transfer_options
-def pull(remote_name: str | None, jobs: int | None, as_json: bool) -> None:
-    """Fetch, then check every locked output out into the workspace."""
+def pull(remote_name, jobs, as_json, all_pipelines, targets) -> None:
+    """Fetch, then check out the outputs of this pipeline and its upstreams (or TARGETS, or
+    --all) into the workspace."""
     from pivot.storage import transfer
 
-    project = _project()
+    project, locks = _scope_locks(targets, all_pipelines)
     target = _open(project, remote_name)
     bar = _Bar("pull")
     try:
-        result = transfer.pull_locks(project, target, transfer.load_locks(project), jobs, bar)
+        result = transfer.pull_locks(project, target, locks, jobs, bar)
     finally:
         bar.close()
     extra = {"checked_out": result.checked_out, "incomplete": result.incomplete}

@@ -10,7 +10,7 @@ from pivot import console
 from pivot.engine import Runner, RunOptions, RunReport, plan_graph
 from pivot.errors import PivotError, StageFailed
 from pivot.lockfile import read_lock
-from pivot.plan import PENDING, RESTORE, RUN
+from pivot.plan import PENDING, RESTORE, RUN, SKIP
 from pivot.remote_access import RemoteAccess
 from pivot.session import Scope, resolve_scope
 from pivot.storage.cache import LinkMode
@@ -102,21 +102,71 @@ def _summary(report: RunReport, total: int) -> None:
     click.echo(f"{total} stages: {', '.join(parts)} in {report.seconds:.2f}s.")
 
 
-def status(targets: tuple[str, ...], all_pipelines: bool) -> list[dict[str, Any]]:
+def status(
+    targets: tuple[str, ...], all_pipelines: bool, remote_name: str | None, with_remote: bool
+) -> list[dict[str, Any]]:
+    """Each stage's decision and reasons; with the remote, where each output lives."""
     ws = open_workspace()
     try:
         scope = resolve_scope(ws, targets, all_pipelines)
-        _, decisions = plan_graph(ws, scope.graph, set())
+        remote = _reachable_remote(ws, remote_name) if with_remote else None
+        _, decisions = plan_graph(ws, scope.graph, set(), remote)
         root = ws.project.root
-        return [
-            {
+        rows = []
+        for d in decisions.values():
+            row = {
                 "stage": d.stage.id,
                 "file": str(d.stage.source.relative_to(root)),
                 "action": d.action,
                 "reasons": d.reasons,
             }
-            for d in decisions.values()
-        ]
+            if remote is not None:
+                recorded = d.lock.outs if d.lock else {}
+                row["outputs"] = {
+                    path: _location(ws, remote, out) for path, out in sorted(recorded.items())
+                }
+            rows.append(row)
+        return rows
+    finally:
+        ws.state.close()
+
+
+def _reachable_remote(ws, remote_name: str | None) -> RemoteAccess:
+    remote = RemoteAccess(ws.project, remote_name)
+    if not remote.is_configured():
+        raise PivotError(
+            "This project has no remote. Add one with `pivot remote add --default NAME URL`."
+        )
+    remote.contents()
+    return remote
+
+
+def _location(ws, remote: RemoteAccess, out: dict[str, Any]) -> str:
+    if not ws.cache.missing(out["hash"], out["kind"]):
+        return "local"
+    return "remote" if remote.has_output(out["hash"]) else "missing"
+
+
+def verify(
+    targets: tuple[str, ...], all_pipelines: bool, remote_name: str | None
+) -> tuple[list[str], int, str]:
+    """Problems that stop a CI gate: stale stages and outputs absent from the remote."""
+    ws = open_workspace()
+    try:
+        scope = resolve_scope(ws, targets, all_pipelines)
+        remote = _reachable_remote(ws, remote_name)
+        _, decisions = plan_graph(ws, scope.graph, set(), remote)
+        problems = []
+        for decision in decisions.values():
+            sid = decision.stage.id
+            if decision.action != SKIP and not decision.matches_lock:
+                why = "; ".join(decision.reasons)
+                problems.append(f"{sid} is not up to date ({why}): run `pivot run` and commit")
+                continue
+            for path, out in sorted(decision.lock.outs.items() if decision.lock else ()):
+                if not remote.has_output(out["hash"]):
+                    problems.append(f"{path} ({sid}) is not on the remote: run `pivot push`")
+        return problems, len(decisions), remote.display
     finally:
         ws.state.close()
 

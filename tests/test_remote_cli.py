@@ -53,9 +53,9 @@ def test_push_fetch_pull_gc(tmp_path, monkeypatch):
     store = tmp_path / "store"
     monkeypatch.chdir(src.root)
     invoke(cli_remote.remote, "add", "origin", str(store), "--default")
-    pushed = json.loads(invoke(cli_remote.push, "--json", "-j", "2").output)
+    pushed = json.loads(invoke(cli_remote.push, "--all", "--json", "-j", "2").output)
     assert pushed["blobs"] == 3 and pushed["runs"] == 1 and pushed["action"] == "push"
-    assert "0 blobs" in invoke(cli_remote.push).output
+    assert "0 blobs" in invoke(cli_remote.push, "--all").output
 
     dst = tmp_path / "dst"
     init_project(dst)
@@ -65,9 +65,9 @@ def test_push_fetch_pull_gc(tmp_path, monkeypatch):
     shutil.copytree(src.stages_dir, dst / ".pivot" / "stages")
     shutil.copy(src.pivot_dir / "config.yaml", dst / ".pivot" / "config.yaml")
     monkeypatch.chdir(dst)
-    fetched = json.loads(invoke(cli_remote.fetch, "--json").output)
+    fetched = json.loads(invoke(cli_remote.fetch, "--all", "--json").output)
     assert fetched["blobs"] == 3 and fetched["missing"] == []
-    pulled = invoke(cli_remote.pull, "-r", "origin")
+    pulled = invoke(cli_remote.pull, "--all", "-r", "origin")
     assert pulled.exit_code == 0 and "pulled" in pulled.output
     assert (dst / "data" / "a.txt").read_bytes() == b"a" * 100
     assert (dst / "b.txt").read_bytes() == b"bbb"
@@ -84,6 +84,6 @@ def test_fetch_reports_missing_blobs(tmp_path, monkeypatch):
         if path.is_file():
             path.unlink()
     with pytest.raises(PivotError, match="not on remote"):
-        invoke(cli_remote.fetch)
+        invoke(cli_remote.fetch, "--all")
     with pytest.raises(PivotError, match="could not be checked out"):
-        invoke(cli_remote.pull)
+        invoke(cli_remote.pull, "--all")

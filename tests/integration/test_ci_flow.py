@@ -6,6 +6,7 @@ Machine A (a git repo) runs, pushes and commits its lock files; machine B is a f
 
 from __future__ import annotations
 
+import json
 import os
 import pathlib
 import shutil
@@ -246,3 +247,43 @@ def test_unreachable_remote_runs_offline_with_a_warning(local_machines) -> None:
     assert executions(b) == ["prepare", "analyze"]
     proc = pivot_b("run", "-r", "down", "--force", "--no-fallback", cwd="analysis", rc=1, **env)
     assert "--no-fallback" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_verify_is_a_ci_gate(machines) -> None:
+    machines.publish(PARENT_CHILD, "--all")
+    b, pivot_b = machines.clone()
+    proc = machines.run(pivot_b, "verify", "--all")
+    assert "All 2 stages are up to date" in proc.stdout
+    assert executions(b) == [] and not (b / "shared/data.csv").exists()
+    source = (b / "analysis/pipeline.py").read_text().replace("Processed", "Counted")
+    (b / "analysis/pipeline.py").write_text(source)
+    proc = machines.run(pivot_b, "verify", "--all", rc=1)
+    assert "analysis/analyze is not up to date" in proc.stdout and "code changed" in proc.stdout
+    machines.run(pivot_b, "run", "--all")
+    proc = machines.run(pivot_b, "verify", "--all", rc=1)
+    assert "analysis/report.txt (analysis/analyze) is not on the remote" in proc.stdout
+    machines.run(pivot_b, "push", "--all")
+    machines.run(pivot_b, "verify", "--all")
+
+
+def test_status_remote_says_where_outputs_are(local_machines) -> None:
+    local_machines.publish(PARENT_CHILD, cwd="analysis")
+    _, pivot_b = local_machines.clone()
+    proc = local_machines.run(pivot_b, "status", "--remote", "--json", cwd="analysis")
+    rows = {r["stage"]: r["outputs"] for r in json.loads(proc.stdout)}
+    assert rows == {
+        "data_prep/prepare": {"shared/data.csv": "remote"},
+        "analysis/analyze": {"analysis/report.txt": "remote"},
+    }
+    local_machines.run(pivot_b, "pull")
+    shown = local_machines.run(pivot_b, "status", "--remote").stdout
+    assert "local" in shown and "shared/data.csv" in shown and "missing" not in shown
+
+
+def test_push_and_pull_cover_the_current_pipeline_and_its_upstreams(local_machines) -> None:
+    write_files(local_machines.a, PARENT_CHILD)
+    local_machines.run(local_machines.pivot_a, "run", cwd="analysis")
+    pushed = local_machines.run(local_machines.pivot_a, "push", "--json").stdout
+    assert json.loads(pushed)["blobs"] == 1  # the root pipeline alone: shared/data.csv
+    pushed = local_machines.run(local_machines.pivot_a, "push", "--json", cwd="analysis").stdout
+    assert json.loads(pushed)["blobs"] == 1  # now only analysis/report.txt is new
