@@ -273,7 +273,8 @@ def pull(remote_name, jobs, as_json, all_pipelines, targets) -> None:
     target = _open(project, remote_name)
     bar = _Bar("pull")
     try:
-        result = transfer.pull_locks(project, target, locks, jobs, bar)
+        with project.exclusive("pull"):
+            result = transfer.pull_locks(project, target, locks, jobs, bar)
     finally:
         bar.close()
     extra = {"checked_out": result.checked_out, "incomplete": result.incomplete}
@@ -297,7 +298,8 @@ def gc(dry_run: bool, as_json: bool) -> None:
     from pivot.storage.transfer import human_bytes
 
     project = _project()
-    summary = collect_garbage(project, transfer.load_locks(project), dry_run=dry_run)
+    with project.exclusive("gc"):
+        summary = collect_garbage(project, transfer.load_locks(project), dry_run=dry_run)
     if as_json:
         click.echo(json.dumps(summary.to_dict(), indent=2, sort_keys=True))
         return

@@ -99,6 +99,11 @@ class Discovery:
             stage = next((self.producers[a] for a in ancestors(path) if a in self.producers), None)
         return stage
 
+    def outputs_inside(self, path: str) -> list[tuple[str, StageSpec]]:
+        """Loaded outputs that lie inside the directory `path`."""
+        prefix = path + "/"
+        return [(p, s) for p, s in sorted(self.producers.items()) if p.startswith(prefix)]
+
     def find_producer(self, path: str) -> StageSpec | None:
         """The stage that writes `path`: loaded ones, then the walk up, then the scan."""
         stage = self.loaded_producer(path)

@@ -116,6 +116,7 @@ class Runner:
         self.report = RunReport()
         self._pool: cf.ProcessPoolExecutor | None = None
         self._planner: Planner | None = None
+        self._pool_broken = False
 
     def run(self, force: set[str]) -> RunReport:
         start = time.perf_counter()
@@ -259,11 +260,11 @@ class Runner:
                 finished, _ = cf.wait(running, return_when=cf.FIRST_COMPLETED)
                 for future in finished:
                     decision, started = running.pop(future)
-                    outcome: worker.Outcome = future.result()
+                    outcome = self._outcome_of(future, decision)
                     self._complete(planner, decision, outcome, started, done)
                     if outcome.ok:
                         unrecorded.append((decision, outcome))
-                    elif not self.options.keep_going:
+                    elif not self.options.keep_going or self._pool_broken:
                         stop = True
         except KeyboardInterrupt:
             self._record(unrecorded)
@@ -297,6 +298,24 @@ class Runner:
                     self._finish(StageReport(sid, RESTORED), done)
                 else:
                     running[self._submit(sid)] = (decision, time.perf_counter())
+
+    def _outcome_of(self, future: cf.Future, decision: Decision) -> worker.Outcome:
+        """The worker's outcome, or a failure when the worker process itself died."""
+        from concurrent.futures.process import BrokenProcessPool
+
+        try:
+            return future.result()
+        except BrokenProcessPool:
+            self._pool_broken = True
+            return worker.Outcome(
+                decision.stage.id,
+                False,
+                error=(
+                    f"Stage {decision.stage.id} ({decision.stage.source}) did not finish: the "
+                    f"worker process running it died (killed, out of memory, or os._exit). "
+                    f"Stages still running were stopped; run again to continue."
+                ),
+            )
 
     def _submit(self, sid: str) -> cf.Future:
         pool = self._start_pool()

@@ -56,6 +56,14 @@ def build_graph(discovery: Discovery, roots: list[StageSpec]) -> Graph:
         links: dict[str, str] = {}
         for dep in stage.deps:
             producer = discovery.find_producer(dep.path)
+            inner = discovery.outputs_inside(dep.path) if producer is None else []
+            if inner:
+                out, writer = inner[0]
+                raise PivotError(
+                    f"Stage {stage.id} ({stage.source}) depends on the directory {dep.path}, "
+                    f"which holds {out}, an output of {writer.id} ({writer.source}). Depend "
+                    f"on the output paths themselves so that the order is known."
+                )
             if producer is None:
                 if not os.path.lexists(discovery.project.root / dep.path):
                     raise PivotError(_missing_dep(discovery, stage, dep.path, dep.declared))

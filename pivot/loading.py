@@ -20,6 +20,7 @@ from pivot.stage import Artifact, StageSpec
 PIPELINE_PY = "pipeline.py"
 PIVOT_YAML = "pivot.yaml"
 PIPELINE_FILES = (PIPELINE_PY, PIVOT_YAML)
+RESERVED_DIRS = {".pivot", ".git"}
 YAML_PIPELINE_KEYS = {"name", "stages"}
 YAML_STAGE_KEYS = {"python", "deps", "outs", "params"}
 
@@ -183,9 +184,15 @@ def _resolve(
 
     def artifact(key: str, declared: str, loader: Any) -> Artifact:
         try:
-            return Artifact(key, declared, project.rel(declared, base=directory), loader)
+            rel = project.rel(declared, base=directory)
         except PivotError as exc:
             raise PivotError(f"{where}: {exc}") from None
+        if rel.split("/", 1)[0] in RESERVED_DIRS:
+            raise PivotError(
+                f"{where}: the path {declared!r} lies inside {rel.split('/', 1)[0]}/, which "
+                f"Pivot and git manage; keep data outside it."
+            )
+        return Artifact(key, declared, rel, loader)
 
     deps = [artifact(k, d.path, d.loader) for k, d in reg.deps.items()]
     outs = [artifact(k, o.path, o.loader) for k, o in reg.outs.items()]

@@ -36,7 +36,7 @@ class Lock:
             "deps": self.deps,
             "outs": self.outs,
         }
-        return json.dumps(body, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
+        return json.dumps(body, indent=2, sort_keys=True, ensure_ascii=False, default=str) + "\n"
 
 
 def lock_path(stages_dir: pathlib.Path, stage_id: str) -> pathlib.Path:

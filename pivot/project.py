@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pathlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -61,6 +63,31 @@ class Project:
     @cached_property
     def state_path(self) -> pathlib.Path:
         return self.pivot_dir / "state.db"
+
+    @contextlib.contextmanager
+    def exclusive(self, command: str) -> Iterator[None]:
+        """Hold the project's command lock, or fail at once if another command holds it."""
+        import fcntl
+
+        path = self.tmp_dir / "command.lock"
+        with open(path, "a+") as handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                handle.seek(0)
+                holder = handle.read().strip() or "another pivot command"
+                raise PivotError(
+                    f"{holder} is running in {self.root} right now; `pivot {command}` would "
+                    f"race with it. Wait for it to finish and try again."
+                ) from None
+            handle.seek(0)
+            handle.truncate()
+            handle.write(f"`pivot {command}` (pid {os.getpid()})")
+            handle.flush()
+            try:
+                yield
+            finally:
+                handle.truncate(0)
 
     def rel(self, path: str | os.PathLike[str], base: pathlib.Path | None = None) -> str:
         """Project-relative POSIX form of `path` (relative to `base`, default root)."""

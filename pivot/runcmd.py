@@ -63,7 +63,8 @@ def run(
             if report.status == "failed":
                 click.echo(report.detail, err=True)
 
-        report = Runner(ws, scope.graph, options, on_stage=show).run(forced)
+        with ws.project.exclusive("run"):
+            report = Runner(ws, scope.graph, options, on_stage=show).run(forced)
     finally:
         ws.state.close()
     _summary(report, len(scope.graph.stages))
@@ -188,7 +189,6 @@ def list_stages(targets: tuple[str, ...], all_pipelines: bool) -> list[dict[str,
 def checkout(targets: tuple[str, ...], all_pipelines: bool, link: str) -> tuple[int, int]:
     """Place every locked output of the scope; returns (placed, already in place)."""
     ws = open_workspace()
-    placed = unchanged = 0
     try:
         scope = resolve_scope(ws, targets, all_pipelines)
         missing = []
@@ -205,18 +205,22 @@ def checkout(targets: tuple[str, ...], all_pipelines: bool, link: str) -> tuple[
                 f"These outputs are not in the local cache: {', '.join(missing)}. Run "
                 f"`pivot pull` to fetch them from the remote, or `pivot run` to rebuild them."
             )
-        root = ws.project.root
-        for path, out in wanted:
-            current = ws.hasher.hash_path(path)
-            if current is not None and current.hash == out["hash"]:
-                unchanged += 1
-                continue
-            for inner, digest in ws.cache.checkout(
-                out["hash"], out["kind"], root / path, LinkMode(link)
-            ):
-                rel = f"{path}/{inner}" if inner else path
-                ws.state.record(rel, (root / rel).stat(), digest)
-            placed += 1
+        with ws.project.exclusive("checkout"):
+            return _place_outputs(ws, wanted, LinkMode(link))
     finally:
         ws.state.close()
+
+
+def _place_outputs(ws, wanted: list[tuple[str, dict]], link: LinkMode) -> tuple[int, int]:
+    placed = unchanged = 0
+    root = ws.project.root
+    for path, out in wanted:
+        current = ws.hasher.hash_path(path)
+        if current is not None and current.hash == out["hash"]:
+            unchanged += 1
+            continue
+        for inner, digest in ws.cache.checkout(out["hash"], out["kind"], root / path, link):
+            rel = f"{path}/{inner}" if inner else path
+            ws.state.record(rel, (root / rel).stat(), digest)
+        placed += 1
     return placed, unchanged

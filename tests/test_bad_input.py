@@ -307,3 +307,100 @@ pipeline.register(slow)
     (project / "pipeline.py").write_text(source)
     pivot("run")
     assert (project / "big.txt").read_text() == "partial done"
+
+
+def test_output_inside_pivot_dir_is_refused(project, pivot) -> None:
+    write_files(
+        project,
+        {
+            "pipeline.py": HEADER
+            + """
+pipeline = pivot.Pipeline("p")
+
+def s() -> Annotated[str, pivot.Out(".pivot/cache/x", pivot.loaders.Text())]:
+    return "x"
+
+pipeline.register(s)
+"""
+        },
+    )
+    assert_clean_error(pivot("run", rc=1), "p/s", ".pivot/cache/x", "inside .pivot/")
+
+
+def test_dep_on_a_directory_holding_outputs(project, pivot) -> None:
+    write_files(
+        project,
+        {
+            "pipeline.py": HEADER
+            + """
+pipeline = pivot.Pipeline("p")
+
+def write() -> Annotated[str, pivot.Out("data/x.txt", pivot.loaders.Text())]:
+    return "x"
+
+def read(d: Annotated[pathlib.Path, pivot.Dep("data", pivot.loaders.PathOnly())]) -> Annotated[str, pivot.Out("y.txt", pivot.loaders.Text())]:
+    return "y"
+
+pipeline.register(write)
+pipeline.register(read)
+"""
+        },
+    )
+    assert_clean_error(pivot("run", rc=1), "p/read", "data/x.txt", "p/write")
+
+
+def test_worker_that_dies_is_a_failed_stage(project, pivot) -> None:
+    write_files(
+        project,
+        {
+            "pipeline.py": HEADER
+            + """
+pipeline = pivot.Pipeline("p")
+
+def dies() -> Annotated[str, pivot.Out("never.txt", pivot.loaders.Text())]:
+    import os
+    os._exit(3)
+
+pipeline.register(dies)
+"""
+        },
+    )
+    proc = pivot("run", rc=1)
+    assert "worker process running it died" in proc.stderr and "p/dies" in proc.stderr
+    assert "Traceback" not in proc.stderr and stage_files(project) == []
+
+
+def test_concurrent_runs_in_one_project_are_refused(project, pivot) -> None:
+    write_files(
+        project,
+        {
+            "pipeline.py": HEADER
+            + """
+import time
+
+pipeline = pivot.Pipeline("p")
+
+def slow() -> Annotated[str, pivot.Out("slow.txt", pivot.loaders.Text())]:
+    pathlib.Path("started").write_text("1")
+    time.sleep(3)
+    return "done"
+
+pipeline.register(slow)
+"""
+        },
+    )
+    first = subprocess.Popen(
+        [sys.executable, "-m", "pivot", "run"],
+        cwd=project,
+        env={**os.environ, "PYTHONPATH": PYTHONPATH},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.time() + 30
+    while not (project / "started").exists() and time.time() < deadline:
+        time.sleep(0.05)
+    second = pivot("run", rc=1)
+    assert "`pivot run` (pid" in second.stderr and "Wait for it to finish" in second.stderr
+    assert first.wait(timeout=60) == 0
+    assert (project / "slow.txt").read_text() == "done"
