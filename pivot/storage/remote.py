@@ -22,14 +22,11 @@ from pivot.errors import PivotError
 from pivot.storage.hashing import CHUNK, is_hash
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable
-
     from pivot.config import RemoteConfig
 
 PACKS = "packs"
 INDEX = "index"
 LOCAL_PROTOCOLS = ("file", "local")
-OBJECT_STORE_PROTOCOLS = ("s3", "s3a", "gs", "gcs", "az", "abfs", "abfss", "adl")
 # Multipart settings for large uploads/downloads: bounded memory (chunk x concurrency).
 S3_CHUNK = 8 << 20
 S3_CONCURRENCY = 4
@@ -201,20 +198,6 @@ class Remote:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp)
             raise
-
-    def delete(self, keys: Iterable[str]) -> None:
-        keys = list(keys)
-        if not keys:
-            return
-        with self._errors("delete objects from"):
-            if self.local_root is not None:
-                for key in keys:
-                    with contextlib.suppress(FileNotFoundError):
-                        (self.local_root / key).unlink()
-            else:
-                self.fs.rm([self._path(k) for k in keys])
-
-    # ----- errors -----
 
     def _redact(self, text: str) -> str:
         for secret in self.secrets:
