@@ -17,6 +17,15 @@ what changed. Part names:
 
 The standard library, builtins and the `pivot` package itself add nothing.
 
+Imports inside a function body (`import rows`, `import lib.maths as m`, `from lib import x`,
+`from . import y`) are followed too, without running the imported module: it is looked up
+the way a Pivot run would find it (the function's folder first, then the project root, then
+sys.path) and a project module is read from its source. The names the function reads through
+the import, and what their code reads in turn, give the same parts as module globals do
+(`func:rows.make`, `const:lib.maths.SCALE`; a module-level literal hashes as its value,
+another value as its normalised expression). A third-party module imported in a function
+adds its `dist:` part even where the function does not read it.
+
 Speed: every source file is parsed at most once per process (keyed by path, mtime and size)
 and the index of its top-level definitions is also kept on disk, keyed by the file's content,
 under `<root>/.pivot/tmp/fingerprint/` (only when `<root>/.pivot/` exists), so a no-op run
@@ -28,6 +37,7 @@ from __future__ import annotations
 
 import ast
 import contextlib
+import importlib.util
 import marshal
 import os
 import sys
@@ -44,7 +54,7 @@ if TYPE_CHECKING:
 __all__ = ["clear_cache", "fingerprint", "fingerprint_digest"]
 
 # Bump when the index layout or the normalisation changes: old disk entries are then ignored.
-FORMAT = 1
+FORMAT = 2
 CACHE_SUBDIR = (".pivot", "tmp", "fingerprint")
 
 _PY_TAG = f"{sys.implementation.cache_tag}-{'.'.join(map(str, sys.version_info[:3]))}"
@@ -55,13 +65,24 @@ _LOCK = threading.RLock()
 _MISSING = object()
 _MAX_DEPTH = 50
 
+# One name bound by an import: (bound name, module, imported attribute or "", level).
+# `import a.b` binds `a` to module "a"; `import a.b as c` binds `c` to module "a.b";
+# `from ..a import b` binds `b` to attribute "b" of module "a" at level 2.
+Import = tuple[str, str, str, int]
 # An index entry describes one def / class / lambda of a source file (a plain tuple so that
 # it can be stored with marshal): (kind, match name, qualname, hash, header refs, body refs,
-# line numbers, column). kind is "func" or "class"; the match name is what the code object's
-# co_name must equal ("<lambda>" for lambdas); header refs are the dotted names read by
-# decorators, defaults and annotations (module scope), body refs those read by the body.
-Entry = tuple[str, str, str, str, tuple[str, ...], tuple[str, ...], tuple[int, ...], int]
-_KIND, _MATCH, _QUAL, _HASH, _HEADER, _BODY, _LINES, _COL = range(8)
+# line numbers, column, local imports). kind is "func" or "class"; the match name is what the
+# code object's co_name must equal ("<lambda>" for lambdas); header refs are the dotted names
+# read by decorators, defaults and annotations (module scope), body refs those read by the
+# body; local imports are the names bound by `import` statements inside the body.
+Entry = tuple[
+    str, str, str, str, tuple[str, ...], tuple[str, ...], tuple[int, ...], int, tuple[Import, ...]
+]
+_KIND, _MATCH, _QUAL, _HASH, _HEADER, _BODY, _LINES, _COL, _IMPORTS = range(9)
+# A module-level binding of a source file, for modules that are read without being run:
+# ("import", *Import) or ("const", name, hash of the value's normalised AST, is literal,
+# literal value or None, refs of the value expression).
+Binding = tuple[Any, ...]
 
 
 def fingerprint(func: Callable[..., Any], project_root: pathlib.Path) -> dict[str, str]:
@@ -96,6 +117,7 @@ def clear_cache() -> None:
         _DISTS.clear()
         _SITE_LISTINGS.clear()
         _SITE_TOP_LEVEL.clear()
+        _SPECS.clear()
         _PKG_DISTS = None
 
 
@@ -117,6 +139,8 @@ _Expr = ast.Expr
 _Constant = ast.Constant
 _Lambda = ast.Lambda
 _ClassDef = ast.ClassDef
+_Import = ast.Import
+_ImportFrom = ast.ImportFrom
 _FUNC_DEFS = (ast.FunctionDef, ast.AsyncFunctionDef)
 _DOC_HOLDERS = (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)
 _BLOCK_FIELDS = ("body", "orelse", "finalbody", "handlers", "cases")
@@ -130,8 +154,10 @@ def _strip_doc(body: list[Any]) -> list[Any]:
     return body
 
 
-def _ser(node: Any, out: list[str], refs: set[str]) -> None:
+def _ser(node: Any, out: list[str], refs: set[str], imports: list[Any]) -> None:
     """Append a position-free dump of `node` to `out` and the dotted names it reads to `refs`.
+
+    Import statements met on the way are appended to `imports`.
 
     Equivalent in content to `ast.dump(node, include_attributes=False)` with the docstrings of
     nested defs and classes dropped, in one pass (twice as fast as ast.dump plus ast.walk).
@@ -154,6 +180,8 @@ def _ser(node: Any, out: list[str], refs: set[str]) -> None:
             refs.add(chain)
             out.append(f"Attr:{chain}:{type(node.ctx).__name__}")
             return
+    if cls is _Import or cls is _ImportFrom:
+        imports.append(node)
     out.append(cls.__name__)
     out.append("(")
     for field in cls._fields:
@@ -164,12 +192,12 @@ def _ser(node: Any, out: list[str], refs: set[str]) -> None:
             out.append("[")
             for item in value:
                 if isinstance(item, _AST):
-                    _ser(item, out, refs)
+                    _ser(item, out, refs, imports)
                 else:
                     out.append(repr(item))
             out.append("]")
         elif isinstance(value, _AST):
-            _ser(value, out, refs)
+            _ser(value, out, refs, imports)
         else:
             out.append(repr(value))
     out.append(")")
@@ -185,6 +213,22 @@ def _prune(refs: set[str]) -> tuple[str, ...]:
     )
 
 
+def _import_bindings(node: Any) -> list[Import]:
+    """The names an `import` / `from ... import` statement binds."""
+    found = []
+    if type(node) is _Import:
+        for alias in node.names:
+            if alias.asname:
+                found.append((alias.asname, alias.name, "", 0))
+            else:
+                top = alias.name.partition(".")[0]
+                found.append((top, top, "", 0))
+    else:
+        for alias in node.names:
+            found.append((alias.asname or alias.name, node.module or "", alias.name, node.level))
+    return found
+
+
 def _make_entry(node: Any, qualname: str, match: str, col: int = 0) -> Entry:
     """Index entry of a def, class or lambda node; its own name is not part of the hash."""
     cls = type(node)
@@ -192,6 +236,7 @@ def _make_entry(node: Any, qualname: str, match: str, col: int = 0) -> Entry:
     out = [cls.__name__]
     header: set[str] = set()
     body: set[str] = set()
+    imports: list[Any] = []
     for field in cls._fields:
         if field == "name":
             continue
@@ -204,21 +249,32 @@ def _make_entry(node: Any, qualname: str, match: str, col: int = 0) -> Entry:
             out.append("[")
             for item in value:
                 if isinstance(item, _AST):
-                    _ser(item, out, refs)
+                    _ser(item, out, refs, imports)
                 else:
                     out.append(repr(item))
             out.append("]")
         elif isinstance(value, _AST):
-            _ser(value, out, refs)
+            _ser(value, out, refs, imports)
         else:
             out.append(repr(value))
+    bound = tuple(sorted({b for stmt in imports for b in _import_bindings(stmt)}))
     lines = [node.lineno]
     decorators = getattr(node, "decorator_list", None)
     if decorators and decorators[0].lineno != node.lineno:
         lines.append(decorators[0].lineno)
     kind = "class" if is_class else "func"
     text = "\x1f".join(out)
-    return (kind, match, qualname, _hash(text), _prune(header), _prune(body), tuple(lines), col)
+    return (
+        kind,
+        match,
+        qualname,
+        _hash(text),
+        _prune(header),
+        _prune(body),
+        tuple(lines),
+        col,
+        bound,
+    )
 
 
 def _walk_defs(stmts: list[Any], prefix: str, depth: int, nested: bool, found: list) -> None:
@@ -253,6 +309,52 @@ def _top_level_entries(tree: ast.Module) -> list[Entry]:
     return entries
 
 
+def _target_names(target: Any, found: list[str]) -> None:
+    if type(target) is _Name:
+        found.append(target.id)
+    elif type(target) in (ast.Tuple, ast.List):
+        for item in target.elts:
+            _target_names(item, found)
+    elif type(target) is ast.Starred:
+        _target_names(target.value, found)
+
+
+def _module_bindings(stmts: list[Any], found: list[Binding]) -> None:
+    """Imports and assigned values of module-level names (defs and classes are entries)."""
+    for stmt in stmts:
+        cls = type(stmt)
+        if cls in _DOC_HOLDERS:
+            continue
+        if cls is _Import or cls is _ImportFrom:
+            found.extend(("import", *b) for b in _import_bindings(stmt))
+            continue
+        if cls is ast.Assign or cls is ast.AnnAssign or cls is ast.AugAssign:
+            value = stmt.value
+            targets = stmt.targets if cls is ast.Assign else [stmt.target]
+            names: list[str] = []
+            for target in targets:
+                _target_names(target, names)
+            if value is None or not names:
+                continue
+            if type(value) is _Lambda and len(names) == 1 and cls is not ast.AugAssign:
+                continue  # an entry of its own, named after the variable
+            out = [cls.__name__, *(ast.dump(t) for t in targets)]
+            refs: set[str] = set()
+            _ser(value, out, refs, [])
+            literal, is_literal = None, False
+            if cls is not ast.AugAssign and len(names) == 1 and type(targets[0]) is _Name:
+                with contextlib.suppress(Exception):
+                    literal, is_literal = ast.literal_eval(value), True
+            digest = _hash("\x1f".join(out))
+            for name in names:
+                found.append(("const", name, digest, is_literal, literal, _prune(refs)))
+            continue
+        for field in _BLOCK_FIELDS:
+            block = getattr(stmt, field, None)
+            if type(block) is list and block:
+                _module_bindings(block, found)
+
+
 def _parse(source: bytes) -> ast.Module | None:
     try:
         return ast.parse(source)
@@ -261,7 +363,11 @@ def _parse(source: bytes) -> ast.Module | None:
 
 
 class _FileIndex:
-    """The defs of one source file, by first line and (for classes) by qualname."""
+    """The defs of one source file, by first line and (for classes) by qualname.
+
+    `top` and `bindings` describe its module-level names, for following names into a module
+    that a function imports locally without running it.
+    """
 
     def __init__(self, path: str, key: tuple[int, int], digest: str) -> None:
         self.path = path
@@ -269,6 +375,9 @@ class _FileIndex:
         self.digest = digest
         self.by_line: dict[int, list[Entry]] = {}
         self.classes: dict[str, Entry] = {}
+        self.top: dict[str, list[Entry]] = {}
+        self.bindings: dict[str, list[Binding]] = {}
+        self.stars: list[Binding] = []
         self.lambda_spots: set[tuple[int, int]] = set()
         self.tree: ast.Module | None = None
         self.parsed = False
@@ -278,10 +387,19 @@ class _FileIndex:
     def add(self, entry: Entry) -> None:
         for line in entry[_LINES]:
             self.by_line.setdefault(line, []).append(entry)
+        qual = entry[_QUAL]
         if entry[_KIND] == "class":
-            self.classes[entry[_QUAL]] = entry
+            self.classes[qual] = entry
         elif entry[_MATCH] == "<lambda>":
             self.lambda_spots.add((entry[_LINES][0], entry[_COL]))
+        if "." not in qual and qual != "<lambda>":
+            self.top.setdefault(qual, []).append(entry)
+
+    def add_binding(self, binding: Binding) -> None:
+        if binding[0] == "import" and binding[3] == "*":
+            self.stars.append(binding)
+        else:
+            self.bindings.setdefault(binding[1], []).append(binding)
 
     def get_tree(self) -> ast.Module | None:
         if not self.parsed:
@@ -330,7 +448,8 @@ class _FileIndex:
         digest = _hash("\n".join(sorted(e[_HASH] for e in found)))
         header = tuple(sorted({r for e in found for r in e[_HEADER]}))
         body = tuple(sorted({r for e in found for r in e[_BODY]}))
-        return (*found[0][:3], digest, header, body, found[0][_LINES], 0)
+        imports = tuple(sorted({b for e in found for b in e[_IMPORTS]}))
+        return (*found[0][:3], digest, header, body, found[0][_LINES], 0, imports)
 
     def find_class(self, qualname: str) -> Entry | None:
         entry = self.classes.get(qualname)
@@ -363,15 +482,23 @@ def _file_index(path: str, cache_dir: str | None) -> _FileIndex | None:
         index.key = key
         return index
     index = _FileIndex(path, key, digest)
-    entries = _disk_load(cache_dir, path, digest) if cache_dir else None
-    if entries is None:
+    stored = _disk_load(cache_dir, path, digest) if cache_dir else None
+    if stored is None:
         index.parsed = True
         index.tree = _parse(source)
-        entries = _top_level_entries(index.tree) if index.tree is not None else []
-        if cache_dir and index.tree is not None:
-            _disk_store(cache_dir, path, digest, entries)
+        entries: list[Entry] = []
+        bindings: list[Binding] = []
+        if index.tree is not None:
+            entries = _top_level_entries(index.tree)
+            _module_bindings(index.tree.body, bindings)
+            if cache_dir:
+                _disk_store(cache_dir, path, digest, entries, bindings)
+    else:
+        entries, bindings = stored
     for entry in entries:
         index.add(entry)
+    for binding in bindings:
+        index.add_binding(binding)
     _FILES[path] = index
     return index
 
@@ -380,31 +507,38 @@ def _disk_file(cache_dir: str, path: str) -> str:
     return os.path.join(cache_dir, blake3.blake3(path.encode()).hexdigest()[:32] + ".idx")
 
 
-def _disk_load(cache_dir: str, path: str, digest: str) -> list[Entry] | None:
+def _disk_load(cache_dir: str, path: str, digest: str) -> tuple[list[Entry], list[Binding]] | None:
     try:
         with open(_disk_file(cache_dir, path), "rb") as fh:
             record = marshal.loads(fh.read())
-        fmt, tag, stored_digest, entries = record
+        fmt, tag, stored_digest, entries, bindings = record
         if fmt != FORMAT or tag != _PY_TAG or stored_digest != digest:
             return None
         if not isinstance(entries, tuple) or not all(
-            isinstance(e, tuple) and len(e) == 8 for e in entries
+            isinstance(e, tuple) and len(e) == 9 for e in entries
         ):
             return None
-        return list(entries)
+        if not isinstance(bindings, tuple) or not all(
+            isinstance(b, tuple) and len(b) == (5 if b[0] == "import" else 6) for b in bindings
+        ):
+            return None
+        return list(entries), list(bindings)
     except Exception:  # absent, unreadable or corrupt: recompute
         return None
 
 
-def _disk_store(cache_dir: str, path: str, digest: str, entries: list[Entry]) -> None:
+def _disk_store(
+    cache_dir: str, path: str, digest: str, entries: list[Entry], bindings: list[Binding]
+) -> None:
     target = _disk_file(cache_dir, path)
     tmp = f"{target}.{os.getpid()}.{threading.get_ident()}.tmp"
     try:
+        data = marshal.dumps((FORMAT, _PY_TAG, digest, tuple(entries), tuple(bindings)))
         os.makedirs(cache_dir, exist_ok=True)
         with open(tmp, "wb") as fh:
-            fh.write(marshal.dumps((FORMAT, _PY_TAG, digest, tuple(entries))))
+            fh.write(data)
         os.replace(tmp, target)
-    except OSError:  # a read-only project still works, only slower
+    except (OSError, ValueError):  # a read-only project still works, only slower
         with contextlib.suppress(OSError):
             os.unlink(tmp)
 
@@ -446,6 +580,23 @@ _DISTS: dict[str, list[tuple[str, str]]] = {}
 _SITE_LISTINGS: dict[str, list[str]] = {}
 _SITE_TOP_LEVEL: dict[str, dict[str, list[tuple[str, str]]]] = {}
 _PKG_DISTS: dict[str, list[str]] | None = None
+_SPECS: dict[str, tuple[str | None, tuple[str, ...]] | None] = {}
+
+
+def _spec_location(top: str) -> tuple[str | None, tuple[str, ...]] | None:
+    """(origin file, package folders) of a top-level module, found without importing it."""
+    if top in _SPECS:
+        return _SPECS[top]
+    try:
+        spec = importlib.util.find_spec(top)
+    except Exception:  # e.g. a module in sys.modules without __spec__
+        spec = None
+    found = None
+    if spec is not None:
+        origin = spec.origin if spec.has_location else None
+        found = (origin, tuple(spec.submodule_search_locations or ()))
+    _SPECS[top] = found
+    return found
 
 
 def _norm(name: str) -> str:
@@ -527,16 +678,18 @@ def _dists(top: str) -> list[tuple[str, str]]:
         return found
     found = []
     module = sys.modules.get(top)
-    file = getattr(module, "__file__", None)
+    if module is not None:
+        file = getattr(module, "__file__", None)
+        paths = list(getattr(module, "__path__", None) or ())
+    else:  # imported inside a function that has not run
+        file, paths = _spec_location(top) or (None, [])
     site = None
     if file:
         site = os.path.dirname(file)
         if os.path.basename(file).startswith("__init__."):
             site = os.path.dirname(site)
-    else:
-        paths = list(getattr(module, "__path__", None) or ())
-        if paths:
-            site = os.path.dirname(paths[0])
+    elif paths:
+        site = os.path.dirname(paths[0])
     if site:
         found = _dist_from_site(site, top)
     if not found:
@@ -558,6 +711,39 @@ class _Info:
     def __init__(self) -> None:
         self.parts: list[tuple[Key, str]] = []
         self.children: list[Any] = []
+
+    def extend(self, other: _Info) -> None:
+        self.parts.extend(other.parts)
+        self.children.extend(other.children)
+
+
+class _SourceModule:
+    """A project module known only by its source (imported by code that has not run yet)."""
+
+    __slots__ = ("file", "folder")
+
+    def __init__(self, file: str | None, folder: str | None) -> None:
+        self.file = file  # module.py or package/__init__.py; None for a namespace package
+        self.folder = folder  # the package's folder; None for a plain module
+
+
+class _SourceDef:
+    """A module-level def or class of a `_SourceModule`: its index entry stands in for it."""
+
+    __slots__ = ("entry", "file")
+
+    def __init__(self, file: str, entry: Entry) -> None:
+        self.file = file
+        self.entry = entry
+
+
+def _local_imports(imports: tuple[Import, ...]) -> dict[str, list[Import]] | None:
+    if not imports:
+        return None
+    by_name: dict[str, list[Import]] = {}
+    for binding in imports:
+        by_name.setdefault(binding[0], []).append(binding)
+    return by_name
 
 
 class _Fingerprinter:
@@ -585,6 +771,14 @@ class _Fingerprinter:
         self.labels: dict[str, str] = {}
         self.module_files: dict[tuple[str, str | None], str | None] = {}
         self.resolved: dict[tuple[int, str, str], tuple[dict, _Info]] = {}
+        # Function-local imports and the modules they reach without running them.
+        self.located: dict[tuple[str, str, int], _SourceModule | str | None] = {}
+        self.source_modules: dict[tuple[str | None, str | None], _SourceModule] = {}
+        self.source_defs: dict[tuple[str, str, str, tuple[int, ...]], _SourceDef] = {}
+        self.source_names: dict[tuple[str, str, str, tuple[str, ...]], _Info] = {}
+        self.source_chains: dict[tuple[str | None, str | None, tuple[str, ...]], _Info] = {}
+        self.local_resolved: dict[tuple[int, str, str, tuple[Import, ...]], tuple[dict, _Info]]
+        self.local_resolved = {}
 
     # project membership and names
 
@@ -893,13 +1087,217 @@ class _Fingerprinter:
             obj = nxt
         self.classify(obj, const_key, info, file)
 
+    # function-local imports, and the project modules they reach, read from source
+
+    def source_module(self, folder: str, parts: list[str], namespace: bool):
+        """The project module `<folder>/a/b.py` or package `<folder>/a/b/` for ["a", "b"].
+
+        A folder without `__init__.py` counts (as a namespace package) only if `namespace`.
+        """
+        path = os.path.join(folder, *parts)
+        file, package = path + ".py", None
+        if not parts or not os.path.isfile(file):
+            file, package = os.path.join(path, "__init__.py"), path
+            if not os.path.isfile(file):
+                if not namespace or not os.path.isdir(path):
+                    return None
+                file = None
+        if self.rel(file or os.path.join(path, "__init__.py")) is None:
+            return None
+        module = self.source_modules.get((file, package))
+        if module is None:
+            module = self.source_modules[(file, package)] = _SourceModule(file, package)
+        return module
+
+    def locate(self, module: str, level: int, file: str) -> _SourceModule | str | None:
+        """What `import <module>` (relative at `level`) in code of `file` would import.
+
+        A project module read from its source (never run), the top-level name of a
+        third-party module, or None (standard library, pivot, not found). Like Pivot's runs,
+        the search starts in the function's folder; then the project root, then sys.path.
+        """
+        key = (file, module, level)
+        found = self.located.get(key, _MISSING)
+        if found is not _MISSING:
+            return found
+        folder = os.path.dirname(file)
+        parts = module.split(".") if module else []
+        found = None
+        if level:
+            for _ in range(level - 1):
+                folder = os.path.dirname(folder)
+            found = self.source_module(folder, parts, True)
+        elif parts:
+            top = parts[0]
+            if top not in _STDLIB and top != "pivot" and not top.startswith("_pivot_pipeline_"):
+                found = self._locate_absolute(parts, folder)
+        self.located[key] = found
+        return found
+
+    def _locate_absolute(self, parts: list[str], folder: str) -> _SourceModule | str | None:
+        folders = [folder, *(r for r in self.roots if r != folder)]
+        for candidate in folders:
+            found = self.source_module(candidate, parts, False)
+            if found is not None:
+                return found
+        location = _spec_location(parts[0])  # elsewhere on sys.path: finds, never imports
+        if location is not None:
+            origin, paths = location
+            home = paths[0] if paths else origin
+            if home and self.rel(origin or os.path.join(home, "__init__.py")) is not None:
+                return self.source_module(os.path.dirname(home), parts, True)
+            return parts[0]
+        for candidate in folders:  # a namespace package comes last, as in Python
+            found = self.source_module(candidate, parts, True)
+            if found is not None:
+                return found
+        return None
+
+    def resolve_local(self, ref: str, imports: tuple[Import, ...], ns: dict, file: str, info):
+        """Follow `ref`, read through an import in a function of `file` (module globals `ns`).
+
+        The empty ref stands for the third-party modules the function imports. Memoised per
+        module object like global names are: a function of a reloaded module sees edits.
+        """
+        key = (id(ns), file, ref, imports)
+        hit = self.local_resolved.get(key)
+        if hit is not None and hit[0] is ns:
+            info.extend(hit[1])
+            return
+        sub = _Info()
+        self.local_resolved[key] = (ns, sub)
+        if not ref:
+            self.import_dists(imports, file, sub)
+        else:
+            root, _, tail = ref.partition(".")
+            rest = tuple(tail.split(".")) if tail else ()
+            for binding in imports:
+                if binding[0] == root:
+                    self.follow_import(binding, rest, file, sub, 0)
+        info.extend(sub)
+
+    def import_dists(self, imports: tuple[Import, ...], file: str, info: _Info) -> None:
+        """A third-party module imported by a function counts even where it is not read."""
+        for _, module, _, level in imports:
+            target = self.locate(module, level, file)
+            if type(target) is str:
+                for name, version in _dists(target):
+                    info.parts.append((("dist", None, name), version))
+
+    def follow_import(self, binding: Import, rest: tuple[str, ...], file: str, info, depth):
+        """Follow `<name>.<rest>` where `<name>` is bound by the import `binding` in `file`."""
+        _, module, attr, level = binding
+        target = self.locate(module, level, file)
+        if target is None:
+            return
+        if type(target) is str:
+            for name, version in _dists(target):
+                info.parts.append((("dist", None, name), version))
+            return
+        self.source_chain(target, (attr, *rest) if attr else rest, info, depth)
+
+    def source_chain(self, module: _SourceModule, chain: tuple[str, ...], info: _Info, depth):
+        """Follow the attribute chain `module.<chain>` through a module's source."""
+        if not chain or depth > _MAX_DEPTH:
+            return  # a module itself adds nothing
+        index = _file_index(module.file, self.cache_dir) if module.file else None
+        key = (module.file, index.digest if index else module.folder, chain)
+        sub = self.source_chains.get(key)
+        if sub is None:
+            sub = self.source_chains[key] = _Info()
+            name, rest = chain[0], chain[1:]
+            if index is not None and (name in index.top or name in index.bindings):
+                self.source_name(index, name, rest, sub, depth + 1)
+            else:
+                for _, _, module_name, _, level in index.stars if index is not None else ():
+                    star = ("*", module_name, "", level)
+                    self.follow_import(star, chain, index.path, sub, depth + 1)
+                if module.folder is not None:
+                    submodule = self.source_module(module.folder, [name], True)
+                    if submodule is not None:
+                        self.source_chain(submodule, rest, sub, depth + 1)
+        info.extend(sub)
+
+    def source_name(self, index: _FileIndex, name: str, rest: tuple[str, ...], info, depth):
+        """Follow `<name>.<rest>` where `<name>` is a module-level name of a source file."""
+        file = index.path
+        key = (file, index.digest, name, rest)
+        sub = self.source_names.get(key)
+        if sub is None:
+            sub = self.source_names[key] = _Info()
+            for entry in index.top.get(name, ()):
+                def_key = (file, entry[_HASH], entry[_QUAL], entry[_LINES])
+                obj = self.source_defs.get(def_key)
+                if obj is None:
+                    obj = self.source_defs[def_key] = _SourceDef(file, entry)
+                sub.children.append(obj)
+            for binding in index.bindings.get(name, ()):
+                if binding[0] == "import":
+                    self.follow_import(binding[1:], rest, file, sub, depth + 1)
+                    continue
+                _, _, digest, is_literal, literal, refs = binding
+                text = self.canonical(literal, sub, file) if is_literal else None
+                # A literal hashes as the same value read from a module that has run would.
+                sub.parts.append((("const", file, name), _hash(text) if text else digest))
+                for ref in refs:
+                    self.source_ref(ref, index, None, sub, depth + 1)
+        info.extend(sub)
+
+    def source_ref(self, ref: str, index: _FileIndex, local, info: _Info, depth: int) -> None:
+        """Follow a dotted name read by code of a source file.
+
+        `local` maps names to the imports of a function's body, which shadow module names.
+        A class's refs mix its methods' bodies with module scope: `local` is None and its
+        imports are followed by `method_imports`.
+        """
+        root, _, tail = ref.partition(".")
+        rest = tuple(tail.split(".")) if tail else ()
+        bindings = local.get(root) if local else None
+        if bindings:
+            for binding in bindings:
+                self.follow_import(binding, rest, index.path, info, depth)
+        else:
+            self.source_name(index, root, rest, info, depth)
+
+    def method_imports(self, refs, local, file: str, info: _Info) -> None:
+        """Follow the refs of a class that are bound by imports in its methods."""
+        for ref in refs:
+            root, _, tail = ref.partition(".")
+            rest = tuple(tail.split(".")) if tail else ()
+            for binding in local.get(root, ()):
+                self.follow_import(binding, rest, file, info, 0)
+
+    def source_info(self, obj: _SourceDef) -> _Info:
+        """A def or class of a module that has not run: its entry and what its code reads."""
+        info = _Info()
+        entry, file = obj.entry, obj.file
+        info.parts.append(((entry[_KIND], file, entry[_QUAL]), entry[_HASH]))
+        index = _file_index(file, self.cache_dir)
+        if index is None:
+            return info
+        local = _local_imports(entry[_IMPORTS])
+        if local:
+            self.import_dists(entry[_IMPORTS], file, info)
+            if entry[_KIND] == "class":
+                self.method_imports(entry[_HEADER], local, file, info)
+        for ref in entry[_HEADER]:
+            self.source_ref(ref, index, None, info, 0)
+        for ref in entry[_BODY]:
+            self.source_ref(ref, index, local, info, 0)
+        return info
+
     # infos
 
     def info(self, obj: Any) -> _Info:
         hit = self.infos.get(id(obj))
         if hit is not None and hit[0] is obj:
             return hit[1]
-        info = self.class_info(obj) if isinstance(obj, type) else self.func_info(obj)
+        if isinstance(obj, type):
+            info = self.class_info(obj)
+        elif type(obj) is _SourceDef:
+            info = self.source_info(obj)
+        else:
+            info = self.func_info(obj)
         self.infos[id(obj)] = (obj, info)
         return info
 
@@ -933,8 +1331,16 @@ class _Fingerprinter:
         ns = func.__globals__
         for ref in header:
             self.resolve(ref, ns, None, file, qual, info)
+        imports = entry[_IMPORTS] if entry is not None else ()
+        local = _local_imports(imports)
+        if local:
+            self.resolve_local("", imports, ns, file, info)
         for ref in body:
-            if ref.partition(".")[0] in allowed:
+            root = ref.partition(".")[0]
+            if local and root in local:
+                # Bound by an import inside the function: it shadows the globals.
+                self.resolve_local(ref, imports, ns, file, info)
+            elif root in allowed:
                 self.resolve(ref, ns, closure, file, qual, info)
         wrapped = func.__dict__.get("__wrapped__")
         if wrapped is not None:
@@ -954,12 +1360,19 @@ class _Fingerprinter:
         else:  # made by type(), namedtuple(), ...: its attributes stand in for the source
             digest, refs = self._class_fallback(cls, file), ()
         info.parts.append((("class", file, cls.__qualname__), digest))
+        local = _local_imports(entry[_IMPORTS]) if entry is not None else None
+        if local:  # imports inside methods
+            self.import_dists(entry[_IMPORTS], file, info)
+            self.method_imports(refs, local, file, info)
         if ns is not None and entry is not None:
             for ref in refs:
                 self.resolve(ref, ns, None, file, cls.__qualname__, info)
-        else:
-            for base in cls.__bases__:
-                self.classify(base, None, info, file)
+            return info
+        if entry is not None and index is not None:  # its module was dropped: read the source
+            for ref in refs:
+                self.source_ref(ref, index, None, info, 0)
+        for base in cls.__bases__:
+            self.classify(base, None, info, file)
         return info
 
     def _class_fallback(self, cls: type, file: str) -> str:
