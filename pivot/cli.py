@@ -144,12 +144,19 @@ def run(
     is_flag=True,
     help="Also say where each output is: local, remote or missing.",
 )
-@click.option("-r", "--remote-name", default=None, help="The remote to ask (default: default).")
+@click.option(
+    "-r",
+    "--remote-name",
+    default=None,
+    help="Ask this remote instead of the default one (implies --remote).",
+)
 def status(targets, all_pipelines, as_json, with_remote, remote_name) -> None:
     """What would run, and why."""
     from pivot import runcmd
 
-    rows = runcmd.status(targets, all_pipelines, remote_name, with_remote)
+    rows = runcmd.status(
+        targets, all_pipelines, remote_name, with_remote or remote_name is not None
+    )
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return
@@ -169,10 +176,9 @@ def status(targets, all_pipelines, as_json, with_remote, remote_name) -> None:
             color = {"local": "green", "remote": "cyan", "missing": "red"}[where]
             click.echo(f"      {click.style(f'{where:<8}', fg=color)} {path}")
     stale = sum(1 for r in rows if r["action"] != "skip")
+    stages = f"{len(rows)} stage{'s' * (len(rows) != 1)}"
     click.echo(
-        f"{len(rows)} stages, {stale} not up to date."
-        if stale
-        else f"Every stage is up to date ({len(rows)} stages)."
+        f"{stages}, {stale} not up to date." if stale else f"Every stage is up to date ({stages})."
     )
 
 

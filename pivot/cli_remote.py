@@ -210,15 +210,6 @@ def remote_modify(name: str, key: str, value: str | None, local: bool, unset: bo
 # ----------------------------------------------------------------------------- transfers
 
 
-def _warn_missing(summary, where: str) -> None:
-    from pivot import console
-
-    if summary.missing:
-        console.warn(
-            f"{len(summary.missing)} blob(s) are {where} (first: {summary.missing[0][:16]})."
-        )
-
-
 @click.command("push")
 @_transfer_options
 def push(remote_name, jobs, as_json, all_pipelines, targets) -> None:
@@ -236,8 +227,13 @@ def push(remote_name, jobs, as_json, all_pipelines, targets) -> None:
     finally:
         bar.close()
     _report(summary, as_json)
-    if not as_json:
-        _warn_missing(summary, "neither in the local cache nor on the remote; not pushed")
+    if summary.missing:
+        raise PivotError(
+            f"{len(summary.missing)} blob(s) named by lock files are neither in the local cache "
+            f"nor on {target.display} (first: {summary.missing[0][:16]}); everything else was "
+            f"pushed. Run `pivot run` (or `pivot pull` on the machine that has them) and push "
+            f"again."
+        )
 
 
 @click.command("fetch")

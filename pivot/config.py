@@ -53,12 +53,12 @@ def config_paths(project: Project) -> tuple[pathlib.Path, pathlib.Path]:
 
 
 def _read(path: pathlib.Path) -> dict[str, Any]:
-    import yaml
-
     try:
         text = path.read_text()
     except FileNotFoundError:
         return {}
+    import yaml
+
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:

@@ -118,17 +118,26 @@ class Runner:
         self._planner: Planner | None = None
         self._pool_broken = False
 
+    def plan(self, force: set[str], fork: bool = True) -> tuple[Planner, dict[str, Decision]]:
+        """Decide every stage; the remote is read only if a stage would otherwise run.
+
+        The workers are forked (`fork`) before the remote's client may start threads.
+        """
+        planner, decisions = plan_graph(self.ws, self.graph, force, self.remote)
+        if self.remote is not None and _runs_any(decisions):
+            if fork:
+                self._start_pool(decisions)
+            if self._connect():
+                planner, decisions = plan_graph(self.ws, self.graph, force, self.remote)
+        self._planner = planner
+        choose_materialized(self.ws, self.graph, decisions, self.options)
+        return planner, decisions
+
     def run(self, force: set[str]) -> RunReport:
         start = time.perf_counter()
         try:
-            planner, decisions = plan_graph(self.ws, self.graph, force)
-            if self.remote is not None and _runs_any(decisions):
-                self._start_pool(decisions)
-                if self._connect():
-                    planner, decisions = plan_graph(self.ws, self.graph, force, self.remote)
-            self._planner = planner
+            planner, decisions = self.plan(force)
             self._start_pool(decisions)
-            choose_materialized(self.ws, self.graph, decisions, self.options)
             self._fetch_restores(decisions)
             self._execute(planner, decisions)
         finally:
@@ -144,9 +153,6 @@ class Runner:
         """Read the remote's indexes; without it, fall back to running (or stop)."""
         assert self.remote is not None
         try:
-            if not self.remote.is_configured():
-                self.remote = None
-                return False
             self.remote.contents()
         except PivotError as exc:
             self._remote_failed(exc)

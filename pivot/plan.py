@@ -153,7 +153,7 @@ class Planner:
 
     def _run_record(self, key: str) -> tuple[dict[str, dict[str, Any]] | None, str]:
         record = self.ws.runs.get(key)
-        if record is not None or self.remote is None:
+        if record is not None or self.remote is None or not self.remote.contacted:
             return record, "in the local cache"
         data = self.remote.run_record(key)
         if data is None:
@@ -170,9 +170,13 @@ class Planner:
             decision.reasons.append("its outputs are in no cache that can be reached")
 
     def available(self, digest: str, kind: str) -> bool:
+        """In the local cache, or on the remote (assumed until the remote is contacted:
+        the lock or record that names it was pushed with it)."""
         if not self.ws.cache.missing(digest, kind):
             return True
-        return self.remote is not None and self.remote.has_output(digest)
+        if self.remote is None:
+            return False
+        return not self.remote.contacted or self.remote.has_output(digest)
 
     def _damaged_outputs(self, outs: dict[str, dict[str, Any]]) -> list[tuple[str, str]]:
         damaged = []

@@ -28,10 +28,24 @@ class RemoteAccess:
         self._contents: RemoteContents | None = None
 
     def is_configured(self) -> bool:
-        """Whether there is a remote to use: a name was given or the project has one."""
+        """Whether there is a remote to use: a name was given or the project has one.
+
+        Raises PivotError for a misconfiguration (an unknown name, no default among
+        several remotes), which is the user's to fix rather than a reason to run offline.
+        """
         from pivot import config
 
-        return self.name is not None or bool(config.remotes(self.project))
+        if self.name is None and not any(p.exists() for p in config.config_paths(self.project)):
+            return False
+        if self.name is None and not config.remotes(self.project):
+            return False
+        config.get_remote(self.project, self.name)
+        return True
+
+    @property
+    def contacted(self) -> bool:
+        """Whether the remote's indexes have been read in this command."""
+        return self._contents is not None
 
     @property
     def remote(self) -> Remote:

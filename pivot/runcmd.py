@@ -40,22 +40,19 @@ def run(
     try:
         scope = resolve_scope(ws, targets, all_pipelines)
         forced = set(scope.targets) if force else set()
-        if dry_run:
-            _, decisions = plan_graph(ws, scope.graph, forced)
-            for decision in decisions.values():
-                verb = {RUN: "would run", PENDING: "would run", RESTORE: "would restore"}
-                label = verb.get(decision.action, "up to date")
-                why = f"  ({'; '.join(decision.reasons)})" if decision.reasons else ""
-                click.echo(f"  {label:<14} {decision.stage.id}{why}")
-            return None
         remote = RemoteAccess(ws.project, remote_name)
-        options.remote = remote if use_remote else None
-        if push and not remote.is_configured():
+        configured = (use_remote or push) and remote.is_configured()
+        if push and not configured:
             raise PivotError(
                 "--push needs a remote, and this project has none. Add one with "
                 "`pivot remote add --default NAME URL`."
             )
+        options.remote = remote if configured and use_remote else None
         options.targets = set(scope.targets)
+        if dry_run:
+            _, decisions = Runner(ws, scope.graph, options).plan(forced, fork=False)
+            _show_plan(decisions)
+            return None
 
         def show(report) -> None:
             if not quiet:
@@ -76,6 +73,16 @@ def run(
     return report
 
 
+def _show_plan(decisions) -> None:
+    verbs = {RUN: "would run", PENDING: "would run", RESTORE: "would restore"}
+    for decision in decisions.values():
+        label = verbs.get(decision.action, "up to date")
+        if decision.action == RESTORE and not decision.materialize:
+            label = "up to date"
+        why = f"  ({'; '.join(decision.reasons)})" if decision.reasons else ""
+        click.echo(f"  {label:<14} {decision.stage.id}{why}")
+
+
 def _push_scope(ws, scope: Scope, remote: RemoteAccess) -> None:
     """Send the outputs and run records of every stage in scope to the remote."""
     locks = [lock for sid in scope.graph.order() if (lock := read_lock(ws.project.stages_dir, sid))]
@@ -90,17 +97,27 @@ def _push_scope(ws, scope: Scope, remote: RemoteAccess) -> None:
 
 def _summary(report: RunReport, total: int) -> None:
     ran, restored = report.count("ran"), report.count("restored")
-    skipped, failed = report.count("skipped"), len(report.failed)
+    skipped, failed, blocked = (
+        report.count("skipped"),
+        report.count("failed"),
+        report.count("blocked"),
+    )
     not_run = total - len(report.stages)
-    if ran == restored == failed == not_run == 0:
-        click.echo(f"Every stage is up to date ({total} stages, {report.seconds:.2f}s).")
+    stages = f"{total} stage{'s' * (total != 1)}"
+    if ran == restored == failed == blocked == not_run == 0:
+        click.echo(f"Every stage is up to date ({stages}, {report.seconds:.2f}s).")
         return
     parts = [f"{ran} ran", f"{restored} restored", f"{skipped} up to date"]
-    if failed:
-        parts.append(f"{failed} failed")
-    if not_run:
-        parts.append(f"{not_run} not started")
-    click.echo(f"{total} stages: {', '.join(parts)} in {report.seconds:.2f}s.")
+    parts += [
+        f"{n} {what}"
+        for n, what in (
+            (failed, "failed"),
+            (blocked, "blocked by a failure"),
+            (not_run, "not started"),
+        )
+        if n
+    ]
+    click.echo(f"{stages}: {', '.join(parts)} in {report.seconds:.2f}s.")
 
 
 def status(
@@ -110,7 +127,11 @@ def status(
     ws = open_workspace()
     try:
         scope = resolve_scope(ws, targets, all_pipelines)
-        remote = _reachable_remote(ws, remote_name) if with_remote else None
+        if with_remote:
+            remote = _reachable_remote(ws, remote_name)
+        else:
+            offline = RemoteAccess(ws.project, remote_name)
+            remote = offline if offline.is_configured() else None
         _, decisions = plan_graph(ws, scope.graph, set(), remote)
         root = ws.project.root
         rows = []
@@ -121,7 +142,7 @@ def status(
                 "action": d.action,
                 "reasons": d.reasons,
             }
-            if remote is not None:
+            if with_remote:
                 recorded = d.lock.outs if d.lock else {}
                 row["outputs"] = {
                     path: _location(ws, remote, out) for path, out in sorted(recorded.items())

@@ -57,15 +57,13 @@ def _find_target(ws: Workspace, discovery: Discovery, current, target: str, cwd)
         for loaded in discovery.pipelines.values():
             if loaded.name == pipeline_name and stage_name in loaded.stages:
                 return loaded.stages[stage_name]
-    path = cwd / target
-    if path.exists() or stage_name:
-        try:
-            rel = ws.project.rel(path)
-        except PivotError:
-            rel = None
-        producer = discovery.find_producer(rel) if rel else None
-        if producer is not None:
-            return producer
+    try:
+        rel = ws.project.rel(cwd / target)
+    except PivotError:
+        rel = None
+    producer = discovery.find_producer(rel) if rel else None
+    if producer is not None:
+        return producer
     if stage_name:
         for loaded in discovery.load_all():
             if loaded.name == pipeline_name and stage_name in loaded.stages:
