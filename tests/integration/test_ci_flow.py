@@ -211,7 +211,12 @@ pipeline.register(step)
     assert executions(b) == []
     assert not (b / "a/a.txt").exists() and "outputs kept in the cache" in proc.stdout
     assert (b / "b/b.txt").read_text() == "AB" and (b / "c/c.txt").read_text() == "ABC"
-    assert "Every stage is up to date" in local_machines.run(pivot_b, "run", cwd="c").stdout
+    store = local_machines.tmp / "store"
+    store.rename(store.with_name("store-away"))  # a no-op run must not need the remote
+    again = local_machines.run(pivot_b, "run", cwd="c")
+    assert "Every stage is up to date" in again.stdout and again.stderr == ""
+    assert "restorable" in local_machines.run(pivot_b, "status", cwd="c").stdout
+    store.with_name("store-away").rename(store)
     local_machines.run(pivot_b, "run", "--materialize", cwd="c")
     assert (b / "a/a.txt").read_text() == "A"
 
@@ -287,3 +292,18 @@ def test_push_and_pull_cover_the_current_pipeline_and_its_upstreams(local_machin
     assert json.loads(pushed)["blobs"] == 1  # the root pipeline alone: shared/data.csv
     pushed = local_machines.run(local_machines.pivot_a, "push", "--json", cwd="analysis").stdout
     assert json.loads(pushed)["blobs"] == 1  # now only analysis/report.txt is new
+
+
+def test_misconfigured_remote_is_an_error_not_a_fallback(local_machines) -> None:
+    local_machines.publish(PARENT_CHILD, cwd="analysis")
+    b, pivot_b = local_machines.clone()
+    proc = pivot_b("run", "-r", "orgin", cwd="analysis", rc=1)
+    assert "Unknown remote 'orgin'" in proc.stderr and executions(b) == []
+
+
+def test_push_with_blobs_nowhere_fails(local_machines) -> None:
+    local_machines.publish(PARENT_CHILD, cwd="analysis")
+    _, pivot_b = local_machines.clone()
+    pivot_b("remote", "add", "empty", str(local_machines.tmp / "empty-store"))
+    proc = pivot_b("push", "-r", "empty", cwd="analysis", rc=1)
+    assert "neither in the local cache nor on" in proc.stderr and "Traceback" not in proc.stderr
