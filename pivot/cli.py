@@ -47,7 +47,7 @@ def init() -> None:
         console.warn(f"{outer} already holds .pivot/; it stays the project root, not {here}.")
 
 
-@cli.command()
+@cli.command(short_help="Run what changed; restore the rest from the cache.")
 @_targets_options
 @click.option(
     "-j",
@@ -182,7 +182,7 @@ def status(targets, all_pipelines, as_json, with_remote, remote_name) -> None:
     )
 
 
-@cli.command()
+@cli.command(short_help="CI gate: fail unless up to date and pushed.")
 @_targets_options
 @click.option("-r", "--remote", "remote_name", default=None, help="The remote to check.")
 def verify(targets, all_pipelines, remote_name) -> None:
@@ -217,7 +217,7 @@ def list_stages(targets, all_pipelines, as_json) -> None:
             click.echo(f"    out  {out}")
 
 
-@cli.command()
+@cli.command(short_help="Put cached outputs back into the workspace.")
 @_targets_options
 @click.option(
     "--link",

@@ -210,7 +210,7 @@ def remote_modify(name: str, key: str, value: str | None, local: bool, unset: bo
 # ----------------------------------------------------------------------------- transfers
 
 
-@click.command("push")
+@click.command("push", short_help="Send outputs and run records to the remote.")
 @_transfer_options
 def push(remote_name, jobs, as_json, all_pipelines, targets) -> None:
     """Send the outputs and run records of this pipeline and its upstreams (or TARGETS, or
@@ -236,7 +236,7 @@ def push(remote_name, jobs, as_json, all_pipelines, targets) -> None:
         )
 
 
-@click.command("fetch")
+@click.command("fetch", short_help="Download outputs into the local cache.")
 @_transfer_options
 def fetch(remote_name, jobs, as_json, all_pipelines, targets) -> None:
     """Download the outputs of this pipeline and its upstreams (or TARGETS, or --all) into
@@ -258,7 +258,7 @@ def fetch(remote_name, jobs, as_json, all_pipelines, targets) -> None:
         )
 
 
-@click.command("pull")
+@click.command("pull", short_help="Fetch outputs and check them out.")
 @_transfer_options
 def pull(remote_name, jobs, as_json, all_pipelines, targets) -> None:
     """Fetch, then check out the outputs of this pipeline and its upstreams (or TARGETS, or
