@@ -45,6 +45,7 @@ class Discovery:
         self.names: dict[str, pathlib.Path] = {}
         self.producers: dict[str, StageSpec] = {}
         self._scan: dict[str, list[str]] | None = None
+        self._scan_is_fresh = False
 
     # -- loading ---------------------------------------------------------------------------
 
@@ -120,6 +121,15 @@ class Discovery:
             self.load(self.project.root / rel)
         return self.loaded_producer(path)
 
+    def find_producer_rescanning(self, path: str) -> StageSpec | None:
+        """`find_producer`, then once more over a fresh scan if the cached index was used
+        (pipelines may generate stages from files the index cannot watch)."""
+        stage = self.find_producer(path)
+        if stage is None and not self._scan_is_fresh:
+            self._scan = self._rescan()
+            stage = self.find_producer(path)
+        return stage
+
     def load_all(self) -> list[LoadedPipeline]:
         for rel in sorted(self.scan()):
             self.load(self.project.root / rel)
@@ -130,7 +140,9 @@ class Discovery:
     def scan(self) -> dict[str, list[str]]:
         """Every pipeline file under the root -> the outputs it declared when last loaded."""
         if self._scan is None:
-            self._scan = self._validated_index() or self._rescan()
+            self._scan = self._validated_index()
+            if self._scan is None:
+                self._scan = self._rescan()
         return self._scan
 
     def _files_producing(self, path: str) -> list[str]:
@@ -166,6 +178,7 @@ class Discovery:
         return index
 
     def _rescan(self) -> dict[str, list[str]]:
+        self._scan_is_fresh = True
         root = self.project.root
         dirs: dict[str, int] = {}
         files: dict[str, list] = {}

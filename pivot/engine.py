@@ -250,7 +250,7 @@ class Runner:
         self, planner: Planner, decisions: dict[str, Decision], done: dict[str, str]
     ) -> None:
         waiting = [sid for sid in self.graph.order() if sid not in done]
-        running: dict[cf.Future, tuple[Decision, float]] = {}
+        running: dict[cf.Future, Decision] = {}
         unrecorded: list[tuple[Decision, worker.Outcome]] = []
         stop = False
         import concurrent.futures as cf
@@ -265,16 +265,16 @@ class Runner:
                     break
                 finished, _ = cf.wait(running, return_when=cf.FIRST_COMPLETED)
                 for future in finished:
-                    decision, started = running.pop(future)
+                    decision = running.pop(future)
                     outcome = self._outcome_of(future, decision)
-                    self._complete(planner, decision, outcome, started, done)
+                    outcome = self._complete(planner, decision, outcome, done)
                     if outcome.ok:
                         unrecorded.append((decision, outcome))
                     elif not self.options.keep_going or self._pool_broken:
                         stop = True
         except KeyboardInterrupt:
             self._record(unrecorded)
-            for decision, _ in running.values():
+            for decision in running.values():
                 for out in decision.stage.outs:
                     remove_path(self.ws.project.root / out.path)
             raise
@@ -284,10 +284,12 @@ class Runner:
         planner: Planner,
         decisions: dict[str, Decision],
         waiting: list[str],
-        running: dict[cf.Future, tuple[Decision, float]],
+        running: dict[cf.Future, Decision],
         done: dict[str, str],
     ) -> None:
-        """Submit, skip, restore or block every waiting stage whose upstreams are done."""
+        """Skip, restore or block every waiting stage whose upstreams are done, and submit
+        the ones to run while fewer than `jobs` are running (so none starts after a failure
+        that stops the run)."""
         for sid in list(waiting):
             ups = self.graph.upstream[sid].values()
             failed = [u for u in ups if done.get(u) in (FAILED, BLOCKED)]
@@ -296,14 +298,17 @@ class Runner:
                 detail = f"upstream {', '.join(failed)} failed"
                 self._finish(StageReport(sid, BLOCKED, detail=detail), done)
             elif all(u in done for u in ups):
-                waiting.remove(sid)
-                decision = self._redecide(planner, decisions[sid])
+                decision = decisions[sid] = self._redecide(planner, decisions[sid])
                 if decision.action == SKIP:
+                    waiting.remove(sid)
                     self._finish(StageReport(sid, SKIPPED), done)
                 elif decision.action == RESTORE and self._restore(decision):
+                    waiting.remove(sid)
                     self._finish(StageReport(sid, RESTORED), done)
-                else:
-                    running[self._submit(sid)] = (decision, time.perf_counter())
+                elif len(running) < self.jobs:
+                    waiting.remove(sid)
+                    decision.action = RUN
+                    running[self._submit(sid)] = decision
 
     def _outcome_of(self, future: cf.Future, decision: Decision) -> worker.Outcome:
         """The worker's outcome, or a failure when the worker process itself died."""
@@ -342,20 +347,41 @@ class Runner:
         planner: Planner,
         decision: Decision,
         outcome: worker.Outcome,
-        started: float,
         done: dict[str, str],
-    ) -> None:
+    ) -> worker.Outcome:
+        """Report a finished stage; a success whose deps changed meanwhile is a failure."""
         sid = decision.stage.id
-        seconds = time.perf_counter() - started
+        if outcome.ok:
+            changed = self._deps_changed_since_planned(decision)
+            if changed:
+                outcome = worker.Outcome(
+                    sid,
+                    False,
+                    seconds=outcome.seconds,
+                    error=(
+                        f"Stage {sid} ({decision.stage.source}): {', '.join(changed)} changed "
+                        f"while the stage ran, so its outputs may not match its inputs; they "
+                        f"were not recorded. Run again."
+                    ),
+                )
         if not outcome.ok:
             for out in decision.stage.outs:
                 remove_path(self.ws.project.root / out.path)
-            self._finish(StageReport(sid, FAILED, seconds, outcome.error), done)
-            return
+            self._finish(StageReport(sid, FAILED, outcome.seconds, outcome.error), done)
+            return outcome
         for rel, st, digest in outcome.stats:
             self.ws.state.record(rel, st, digest)
         planner.settle(sid, outcome.outs)
-        self._finish(StageReport(sid, RAN, seconds, "; ".join(decision.reasons)), done)
+        self._finish(StageReport(sid, RAN, outcome.seconds, "; ".join(decision.reasons)), done)
+        return outcome
+
+    def _deps_changed_since_planned(self, decision: Decision) -> list[str]:
+        changed = []
+        for path, planned in decision.deps.items():
+            now = self.ws.hasher.hash_path(path)
+            if now is None or now.hash != planned:
+                changed.append(path)
+        return changed
 
     def _record(self, unrecorded: list[tuple[Decision, worker.Outcome]]) -> None:
         """Write run records and locks of finished stages (their blobs are already cached)."""
@@ -378,6 +404,16 @@ class Runner:
         ]
         if not self._fetch(missing):
             return False
+        try:
+            self._check_out(decision)
+        except PivotError as exc:
+            console.warn(f"Cannot restore {decision.stage.id} from the cache ({exc}); running it.")
+            return False
+        self._write_lock_if_changed(decision, decision.outs)
+        return True
+
+    def _check_out(self, decision: Decision) -> None:
+        cache = self.ws.cache
         root = self.ws.project.root
         for path, out in decision.outs.items():
             current = self.ws.hasher.hash_path(path)
@@ -387,8 +423,6 @@ class Runner:
             for inner, digest in cache.checkout(out["hash"], out["kind"], root / path, mode):
                 rel = f"{path}/{inner}" if inner else path
                 self.ws.state.record(rel, (root / rel).stat(), digest)
-        self._write_lock_if_changed(decision, decision.outs)
-        return True
 
     def _write_lock_if_changed(self, decision: Decision, outs: dict[str, dict[str, Any]]) -> None:
         lock = decision.new_lock(outs)

@@ -64,9 +64,11 @@ def build_graph(discovery: Discovery, roots: list[StageSpec]) -> Graph:
                     f"which holds {out}, an output of {writer.id} ({writer.source}). Depend "
                     f"on the output paths themselves so that the order is known."
                 )
-            if producer is None:
-                if not os.path.lexists(discovery.project.root / dep.path):
+            if producer is None and not os.path.lexists(discovery.project.root / dep.path):
+                producer = discovery.find_producer_rescanning(dep.path)
+                if producer is None:
                     raise PivotError(_missing_dep(discovery, stage, dep.path, dep.declared))
+            if producer is None:
                 continue
             if producer.id == stage.id:
                 raise PivotError(

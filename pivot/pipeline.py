@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pathlib
+import re
 import sys
 from dataclasses import dataclass, field
 from typing import Any
@@ -32,8 +33,7 @@ class Pipeline:
     registrations: dict[str, Registration] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if not isinstance(self.name, str) or not self.name or "/" in self.name:
-            raise PivotError(f"Pipeline name {self.name!r} must be a non-empty string without '/'.")
+        check_name(self.name, "pipeline name")
         if self.directory is None:
             caller = sys._getframe(2).f_globals.get("__file__")
             self.directory = pathlib.Path(caller).resolve().parent if caller else None
@@ -48,6 +48,7 @@ class Pipeline:
     ) -> Any:
         """Add `func` as a stage; `deps`/`outs` override annotated paths by argument/key."""
         stage_name = name or func.__name__
+        check_name(stage_name, f"stage name in pipeline {self.name!r}")
         where = f"stage {self.name}/{stage_name} (function {func.__qualname__})"
         if stage_name in self.registrations:
             raise PivotError(
@@ -77,3 +78,15 @@ def _override(marks: dict, paths: dict[str, str], kind: type, what: str, where: 
             f"{noun}; known: {known}."
         )
     return {k: kind(paths[k], m.loader) if k in paths else m for k, m in marks.items()}
+
+
+NAME_PATTERN = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
+
+
+def check_name(name: object, what: str) -> None:
+    """Pipeline and stage names become lock file paths: plain names only."""
+    if not isinstance(name, str) or not NAME_PATTERN.fullmatch(name):
+        raise PivotError(
+            f"Invalid {what} {name!r}: use letters, digits, '_', '-' and '.', starting with a "
+            f"letter, digit or '_' (it names the lock file .pivot/stages/<pipeline>/<stage>.lock)."
+        )

@@ -47,7 +47,7 @@ class Decision:
             stage_id=self.stage.id,
             run_key=self.run_key,
             fingerprint=self.fingerprint,
-            params=self.stage.params_dict(),
+            params=json.loads(json.dumps(self.stage.params_dict(), default=str)),
             deps=self.deps,
             outs=outs,
         )

@@ -41,35 +41,89 @@ class StageContractError(Exception):
 
 
 def execute(stage_id: str, root: str, cache_dir: str, tmp_dir: str) -> Outcome:
-    """Run a stage in its pipeline directory and move its outputs into the cache."""
+    """Run one stage in a fresh child forked from this worker, so that no global state
+    (module settings, environment, RNG seeds) leaks from one stage into the next and a
+    stage that kills its process fails alone."""
+    import pickle
+    import signal
+
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: run the stage, send the outcome, never return
+        os.close(read_end)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        code = 0
+        try:
+            outcome = _execute(stage_id, pathlib.Path(root), cache_dir, tmp_dir)
+            with os.fdopen(write_end, "wb") as pipe:
+                pickle.dump(outcome, pipe, protocol=pickle.HIGHEST_PROTOCOL)
+        except BaseException:
+            code = 1
+        finally:
+            os._exit(code)
+    os.close(write_end)
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)  # the child answers Ctrl-C
+    try:
+        with os.fdopen(read_end, "rb") as pipe:
+            data = pipe.read()
+        _, status = os.waitpid(pid, 0)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if data:
+        return pickle.loads(data)
+    stage = _STAGES[stage_id]
+    return Outcome(
+        stage_id,
+        False,
+        error=(
+            f"Stage {stage_id} ({stage.source}) did not finish: its process died "
+            f"({_describe_exit(status)}), e.g. killed, out of memory, or os._exit()."
+        ),
+    )
+
+
+def _describe_exit(status: int) -> str:
+    if os.WIFSIGNALED(status):
+        return f"signal {os.WTERMSIG(status)}"
+    return f"exit code {os.waitstatus_to_exitcode(status)}"
+
+
+def _execute(stage_id: str, root: pathlib.Path, cache_dir: str, tmp_dir: str) -> Outcome:
+    """Call the stage in its pipeline directory and move its outputs into the cache."""
     import time
 
     stage = _STAGES[stage_id]
     start = time.perf_counter()
-    project_root = pathlib.Path(root)
     try:
         for out in stage.outs:
-            target = project_root / out.path
+            target = root / out.path
             remove_path(target)
             target.parent.mkdir(parents=True, exist_ok=True)
-        with pipeline_context(stage.workdir, project_root):
-            result = _call(stage)
-            _save_outputs(stage, result)
+        with pipeline_context(stage.workdir, root):
+            result = _call(stage, root)
+            os.chdir(stage.workdir)  # the stage may have changed directory
+            _save_outputs(stage, result, root)
         cache = LocalCache(pathlib.Path(cache_dir), pathlib.Path(tmp_dir))
-        outs, stats = _store_outputs(stage, project_root, cache)
+        outs, stats = _store_outputs(stage, root, cache)
     except BaseException as exc:
-        return Outcome(stage_id, False, error=_format_error(stage, exc))
+        seconds = time.perf_counter() - start
+        return Outcome(stage_id, False, error=_format_error(stage, exc), seconds=seconds)
     return Outcome(stage_id, True, outs, stats, seconds=time.perf_counter() - start)
 
 
-def _call(stage: StageSpec) -> Any:
-    kwargs = {dep.key: dep.loader.load(pathlib.Path(dep.declared)) for dep in stage.deps}
+def _local(root: pathlib.Path, stage: StageSpec, rel: str) -> pathlib.Path:
+    """The tracked project path `rel`, spelled relative to the stage's directory."""
+    return pathlib.Path(os.path.relpath(root / rel, stage.workdir))
+
+
+def _call(stage: StageSpec, root: pathlib.Path) -> Any:
+    kwargs = {dep.key: dep.loader.load(_local(root, stage, dep.path)) for dep in stage.deps}
     if stage.params is not None:
         kwargs["params"] = stage.params
     return stage.func(**kwargs)
 
 
-def _save_outputs(stage: StageSpec, result: Any) -> None:
+def _save_outputs(stage: StageSpec, result: Any, root: pathlib.Path) -> None:
     if stage.single_out:
         values = {stage.outs[0].key: result}
     elif stage.outs:
@@ -86,8 +140,8 @@ def _save_outputs(stage: StageSpec, result: Any) -> None:
         values = {}
     for out in stage.outs:
         if not out.loader.writes_itself:
-            out.loader.save(values[out.key], pathlib.Path(out.declared))
-    absent = [o.declared for o in stage.outs if not os.path.lexists(o.declared)]
+            out.loader.save(values[out.key], _local(root, stage, out.path))
+    absent = [o.declared for o in stage.outs if not os.path.lexists(root / o.path)]
     if absent:
         raise StageContractError(
             f"did not write its declared output(s) {', '.join(absent)} (relative to "

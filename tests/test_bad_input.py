@@ -366,7 +366,7 @@ pipeline.register(dies)
         },
     )
     proc = pivot("run", rc=1)
-    assert "worker process running it died" in proc.stderr and "p/dies" in proc.stderr
+    assert "its process died (exit code 3)" in proc.stderr and "p/dies" in proc.stderr
     assert "Traceback" not in proc.stderr and stage_files(project) == []
 
 
@@ -404,3 +404,52 @@ pipeline.register(slow)
     assert "`pivot run` (pid" in second.stderr and "Wait for it to finish" in second.stderr
     assert first.wait(timeout=60) == 0
     assert (project / "slow.txt").read_text() == "done"
+
+
+def test_no_stage_starts_after_a_failure_without_keep_going(project, pivot) -> None:
+    write_files(project, {"pipeline.py": FAILING})
+    pivot("run", "-j", "1", rc=1)
+    assert executions(project) == ["bad"]
+
+
+def test_dep_edited_while_the_stage_runs_is_not_recorded(project, pivot) -> None:
+    write_files(
+        project,
+        {
+            "data.txt": "one",
+            "pipeline.py": HEADER
+            + """
+import time
+
+pipeline = pivot.Pipeline("p")
+
+def count(text: Annotated[str, pivot.Dep("data.txt", pivot.loaders.Text())]) -> Annotated[str, pivot.Out("n.txt", pivot.loaders.Text())]:
+    pathlib.Path("data.txt").write_text("one two three")  # someone edits it meanwhile
+    return str(len(text.split()))
+
+pipeline.register(count)
+""",
+        },
+    )
+    proc = pivot("run", rc=1)
+    assert "data.txt changed while the stage ran" in proc.stderr
+    assert stage_files(project) == [] and not (project / "n.txt").exists()
+
+
+def test_invalid_stage_names_are_refused(project, pivot) -> None:
+    write_files(
+        project,
+        {
+            "pipeline.py": HEADER
+            + """
+pipeline = pivot.Pipeline("p")
+
+def s() -> Annotated[str, pivot.Out("o.txt", pivot.loaders.Text())]:
+    return "x"
+
+pipeline.register(s, name="../../escaped")
+"""
+        },
+    )
+    assert_clean_error(pivot("run", rc=1), "Invalid stage name", "../../escaped")
+    assert not list(project.rglob("escaped.lock"))

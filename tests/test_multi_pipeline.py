@@ -272,3 +272,30 @@ def test_scan_index_notices_a_new_pipeline(project, pivot) -> None:
     pivot("run", cwd="consumer")
     assert (project / "consumer/out.txt").read_text() == "late!"
     assert executions(project)[-2:] == ["late", "consumer"]
+
+
+def test_generated_stages_are_found_after_their_config_changes(project, pivot) -> None:
+    write_files(
+        project,
+        {
+            "gen/splits.txt": "train\n",
+            "gen/pipeline.py": HEADER
+            + """
+pipeline = pivot.Pipeline("gen")
+
+def make_split(name):
+    def split() -> Annotated[str, pivot.Out(f"../shared/{name}.csv", pivot.loaders.Text())]:
+        return name
+    return split
+
+for line in pathlib.Path("splits.txt").read_text().split():
+    pipeline.register(make_split(line), name=line)
+""",
+            "use/pipeline.py": consumer("use", "../shared/train.csv", "out.txt"),
+        },
+    )
+    pivot("run", cwd="use")
+    (project / "use/pipeline.py").write_text(consumer("use", "../shared/test.csv", "out.txt"))
+    (project / "gen/splits.txt").write_text("train\ntest\n")
+    pivot("run", cwd="use")
+    assert (project / "use/out.txt").read_text() == "test!"

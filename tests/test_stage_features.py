@@ -239,3 +239,73 @@ pipeline.register(where)
     assert (
         pathlib.Path((project / "sub/cwd.txt").read_text()).resolve() == (project / "sub").resolve()
     )
+
+
+def test_stages_do_not_share_global_state(project, pivot) -> None:
+    write_files(
+        project,
+        {
+            "pipeline.py": HEADER
+            + """
+import os
+
+pipeline = pivot.Pipeline("iso")
+
+def first() -> Annotated[str, pivot.Out("first.txt", pivot.loaders.Text())]:
+    os.environ["PIVOT_TEST_LEAK"] = "leaked"
+    return "1"
+
+def second(x: Annotated[str, pivot.Dep("first.txt", pivot.loaders.Text())]) -> Annotated[str, pivot.Out("second.txt", pivot.loaders.Text())]:
+    return os.environ.get("PIVOT_TEST_LEAK", "clean")
+
+pipeline.register(first)
+pipeline.register(second)
+"""
+        },
+    )
+    pivot("run", "-j", "1")
+    assert (project / "second.txt").read_text() == "clean"
+
+
+def test_stage_that_changes_directory_still_saves_its_outputs(project, pivot) -> None:
+    write_files(
+        project,
+        {
+            "pipeline.py": HEADER
+            + """
+import os
+
+pipeline = pivot.Pipeline("cd")
+
+def wander() -> Annotated[dict, pivot.Out("result.json", pivot.loaders.JSON())]:
+    os.makedirs("sub", exist_ok=True)
+    os.chdir("sub")
+    return {"ok": 1}
+
+pipeline.register(wander)
+"""
+        },
+    )
+    pivot("run")
+    assert json.loads((project / "result.json").read_text()) == {"ok": 1}
+    assert not (project / "sub/result.json").exists()
+
+
+def test_dep_spelled_through_a_missing_directory(project, pivot) -> None:
+    write_files(
+        project,
+        {
+            "shared/data.csv": "a\nb\n",
+            "b/pipeline.py": HEADER
+            + """
+pipeline = pivot.Pipeline("b")
+
+def rows(data: Annotated[str, pivot.Dep("../x/../shared/./data.csv", pivot.loaders.Text())]) -> Annotated[str, pivot.Out("rows.txt", pivot.loaders.Text())]:
+    return str(len(data.split()))
+
+pipeline.register(rows)
+""",
+        },
+    )
+    pivot("run", cwd="b")
+    assert (project / "b/rows.txt").read_text() == "2"
