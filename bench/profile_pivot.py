@@ -2,12 +2,15 @@
 
     cd bench/work/chain-pivot && /work/venv/bin/python ../../profile_pivot.py run -q
     cd bench/work/multi-pivot && /work/venv/bin/python ../../profile_pivot.py run --all -q
+    cd bench/work/remote-pivot && /work/venv/bin/python ../../profile_pivot.py push   # or pull
 
 Runs the CLI in-process after wrapping a few dozen of Pivot's functions with
 perf_counter accumulators (inclusive times, so nested phases add up within their parent).
 cProfile instruments every call and roughly doubles a no-op run; this stays within a few
 percent. Import time is measured first, module by module. Functions that do not exist in
-the installed Pivot are skipped, so the script survives refactors.
+the installed Pivot are skipped, so the script survives refactors. Functions called from
+worker threads (push, fetch and checkout pools) add up across threads, so their rows can
+exceed the wall time.
 """
 
 from __future__ import annotations
@@ -52,6 +55,37 @@ TARGETS = [
     ("pivot.storage.state", "StateDB.commit"),
     ("pivot.storage.state", "StateDB.close"),
     ("pivot.runcmd", "_summary"),
+    # remote: push / fetch / pull (calls made from worker threads add up across threads)
+    ("pivot.cli_remote", "_scope_locks"),
+    ("pivot.storage.remote", "_fs_class"),
+    ("pivot.storage.remote", "_open_s3"),
+    ("pivot.storage.remote_index", "RemoteIndexCache.refresh"),
+    ("pivot.storage.remote", "Remote.list_indexes"),
+    ("pivot.storage.transfer", "push_outputs"),
+    ("pivot.storage.transfer", "_expand"),
+    ("pivot.storage.transfer", "_Pusher.plan"),
+    ("pivot.storage.transfer", "_Pusher.run"),
+    ("pivot.storage.transfer", "_Pusher._small"),
+    ("pivot.storage.transfer", "_Pusher._large"),
+    ("pivot.storage.packs", "PackBuilder.add"),
+    ("pivot.storage.packs", "compress_file"),
+    ("pivot.storage.remote", "Remote.put_bytes"),
+    ("pivot.storage.remote", "Remote.put_file"),
+    ("pivot.storage.transfer", "_Pusher.write_index"),
+    ("pivot.storage.transfer", "pull_locks"),
+    ("pivot.storage.transfer", "fetch_outputs"),
+    ("pivot.storage.transfer", "_Fetcher.fetch"),
+    ("pivot.storage.transfer", "_Fetcher.read"),
+    ("pivot.storage.remote", "Remote.get_range"),
+    ("pivot.storage.packs", "decode_blob"),
+    ("pivot.storage.staging", "CacheStager.put_bytes"),
+    ("pivot.storage.transfer", "_Fetcher._read_large"),
+    ("pivot.storage.remote", "Remote.get_file"),
+    ("pivot.storage.packs", "decompress_stream"),
+    ("pivot.storage.staging", "CacheStager.commit"),
+    ("pivot.storage.staging", "_syncfs"),
+    ("pivot.storage.cache", "LocalCache.checkout"),
+    ("pivot.storage.cache", "clone_or_copy"),
 ]
 
 TOTALS: dict[str, float] = defaultdict(float)

@@ -2,6 +2,8 @@
 
     bash bench/setup.sh                      # once: DVC 3.x (+ dvc-s3) in bench/work/dvc-venv
     /work/venv/bin/python bench/run_bench.py [--only chain,multi] [--reps 5] [--json out.json]
+    /work/venv/bin/python bench/run_bench.py --only remote,restore     # loopback SeaweedFS
+    /work/venv/bin/python bench/run_bench.py --only remote --workdir /dev/shm/pivot-bench
 
 Pivot is the `pivot` console script next to the running interpreter (override with
 `--pivot "CMD ..."`), DVC the one in bench/work/dvc-venv (override with `--dvc`). Every
@@ -10,13 +12,21 @@ project is generated fresh under bench/work/ (gitignored), `git init`-ed and com
 the median of its samples (the JSON output keeps every sample).
 
 Sections (run in this order; `--only` picks some):
-    chain   one pipeline of 200 chained stages: first run, no-op run, `--help`
-    multi   10 pipelines p0..p9 of 20 chained stages, p{k} reading p{k-1}'s last output:
-            first `run --all` / `repro -P`, no-op of both, and no-op from p9 alone
+    chain    one pipeline of 200 chained stages: first run, no-op run, `--help`
+    multi    10 pipelines p0..p9 of 20 chained stages, p{k} reading p{k-1}'s last output:
+             first `run --all` / `repro -P`, no-op of both, and no-op from p9 alone
+    remote   a project whose two stages write 10,000 x 4 KB text files (one directory
+             output) and 4 x 64 MB files (half random, half text): `push` to an empty
+             prefix, a no-op `push`, and `pull` into an empty cache and workspace
+    restore  the multi project run and pushed once; in a fresh `git clone` with an empty
+             cache, `pivot run --all` (restoring every stage from the remote) against
+             `dvc pull` + `dvc repro -P`
 
-A later benchmark (remote push/pull against a loopback S3, restore in a fresh clone) is
-one more function decorated with `@section("name")` that returns `Row`s; `Bench` gives it
-the tools, the fresh-project helpers and the timing helpers.
+`remote` and `restore` share ONE SeaweedFS server (`weed mini`, bench/s3server.py) on
+127.0.0.1, started on first use under WORKDIR/seaweedfs and always stopped at the end;
+each tool gets its own bucket and every push sample its own empty prefix. A section is a
+function decorated with `@section("name")` that returns `Row`s; `Bench` gives it the
+tools, the fresh-project helpers, the timing helpers and the S3 server.
 
 The table shows medians (with the fastest sample and the sample count); ratios and targets
 use the medians.
@@ -31,6 +41,7 @@ import os
 import pathlib
 import platform
 import re
+import resource
 import shlex
 import shutil
 import statistics
@@ -58,9 +69,12 @@ HEAVY_MODULES = ("s3fs", "boto3", "botocore", "aiobotocore", "fsspec", "pandas",
 
 @dataclass
 class Timing:
-    """The samples of one measurement, in seconds."""
+    """The samples of one measurement, in seconds: wall clock, and (where recorded) the
+    CPU time (user + sys) of the command's process tree and of the S3 server meanwhile."""
 
     samples: list[float]
+    cpu: list[float] = field(default_factory=list)
+    server_cpu: list[float] = field(default_factory=list)
 
     @property
     def median(self) -> float:
@@ -69,6 +83,11 @@ class Timing:
     @property
     def best(self) -> float:
         return min(self.samples)
+
+    def add(self, seconds: float, cpu: tuple[float, float]) -> None:
+        self.samples.append(seconds)
+        self.cpu.append(cpu[0])
+        self.server_cpu.append(cpu[1])
 
 
 @dataclass
@@ -133,6 +152,28 @@ def markdown_table(rows: list[Row]) -> str:
     return "\n".join(lines)
 
 
+def cpu_table(rows: list[Row]) -> str:
+    """Medians of the CPU seconds behind the rows that recorded them (the remote ones):
+    the command's process tree, and the S3 server meanwhile. On a shared machine CPU time
+    moves less than wall time, and it shows what each tool costs the server."""
+
+    def med(values: list[float]) -> str:
+        return f"{statistics.median(values):.2f}" if values else "-"
+
+    lines = [
+        "| Section | Measurement | Pivot CPU | Server CPU (Pivot) | DVC CPU | Server CPU (DVC) |",
+        "| --- | --- | ---: | ---: | ---: | ---: |",
+    ]
+    for r in rows:
+        if not any(t is not None and t.server_cpu and any(t.server_cpu) for t in (r.pivot, r.dvc)):
+            continue
+        cells = []
+        for t in (r.pivot, r.dvc):
+            cells += [med(t.cpu), med(t.server_cpu)] if t is not None else ["-", "-"]
+        lines.append(f"| {r.section} | {r.metric} | " + " | ".join(f"{c} s" for c in cells) + " |")
+    return "\n".join(lines) if len(lines) > 2 else ""
+
+
 # -- running things ------------------------------------------------------------------------
 
 
@@ -157,6 +198,10 @@ class Bench:
         self.work = pathlib.Path(args.workdir).resolve()
         self.reps = args.reps
         self.notes: dict[str, str] = {}
+        # Names remote prefixes, so no sample ever pushes onto an earlier one's data.
+        self.run_id = time.strftime("%Y%m%d-%H%M%S")
+        self._server = None
+        self.last_cpu = (0.0, 0.0)
         base_env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
         pivot_cmd = shlex.split(args.pivot) if args.pivot else [_default_pivot()]
         self.pivot = Tool("pivot", pivot_cmd, dict(base_env))
@@ -170,7 +215,12 @@ class Bench:
     # running and timing
 
     def call(self, tool: Tool, args: list[str], cwd: pathlib.Path) -> tuple[float, str]:
-        """Run `tool args` in `cwd`; return (wall seconds, stdout+stderr). Fails loudly."""
+        """Run `tool args` in `cwd`; return (wall seconds, stdout+stderr). Fails loudly.
+
+        Also leaves the CPU seconds of the command (and of the S3 server, if one is up) in
+        `self.last_cpu`."""
+        usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+        server_cpu = self._server.cpu_seconds() if self._server is not None else 0.0
         start = time.perf_counter()
         proc = subprocess.run(
             [*tool.cmd, *args],
@@ -181,6 +231,11 @@ class Bench:
             text=True,
         )
         elapsed = time.perf_counter() - start
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        self.last_cpu = (
+            (after.ru_utime - usage.ru_utime) + (after.ru_stime - usage.ru_stime),
+            (self._server.cpu_seconds() - server_cpu) if self._server is not None else 0.0,
+        )
         output = proc.stdout + proc.stderr
         if proc.returncode != 0:
             raise BenchError(
@@ -196,15 +251,15 @@ class Bench:
         reps: int | None = None,
         expect: str | None = None,
     ) -> Timing:
-        samples = []
+        timing = Timing([])
         for _ in range(reps or self.reps):
             seconds, output = self.call(tool, args, cwd)
             if expect is not None and expect not in output:
                 raise BenchError(
                     f"`{tool.name} {' '.join(args)}` did not say {expect!r}:\n{output}"
                 )
-            samples.append(seconds)
-        return Timing(samples)
+            timing.add(seconds, self.last_cpu)
+        return timing
 
     def imported_modules(self, tool: Tool, args: list[str], cwd: pathlib.Path) -> set[str]:
         """Top-level names of the modules a command imports (PYTHONPROFILEIMPORTTIME)."""
@@ -219,6 +274,33 @@ class Bench:
                 if name != "package":
                     names.add(name.split(".")[0])
         return names
+
+    def s3(self):
+        """The one loopback SeaweedFS server of this benchmark run, started on first use;
+        `close()` (called by main whatever happens) stops it."""
+        if self._server is None:
+            from s3server import SeaweedFS
+
+            server = SeaweedFS(self.work / "seaweedfs")
+            self.log(f"starting SeaweedFS (weed mini) on 127.0.0.1, data in {server.base}")
+            try:
+                server.start()
+            except BaseException:
+                server.stop()  # whatever failed, leave no server behind
+                raise
+            self._server = server
+            self.log(f"SeaweedFS S3 at {server.endpoint}")
+        return self._server
+
+    def with_s3(self, tool: Tool) -> Tool:
+        """`tool` with the AWS_* environment of the benchmark's S3 server (nothing else)."""
+        return Tool(tool.name, tool.cmd, {**tool.env, **self.s3().env()})
+
+    def close(self) -> None:
+        if self._server is not None:
+            self._server.stop()
+            self._server = None
+            self.log("SeaweedFS stopped")
 
     def log(self, message: str) -> None:
         print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
@@ -391,6 +473,273 @@ def bench_multi(b: Bench) -> list[Row]:
     ]
 
 
+# -- remote --------------------------------------------------------------------------------
+
+PIVOT_PUSHED = re.compile(r"pushed (\d+) blobs?")
+PIVOT_PULLED = re.compile(r"pulled (\d+) blobs?")
+DVC_NOTHING_TO_PUSH = "Everything is up to date."
+
+
+def _manifest(root: pathlib.Path, paths: list[str]) -> dict[str, str]:
+    """relative path -> md5 of every file under `paths` (to check a pull restored them)."""
+    import hashlib
+
+    found: dict[str, str] = {}
+    for rel in paths:
+        top = root / rel
+        files = [top] if top.is_file() else sorted(p for p in top.rglob("*") if p.is_file())
+        for path in files:
+            found[path.relative_to(root).as_posix()] = hashlib.md5(path.read_bytes()).hexdigest()
+    return found
+
+
+def _rmtree(path: pathlib.Path) -> None:
+    """Remove `path` (file or tree, read-only entries included) if it exists."""
+    if path.is_dir() and not path.is_symlink():
+        for dirpath, dirnames, _ in os.walk(path):
+            for name in dirnames:
+                os.chmod(os.path.join(dirpath, name), 0o755)
+        shutil.rmtree(path)
+    elif path.exists() or path.is_symlink():
+        path.unlink()
+
+
+def _drop_local_copies(b: Bench, tool: str, root: pathlib.Path, outputs: list[str]) -> None:
+    """Empty cache and workspace, as in a fresh clone: outputs, cache, state, tmp."""
+    for rel in outputs:
+        _rmtree(root / rel)
+    if tool == "pivot":
+        for name in ("cache", "tmp"):
+            _rmtree(root / ".pivot" / name)
+        for state in (root / ".pivot").glob("state.db*"):
+            state.unlink()
+    else:
+        for name in ("cache", "tmp"):
+            _rmtree(root / ".dvc" / name)
+        _rmtree(b.work / "dvc-site-cache" / root.name)
+
+
+def _set_remote(b: Bench, tool: Tool, root: pathlib.Path, url: str, endpoint: str, new: bool):
+    if tool.name == "pivot":
+        if new:
+            b.call(tool, ["remote", "add", "bench", url, "--default"], root)
+            b.call(tool, ["remote", "modify", "bench", "endpoint_url", endpoint], root)
+        else:
+            b.call(tool, ["remote", "modify", "bench", "url", url], root)
+    else:
+        if new:
+            b.call(tool, ["remote", "add", "-d", "bench", url], root)
+            b.call(tool, ["remote", "modify", "bench", "endpointurl", endpoint], root)
+        else:
+            b.call(tool, ["remote", "modify", "bench", "url", url], root)
+
+
+@dataclass
+class _RemoteTimes:
+    generate: Timing
+    push: Timing
+    noop: Timing
+    pull: Timing
+    stored: tuple[int, int]
+
+
+def _remote_round(b: Bench, server, tool: Tool, push_reps: int, pull_reps: int) -> _RemoteTimes:
+    """Generate the data project, push it `push_reps` times (each to an empty prefix),
+    push again with nothing to send, then pull it `pull_reps` times into an empty cache
+    and workspace. Every push and pull is checked."""
+    a = b.args
+    name = f"remote-{tool.name}"
+    root = b.work / name
+    bucket = f"{tool.name}-bench"
+    server.create_bucket(bucket)
+    small, big = [], []
+
+    def make(dest: pathlib.Path) -> None:
+        nonlocal small, big
+        small_dir, big = generate.generate_remote(
+            dest, tool.name, a.remote_files, a.remote_file_kb, a.remote_big_mb
+        )
+        small = [small_dir]
+
+    b.log(f"remote: {tool.name} project, generating the data with the pipeline")
+    b.fresh_project(name, tool.name, make)
+    run_args = ["run"] if tool.name == "pivot" else ["repro"]
+    seconds, output = b.call(tool, run_args, root)
+    generate_time = Timing([])
+    generate_time.add(seconds, b.last_cpu)
+    if tool.name == "pivot":
+        _check_ran(output, 2, f"pivot {name}")
+    outputs = [*small, *big]
+    expected = _manifest(root, outputs)
+    if len(expected) != a.remote_files + len(big):
+        raise BenchError(f"{name}: generated {len(expected)} files, expected more.")
+    blobs = a.remote_files + len(big) + 1  # + the directory manifest
+    # Commit the lock files, as a user would before pushing.
+    _git(root, "add", "-A")
+    _git(root, "commit", "-q", "-m", "data")
+
+    push = Timing([])
+    prefix = ""
+    for i in range(push_reps):
+        prefix = f"{b.run_id}-push{i + 1}"
+        _set_remote(b, tool, root, f"s3://{bucket}/{prefix}", server.endpoint, new=i == 0)
+        b.log(f"remote: `{tool.name} push` to an empty prefix ({i + 1}/{push_reps})")
+        secs, out = b.call(tool, ["push"], root)
+        if tool.name == "pivot":
+            m = PIVOT_PUSHED.search(out)
+            if not m or int(m.group(1)) != blobs:
+                raise BenchError(
+                    f"pivot push sent {m and m.group(1)} blobs, expected {blobs}:\n{out}"
+                )
+        elif f"{blobs} files pushed" not in out:
+            raise BenchError(f"dvc push did not say '{blobs} files pushed':\n{out}")
+        push.add(secs, b.last_cpu)
+    stored = server.usage(bucket, prefix + "/")
+
+    b.log(f"remote: no-op `{tool.name} push`")
+    noop_expect = "pushed 0 blobs" if tool.name == "pivot" else DVC_NOTHING_TO_PUSH
+    noop = b.repeat(tool, ["push"], root, reps=max(b.reps, 5), expect=noop_expect)
+
+    pull = Timing([])
+    for i in range(pull_reps):
+        _drop_local_copies(b, tool.name, root, outputs)
+        b.log(f"remote: `{tool.name} pull` into an empty cache and workspace ({i + 1}/{pull_reps})")
+        secs, out = b.call(tool, ["pull"], root)
+        if tool.name == "pivot":
+            m = PIVOT_PULLED.search(out)
+            if not m or int(m.group(1)) != blobs:
+                raise BenchError(
+                    f"pivot pull fetched {m and m.group(1)} blobs, expected {blobs}:\n{out}"
+                )
+        got = _manifest(root, outputs)
+        if got != expected:
+            diff = sorted(set(expected.items()) ^ set(got.items()))[:5]
+            raise BenchError(f"{tool.name} pull: workspace differs from what was pushed: {diff}")
+        pull.add(secs, b.last_cpu)
+    return _RemoteTimes(generate_time, push, noop, pull, stored)
+
+
+@section("remote")
+def bench_remote(b: Bench) -> list[Row]:
+    a = b.args
+    note = f"{a.remote_files:,} x {a.remote_file_kb} KB + 4 x {a.remote_big_mb} MB"
+    server = b.s3()
+    pvt = _remote_round(b, server, b.with_s3(b.pivot), a.remote_reps, a.remote_reps)
+    dvt = _remote_round(b, server, b.with_s3(b.dvc), a.dvc_remote_reps, a.dvc_remote_reps)
+    b.notes["remote: objects / bytes stored per push"] = (
+        f"pivot {pvt.stored[0]:,} objects, {pvt.stored[1] / 1e6:.1f} MB; "
+        f"dvc {dvt.stored[0]:,} objects, {dvt.stored[1] / 1e6:.1f} MB"
+    )
+    return [
+        Row(
+            "remote",
+            "`run` / `repro` making the data (info)",
+            pvt.generate,
+            dvt.generate,
+            note=note,
+        ),
+        Row("remote", "`push` to an empty remote", pvt.push, dvt.push, Target(ratio=1 / 8), note),
+        Row("remote", "no-op `push`", pvt.noop, dvt.noop, Target(seconds=0.3), "nothing to send"),
+        Row(
+            "remote",
+            "`pull` into an empty cache and workspace",
+            pvt.pull,
+            dvt.pull,
+            Target(ratio=1 / 8),
+            note,
+        ),
+    ]
+
+
+# -- restore -------------------------------------------------------------------------------
+
+PIVOT_RESTORED = re.compile(r"(\d+) ran, (\d+) restored")
+
+
+def _clone(b: Bench, src: pathlib.Path, dest: pathlib.Path) -> None:
+    _rmtree(dest)
+    subprocess.run([*GIT, "clone", "-q", str(src), str(dest)], check=True)
+
+
+@section("restore")
+def bench_restore(b: Bench) -> list[Row]:
+    """The multi project (10 x 20 stages) computed and pushed once; then, in a fresh clone
+    with an empty cache, Pivot's `run --all` (restoring from the remote) against DVC's
+    `pull` followed by `repro -P`."""
+    a = b.args
+    pipes, stages = a.multi_pipelines, a.multi_stages
+    total = pipes * stages
+    note = f"{pipes} x {stages} stages, fresh clone"
+    server = b.s3()
+    pv, dv = b.with_s3(b.pivot), b.with_s3(b.dvc)
+    rows_data = {}
+    for tool in (pv, dv):
+        src = b.work / f"restore-{tool.name}"
+        clone = b.work / f"restore-{tool.name}-clone"
+        bucket = f"{tool.name}-bench"
+        server.create_bucket(bucket)
+
+        def make(dest: pathlib.Path, tool_name: str = tool.name) -> pathlib.Path:
+            final = generate.generate_multi(dest, tool_name, pipes, stages)
+            if tool_name == "pivot":  # outputs stay out of git, as DVC's .gitignore files do
+                (dest / ".gitignore").write_text("out_*.txt\n")
+            return final
+
+        b.log(f"restore: {tool.name} project: run, push")
+        final = b.fresh_project(src.name, tool.name, make)
+        _set_remote(b, tool, src, f"s3://{bucket}/{b.run_id}-restore", server.endpoint, True)
+        if tool.name == "pivot":
+            _, out = b.call(tool, ["run", "--all"], src)
+            _check_ran(out, total, "pivot restore source")
+            _, out = b.call(tool, ["push", "--all"], src)
+        else:
+            b.call(tool, ["repro", "-P"], src)
+            _, out = b.call(tool, ["push"], src)
+        _check_final(final, total, f"{tool.name} restore source")
+        _git(src, "add", "-A")
+        _git(src, "commit", "-q", "-m", "ran and pushed")
+        timing = Timing([])
+        reps = a.restore_reps if tool.name == "pivot" else a.dvc_restore_reps
+        for i in range(reps):
+            _clone(b, src, clone)
+            clone_final = clone / final.relative_to(src)
+            if clone_final.exists():
+                raise BenchError(f"{tool.name}: the clone already holds {clone_final}.")
+            b.log(f"restore: {tool.name} in a fresh clone ({i + 1}/{reps})")
+            if tool.name == "pivot":
+                secs, out = b.call(tool, ["run", "--all"], clone)
+                cpu = b.last_cpu
+                m = PIVOT_RESTORED.search(out)
+                if not m or (int(m.group(1)), int(m.group(2))) != (0, total):
+                    raise BenchError(
+                        f"pivot run --all in a fresh clone did not restore all {total} stages "
+                        f"from the remote (is restore-from-remote wired up?):\n{out[-2000:]}"
+                    )
+            else:
+                site = b.work / "dvc-site-cache" / clone.name
+                _rmtree(site)
+                b.call(tool, ["config", "--local", "core.site_cache_dir", str(site)], clone)
+                pull_secs, _ = b.call(tool, ["pull"], clone)
+                pull_cpu = b.last_cpu
+                repro_secs, out = b.call(tool, ["repro", "-P"], clone)
+                cpu = (pull_cpu[0] + b.last_cpu[0], pull_cpu[1] + b.last_cpu[1])
+                if DVC_UP_TO_DATE not in out:
+                    raise BenchError(f"dvc repro -P after dvc pull ran something:\n{out[-2000:]}")
+                secs = pull_secs + repro_secs
+            _check_final(clone_final, total, f"{tool.name} restore clone")
+            timing.add(secs, cpu)
+        rows_data[tool.name] = timing
+    return [
+        Row(
+            "restore",
+            "`run --all` / `pull` + `repro -P`, empty cache",
+            rows_data["pivot"],
+            rows_data["dvc"],
+            note=note,
+        )
+    ]
+
+
 # -- environment ---------------------------------------------------------------------------
 
 
@@ -454,6 +803,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--chain-stages", type=int, default=200)
     p.add_argument("--multi-pipelines", type=int, default=10)
     p.add_argument("--multi-stages", type=int, default=20)
+    p.add_argument("--remote-files", type=int, default=10_000, help="remote: small files")
+    p.add_argument("--remote-file-kb", type=int, default=4, help="remote: KB per small file")
+    p.add_argument("--remote-big-mb", type=int, default=64, help="remote: MB per big file (4)")
+    p.add_argument("--remote-reps", type=int, default=3, help="remote: Pivot push/pull samples")
+    p.add_argument("--dvc-remote-reps", type=int, default=2, help="remote: DVC push/pull samples")
+    p.add_argument("--restore-reps", type=int, default=3, help="restore: Pivot samples")
+    p.add_argument("--dvc-restore-reps", type=int, default=2, help="restore: DVC samples")
     p.add_argument("--pivot", help="command that runs pivot (default: `pivot` beside python)")
     p.add_argument("--dvc", default=str(DVC_VENV / "bin" / "dvc"), help="the dvc executable")
     p.add_argument("--workdir", default=str(WORK_DIR), help="where projects are generated")
@@ -473,13 +829,22 @@ def main(argv: list[str] | None = None) -> int:
     b.work.mkdir(parents=True, exist_ok=True)
     env = environment(b)
     rows: list[Row] = []
-    for name in chosen or list(SECTIONS):
-        rows += SECTIONS[name](b)
+    try:
+        for name in chosen or list(SECTIONS):
+            rows += SECTIONS[name](b)
+    finally:
+        b.close()
     env["load average at end"] = " ".join(f"{x:.2f}" for x in os.getloadavg())
     env.update(b.notes)
     print()
     print(markdown_table(rows))
     print()
+    cpu = cpu_table(rows)
+    if cpu:
+        print("CPU seconds (user + sys), medians:")
+        print()
+        print(cpu)
+        print()
     for key, value in env.items():
         print(f"- {key}: {value}")
     if args.json:
