@@ -8,11 +8,13 @@ bytes, and turns library errors into one clear PivotError that never shows a sec
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import os
 import pathlib
 import re
 import shutil
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, NoReturn
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
@@ -328,19 +330,22 @@ def open_remote(
             options=options,
         )
 
-    cls = _fs_class(protocol, display)
     root = rest.strip("/")
     if protocol in ("s3", "s3a"):
         if not root:
             raise PivotError(f"The remote {display} names no bucket: use s3://BUCKET/PREFIX.")
-        fs = _open_s3(cls, options)
+        if importlib.util.find_spec("s3fs") is None:
+            _fs_class(protocol, display)  # raises the error that names the package
+        # s3fs and its client stack cost ~0.3 s to import: only when a request is made.
+        fs = _LazyFS(lambda: _open_s3(_fs_class(protocol, display), options))
         endpoint = options.get("endpoint_url") or os.environ.get("AWS_ENDPOINT_URL") or ""
         identity = f"s3://{root}@{redact_url(str(endpoint))}"
     elif protocol == "memory":
-        fs = cls(skip_instance_cache=False)
+        fs = _fs_class(protocol, display)(skip_instance_cache=False)
         root = "/" + root
         identity = f"memory://{root}"
     else:
+        _fs_class(protocol, display)  # a clear error when its package is missing
         storage_options = {
             k: v for k, v in options.items() if k not in ("jobs", "url", "endpoint_url")
         }
@@ -363,6 +368,19 @@ def open_remote(
         secrets=secrets,
         options=options,
     )
+
+
+class _LazyFS:
+    """Stands for a filesystem that is created on first use."""
+
+    def __init__(self, make: Callable[[], Any]) -> None:
+        self._make = make
+        self._fs: Any = None
+
+    def __getattr__(self, name: str) -> Any:
+        if self._fs is None:
+            self._fs = self._make()
+        return getattr(self._fs, name)
 
 
 def _open_generic(url: str, storage_options: dict[str, Any]) -> tuple[Any, str]:
