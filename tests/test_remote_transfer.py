@@ -156,7 +156,7 @@ def test_flipped_byte_in_pack_is_detected(tmp_path, monkeypatch, large):
     cache = LocalCache(dst.cache_dir, dst.tmp_dir)
     assert not cache.has(hash_bytes(data))
     assert not list(cache.objects.rglob("*")) or all(p.is_dir() for p in cache.objects.rglob("*"))
-    assert not [p for p in dst.tmp_dir.iterdir() if p.name.startswith("fetch.")]
+    assert not [p for p in dst.tmp_dir.iterdir() if p.name.startswith("blob.")]
 
 
 def test_raw_flip_detected_for_random_data(tmp_path):
@@ -265,6 +265,32 @@ def test_index_run_record_with_unsafe_path_is_rejected(tmp_path, remote):
     dst = clone(make_project(tmp_path / "src", {"x": b"x"}), tmp_path / "dst")
     with pytest.raises(PivotError, match="Refusing"):
         transfer.fetch_outputs(dst, remote, [], ["b" * 64])
+
+
+def test_indexes_deleted_from_the_remote_are_dropped_locally(tmp_path):
+    remote = open_remote(str(tmp_path / "remote"), name="test")
+    first = make_project(tmp_path / "first", {"one.txt": b"first output\n"}, stage="p/one")
+    push_all(first, remote)
+    (kept,) = remote.list_indexes()
+    second = make_project(tmp_path / "second", {"two.txt": b"second output\n"}, stage="p/two")
+    push_all(second, remote)
+    (gone,) = set(remote.list_indexes()) - {kept}
+    dst = clone(first, tmp_path / "dst")
+    assert transfer.remote_contents(dst, remote).index_ids == {kept, gone}
+    (tmp_path / "remote" / Remote.index_key(gone)).unlink()
+
+    contents = transfer.remote_contents(dst, remote)
+    assert contents.index_ids == {kept}
+    assert not contents.has_blob(hash_bytes(b"second output\n"))
+    assert contents.has_blob(hash_bytes(b"first output\n"))
+    state = StateDB(dst.state_path)
+    try:
+        index_cache = RemoteIndexCache(state, remote)
+        assert [k for k, _ in state.items(index_cache.namespace) if k != "@ids"] == [kept]
+        assert index_cache.cached_ids() == [kept]
+        assert index_cache.load().index_ids == {kept}
+    finally:
+        state.close()
 
 
 def test_damaged_index_is_reported(tmp_path):

@@ -1,17 +1,41 @@
-"""The local content-addressed store under `.pivot/cache/objects`, and checkout from it."""
+"""The local content-addressed store under `.pivot/cache/objects`, and checkout from it.
+
+Insertion: a blob is written to a temp file in the cache's tmp folder, made durable, and
+only then renamed to its hash name, so after a crash a blob may be missing but is never
+partial. `LocalCache.batch()` does this for many blobs at once: every blob is written,
+the batch is flushed once (one `syncfs` for a large batch, concurrent fsyncs for a small
+one), then everything is renamed in a single pass. One fsync per blob used to cost more
+than the writes themselves (10,000 files of 4 KB: 4.6 s before, 0.9 s now).
+
+Checkout of a tree builds the whole tree in a hidden sibling folder, files placed in
+parallel, then swaps it into place, so `dest` is either the old output or the complete
+new one, never a mix. Files of the old output that already match are linked into the
+new tree instead of copied.
+
+What makes file creation slow: ext4 without a journal (as on the development VMs) will
+not reuse an inode freed in the last minute or so, and each new inode is found by
+scanning past every such one in its block group, on the CPU, with the folder locked.
+So creations cost ~30 us on a quiet filesystem and up to ~500 us after many deletions
+(anyone's). Hence: create in several folders at once, create before deleting, and keep
+inodes (links) rather than free and reallocate them.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import enum
 import errno
-import fcntl
+import functools
+import itertools
 import os
 import pathlib
 import shutil
 import stat
-import tempfile
+import threading
+import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, TypeVar
 
 import blake3
 
@@ -20,16 +44,42 @@ from pivot.storage.hashing import (
     CHUNK,
     DIR,
     FILE,
+    HASH_CHUNK,
     TreeEntry,
     decode_tree,
     encode_tree,
     file_mode,
     hash_bytes,
+    hash_file,
     is_hash,
 )
 
-FICLONE = 0x40049409
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+    from types import TracebackType
+
 READ_ONLY = 0o444
+# Threads placing the files of one tree checkout or storing those of a directory output.
+# On a 2-core VM (ext4), 10,000 files of 4 KB in 20 folders: 1 thread 2.4 s, 2 threads
+# 1.6 s, 4 threads 2.0 s, 8 threads 1.9 s (medians); so one per core, from 2 to 8.
+WORKERS = max(2, min(8, os.cpu_count() or 2))
+# Fewer files than this are handled on the calling thread (a pool costs ~1 ms to start).
+PARALLEL_MIN = 64
+# Items handed to a worker at a time (amortizes the pool's per-task overhead).
+SLICE = 64
+# A batch with at least this many blobs is flushed with one syncfs; a smaller one fsyncs
+# each of its files (concurrently, so the journal commits them together).
+SYNCFS_MIN = 64
+FSYNC_WORKERS = 16
+# Files up to this size are read whole, hashed, and written only if the cache lacks them.
+SMALL_FILE = 4 << 20
+_RENAME_EXCHANGE = 2
+_AT_FDCWD = -100
+_NO_COPY_RANGE = (errno.EXDEV, errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, errno.EBADF)
+COPY_RANGE = 1 << 30
+_counter = itertools.count()
+T = TypeVar("T")
+R = TypeVar("R")
 
 
 class LinkMode(enum.StrEnum):
@@ -62,80 +112,60 @@ class LocalCache:
             raise PivotError(f"Refusing to address the cache with an invalid hash {digest!r}.")
         return self.objects / digest[:2] / digest[2:]
 
+    def _object(self, digest: str) -> str:
+        """`path(digest)` as a string, for hashes already validated (tree entries)."""
+        return os.path.join(self.objects, digest[:2], digest[2:])
+
     def has(self, digest: str) -> bool:
         return self.path(digest).is_file()
 
     def read_bytes(self, digest: str) -> bytes:
         return self.path(digest).read_bytes()
 
-    def _tmp(self) -> tuple[int, str]:
-        self.tmp_dir.mkdir(parents=True, exist_ok=True)
-        return tempfile.mkstemp(dir=self.tmp_dir, prefix="blob.")
+    # ------------------------------------------------------------------ insertion
 
-    def _publish(self, tmp: str, digest: str) -> None:
-        os.chmod(tmp, READ_ONLY)
-        final = self.path(digest)
-        final.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(tmp, final)
+    def batch(self) -> CacheBatch:
+        """A batch of insertions published together (use as a context manager)."""
+        return CacheBatch(self)
 
     def add_bytes(self, data: bytes, digest: str | None = None) -> str:
         """Store `data`; the hash is computed here unless already known."""
         digest = digest or hash_bytes(data)
         if self.has(digest):
             return digest
-        fd, tmp = self._tmp()
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(data)
-                handle.flush()
-                os.fsync(handle.fileno())
-            self._publish(tmp, digest)
-        except BaseException:
-            _unlink_quietly(tmp)
-            raise
+        with self.batch() as batch:
+            batch.put_bytes(data, digest)
         return digest
 
     def add_file(self, src: pathlib.Path) -> tuple[str, int]:
         """Copy `src` into the cache, hashing what is copied; returns (hash, size)."""
-        hasher = blake3.blake3()
-        size = 0
-        fd, tmp = self._tmp()
-        try:
-            with open(src, "rb") as source, os.fdopen(fd, "wb") as target:
-                while chunk := source.read(CHUNK):
-                    hasher.update(chunk)
-                    target.write(chunk)
-                    size += len(chunk)
-                target.flush()
-                os.fsync(target.fileno())
-            digest = hasher.hexdigest()
-            if self.has(digest):
-                _unlink_quietly(tmp)
-            else:
-                self._publish(tmp, digest)
-        except BaseException:
-            _unlink_quietly(tmp)
-            raise
-        return digest, size
+        with self.batch() as batch:
+            return batch.add_file(src)
 
     def add_output(self, path: pathlib.Path) -> tuple[StoredOutput, list[tuple[str, str]]]:
         """Store a file or directory output; returns it and (relative file, hash) pairs."""
-        if path.is_dir():
-            entries = []
-            files = []
-            for dirpath, dirnames, filenames in os.walk(path):
-                dirnames.sort()
-                for name in filenames:
-                    full = pathlib.Path(dirpath, name)
-                    digest, size = self.add_file(full)
-                    inner = full.relative_to(path).as_posix()
-                    entries.append(TreeEntry(inner, digest, size, file_mode(full.stat())))
-                    files.append((inner, digest))
-            digest = self.add_bytes(encode_tree(entries))
-            total = sum(e.size for e in entries)
-            return StoredOutput(digest, total, DIR, len(entries)), files
-        digest, size = self.add_file(path)
-        return StoredOutput(digest, size, FILE), [("", digest)]
+        if not path.is_dir():
+            digest, size = self.add_file(path)
+            return StoredOutput(digest, size, FILE), [("", digest)]
+        found = []
+        for dirpath, dirnames, filenames in os.walk(path):
+            dirnames.sort()
+            found.extend(os.path.join(dirpath, name) for name in filenames)
+        base = len(str(path)) + 1
+        with self.batch() as batch:
+            stored = _in_parallel(batch._add_file, found)
+            entries = [
+                TreeEntry(full[base:].replace(os.sep, "/"), digest, size, mode)
+                for full, (digest, size, mode) in zip(found, stored, strict=True)
+            ]
+            # Staged last, so it is renamed into place after every entry it names.
+            digest = batch.put_bytes(encode_tree(entries))
+        total = sum(e.size for e in entries)
+        return StoredOutput(digest, total, DIR, len(entries)), [
+            (e.relpath, e.hash) for e in entries
+        ]
+
+    # ------------------------------------------------------------------ queries
 
     def tree(self, digest: str) -> list[TreeEntry]:
         return decode_tree(self.read_bytes(digest), f"{digest[:12]} in the local cache")
@@ -154,47 +184,544 @@ class LocalCache:
             return [e.hash for e in self.tree(digest) if not self.has(e.hash)]
         return []
 
+    # ------------------------------------------------------------------ checkout
+
     def checkout(
         self, digest: str, kind: str, dest: pathlib.Path, mode: LinkMode = LinkMode.COPY
     ) -> list[tuple[str, str]]:
-        """Place an output at `dest` from the cache; returns (relative file, hash) pairs."""
-        remove_path(dest)
-        if kind == DIR:
-            dest.mkdir(parents=True)
-            placed = []
-            for entry in self.tree(digest):
-                target = dest / entry.relpath
-                target.parent.mkdir(parents=True, exist_ok=True)
-                self._place(entry.hash, target, mode, entry.mode)
-                placed.append((entry.relpath, entry.hash))
-            return placed
+        """Place an output at `dest` from the cache; returns (relative file, hash) pairs.
+
+        `dest` is replaced atomically: it holds the old content until the new content is
+        complete; an interrupted or failed checkout leaves it as it was and removes its
+        temp files.
+        """
+        mode = LinkMode(mode)
         dest.parent.mkdir(parents=True, exist_ok=True)
-        self._place(digest, dest, mode, 0o644)
+        if kind == DIR:
+            entries = self.tree(digest)
+            self._checkout_tree(entries, dest, mode)
+            return [(e.relpath, e.hash) for e in entries]
+        self._checkout_file(self.path(digest), dest, mode)
         return [("", digest)]
 
-    def _place(self, digest: str, dest: pathlib.Path, mode: LinkMode, file_mode: int) -> None:
-        src = self.path(digest)
-        if mode is LinkMode.HARDLINK:
-            os.link(src, dest)
-        elif mode is LinkMode.SYMLINK:
-            os.symlink(src, dest)
+    def _checkout_file(self, src: pathlib.Path, dest: pathlib.Path, mode: LinkMode) -> None:
+        tmp = _sibling(dest, "tmp")
+        try:
+            _PLACE[mode](str(src), tmp, 0o644)
+            _swap(tmp, dest)
+        except BaseException:
+            _remove_quietly(tmp)
+            raise
+
+    def _checkout_tree(self, entries: list[TreeEntry], dest: pathlib.Path, mode: LinkMode) -> None:
+        tmp = _sibling(dest, "tmp")
+        os.mkdir(tmp)
+        try:
+            by_folder: dict[str, list[TreeEntry]] = {}
+            for entry in entries:
+                by_folder.setdefault(entry.relpath.rpartition("/")[0], []).append(entry)
+            folders: set[str] = set()
+            for parent in by_folder:
+                while parent and parent not in folders:
+                    folders.add(parent)
+                    parent = parent.rpartition("/")[0]
+            for folder in sorted(folders):  # parents sort before their children
+                os.mkdir(os.path.join(tmp, folder))
+            place = _PLACE[mode]
+            umask = _umask()
+            # Files of the previous output that are already right are linked into the new
+            # tree rather than copied: no new inode, and none freed when the old tree goes.
+            old = str(dest) if mode is not LinkMode.HARDLINK and _is_folder(dest) else None
+            objects = str(self.objects)
+            symlink = mode is LinkMode.SYMLINK
+
+            def put(entry: TreeEntry) -> None:
+                src = os.path.join(objects, entry.hash[:2], entry.hash[2:])
+                target = os.path.join(tmp, entry.relpath)
+                if old is None or not _reuse(
+                    os.path.join(old, entry.relpath), target, entry, src, symlink
+                ):
+                    place(src, target, entry.mode, entry.size, entry.mode & umask)
+
+            # Each task fills part of one folder, and neighbouring tasks are in different
+            # folders: creations in one folder are serialized by the kernel, across folders
+            # they run on every core.
+            per_folder = [
+                [group[i : i + SLICE] for i in range(0, len(group), SLICE)]
+                for group in by_folder.values()
+            ]
+            slices = [s for row in itertools.zip_longest(*per_folder) for s in row if s]
+            _run_slices(put, slices, len(entries))
+            _swap(tmp, dest)
+        except BaseException:
+            _remove_quietly(tmp)
+            raise
+
+
+class CacheBatch:
+    """Blobs inserted together: written to temp files, flushed once, then renamed.
+
+    Thread-safe. Use as a context manager: on leaving, every staged blob is committed
+    (also when the body raised an `Exception`: what was staged is complete and verified,
+    so a retry need not produce it again); on KeyboardInterrupt or SystemExit the staged
+    files are discarded instead. `commit()` may also be called at any time.
+
+    The invariant: a blob appears under its hash name only after its complete content is
+    durable. A crash may lose staged blobs (their temp files stay in the tmp folder), never
+    expose a partial one. Callers of `put_bytes` with a digest and of `adopt` vouch that
+    the content matches it (the fetch verifies every blob before staging it).
+    """
+
+    def __init__(self, cache: LocalCache) -> None:
+        self.cache = cache
+        self.folder = cache.tmp_dir
+        self._prefix = f"blob.{os.getpid()}.{uuid.uuid4().hex[:8]}."
+        self._staged: dict[str, str] = {}
+        self._lock = threading.Lock()
+        # The first thread writes into the tmp folder, every other one into a subfolder
+        # of its own: creating files in one folder is serialized by the kernel.
+        self._folders: dict[int, str] = {}
+
+    def __enter__(self) -> CacheBatch:
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if kind is None or issubclass(kind, Exception):
+            self.commit()
         else:
-            tmp = dest.with_name(f".{dest.name}.pivot-tmp")
-            clone_or_copy(src, tmp)
-            os.chmod(tmp, file_mode)
-            os.replace(tmp, dest)
+            self.discard()
+
+    def __len__(self) -> int:
+        return len(self._staged)
+
+    def temp_path(self) -> pathlib.Path:
+        """A fresh temp file name under the cache's tmp folder (for streamed blobs)."""
+        return pathlib.Path(self._temp())
+
+    def _temp(self) -> str:
+        ident = threading.get_ident()
+        folder = self._folders.get(ident)
+        if folder is None:
+            with self._lock:
+                if not self._folders:
+                    self.folder.mkdir(parents=True, exist_ok=True)
+                    folder = str(self.folder)
+                else:
+                    folder = os.path.join(self.folder, f"{self._prefix}d{len(self._folders)}")
+                    os.mkdir(folder)
+                self._folders[ident] = folder
+        return os.path.join(folder, f"{self._prefix}{next(_counter)}")
+
+    def wants(self, digest: str) -> bool:
+        """Whether `digest` is neither in the cache nor staged here."""
+        return digest not in self._staged and not os.path.isfile(self.cache._object(digest))
+
+    def put_bytes(self, data: bytes | memoryview, digest: str | None = None) -> str:
+        """Stage `data` (verified against `digest` by the caller, or hashed here)."""
+        digest = digest or hash_bytes(data)
+        if not is_hash(digest):
+            raise PivotError(f"Refusing to store a blob under the invalid hash {digest!r}.")
+        if self.wants(digest):
+            tmp = self._temp()
+            _write_new(tmp, data)
+            self._stage(digest, tmp)
+        return digest
+
+    def adopt(self, tmp: pathlib.Path | str, digest: str) -> None:
+        """Stage a complete, verified temp file (from `temp_path`) as blob `digest`."""
+        if not is_hash(digest):
+            raise PivotError(f"Refusing to store a blob under the invalid hash {digest!r}.")
+        if not self.wants(digest):
+            _remove_quietly(str(tmp))
+            return
+        os.chmod(tmp, READ_ONLY)
+        self._stage(digest, str(tmp))
+
+    def add_file(self, src: pathlib.Path | str) -> tuple[str, int]:
+        """Stage a copy of `src`, hashing what is copied; returns (hash, size)."""
+        digest, size, _ = self._add_file(src)
+        return digest, size
+
+    def _add_file(self, src: pathlib.Path | str) -> tuple[str, int, int]:
+        """(hash, size, checkout mode) of `src`, staged unless the cache has it."""
+        fd = os.open(src, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            st = os.fstat(fd)
+            mode = file_mode(st)
+            if st.st_size <= SMALL_FILE:
+                data = _read_small(fd, st.st_size)
+                if len(data) <= SMALL_FILE:
+                    return self.put_bytes(data), len(data), mode
+                hasher = blake3.blake3(data, max_threads=blake3.blake3.AUTO)
+                first: bytes | None = data
+            else:
+                hasher = blake3.blake3(max_threads=blake3.blake3.AUTO)
+                first = None
+            return (*self._stream(fd, hasher, first), mode)
+        finally:
+            os.close(fd)
+
+    def _stream(self, fd: int, hasher: blake3.blake3, first: bytes | None) -> tuple[str, int]:
+        """Copy the rest of `fd` to a temp file while hashing it (bounded memory)."""
+        tmp = self._temp()
+        out = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, READ_ONLY)
+        size = 0
+        try:
+            try:
+                if first:
+                    _write_all(out, first)
+                    size = len(first)
+                buffer = bytearray(HASH_CHUNK)
+                view = memoryview(buffer)
+                while n := os.readv(fd, [buffer]):
+                    hasher.update(view[:n])
+                    _write_all(out, view[:n])
+                    size += n
+            finally:
+                os.close(out)
+            digest = hasher.hexdigest()
+            if self.wants(digest):
+                self._stage(digest, tmp)
+            else:
+                _remove_quietly(tmp)
+        except BaseException:
+            _remove_quietly(tmp)
+            raise
+        return digest, size
+
+    def _stage(self, digest: str, tmp: str) -> None:
+        with self._lock:
+            duplicate = digest in self._staged
+            if not duplicate:
+                self._staged[digest] = tmp
+        if duplicate:
+            _remove_quietly(tmp)
+
+    def commit(self) -> int:
+        """Make every staged blob durable, then visible in the cache; returns how many."""
+        with self._lock:
+            staged, self._staged = self._staged, {}
+        if not staged:
+            self._drop_folders()
+            return 0
+        done = 0
+        try:
+            if len(staged) >= SYNCFS_MIN:
+                _syncfs(self.folder)
+            else:
+                _fsync_files(list(staged.values()))
+            objects = str(self.cache.objects)
+            made: set[str] = set()
+            for digest, tmp in list(staged.items()):
+                parent = os.path.join(objects, digest[:2])
+                if parent not in made:
+                    os.makedirs(parent, exist_ok=True)
+                    made.add(parent)
+                os.replace(tmp, os.path.join(parent, digest[2:]))
+                del staged[digest]
+                done += 1
+        except BaseException:
+            for tmp in staged.values():
+                _remove_quietly(tmp)
+            raise
+        finally:
+            self._drop_folders()
+        return done
+
+    def discard(self) -> None:
+        """Drop every staged blob (their temp files are removed)."""
+        with self._lock:
+            staged, self._staged = self._staged, {}
+        for tmp in staged.values():
+            _remove_quietly(tmp)
+        self._drop_folders()
+
+    def _drop_folders(self) -> None:
+        """Remove the per-thread subfolders (left alone while a file is still in one)."""
+        with self._lock:
+            folders, self._folders = self._folders, {}
+        for folder in folders.values():
+            if folder != str(self.folder):
+                with contextlib.suppress(OSError):
+                    os.rmdir(folder)
+
+
+# ---------------------------------------------------------------------- file helpers
+
+
+def _read_small(fd: int, size: int) -> bytes:
+    """Read `fd` to its end, or to just past SMALL_FILE (a file may grow after its stat)."""
+    chunks = []
+    total = 0
+    want = size + 1
+    while data := os.read(fd, want):
+        chunks.append(data)
+        total += len(data)
+        if total > SMALL_FILE:
+            break
+        want = CHUNK
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+def _write_all(fd: int, data: bytes | memoryview) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+def _write_new(path: str, data: bytes | memoryview, mode: int = READ_ONLY) -> None:
+    """Create `path` (which must not exist) holding `data`; removed again on failure."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode)
+    try:
+        try:
+            _write_all(fd, data)
+        finally:
+            os.close(fd)
+    except BaseException:
+        _remove_quietly(path)
+        raise
+
+
+def _syncfs(folder: pathlib.Path) -> None:
+    """Flush the filesystem holding `folder` (falls back to a global sync)."""
+    import ctypes
+
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        fd = os.open(folder, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            if libc.syncfs(fd) == 0:
+                return
+        finally:
+            os.close(fd)
+    except (OSError, AttributeError):
+        pass
+    os.sync()
+
+
+def _fsync_path(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _fsync_files(paths: list[str]) -> None:
+    """fsync each file; concurrently, so that a journal commits them together."""
+    if len(paths) == 1:
+        _fsync_path(paths[0])
+        return
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(min(FSYNC_WORKERS, len(paths))) as pool:
+        list(pool.map(_fsync_path, paths))
+
+
+def _copy_fd(source: int, target: int, size: int = -1) -> int:
+    """Copy `source` to `target` from their offsets (in the kernel where it can: a
+    reflink on filesystems that share extents); returns the bytes copied."""
+    copied = 0
+    try:
+        while size < 0 or copied < size:
+            n = os.copy_file_range(source, target, COPY_RANGE if size < 0 else size - copied)
+            if not n:
+                return copied
+            copied += n
+        return copied
+    except OSError as exc:
+        if exc.errno not in _NO_COPY_RANGE:
+            raise
+    while data := os.read(source, CHUNK):
+        _write_all(target, data)
+        copied += len(data)
+    return copied
+
+
+def _copy_file(src: str, dest: str, mode: int, size: int = -1, chmod: int = 1) -> None:
+    """Create `dest` (it must not exist) as a copy of `src` with permission bits `mode`."""
+    source = os.open(src, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        target = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode)
+        try:
+            if chmod:  # the umask removed some of the bits
+                os.fchmod(target, mode)
+            copied = _copy_fd(source, target, size)
+        finally:
+            os.close(target)
+    finally:
+        os.close(source)
+    if size >= 0 and copied != size:
+        raise PivotError(
+            f"The cache object {src} is damaged: it holds {copied} bytes where its tree "
+            f"manifest says {size}. Delete it and pull it again (or re-run its stage)."
+        )
+
+
+def _link(src: str, dest: str, mode: int, size: int = -1, chmod: int = 1) -> None:
+    os.link(src, dest)
+
+
+def _symlink(src: str, dest: str, mode: int, size: int = -1, chmod: int = 1) -> None:
+    os.symlink(src, dest)
+
+
+_PLACE: dict[LinkMode, Callable[..., None]] = {
+    LinkMode.COPY: _copy_file,
+    LinkMode.HARDLINK: _link,
+    LinkMode.SYMLINK: _symlink,
+}
+
+
+def _reuse(old: str, target: str, entry: TreeEntry, src: str, symlink: bool) -> bool:
+    """Link `old` (a file of the output being replaced) to `target` if it already is what
+    the checkout would place there: an unshared copy with the entry's content and mode,
+    or a symlink to the entry's cache object."""
+    try:
+        st = os.lstat(old)
+        if symlink:
+            if not stat.S_ISLNK(st.st_mode) or os.readlink(old) != src:
+                return False
+        elif not (
+            stat.S_ISREG(st.st_mode)
+            and st.st_nlink == 1
+            and st.st_size == entry.size
+            and stat.S_IMODE(st.st_mode) == entry.mode
+            and hash_file(old) == entry.hash
+        ):
+            return False
+        os.link(old, target, follow_symlinks=False)
+    except OSError:
+        return False
+    return True
+
+
+def _is_folder(path: pathlib.Path) -> bool:
+    try:
+        return stat.S_ISDIR(path.lstat().st_mode)
+    except OSError:
+        return False
 
 
 def clone_or_copy(src: pathlib.Path, dest: pathlib.Path) -> None:
-    """Reflink `src` to `dest` where the filesystem can, else copy it."""
+    """Copy `src` to `dest` (a reflink where the filesystem can share extents)."""
     with open(src, "rb") as source, open(dest, "wb") as target:
+        _copy_fd(source.fileno(), target.fileno())
+
+
+def _umask() -> int:
+    """The process umask, read without changing it (other threads may create files)."""
+    try:
+        with open("/proc/self/status", "rb") as handle:
+            for line in handle:
+                if line.startswith(b"Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0o777
+
+
+# ---------------------------------------------------------------------- tree helpers
+
+
+def _run_slices(func: Callable[[T], object], slices: Sequence[Sequence[T]], total: int) -> None:
+    """Call `func` on every item, a slice per pool task in the order given (on the
+    calling thread for small jobs); the first error stops the rest and is raised."""
+    if total < PARALLEL_MIN or WORKERS <= 1 or len(slices) < 2:
+        for part in slices:
+            for item in part:
+                func(item)
+        return
+    from concurrent.futures import ThreadPoolExecutor
+
+    stop = threading.Event()
+
+    def run(part: Sequence[T]) -> None:
+        for item in part:
+            if stop.is_set():
+                return
+            func(item)
+
+    pool = ThreadPoolExecutor(min(WORKERS, len(slices)), thread_name_prefix="pivot-cache")
+    try:
+        for future in [pool.submit(run, part) for part in slices]:
+            future.result()
+    except BaseException:
+        stop.set()
+        raise
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _in_parallel(func: Callable[[T], R], items: Sequence[T]) -> list[R]:
+    """`[func(i) for i in items]` on the cache's thread pool (see `_run_slices`)."""
+    results: list[R] = [None] * len(items)  # type: ignore[list-item]
+
+    def one(i: int) -> None:
+        results[i] = func(items[i])
+
+    indexes = range(len(items))
+    _run_slices(one, [indexes[i : i + SLICE] for i in indexes[::SLICE]], len(items))
+    return results
+
+
+def _sibling(dest: pathlib.Path, kind: str) -> str:
+    return os.path.join(dest.parent, f".{dest.name}.pivot-{kind}-{uuid.uuid4().hex[:12]}")
+
+
+def _swap(tmp: str, dest: pathlib.Path) -> None:
+    """Put `tmp` at `dest`, replacing what is there; readers see the old or the new."""
+    try:
+        os.rename(tmp, dest)
+        return
+    except OSError as exc:
+        if exc.errno not in (errno.EEXIST, errno.ENOTEMPTY, errno.EISDIR, errno.ENOTDIR):
+            raise
+    if _exchange(tmp, dest):
+        old = tmp
+    else:
+        old = _sibling(dest, "old")
+        os.rename(dest, old)
         try:
-            fcntl.ioctl(target.fileno(), FICLONE, source.fileno())
-            return
-        except OSError as exc:
-            if exc.errno not in (errno.EOPNOTSUPP, errno.EXDEV, errno.EINVAL, errno.ENOTTY):
-                raise
-        shutil.copyfileobj(source, target, CHUNK)
+            os.rename(tmp, dest)
+        except BaseException:
+            os.rename(old, dest)
+            raise
+    try:
+        remove_path(pathlib.Path(old))
+    except BaseException:
+        _remove_quietly(old)
+        raise
+
+
+@functools.cache
+def _renameat2() -> Callable[..., int] | None:
+    import ctypes
+
+    try:
+        func = ctypes.CDLL(None, use_errno=True).renameat2
+    except (OSError, AttributeError):
+        return None
+    func.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    func.restype = ctypes.c_int
+    return func
+
+
+def _exchange(a: str, b: pathlib.Path) -> bool:
+    """Atomically swap two paths (Linux renameat2); False where unsupported."""
+    import ctypes
+
+    func = _renameat2()
+    if func is None:
+        return False
+    if func(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, errno.EPERM):
+        return False
+    raise OSError(err, os.strerror(err), str(b))
 
 
 def remove_path(path: pathlib.Path) -> None:
@@ -209,6 +736,6 @@ def remove_path(path: pathlib.Path) -> None:
         path.unlink()
 
 
-def _unlink_quietly(path: str) -> None:
-    with contextlib.suppress(FileNotFoundError):
-        os.unlink(path)
+def _remove_quietly(path: str) -> None:
+    with contextlib.suppress(OSError):
+        remove_path(pathlib.Path(path))

@@ -79,33 +79,41 @@ class RemoteIndexCache:
 
     def load(self) -> RemoteContents:
         """The union of the cached indexes, without contacting the remote."""
-        contents = RemoteContents()
-        for ident in self.cached_ids():
-            data = self.state.get(self.namespace, ident)
-            if data is None:
-                continue
-            contents.add(decode_index(data, self._what(ident)))
-            contents.index_ids.add(ident)
-        return contents
+        cached = self._cached()
+        return self._union([i for i in self.cached_ids() if i in cached], cached)
 
     def refresh(self, jobs: int = 8) -> RemoteContents:
-        """List the remote's indexes, download the new ones, and return the union."""
+        """List the remote's indexes, download the new ones, and return the union.
+
+        Cached copies of indexes no longer on the remote (deleted by hand, or merged by
+        a compaction) are dropped from the state db, so they stop counting as held.
+        """
         listed = self.remote.list_indexes()
-        cached = set(self.cached_ids())
+        cached = self._cached()
+        on_remote = set(listed)
+        for ident in [i for i in cached if i not in on_remote]:
+            self.state.delete(self.namespace, ident)
+            del cached[ident]
         new = [i for i in listed if i not in cached]
         if new:
             with ThreadPoolExecutor(max(1, min(jobs, len(new)))) as pool:
                 fetched = list(pool.map(self._download, new))
             for ident, data in zip(new, fetched, strict=True):
                 self.state.put(self.namespace, ident, data)
-        if new or cached - set(listed):
+                cached[ident] = data
+        if set(self.cached_ids()) != on_remote:
             self._set_ids(listed)
+        return self._union(listed, cached)
+
+    def _cached(self) -> dict[str, bytes]:
+        """Every index object held in the state db for this remote, by id."""
+        return {k: v for k, v in self.state.items(self.namespace) if k != IDS_KEY}
+
+    def _union(self, ids: list[str], cached: dict[str, bytes]) -> RemoteContents:
         contents = RemoteContents()
-        for ident in listed:
-            data = self.state.get(self.namespace, ident)
-            if data is not None:
-                contents.add(decode_index(data, self._what(ident)))
-                contents.index_ids.add(ident)
+        for ident in ids:
+            contents.add(decode_index(cached[ident], self._what(ident)))
+            contents.index_ids.add(ident)
         return contents
 
     def _download(self, ident: str) -> bytes:

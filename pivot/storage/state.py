@@ -71,6 +71,16 @@ class StateDB:
             (namespace, key, value),
         )
 
+    def delete(self, namespace: str, key: str) -> None:
+        """Forget one key/value entry (nothing happens if it is absent)."""
+        self.conn.execute("DELETE FROM kv WHERE namespace = ? AND key = ?", (namespace, key))
+
+    def items(self, namespace: str) -> list[tuple[str, bytes]]:
+        """Every (key, value) entry of `namespace`, sorted by key."""
+        return self.conn.execute(
+            "SELECT key, value FROM kv WHERE namespace = ? ORDER BY key", (namespace,)
+        ).fetchall()
+
     def commit(self) -> None:
         """Write the batched stat entries in one transaction."""
         if not self._pending:

@@ -22,12 +22,11 @@ from typing import TYPE_CHECKING, Any, BinaryIO, Protocol
 
 from pivot.errors import PivotError
 from pivot.storage import packs
-from pivot.storage.cache import LocalCache
+from pivot.storage.cache import CacheBatch, LocalCache
 from pivot.storage.hashing import DIR, hash_bytes
 from pivot.storage.remote import Remote
 from pivot.storage.remote_index import Location, RemoteContents, RemoteIndexCache
 from pivot.storage.runs import RunRecords, decode_record
-from pivot.storage.staging import CacheStager
 from pivot.storage.state import StateDB
 
 if TYPE_CHECKING:
@@ -225,11 +224,19 @@ def push_outputs(
     started = time.perf_counter()
     ctx = _Context(project, remote, jobs, progress)
     summary = TransferSummary("push", remote.display)
+    outputs, run_keys = list(outputs), list(dict.fromkeys(run_keys))
     try:
+        # Indexes are immutable: when the cached ones already list everything, the remote
+        # holds it, and a no-op push needs no request at all.
+        held = _held_by(ctx.cache, ctx.index.load(), outputs, run_keys)
+        if held is not None:
+            summary.up_to_date = held
+            summary.seconds = time.perf_counter() - started
+            return summary
         contents = ctx.index.refresh(ctx.jobs)
         wanted, unavailable = _expand(ctx.cache, outputs, contents)
         records: list[tuple[str, bytes]] = []
-        for key in dict.fromkeys(run_keys):
+        for key in run_keys:
             if key in contents.runs:
                 continue
             data = ctx.runs.get_bytes(key)
@@ -260,6 +267,18 @@ def push_outputs(
         ctx.close()
     summary.seconds = time.perf_counter() - started
     return summary
+
+
+def _held_by(
+    cache: LocalCache, contents: RemoteContents, outputs: list[Output], run_keys: list[str]
+) -> int | None:
+    """How many blobs `contents` lists for the push, or None unless it lists them all."""
+    if not contents.index_ids or any(key not in contents.runs for key in run_keys):
+        return None
+    wanted, unavailable = _expand(cache, outputs, contents)
+    if unavailable or any(digest not in contents.blobs for digest in wanted):
+        return None
+    return len(wanted)
 
 
 def push_locks(
@@ -542,18 +561,19 @@ class _Fetcher:
         self.ctx.progress.add_total(
             sum(len(r.items) for r in reads), sum(loc.size for r in reads for loc, _ in r.items)
         )
-        stager = CacheStager(self.ctx.cache)
-        pool = ThreadPoolExecutor(self.ctx.jobs, thread_name_prefix="pivot-fetch")
-        try:
-            futures = [pool.submit(self.read, r, stager) for r in reads]
-            finished, _ = wait(futures, return_when=FIRST_EXCEPTION)
-            for future in finished:
-                future.result()
-            for future in futures:
-                future.result()
-        finally:
-            pool.shutdown(wait=True, cancel_futures=True)
-            stager.commit()
+        # Verified blobs are staged and published together when the batch ends (also
+        # after an error: what was verified is kept; an interrupt discards it).
+        with self.ctx.cache.batch() as batch:
+            pool = ThreadPoolExecutor(self.ctx.jobs, thread_name_prefix="pivot-fetch")
+            try:
+                futures = [pool.submit(self.read, r, batch) for r in reads]
+                finished, _ = wait(futures, return_when=FIRST_EXCEPTION)
+                for future in finished:
+                    future.result()
+                for future in futures:
+                    future.result()
+            finally:
+                pool.shutdown(wait=True, cancel_futures=True)
 
     def _corrupt(self, pack_id: str, digest: str, why: str) -> PivotError:
         return PivotError(
@@ -563,10 +583,10 @@ class _Fetcher:
             f"intact (after removing the damaged index and pack from the remote)."
         )
 
-    def read(self, read: _Read, stager: CacheStager) -> None:
+    def read(self, read: _Read, batch: CacheBatch) -> None:
         if len(read.items) == 1 and _is_large(read.items[0][0]):
             with _large_slots:
-                self._read_large(read.pack_id, *read.items[0], stager)
+                self._read_large(read.pack_id, *read.items[0], batch)
             return
         start, end = read.start, read.end
         data = self.ctx.remote.get_range(Remote.pack_key(read.pack_id), start, end)
@@ -580,14 +600,14 @@ class _Fetcher:
                 raise self._corrupt(read.pack_id, digest, f"does not decode ({exc})") from None
             if len(blob) != loc.size or hash_bytes(blob) != digest:
                 raise self._corrupt(read.pack_id, digest, "does not match its BLAKE3 hash")
-            stager.put_bytes(digest, blob)
+            batch.put_bytes(blob, digest)
             raw += loc.size
         self.summary.add(blobs=len(read.items), raw_bytes=raw, bytes_received=end - start)
         self.ctx.progress.advance(len(read.items), raw)
 
-    def _read_large(self, pack_id: str, loc: Location, digest: str, stager: CacheStager) -> None:
-        pack_tmp = stager.temp_path()
-        out_tmp = stager.temp_path()
+    def _read_large(self, pack_id: str, loc: Location, digest: str, batch: CacheBatch) -> None:
+        pack_tmp = batch.temp_path()
+        out_tmp = batch.temp_path()
         adopted = False
         try:
             self.ctx.remote.get_file(Remote.pack_key(pack_id), pack_tmp)
@@ -611,7 +631,7 @@ class _Fetcher:
                         raise self._corrupt(pack_id, digest, f"does not decode ({exc})") from None
             if size != loc.size or actual != digest:
                 raise self._corrupt(pack_id, digest, "does not match its BLAKE3 hash")
-            stager.adopt(digest, out_tmp)
+            batch.adopt(out_tmp, digest)
             adopted = True
         finally:
             for path in (pack_tmp,) if adopted else (pack_tmp, out_tmp):
