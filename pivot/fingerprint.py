@@ -9,10 +9,19 @@ what changed. Part names:
   stage's own are prefixed with that file's module path relative to the project root:
   `func:helpers.clean`, `class:lib.models.Model`. Module-level lambdas are named after the
   variable that holds them; other lambdas get `<lambda>#<hash prefix>`.
-- `const:<name>` / `const:<module>.<name>`: a module-level constant (numbers, strings, paths,
-  enums, dataclass instances, containers of these) read by the code; the value hashes a
-  stable repr in which the project root's absolute path is replaced by `<root>`.
+- `const:<name>` / `const:<module>.<name>`: a module-level constant read by the code; the
+  value hashes a canonical text of it (see `canonical_json`; the project root's absolute
+  path is replaced by `<root>`): numbers, strings, paths, enums, dataclasses, containers,
+  and objects of plain project (or standard library) classes through their `__dict__` /
+  `__slots__`, with their class's name. A constant assigned something else than a literal
+  (`CFG = Cfg(scale=2)`) also hashes the normalised source of its assignments, so an edit
+  there counts even where the value cannot be seen.
 - `closure:<function qualname>.<variable>`: a constant captured in a closure.
+
+A value, or a piece of one, that has no stable form (a lock, a NumPy array, an object of a
+third-party class: its state may hold caches, handles or ids) is not dropped: it stands as
+its type's name, and the part's value starts with `untracked:` (UNTRACKED) so that
+`untracked_parts()` can say which parts Pivot cannot fully track.
 - `dist:<distribution>`: third-party code; the value is the installed version.
 
 The standard library, builtins and the `pivot` package itself add nothing.
@@ -37,7 +46,9 @@ from __future__ import annotations
 
 import ast
 import contextlib
+import functools
 import importlib.util
+import json
 import marshal
 import os
 import sys
@@ -51,7 +62,14 @@ if TYPE_CHECKING:
     import pathlib
     from collections.abc import Callable
 
-__all__ = ["clear_cache", "fingerprint", "fingerprint_digest"]
+__all__ = [
+    "UNTRACKED",
+    "canonical_json",
+    "clear_cache",
+    "fingerprint",
+    "fingerprint_digest",
+    "untracked_parts",
+]
 
 # Bump when the index layout or the normalisation changes: old disk entries are then ignored.
 FORMAT = 2
@@ -698,6 +716,345 @@ def _dists(top: str) -> list[tuple[str, str]]:
     return found
 
 
+# --- canonical values -------------------------------------------------------------------
+
+# The value of a part whose constant Pivot cannot fully see starts with this marker.
+UNTRACKED = "untracked:"
+_NODE_BUDGET = 200_000  # values bigger than this are not walked
+_BIG_INT = 2**63
+_HEAPTYPE = 1 << 9  # Py_TPFLAGS_HEAPTYPE: set on classes made by a `class` statement
+_PY_SUFFIXES = (".py", ".pyc", ".pyw")
+_CALLABLE_KINDS = (
+    types.BuiltinFunctionType,
+    types.MethodDescriptorType,
+    types.WrapperDescriptorType,
+    types.ClassMethodDescriptorType,
+    types.MethodWrapperType,
+)
+
+
+class _TooLarge(Exception):
+    """Raised when a value has more than `_NODE_BUDGET` nodes."""
+
+
+def _type_label(kind: type) -> str:
+    return f"{kind.__module__}.{kind.__qualname__}"
+
+
+def _dotted_name(obj: Any) -> str:
+    """`module.qualname` of a function or class: the same in every process and clone."""
+    module = getattr(obj, "__module__", None)
+    if module is None:
+        module = getattr(getattr(obj, "__objclass__", None), "__module__", None) or "?"
+    qual = getattr(obj, "__qualname__", None) or getattr(obj, "__name__", "?")
+    return f"{module}.{qual}"
+
+
+def _short_name(obj: Any) -> str:
+    """The qualname alone: fingerprints track the code of project objects separately."""
+    return getattr(obj, "__qualname__", None) or getattr(obj, "__name__", "?")
+
+
+def _is_plain(kind: type) -> bool:
+    """True when instances of `kind` keep all their state in `__dict__` / `__slots__`.
+
+    That is, every class of its MRO but `object` and `types.SimpleNamespace` is a Python
+    class: made by a `class` statement (in a .py file, or in a module that is no longer
+    loaded, like the project modules Pivot drops), not by a C extension or builtin module.
+    """
+    for cls in kind.__mro__:
+        if cls is object or cls is types.SimpleNamespace:
+            continue
+        if not cls.__flags__ & _HEAPTYPE:
+            return False
+        if cls.__module__ in sys.builtin_module_names:
+            return False
+        file = getattr(sys.modules.get(cls.__module__), "__file__", None)
+        if file and not file.endswith(_PY_SUFFIXES):  # a C extension
+            return False
+    return True
+
+
+def _class_attr(kind: type, name: str) -> Any:
+    for cls in kind.__mro__:
+        if name in vars(cls):
+            return vars(cls)[name]
+    return None
+
+
+def _object_state(v: Any, kind: type) -> list[tuple[str, Any]]:
+    """The attributes of a plain object, from `__dict__` and `__slots__`, sorted by name.
+
+    Values cached by `functools.cached_property` are left out: they depend on whether the
+    property was read yet.
+    """
+    state: dict[str, Any] = {}
+    try:
+        attrs = object.__getattribute__(v, "__dict__")
+    except AttributeError:
+        attrs = None
+    if isinstance(attrs, dict):
+        for name, value in attrs.items():
+            state[str(name)] = value
+    for cls in kind.__mro__:
+        slots = vars(cls).get("__slots__", ())
+        for slot in (slots,) if isinstance(slots, str) else slots:
+            if slot in ("__dict__", "__weakref__"):
+                continue
+            if slot.startswith("__") and not slot.endswith("__"):
+                slot = f"_{cls.__name__.lstrip('_')}{slot}"  # name mangling
+            try:
+                state[slot] = object.__getattribute__(v, slot)
+            except AttributeError:  # never assigned
+                continue
+    return sorted(
+        (name, value)
+        for name, value in state.items()
+        if not isinstance(_class_attr(kind, name), functools.cached_property)
+    )
+
+
+_enc = json.encoder.encode_basestring_ascii  # a str as a JSON string (C, fast)
+
+
+def _tag(tag: str, body: str) -> str:
+    return f'{{"{tag}":{body}}}'
+
+
+def _seq(items: list[str]) -> str:
+    return "[" + ",".join(items) + "]"
+
+
+class _Canon:
+    """Writes a value as JSON text that is the same in every process and clone.
+
+    Sets are sorted and dicts sorted by key; tuples and lists, int and str keys stay
+    distinct; floats are their repr; functions and classes are named, dataclasses, enums and
+    plain objects (state in `__dict__` / `__slots__`) carry their class's name and fields.
+    Every JSON object in the text is a tag (`{"dict": ...}`, `{"tuple": ...}`, ...), so no
+    two different values share one. Cycles become `{"backref": levels up}`.
+
+    A value without such a form raises TypeError when `strict`; otherwise it becomes
+    `{"untracked": "<type>"}` and `untracked` is set.
+    """
+
+    def __init__(
+        self,
+        strict: bool,
+        name: Callable[[Any], str] = _dotted_name,
+        seen: Callable[[Any], None] | None = None,
+        walkable: Callable[[type], bool] = _is_plain,
+        strip: Callable[[str], str] | None = None,
+    ) -> None:
+        self.strict = strict
+        self.name = name  # names functions and classes
+        self.seen = seen  # told of every function, class, module and object class met
+        self.walkable = walkable  # whether instances of a class are read through their state
+        self.strip = strip  # rewrites strings (the project root becomes `<root>`)
+        self.untracked = False
+        self.nodes = 0
+        self.trail: list[tuple[str, Any]] = []  # where the walk is (strict mode only)
+        self.path: dict[int, int] = {}
+
+    def text(self, value: Any) -> str:
+        """The canonical JSON text of `value`."""
+        try:
+            return self.walk(value, 0)
+        except _TooLarge:
+            if self.strict:
+                raise TypeError(
+                    f"{_type_label(type(value))} value has more than {_NODE_BUDGET} parts; "
+                    f"too large to represent"
+                ) from None
+            self.untracked = True
+            return _tag("untracked", '"too large"')
+
+    def fail(self, v: Any, why: str) -> str:
+        label = _type_label(type(v))
+        if self.strict:
+            where = "".join(fmt % (arg,) for fmt, arg in self.trail)
+            raise TypeError(f"value{where} ({label}) {why}")
+        self.untracked = True
+        return _tag("untracked", _enc(label))
+
+    def item(self, fmt: str, arg: Any, v: Any, depth: int) -> str:
+        """Walk `v`, found at step `fmt % arg` (e.g. "[%r]" % key) of the value."""
+        if not self.strict:
+            return self.walk(v, depth)
+        self.trail.append((fmt, arg))
+        try:
+            return self.walk(v, depth)
+        finally:
+            self.trail.pop()
+
+    def walk(self, v: Any, depth: int) -> str:
+        kind = type(v)
+        if kind is str:
+            return _enc(self.strip(v) if self.strip is not None else v)
+        if kind is int:
+            return repr(v) if -_BIG_INT < v < _BIG_INT else _tag("int", _enc(hex(v)))
+        if v is None:
+            return "null"
+        if kind is bool:
+            return "true" if v else "false"
+        if kind is float or kind is complex:
+            return _tag(kind.__name__, _enc(repr(v)))
+        if kind is bytes or kind is bytearray:
+            return _tag(kind.__name__, _enc(v.hex()))
+        if kind is range:
+            return _tag("range", f"[{v.start},{v.stop},{v.step}]")
+        self.nodes += 1
+        if self.nodes > _NODE_BUDGET:
+            raise _TooLarge
+        path, key = self.path, id(v)
+        above = path.get(key)
+        if above is not None:
+            return _tag("backref", str(depth - above))
+        if depth > _MAX_DEPTH:
+            return self.fail(v, "is nested too deeply")
+        path[key] = depth
+        try:
+            if kind is list and not self.strict:  # the common case, first
+                walk = self.walk
+                return "[" + ",".join([walk(x, depth + 1) for x in v]) + "]"
+            return self.compound(v, kind, depth + 1)
+        finally:
+            del path[key]
+
+    def classed(self, kind: type, tag: str, body: str) -> str:
+        """A tag with the name of the value's class (told to `seen`)."""
+        if self.seen is not None:
+            self.seen(kind)
+        return f'{{"{tag}":{body},"class":{_enc(self.name(kind))}}}'
+
+    def compound(self, v: Any, kind: type, depth: int) -> str:
+        if kind is dict:
+            return self.mapping(v, kind, depth)
+        if isinstance(v, (types.FunctionType, type, types.ModuleType, types.MethodType)):
+            if self.seen is not None:
+                self.seen(v)
+            if isinstance(v, types.FunctionType):
+                return _tag("function", _enc(self.name(v)))
+            if isinstance(v, type):
+                return _tag("class", _enc(self.name(v)))
+            if isinstance(v, types.ModuleType):
+                return _tag("module", _enc(v.__name__))
+            owner = self.item("%s", ".__self__", v.__self__, depth)
+            return _tag("method", f"[{owner},{_enc(v.__func__.__name__)}]")
+        if isinstance(v, _CALLABLE_KINDS):
+            owner = getattr(v, "__self__", None)
+            if owner is None or isinstance(owner, types.ModuleType):
+                return _tag("function", _enc(_dotted_name(v)))
+            owner_text = self.item("%s", ".__self__", owner, depth)
+            return _tag("method", f"[{owner_text},{_enc(v.__name__)}]")
+        if isinstance(v, functools.partial):
+            if self.seen is not None:
+                self.seen(v.func)
+            func = self.item("%s", ".func", v.func, depth)
+            args = self.item("%s", ".args", v.args, depth)
+            keywords = self.item("%s", ".keywords", v.keywords, depth)
+            return _tag("partial", f"[{func},{args},{keywords}]")
+        walk = self.walk
+        if isinstance(v, (tuple, list)):
+            if self.strict:
+                items = [self.item("[%d]", i, x, depth) for i, x in enumerate(v)]
+            else:
+                items = [walk(x, depth) for x in v]
+            if kind is list:
+                return _seq(items)
+            tag = "tuple" if isinstance(v, tuple) else "list"
+            return _tag(tag, _seq(items)) if kind is tuple else self.classed(kind, tag, _seq(items))
+        if isinstance(v, dict):
+            return self.mapping(v, kind, depth)
+        if isinstance(v, (set, frozenset)):
+            tag = "frozenset" if isinstance(v, frozenset) else "set"
+            if self.strict:
+                items = [self.item("%s", "{…}", x, depth) for x in v]
+            else:
+                items = [walk(x, depth) for x in v]
+            items.sort()
+            if kind is set or kind is frozenset:
+                return _tag(tag, _seq(items))
+            return self.classed(kind, tag, _seq(items))
+        enum = sys.modules.get("enum")
+        if enum is not None and isinstance(v, enum.Enum):
+            value = self.item("%s", ".value", v.value, depth)
+            return self.classed(kind, "enum", f"[{_enc(v.name)},{value}]")
+        dataclasses = sys.modules.get("dataclasses")
+        if dataclasses is not None and dataclasses.is_dataclass(v):
+            fields = [
+                f"[{_enc(f.name)},{self.item('.%s', f.name, getattr(v, f.name), depth)}]"
+                for f in dataclasses.fields(v)
+                if hasattr(v, f.name)
+            ]
+            return self.classed(kind, "dataclass", _seq(fields))
+        pathlib = sys.modules.get("pathlib")
+        if pathlib is not None and isinstance(v, pathlib.PurePath):
+            posix = v.as_posix()
+            posix = self.strip(posix) if self.strip is not None else posix
+            return _tag("path", f"[{_enc(kind.__name__)},{_enc(posix)}]")
+        re = sys.modules.get("re")
+        if re is not None and isinstance(v, re.Pattern):
+            pattern = self.item("%s", ".pattern", v.pattern, depth)
+            return _tag("re", f"[{pattern},{v.flags}]")
+        collections = sys.modules.get("collections")
+        if collections is not None and isinstance(v, collections.deque):
+            items = [self.item("[%d]", i, x, depth) for i, x in enumerate(v)]
+            maxlen = "null" if v.maxlen is None else str(v.maxlen)
+            return self.classed(kind, "deque", f"[{_seq(items)},{maxlen}]")
+        for base, plain in ((int, int.__int__), (float, float.__float__), (str, str.__str__)):
+            if isinstance(v, base):  # e.g. numpy.float64
+                return self.classed(kind, "value", self.walk(plain(v), depth))
+        if isinstance(v, types.SimpleNamespace):
+            return self.state(v, kind, depth)
+        module = kind.__module__
+        if isinstance(module, str) and _top(module) in _STDLIB:
+            text = repr(v)  # datetime, Decimal, UUID, ...
+            if " at 0x" not in text and " object at " not in text:
+                return _tag("repr", _enc(f"{module}.{text}"))
+        if self.walkable(kind):
+            return self.state(v, kind, depth)
+        return self.fail(v, "has no stable representation")
+
+    def mapping(self, v: dict, kind: type, depth: int) -> str:
+        """A dict as its pairs sorted by key text (then by value text: keys of one text)."""
+        if self.strict:
+            pairs = [
+                (self.item("[%r]", k, k, depth), self.item("[%r]", k, x, depth))
+                for k, x in v.items()
+            ]
+        else:
+            walk = self.walk
+            pairs = [(walk(k, depth), walk(x, depth)) for k, x in v.items()]
+        pairs.sort()
+        body = "[" + ",".join([f"[{k},{x}]" for k, x in pairs]) + "]"
+        return _tag("dict", body) if kind is dict else self.classed(kind, "dict", body)
+
+    def state(self, v: Any, kind: type, depth: int) -> str:
+        attrs = [
+            f"[{_enc(name)},{self.item('.%s', name, x, depth)}]"
+            for name, x in _object_state(v, kind)
+        ]
+        return self.classed(kind, "object", _seq(attrs))
+
+
+def canonical_json(value: Any) -> str:
+    """A JSON text of `value` that is the same in every process and on every machine.
+
+    For run keys: sets are sorted, dict keys sorted (int and str keys stay distinct, as do
+    tuples and lists), floats are their repr, functions and classes are named by
+    `module.qualname`, dataclasses (loaders among them) and plain objects by their class's
+    name and fields. Raises TypeError for a value that has no such form (an object whose
+    state Python cannot see, like a lock or a NumPy array).
+    """
+    return _Canon(strict=True).text(value)
+
+
+def untracked_parts(parts: dict[str, str]) -> list[str]:
+    """Names of fingerprint parts whose value Pivot could not fully track, for a warning."""
+    return sorted(name for name, value in parts.items() if value.startswith(UNTRACKED))
+
+
 # --- resolving what the code references -------------------------------------------------
 
 Key = tuple[str, "str | None", str]  # (kind, defining file or None, qualified name)
@@ -931,13 +1288,11 @@ class _Fingerprinter:
         if isinstance(obj, types.MethodType):
             self.classify(obj.__func__, None, info, context)
             return
-        functools = sys.modules.get("functools")
-        if functools is not None and isinstance(obj, functools.partial):
+        if isinstance(obj, functools.partial):
             self.classify(obj.func, None, info, context)
             if const_key is not None:
-                args = self.canonical((obj.args, obj.keywords), info, context)
-                if args is not None:
-                    info.parts.append((const_key, _hash(args)))
+                args = self.part_value((obj.args, obj.keywords), info, context)
+                info.parts.append((const_key, args))
             return
         kind = type(obj)
         if _top(kind.__module__) == "pivot":
@@ -945,104 +1300,90 @@ class _Fingerprinter:
         wrapped = getattr(obj, "__dict__", {}).get("__wrapped__") if callable(obj) else None
         if wrapped is not None:
             self.classify(wrapped, None, info, context)
-        if const_key is not None and not callable(obj):
-            text = self.canonical(obj, info, context)
-            if text is not None:
-                info.parts.append((const_key, _hash(text)))
+        if const_key is not None and wrapped is None and self.is_value(obj, kind, context):
+            exprs = self.const_exprs(const_key)
+            info.parts.append((const_key, self.part_value(obj, info, context, exprs)))
         if kind.__module__ != "builtins":
             self.classify(kind, None, info, context)
         elif callable(obj):
             self.third_party(getattr(obj, "__module__", None), info, context)
 
-    def canonical(self, value: Any, info: _Info, context: str | None) -> str | None:
-        """A repr of a constant that is the same in every process and every clone, or None."""
-        if type(value) in (tuple, list, dict, set, frozenset):
+    def canonical(self, value: Any, info: _Info, context: str | None) -> tuple[str, bool]:
+        """A canonical text of a constant, the same in every process and every clone, and
+        whether part of it could not be tracked.
+
+        Functions, classes and the classes of objects met inside are classified into `info`
+        (e.g. a dispatch table of functions); instances of project (and standard library)
+        classes are read through their `__dict__` / `__slots__`.
+        """
+        cacheable = type(value) in (tuple, list, dict, set, frozenset)
+        if cacheable:
             hit = self.consts.get(id(value))
             if hit is not None and hit[0] is value:
                 return hit[1]
-            before = (len(info.parts), len(info.children))
-            text = self._canon(value, info, context, set(), 0)
-            if (len(info.parts), len(info.children)) == before:  # no side effects: reusable
-                self.consts[id(value)] = (value, text)
-            return text
-        return self._canon(value, info, context, set(), 0)
+        before = (len(info.parts), len(info.children))
+        walker = _Canon(
+            strict=False,
+            name=_short_name,
+            seen=lambda obj: self.classify(obj, None, info, context),
+            walkable=lambda kind: self.walkable(kind, context),
+            strip=self.strip_root,
+        )
+        found = (walker.text(value), walker.untracked)
+        if cacheable and (len(info.parts), len(info.children)) == before:  # no side effects
+            self.consts[id(value)] = (value, found)
+        return found
 
-    def _canon(self, v: Any, info: _Info, context: str | None, path: set[int], depth: int):
-        kind = type(v)
-        if v is None or kind in (bool, float, complex, bytes, bytearray, range):
-            return repr(v)
-        if kind is int:
-            try:
-                return repr(v)
-            except ValueError:  # more digits than int->str allows
-                return hex(v)
-        if kind is str:
-            return repr(self.strip_root(v))
-        if depth > _MAX_DEPTH or id(v) in path:
-            return None
-        if isinstance(v, (types.FunctionType, type, types.ModuleType, types.MethodType)):
-            self.classify(v, None, info, context)  # e.g. a dispatch table of functions
-            label = getattr(v, "__qualname__", None) or getattr(v, "__name__", "?")
-            return f"<{kind.__name__} {label}>"
-        path.add(id(v))
+    def is_value(self, obj: Any, kind: type, context: str | None) -> bool:
+        """Whether a constant is data (a part of its own) rather than code.
+
+        Callables count when they are objects of a plain project class, or objects with
+        state (no `__name__` / `__qualname__` of their own, unlike functions, ufuncs, ...).
+        """
+        if not callable(obj) or self.walkable(kind, context):
+            return True
         try:
-            return self._canon_container(v, kind, info, context, path, depth + 1)
-        finally:
-            path.discard(id(v))
+            named = hasattr(obj, "__qualname__") or hasattr(obj, "__name__")
+        except Exception:  # an odd __getattr__
+            return False
+        return not named
 
-    def _canon_container(self, v: Any, kind: type, info, context, path, depth) -> str | None:
-        def canon(item: Any) -> str | None:
-            return self._canon(item, info, context, path, depth)
+    def walkable(self, kind: type, context: str | None) -> bool:
+        """Whether a constant of class `kind` is read through its state: a plain class of the
+        project or the standard library. Third-party objects are left untracked (their
+        distribution's version is a part): their state may hold caches, handles or ids."""
+        if not _is_plain(kind):
+            return False
+        if _top(kind.__module__) in _STDLIB:
+            return True
+        home = self.class_home(kind, context)
+        return home is not None and self.rel(home[0]) is not None
 
-        if isinstance(v, (tuple, list)):
-            items = [canon(x) for x in v]
-            if None in items:
-                return None
-            prefix = ""
-            if kind not in (tuple, list):  # namedtuple or subclass
-                self.classify(kind, None, info, context)
-                prefix = kind.__qualname__
-            brackets = "()" if isinstance(v, tuple) else "[]"
-            return prefix + brackets[0] + ",".join(items) + brackets[1]
-        if isinstance(v, dict):
-            pairs = []
-            for key, item in v.items():
-                k, i = canon(key), canon(item)
-                if k is None or i is None:
-                    return None
-                pairs.append(f"{k}:{i}")
-            prefix = "" if kind is dict else kind.__qualname__
-            return prefix + "{" + ",".join(pairs) + "}"
-        if isinstance(v, (set, frozenset)):
-            items = [canon(x) for x in v]
-            if None in items:
-                return None
-            return f"{kind.__name__}{{{','.join(sorted(items))}}}"
-        enum = sys.modules.get("enum")
-        if enum is not None and isinstance(v, enum.Enum):
-            value = canon(v.value)
-            return None if value is None else f"{kind.__qualname__}.{v.name}={value}"
-        dataclasses = sys.modules.get("dataclasses")
-        if dataclasses is not None and dataclasses.is_dataclass(v):
-            fields = []
-            for f in dataclasses.fields(v):
-                item = canon(getattr(v, f.name, None))
-                if item is None:
-                    return None
-                fields.append(f"{f.name}={item}")
-            return f"{kind.__qualname__}({','.join(fields)})"
-        pathlib = sys.modules.get("pathlib")
-        if pathlib is not None and isinstance(v, pathlib.PurePath):
-            return f"{kind.__name__}({self.strip_root(v.as_posix())!r})"
-        re = sys.modules.get("re")
-        if re is not None and isinstance(v, re.Pattern):
-            return f"re.compile({canon(v.pattern)},{v.flags})"
-        module = kind.__module__
-        if isinstance(module, str) and module.partition(".")[0] in _STDLIB and not callable(v):
-            text = repr(v)  # datetime, Decimal, Fraction, UUID, ...
-            if " at 0x" not in text and " object at " not in text:
-                return f"{module}.{text}"
-        return None
+    def part_value(self, value: Any, info: _Info, context: str | None, exprs=()) -> str:
+        """The value of a `const:` / `closure:` part: a hash of the canonical text (and of
+        the normalised source expressions `exprs`), marked UNTRACKED when part of the value
+        could not be seen."""
+        text, untracked = self.canonical(value, info, context)
+        if exprs:
+            text = "\x1f".join((text, *exprs))
+        return (UNTRACKED if untracked else "") + _hash(text)
+
+    def const_exprs(self, key: Key) -> tuple[str, ...]:
+        """Hashes of the normalised source expressions assigned to a module-level name.
+
+        Only for names assigned something else than a literal (`CFG = Cfg(scale=2)`): an
+        edit there counts even when the value itself cannot be tracked.
+        """
+        kind, file, name = key
+        if kind != "const" or file is None:
+            return ()
+        index = _file_index(file, self.cache_dir)
+        if index is None:
+            return ()
+        assigned = [b for b in index.bindings.get(name, ()) if b[0] == "const"]
+        if not assigned or all(b[3] for b in assigned):
+            return ()
+        return tuple(sorted({b[2] for b in assigned}))
 
     def strip_root(self, text: str) -> str:
         for root in self.roots:
@@ -1236,9 +1577,9 @@ class _Fingerprinter:
                     self.follow_import(binding[1:], rest, file, sub, depth + 1)
                     continue
                 _, _, digest, is_literal, literal, refs = binding
-                text = self.canonical(literal, sub, file) if is_literal else None
                 # A literal hashes as the same value read from a module that has run would.
-                sub.parts.append((("const", file, name), _hash(text) if text else digest))
+                value = _hash(self.canonical(literal, sub, file)[0]) if is_literal else digest
+                sub.parts.append((("const", file, name), value))
                 for ref in refs:
                     self.source_ref(ref, index, None, sub, depth + 1)
         info.extend(sub)
@@ -1324,9 +1665,9 @@ class _Fingerprinter:
                 continue
         if "<locals>" in qual and (func.__defaults__ or func.__kwdefaults__):
             # Defaults of a nested def are computed in its enclosing call, like a closure.
-            text = self.canonical((func.__defaults__, func.__kwdefaults__), info, file)
-            if text is not None:
-                info.parts.append((("closure", file, f"{qual}.__defaults__"), _hash(text)))
+            defaults = (func.__defaults__, func.__kwdefaults__)
+            value = self.part_value(defaults, info, file)
+            info.parts.append((("closure", file, f"{qual}.__defaults__"), value))
         allowed = names.union(closure)
         ns = func.__globals__
         for ref in header:
@@ -1382,7 +1723,7 @@ class _Fingerprinter:
             if isinstance(value, types.FunctionType):
                 out.append(f"{name}={_code_hash(value.__code__)}")
             else:
-                out.append(f"{name}={self._canon(value, scratch, file, set(), 0)}")
+                out.append(f"{name}={self.canonical(value, scratch, file)[0]}")
         return _hash("\n".join(out))
 
     # the stage
@@ -1411,10 +1752,15 @@ class _Fingerprinter:
             add(info.parts)
             stack.extend(info.children)
         # Two objects with one name (redefinitions, closures of one factory): keep both.
-        return {
-            name: next(iter(vs)) if len(vs) == 1 else _hash("\n".join(sorted(vs)))
-            for name, vs in values.items()
-        }
+        return {name: _merge(vs) for name, vs in values.items()}
+
+
+def _merge(values: set[str]) -> str:
+    """One value for a part name met with several values (still marked when one is)."""
+    if len(values) == 1:
+        return next(iter(values))
+    marked = any(v.startswith(UNTRACKED) for v in values)
+    return (UNTRACKED if marked else "") + _hash("\n".join(sorted(values)))
 
 
 def _unwrap(func: Any) -> tuple[types.FunctionType, list[Any]]:
@@ -1425,8 +1771,7 @@ def _unwrap(func: Any) -> tuple[types.FunctionType, list[Any]]:
         if isinstance(obj, types.MethodType):
             obj = obj.__func__
             continue
-        functools = sys.modules.get("functools")
-        if functools is not None and isinstance(obj, functools.partial):
+        if isinstance(obj, functools.partial):
             obj = obj.func
             continue
         wrapped = getattr(obj, "__dict__", {}).get("__wrapped__")

@@ -10,7 +10,7 @@ import blake3
 
 from pivot import console
 from pivot.errors import PivotError
-from pivot.fingerprint import fingerprint, fingerprint_digest
+from pivot.fingerprint import canonical_json, fingerprint, fingerprint_digest
 from pivot.lockfile import Lock, read_lock
 
 if TYPE_CHECKING:
@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from pivot.stage import StageSpec
     from pivot.workspace import Workspace
 
-RUN_KEY_VERSION = 1
+RUN_KEY_VERSION = 2
 SKIP, RESTORE, RUN, PENDING = "skip", "restore", "run", "pending"
 
 
@@ -54,15 +54,31 @@ class Decision:
 
 
 def run_key(stage: StageSpec, code_digest: str, deps: dict[str, str]) -> str:
-    """Hash of everything that decides a stage's result."""
+    """Hash of everything that decides a stage's result.
+
+    Params and loaders enter through `canonical_json`: the same in every process and on
+    every machine (no set order, no memory address).
+    """
+    try:
+        params = canonical_json(stage.params_dict())
+        dep_loaders = sorted((d.path, canonical_json(d.loader)) for d in stage.deps)
+        out_loaders = sorted((o.path, canonical_json(o.loader)) for o in stage.outs)
+    except TypeError as exc:
+        raise PivotError(
+            f"Stage {stage.id} ({stage.source}): its params and loaders must be plain data "
+            f"(numbers, strings, containers, dataclasses, enums, paths, functions or objects "
+            f"of your own classes) to be part of its cache key, but {exc}. Replace that value "
+            f"with a setting it can be rebuilt from."
+        ) from exc
     body = {
         "v": RUN_KEY_VERSION,
         "code": code_digest,
-        "params": stage.params_dict(),
+        "params": params,
         "deps": sorted(deps.items()),
-        "outs": sorted((o.path, repr(o.loader)) for o in stage.outs),
+        "dep_loaders": dep_loaders,
+        "outs": out_loaders,
     }
-    text = json.dumps(body, sort_keys=True, default=repr, separators=(",", ":"))
+    text = json.dumps(body, sort_keys=True, separators=(",", ":"))
     return blake3.blake3(text.encode()).hexdigest()
 
 
@@ -199,9 +215,10 @@ def explain(
     for name in sorted(set(parts) | set(lock.fingerprint)):
         if parts.get(name) != lock.fingerprint.get(name):
             reasons.append(f"code changed: {name}")
-    params = stage.params_dict()
+    # The lock holds params as JSON: compare canonical forms of JSON-normalised values.
+    params = json.loads(json.dumps(stage.params_dict(), default=str))
     for name in sorted(set(params) | set(lock.params)):
-        if json.dumps(params.get(name), default=repr) != json.dumps(lock.params.get(name)):
+        if canonical_json(params.get(name)) != canonical_json(lock.params.get(name)):
             reasons.append(f"param changed: {name}")
     for path in sorted(set(deps) | set(lock.deps)):
         if path not in lock.deps:
