@@ -307,3 +307,17 @@ def test_push_with_blobs_nowhere_fails(local_machines) -> None:
     pivot_b("remote", "add", "empty", str(local_machines.tmp / "empty-store"))
     proc = pivot_b("push", "-r", "empty", cwd="analysis", rc=1)
     assert "neither in the local cache nor on" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_noop_push_makes_no_request(machines) -> None:
+    """The cached indexes already list everything: no client stack is even imported."""
+    from test_lazy_imports import imported_heavy_modules
+
+    machines.publish(PARENT_CHILD, "--all")
+    os.environ.update(machines.env)
+    try:
+        heavy = imported_heavy_modules(machines.a, "push", "--all")
+    finally:
+        for key in machines.env:
+            os.environ.pop(key)
+    assert not {"s3fs", "botocore", "aiobotocore"} & set(heavy)
