@@ -6,6 +6,7 @@ import json
 
 import pytest
 from click.testing import CliRunner
+from remote_support import make_project
 
 from pivot import cli_remote
 from pivot.errors import PivotError
@@ -13,12 +14,6 @@ from pivot.project import init_project
 
 
 def _project(root, files):
-    import os
-    import sys
-
-    sys.path.insert(0, os.path.dirname(__file__))
-    from test_remote_transfer import make_project
-
     return make_project(root, files)
 
 

@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import os
-import pathlib
 import threading
 import uuid
 
 import pytest
+from remote_support import clone, files_of, make_project
 
 from pivot.errors import PivotError
-from pivot.lockfile import Lock, write_lock
-from pivot.project import Project, init_project
+from pivot.project import Project
 from pivot.storage import packs, transfer
 from pivot.storage.cache import LocalCache
 from pivot.storage.gc import collect_garbage
@@ -20,44 +19,6 @@ from pivot.storage.remote import Remote, open_remote
 from pivot.storage.remote_index import RemoteIndexCache
 from pivot.storage.runs import RunRecords
 from pivot.storage.state import StateDB
-
-
-def make_project(root: pathlib.Path, files: dict[str, bytes], stage: str = "p/s") -> Project:
-    """A project whose stage `stage` produced `files` (a key ending in '/' is a directory)."""
-    init_project(root)
-    project = Project(root)
-    cache = LocalCache(project.cache_dir, project.tmp_dir)
-    outs = {}
-    for rel, data in files.items():
-        path = root / rel
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(data)
-    for top in sorted({rel.split("/")[0] for rel in files}):
-        stored, _ = cache.add_output(root / top)
-        outs[top] = {"hash": stored.hash, "size": stored.size, "kind": stored.kind}
-    run_key = hash_bytes(f"{stage}:{sorted(files)}".encode())
-    write_lock(project.stages_dir, Lock(stage, run_key, {}, {}, {}, outs))
-    RunRecords(project.cache_dir).put(run_key, outs)
-    return project
-
-
-def clone(src: Project, root: pathlib.Path) -> Project:
-    """A fresh checkout of `src`: its lock files, nothing else."""
-    init_project(root)
-    for lock in src.stages_dir.rglob("*.lock"):
-        dest = root / ".pivot" / "stages" / lock.relative_to(src.stages_dir)
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        dest.write_bytes(lock.read_bytes())
-    return Project(root)
-
-
-def tree_bytes(root: pathlib.Path) -> dict[str, bytes]:
-    return {
-        p.relative_to(root).as_posix(): p.read_bytes()
-        for p in sorted(root.rglob("*"))
-        if p.is_file() and ".pivot" not in p.parts
-    }
-
 
 FILES = {
     "data/a.txt": b"alpha\n" * 1000,
@@ -89,7 +50,7 @@ def test_push_then_pull_into_empty_project(tmp_path, remote):
     result = transfer.pull_locks(dst, remote, transfer.load_locks(dst))
     assert result.incomplete == [] and sorted(result.checked_out) == ["data", "model.bin"]
     assert result.summary.blobs == 5 and result.summary.missing == []
-    assert tree_bytes(dst.root) == tree_bytes(src.root)
+    assert files_of(dst.root) == files_of(src.root)
 
 
 def test_noop_push_sends_nothing(tmp_path, remote, monkeypatch):
@@ -134,7 +95,7 @@ def test_interrupted_push_is_consistent_and_repush_completes(tmp_path, remote, m
     assert again.blobs == 5 and again.indexes == 1
     result = transfer.pull_locks(dst2, remote, transfer.load_locks(dst2))
     assert result.incomplete == []
-    assert tree_bytes(dst2.root) == tree_bytes(src.root)
+    assert files_of(dst2.root) == files_of(src.root)
 
 
 @pytest.mark.parametrize("large", [False, True])
@@ -181,7 +142,7 @@ def test_large_blobs_stream_in_own_packs(tmp_path, monkeypatch, remote):
     dst = clone(src, tmp_path / "dst")
     result = transfer.pull_locks(dst, remote, transfer.load_locks(dst))
     assert result.incomplete == []
-    assert tree_bytes(dst.root) == tree_bytes(src.root)
+    assert files_of(dst.root) == files_of(src.root)
 
 
 def test_concurrent_pushes_of_overlapping_data(tmp_path, remote):
@@ -208,7 +169,7 @@ def test_concurrent_pushes_of_overlapping_data(tmp_path, remote):
         dst = clone(src, tmp_path / f"dst-{src.root.name}")
         result = transfer.pull_locks(dst, remote, transfer.load_locks(dst))
         assert result.incomplete == [] and result.summary.missing == []
-        assert tree_bytes(dst.root) == tree_bytes(src.root)
+        assert files_of(dst.root) == files_of(src.root)
 
 
 def test_run_records_travel(tmp_path, remote):

@@ -10,10 +10,10 @@ import textwrap
 import threading
 
 import pytest
+from remote_support import clone, files_of, make_project
 
 from pivot.errors import PivotError
-from pivot.lockfile import Lock, write_lock
-from pivot.project import Project, init_project
+from pivot.project import Project
 from pivot.storage import transfer
 from pivot.storage.cache import LocalCache
 from pivot.storage.hashing import hash_bytes
@@ -22,41 +22,6 @@ from pivot.storage.runs import RunRecords
 
 pytestmark = pytest.mark.s3
 ROOT = pathlib.Path(__file__).resolve().parents[2]
-
-
-def make_project(root: pathlib.Path, files: dict[str, bytes], stage: str = "p/s") -> Project:
-    init_project(root)
-    project = Project(root)
-    cache = LocalCache(project.cache_dir, project.tmp_dir)
-    for rel, data in files.items():
-        path = root / rel
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(data)
-    outs = {}
-    for top in sorted({rel.split("/")[0] for rel in files}):
-        stored, _ = cache.add_output(root / top)
-        outs[top] = {"hash": stored.hash, "size": stored.size, "kind": stored.kind}
-    run_key = hash_bytes(f"{stage}:{sorted(files)}".encode())
-    write_lock(project.stages_dir, Lock(stage, run_key, {}, {}, {}, outs))
-    RunRecords(project.cache_dir).put(run_key, outs)
-    return project
-
-
-def clone(src: Project, root: pathlib.Path) -> Project:
-    init_project(root)
-    for lock in src.stages_dir.rglob("*.lock"):
-        dest = root / ".pivot" / "stages" / lock.relative_to(src.stages_dir)
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        dest.write_bytes(lock.read_bytes())
-    return Project(root)
-
-
-def files_of(root: pathlib.Path) -> dict[str, bytes]:
-    return {
-        p.relative_to(root).as_posix(): p.read_bytes()
-        for p in sorted(root.rglob("*"))
-        if p.is_file() and ".pivot" not in p.parts
-    }
 
 
 def push_all(project: Project, remote: Remote, **kw) -> transfer.TransferSummary:

@@ -1,0 +1,48 @@
+"""Helpers for remote tests: projects whose lock files name cached outputs, and clones."""
+
+from __future__ import annotations
+
+import pathlib
+
+from pivot.lockfile import Lock, write_lock
+from pivot.project import Project, init_project
+from pivot.storage.cache import LocalCache
+from pivot.storage.hashing import hash_bytes
+from pivot.storage.runs import RunRecords
+
+
+def make_project(root: pathlib.Path, files: dict[str, bytes], stage: str = "p/s") -> Project:
+    """A project whose stage `stage` produced `files` (a key ending in '/' is a directory)."""
+    init_project(root)
+    project = Project(root)
+    cache = LocalCache(project.cache_dir, project.tmp_dir)
+    outs = {}
+    for rel, data in files.items():
+        path = root / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+    for top in sorted({rel.split("/")[0] for rel in files}):
+        stored, _ = cache.add_output(root / top)
+        outs[top] = {"hash": stored.hash, "size": stored.size, "kind": stored.kind}
+    run_key = hash_bytes(f"{stage}:{sorted(files)}".encode())
+    write_lock(project.stages_dir, Lock(stage, run_key, {}, {}, {}, outs))
+    RunRecords(project.cache_dir).put(run_key, outs)
+    return project
+
+
+def clone(src: Project, root: pathlib.Path) -> Project:
+    """A fresh checkout of `src`: its lock files, nothing else."""
+    init_project(root)
+    for lock in src.stages_dir.rglob("*.lock"):
+        dest = root / ".pivot" / "stages" / lock.relative_to(src.stages_dir)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        dest.write_bytes(lock.read_bytes())
+    return Project(root)
+
+
+def files_of(root: pathlib.Path) -> dict[str, bytes]:
+    return {
+        p.relative_to(root).as_posix(): p.read_bytes()
+        for p in sorted(root.rglob("*"))
+        if p.is_file() and ".pivot" not in p.parts
+    }
