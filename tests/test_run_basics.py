@@ -197,3 +197,22 @@ def test_targets_force_and_dry_run(project, pivot) -> None:
     pivot("run", "chain/count")
     pivot("run", "count", "--force")
     assert executions(project) == ["clean", "count", "count"]
+
+
+def test_same_size_rewrite_keeping_mtime_is_noticed(project, pivot) -> None:
+    """Like `tar -x` or `cp -p` over a file: same size, same mtime, same inode."""
+    write_files(project, {"pipeline.py": CHAIN, "raw.txt": "alpha\n"})
+    pivot("run")
+    raw = project / "raw.txt"
+    before = raw.stat()
+    with open(raw, "r+") as handle:
+        handle.write("bravo\n")
+    os.utime(raw, ns=(before.st_atime_ns, before.st_mtime_ns))
+    assert (raw.stat().st_size, raw.stat().st_mtime_ns, raw.stat().st_ino) == (
+        before.st_size,
+        before.st_mtime_ns,
+        before.st_ino,
+    )
+    assert "dep changed: raw.txt" in pivot("status").stdout
+    pivot("run")
+    assert (project / "clean.txt").read_text() == "BRAVO\n"

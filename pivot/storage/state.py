@@ -7,11 +7,13 @@ import pathlib
 import sqlite3
 
 SCHEMA = """
-CREATE TABLE IF NOT EXISTS stat_cache (
+DROP TABLE IF EXISTS stat_cache;
+CREATE TABLE IF NOT EXISTS stat_cache_v2 (
     path TEXT PRIMARY KEY,
     size INTEGER NOT NULL,
     mtime_ns INTEGER NOT NULL,
     inode INTEGER NOT NULL,
+    ctime_ns INTEGER NOT NULL,
     hash TEXT NOT NULL
 );
 CREATE TABLE IF NOT EXISTS kv (
@@ -29,8 +31,8 @@ class StateDB:
     def __init__(self, path: pathlib.Path) -> None:
         self.path = path
         self._conn: sqlite3.Connection | None = None
-        self._stats: dict[str, tuple[int, int, int, str]] | None = None
-        self._pending: dict[str, tuple[int, int, int, str]] = {}
+        self._stats: dict[str, tuple[int, int, int, int, str]] | None = None
+        self._pending: dict[str, tuple[int, int, int, int, str]] = {}
 
     @property
     def conn(self) -> sqlite3.Connection:
@@ -43,21 +45,27 @@ class StateDB:
             self._conn = conn
         return self._conn
 
-    def _load_stats(self) -> dict[str, tuple[int, int, int, str]]:
+    def _load_stats(self) -> dict[str, tuple[int, int, int, int, str]]:
         if self._stats is None:
-            rows = self.conn.execute("SELECT path, size, mtime_ns, inode, hash FROM stat_cache")
-            self._stats = {r[0]: (r[1], r[2], r[3], r[4]) for r in rows}
+            rows = self.conn.execute(
+                "SELECT path, size, mtime_ns, inode, ctime_ns, hash FROM stat_cache_v2"
+            )
+            self._stats = {r[0]: (r[1], r[2], r[3], r[4], r[5]) for r in rows}
         return self._stats
 
     def lookup(self, rel: str, st: os.stat_result) -> str | None:
-        """The cached hash of `rel` if its size, mtime and inode are unchanged."""
+        """The cached hash of `rel` if its size, mtime, inode and ctime are unchanged.
+
+        ctime counts because tools like `tar -x` or `cp -p` restore size and mtime, and
+        may reuse the inode, but cannot set the ctime.
+        """
         row = self._pending.get(rel) or self._load_stats().get(rel)
-        if row and row[:3] == (st.st_size, st.st_mtime_ns, st.st_ino):
-            return row[3]
+        if row and row[:4] == _key(st):
+            return row[4]
         return None
 
     def record(self, rel: str, st: os.stat_result, digest: str) -> None:
-        self._pending[rel] = (st.st_size, st.st_mtime_ns, st.st_ino, digest)
+        self._pending[rel] = (*_key(st), digest)
 
     def get(self, namespace: str, key: str) -> bytes | None:
         row = self.conn.execute(
@@ -89,8 +97,8 @@ class StateDB:
         with self.conn:
             self.conn.execute("BEGIN")
             self.conn.executemany(
-                "INSERT OR REPLACE INTO stat_cache (path, size, mtime_ns, inode, hash) "
-                "VALUES (?, ?, ?, ?, ?)",
+                "INSERT OR REPLACE INTO stat_cache_v2 "
+                "(path, size, mtime_ns, inode, ctime_ns, hash) VALUES (?, ?, ?, ?, ?, ?)",
                 rows,
             )
         if self._stats is not None:
@@ -102,3 +110,7 @@ class StateDB:
         if self._conn is not None:
             self._conn.close()
             self._conn = None
+
+
+def _key(st: os.stat_result) -> tuple[int, int, int, int]:
+    return (st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns)
