@@ -413,16 +413,8 @@ class Runner:
         return True
 
     def _check_out(self, decision: Decision) -> None:
-        cache = self.ws.cache
-        root = self.ws.project.root
         for path, out in decision.outs.items():
-            current = self.ws.hasher.hash_path(path)
-            if current is not None and current.hash == out["hash"]:
-                continue
-            mode = self.options.link
-            for inner, digest in cache.checkout(out["hash"], out["kind"], root / path, mode):
-                rel = f"{path}/{inner}" if inner else path
-                self.ws.state.record(rel, (root / rel).stat(), digest)
+            self.ws.place_output(path, out, self.options.link)
 
     def _write_lock_if_changed(self, decision: Decision, outs: dict[str, dict[str, Any]]) -> None:
         lock = decision.new_lock(outs)

@@ -233,15 +233,5 @@ def checkout(targets: tuple[str, ...], all_pipelines: bool, link: str) -> tuple[
 
 
 def _place_outputs(ws, wanted: list[tuple[str, dict]], link: LinkMode) -> tuple[int, int]:
-    placed = unchanged = 0
-    root = ws.project.root
-    for path, out in wanted:
-        current = ws.hasher.hash_path(path)
-        if current is not None and current.hash == out["hash"]:
-            unchanged += 1
-            continue
-        for inner, digest in ws.cache.checkout(out["hash"], out["kind"], root / path, link):
-            rel = f"{path}/{inner}" if inner else path
-            ws.state.record(rel, (root / rel).stat(), digest)
-        placed += 1
-    return placed, unchanged
+    placed = sum(ws.place_output(path, out, link) for path, out in wanted)
+    return placed, len(wanted) - placed

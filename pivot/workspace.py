@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import pathlib
 from dataclasses import dataclass
+from typing import Any
 
 from pivot.project import Project
-from pivot.storage.cache import LocalCache
+from pivot.storage.cache import LinkMode, LocalCache
 from pivot.storage.hashing import Hasher
 from pivot.storage.runs import RunRecords
 from pivot.storage.state import StateDB
@@ -21,6 +22,18 @@ class Workspace:
     hasher: Hasher
     cache: LocalCache
     runs: RunRecords
+
+    def place_output(self, path: str, out: dict[str, Any], link: LinkMode) -> bool:
+        """Check a cached output out at its project path, unless it is already there;
+        returns whether anything was placed. The stat cache learns the placed files."""
+        current = self.hasher.hash_path(path)
+        if current is not None and current.hash == out["hash"]:
+            return False
+        root = self.project.root
+        for inner, digest in self.cache.checkout(out["hash"], out["kind"], root / path, link):
+            rel = f"{path}/{inner}" if inner else path
+            self.state.record(rel, (root / rel).stat(), digest)
+        return True
 
 
 def open_workspace(start: pathlib.Path | None = None) -> Workspace:
