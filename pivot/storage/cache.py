@@ -170,12 +170,6 @@ class LocalCache:
     def tree(self, digest: str) -> list[TreeEntry]:
         return decode_tree(self.read_bytes(digest), f"{digest[:12]} in the local cache")
 
-    def blobs_of(self, digest: str, kind: str) -> list[str]:
-        """Every blob an output needs: itself, plus its files for a tree."""
-        if kind == DIR:
-            return [digest, *(e.hash for e in self.tree(digest))]
-        return [digest]
-
     def missing(self, digest: str, kind: str) -> list[str]:
         """Blobs of an output that are not in the local cache (a missing tree counts alone)."""
         if not self.has(digest):

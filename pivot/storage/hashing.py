@@ -18,7 +18,6 @@ from pivot.project import safe_relpath
 if TYPE_CHECKING:
     from collections.abc import Iterable
 
-HASH_HEX_LEN = 64
 HASH_PATTERN = re.compile(r"[0-9a-f]{64}")
 CHUNK = 1 << 20
 # Files are hashed in reads of this size: RSS stays bounded whatever the file size (an
@@ -99,7 +98,6 @@ class PathHash:
     hash: str
     size: int
     kind: str
-    nfiles: int = 1
 
 
 class Hasher:
@@ -130,7 +128,7 @@ class Hasher:
         if stat.S_ISDIR(st.st_mode):
             entries = self.tree_entries(rel)
             manifest = encode_tree(entries)
-            return PathHash(hash_bytes(manifest), sum(e.size for e in entries), DIR, len(entries))
+            return PathHash(hash_bytes(manifest), sum(e.size for e in entries), DIR)
         return PathHash(self.file_hash(rel, st), st.st_size, FILE)
 
     def tree_entries(self, rel: str) -> list[TreeEntry]:
