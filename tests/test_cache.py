@@ -482,3 +482,19 @@ def test_state_db_delete_and_items(tmp_path):
     assert state.items("ns") == [("b", b"2")] and state.get("ns", "a") is None
     assert state.get("other", "a") == b"x"
     state.close()
+
+
+def test_hardlink_checkout_across_filesystems_copies(cache, tmp_path) -> None:
+    """/dev/shm is tmpfs: no hard link can reach it from the cache, so the file is copied."""
+    import tempfile
+
+    shm = pathlib.Path("/dev/shm")
+    if not shm.is_dir() or shm.stat().st_dev == tmp_path.stat().st_dev:
+        pytest.skip("needs a second filesystem at /dev/shm")
+    src = tmp_path / "out.txt"
+    src.write_bytes(b"across\n")
+    digest, _ = cache.add_file(src)
+    with tempfile.TemporaryDirectory(dir=shm) as other:
+        dest = pathlib.Path(other) / "out.txt"
+        cache.checkout(digest, FILE, dest, LinkMode.HARDLINK)
+        assert dest.read_bytes() == b"across\n" and dest.stat().st_nlink == 1

@@ -555,7 +555,13 @@ def _copy_file(src: str, dest: str, mode: int, size: int = -1, chmod: int = 1) -
 
 
 def _link(src: str, dest: str, mode: int, size: int = -1, chmod: int = 1) -> None:
-    os.link(src, dest)
+    """Hard-link `src`; across filesystems (EXDEV), where no link can exist, copy it."""
+    try:
+        os.link(src, dest)
+    except OSError as exc:
+        if exc.errno != errno.EXDEV:
+            raise
+        _copy_file(src, dest, mode, size, chmod=1)
 
 
 def _symlink(src: str, dest: str, mode: int, size: int = -1, chmod: int = 1) -> None:
