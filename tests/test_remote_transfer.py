@@ -185,6 +185,23 @@ def test_run_records_travel(tmp_path, remote):
     assert all(not cache.missing(o["hash"], o["kind"]) for o in lock.outs.values())
 
 
+def test_pulled_clone_pushes_run_records_from_its_locks(tmp_path, remote, monkeypatch):
+    src = make_project(tmp_path / "src", FILES)
+    (lock,) = transfer.load_locks(src)
+    push_all(src, remote)
+    dst = clone(src, tmp_path / "dst")
+    transfer.pull_locks(dst, remote, transfer.load_locks(dst))
+    assert not RunRecords(dst.cache_dir).has(lock.run_key)  # a pull brings no records
+    mirror = open_remote(str(tmp_path / "mirror"), name="mirror")
+    summary = transfer.push_locks(dst, mirror, transfer.load_locks(dst))
+    assert summary.runs == 1 and summary.missing_runs == []
+    assert transfer.remote_has_runs(dst, mirror, [lock.run_key]) == {lock.run_key}
+    # Everything is listed in the cached indexes now: the next push asks the remote nothing.
+    monkeypatch.setattr(Remote, "list_indexes", lambda self: pytest.fail("listed the remote"))
+    again = transfer.push_locks(dst, mirror, transfer.load_locks(dst))
+    assert again.blobs == 0 and again.runs == 0 and again.up_to_date == 5
+
+
 def test_run_record_not_pushed_without_its_blobs(tmp_path, remote):
     src = make_project(tmp_path / "src", {"x.txt": b"x"})
     (lock,) = transfer.load_locks(src)

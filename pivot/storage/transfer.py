@@ -26,7 +26,7 @@ from pivot.storage.cache import CacheBatch, LocalCache
 from pivot.storage.hashing import DIR, hash_bytes
 from pivot.storage.remote import Remote
 from pivot.storage.remote_index import Location, RemoteContents, RemoteIndexCache
-from pivot.storage.runs import RunRecords, decode_record
+from pivot.storage.runs import RunRecords, decode_record, encode_record
 from pivot.storage.state import StateDB
 
 if TYPE_CHECKING:
@@ -215,11 +215,14 @@ def push_outputs(
     run_keys: Iterable[str] = (),
     jobs: int | None = None,
     progress: Progress | None = None,
+    known_records: dict[str, bytes] | None = None,
 ) -> TransferSummary:
     """Send the blobs of `outputs` and the run records `run_keys` the remote lacks.
 
-    A run record is sent only when every blob it names is on the remote afterwards.
-    Blobs absent both locally and on the remote are listed in `summary.missing`.
+    A record missing from the local cache is taken from `known_records` (encoded from a
+    lock file). A run record is sent only when every blob it names is on the remote
+    afterwards. Blobs absent both locally and on the remote are listed in
+    `summary.missing`.
     """
     started = time.perf_counter()
     ctx = _Context(project, remote, jobs, progress)
@@ -239,7 +242,7 @@ def push_outputs(
         for key in run_keys:
             if key in contents.runs:
                 continue
-            data = ctx.runs.get_bytes(key)
+            data = ctx.runs.get_bytes(key) or (known_records or {}).get(key)
             if data is None:
                 summary.missing_runs.append(key)
                 continue
@@ -289,10 +292,17 @@ def push_locks(
     jobs: int | None = None,
     progress: Progress | None = None,
 ) -> TransferSummary:
-    """Push the outputs of `locks`, their run records and the extra `run_keys`."""
+    """Push the outputs of `locks`, their run records and the extra `run_keys`.
+
+    A lock states what its run key produced, so it stands in for a run record that is
+    not in the local cache (after a pull, or in a fresh clone).
+    """
     locks = list(locks)
     keys = [lock.run_key for lock in locks] + list(run_keys)
-    return push_outputs(project, remote, lock_outputs(locks), keys, jobs, progress)
+    from_locks = {lock.run_key: encode_record(lock.outs) for lock in locks}
+    return push_outputs(
+        project, remote, lock_outputs(locks), keys, jobs, progress, known_records=from_locks
+    )
 
 
 @dataclass
