@@ -1,5 +1,9 @@
 """The local content-addressed store under `.pivot/cache/objects`, and checkout from it.
 
+Blobs are loose files (`objects/ab/cdef…`), or, when they were fetched from a remote,
+entries of local packs (`packs/`, see `local_packs.py`); every query and checkout reads
+both, loose first.
+
 Insertion: a blob is written to a temp file in the cache's tmp folder, made durable, and
 only then renamed to its hash name, so after a crash a blob may be missing but is never
 partial. `LocalCache.batch()` does this for many blobs at once: every blob is written,
@@ -53,9 +57,10 @@ from pivot.storage.hashing import (
     hash_file,
     is_hash,
 )
+from pivot.storage.local_packs import encode_index, pack_store
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Iterable, Sequence
     from types import TracebackType
 
 READ_ONLY = 0o444
@@ -105,6 +110,7 @@ class LocalCache:
 
     def __init__(self, cache_dir: pathlib.Path, tmp_dir: pathlib.Path) -> None:
         self.objects = cache_dir / "objects"
+        self.packs = pack_store(cache_dir / "packs")
         self.tmp_dir = tmp_dir
 
     def path(self, digest: str) -> pathlib.Path:
@@ -117,10 +123,38 @@ class LocalCache:
         return os.path.join(self.objects, digest[:2], digest[2:])
 
     def has(self, digest: str) -> bool:
-        return self.path(digest).is_file()
+        return self.path(digest).is_file() or digest in self.packs.blobs()
+
+    def absent(self, digests: Iterable[str]) -> list[str]:
+        """Those of `digests` (valid hashes) that the cache holds neither loose nor packed."""
+        packed = self.packs.blobs()
+        exists = os.path.exists
+        return [d for d in digests if d not in packed and not exists(self._object(d))]
 
     def read_bytes(self, digest: str) -> bytes:
-        return self.path(digest).read_bytes()
+        try:
+            return self.path(digest).read_bytes()
+        except FileNotFoundError:
+            if digest not in self.packs.blobs():
+                raise
+        return self.packs.read(digest)
+
+    def size(self, digest: str) -> int:
+        """The size of a blob the cache holds."""
+        try:
+            return os.stat(self.path(digest)).st_size
+        except FileNotFoundError:
+            packed = self.packs.blobs().get(digest)
+            if packed is None:
+                raise
+            return packed.size
+
+    def describe(self, digest: str) -> str:
+        """Where the cache keeps `digest`, for messages."""
+        packed = None if self.path(digest).is_file() else self.packs.blobs().get(digest)
+        if packed is not None:
+            return f"{digest} in the local pack {self.packs.pack_path(packed.pack)}"
+        return str(self.path(digest))
 
     # ------------------------------------------------------------------ insertion
 
@@ -175,7 +209,7 @@ class LocalCache:
         if not self.has(digest):
             return [digest]
         if kind == DIR:
-            return [e.hash for e in self.tree(digest) if not self.has(e.hash)]
+            return self.absent(e.hash for e in self.tree(digest))
         return []
 
     # ------------------------------------------------------------------ checkout
@@ -195,13 +229,18 @@ class LocalCache:
             entries = self.tree(digest)
             self._checkout_tree(entries, dest, mode)
             return [(e.relpath, e.hash) for e in entries]
-        self._checkout_file(self.path(digest), dest, mode)
+        self._checkout_file(digest, dest, mode)
         return [("", digest)]
 
-    def _checkout_file(self, src: pathlib.Path, dest: pathlib.Path, mode: LinkMode) -> None:
+    def _checkout_file(self, digest: str, dest: pathlib.Path, mode: LinkMode) -> None:
         tmp = _sibling(dest, "tmp")
+        src = self.path(digest)
         try:
-            _PLACE[mode](str(src), tmp, 0o644)
+            if src.is_file() or digest not in self.packs.blobs():
+                _PLACE[mode](str(src), tmp, 0o644)
+            else:  # packed blobs are always placed as copies
+                _write_new(tmp, self.packs.read(digest), 0o644)
+                os.chmod(tmp, 0o644)
             _swap(tmp, dest)
         except BaseException:
             _remove_quietly(tmp)
@@ -228,14 +267,23 @@ class LocalCache:
             old = str(dest) if mode is not LinkMode.HARDLINK and _is_folder(dest) else None
             objects = str(self.objects)
             symlink = mode is LinkMode.SYMLINK
+            packed = self.packs.blobs()
+            read_packed = self.packs.read
 
             def put(entry: TreeEntry) -> None:
                 src = os.path.join(objects, entry.hash[:2], entry.hash[2:])
                 target = os.path.join(tmp, entry.relpath)
-                if old is None or not _reuse(
+                if old is not None and _reuse(
                     os.path.join(old, entry.relpath), target, entry, src, symlink
                 ):
+                    return
+                where = packed.get(entry.hash)
+                if where is None or (mode is not LinkMode.COPY and os.path.exists(src)):
                     place(src, target, entry.mode, entry.size, entry.mode & umask)
+                else:  # packed blobs are always placed as copies
+                    _write_new(target, read_packed(entry.hash, where), entry.mode)
+                    if entry.mode & umask:
+                        os.chmod(target, entry.mode)
 
             # Each task fills part of one folder, and neighbouring tasks are in different
             # folders: creations in one folder are serialized by the kernel, across folders
@@ -262,8 +310,9 @@ class CacheBatch:
 
     The invariant: a blob appears under its hash name only after its complete content is
     durable. A crash may lose staged blobs (their temp files stay in the tmp folder), never
-    expose a partial one. Callers of `put_bytes` with a digest and of `adopt` vouch that
-    the content matches it (the fetch verifies every blob before staging it).
+    expose a partial one. Callers of `put_bytes` with a digest, of `adopt` and of
+    `put_packed` vouch that the content matches it (the fetch verifies every blob before
+    staging it).
     """
 
     def __init__(self, cache: LocalCache) -> None:
@@ -271,6 +320,9 @@ class CacheBatch:
         self.folder = cache.tmp_dir
         self._prefix = f"blob.{os.getpid()}.{uuid.uuid4().hex[:8]}."
         self._staged: dict[str, str] = {}
+        # Local packs: (pack temp file, index temp file, its rows as in `encode_index`).
+        self._packs: list[tuple[str, str, list[tuple[str, int, int, int, int]]]] = []
+        self._packed: set[str] = set()
         self._lock = threading.Lock()
         # The first thread writes into the tmp folder, every other one into a subfolder
         # of its own: creating files in one folder is serialized by the kernel.
@@ -288,7 +340,7 @@ class CacheBatch:
             self.discard()
 
     def __len__(self) -> int:
-        return len(self._staged)
+        return len(self._staged) + len(self._packed)
 
     def temp_path(self) -> pathlib.Path:
         """A fresh temp file name under the cache's tmp folder (for streamed blobs)."""
@@ -310,7 +362,48 @@ class CacheBatch:
 
     def wants(self, digest: str) -> bool:
         """Whether `digest` is neither in the cache nor staged here."""
-        return digest not in self._staged and not os.path.isfile(self.cache._object(digest))
+        return (
+            digest not in self._staged
+            and digest not in self._packed
+            and not os.path.isfile(self.cache._object(digest))
+            and digest not in self.cache.packs.blobs()
+        )
+
+    def put_packed(self, blobs: Sequence[tuple[str, bytes | memoryview, int, int]]) -> int:
+        """Stage blobs as one local pack: (hash, stored bytes, size, codec) each, stored as
+        on a remote (see `packs.encode_blob`). Returns how many blobs the pack holds."""
+        rows = []
+        parts = []
+        offset = 0
+        with self._lock:
+            for digest, stored, size, codec in blobs:
+                if not is_hash(digest):
+                    raise PivotError(f"Refusing to store a blob under the invalid hash {digest!r}.")
+                if digest in self._packed or not self.wants(digest):
+                    continue
+                self._packed.add(digest)
+                rows.append((digest, offset, len(stored), size, codec))
+                parts.append(stored)
+                offset += len(stored)
+        if not rows:
+            return 0
+        pack_tmp, index_tmp = self._temp(), self._temp()
+        try:
+            fd = os.open(pack_tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, READ_ONLY)
+            try:
+                for part in parts:
+                    _write_all(fd, part)
+            finally:
+                os.close(fd)
+            _write_new(index_tmp, encode_index(rows))
+        except BaseException:
+            _remove_quietly(pack_tmp)
+            with self._lock:
+                self._packed.difference_update(row[0] for row in rows)
+            raise
+        with self._lock:
+            self._packs.append((pack_tmp, index_tmp, rows))
+        return len(rows)
 
     def put_bytes(self, data: bytes | memoryview, digest: str | None = None) -> str:
         """Stage `data` (verified against `digest` by the caller, or hashed here)."""
@@ -397,15 +490,27 @@ class CacheBatch:
         """Make every staged blob durable, then visible in the cache; returns how many."""
         with self._lock:
             staged, self._staged = self._staged, {}
-        if not staged:
+            staged_packs, self._packs, self._packed = self._packs, [], set()
+        if not staged and not staged_packs:
             self._drop_folders()
             return 0
         done = 0
         try:
-            if len(staged) >= SYNCFS_MIN:
+            temps = _temp_files(staged, staged_packs)
+            if len(temps) >= SYNCFS_MIN:
                 _syncfs(self.folder)
             else:
-                _fsync_files(list(staged.values()))
+                _fsync_files(temps)
+            store = self.cache.packs
+            while staged_packs:
+                pack_tmp, index_tmp, rows = staged_packs[0]
+                store.root.mkdir(parents=True, exist_ok=True)
+                name = uuid.uuid4().hex
+                os.replace(pack_tmp, store.pack_path(name))
+                os.replace(index_tmp, store.index_path(name))  # the pack is now visible
+                store.added(name, rows)
+                staged_packs.pop(0)
+                done += len(rows)
             objects = str(self.cache.objects)
             made: set[str] = set()
             for digest, tmp in list(staged.items()):
@@ -417,7 +522,7 @@ class CacheBatch:
                 del staged[digest]
                 done += 1
         except BaseException:
-            for tmp in staged.values():
+            for tmp in _temp_files(staged, staged_packs):
                 _remove_quietly(tmp)
             raise
         finally:
@@ -428,7 +533,8 @@ class CacheBatch:
         """Drop every staged blob (their temp files are removed)."""
         with self._lock:
             staged, self._staged = self._staged, {}
-        for tmp in staged.values():
+            staged_packs, self._packs, self._packed = self._packs, [], set()
+        for tmp in _temp_files(staged, staged_packs):
             _remove_quietly(tmp)
         self._drop_folders()
 
@@ -443,6 +549,11 @@ class CacheBatch:
 
 
 # ---------------------------------------------------------------------- file helpers
+
+
+def _temp_files(staged: dict[str, str], packs: list[tuple[str, str, list]]) -> list[str]:
+    """Every temp file of a batch's staged blobs and packs."""
+    return [*staged.values(), *(path for pack, index, _ in packs for path in (pack, index))]
 
 
 def _read_small(fd: int, size: int) -> bytes:

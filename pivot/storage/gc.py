@@ -2,7 +2,8 @@
 
 Live run records are those a lock file names (its run key); live blobs are the outputs
 of every lock file and live run record, with tree manifests' entries. Everything else
-in `.pivot/cache` is removed.
+in `.pivot/cache` is removed; a local pack goes when none of its blobs is live (it is
+kept whole otherwise), and so does a pack file an interrupted fetch left without index.
 """
 
 from __future__ import annotations
@@ -73,6 +74,7 @@ def collect_garbage(project: Project, locks: Iterable[Lock], dry_run: bool = Fal
                 summary.removed.append(digest)
                 if not dry_run:
                     os.unlink(entry)
+    _collect_packs(cache, live, summary)
     for key in runs.keys():  # noqa: SIM118 (RunRecords is not a dict)
         if key in live_runs:
             summary.runs_kept += 1
@@ -81,3 +83,20 @@ def collect_garbage(project: Project, locks: Iterable[Lock], dry_run: bool = Fal
         if not dry_run:
             os.unlink(runs.path(key))
     return summary
+
+
+def _collect_packs(cache: LocalCache, live: set[str], summary: GcSummary) -> None:
+    store = cache.packs
+    for pack, digests in store.indexes().items():
+        if digests & live:
+            summary.objects_kept += len(digests)
+            continue
+        summary.objects_removed += len(digests)
+        summary.bytes_removed += store.pack_path(pack).stat().st_size
+        summary.removed.extend(sorted(digests))
+        if not summary.dry_run:
+            store.remove(pack)
+    for orphan in store.orphans():
+        summary.bytes_removed += orphan.stat().st_size
+        if not summary.dry_run:
+            orphan.unlink()

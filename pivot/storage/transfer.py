@@ -141,7 +141,7 @@ def lock_outputs(locks: Iterable[Lock]) -> list[Output]:
 
 def _corrupt_local(cache: LocalCache, digest: str) -> PivotError:
     return PivotError(
-        f"The local cache object {cache.path(digest)} does not match its hash: it is "
+        f"The local cache object {cache.describe(digest)} does not match its hash: it is "
         f"damaged. Delete it and re-run the stage that produced it (or pull it again); "
         f"nothing damaged was pushed."
     )
@@ -319,8 +319,8 @@ class _Pusher:
         self.summary = summary
 
     def plan(self, send: list[str]) -> list[_PackTask]:
-        path = self.ctx.cache.path
-        sizes = {d: os.stat(path(d)).st_size for d in send}
+        size = self.ctx.cache.size
+        sizes = {d: size(d) for d in send}
         tasks = [_PackTask([d], sizes[d], True) for d in send if sizes[d] > LARGE]
         tasks.sort(key=lambda t: -t.raw)
         small = [d for d in send if sizes[d] <= LARGE]
@@ -390,8 +390,7 @@ class _Pusher:
         cache = self.ctx.cache
         builder = packs.PackBuilder()
         for digest in digests:
-            with open(cache.path(digest), "rb") as handle:
-                data = handle.read()
+            data = cache.read_bytes(digest)
             if hash_bytes(data) != digest:
                 raise _corrupt_local(cache, digest)
             builder.add(digest, data)
@@ -471,36 +470,11 @@ def fetch_outputs(
                 summary.add(runs=1)
             outs = decode_record(data, f"run record {key[:12]}")
             outputs.extend((o["hash"], o["kind"]) for o in outs.values())
-        fetcher = _Fetcher(ctx, contents, summary)
-        need: dict[str, None] = {}
-        trees: list[str] = []
-        for digest, kind in dict.fromkeys(outputs):
-            if kind == DIR and not ctx.cache.has(digest):
-                trees.append(digest)
-                need[digest] = None
-            else:
-                need.update(dict.fromkeys(_missing(ctx.cache, digest, kind)))
-        fetcher.fetch(list(need))
-        need = {}
-        for digest in trees:
-            if ctx.cache.has(digest):
-                need.update(dict.fromkeys(_missing(ctx.cache, digest, DIR)))
-        fetcher.fetch(list(need))
+        _Fetcher(ctx, contents, summary).fetch_outputs(outputs)
     finally:
         ctx.close()
     summary.seconds = time.perf_counter() - started
     return summary
-
-
-def _missing(cache: LocalCache, digest: str, kind: str) -> list[str]:
-    """`cache.missing`, with one stat per tree entry and no per-entry hash validation
-    (the manifest's hashes were validated when it was decoded)."""
-    if kind != DIR or not cache.has(digest):
-        return cache.missing(digest, kind)
-    objects = str(cache.objects)
-    exists = os.path.exists
-    join = os.path.join
-    return [e.hash for e in cache.tree(digest) if not exists(join(objects, e.hash[:2], e.hash[2:]))]
 
 
 def fetch_locks(
@@ -562,6 +536,24 @@ class _Fetcher:
         reads.sort(key=lambda r: -(r.end - r.start))
         return reads
 
+    def fetch_outputs(self, outputs: Iterable[Output]) -> None:
+        """Fetch what the cache lacks of `outputs`: tree manifests first, then entries."""
+        cache = self.ctx.cache
+        need: dict[str, None] = {}
+        trees: list[str] = []
+        for digest, kind in dict.fromkeys(outputs):
+            if kind == DIR and not cache.has(digest):
+                trees.append(digest)
+                need[digest] = None
+            else:
+                need.update(dict.fromkeys(cache.missing(digest, kind)))
+        self.fetch(list(need))
+        need = {}
+        for digest in trees:
+            if cache.has(digest):
+                need.update(dict.fromkeys(cache.missing(digest, DIR)))
+        self.fetch(list(need))
+
     def fetch(self, digests: list[str]) -> None:
         if not digests:
             return
@@ -602,6 +594,7 @@ class _Fetcher:
         data = self.ctx.remote.get_range(Remote.pack_key(read.pack_id), start, end)
         view = memoryview(data)
         raw = 0
+        verified = []
         for loc, digest in read.items:
             stored = view[loc.offset - start : loc.offset - start + loc.length]
             try:
@@ -610,8 +603,10 @@ class _Fetcher:
                 raise self._corrupt(read.pack_id, digest, f"does not decode ({exc})") from None
             if len(blob) != loc.size or hash_bytes(blob) != digest:
                 raise self._corrupt(read.pack_id, digest, "does not match its BLAKE3 hash")
-            batch.put_bytes(blob, digest)
+            verified.append((digest, stored, loc.size, loc.codec))
             raw += loc.size
+        # Kept as fetched, one local pack per read: one file instead of one per blob.
+        batch.put_packed(verified)
         self.summary.add(blobs=len(read.items), raw_bytes=raw, bytes_received=end - start)
         self.ctx.progress.advance(len(read.items), raw)
 
@@ -708,31 +703,41 @@ def pull_locks(
     jobs: int | None = None,
     progress: Progress | None = None,
 ) -> PullResult:
-    """Fetch the outputs of `locks`, then check each complete one out into the workspace."""
-    locks = list(locks)
-    summary = fetch_locks(project, remote, locks, jobs, progress)
-    summary.action = "pull"
-    cache = LocalCache(project.cache_dir, project.tmp_dir)
-    todo: list[tuple[str, dict]] = []
-    incomplete: list[str] = []
-    for lock in locks:
-        for path, out in sorted(lock.outs.items()):
-            if cache.missing(out["hash"], out["kind"]):
-                incomplete.append(path)
-            else:
-                todo.append((path, out))
+    """Fetch the outputs of `locks`, then check each complete one out into the workspace.
 
-    def checkout(item: tuple[str, dict]) -> str:
+    Directories and small files are fetched first and checked out (creating many files is
+    bound by the filesystem) while the large single files are still being fetched.
+    """
+    started = time.perf_counter()
+    items = [(path, out) for lock in locks for path, out in sorted(lock.outs.items())]
+    early = [i for i in items if i[1]["kind"] == DIR or i[1]["size"] <= LARGE]
+    late = [i for i in items if i[1]["kind"] != DIR and i[1]["size"] > LARGE]
+    ctx = _Context(project, remote, jobs, progress)
+    summary = TransferSummary("pull", remote.display)
+    cache = ctx.cache
+    incomplete: list[str] = []
+
+    def checkout(item: tuple[str, dict]) -> str | None:
         path, out = item
+        if cache.missing(out["hash"], out["kind"]):
+            incomplete.append(path)
+            return None
         cache.checkout(out["hash"], out["kind"], project.abs(path))
         return path
 
-    started = time.perf_counter()
-    workers = max(1, min(default_jobs(remote, jobs), len(todo)))
-    with ThreadPoolExecutor(workers, thread_name_prefix="pivot-checkout") as pool:
-        done = list(pool.map(checkout, todo))
-    summary.seconds += time.perf_counter() - started
-    return PullResult(summary, done, incomplete)
+    pool = ThreadPoolExecutor(max(1, ctx.jobs), thread_name_prefix="pivot-checkout")
+    futures: list[Future] = []
+    try:
+        fetcher = _Fetcher(ctx, ctx.index.refresh(ctx.jobs), summary)
+        for part in (early, late):
+            fetcher.fetch_outputs((out["hash"], out["kind"]) for _, out in part)
+            futures.extend(pool.submit(checkout, item) for item in part)
+        done = [path for future in futures if (path := future.result()) is not None]
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+        ctx.close()
+    summary.seconds = time.perf_counter() - started
+    return PullResult(summary, done, sorted(incomplete))
 
 
 def load_locks(project: Project) -> list[Lock]:

@@ -1,0 +1,112 @@
+"""Blobs a fetch keeps as local packs: checkout, push, gc and damage, with real files."""
+
+from __future__ import annotations
+
+import os
+import stat
+
+import pytest
+from remote_support import clone, files_of, make_project
+
+from pivot.errors import PivotError
+from pivot.storage import transfer
+from pivot.storage.cache import LinkMode, LocalCache
+from pivot.storage.gc import collect_garbage
+from pivot.storage.hashing import hash_bytes
+from pivot.storage.remote import open_remote
+
+FILES = {f"data/part{i:03d}.txt": f"row {i}\n".encode() * (50 + i) for i in range(120)}
+FILES["data/exec.sh"] = b"#!/bin/sh\necho hi\n"
+FILES["model.bin"] = os.urandom(20_000)
+
+
+@pytest.fixture
+def pulled(tmp_path):
+    """A source project pushed to a directory remote, and a clone that pulled it."""
+    src = make_project(tmp_path / "src", FILES)
+    remote = open_remote(str(tmp_path / "remote"), name="test")
+    transfer.push_locks(src, remote, transfer.load_locks(src))
+    dst = clone(src, tmp_path / "dst")
+    result = transfer.pull_locks(dst, remote, transfer.load_locks(dst))
+    assert result.incomplete == []
+    return src, dst, remote
+
+
+def test_pull_keeps_small_blobs_packed(pulled):
+    src, dst, _ = pulled
+    assert files_of(dst.root) == files_of(src.root)
+    loose = [p for p in (dst.cache_dir / "objects").rglob("*") if p.is_file()]
+    packs = sorted(p.name.rsplit(".", 1)[1] for p in (dst.cache_dir / "packs").iterdir())
+    assert loose == [] and packs and set(packs) == {"idx", "pack"}
+    cache = LocalCache(dst.cache_dir, dst.tmp_dir)
+    (lock,) = transfer.load_locks(dst)
+    for out in lock.outs.values():
+        assert cache.missing(out["hash"], out["kind"]) == []
+    digest = hash_bytes(FILES["model.bin"])
+    assert cache.has(digest) and cache.read_bytes(digest) == FILES["model.bin"]
+    assert cache.size(digest) == len(FILES["model.bin"])
+
+
+@pytest.mark.parametrize("mode", list(LinkMode))
+def test_checkout_from_packs_writes_independent_copies(pulled, mode):
+    _, dst, _ = pulled
+    cache = LocalCache(dst.cache_dir, dst.tmp_dir)
+    (lock,) = transfer.load_locks(dst)
+    for rel, out in lock.outs.items():
+        cache.checkout(out["hash"], out["kind"], dst.root / f"again-{rel}", mode)
+    for rel, data in FILES.items():
+        copy = dst.root / f"again-{rel}"
+        assert copy.read_bytes() == data
+        assert not copy.is_symlink() and copy.stat().st_nlink == 1
+        assert copy.stat().st_mode & stat.S_IWUSR  # editable: not a read-only cache object
+
+
+def test_push_from_packs_to_another_remote(pulled, tmp_path):
+    _, dst, _ = pulled
+    mirror = open_remote(str(tmp_path / "mirror"), name="mirror")
+    sent = transfer.push_locks(dst, mirror, transfer.load_locks(dst))
+    assert sent.blobs == len(FILES) + 1 and sent.missing == []
+    third = clone(dst, tmp_path / "third")
+    assert transfer.pull_locks(third, mirror, transfer.load_locks(third)).incomplete == []
+    assert files_of(third.root) == files_of(dst.root)
+
+
+def test_gc_drops_packs_only_when_nothing_in_them_is_needed(pulled):
+    _, dst, _ = pulled
+    packs_dir = dst.cache_dir / "packs"
+    before = sorted(packs_dir.iterdir())
+    kept = collect_garbage(dst, transfer.load_locks(dst))
+    assert kept.objects_removed == 0 and kept.objects_kept == len(FILES) + 1
+    assert sorted(packs_dir.iterdir()) == before
+    dry = collect_garbage(dst, [], dry_run=True)
+    assert dry.objects_removed == len(FILES) + 1 and sorted(packs_dir.iterdir()) == before
+    done = collect_garbage(dst, [])
+    assert done.objects_removed == len(FILES) + 1 and list(packs_dir.iterdir()) == []
+    cache = LocalCache(dst.cache_dir, dst.tmp_dir)
+    assert not cache.has(hash_bytes(FILES["model.bin"]))
+
+
+def test_pack_without_index_is_invisible_and_collected(pulled):
+    _, dst, _ = pulled
+    cache = LocalCache(dst.cache_dir, dst.tmp_dir)
+    digest = hash_bytes(FILES["data/part007.txt"])  # fetched after its tree manifest
+    where = cache.packs.blobs()[digest]
+    cache.packs.index_path(where.pack).rename(dst.root / "saved.idx")  # as if interrupted
+    assert not cache.has(digest)
+    summary = collect_garbage(dst, transfer.load_locks(dst))
+    assert summary.objects_removed == 0 and summary.objects_kept > 0
+    assert not cache.packs.pack_path(where.pack).exists()
+
+
+def test_truncated_local_pack_is_a_clear_error(pulled):
+    _, dst, _ = pulled
+    cache = LocalCache(dst.cache_dir, dst.tmp_dir)
+    digest = hash_bytes(FILES["model.bin"])
+    pack = cache.packs.pack_path(cache.packs.blobs()[digest].pack)
+    os.chmod(pack, 0o644)
+    with open(pack, "r+b") as handle:
+        handle.truncate(cache.packs.blobs()[digest].offset + 10)
+    target = dst.root / "restored.bin"
+    with pytest.raises(PivotError, match=r"local pack .*\.pack is damaged"):
+        cache.checkout(digest, "file", target)
+    assert not target.exists() and [p.name for p in dst.root.glob(".restored*")] == []
