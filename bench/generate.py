@@ -244,6 +244,8 @@ def generate_remote(
                 big_return=ret,
             )
         )
+        # Outputs stay out of git, as DVC's generated .gitignore files keep its own out.
+        (dest / ".gitignore").write_text("/data/\n__pycache__/\n")
     else:
         lines = [
             "stages:",
