@@ -29,10 +29,11 @@ STAGE_SCRIPT = """\
 import sys
 
 src, dst = sys.argv[1], sys.argv[2]
+step = int(sys.argv[3]) if len(sys.argv) > 3 else 1
 with open(src) as f:
     value = int(f.read())
 with open(dst, "w") as f:
-    f.write(f"{value + 1}\\n")
+    f.write(f"{value + step}\\n")
 """
 
 PIVOT_HEADER = """\

@@ -672,21 +672,88 @@ def _clone(b: Bench, src: pathlib.Path, dest: pathlib.Path) -> None:
     subprocess.run([*GIT, "clone", "-q", str(src), str(dest)], check=True)
 
 
+# The stage whose code the second restore case changes: in the middle of the 200-stage chain.
+CHANGED_PIPELINE, CHANGED_STAGE = 4, 10
+
+
+def _change_mid_chain(tool: str, clone: pathlib.Path) -> None:
+    """Make stage s10 of p4 add 2 instead of 1: a code change for Pivot (the stage's body),
+    a command change for DVC (its stages share one script, which takes the step)."""
+    folder = clone / f"p{CHANGED_PIPELINE}"
+    if tool == "pivot":
+        path = folder / "pipeline.py"
+        text = path.read_text()
+        head, sep, rest = text.partition(f"def s{CHANGED_STAGE}(")
+        body = rest.replace("+ 1}", "+ 2}", 1)
+        if not sep or body == rest:
+            raise BenchError(f"cannot find stage s{CHANGED_STAGE}'s body in {path}")
+        path.write_text(head + sep + body)
+    else:
+        path = folder / "dvc.yaml"
+        text = path.read_text()
+        marker = f"out_{CHANGED_STAGE}.txt\n"
+        if f" out_{CHANGED_STAGE - 1}.txt {marker}" not in text:
+            raise BenchError(f"cannot find stage s{CHANGED_STAGE}'s command in {path}")
+        path.write_text(text.replace(f" {marker}", f" out_{CHANGED_STAGE}.txt 2\n", 1))
+
+
+def _restore_once(b: Bench, tool: Tool, src: pathlib.Path, final: pathlib.Path, change: bool):
+    """One fresh clone restored (and, with `change`, one mid-chain stage edited first):
+    Pivot's `run --all` against DVC's `pull` + `repro -P`. Returns (seconds, cpu)."""
+    a = b.args
+    pipes, stages = a.multi_pipelines, a.multi_stages
+    total = pipes * stages
+    clone = b.work / f"restore-{tool.name}-clone"
+    _clone(b, src, clone)
+    clone_final = clone / final.relative_to(src)
+    if clone_final.exists():
+        raise BenchError(f"{tool.name}: the clone already holds {clone_final}.")
+    downstream = (pipes - CHANGED_PIPELINE) * stages - CHANGED_STAGE if change else 0
+    if change:
+        _change_mid_chain(tool.name, clone)
+    if tool.name == "pivot":
+        secs, out = b.call(tool, ["run", "--all"], clone)
+        cpu = b.last_cpu
+        m = PIVOT_RESTORED.search(out)
+        want = (downstream, total - downstream)
+        if not m or (int(m.group(1)), int(m.group(2))) != want:
+            raise BenchError(
+                f"pivot run --all in a fresh clone should run {want[0]} and restore "
+                f"{want[1]} stages from the remote:\n{out[-2000:]}"
+            )
+    else:
+        site = b.work / "dvc-site-cache" / clone.name
+        _rmtree(site)
+        b.call(tool, ["config", "--local", "core.site_cache_dir", str(site)], clone)
+        pull_secs, _ = b.call(tool, ["pull"], clone)
+        pull_cpu = b.last_cpu
+        repro_secs, out = b.call(tool, ["repro", "-P"], clone)
+        cpu = (pull_cpu[0] + b.last_cpu[0], pull_cpu[1] + b.last_cpu[1])
+        if not change and DVC_UP_TO_DATE not in out:
+            raise BenchError(f"dvc repro -P after dvc pull ran something:\n{out[-2000:]}")
+        ran = out.count("Running stage")
+        if change and ran != downstream:
+            raise BenchError(f"dvc repro -P ran {ran} stages, expected {downstream}")
+        secs = pull_secs + repro_secs
+    _check_final(clone_final, total + (1 if change else 0), f"{tool.name} restore clone")
+    return secs, cpu
+
+
 @section("restore")
 def bench_restore(b: Bench) -> list[Row]:
     """The multi project (10 x 20 stages) computed and pushed once; then, in a fresh clone
     with an empty cache, Pivot's `run --all` (restoring from the remote) against DVC's
-    `pull` followed by `repro -P`."""
+    `pull` followed by `repro -P`; then the same with stage s10 of p4 changed (the 110
+    stages from it to the end of the chain run, the 90 before it are restored)."""
     a = b.args
     pipes, stages = a.multi_pipelines, a.multi_stages
     total = pipes * stages
     note = f"{pipes} x {stages} stages, fresh clone"
     server = b.s3()
     pv, dv = b.with_s3(b.pivot), b.with_s3(b.dvc)
-    rows_data = {}
+    timings: dict[tuple[str, bool], Timing] = {}
     for tool in (pv, dv):
         src = b.work / f"restore-{tool.name}"
-        clone = b.work / f"restore-{tool.name}-clone"
         bucket = f"{tool.name}-bench"
         server.create_bucket(bucket)
 
@@ -709,45 +776,30 @@ def bench_restore(b: Bench) -> list[Row]:
         _check_final(final, total, f"{tool.name} restore source")
         _git(src, "add", "-A")
         _git(src, "commit", "-q", "-m", "ran and pushed")
-        timing = Timing([])
         reps = a.restore_reps if tool.name == "pivot" else a.dvc_restore_reps
-        for i in range(reps):
-            _clone(b, src, clone)
-            clone_final = clone / final.relative_to(src)
-            if clone_final.exists():
-                raise BenchError(f"{tool.name}: the clone already holds {clone_final}.")
-            b.log(f"restore: {tool.name} in a fresh clone ({i + 1}/{reps})")
-            if tool.name == "pivot":
-                secs, out = b.call(tool, ["run", "--all"], clone)
-                cpu = b.last_cpu
-                m = PIVOT_RESTORED.search(out)
-                if not m or (int(m.group(1)), int(m.group(2))) != (0, total):
-                    raise BenchError(
-                        f"pivot run --all in a fresh clone did not restore all {total} stages "
-                        f"from the remote (is restore-from-remote wired up?):\n{out[-2000:]}"
-                    )
-            else:
-                site = b.work / "dvc-site-cache" / clone.name
-                _rmtree(site)
-                b.call(tool, ["config", "--local", "core.site_cache_dir", str(site)], clone)
-                pull_secs, _ = b.call(tool, ["pull"], clone)
-                pull_cpu = b.last_cpu
-                repro_secs, out = b.call(tool, ["repro", "-P"], clone)
-                cpu = (pull_cpu[0] + b.last_cpu[0], pull_cpu[1] + b.last_cpu[1])
-                if DVC_UP_TO_DATE not in out:
-                    raise BenchError(f"dvc repro -P after dvc pull ran something:\n{out[-2000:]}")
-                secs = pull_secs + repro_secs
-            _check_final(clone_final, total, f"{tool.name} restore clone")
-            timing.add(secs, cpu)
-        rows_data[tool.name] = timing
+        for change in (False, True):
+            timing = timings[tool.name, change] = Timing([])
+            what = "one mid-chain stage changed" if change else "nothing changed"
+            for i in range(reps):
+                b.log(f"restore: {tool.name} in a fresh clone, {what} ({i + 1}/{reps})")
+                timing.add(*_restore_once(b, tool, src, final, change))
     return [
         Row(
             "restore",
             "`run --all` / `pull` + `repro -P`, empty cache",
-            rows_data["pivot"],
-            rows_data["dvc"],
-            note=note,
-        )
+            timings["pivot", False],
+            timings["dvc", False],
+            Target(ratio=1 / 8),
+            note,
+        ),
+        Row(
+            "restore",
+            f"the same with p{CHANGED_PIPELINE}/s{CHANGED_STAGE}'s code changed",
+            timings["pivot", True],
+            timings["dvc", True],
+            Target(ratio=1 / 8),
+            f"{note}; {(pipes - CHANGED_PIPELINE) * stages - CHANGED_STAGE} stages run",
+        ),
     ]
 
 
