@@ -88,7 +88,6 @@ class PackStore:
         self.root = root
         self._stamp: int | None = None
         self._blobs: dict[str, Packed] = {}
-        self._fds: dict[str, int] = {}
         self._lock = threading.Lock()
 
     def blobs(self) -> dict[str, Packed]:
@@ -128,7 +127,12 @@ class PackStore:
         from pivot.storage.packs import decode_blob
 
         where = where or self.blobs()[digest]
-        stored = os.pread(self._fd(where.pack), where.length, where.offset)
+        # Opened per read (a few us): no descriptor outlives it, whatever the pack count.
+        fd = os.open(self.pack_path(where.pack), os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            stored = os.pread(fd, where.length, where.offset)
+        finally:
+            os.close(fd)
         try:
             if len(stored) != where.length:
                 raise ValueError("the pack is shorter than its index says")
@@ -139,16 +143,6 @@ class PackStore:
                 f"and its .idx file, then pull again."
             ) from None
         return data
-
-    def _fd(self, pack: str) -> int:
-        fd = self._fds.get(pack)
-        if fd is None:
-            with self._lock:
-                fd = self._fds.get(pack)
-                if fd is None:
-                    fd = os.open(self.pack_path(pack), os.O_RDONLY | os.O_CLOEXEC)
-                    self._fds[pack] = fd
-        return fd
 
     def indexes(self) -> dict[str, set[str]]:
         """pack name -> the hashes its index lists (for garbage collection)."""
@@ -173,10 +167,7 @@ class PackStore:
     def remove(self, pack: str) -> None:
         """Drop a pack: its index first, so no reader is left with a dangling entry."""
         with self._lock:
-            fd = self._fds.pop(pack, None)
             self._blobs = {d: w for d, w in self._blobs.items() if w.pack != pack}
-        if fd is not None:
-            os.close(fd)
         for suffix in (INDEX_SUFFIX, PACK_SUFFIX):
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(self.root / f"{pack}{suffix}")

@@ -1,8 +1,9 @@
-"""A remote store over any fsspec filesystem: the few object operations Pivot needs.
+"""A remote store: the few object operations Pivot needs, on a local folder, S3 (boto3,
+see `s3.py`) or any other fsspec filesystem.
 
 The layout of what is stored (packs, indexes) lives in `packs.py` and
-`docs/remote-format.md`; this module only opens the filesystem, names objects, moves
-bytes, and turns library errors into one clear PivotError that never shows a secret.
+`docs/remote-format.md`; this module only opens the store, names objects, moves bytes,
+and turns library errors into one clear PivotError that never shows a secret.
 """
 
 from __future__ import annotations
@@ -14,9 +15,8 @@ import pathlib
 import re
 import shutil
 import uuid
-from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn, Protocol
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from pivot import atomic
@@ -29,13 +29,8 @@ if TYPE_CHECKING:
 PACKS = "packs"
 INDEX = "index"
 LOCAL_PROTOCOLS = ("file", "local")
-# Multipart settings for large uploads/downloads: bounded memory (chunk x concurrency).
-S3_CHUNK = 8 << 20
-S3_CONCURRENCY = 4
 _SECRET_QUERY = re.compile(r"(key|secret|token|sig|password|passwd|credential)", re.IGNORECASE)
 _PACKAGE_HINTS = {
-    "s3": "s3fs",
-    "s3a": "s3fs",
     "gs": "gcsfs",
     "gcs": "gcsfs",
     "az": "adlfs",
@@ -67,11 +62,125 @@ def redact_url(url: str) -> str:
     return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
 
 
+class ObjectStore(Protocol):
+    """Objects named by keys relative to the remote's root ("packs/ab/abcd…")."""
+
+    def names(self, folder: str) -> list[str]:
+        """The last path component of every object under `folder`."""
+        ...
+
+    def get(self, key: str, start: int | None = None, end: int | None = None) -> bytes: ...
+
+    def get_file(self, key: str, dest: pathlib.Path) -> None: ...
+
+    def put(self, key: str, data: bytes) -> None:
+        """Store `data`; readers see all of it or nothing."""
+        ...
+
+    def put_file(self, key: str, src: pathlib.Path) -> None: ...
+
+
+class LocalStore:
+    """A folder on this machine (or a mounted share): files written atomically."""
+
+    def __init__(self, root: pathlib.Path) -> None:
+        self.root = root
+
+    def names(self, folder: str) -> list[str]:
+        base = self.root / folder
+        if not base.is_dir():
+            return []
+        return [p.name for p in base.rglob("*") if p.is_file()]
+
+    def get(self, key: str, start: int | None = None, end: int | None = None) -> bytes:
+        with open(self.root / key, "rb") as handle:
+            if start is None:
+                return handle.read()
+            handle.seek(start)
+            return handle.read((end or 0) - start)
+
+    def get_file(self, key: str, dest: pathlib.Path) -> None:
+        shutil.copyfile(self.root / key, dest)
+
+    def put(self, key: str, data: bytes) -> None:
+        atomic.write_bytes(self.root / key, data)
+
+    def put_file(self, key: str, src: pathlib.Path) -> None:
+        final = self.root / key
+        final.parent.mkdir(parents=True, exist_ok=True)
+        tmp = final.with_name(f".{final.name}.{uuid.uuid4().hex}.tmp")
+        try:
+            with open(src, "rb") as source, open(tmp, "wb") as target:
+                shutil.copyfileobj(source, target, CHUNK * 8)
+                target.flush()
+                os.fsync(target.fileno())
+            os.replace(tmp, final)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+            raise
+
+
+class S3Objects:
+    """The objects under `bucket/prefix` of an S3 endpoint (see `s3.py`)."""
+
+    def __init__(self, bucket: str, prefix: str, options: dict[str, Any]) -> None:
+        from pivot.storage.s3 import S3Store
+
+        self.s3 = S3Store(bucket, options)
+        self.prefix = prefix
+
+    def _key(self, key: str) -> str:
+        return f"{self.prefix}/{key}" if self.prefix else key
+
+    def names(self, folder: str) -> list[str]:
+        return [k.rsplit("/", 1)[-1] for k in self.s3.list(self._key(folder))]
+
+    def get(self, key: str, start: int | None = None, end: int | None = None) -> bytes:
+        return self.s3.get(self._key(key), start, end)
+
+    def get_file(self, key: str, dest: pathlib.Path) -> None:
+        self.s3.get_file(self._key(key), str(dest))
+
+    def put(self, key: str, data: bytes) -> None:
+        self.s3.put(self._key(key), data)
+
+    def put_file(self, key: str, src: pathlib.Path) -> None:
+        self.s3.put_file(self._key(key), str(src))
+
+
+class FsspecObjects:
+    """The objects under `root` of any fsspec filesystem (memory://, gs://, ...)."""
+
+    def __init__(self, fs: Any, root: str) -> None:
+        self.fs = fs
+        self.root = root
+
+    def _path(self, key: str) -> str:
+        return f"{self.root}/{key}" if self.root else key
+
+    def names(self, folder: str) -> list[str]:
+        return [p.rstrip("/").rsplit("/", 1)[-1] for p in self.fs.find(self._path(folder))]
+
+    def get(self, key: str, start: int | None = None, end: int | None = None) -> bytes:
+        return self.fs.cat_file(self._path(key), start=start, end=end)
+
+    def get_file(self, key: str, dest: pathlib.Path) -> None:
+        with self.fs.open(self._path(key), "rb") as src, open(dest, "wb") as out:
+            shutil.copyfileobj(src, out, CHUNK * 8)
+
+    def put(self, key: str, data: bytes) -> None:
+        self.fs.pipe_file(self._path(key), data)
+
+    def put_file(self, key: str, src: pathlib.Path) -> None:
+        self.fs.put_file(str(src), self._path(key))
+
+
 @dataclass
 class Remote:
-    """One remote: an fsspec filesystem and the root path of the store on it."""
+    """One remote: its object store, and how to name it to the user."""
 
-    fs: Any
+    store: ObjectStore
     root: str
     name: str
     url: str
@@ -95,9 +204,6 @@ class Remote:
 
     # ----- object names -----
 
-    def _path(self, key: str) -> str:
-        return f"{self.root}/{key}" if self.root else key
-
     @staticmethod
     def pack_key(pack_id: str) -> str:
         return f"{PACKS}/{pack_id[:2]}/{pack_id}"
@@ -110,34 +216,24 @@ class Remote:
 
     def list_indexes(self) -> list[str]:
         """The ids of every index object on the remote (one listing)."""
-        prefix = self._path(INDEX)
         with self._errors("list the indexes of"):
-            if self.local_root is not None:
-                folder = self.local_root / INDEX
-                names = [p.name for p in folder.iterdir()] if folder.is_dir() else []
-            else:
-                names = [p.rstrip("/").rsplit("/", 1)[-1] for p in self.fs.find(prefix)]
+            names = self.store.names(INDEX)
         return sorted(n for n in names if is_hash(n))
 
     def list_packs(self) -> list[str]:
         """The ids of every pack object (used by maintenance, never by push or fetch)."""
-        prefix = self._path(PACKS)
         with self._errors("list the packs of"):
-            if self.local_root is not None:
-                folder = self.local_root / PACKS
-                names = [p.name for p in folder.glob("*/*")] if folder.is_dir() else []
-            else:
-                names = [p.rstrip("/").rsplit("/", 1)[-1] for p in self.fs.find(prefix)]
+            names = self.store.names(PACKS)
         return sorted(n for n in names if is_hash(n))
 
     def get_bytes(self, key: str) -> bytes:
         with self._errors(f"read {key} from"):
-            return self.fs.cat_file(self._path(key))
+            return self.store.get(key)
 
     def get_range(self, key: str, start: int, end: int) -> bytes:
         """Bytes [start, end) of object `key`."""
         with self._errors(f"read {key} from"):
-            data = self.fs.cat_file(self._path(key), start=start, end=end)
+            data = self.store.get(key, start, end)
         if len(data) != end - start:
             raise PivotError(
                 f"Remote {self.display}: {key} is shorter than its index says "
@@ -149,57 +245,17 @@ class Remote:
     def get_file(self, key: str, dest: pathlib.Path) -> None:
         """Download object `key` into the local file `dest` with bounded memory."""
         with self._errors(f"read {key} from"):
-            if self.local_root is not None:
-                shutil.copyfile(self.local_root / key, dest)
-            elif self.protocol in ("s3", "s3a"):
-                self.fs.get_file(
-                    self._path(key),
-                    str(dest),
-                    chunksize=S3_CHUNK,
-                    max_concurrency=S3_CONCURRENCY,
-                )
-            else:
-                with self.fs.open(self._path(key), "rb") as src, open(dest, "wb") as out:
-                    shutil.copyfileobj(src, out, CHUNK * 8)
+            self.store.get_file(key, dest)
 
     def put_bytes(self, key: str, data: bytes) -> None:
         """Store `data` as object `key`; readers see all of it or nothing."""
         with self._errors(f"write {key} to"):
-            if self.local_root is not None:
-                atomic.write_bytes(self.local_root / key, data)
-            else:
-                self.fs.pipe_file(self._path(key), data)
+            self.store.put(key, data)
 
     def put_file(self, key: str, src: pathlib.Path) -> None:
         """Upload the local file `src` as object `key` with bounded memory."""
         with self._errors(f"write {key} to"):
-            if self.local_root is not None:
-                self._local_put_file(key, src)
-            elif self.protocol in ("s3", "s3a"):
-                self.fs.put_file(
-                    str(src),
-                    self._path(key),
-                    chunksize=S3_CHUNK,
-                    max_concurrency=S3_CONCURRENCY,
-                )
-            else:
-                self.fs.put_file(str(src), self._path(key))
-
-    def _local_put_file(self, key: str, src: pathlib.Path) -> None:
-        assert self.local_root is not None
-        final = self.local_root / key
-        final.parent.mkdir(parents=True, exist_ok=True)
-        tmp = final.with_name(f".{final.name}.{uuid.uuid4().hex}.tmp")
-        try:
-            with open(src, "rb") as source, open(tmp, "wb") as target:
-                shutil.copyfileobj(source, target, CHUNK * 8)
-                target.flush()
-                os.fsync(target.fileno())
-            os.replace(tmp, final)
-        except BaseException:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
-            raise
+            self.store.put_file(key, src)
 
     def _redact(self, text: str) -> str:
         for secret in self.secrets:
@@ -283,8 +339,7 @@ def _fs_class(protocol: str, display: str) -> Any:
             package = err or "the fsspec implementation for it"
         raise PivotError(
             f"The remote {display} uses the {protocol}:// protocol, whose package is not "
-            f"installed. Install it with `pip install {package}`"
-            + (" (or `pip install pivot[s3]`)." if protocol in ("s3", "s3a") else ".")
+            f"installed. Install it with `pip install {package}`."
         ) from None
     except ValueError:
         raise PivotError(
@@ -316,10 +371,8 @@ def open_remote(
         if not path.is_absolute():
             path = (base or pathlib.Path.cwd()) / path
         path = pathlib.Path(os.path.normpath(path))
-        from fsspec.implementations.local import LocalFileSystem
-
         return Remote(
-            fs=LocalFileSystem(),
+            store=LocalStore(path),
             root=str(path),
             name=name,
             url=url,
@@ -331,18 +384,22 @@ def open_remote(
         )
 
     root = rest.strip("/")
+    store: ObjectStore
     if protocol in ("s3", "s3a"):
         if not root:
             raise PivotError(f"The remote {display} names no bucket: use s3://BUCKET/PREFIX.")
-        if importlib.util.find_spec("s3fs") is None:
-            _fs_class(protocol, display)  # raises the error that names the package
-        # s3fs and its client stack cost ~0.3 s to import: only when a request is made.
-        fs = _LazyFS(lambda: _open_s3(_fs_class(protocol, display), options))
+        if importlib.util.find_spec("boto3") is None:
+            raise PivotError(
+                f"The remote {display} uses the {protocol}:// protocol, whose package is not "
+                f"installed. Install it with `pip install boto3` (or `pip install pivot[s3]`)."
+            )
+        bucket, _, prefix = root.partition("/")
+        store = S3Objects(bucket, prefix.strip("/"), options)  # no import until a request
         endpoint = options.get("endpoint_url") or os.environ.get("AWS_ENDPOINT_URL") or ""
         identity = f"s3://{root}@{redact_url(str(endpoint))}"
     elif protocol == "memory":
-        fs = _fs_class(protocol, display)(skip_instance_cache=False)
         root = "/" + root
+        store = FsspecObjects(_fs_class(protocol, display)(skip_instance_cache=False), root)
         identity = f"memory://{root}"
     else:
         _fs_class(protocol, display)  # a clear error when its package is missing
@@ -357,9 +414,10 @@ def open_remote(
             raise PivotError(
                 f"Cannot open the remote {display}: {type(exc).__name__}: {exc}"
             ) from None
+        store = FsspecObjects(fs, root.rstrip("/"))
         identity = f"{protocol}://{root}"
     return Remote(
-        fs=fs,
+        store=store,
         root=root.rstrip("/"),
         name=name,
         url=url,
@@ -370,51 +428,7 @@ def open_remote(
     )
 
 
-class _LazyFS:
-    """Stands for a filesystem that is created on first use."""
-
-    def __init__(self, make: Callable[[], Any]) -> None:
-        self._make = make
-        self._fs: Any = None
-
-    def __getattr__(self, name: str) -> Any:
-        if self._fs is None:
-            self._fs = self._make()
-        return getattr(self._fs, name)
-
-
 def _open_generic(url: str, storage_options: dict[str, Any]) -> tuple[Any, str]:
     from fsspec.core import url_to_fs
 
     return url_to_fs(url, **storage_options)
-
-
-def _open_s3(cls: Any, options: dict[str, Any]) -> Any:
-    client_kwargs: dict[str, Any] = {}
-    if options.get("endpoint_url"):
-        client_kwargs["endpoint_url"] = str(options["endpoint_url"])
-    if options.get("region"):
-        client_kwargs["region_name"] = str(options["region"])
-    kwargs: dict[str, Any] = {
-        "client_kwargs": client_kwargs,
-        "config_kwargs": {
-            "connect_timeout": 5,
-            "read_timeout": 60,
-            "retries": {"max_attempts": 3, "mode": "standard"},
-            "max_pool_connections": 64,
-            # Skip SigV4's SHA-256 of every body (botocore forces it on http endpoints):
-            # the CRC32 checksum still guards each upload, and fetches verify BLAKE3.
-            "s3": {"payload_signing_enabled": False},
-        },
-        "skip_instance_cache": True,
-        "use_listings_cache": False,
-    }
-    if options.get("profile"):
-        kwargs["profile"] = str(options["profile"])
-    if options.get("access_key_id"):
-        kwargs["key"] = str(options["access_key_id"])
-    if options.get("secret_access_key"):
-        kwargs["secret"] = str(options["secret_access_key"])
-    if options.get("session_token"):
-        kwargs["token"] = str(options["session_token"])
-    return cls(**kwargs)

@@ -1,0 +1,144 @@
+"""S3 objects through boto3's client: listings, (ranged) gets, puts, managed file transfers.
+
+Pivot's remote needs five object operations; boto3 does each with one client shared by
+every transfer thread. Measured against s3fs on a loopback SeaweedFS (docs/benchmarks.md):
+s3fs runs every request on one event-loop thread that copies each body in Python, which
+made push and pull CPU-bound on that thread; the boto3 client sends and receives in the
+calling threads, and imports in half the time.
+
+Library errors are translated to the Python exceptions `remote.describe_error` explains
+(a missing bucket or key -> FileNotFoundError, a refused request -> PermissionError);
+credential and connection errors keep their botocore class.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+# Large objects move as multipart transfers of CHUNK bytes, CONCURRENCY parts at a time:
+# memory stays bounded (about CHUNK x CONCURRENCY per transfer).
+CHUNK = 8 << 20
+CONCURRENCY = 4
+_MISSING_BUCKET = ("NoSuchBucket",)
+_MISSING_KEY = ("NoSuchKey", "404", "NotFound")
+_DENIED = (
+    "AccessDenied",
+    "403",
+    "Forbidden",
+    "InvalidAccessKeyId",
+    "SignatureDoesNotMatch",
+    "InvalidToken",
+    "ExpiredToken",
+)
+
+
+class S3Store:
+    """The objects under `bucket` on one S3 endpoint (the client is made on first use)."""
+
+    def __init__(self, bucket: str, options: dict[str, Any]) -> None:
+        self.bucket = bucket
+        self.options = options
+        self._client: Any = None
+        self._lock = threading.Lock()
+
+    @property
+    def client(self) -> Any:
+        if self._client is None:
+            with self._lock:
+                if self._client is None:
+                    self._client = _make_client(self.options)
+        return self._client
+
+    def list(self, prefix: str) -> list[str]:
+        """Every key under `prefix/`."""
+        with _translated(prefix):
+            pages = self.client.get_paginator("list_objects_v2").paginate(
+                Bucket=self.bucket, Prefix=f"{prefix}/"
+            )
+            return [item["Key"] for page in pages for item in page.get("Contents", ())]
+
+    def get(self, key: str, start: int | None = None, end: int | None = None) -> bytes:
+        """The object's bytes, or bytes [start, end) of it."""
+        extra = {} if start is None else {"Range": f"bytes={start}-{(end or 0) - 1}"}
+        with _translated(key):
+            response = self.client.get_object(Bucket=self.bucket, Key=key, **extra)
+            with response["Body"] as body:
+                return body.read()
+
+    def get_file(self, key: str, dest: str) -> None:
+        with _translated(key):
+            self.client.download_file(self.bucket, key, dest, Config=_transfer_config())
+
+    def put(self, key: str, data: bytes) -> None:
+        with _translated(key):
+            self.client.put_object(Bucket=self.bucket, Key=key, Body=data)
+
+    def put_file(self, key: str, src: str) -> None:
+        with _translated(key):
+            self.client.upload_file(src, self.bucket, key, Config=_transfer_config())
+
+
+def _make_client(options: dict[str, Any]) -> Any:
+    import boto3
+    from botocore.config import Config
+
+    session = boto3.session.Session(
+        profile_name=_opt(options, "profile"),
+        aws_access_key_id=_opt(options, "access_key_id"),
+        aws_secret_access_key=_opt(options, "secret_access_key"),
+        aws_session_token=_opt(options, "session_token"),
+    )
+    config = Config(
+        connect_timeout=5,
+        read_timeout=60,
+        retries={"max_attempts": 3, "mode": "standard"},
+        max_pool_connections=64,
+        # No SHA-256 of every body (botocore signs bodies on plain-http endpoints): the
+        # CRC32 checksum still guards each upload, and every fetched blob is verified.
+        s3={"payload_signing_enabled": False},
+    )
+    return session.client(
+        "s3",
+        endpoint_url=_opt(options, "endpoint_url"),
+        region_name=_opt(options, "region"),
+        config=config,
+    )
+
+
+def _opt(options: dict[str, Any], key: str) -> str | None:
+    value = options.get(key)
+    return str(value) if value else None
+
+
+def _transfer_config() -> Any:
+    from boto3.s3.transfer import TransferConfig
+
+    return TransferConfig(
+        multipart_threshold=CHUNK,
+        multipart_chunksize=CHUNK,
+        max_concurrency=CONCURRENCY,
+        use_threads=True,
+    )
+
+
+@contextlib.contextmanager
+def _translated(key: str) -> Iterator[None]:
+    """Turns botocore's ClientError into the exception a caller can explain."""
+    try:
+        yield
+    except Exception as exc:
+        if type(exc).__name__ != "ClientError":
+            raise
+        error = getattr(exc, "response", {}).get("Error", {})
+        code = str(error.get("Code", ""))
+        message = str(error.get("Message", "")) or code
+        if code in _MISSING_BUCKET:
+            raise FileNotFoundError(f"bucket does not exist: {message}") from None
+        if code in _MISSING_KEY:
+            raise FileNotFoundError(f"{key}: {message}") from None
+        if code in _DENIED:
+            raise PermissionError(f"{code}: {message}") from None
+        raise
