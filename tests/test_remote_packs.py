@@ -55,7 +55,7 @@ def test_stream_compression_round_trip(tmp_path):
     src = tmp_path / "big"
     src.write_bytes(b"abc" * 300_000 + os.urandom(1000))
     out = io.BytesIO()
-    stored, stored_hash, source_hash = packs.compress_file(src, out, src.stat().st_size, 2)
+    stored, stored_hash, source_hash = packs.compress_file(src, out, src.stat().st_size)
     assert source_hash == hash_bytes(src.read_bytes())
     assert stored == len(out.getvalue()) and stored_hash == hash_bytes(out.getvalue())
     back = io.BytesIO()

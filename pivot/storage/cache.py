@@ -133,11 +133,15 @@ class LocalCache:
 
     def read_bytes(self, digest: str) -> bytes:
         try:
-            return self.path(digest).read_bytes()
+            fd = os.open(self.path(digest), os.O_RDONLY | os.O_CLOEXEC)
         except FileNotFoundError:
             if digest not in self.packs.blobs():
                 raise
-        return self.packs.read(digest)
+            return self.packs.read(digest)
+        try:
+            return _read_small(fd, os.fstat(fd).st_size, limit=None)
+        finally:
+            os.close(fd)
 
     def size(self, digest: str) -> int:
         """The size of a blob the cache holds."""
@@ -556,15 +560,15 @@ def _temp_files(staged: dict[str, str], packs: list[tuple[str, str, list]]) -> l
     return [*staged.values(), *(path for pack, index, _ in packs for path in (pack, index))]
 
 
-def _read_small(fd: int, size: int) -> bytes:
-    """Read `fd` to its end, or to just past SMALL_FILE (a file may grow after its stat)."""
+def _read_small(fd: int, size: int, limit: int | None = SMALL_FILE) -> bytes:
+    """Read `fd` to its end, or to just past `limit` (a file may grow after its stat)."""
     chunks = []
     total = 0
     want = size + 1
     while data := os.read(fd, want):
         chunks.append(data)
         total += len(data)
-        if total > SMALL_FILE:
+        if limit is not None and total > limit:
             break
         want = CHUNK
     return chunks[0] if len(chunks) == 1 else b"".join(chunks)

@@ -10,13 +10,15 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
+import io
 import os
 import pathlib
 import re
 import shutil
 import uuid
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, NoReturn, Protocol
+from typing import TYPE_CHECKING, Any, BinaryIO, NoReturn, Protocol, TypeVar
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from pivot import atomic
@@ -29,6 +31,7 @@ if TYPE_CHECKING:
 PACKS = "packs"
 INDEX = "index"
 LOCAL_PROTOCOLS = ("file", "local")
+T = TypeVar("T")
 _SECRET_QUERY = re.compile(r"(key|secret|token|sig|password|passwd|credential)", re.IGNORECASE)
 _PACKAGE_HINTS = {
     "gs": "gcsfs",
@@ -73,6 +76,10 @@ class ObjectStore(Protocol):
 
     def get_file(self, key: str, dest: pathlib.Path) -> None: ...
 
+    def open_range(self, key: str, start: int, end: int) -> contextlib.AbstractContextManager:
+        """A binary stream of bytes [start, end) of `key`, read sequentially."""
+        ...
+
     def put(self, key: str, data: bytes) -> None:
         """Store `data`; readers see all of it or nothing."""
         ...
@@ -101,6 +108,12 @@ class LocalStore:
 
     def get_file(self, key: str, dest: pathlib.Path) -> None:
         shutil.copyfile(self.root / key, dest)
+
+    @contextlib.contextmanager
+    def open_range(self, key: str, start: int, end: int) -> Iterator[BinaryIO]:
+        with open(self.root / key, "rb") as handle:
+            handle.seek(start)
+            yield handle
 
     def put(self, key: str, data: bytes) -> None:
         atomic.write_bytes(self.root / key, data)
@@ -142,6 +155,9 @@ class S3Objects:
     def get_file(self, key: str, dest: pathlib.Path) -> None:
         self.s3.get_file(self._key(key), str(dest))
 
+    def open_range(self, key: str, start: int, end: int) -> contextlib.AbstractContextManager:
+        return self.s3.open_range(self._key(key), start, end)
+
     def put(self, key: str, data: bytes) -> None:
         self.s3.put(self._key(key), data)
 
@@ -168,6 +184,12 @@ class FsspecObjects:
     def get_file(self, key: str, dest: pathlib.Path) -> None:
         with self.fs.open(self._path(key), "rb") as src, open(dest, "wb") as out:
             shutil.copyfileobj(src, out, CHUNK * 8)
+
+    @contextlib.contextmanager
+    def open_range(self, key: str, start: int, end: int) -> Iterator[BinaryIO]:
+        with self.fs.open(self._path(key), "rb") as handle:
+            handle.seek(start)
+            yield handle
 
     def put(self, key: str, data: bytes) -> None:
         self.fs.pipe_file(self._path(key), data)
@@ -247,6 +269,12 @@ class Remote:
         with self._errors(f"read {key} from"):
             self.store.get_file(key, dest)
 
+    def read_range(self, key: str, start: int, end: int, consume: Callable[[BinaryIO], T]) -> T:
+        """`consume` a stream of at most the bytes [start, end) of object `key` (bounded
+        memory); a PivotError it raises passes unchanged."""
+        with self._errors(f"read {key} from"), self.store.open_range(key, start, end) as src:
+            return consume(_Limited(src, end - start))
+
     def put_bytes(self, key: str, data: bytes) -> None:
         """Store `data` as object `key`; readers see all of it or nothing."""
         with self._errors(f"write {key} to"):
@@ -274,6 +302,29 @@ class Remote:
 
     def _raise(self, action: str, exc: BaseException) -> NoReturn:
         raise PivotError(self._redact(describe_error(self, action, exc))) from None
+
+
+class _Limited(io.RawIOBase):
+    """A reader that yields at most `remaining` bytes of `source`."""
+
+    def __init__(self, source: BinaryIO, remaining: int) -> None:
+        self.source = source
+        self.remaining = remaining
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, n: int = -1) -> bytes:  # type: ignore[override]
+        if n is None or n < 0 or n > self.remaining:
+            n = self.remaining
+        data = self.source.read(n)
+        self.remaining -= len(data)
+        return data
+
+    def readinto(self, buffer) -> int:  # type: ignore[override]
+        data = self.read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
 
 
 def describe_error(remote: Remote, action: str, exc: BaseException) -> str:

@@ -68,6 +68,16 @@ class S3Store:
             with response["Body"] as body:
                 return body.read()
 
+    @contextlib.contextmanager
+    def open_range(self, key: str, start: int, end: int) -> Iterator[Any]:
+        """The response body of a ranged GET, read as a stream."""
+        with _translated(key):
+            response = self.client.get_object(
+                Bucket=self.bucket, Key=key, Range=f"bytes={start}-{end - 1}"
+            )
+        with response["Body"] as body, _translated(key):
+            yield body
+
     def get_file(self, key: str, dest: str) -> None:
         with _translated(key):
             self.client.download_file(self.bucket, key, dest, Config=_transfer_config())

@@ -9,7 +9,6 @@ into the local cache.
 from __future__ import annotations
 
 import contextlib
-import io
 import math
 import os
 import threading
@@ -411,8 +410,7 @@ class _Pusher:
         tmp = self.ctx.project.tmp_dir / f"pack.{uuid.uuid4().hex}"
         try:
             with open(tmp, "wb") as out:
-                threads = min(4, os.cpu_count() or 1)
-                stored, pack_id, source_hash = packs.compress_file(src, out, size, threads)
+                stored, pack_id, source_hash = packs.compress_file(src, out, size)
             if source_hash != digest:
                 raise _corrupt_local(cache, digest)
             self.ctx.remote.put_file(Remote.pack_key(pack_id), tmp)
@@ -611,37 +609,41 @@ class _Fetcher:
         self.ctx.progress.advance(len(read.items), raw)
 
     def _read_large(self, pack_id: str, loc: Location, digest: str, batch: CacheBatch) -> None:
-        pack_tmp = batch.temp_path()
+        """Stream one large blob into a cache temp file, verify it, make it durable now
+        (while other blobs still move, rather than all at the batch's commit)."""
+        key = Remote.pack_key(pack_id)
         out_tmp = batch.temp_path()
-        adopted = False
         try:
-            self.ctx.remote.get_file(Remote.pack_key(pack_id), pack_tmp)
-            pack_size = os.stat(pack_tmp).st_size
-            if pack_size < loc.offset + loc.length:
-                raise self._corrupt(pack_id, digest, "lies beyond the end of its pack")
-            whole = loc.offset == 0 and pack_size == loc.length
-            if loc.codec == packs.RAW and whole:
-                size, actual = packs.hash_path(pack_tmp)
-                out_tmp, pack_tmp = pack_tmp, out_tmp
+            if loc.codec == packs.RAW and loc.offset == 0 and pack_id == digest:
+                # A raw single-blob pack: downloaded in parallel parts straight into place.
+                self.ctx.remote.get_file(key, out_tmp)
+                size, actual = packs.hash_path(out_tmp)
             else:
-                with open(pack_tmp, "rb") as source, open(out_tmp, "wb") as out:
-                    source.seek(loc.offset)
-                    limited = _Limited(source, loc.length)
-                    try:
-                        if loc.codec == packs.RAW:
-                            size, actual = _copy_hashing(limited, out)
-                        else:
-                            size, actual = packs.decompress_stream(limited, out)
-                    except ValueError as exc:
-                        raise self._corrupt(pack_id, digest, f"does not decode ({exc})") from None
+                with open(out_tmp, "wb") as out:
+
+                    def consume(stream: BinaryIO) -> tuple[int, str]:
+                        try:
+                            if loc.codec == packs.RAW:
+                                return _copy_hashing(stream, out)
+                            return packs.decompress_stream(stream, out)
+                        except ValueError as exc:
+                            why = f"does not decode ({exc})"
+                            raise self._corrupt(pack_id, digest, why) from None
+
+                    end = loc.offset + loc.length
+                    size, actual = self.ctx.remote.read_range(key, loc.offset, end, consume)
             if size != loc.size or actual != digest:
                 raise self._corrupt(pack_id, digest, "does not match its BLAKE3 hash")
+            fd = os.open(out_tmp, os.O_RDONLY | os.O_CLOEXEC)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
             batch.adopt(out_tmp, digest)
-            adopted = True
-        finally:
-            for path in (pack_tmp,) if adopted else (pack_tmp, out_tmp):
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(path)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(out_tmp)
+            raise
         self.summary.add(blobs=1, raw_bytes=loc.size, bytes_received=loc.length)
         self.ctx.progress.advance(1, loc.size)
 
@@ -649,29 +651,6 @@ class _Fetcher:
 def _is_large(loc: Location) -> bool:
     """Whether a blob streams through a temp file rather than being decoded in memory."""
     return loc.size > LARGE or loc.length > LARGE
-
-
-class _Limited(io.RawIOBase):
-    """A reader that yields at most `remaining` bytes of `source`."""
-
-    def __init__(self, source: BinaryIO, remaining: int) -> None:
-        self.source = source
-        self.remaining = remaining
-
-    def readable(self) -> bool:
-        return True
-
-    def read(self, n: int = -1) -> bytes:  # type: ignore[override]
-        if n is None or n < 0 or n > self.remaining:
-            n = self.remaining
-        data = self.source.read(n)
-        self.remaining -= len(data)
-        return data
-
-    def readinto(self, buffer) -> int:  # type: ignore[override]
-        data = self.read(len(buffer))
-        buffer[: len(data)] = data
-        return len(data)
 
 
 def _copy_hashing(source: BinaryIO, dest: BinaryIO) -> tuple[int, str]:
