@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from pivot import console, worker
-from pivot.errors import PivotError
+from pivot.errors import PivotError, RemoteIncomplete
 from pivot.lockfile import write_lock
 from pivot.plan import PENDING, RESTORE, RUN, SKIP, Decision, Planner
 from pivot.storage.cache import LinkMode, remove_path
@@ -167,9 +167,13 @@ class Runner:
                 f"Nothing more was run (--no-fallback); fix the remote or run without "
                 f"--no-fallback to compute the missing outputs here."
             ) from exc
+        problem = (
+            str(exc)
+            if isinstance(exc, RemoteIncomplete)
+            else f"The remote{f' {name!r}' if name else ''} is unavailable ({exc})."
+        )
         console.warn(
-            f"The remote{f' {name!r}' if name else ''} is unavailable ({exc}). Stages that "
-            f"cannot be restored from the local cache will run here instead."
+            f"{problem} Stages that cannot be restored from the local cache will run here instead."
         )
         self.remote = None
         if self._planner is not None:

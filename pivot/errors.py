@@ -9,5 +9,9 @@ class PivotError(Exception):
     exit_code = 1
 
 
+class RemoteIncomplete(PivotError):
+    """The remote answered, but lacks blobs it was expected to hold."""
+
+
 class StageFailed(PivotError):
     """One or more stages raised or broke their contract during a run."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from pivot.errors import PivotError
+from pivot.errors import RemoteIncomplete
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
@@ -82,9 +82,9 @@ class RemoteAccess:
 
         summary = fetch_outputs(self.project, self.remote, list(outputs), jobs=self.jobs)
         if summary.missing:
-            raise PivotError(
-                f"The remote {self.display} lacks {len(summary.missing)} blob(s) it was "
-                f"expected to hold (first: {summary.missing[0][:16]})."
+            raise RemoteIncomplete(
+                f"The remote {self.display} lacks {len(summary.missing)} blob(s) that the "
+                f"lock files name (first: {summary.missing[0][:16]}); were they pushed?"
             )
         return summary
 

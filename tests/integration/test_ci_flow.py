@@ -238,6 +238,17 @@ def test_remote_unavailable_mid_run_falls_back_to_running(local_machines, tmp_pa
     assert (b / "analysis/report.txt").read_text() == "Processed 3 records\n"
 
 
+def test_remote_without_the_blobs_says_so_and_runs(local_machines, tmp_path) -> None:
+    local_machines.publish(PARENT_CHILD, cwd="analysis")
+    b, pivot_b = local_machines.clone()
+    pivot_b("remote", "add", "empty", str(tmp_path / "nobody-pushed-here"), "--default")
+    proc = pivot_b("run", cwd="analysis")
+    assert "lacks 2 blob(s)" in proc.stderr and "were they pushed?" in proc.stderr
+    assert "unavailable" not in proc.stderr
+    assert executions(b) == ["prepare", "analyze"]
+    assert (b / "analysis/report.txt").read_text() == "Processed 3 records\n"
+
+
 def test_unreachable_remote_runs_offline_with_a_warning(local_machines) -> None:
     from support import free_ports
 
