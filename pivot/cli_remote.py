@@ -1,7 +1,7 @@
 """Click commands for remotes: `remote ...`, `push`, `fetch`, `pull`, `gc`.
 
 Plain click objects; `pivot/cli.py` registers them with `cli.add_command(...)`.
-Heavy imports (fsspec, s3fs, zstandard) happen inside the commands only.
+Heavy imports (fsspec, boto3, zstandard) happen inside the commands only.
 """
 
 from __future__ import annotations
@@ -247,7 +247,8 @@ def fetch(remote_name, jobs, as_json, all_pipelines, targets) -> None:
     target = _open(project, remote_name)
     bar = _Bar("fetch")
     try:
-        summary = transfer.fetch_locks(project, target, locks, jobs, bar)
+        with project.exclusive("fetch"):
+            summary = transfer.fetch_locks(project, target, locks, jobs, bar)
     finally:
         bar.close()
     _report(summary, as_json)

@@ -83,8 +83,8 @@ class RemoteAccess:
         summary = fetch_outputs(self.project, self.remote, list(outputs), jobs=self.jobs)
         if summary.missing:
             raise RemoteIncomplete(
-                f"The remote {self.display} lacks {len(summary.missing)} blob(s) that the "
-                f"lock files name (first: {summary.missing[0][:16]}); were they pushed?"
+                f"The remote {self.display} lacks {len(summary.missing)} blob(s) needed to "
+                f"restore (first: {summary.missing[0][:16]}); were they pushed?"
             )
         return summary
 

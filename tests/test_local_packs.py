@@ -110,3 +110,29 @@ def test_truncated_local_pack_is_a_clear_error(pulled):
     with pytest.raises(PivotError, match=r"local pack .*\.pack is damaged"):
         cache.checkout(digest, "file", target)
     assert not target.exists() and [p.name for p in dst.root.glob(".restored*")] == []
+
+
+def test_gc_and_reads_survive_a_pack_file_gone_missing(pulled):
+    _, dst, _ = pulled
+    cache = LocalCache(dst.cache_dir, dst.tmp_dir)
+    digest = hash_bytes(FILES["data/part007.txt"])  # not in the tree manifest's pack
+    where = cache.packs.blobs()[digest]
+    cache.packs.pack_path(where.pack).unlink()  # the index stays behind
+    with pytest.raises(PivotError, match=r"local pack .* is missing .* Delete the index"):
+        cache.read_bytes(digest)
+    collect_garbage(dst, transfer.load_locks(dst))
+    assert not cache.packs.index_path(where.pack).exists() and not cache.has(digest)
+
+
+def test_pull_failing_midway_says_what_was_checked_out(tmp_path):
+    files = {"small.txt": b"small\n" * 10, "huge.bin": os.urandom(transfer.LARGE + 1)}
+    src = make_project(tmp_path / "src", files)
+    remote = open_remote(str(tmp_path / "remote"), name="test")
+    transfer.push_locks(src, remote, transfer.load_locks(src))
+    huge = hash_bytes(files["huge.bin"])
+    (tmp_path / "remote" / "packs" / huge[:2] / huge).unlink()  # the large blob's pack
+    dst = clone(src, tmp_path / "dst")
+    with pytest.raises(PivotError, match=r"1 output\(s\) were checked out in full: small\.txt"):
+        transfer.pull_locks(dst, remote, transfer.load_locks(dst))
+    assert (dst.root / "small.txt").read_bytes() == files["small.txt"]
+    assert not (dst.root / "huge.bin").exists()

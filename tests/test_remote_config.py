@@ -114,5 +114,5 @@ def test_protocol_errors(tmp_path):
 
 def test_relative_local_remote_resolves_from_project(tmp_path):
     remote = open_remote("../store", name="l", base=tmp_path / "proj")
-    assert remote.local_root == tmp_path / "store"
-    assert open_remote(f"file://{tmp_path}/a", name="f").local_root == tmp_path / "a"
+    assert remote.store.root == tmp_path / "store"
+    assert open_remote(f"file://{tmp_path}/a", name="f").store.root == tmp_path / "a"

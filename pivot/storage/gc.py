@@ -8,6 +8,7 @@ kept whole otherwise), and so does a pack file an interrupted fetch left without
 
 from __future__ import annotations
 
+import contextlib
 import os
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -88,11 +89,12 @@ def collect_garbage(project: Project, locks: Iterable[Lock], dry_run: bool = Fal
 def _collect_packs(cache: LocalCache, live: set[str], summary: GcSummary) -> None:
     store = cache.packs
     for pack, digests in store.indexes().items():
-        if digests & live:
+        if digests & live and store.pack_path(pack).exists():
             summary.objects_kept += len(digests)
             continue
         summary.objects_removed += len(digests)
-        summary.bytes_removed += store.pack_path(pack).stat().st_size
+        with contextlib.suppress(FileNotFoundError):
+            summary.bytes_removed += store.pack_path(pack).stat().st_size
         summary.removed.extend(sorted(digests))
         if not summary.dry_run:
             store.remove(pack)

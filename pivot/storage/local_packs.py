@@ -128,7 +128,14 @@ class PackStore:
 
         where = where or self.blobs()[digest]
         # Opened per read (a few us): no descriptor outlives it, whatever the pack count.
-        fd = os.open(self.pack_path(where.pack), os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            fd = os.open(self.pack_path(where.pack), os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            raise PivotError(
+                f"The local pack {self.pack_path(where.pack)} is missing though its index "
+                f"{self.index_path(where.pack)} lists it. Delete the index (or run `pivot gc`), "
+                f"then pull again."
+            ) from None
         try:
             stored = os.pread(fd, where.length, where.offset)
         finally:

@@ -206,10 +206,8 @@ class Remote:
     root: str
     name: str
     url: str
-    protocol: str
     identity: str
     secrets: tuple[str, ...] = ()
-    local_root: pathlib.Path | None = None
     options: dict[str, Any] = field(default_factory=dict)
 
     # ----- opening -----
@@ -339,7 +337,7 @@ def describe_error(remote: Remote, action: str, exc: BaseException) -> str:
             f"AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, or `pivot remote modify --local "
             f"{remote.name} access_key_id ...` and `secret_access_key ...`."
         )
-    if isinstance(exc, PermissionError) or kind in ("ClientError", "AccessDenied"):
+    if isinstance(exc, PermissionError) or kind == "AccessDenied":
         return (
             f"{where}: access denied ({detail}). Check the credentials and permissions for "
             f"this remote (profile, environment variables or .pivot/config.local.yaml)."
@@ -427,10 +425,8 @@ def open_remote(
             root=str(path),
             name=name,
             url=url,
-            protocol="file",
             identity=f"file://{path}",
             secrets=secrets,
-            local_root=path,
             options=options,
         )
 
@@ -472,7 +468,6 @@ def open_remote(
         root=root.rstrip("/"),
         name=name,
         url=url,
-        protocol=protocol,
         identity=identity,
         secrets=secrets,
         options=options,

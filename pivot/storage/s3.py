@@ -139,10 +139,14 @@ def _translated(key: str) -> Iterator[None]:
     """Turns botocore's ClientError into the exception a caller can explain."""
     try:
         yield
-    except Exception as exc:
-        if type(exc).__name__ != "ClientError":
+    except Exception as raised:
+        from botocore.exceptions import ClientError
+
+        # boto3's managed transfers wrap the ClientError (S3UploadFailedError).
+        exc = raised if isinstance(raised, ClientError) else raised.__context__
+        if not isinstance(exc, ClientError):
             raise
-        error = getattr(exc, "response", {}).get("Error", {})
+        error = exc.response.get("Error", {})
         code = str(error.get("Code", ""))
         message = str(error.get("Message", "")) or code
         if code in _MISSING_BUCKET:
@@ -151,4 +155,4 @@ def _translated(key: str) -> Iterator[None]:
             raise FileNotFoundError(f"{key}: {message}") from None
         if code in _DENIED:
             raise PermissionError(f"{code}: {message}") from None
-        raise
+        raise exc from None

@@ -45,7 +45,7 @@ BATCH_BYTES = 1 << 30
 GAP = 1 << 20
 RANGE_MAX = 64 << 20
 DEFAULT_JOBS = 8
-# Large blobs moving at once: each holds up to ~S3_CHUNK x S3_CONCURRENCY in buffers, and
+# Large blobs moving at once: each holds up to ~s3.CHUNK x s3.CONCURRENCY in buffers, and
 # loopback servers gain nothing from more; this keeps RSS flat whatever the output sizes.
 LARGE_PARALLEL = 2
 _large_slots = threading.BoundedSemaphore(LARGE_PARALLEL)
@@ -709,7 +709,18 @@ def pull_locks(
     try:
         fetcher = _Fetcher(ctx, ctx.index.refresh(ctx.jobs), summary)
         for part in (early, late):
-            fetcher.fetch_outputs((out["hash"], out["kind"]) for _, out in part)
+            try:
+                fetcher.fetch_outputs((out["hash"], out["kind"]) for _, out in part)
+            except PivotError as exc:
+                # Outputs already being checked out are complete: let them land, and say so.
+                placed = [p for f in futures if (p := f.result()) is not None]
+                if not placed:
+                    raise
+                listed = ", ".join(placed[:5]) + (" ..." if len(placed) > 5 else "")
+                raise PivotError(
+                    f"{exc} Before this, {len(placed)} output(s) were checked out in full: "
+                    f"{listed}; the others were left as they were."
+                ) from exc
             futures.extend(pool.submit(checkout, item) for item in part)
         done = [path for future in futures if (path := future.result()) is not None]
     finally:

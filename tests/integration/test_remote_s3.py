@@ -168,7 +168,8 @@ def test_missing_credentials_is_a_clear_error(tmp_path, seaweedfs):
 def test_unknown_bucket_is_a_clear_error(tmp_path, seaweedfs):
     remote = open_remote("s3://no-such-bucket-pivot/c", name="weed", options=seaweedfs.options())
     message = _error_of(remote, tmp_path)
-    assert "bucket does not exist" in message and seaweedfs.secret_key not in message
+    assert "the bucket does not exist" in message and "Create it" in message
+    assert seaweedfs.secret_key not in message
 
 
 def test_unreachable_endpoint_is_a_clear_error(tmp_path, seaweedfs):
