@@ -570,6 +570,7 @@ def _remote_round(b: Bench, server, tool: Tool, push_reps: int, pull_reps: int) 
         prefix = f"{b.run_id}-push{i + 1}"
         _set_remote(b, tool, root, f"s3://{bucket}/{prefix}", server.endpoint, new=i == 0)
         b.log(f"remote: `{tool.name} push` to an empty prefix ({i + 1}/{push_reps})")
+        _settle()
         secs, out = b.call(tool, ["push"], root)
         if tool.name == "pivot":
             m = PIVOT_PUSHED.search(out)
@@ -595,6 +596,7 @@ def _remote_round(b: Bench, server, tool: Tool, push_reps: int, pull_reps: int) 
         _clone(b, root, clone)
         _copy_remote_config(b, tool, root, clone)
         b.log(f"remote: `{tool.name} pull` into a fresh clone ({i + 1}/{pull_reps})")
+        _settle()
         secs, out = b.call(tool, ["pull"], clone)
         if tool.name == "pivot":
             m = PIVOT_PULLED.search(out)
@@ -608,6 +610,12 @@ def _remote_round(b: Bench, server, tool: Tool, push_reps: int, pull_reps: int) 
             raise BenchError(f"{tool.name} pull: workspace differs from what was pushed: {diff}")
         pull.add(secs, b.last_cpu)
     return _RemoteTimes(generate_time, push, noop, pull, stored)
+
+
+def _settle() -> None:
+    """Write back what earlier steps left dirty (untimed), so that no sample of either tool
+    pays for the writeback of the data the one before it wrote."""
+    os.sync()
 
 
 def _pull_clone(b: Bench, tool: str, rep: int) -> pathlib.Path:
@@ -630,8 +638,9 @@ def _copy_remote_config(b: Bench, tool: Tool, src: pathlib.Path, clone: pathlib.
 def bench_remote(b: Bench) -> list[Row]:
     a = b.args
     note = f"{a.remote_files:,} x {a.remote_file_kb} KB + 4 x {a.remote_big_mb} MB"
-    # Clones of an earlier run go first, so their deletion is long past when pulls start.
+    # What an earlier run left goes first, so its deletion is long past when pulls start.
     for tool in ("pivot", "dvc"):
+        _rmtree(b.work / f"remote-{tool}")
         for rep in range(max(a.remote_reps, a.dvc_remote_reps)):
             _rmtree(_pull_clone(b, tool, rep))
     server = b.s3()
@@ -697,13 +706,19 @@ def _change_mid_chain(tool: str, clone: pathlib.Path) -> None:
         path.write_text(text.replace(f" {marker}", f" out_{CHANGED_STAGE}.txt 2\n", 1))
 
 
-def _restore_once(b: Bench, tool: Tool, src: pathlib.Path, final: pathlib.Path, change: bool):
+def _restore_clone(b: Bench, tool: str, change: bool, rep: int) -> pathlib.Path:
+    return b.work / f"restore-{tool}-clone-{'changed' if change else 'same'}{rep + 1}"
+
+
+def _restore_once(
+    b: Bench, tool: Tool, src: pathlib.Path, final: pathlib.Path, change: bool, rep: int
+):
     """One fresh clone restored (and, with `change`, one mid-chain stage edited first):
     Pivot's `run --all` against DVC's `pull` + `repro -P`. Returns (seconds, cpu)."""
     a = b.args
     pipes, stages = a.multi_pipelines, a.multi_stages
     total = pipes * stages
-    clone = b.work / f"restore-{tool.name}-clone"
+    clone = _restore_clone(b, tool.name, change, rep)
     _clone(b, src, clone)
     clone_final = clone / final.relative_to(src)
     if clone_final.exists():
@@ -711,6 +726,7 @@ def _restore_once(b: Bench, tool: Tool, src: pathlib.Path, final: pathlib.Path, 
     downstream = (pipes - CHANGED_PIPELINE) * stages - CHANGED_STAGE if change else 0
     if change:
         _change_mid_chain(tool.name, clone)
+    _settle()
     if tool.name == "pivot":
         secs, out = b.call(tool, ["run", "--all"], clone)
         cpu = b.last_cpu
@@ -749,6 +765,13 @@ def bench_restore(b: Bench) -> list[Row]:
     pipes, stages = a.multi_pipelines, a.multi_stages
     total = pipes * stages
     note = f"{pipes} x {stages} stages, fresh clone"
+    # Everything an earlier run left goes first: no sample creates files right after
+    # thousands were deleted (slow on this VM's ext4, see pivot/storage/cache.py).
+    for tool_name in ("pivot", "dvc"):
+        _rmtree(b.work / f"restore-{tool_name}")
+        for change in (False, True):
+            for rep in range(max(a.restore_reps, a.dvc_restore_reps)):
+                _rmtree(_restore_clone(b, tool_name, change, rep))
     server = b.s3()
     pv, dv = b.with_s3(b.pivot), b.with_s3(b.dvc)
     timings: dict[tuple[str, bool], Timing] = {}
@@ -782,7 +805,7 @@ def bench_restore(b: Bench) -> list[Row]:
             what = "one mid-chain stage changed" if change else "nothing changed"
             for i in range(reps):
                 b.log(f"restore: {tool.name} in a fresh clone, {what} ({i + 1}/{reps})")
-                timing.add(*_restore_once(b, tool, src, final, change))
+                timing.add(*_restore_once(b, tool, src, final, change, i))
     return [
         Row(
             "restore",
