@@ -306,3 +306,14 @@ def test_gc_keeps_referenced_and_removes_the_rest(tmp_path):
     assert runs.has(lock.run_key)
     for out in lock.outs.values():
         assert cache.missing(out["hash"], out["kind"]) == []
+
+
+def test_damaged_local_run_record_reads_as_absent_and_push_uses_the_lock(tmp_path, remote):
+    src = make_project(tmp_path / "src", FILES)
+    (lock,) = transfer.load_locks(src)
+    runs = RunRecords(src.cache_dir)
+    runs.path(lock.run_key).write_bytes(b"")  # damaged (a disk error, a stray tool)
+    assert runs.get(lock.run_key) is None and runs.get_bytes(lock.run_key) is None
+    summary = push_all(src, remote)
+    assert summary.runs == 1 and summary.missing_runs == []
+    assert transfer.remote_has_runs(src, remote, [lock.run_key]) == {lock.run_key}

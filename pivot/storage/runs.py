@@ -15,7 +15,8 @@ RECORD_VERSION = 1
 
 
 class RunRecords:
-    """Run records stored as msgpack files under `.pivot/cache/runs/ab/cdef…`."""
+    """Run records stored as msgpack files under `.pivot/cache/runs/ab/cdef…`; every read
+    validates the record, and a damaged one reads as absent."""
 
     def __init__(self, cache_dir: pathlib.Path) -> None:
         self.root = cache_dir / "runs"
@@ -40,10 +41,13 @@ class RunRecords:
             return None
 
     def get_bytes(self, run_key: str) -> bytes | None:
+        """The encoded record for `run_key`, or None (also when it does not decode)."""
         try:
-            return self.path(run_key).read_bytes()
-        except FileNotFoundError:
+            data = self.path(run_key).read_bytes()
+            decode_record(data, f"run record {run_key[:12]}")
+        except (FileNotFoundError, PivotError):
             return None
+        return data
 
     def put(self, run_key: str, outs: dict[str, dict]) -> None:
         atomic.write_bytes(self.path(run_key), encode_record(outs))
