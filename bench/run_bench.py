@@ -23,6 +23,13 @@ Sections (run in this order; `--only` picks some):
              cache, `pivot run --all` (restoring every stage from the remote) against
              `dvc pull` + `dvc repro -P`
 
+Before the first section, the folders an earlier run generated are deleted and the script
+waits 60 s: on the development VM's ext4, files created soon after many deletions cost up
+to 20x more, and whichever tool ran first would pay for it. For the same reason every
+first-run sample and every clone gets a folder of its own (nothing is deleted right before
+a timed command), and `sync` runs (untimed) before each timed push, pull, restore and
+first run, so no sample pays for writing back the data of the one before.
+
 `remote` and `restore` share ONE SeaweedFS server (`weed mini`, bench/s3server.py) on
 127.0.0.1, started on first use under WORKDIR/seaweedfs and always stopped at the end;
 each tool gets its own bucket and every push sample its own empty prefix. A section is a
@@ -385,12 +392,15 @@ def _first_runs(
     runs: int,
     expected: int,
 ) -> Timing:
-    """Time `runs` first runs, each in a freshly generated project; the last one is kept."""
+    """Time `runs` first runs, each in a freshly generated project of its own (the last one,
+    `name`, is kept for the no-op runs)."""
     samples = []
-    for i in range(runs):
+    folders = [f"{name}-first{i + 1}" for i in range(runs - 1)] + [name]
+    for i, folder in enumerate(folders):
         b.log(f"{name}: fresh project, first `{tool.name} {' '.join(args)}` ({i + 1}/{runs})")
-        final = b.fresh_project(name, tool.name, make)
-        seconds, output = b.call(tool, args, b.work / name)
+        final = b.fresh_project(folder, tool.name, make)
+        _settle()
+        seconds, output = b.call(tool, args, b.work / folder)
         _check_final(final, expected, f"{tool.name} {name}")
         if tool.name == "pivot":
             _check_ran(output, expected, f"pivot {name}")
@@ -612,6 +622,28 @@ def _remote_round(b: Bench, server, tool: Tool, push_reps: int, pull_reps: int) 
     return _RemoteTimes(generate_time, push, noop, pull, stored)
 
 
+# Projects, clones and site caches an earlier run left in WORKDIR (DVC's venv stays).
+GENERATED = ("chain-", "multi-", "remote-", "restore-", "dvc-site-cache")
+# On this VM's ext4, creating files within about a minute of deleting many is up to 20x
+# slower (see pivot/storage/cache.py); whichever tool ran first would pay for it.
+SETTLE_AFTER_DELETE = 60.0
+
+
+def _clean_earlier_runs(b: Bench) -> None:
+    """Delete what earlier runs generated, then wait until the deletions stop mattering,
+    so that no sample of either tool creates files right after thousands were deleted."""
+    old = [p for p in b.work.iterdir() if p.is_dir() and p.name.startswith(GENERATED)]
+    if not old:
+        return
+    b.log(
+        f"removing {len(old)} folder(s) of earlier runs, then waiting {SETTLE_AFTER_DELETE:.0f} s"
+    )
+    for path in old:
+        _rmtree(path)
+    _settle()
+    time.sleep(SETTLE_AFTER_DELETE)
+
+
 def _settle() -> None:
     """Write back what earlier steps left dirty (untimed), so that no sample of either tool
     pays for the writeback of the data the one before it wrote."""
@@ -638,11 +670,6 @@ def _copy_remote_config(b: Bench, tool: Tool, src: pathlib.Path, clone: pathlib.
 def bench_remote(b: Bench) -> list[Row]:
     a = b.args
     note = f"{a.remote_files:,} x {a.remote_file_kb} KB + 4 x {a.remote_big_mb} MB"
-    # What an earlier run left goes first, so its deletion is long past when pulls start.
-    for tool in ("pivot", "dvc"):
-        _rmtree(b.work / f"remote-{tool}")
-        for rep in range(max(a.remote_reps, a.dvc_remote_reps)):
-            _rmtree(_pull_clone(b, tool, rep))
     server = b.s3()
     pvt = _remote_round(b, server, b.with_s3(b.pivot), a.remote_reps, a.remote_reps)
     dvt = _remote_round(b, server, b.with_s3(b.dvc), a.dvc_remote_reps, a.dvc_remote_reps)
@@ -765,13 +792,6 @@ def bench_restore(b: Bench) -> list[Row]:
     pipes, stages = a.multi_pipelines, a.multi_stages
     total = pipes * stages
     note = f"{pipes} x {stages} stages, fresh clone"
-    # Everything an earlier run left goes first: no sample creates files right after
-    # thousands were deleted (slow on this VM's ext4, see pivot/storage/cache.py).
-    for tool_name in ("pivot", "dvc"):
-        _rmtree(b.work / f"restore-{tool_name}")
-        for change in (False, True):
-            for rep in range(max(a.restore_reps, a.dvc_restore_reps)):
-                _rmtree(_restore_clone(b, tool_name, change, rep))
     server = b.s3()
     pv, dv = b.with_s3(b.pivot), b.with_s3(b.dvc)
     timings: dict[tuple[str, bool], Timing] = {}
@@ -913,6 +933,7 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(f"No DVC at {args.dvc}; run `bash bench/setup.sh` first.")
     b = Bench(args)
     b.work.mkdir(parents=True, exist_ok=True)
+    _clean_earlier_runs(b)
     env = environment(b)
     rows: list[Row] = []
     try:
