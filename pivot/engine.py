@@ -271,6 +271,11 @@ class Runner:
                 for future in finished:
                     decision = running.pop(future)
                     outcome = self._outcome_of(future, decision)
+                    if outcome.interrupted:
+                        # Ctrl-C reached the stage first (or only): the run was interrupted,
+                        # not the stage failed; its half-written outputs go below.
+                        running[future] = decision
+                        raise KeyboardInterrupt
                     outcome = self._complete(planner, decision, outcome, done)
                     if outcome.ok:
                         unrecorded.append((decision, outcome))

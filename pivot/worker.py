@@ -34,6 +34,7 @@ class Outcome:
     stats: list[tuple[str, os.stat_result, str]] = field(default_factory=list)
     error: str = ""
     seconds: float = 0.0
+    interrupted: bool = False  # the stage stopped on Ctrl-C (KeyboardInterrupt)
 
 
 class StageContractError(Exception):
@@ -107,7 +108,9 @@ def _execute(stage_id: str, root: pathlib.Path, cache_dir: str, tmp_dir: str) ->
         outs, stats = _store_outputs(stage, root, cache)
     except BaseException as exc:
         seconds = time.perf_counter() - start
-        return Outcome(stage_id, False, error=_format_error(stage, exc), seconds=seconds)
+        error = _format_error(stage, exc)
+        interrupted = isinstance(exc, KeyboardInterrupt)
+        return Outcome(stage_id, False, error=error, seconds=seconds, interrupted=interrupted)
     return Outcome(stage_id, True, outs, stats, seconds=time.perf_counter() - start)
 
 

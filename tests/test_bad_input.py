@@ -296,7 +296,7 @@ pipeline.register(slow)
         time.sleep(0.05)
     os.killpg(proc.pid, signal.SIGINT)
     _, err = proc.communicate(timeout=30)
-    assert proc.returncode == 130
+    assert proc.returncode == 130, err
     assert "Interrupted" in err and "Traceback" not in err
     assert stage_files(project) == []
     assert not (project / "big.txt").exists()
@@ -307,6 +307,37 @@ pipeline.register(slow)
     (project / "pipeline.py").write_text(source)
     pivot("run")
     assert (project / "big.txt").read_text() == "partial done"
+
+
+def test_ctrl_c_that_reaches_only_the_stage_still_interrupts_the_run(project, pivot) -> None:
+    write_files(
+        project,
+        {
+            "pipeline.py": HEADER
+            + """
+pipeline = pivot.Pipeline("p")
+
+def first() -> Annotated[pathlib.Path, pivot.Out("a.txt", pivot.loaders.PathOnly())]:
+    out = pathlib.Path("a.txt")
+    out.write_text("half")
+    raise KeyboardInterrupt  # as when the terminal's SIGINT lands in the stage first
+
+def second(
+    a: Annotated[pathlib.Path, pivot.Dep("a.txt", pivot.loaders.PathOnly())],
+) -> Annotated[pathlib.Path, pivot.Out("b.txt", pivot.loaders.PathOnly())]:
+    out = pathlib.Path("b.txt")
+    out.write_text(a.read_text())
+    return out
+
+pipeline.register(first)
+pipeline.register(second)
+"""
+        },
+    )
+    proc = pivot("run", rc=130)
+    assert "Interrupted" in proc.stderr and "Traceback" not in proc.stderr
+    assert not (project / "a.txt").exists() and not (project / "b.txt").exists()
+    assert stage_files(project) == []
 
 
 def test_output_inside_pivot_dir_is_refused(project, pivot) -> None:
