@@ -267,6 +267,57 @@ pipeline.register(second)
     assert (project / "second.txt").read_text() == "clean"
 
 
+def test_each_stage_runs_in_its_own_process_and_none_outlives_the_run(project) -> None:
+    import os
+    import subprocess
+    import sys
+    import time
+
+    from support import PYTHONPATH
+
+    stages = "".join(
+        f"""
+def s{i}({"" if i == 0 else f'x: Annotated[str, pivot.Dep("pid{i - 1}.txt", pivot.loaders.Text())]'}) -> Annotated[str, pivot.Out("pid{i}.txt", pivot.loaders.Text())]:
+    return str(os.getpid())
+
+pipeline.register(s{i})
+"""
+        for i in range(4)
+    )
+    write_files(
+        project, {"pipeline.py": HEADER + "import os\npipeline = pivot.Pipeline('pids')\n" + stages}
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pivot", "run", "-j", "1"],
+        cwd=project,
+        env={**os.environ, "PYTHONPATH": PYTHONPATH},
+        start_new_session=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    pids = {(project / f"pid{i}.txt").read_text() for i in range(4)}
+    assert len(pids) == 4 and str(proc.pid) not in pids
+
+    def in_session() -> list[str]:
+        found = []
+        for entry in pathlib.Path("/proc").iterdir():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except (OSError, IndexError):
+                continue
+            if fields[3] == str(proc.pid) and fields[0] != "Z":  # same session, not a zombie
+                found.append(entry.name)
+        return found
+
+    deadline = time.time() + 10
+    while in_session() and time.time() < deadline:
+        time.sleep(0.05)
+    assert in_session() == []
+
+
 def test_stage_that_changes_directory_still_saves_its_outputs(project, pivot) -> None:
     write_files(
         project,
