@@ -52,6 +52,7 @@ class _Spare:
 
 _spare: _Spare | None = None
 _unreaped: list[int] = []
+_finalizer: Any = None
 
 
 def execute(stage_id: str, root: str, cache_dir: str, tmp_dir: str) -> Outcome:
@@ -67,6 +68,7 @@ def execute(stage_id: str, root: str, cache_dir: str, tmp_dir: str) -> Outcome:
     import signal
 
     global _spare
+    _reap_at_exit()
     _reap(block=False)
     child = _spare if _spare is not None and _waiting(_spare) else _fork_spare()
     _spare = None
@@ -94,10 +96,34 @@ def execute(stage_id: str, root: str, cache_dir: str, tmp_dir: str) -> Outcome:
     )
 
 
+def _reap_at_exit() -> None:
+    """Have this worker collect its children when it exits, so that none is left to an
+    init process that may not reap (a container without one)."""
+    from multiprocessing import util
+
+    global _finalizer
+    if _finalizer is None:
+        _finalizer = util.Finalize(None, _release_children, exitpriority=10)
+
+
+def _release_children() -> None:
+    """Let the spare go (its request pipe closes) and reap every child."""
+    global _spare
+    if _spare is not None:
+        os.close(_spare.request)
+        os.close(_spare.result)
+        _unreaped.append(_spare.pid)
+        _spare = None
+    _reap(block=True)
+
+
 def _reap(block: bool) -> None:
     """Collect the exit status of children that already sent their outcome."""
     for pid in list(_unreaped):
-        done, _ = os.waitpid(pid, 0 if block else os.WNOHANG)
+        try:
+            done, _ = os.waitpid(pid, 0 if block else os.WNOHANG)
+        except ChildProcessError:  # already collected
+            done = pid
         if done:
             _unreaped.remove(pid)
 
