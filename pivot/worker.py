@@ -70,11 +70,16 @@ def execute(stage_id: str, root: str, cache_dir: str, tmp_dir: str) -> Outcome:
     global _spare
     _reap_at_exit()
     _reap(block=False)
+    request = pickle.dumps((stage_id, root, cache_dir, tmp_dir), pickle.HIGHEST_PROTOCOL)
     child = _spare if _spare is not None and _waiting(_spare) else _fork_spare()
     _spare = None
-    with os.fdopen(child.request, "wb") as pipe:
-        pipe.write(pickle.dumps((stage_id, root, cache_dir, tmp_dir), pickle.HIGHEST_PROTOCOL))
-    _spare = _fork_spare()
+    if not _send(child, request):  # the spare died just now: a fresh child takes the stage
+        child = _fork_spare()
+        _send(child, request)
+    try:
+        _spare = _fork_spare()
+    except OSError:  # no process to spare now (a limit): the next stage forks its own
+        _spare = None
     previous = signal.signal(signal.SIGINT, signal.SIG_IGN)  # the child answers Ctrl-C
     try:
         with os.fdopen(child.result, "rb") as pipe:
@@ -94,6 +99,18 @@ def execute(stage_id: str, root: str, cache_dir: str, tmp_dir: str) -> Outcome:
             f"({_describe_exit(status)}), e.g. killed, out of memory, or os._exit()."
         ),
     )
+
+
+def _send(child: _Spare, request: bytes) -> bool:
+    """Hand `request` to a waiting child; False (the child reaped) if it is gone."""
+    try:
+        with os.fdopen(child.request, "wb") as pipe:
+            pipe.write(request)
+    except BrokenPipeError:
+        os.close(child.result)
+        os.waitpid(child.pid, 0)
+        return False
+    return True
 
 
 def _reap_at_exit() -> None:

@@ -318,6 +318,48 @@ pipeline.register(s{i})
     assert in_session() == []
 
 
+def test_a_killed_spare_stage_process_does_not_break_the_run(project, pivot) -> None:
+    write_files(
+        project,
+        {
+            "pipeline.py": HEADER
+            + """
+import os, pathlib, signal, time
+
+pipeline = pivot.Pipeline("spares")
+
+def siblings():
+    found = []
+    for entry in pathlib.Path("/proc").iterdir():
+        if entry.name.isdigit() and int(entry.name) != os.getpid():
+            try:
+                stat = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(stat[1]) == os.getppid() and stat[0] != "Z":
+                found.append(int(entry.name))
+    return found
+
+def first() -> Annotated[str, pivot.Out("first.txt", pivot.loaders.Text())]:
+    deadline = time.time() + 5
+    while not siblings() and time.time() < deadline:  # the worker forks the next one
+        time.sleep(0.01)
+    for pid in siblings():
+        os.kill(pid, signal.SIGKILL)
+    return "killed the process waiting for the next stage"
+
+def second(x: Annotated[str, pivot.Dep("first.txt", pivot.loaders.Text())]) -> Annotated[str, pivot.Out("second.txt", pivot.loaders.Text())]:
+    return x + ", and ran anyway"
+
+pipeline.register(first)
+pipeline.register(second)
+"""
+        },
+    )
+    pivot("run", "-j", "1")
+    assert (project / "second.txt").read_text().endswith("and ran anyway")
+
+
 def test_stage_that_changes_directory_still_saves_its_outputs(project, pivot) -> None:
     write_files(
         project,
