@@ -218,7 +218,9 @@ class Runner:
             worker.register_stages(self.graph.stages)
             context = multiprocessing.get_context("fork")
             self._pool = cf.ProcessPoolExecutor(
-                max_workers=min(self.jobs, count), mp_context=context
+                max_workers=min(self.jobs, count),
+                mp_context=context,
+                initializer=worker.ignore_interrupts,
             )
             for probe in [self._pool.submit(os.getpid) for _ in range(min(self.jobs, count))]:
                 probe.result()
@@ -268,6 +270,7 @@ class Runner:
                 if not running:
                     break
                 finished, _ = cf.wait(running, return_when=cf.FIRST_COMPLETED)
+                interrupted = False
                 for future in finished:
                     decision = running.pop(future)
                     outcome = self._outcome_of(future, decision)
@@ -275,12 +278,15 @@ class Runner:
                         # Ctrl-C reached the stage first (or only): the run was interrupted,
                         # not the stage failed; its half-written outputs go below.
                         running[future] = decision
-                        raise KeyboardInterrupt
+                        interrupted = True
+                        continue
                     outcome = self._complete(planner, decision, outcome, done)
                     if outcome.ok:
                         unrecorded.append((decision, outcome))
                     elif not self.options.keep_going or self._pool_broken:
                         stop = True
+                if interrupted:  # after the batch: stages that finished are recorded
+                    raise KeyboardInterrupt
         except KeyboardInterrupt:
             self._record(unrecorded)
             for decision in running.values():

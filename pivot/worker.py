@@ -55,6 +55,14 @@ _unreaped: list[int] = []
 _finalizer: Any = None
 
 
+def ignore_interrupts() -> None:
+    """Pool initializer: Ctrl-C is for the main process and the stage children (each sets
+    its own handler); a worker that raised mid-hand-over would lose track of its child."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 def execute(stage_id: str, root: str, cache_dir: str, tmp_dir: str) -> Outcome:
     """Run one stage in a fresh child forked from this worker, so that no global state
     (module settings, environment, RNG seeds) leaks from one stage into the next and a
@@ -65,44 +73,45 @@ def execute(stage_id: str, root: str, cache_dir: str, tmp_dir: str) -> Outcome:
     spare is forked while this one runs, and a child that sent its outcome is reaped later.
     """
     import pickle
-    import signal
 
     global _spare
     _reap_at_exit()
     _reap(block=False)
     request = pickle.dumps((stage_id, root, cache_dir, tmp_dir), pickle.HIGHEST_PROTOCOL)
-    child = _spare if _spare is not None and _waiting(_spare) else _fork_spare()
+    child = _spare if _spare is not None and _waiting(_spare) else None
     _spare = None
-    if not _send(child, request):  # the spare died just now: a fresh child takes the stage
-        child = _fork_spare()
-        _send(child, request)
+    try:
+        if child is None or not _send(child, request):
+            child = _fork_spare()  # no spare yet, or it died: a fresh child takes the stage
+            if not _send(child, request):
+                return _failed(stage_id, "could not start: its process died at once")
+    except OSError as exc:  # no process could be forked (a limit was reached)
+        return _failed(stage_id, f"could not start: no process could be forked ({exc})")
     try:
         _spare = _fork_spare()
-    except OSError:  # no process to spare now (a limit): the next stage forks its own
+    except OSError:  # the next stage forks its own
         _spare = None
-    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)  # the child answers Ctrl-C
-    try:
-        with os.fdopen(child.result, "rb") as pipe:
-            data = pipe.read()
-        if data:
-            _unreaped.append(child.pid)
-            return pickle.loads(data)
-        _, status = os.waitpid(child.pid, 0)
-    finally:
-        signal.signal(signal.SIGINT, previous)
-    stage = _STAGES[stage_id]
-    return Outcome(
+    with os.fdopen(child.result, "rb") as pipe:
+        data = pipe.read()
+    if data:
+        _unreaped.append(child.pid)
+        return pickle.loads(data)
+    _, status = os.waitpid(child.pid, 0)
+    return _failed(
         stage_id,
-        False,
-        error=(
-            f"Stage {stage_id} ({stage.source}) did not finish: its process died "
-            f"({_describe_exit(status)}), e.g. killed, out of memory, or os._exit()."
-        ),
+        f"did not finish: its process died ({_describe_exit(status)}), e.g. killed, out of "
+        f"memory, or os._exit()",
     )
 
 
+def _failed(stage_id: str, what: str) -> Outcome:
+    stage = _STAGES[stage_id]
+    return Outcome(stage_id, False, error=f"Stage {stage_id} ({stage.source}) {what}.")
+
+
 def _send(child: _Spare, request: bytes) -> bool:
-    """Hand `request` to a waiting child; False (the child reaped) if it is gone."""
+    """Hand `request` to a waiting child; False (its pipes closed, it reaped) if it is
+    gone."""
     try:
         with os.fdopen(child.request, "wb") as pipe:
             pipe.write(request)
@@ -166,13 +175,18 @@ def _fork_spare() -> _Spare:
 
     request_read, request_write = os.pipe()
     result_read, result_write = os.pipe()
-    pid = os.fork()
+    try:
+        pid = os.fork()
+    except OSError:
+        for fd in (request_read, request_write, result_read, result_write):
+            os.close(fd)
+        raise
     if pid == 0:  # the child: never returns
-        os.close(request_write)
-        os.close(result_read)
         code = 0
         try:
             signal.signal(signal.SIGINT, signal.default_int_handler)
+            os.close(request_write)
+            os.close(result_read)
             with os.fdopen(request_read, "rb") as pipe:
                 data = pipe.read()
             if data:
