@@ -46,3 +46,11 @@ def files_of(root: pathlib.Path) -> dict[str, bytes]:
         for p in sorted(root.rglob("*"))
         if p.is_file() and ".pivot" not in p.parts
     }
+
+
+def runs_on_remote(project: Project, remote, run_keys: list[str]) -> set[str]:
+    """Which of `run_keys` the remote's indexes (refreshed now) hold run records for."""
+    from pivot.storage.transfer import remote_contents
+
+    contents = remote_contents(project, remote)
+    return {key for key in run_keys if contents.has_run(key)}

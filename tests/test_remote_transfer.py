@@ -7,7 +7,7 @@ import threading
 import uuid
 
 import pytest
-from remote_support import clone, files_of, make_project
+from remote_support import clone, files_of, make_project, runs_on_remote
 
 from pivot.errors import PivotError
 from pivot.project import Project
@@ -177,7 +177,7 @@ def test_run_records_travel(tmp_path, remote):
     (lock,) = transfer.load_locks(src)
     push_all(src, remote)
     dst = clone(src, tmp_path / "dst")
-    assert transfer.remote_has_runs(dst, remote, [lock.run_key, "f" * 64]) == {lock.run_key}
+    assert runs_on_remote(dst, remote, [lock.run_key, "f" * 64]) == {lock.run_key}
     summary = transfer.fetch_outputs(dst, remote, [], [lock.run_key, "f" * 64])
     assert summary.runs == 1 and summary.missing_runs == ["f" * 64]
     assert RunRecords(dst.cache_dir).get(lock.run_key) == lock.outs
@@ -195,7 +195,7 @@ def test_pulled_clone_pushes_run_records_from_its_locks(tmp_path, remote, monkey
     mirror = open_remote(str(tmp_path / "mirror"), name="mirror")
     summary = transfer.push_locks(dst, mirror, transfer.load_locks(dst))
     assert summary.runs == 1 and summary.missing_runs == []
-    assert transfer.remote_has_runs(dst, mirror, [lock.run_key]) == {lock.run_key}
+    assert runs_on_remote(dst, mirror, [lock.run_key]) == {lock.run_key}
     # Everything is listed in the cached indexes now: the next push asks the remote nothing.
     monkeypatch.setattr(Remote, "list_indexes", lambda self: pytest.fail("listed the remote"))
     again = transfer.push_locks(dst, mirror, transfer.load_locks(dst))
@@ -316,4 +316,4 @@ def test_damaged_local_run_record_reads_as_absent_and_push_uses_the_lock(tmp_pat
     assert runs.get(lock.run_key) is None and runs.get_bytes(lock.run_key) is None
     summary = push_all(src, remote)
     assert summary.runs == 1 and summary.missing_runs == []
-    assert transfer.remote_has_runs(src, remote, [lock.run_key]) == {lock.run_key}
+    assert runs_on_remote(src, remote, [lock.run_key]) == {lock.run_key}

@@ -173,14 +173,6 @@ def remote_contents(project: Project, remote: Remote, refresh: bool = True) -> R
         state.close()
 
 
-def remote_has_runs(
-    project: Project, remote: Remote, run_keys: Iterable[str], refresh: bool = True
-) -> set[str]:
-    """Which of `run_keys` the remote holds run records for."""
-    contents = remote_contents(project, remote, refresh)
-    return {k for k in run_keys if contents.has_run(k)}
-
-
 # ----------------------------------------------------------------------------- push
 
 

@@ -10,7 +10,7 @@ import textwrap
 import threading
 
 import pytest
-from remote_support import clone, files_of, make_project
+from remote_support import clone, files_of, make_project, runs_on_remote
 
 from pivot.errors import PivotError
 from pivot.project import Project
@@ -190,7 +190,7 @@ def test_moto_round_trip_with_run_records(tmp_path, moto_s3):
     (lock,) = transfer.load_locks(src)
     assert push_all(src, remote).runs == 1
     dst = clone(src, tmp_path / "dst")
-    assert transfer.remote_has_runs(dst, remote, [lock.run_key]) == {lock.run_key}
+    assert runs_on_remote(dst, remote, [lock.run_key]) == {lock.run_key}
     summary = transfer.fetch_outputs(dst, remote, [], [lock.run_key])
     assert summary.runs == 1 and summary.missing == []
     result = transfer.pull_locks(dst, remote, transfer.load_locks(dst))
