@@ -583,11 +583,7 @@ def _remote_round(b: Bench, server, tool: Tool, push_reps: int, pull_reps: int) 
         _settle()
         secs, out = b.call(tool, ["push"], root)
         if tool.name == "pivot":
-            m = PIVOT_PUSHED.search(out)
-            if not m or int(m.group(1)) != blobs:
-                raise BenchError(
-                    f"pivot push sent {m and m.group(1)} blobs, expected {blobs}:\n{out}"
-                )
+            _check_blobs(PIVOT_PUSHED, out, blobs, "pivot push sent")
         elif f"{blobs} files pushed" not in out:
             raise BenchError(f"dvc push did not say '{blobs} files pushed':\n{out}")
         push.add(secs, b.last_cpu)
@@ -609,11 +605,7 @@ def _remote_round(b: Bench, server, tool: Tool, push_reps: int, pull_reps: int) 
         _settle()
         secs, out = b.call(tool, ["pull"], clone)
         if tool.name == "pivot":
-            m = PIVOT_PULLED.search(out)
-            if not m or int(m.group(1)) != blobs:
-                raise BenchError(
-                    f"pivot pull fetched {m and m.group(1)} blobs, expected {blobs}:\n{out}"
-                )
+            _check_blobs(PIVOT_PULLED, out, blobs, "pivot pull fetched")
         got = _manifest(clone, outputs)
         if got != expected:
             diff = sorted(set(expected.items()) ^ set(got.items()))[:5]
@@ -642,6 +634,13 @@ def _clean_earlier_runs(b: Bench) -> None:
         _rmtree(path)
     _settle()
     time.sleep(SETTLE_AFTER_DELETE)
+
+
+def _check_blobs(summary: re.Pattern[str], out: str, blobs: int, what: str) -> None:
+    """Pivot's summary line must count `blobs` blobs moved."""
+    m = summary.search(out)
+    if not m or int(m.group(1)) != blobs:
+        raise BenchError(f"{what} {m and m.group(1)} blobs, expected {blobs}:\n{out}")
 
 
 def _settle() -> None:
