@@ -44,7 +44,8 @@ def test_pull_keeps_small_blobs_packed(pulled):
         assert cache.missing(out["hash"], out["kind"]) == []
     digest = hash_bytes(FILES["model.bin"])
     assert cache.has(digest) and cache.read_bytes(digest) == FILES["model.bin"]
-    assert cache.size(digest) == len(FILES["model.bin"])
+    absent = hash_bytes(b"not in the cache")
+    assert cache.sizes([digest, absent]) == {digest: len(FILES["model.bin"])}
 
 
 @pytest.mark.parametrize("mode", list(LinkMode))

@@ -10,7 +10,7 @@ import pytest
 
 from pivot.errors import PivotError
 from pivot.storage import packs
-from pivot.storage.hashing import hash_bytes
+from pivot.storage.hashing import hash_bytes, is_hash
 from pivot.storage.runs import encode_record
 
 
@@ -53,19 +53,30 @@ def test_pack_and_index_round_trip():
 
 def test_stream_compression_round_trip(tmp_path):
     src = tmp_path / "big"
-    src.write_bytes(b"abc" * 300_000 + os.urandom(1000))
-    out = io.BytesIO()
-    stored, stored_hash, source_hash = packs.compress_file(src, out, src.stat().st_size)
-    assert source_hash == hash_bytes(src.read_bytes())
-    assert stored == len(out.getvalue()) and stored_hash == hash_bytes(out.getvalue())
+    src.write_bytes(os.urandom(300_000).hex().encode() + b"abc" * 300_000)
+    size = src.stat().st_size
+    compressor = packs.FileCompressor(src, size, part_size=100_000)
+    parts = list(compressor.parts())
+    assert len(parts) > 2 and {len(p) for p in parts[:-1]} == {100_000}
+    stored = b"".join(parts)
+    assert compressor.source_hash == hash_bytes(src.read_bytes())
+    assert compressor.stored == len(stored) < size
+    again = packs.FileCompressor(src, size, part_size=100_000)
+    assert b"".join(again.parts()) == stored  # the same bytes: a pack name can precede them
     back = io.BytesIO()
-    size, digest = packs.decompress_stream(io.BytesIO(out.getvalue()), back)
-    assert (size, digest) == (src.stat().st_size, source_hash)
+    assert packs.decompress_stream(io.BytesIO(stored), back) == (size, compressor.source_hash)
     assert back.getvalue() == src.read_bytes()
-    assert packs.compresses(src, src.stat().st_size)
+    assert packs.compresses(src, size)
     noise = tmp_path / "noise"
     noise.write_bytes(os.urandom(1 << 20))
     assert not packs.compresses(noise, 1 << 20)
+
+
+def test_large_pack_ids_name_blob_and_compressor():
+    digest = "ab" * 32
+    assert packs.large_pack_id(digest, packs.RAW) == digest
+    zstd_id = packs.large_pack_id(digest, packs.ZSTD)
+    assert is_hash(zstd_id) and zstd_id not in (digest, packs.large_pack_id("cd" * 32, 1))
 
 
 def _index(**overrides):

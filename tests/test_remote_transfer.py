@@ -135,14 +135,37 @@ def test_raw_flip_detected_for_random_data(tmp_path):
 
 def test_large_blobs_stream_in_own_packs(tmp_path, monkeypatch, remote):
     monkeypatch.setattr(transfer, "LARGE", 10_000)
-    files = {"big/text.txt": b"compressible " * 5000, "big/noise.bin": os.urandom(50_000)}
+    monkeypatch.setattr(transfer, "PART", 4096)  # the compressed text goes in several parts
+    text = os.urandom(20_000).hex().encode()
+    files = {"big/text.txt": text, "big/noise.bin": os.urandom(50_000)}
     src = make_project(tmp_path / "src", files)
     summary = push_all(src, remote)
     assert summary.packs == 3  # two large blobs alone, one pack for the manifest
+    packed_text = packs.large_pack_id(hash_bytes(text), packs.ZSTD)
+    on_remote = set(remote.list_packs())
+    assert {packed_text, hash_bytes(files["big/noise.bin"])} <= on_remote
+    assert 4096 * 2 < len(remote.get_bytes(Remote.pack_key(packed_text))) < len(text)
     dst = clone(src, tmp_path / "dst")
     result = transfer.pull_locks(dst, remote, transfer.load_locks(dst))
     assert result.incomplete == []
     assert files_of(dst.root) == files_of(src.root)
+
+
+def test_damaged_large_cache_object_is_not_pushed(tmp_path, monkeypatch):
+    """The damage shows only after the last part is compressed: no pack, no index."""
+    monkeypatch.setattr(transfer, "LARGE", 10_000)
+    monkeypatch.setattr(transfer, "PART", 4096)
+    remote = open_remote(str(tmp_path / "remote"), name="test")
+    text = os.urandom(20_000).hex().encode()
+    src = make_project(tmp_path / "src", {"text.txt": text})
+    cache = LocalCache(src.cache_dir, src.tmp_dir)
+    obj = cache.path(hash_bytes(text))
+    obj.chmod(0o644)
+    obj.write_bytes(text[:-1] + b"!")
+    with pytest.raises(PivotError, match="does not match its hash") as info:
+        push_all(src, remote)
+    assert str(obj) in str(info.value)
+    assert [p for p in (tmp_path / "remote").rglob("*") if p.is_file()] == []
 
 
 def test_concurrent_pushes_of_overlapping_data(tmp_path, remote):

@@ -131,6 +131,22 @@ class LocalCache:
         exists = os.path.exists
         return [d for d in digests if d not in packed and not exists(self._object(d))]
 
+    def sizes(self, digests: Iterable[str]) -> dict[str, int]:
+        """The size of each of `digests` (valid hashes) that the cache holds, loose or
+        packed; one stat per loose blob."""
+        packed = self.packs.blobs()
+        objects = os.fspath(self.objects)
+        stat = os.stat
+        found: dict[str, int] = {}
+        for digest in digests:
+            where = packed.get(digest)
+            if where is not None:
+                found[digest] = where.size
+                continue
+            with contextlib.suppress(FileNotFoundError):
+                found[digest] = stat(f"{objects}/{digest[:2]}/{digest[2:]}").st_size
+        return found
+
     def read_bytes(self, digest: str) -> bytes:
         try:
             fd = os.open(self.path(digest), os.O_RDONLY | os.O_CLOEXEC)
@@ -142,16 +158,6 @@ class LocalCache:
             return _read_small(fd, os.fstat(fd).st_size, limit=None)
         finally:
             os.close(fd)
-
-    def size(self, digest: str) -> int:
-        """The size of a blob the cache holds."""
-        try:
-            return os.stat(self.path(digest)).st_size
-        except FileNotFoundError:
-            packed = self.packs.blobs().get(digest)
-            if packed is None:
-                raise
-            return packed.size
 
     def describe(self, digest: str) -> str:
         """Where the cache keeps `digest`, for messages."""

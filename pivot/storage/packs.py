@@ -8,7 +8,6 @@ never overwrite each other with different content.
 
 from __future__ import annotations
 
-import io
 import threading
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, BinaryIO
@@ -23,7 +22,7 @@ from pivot.storage.runs import decode_record
 
 if TYPE_CHECKING:
     import pathlib
-    from collections.abc import Iterable
+    from collections.abc import Iterable, Iterator
 
 FORMAT_NAME = "pivot-remote-index"
 FORMAT_VERSION = 1
@@ -125,38 +124,46 @@ def compresses(path: pathlib.Path, size: int) -> bool:
     return raw > 0 and packed <= raw * (1 - MIN_SAVING)
 
 
-def compress_file(src: pathlib.Path, dest: BinaryIO, size: int) -> tuple[int, str, str]:
-    """Stream `src` as one zstd frame into `dest`.
+class FileCompressor:
+    """Compresses one file as one zstd frame, handed out in parts of `part_size` bytes.
 
-    Returns (stored length, BLAKE3 of the stored bytes, BLAKE3 of the source bytes).
+    Iterate over `parts()`; afterwards `stored` is the frame's length and `source_hash`
+    the BLAKE3 of the bytes read. The output depends only on the file's bytes and the
+    compressor (zstd version and level), so `pack_id` can name the pack before it exists.
     """
-    hasher = blake3.blake3()
-    source_hasher = blake3.blake3()
-    written = 0
 
-    class _Sink(io.RawIOBase):
-        def writable(self) -> bool:
-            return True
+    def __init__(self, src: pathlib.Path, size: int, part_size: int) -> None:
+        self.src = src
+        self.size = size
+        self.part_size = part_size
+        self.stored = 0
+        self.source_hash = ""
 
-        def write(self, b) -> int:  # type: ignore[override]
-            nonlocal written
-            hasher.update(b)
-            dest.write(b)
-            written += len(b)
-            return len(b)
+    def parts(self) -> Iterator[bytes]:
+        hasher = blake3.blake3()
+        # Single-threaded: large blobs are compressed side by side (transfer.LARGE_PARALLEL),
+        # and zstd's worker threads cost a third more CPU for the same output.
+        cctx = zstandard.ZstdCompressor(level=LEVEL, write_content_size=True)
+        chunker = cctx.chunker(size=self.size, chunk_size=self.part_size)
+        with open(self.src, "rb", buffering=0) as source:
+            while chunk := source.read(STREAM_CHUNK):
+                hasher.update(chunk)
+                for part in chunker.compress(chunk):
+                    self.stored += len(part)
+                    yield part
+        for part in chunker.finish():
+            self.stored += len(part)
+            yield part
+        self.source_hash = hasher.hexdigest()
 
-    # Single-threaded: large blobs are compressed side by side (transfer.LARGE_PARALLEL),
-    # and zstd's worker threads cost a third more CPU for the same output.
-    cctx = zstandard.ZstdCompressor(level=LEVEL, write_content_size=True)
-    sink = _Sink()
-    with open(src, "rb") as source:
-        writer = cctx.stream_writer(sink, size=size, closefd=False)
-        while chunk := source.read(STREAM_CHUNK):
-            source_hasher.update(chunk)
-            writer.write(chunk)
-        writer.flush(zstandard.FLUSH_FRAME)
-        writer.close()
-    return written, hasher.hexdigest(), source_hasher.hexdigest()
+
+def large_pack_id(digest: str, codec: int) -> str:
+    """The id of the pack holding only the large blob `digest`: the blob hash when raw,
+    else a hash of the blob hash and the compressor (see docs/remote-format.md)."""
+    if codec == RAW:
+        return digest
+    tag = f"pivot-pack zstd {'.'.join(map(str, zstandard.ZSTD_VERSION))} level {LEVEL} "
+    return blake3.blake3(tag.encode() + bytes.fromhex(digest)).hexdigest()
 
 
 def decompress_stream(src: BinaryIO, dest: BinaryIO) -> tuple[int, str]:

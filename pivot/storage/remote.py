@@ -15,8 +15,9 @@ import os
 import pathlib
 import re
 import shutil
+import tempfile
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, BinaryIO, NoReturn, Protocol, TypeVar
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
@@ -76,8 +77,11 @@ class ObjectStore(Protocol):
 
     def get_file(self, key: str, dest: pathlib.Path) -> None: ...
 
-    def open_range(self, key: str, start: int, end: int) -> contextlib.AbstractContextManager:
-        """A binary stream of bytes [start, end) of `key`, read sequentially."""
+    def open_range(
+        self, key: str, start: int, end: int | None
+    ) -> contextlib.AbstractContextManager:
+        """A binary stream of bytes [start, end) of `key` (to its end if `end` is None),
+        read sequentially."""
         ...
 
     def put(self, key: str, data: bytes) -> None:
@@ -85,6 +89,11 @@ class ObjectStore(Protocol):
         ...
 
     def put_file(self, key: str, src: pathlib.Path) -> None: ...
+
+    def put_parts(self, key: str, parts: Iterable[bytes]) -> None:
+        """Store the concatenation of `parts`, consumed as they come; if producing a part
+        raises, nothing is stored."""
+        ...
 
 
 class LocalStore:
@@ -110,7 +119,7 @@ class LocalStore:
         shutil.copyfile(self.root / key, dest)
 
     @contextlib.contextmanager
-    def open_range(self, key: str, start: int, end: int) -> Iterator[BinaryIO]:
+    def open_range(self, key: str, start: int, end: int | None) -> Iterator[BinaryIO]:
         with open(self.root / key, "rb") as handle:
             handle.seek(start)
             yield handle
@@ -119,12 +128,17 @@ class LocalStore:
         atomic.write_bytes(self.root / key, data)
 
     def put_file(self, key: str, src: pathlib.Path) -> None:
+        with open(src, "rb") as source:
+            self.put_parts(key, iter(lambda: source.read(CHUNK * 8), b""))
+
+    def put_parts(self, key: str, parts: Iterable[bytes]) -> None:
         final = self.root / key
         final.parent.mkdir(parents=True, exist_ok=True)
         tmp = final.with_name(f".{final.name}.{uuid.uuid4().hex}.tmp")
         try:
-            with open(src, "rb") as source, open(tmp, "wb") as target:
-                shutil.copyfileobj(source, target, CHUNK * 8)
+            with open(tmp, "wb") as target:
+                for part in parts:
+                    target.write(part)
                 target.flush()
                 os.fsync(target.fileno())
             os.replace(tmp, final)
@@ -155,7 +169,9 @@ class S3Objects:
     def get_file(self, key: str, dest: pathlib.Path) -> None:
         self.s3.get_file(self._key(key), str(dest))
 
-    def open_range(self, key: str, start: int, end: int) -> contextlib.AbstractContextManager:
+    def open_range(
+        self, key: str, start: int, end: int | None
+    ) -> contextlib.AbstractContextManager:
         return self.s3.open_range(self._key(key), start, end)
 
     def put(self, key: str, data: bytes) -> None:
@@ -163,6 +179,9 @@ class S3Objects:
 
     def put_file(self, key: str, src: pathlib.Path) -> None:
         self.s3.put_file(self._key(key), str(src))
+
+    def put_parts(self, key: str, parts: Iterable[bytes]) -> None:
+        self.s3.put_parts(self._key(key), parts)
 
 
 class FsspecObjects:
@@ -186,7 +205,7 @@ class FsspecObjects:
             shutil.copyfileobj(src, out, CHUNK * 8)
 
     @contextlib.contextmanager
-    def open_range(self, key: str, start: int, end: int) -> Iterator[BinaryIO]:
+    def open_range(self, key: str, start: int, end: int | None) -> Iterator[BinaryIO]:
         with self.fs.open(self._path(key), "rb") as handle:
             handle.seek(start)
             yield handle
@@ -196,6 +215,16 @@ class FsspecObjects:
 
     def put_file(self, key: str, src: pathlib.Path) -> None:
         self.fs.put_file(str(src), self._path(key))
+
+    def put_parts(self, key: str, parts: Iterable[bytes]) -> None:
+        # Spooled locally first: a failing producer must leave no object behind, and
+        # not every fsspec writer can discard what it has begun to upload.
+        with tempfile.TemporaryFile() as spool:
+            for part in parts:
+                spool.write(part)
+            spool.seek(0)
+            with self.fs.open(self._path(key), "wb") as target:
+                shutil.copyfileobj(spool, target, CHUNK * 8)
 
 
 @dataclass
@@ -267,11 +296,13 @@ class Remote:
         with self._errors(f"read {key} from"):
             self.store.get_file(key, dest)
 
-    def read_range(self, key: str, start: int, end: int, consume: Callable[[BinaryIO], T]) -> T:
-        """`consume` a stream of at most the bytes [start, end) of object `key` (bounded
-        memory); a PivotError it raises passes unchanged."""
+    def read_range(
+        self, key: str, start: int, end: int | None, consume: Callable[[BinaryIO], T]
+    ) -> T:
+        """`consume` a stream of at most the bytes [start, end) of object `key` (to its end
+        if `end` is None; bounded memory); a PivotError it raises passes unchanged."""
         with self._errors(f"read {key} from"), self.store.open_range(key, start, end) as src:
-            return consume(_Limited(src, end - start))
+            return consume(src if end is None else _Limited(src, end - start))
 
     def put_bytes(self, key: str, data: bytes) -> None:
         """Store `data` as object `key`; readers see all of it or nothing."""
@@ -282,6 +313,12 @@ class Remote:
         """Upload the local file `src` as object `key` with bounded memory."""
         with self._errors(f"write {key} to"):
             self.store.put_file(key, src)
+
+    def put_parts(self, key: str, parts: Iterable[bytes]) -> None:
+        """Store the concatenation of `parts` as object `key` while they are produced
+        (bounded memory); if producing a part raises, nothing is stored."""
+        with self._errors(f"write {key} to"):
+            self.store.put_parts(key, parts)
 
     def _redact(self, text: str) -> str:
         for secret in self.secrets:

@@ -14,8 +14,11 @@ credential and connection errors keep their botocore class.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import threading
-from collections.abc import Iterator
+from collections import deque
+from collections.abc import Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 # Large objects move as multipart transfers of CHUNK bytes, CONCURRENCY parts at a time:
@@ -69,11 +72,12 @@ class S3Store:
                 return body.read()
 
     @contextlib.contextmanager
-    def open_range(self, key: str, start: int, end: int) -> Iterator[Any]:
-        """The response body of a ranged GET, read as a stream."""
+    def open_range(self, key: str, start: int, end: int | None) -> Iterator[Any]:
+        """The response body of a ranged GET (to the end if `end` is None), as a stream."""
+        last = "" if end is None else end - 1
         with _translated(key):
             response = self.client.get_object(
-                Bucket=self.bucket, Key=key, Range=f"bytes={start}-{end - 1}"
+                Bucket=self.bucket, Key=key, Range=f"bytes={start}-{last}"
             )
         with response["Body"] as body, _translated(key):
             yield body
@@ -89,6 +93,61 @@ class S3Store:
     def put_file(self, key: str, src: str) -> None:
         with _translated(key):
             self.client.upload_file(src, self.bucket, key, Config=_transfer_config())
+
+    def put_parts(self, key: str, parts: Iterable[bytes]) -> None:
+        """Store the concatenation of `parts` (each but the last at least 5 MiB) as it is
+        produced: a multipart upload with up to CONCURRENCY parts in flight, aborted if
+        producing or sending a part fails. A single part is one plain PUT."""
+        produced = iter(parts)
+        first = next(produced, b"")
+        second = next(produced, None)
+        if second is None:
+            self.put(key, first)
+            return
+        client = self.client
+        with _translated(key):
+            upload = client.create_multipart_upload(
+                Bucket=self.bucket, Key=key, ChecksumAlgorithm="CRC32"
+            )["UploadId"]
+
+        def send(number: int, body: bytes) -> dict[str, Any]:
+            with _translated(key):
+                response = client.upload_part(
+                    Bucket=self.bucket,
+                    Key=key,
+                    UploadId=upload,
+                    PartNumber=number,
+                    Body=body,
+                    ChecksumAlgorithm="CRC32",
+                )
+            part = {"PartNumber": number, "ETag": response["ETag"]}
+            if "ChecksumCRC32" in response:
+                part["ChecksumCRC32"] = response["ChecksumCRC32"]
+            return part
+
+        pool = ThreadPoolExecutor(CONCURRENCY, thread_name_prefix="pivot-part")
+        try:
+            pending: deque[Future] = deque()
+            sent = []
+            for number, body in enumerate(itertools.chain((first, second), produced), 1):
+                if len(pending) == CONCURRENCY:
+                    sent.append(pending.popleft().result())
+                pending.append(pool.submit(send, number, body))
+            sent.extend(future.result() for future in pending)
+            with _translated(key):
+                client.complete_multipart_upload(
+                    Bucket=self.bucket,
+                    Key=key,
+                    UploadId=upload,
+                    MultipartUpload={"Parts": sent},
+                )
+        except BaseException:
+            pool.shutdown(wait=True, cancel_futures=True)
+            with contextlib.suppress(Exception):
+                client.abort_multipart_upload(Bucket=self.bucket, Key=key, UploadId=upload)
+            raise
+        finally:
+            pool.shutdown(wait=True)
 
 
 def _make_client(options: dict[str, Any]) -> Any:

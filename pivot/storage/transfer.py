@@ -13,7 +13,6 @@ import math
 import os
 import threading
 import time
-import uuid
 from collections import defaultdict
 from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field, fields
@@ -22,14 +21,14 @@ from typing import TYPE_CHECKING, Any, BinaryIO, Protocol
 from pivot.errors import PivotError
 from pivot.storage import packs
 from pivot.storage.cache import CacheBatch, LocalCache
-from pivot.storage.hashing import DIR, hash_bytes
+from pivot.storage.hashing import DIR, TreeEntry, hash_bytes
 from pivot.storage.remote import Remote
 from pivot.storage.remote_index import Location, RemoteContents, RemoteIndexCache
 from pivot.storage.runs import RunRecords, decode_record, encode_record
 from pivot.storage.state import StateDB
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable
+    from collections.abc import Iterable, Iterator
 
     from pivot.lockfile import Lock
     from pivot.project import Project
@@ -44,6 +43,10 @@ BATCH_BYTES = 1 << 30
 # Range reads of one pack are merged across gaps up to GAP, up to RANGE_MAX per read.
 GAP = 1 << 20
 RANGE_MAX = 64 << 20
+# A large compressed blob is uploaded in parts of PART bytes (more for blobs so big that
+# they would need over MAX_PARTS parts; S3 allows 10,000).
+PART = 8 << 20
+MAX_PARTS = 9000
 DEFAULT_JOBS = 8
 # Large blobs moving at once: each holds up to ~s3.CHUNK x s3.CONCURRENCY in buffers, and
 # loopback servers gain nothing from more; this keeps RSS flat whatever the output sizes.
@@ -176,26 +179,33 @@ def remote_contents(project: Project, remote: Remote, refresh: bool = True) -> R
 # ----------------------------------------------------------------------------- push
 
 
-def _expand(cache: LocalCache, outputs: Iterable[Output], contents: RemoteContents):
+def _expand(
+    cache: LocalCache,
+    outputs: Iterable[Output],
+    contents: RemoteContents,
+    trees: dict[str, list[TreeEntry]],
+):
     """Blobs of `outputs` (manifests and their entries) and those that are unavailable.
 
     A tree whose manifest is not in the local cache is complete on the remote if the
-    remote lists its manifest (pushes always send a manifest with its entries).
+    remote lists its manifest (pushes always send a manifest with its entries). `trees`
+    keeps the manifests decoded so far.
     """
     blobs: dict[str, None] = {}
     unavailable: list[str] = []
     for digest, kind in outputs:
         if digest in blobs:
             continue
-        if kind == DIR and not cache.has(digest):
+        if kind == DIR and digest not in trees and not cache.has(digest):
             if digest not in contents.blobs:
                 unavailable.append(digest)
             blobs[digest] = None
             continue
         blobs[digest] = None
         if kind == DIR:
-            for entry in cache.tree(digest):
-                blobs[entry.hash] = None
+            if digest not in trees:
+                trees[digest] = cache.tree(digest)
+            blobs.update(dict.fromkeys(entry.hash for entry in trees[digest]))
     return blobs, unavailable
 
 
@@ -219,17 +229,18 @@ def push_outputs(
     ctx = _Context(project, remote, jobs, progress)
     summary = TransferSummary("push", remote.display)
     outputs, run_keys = list(outputs), list(dict.fromkeys(run_keys))
+    trees: dict[str, list[TreeEntry]] = {}
     try:
         # Indexes are immutable: when the cached ones already list everything, the remote
         # holds it, and a no-op push needs no request at all.
-        held = _held_by(ctx.cache, ctx.index.load(), outputs, run_keys)
+        held = _held_by(ctx.cache, ctx.index.load(), outputs, run_keys, trees)
         if held is not None:
             summary.up_to_date = held
             summary.seconds = time.perf_counter() - started
             return summary
         contents = ctx.index.refresh(ctx.jobs)
-        wanted, unavailable = _expand(ctx.cache, outputs, contents)
-        records: list[tuple[str, bytes]] = []
+        wanted, unavailable = _expand(ctx.cache, outputs, contents, trees)
+        pending: list[tuple[str, bytes, dict[str, None]]] = []
         for key in run_keys:
             if key in contents.runs:
                 continue
@@ -239,8 +250,18 @@ def push_outputs(
                 continue
             outs = decode_record(data, f"run record {key[:12]}")
             record_outputs = [(o["hash"], o["kind"]) for o in outs.values()]
-            blobs, bad = _expand(ctx.cache, record_outputs, contents)
-            if bad or any(not contents.has_blob(b) and not ctx.cache.has(b) for b in blobs):
+            blobs, bad = _expand(ctx.cache, record_outputs, contents, trees)
+            if bad:
+                summary.missing_runs.append(key)
+            else:
+                pending.append((key, data, blobs))
+        candidates = dict(wanted)
+        for _, _, blobs in pending:
+            candidates.update(blobs)
+        local = ctx.cache.sizes(d for d in candidates if d not in contents.blobs)
+        records: list[tuple[str, bytes]] = []
+        for key, data, blobs in pending:
+            if any(b not in contents.blobs and b not in local for b in blobs):
                 summary.missing_runs.append(key)
                 continue
             wanted.update(blobs)
@@ -249,13 +270,13 @@ def push_outputs(
         for digest in wanted:
             if digest in contents.blobs:
                 summary.up_to_date += 1
-            elif ctx.cache.has(digest):
+            elif digest in local:
                 send.append(digest)
             else:
                 summary.missing.append(digest)
         summary.missing.extend(d for d in unavailable if d not in summary.missing)
         if send or records:
-            _Pusher(ctx, summary).run(send, records)
+            _Pusher(ctx, summary).run(send, local, records)
             summary.runs = len(records)
     finally:
         ctx.close()
@@ -264,12 +285,16 @@ def push_outputs(
 
 
 def _held_by(
-    cache: LocalCache, contents: RemoteContents, outputs: list[Output], run_keys: list[str]
+    cache: LocalCache,
+    contents: RemoteContents,
+    outputs: list[Output],
+    run_keys: list[str],
+    trees: dict[str, list[TreeEntry]],
 ) -> int | None:
     """How many blobs `contents` lists for the push, or None unless it lists them all."""
     if not contents.index_ids or any(key not in contents.runs for key in run_keys):
         return None
-    wanted, unavailable = _expand(cache, outputs, contents)
+    wanted, unavailable = _expand(cache, outputs, contents, trees)
     if unavailable or any(digest not in contents.blobs for digest in wanted):
         return None
     return len(wanted)
@@ -309,9 +334,7 @@ class _Pusher:
         self.ctx = ctx
         self.summary = summary
 
-    def plan(self, send: list[str]) -> list[_PackTask]:
-        size = self.ctx.cache.size
-        sizes = {d: size(d) for d in send}
+    def plan(self, send: list[str], sizes: dict[str, int]) -> list[_PackTask]:
         tasks = [_PackTask([d], sizes[d], True) for d in send if sizes[d] > LARGE]
         tasks.sort(key=lambda t: -t.raw)
         small = [d for d in send if sizes[d] <= LARGE]
@@ -337,8 +360,8 @@ class _Pusher:
             batch_bytes += task.raw
         return tasks
 
-    def run(self, send: list[str], records: list[tuple[str, bytes]]) -> None:
-        tasks = self.plan(send)
+    def run(self, send: list[str], sizes: dict[str, int], records: list[tuple[str, bytes]]) -> None:
+        tasks = self.plan(send, sizes)
         self.ctx.progress.add_total(len(send), sum(t.raw for t in tasks))
         nbatches = (tasks[-1].batch + 1) if tasks else 1
         done: list[list[packs.PackInfo]] = [[] for _ in range(nbatches)]
@@ -399,18 +422,19 @@ class _Pusher:
             self.ctx.remote.put_file(Remote.pack_key(digest), src)
             entry = packs.BlobEntry(digest, 0, size, size, packs.RAW)
             return packs.PackInfo(digest, (entry,)), size
-        tmp = self.ctx.project.tmp_dir / f"pack.{uuid.uuid4().hex}"
-        try:
-            with open(tmp, "wb") as out:
-                stored, pack_id, source_hash = packs.compress_file(src, out, size)
-            if source_hash != digest:
+        # Compressed and sent part by part: the first parts travel while the rest is
+        # still being compressed, and nothing goes through a temp file.
+        compressor = packs.FileCompressor(src, size, max(PART, math.ceil(size / MAX_PARTS)))
+
+        def verified_parts() -> Iterator[bytes]:
+            yield from compressor.parts()
+            if compressor.source_hash != digest:  # the upload is abandoned, not completed
                 raise _corrupt_local(cache, digest)
-            self.ctx.remote.put_file(Remote.pack_key(pack_id), tmp)
-        finally:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
-        entry = packs.BlobEntry(digest, 0, stored, size, packs.ZSTD)
-        return packs.PackInfo(pack_id, (entry,)), stored
+
+        pack_id = packs.large_pack_id(digest, packs.ZSTD)
+        self.ctx.remote.put_parts(Remote.pack_key(pack_id), verified_parts())
+        entry = packs.BlobEntry(digest, 0, compressor.stored, size, packs.ZSTD)
+        return packs.PackInfo(pack_id, (entry,)), compressor.stored
 
 
 def store_index(
@@ -622,7 +646,10 @@ class _Fetcher:
                             why = f"does not decode ({exc})"
                             raise self._corrupt(pack_id, digest, why) from None
 
-                    end = loc.offset + loc.length
+                    # A zstd frame alone in its pack is read whole: that pack's name does
+                    # not depend on the compressed bytes (see packs.large_pack_id).
+                    whole = loc.offset == 0 and loc.codec == packs.ZSTD
+                    end = None if whole else loc.offset + loc.length
                     size, actual = self.ctx.remote.read_range(key, loc.offset, end, consume)
             if size != loc.size or actual != digest:
                 raise self._corrupt(pack_id, digest, "does not match its BLAKE3 hash")
@@ -676,13 +703,14 @@ def pull_locks(
 ) -> PullResult:
     """Fetch the outputs of `locks`, then check each complete one out into the workspace.
 
-    Directories and small files are fetched first and checked out (creating many files is
-    bound by the filesystem) while the large single files are still being fetched.
+    Each large file is fetched on its own and checked out as soon as it is in the cache,
+    while the directories and small files are fetched together, then checked out
+    (creating many files is bound by the filesystem, downloading by the network).
     """
     started = time.perf_counter()
     items = [(path, out) for lock in locks for path, out in sorted(lock.outs.items())]
-    early = [i for i in items if i[1]["kind"] == DIR or i[1]["size"] <= LARGE]
-    late = [i for i in items if i[1]["kind"] != DIR and i[1]["size"] > LARGE]
+    large = [i for i in items if i[1]["kind"] != DIR and i[1]["size"] > LARGE]
+    small = [i for i in items if i[1]["kind"] == DIR or i[1]["size"] <= LARGE]
     ctx = _Context(project, remote, jobs, progress)
     summary = TransferSummary("pull", remote.display)
     cache = ctx.cache
@@ -697,29 +725,46 @@ def pull_locks(
         return path
 
     pool = ThreadPoolExecutor(max(1, ctx.jobs), thread_name_prefix="pivot-checkout")
-    futures: list[Future] = []
     try:
         fetcher = _Fetcher(ctx, ctx.index.refresh(ctx.jobs), summary)
-        for part in (early, late):
-            try:
-                fetcher.fetch_outputs((out["hash"], out["kind"]) for _, out in part)
-            except PivotError as exc:
-                # Outputs already being checked out are complete: let them land, and say so.
-                placed = [p for f in futures if (p := f.result()) is not None]
-                if not placed:
-                    raise
-                listed = ", ".join(placed[:5]) + (" ..." if len(placed) > 5 else "")
-                raise PivotError(
-                    f"{exc} Before this, {len(placed)} output(s) were checked out in full: "
-                    f"{listed}; the others were left as they were."
-                ) from exc
-            futures.extend(pool.submit(checkout, item) for item in part)
-        done = [path for future in futures if (path := future.result()) is not None]
+
+        def fetch_then_checkout(item: tuple[str, dict]) -> str | None:
+            fetcher.fetch_outputs([(item[1]["hash"], item[1]["kind"])])
+            return checkout(item)
+
+        futures = [pool.submit(fetch_then_checkout, item) for item in large]
+        failure: PivotError | None = None
+        try:
+            fetcher.fetch_outputs((out["hash"], out["kind"]) for _, out in small)
+        except PivotError as exc:
+            failure = exc
+        else:
+            futures.extend(pool.submit(checkout, item) for item in small)
+        wait(futures)
+        placed: list[str] = []
+        for future in futures:
+            exc = future.exception()
+            if exc is None:
+                if (path := future.result()) is not None:
+                    placed.append(path)
+            elif not isinstance(exc, PivotError):
+                raise exc
+            elif failure is None:
+                failure = exc
+        if failure is not None:
+            # What was checked out is complete: say so, and leave the rest as it was.
+            if not placed:
+                raise failure
+            listed = ", ".join(placed[:5]) + (" ..." if len(placed) > 5 else "")
+            raise PivotError(
+                f"{failure} Before this, {len(placed)} output(s) were checked out in full: "
+                f"{listed}; the others were left as they were."
+            ) from failure
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
         ctx.close()
     summary.seconds = time.perf_counter() - started
-    return PullResult(summary, done, sorted(incomplete))
+    return PullResult(summary, sorted(placed), sorted(incomplete))
 
 
 def load_locks(project: Project) -> list[Lock]:

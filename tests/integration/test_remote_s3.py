@@ -44,7 +44,8 @@ def test_push_pull_round_trip_seaweedfs(tmp_path, weed_remote):
     files = {
         **small_files(300),
         "model/noise.bin": os.urandom(36 << 20),  # large, raw: multipart up and down
-        "model/text.bin": b"compressible pivot text " * 800_000,  # large, zstd stream
+        # large, zstd: ~17 MB compressed, so uploaded as a multipart stream of 8 MB parts
+        "model/text.bin": os.urandom(16 << 20).hex().encode(),
     }
     src = make_project(tmp_path / "src", files)
     pushed = push_all(src, weed_remote)
@@ -55,12 +56,26 @@ def test_push_pull_round_trip_seaweedfs(tmp_path, weed_remote):
     assert files_of(dst.root) == files_of(src.root)
 
 
+def test_damaged_large_blob_aborts_its_multipart_upload(tmp_path, seaweedfs, weed_remote):
+    text = os.urandom(12 << 20).hex().encode()  # ~13 MB compressed: two parts
+    src = make_project(tmp_path / "src", {"text.bin": text})
+    obj = LocalCache(src.cache_dir, src.tmp_dir).path(hash_bytes(text))
+    obj.chmod(0o644)
+    obj.write_bytes(b"?" + text[1:])
+    with pytest.raises(PivotError, match="does not match its hash"):
+        push_all(src, weed_remote)
+    bucket, prefix = weed_remote.root.split("/", 1)
+    client = seaweedfs.client()
+    assert client.list_objects_v2(Bucket=bucket, Prefix=prefix).get("KeyCount", 0) == 0
+    assert client.list_multipart_uploads(Bucket=bucket).get("Uploads", []) == []
+
+
 def test_noop_push_sends_nothing(tmp_path, weed_remote, monkeypatch):
     src = make_project(tmp_path / "src", small_files(50))
     push_all(src, weed_remote)
     indexes = weed_remote.list_indexes()
     calls = []
-    for name in ("put_bytes", "put_file", "get_bytes", "get_range", "get_file"):
+    for name in ("put_bytes", "put_file", "put_parts", "get_bytes", "get_range", "get_file"):
         original = getattr(Remote, name)
 
         def counted(self, *args, _name=name, _original=original):
