@@ -151,6 +151,20 @@ def test_large_blobs_stream_in_own_packs(tmp_path, monkeypatch, remote):
     assert files_of(dst.root) == files_of(src.root)
 
 
+def test_large_outputs_with_the_same_content_are_downloaded_once(tmp_path, monkeypatch, remote):
+    monkeypatch.setattr(transfer, "LARGE", 10_000)
+    same = os.urandom(30_000).hex().encode()
+    files = {"a.bin": same, "b.bin": same, "c.bin": os.urandom(20_000)}
+    src = make_project(tmp_path / "src", files)
+    push_all(src, remote)
+    dst = clone(src, tmp_path / "dst")
+    result = transfer.pull_locks(dst, remote, transfer.load_locks(dst))
+    assert result.checked_out == ["a.bin", "b.bin", "c.bin"] and result.incomplete == []
+    assert result.summary.blobs == 2
+    assert files_of(dst.root) == files
+    assert (dst.root / "a.bin").stat().st_ino != (dst.root / "b.bin").stat().st_ino
+
+
 def test_damaged_large_cache_object_is_not_pushed(tmp_path, monkeypatch):
     """The damage shows only after the last part is compressed: no pack, no index."""
     monkeypatch.setattr(transfer, "LARGE", 10_000)

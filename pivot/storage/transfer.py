@@ -728,11 +728,16 @@ def pull_locks(
     try:
         fetcher = _Fetcher(ctx, ctx.index.refresh(ctx.jobs), summary)
 
-        def fetch_then_checkout(item: tuple[str, dict]) -> str | None:
-            fetcher.fetch_outputs([(item[1]["hash"], item[1]["kind"])])
+        def fetch_then_checkout(item: tuple[str, dict], lock: threading.Lock) -> str | None:
+            with lock:  # outputs with the same content download it once
+                fetcher.fetch_outputs([(item[1]["hash"], item[1]["kind"])])
             return checkout(item)
 
-        futures = [pool.submit(fetch_then_checkout, item) for item in large]
+        same_blob: dict[str, threading.Lock] = {}
+        futures = []
+        for item in large:
+            lock = same_blob.setdefault(item[1]["hash"], threading.Lock())
+            futures.append(pool.submit(fetch_then_checkout, item, lock))
         failure: PivotError | None = None
         try:
             fetcher.fetch_outputs((out["hash"], out["kind"]) for _, out in small)

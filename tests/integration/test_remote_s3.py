@@ -201,7 +201,9 @@ def test_unreachable_endpoint_is_a_clear_error(tmp_path, seaweedfs):
 def test_moto_round_trip_with_run_records(tmp_path, moto_s3):
     bucket = moto_s3.new_bucket()
     remote = open_remote(f"s3://{bucket}", name="moto", options=moto_s3.options())
-    src = make_project(tmp_path / "src", {**small_files(30), "single.txt": b"one file\n"})
+    model = os.urandom(10 << 20).hex().encode()  # ~11 MB compressed: a multipart upload
+    files = {**small_files(30), "single.txt": b"one file\n", "model.txt": model}
+    src = make_project(tmp_path / "src", files)
     (lock,) = transfer.load_locks(src)
     assert push_all(src, remote).runs == 1
     dst = clone(src, tmp_path / "dst")
