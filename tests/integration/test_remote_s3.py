@@ -215,15 +215,15 @@ def test_moto_round_trip_with_run_records(tmp_path, moto_s3):
 
 
 def test_large_file_streams_with_bounded_memory(tmp_path, seaweedfs, weed_remote):
-    """384 MiB outputs (one raw, one compressible) move with RSS below their size.
+    """384 MiB outputs (one raw, one compressible) move with a peak RSS of ~120 MB.
 
-    Run alone, a 2 GB raw file peaks at ~170 MB: buffers do not grow with the size. Under
-    a loaded parallel test run glibc's per-thread arenas add up to ~170 MB more, so the
-    bound here only asserts that no output is ever held whole in memory.
+    The peak is the process's own high-water mark (VmHWM): `ru_maxrss` would also count
+    the RSS of the pytest worker it was forked from, which Linux keeps across exec. The
+    bound is the issue's (a 2 GB file under 300 MB); buffers do not grow with the size.
     """
     script = textwrap.dedent(
         """
-        import os, pathlib, resource, sys
+        import os, pathlib, sys
         from pivot.lockfile import Lock, write_lock
         from pivot.project import Project, init_project
         from pivot.storage import transfer
@@ -245,16 +245,20 @@ def test_large_file_streams_with_bounded_memory(tmp_path, seaweedfs, weed_remote
         for name in ("noise.bin", "text.bin"):
             digest, size = cache.add_file(src.root / name)
             outs[name] = {"hash": digest, "size": size, "kind": "file"}
-        before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        def peak_mb():
+            status = pathlib.Path("/proc/self/status").read_text()
+            return int(status.split("VmHWM:")[1].split()[0]) // 1024
+
+        before = peak_mb()
         for name, out in outs.items():  # one at a time: the bound is per large blob
             lock = Lock("p/big", "a" * 64, {}, {}, {}, {name: out})
             transfer.push_locks(src, remote, [lock])
             result = transfer.pull_locks(dst, remote, [lock])
             assert not result.incomplete, result.incomplete
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        peak = peak_mb()
         for name, out in outs.items():
             assert cache.add_file(dst.root / name)[0] == out["hash"]
-        print(before // 1024, peak // 1024)
+        print(before, peak)
         """
     )
     options = seaweedfs.options()
@@ -268,5 +272,5 @@ def test_large_file_streams_with_bounded_memory(tmp_path, seaweedfs, weed_remote
         timeout=300,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    _before, peak_mb = map(int, proc.stdout.split())
-    assert peak_mb < 370, f"peak RSS {peak_mb} MB while moving 384 MiB outputs"
+    before, peak = map(int, proc.stdout.split())
+    assert before < 100 and peak < 300, f"peak RSS {peak} MB while moving 384 MiB outputs"
