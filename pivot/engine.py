@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -222,7 +223,14 @@ class Runner:
                 mp_context=context,
                 initializer=worker.ignore_interrupts,
             )
-            for probe in [self._pool.submit(os.getpid) for _ in range(min(self.jobs, count))]:
+            # The workers (forked by the first submit) start with Ctrl-C blocked, kept
+            # blocked by their initializer: one that lands before it ran cannot raise there.
+            mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+            try:
+                probes = [self._pool.submit(os.getpid) for _ in range(min(self.jobs, count))]
+            finally:
+                signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+            for probe in probes:
                 probe.result()
         return self._pool
 

@@ -57,10 +57,26 @@ _finalizer: Any = None
 
 def ignore_interrupts() -> None:
     """Pool initializer: Ctrl-C is for the main process and the stage children (each sets
-    its own handler); a worker that raised mid-hand-over would lose track of its child."""
+    its own handler); a worker that raised mid-hand-over would lose track of its child.
+
+    The worker blocks SIGINT (it is forked with SIGINT already blocked, see
+    `Runner._start_pool`) rather than ignoring it: one that reached the process group
+    stays pending here, so that a stage handed over later, to a child forked after that
+    Ctrl-C, is not run (see `_hand_over`)."""
     import signal
 
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+
+
+class _Interrupted(Exception):
+    """Ctrl-C reached this worker before the stage's child was forked."""
+
+
+def _ctrl_c_pending() -> bool:
+    import signal
+
+    return signal.SIGINT in signal.sigpending()
 
 
 def execute(stage_id: str, root: str, cache_dir: str, tmp_dir: str) -> Outcome:
@@ -81,12 +97,14 @@ def execute(stage_id: str, root: str, cache_dir: str, tmp_dir: str) -> Outcome:
     child = _spare if _spare is not None and _waiting(_spare) else None
     _spare = None
     try:
-        if child is None or not _send(child, request):
+        if child is None or not _hand_over(child, request):
             child = _fork_spare()  # no spare yet, or it died: a fresh child takes the stage
-            if not _send(child, request):
+            if not _hand_over(child, request):
                 return _failed(stage_id, "could not start: its process died at once")
     except OSError as exc:  # no process could be forked (a limit was reached)
         return _failed(stage_id, f"could not start: no process could be forked ({exc})")
+    except _Interrupted:
+        return _interrupted(stage_id)
     try:
         _spare = _fork_spare()
     except OSError:  # the next stage forks its own
@@ -97,6 +115,8 @@ def execute(stage_id: str, root: str, cache_dir: str, tmp_dir: str) -> Outcome:
         _unreaped.append(child.pid)
         return pickle.loads(data)
     _, status = os.waitpid(child.pid, 0)
+    if _ctrl_c_pending():  # Ctrl-C stopped the child before it read its request
+        return _interrupted(stage_id)
     return _failed(
         stage_id,
         f"did not finish: its process died ({_describe_exit(status)}), e.g. killed, out of "
@@ -107,6 +127,22 @@ def execute(stage_id: str, root: str, cache_dir: str, tmp_dir: str) -> Outcome:
 def _failed(stage_id: str, what: str) -> Outcome:
     stage = _STAGES[stage_id]
     return Outcome(stage_id, False, error=f"Stage {stage_id} ({stage.source}) {what}.")
+
+
+def _interrupted(stage_id: str) -> Outcome:
+    return Outcome(stage_id, False, error=f"Stage {stage_id} was interrupted.", interrupted=True)
+
+
+def _hand_over(child: _Spare, request: bytes) -> bool:
+    """`_send`, unless Ctrl-C reached this worker: it may have come before `child` was
+    forked, so that the child never saw it; the child is let go, the stage not run
+    (raises _Interrupted). A Ctrl-C after the child's fork reaches the child itself."""
+    if _ctrl_c_pending():
+        os.close(child.request)
+        os.close(child.result)
+        _unreaped.append(child.pid)
+        raise _Interrupted
+    return _send(child, request)
 
 
 def _send(child: _Spare, request: bytes) -> bool:
@@ -175,9 +211,14 @@ def _fork_spare() -> _Spare:
 
     request_read, request_write = os.pipe()
     result_read, result_write = os.pipe()
+    # Forked with SIGINT blocked, unblocked once the child's handler is set: a Ctrl-C that
+    # lands in between is delivered to the child then, not ignored or run by this
+    # process's handler.
+    mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
     try:
         pid = os.fork()
     except OSError:
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
         for fd in (request_read, request_write, result_read, result_write):
             os.close(fd)
         raise
@@ -185,6 +226,7 @@ def _fork_spare() -> _Spare:
         code = 0
         try:
             signal.signal(signal.SIGINT, signal.default_int_handler)
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
             os.close(request_write)
             os.close(result_read)
             with os.fdopen(request_read, "rb") as pipe:
@@ -198,6 +240,7 @@ def _fork_spare() -> _Spare:
             code = 1
         finally:
             os._exit(code)
+    signal.pthread_sigmask(signal.SIG_SETMASK, mask)
     os.close(request_read)
     os.close(result_write)
     return _Spare(pid, request_write, result_read)

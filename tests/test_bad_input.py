@@ -340,6 +340,41 @@ pipeline.register(second)
     assert stage_files(project) == []
 
 
+def test_ctrl_c_before_a_stage_child_is_forked_still_interrupts_the_run(project, pivot) -> None:
+    # Ctrl-C reaches the process group while a stage is being handed to its worker, before
+    # the child that will run it exists: the worker (here signalled alone, by the stage
+    # before) must not start the stage, as its child would never see that Ctrl-C.
+    write_files(
+        project,
+        {
+            "pipeline.py": HEADER
+            + """
+import os
+import signal
+
+pipeline = pivot.Pipeline("p")
+
+def first() -> Annotated[str, pivot.Out("a.txt", pivot.loaders.Text())]:
+    os.kill(os.getppid(), signal.SIGINT)
+    return "a"
+
+def second(
+    a: Annotated[str, pivot.Dep("a.txt", pivot.loaders.Text())],
+) -> Annotated[str, pivot.Out("b.txt", pivot.loaders.Text())]:
+    _count("second")
+    return a
+
+pipeline.register(first)
+pipeline.register(second)
+"""
+        },
+    )
+    proc = pivot("run", "--jobs", "1", rc=130)
+    assert "Interrupted" in proc.stderr and "Traceback" not in proc.stderr
+    assert executions(project) == []
+    assert not (project / "b.txt").exists()
+
+
 def test_output_inside_pivot_dir_is_refused(project, pivot) -> None:
     write_files(
         project,
