@@ -295,15 +295,12 @@ class LocalCache:
                     if entry.mode & umask:
                         os.chmod(target, entry.mode)
 
-            # Each task fills part of one folder, and neighbouring tasks are in different
-            # folders: creations in one folder are serialized by the kernel, across folders
-            # they run on every core.
-            per_folder = [
-                [group[i : i + SLICE] for i in range(0, len(group), SLICE)]
-                for group in by_folder.values()
-            ]
-            slices = [s for row in itertools.zip_longest(*per_folder) for s in row if s]
-            _run_slices(put, slices, len(entries))
+            # One thread per folder, largest first: the kernel serializes the creations in a
+            # folder, and threads waiting for it spin. On ext4 shortly after many deletions,
+            # when each creation scans past recently freed inodes, four threads filling one
+            # 10,000-file folder burned twice the CPU of one for no less time.
+            folders_by_size = sorted(by_folder.values(), key=len, reverse=True)
+            _run_slices(put, folders_by_size, len(entries))
             _swap(tmp, dest)
         except BaseException:
             _remove_quietly(tmp)
