@@ -649,8 +649,8 @@ def _wait_for_quick_creates(b: Bench) -> None:
     started = time.perf_counter()
     payload = b"x" * 4096
     for attempt in itertools.count():
-        folder = b.work / "settle-probe" / str(attempt)
-        folder.mkdir(parents=True)
+        folder = b.work / f"settle-probe-{attempt}"  # placed like the projects and clones
+        folder.mkdir()
         t0 = time.perf_counter()
         for i in range(PROBE_FILES):
             (folder / f"f{i}").write_bytes(payload)
