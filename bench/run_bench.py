@@ -24,9 +24,9 @@ Sections (run in this order; `--only` picks some):
              `dvc pull` + `dvc repro -P`
 
 Before the first section, the folders an earlier run generated are deleted and the script
-waits until creating files is quick again (a probe of 1,000 files every 15 s, under 60 us
-per file, at most 10 min): on the development VM's ext4 (no journal), files created within
-minutes of many deletions cost up to 20x more, and whichever tool ran first would pay.
+waits 370 s: on the development VM's ext4 (no journal), files created within 6 minutes of
+many deletions cost up to 20x more (recently freed inodes are skipped), and whichever tool
+ran first would pay.
 For the same reason every first-run sample and every clone gets a folder of its own
 (nothing is deleted right before a timed command), and `sync` runs (untimed) before each
 timed push, pull, restore and first run, so no sample pays for writing back the data of
@@ -46,7 +46,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import itertools
 import json
 import os
 import pathlib
@@ -620,14 +619,12 @@ def _remote_round(b: Bench, server, tool: Tool, push_reps: int, pull_reps: int) 
 # Projects, clones and site caches an earlier run left in WORKDIR (DVC's venv stays).
 GENERATED = ("chain-", "multi-", "remote-", "restore-", "dvc-site-cache", "settle-probe")
 # On ext4 without a journal (this VM's root), a new inode is not taken from those freed in
-# the last 60 s (6 min while their inode-table block is dirty): after thousands of
-# deletions every file creation in that block group scans past them, up to 20x slower.
-# Whichever tool ran next would pay for it, so after deleting, the bench waits until
-# creating files is quick again (a probe of PROBE_FILES files every PROBE_EVERY seconds).
-PROBE_FILES = 1000
-PROBE_QUICK_US = 60.0
-PROBE_EVERY = 15.0
-PROBE_MAX_WAIT = 600.0
+# the last 60 s, or 360 s while their inode-table block is dirty (fs/ext4/ialloc.c,
+# RECENTCY_MIN + RECENTCY_DIRTY): until then every file created in that block group scans
+# past them, up to 20x slower. Whichever tool ran next would pay for it, so after deleting
+# the bench waits that long. (A probe creating files proved unreliable: its folder may land
+# in a block group the deletions did not touch.)
+SETTLE_AFTER_DELETE = 370.0
 
 
 def _clean_earlier_runs(b: Bench) -> None:
@@ -640,26 +637,8 @@ def _clean_earlier_runs(b: Bench) -> None:
     for path in old:
         _rmtree(path)
     _settle()
-    _wait_for_quick_creates(b)
-
-
-def _wait_for_quick_creates(b: Bench) -> None:
-    """Probe file creation next to the projects until it costs under PROBE_QUICK_US per
-    file (the probes' files are kept: deleting them would slow the next creations)."""
-    started = time.perf_counter()
-    payload = b"x" * 4096
-    for attempt in itertools.count():
-        folder = b.work / f"settle-probe-{attempt}"  # placed like the projects and clones
-        folder.mkdir()
-        t0 = time.perf_counter()
-        for i in range(PROBE_FILES):
-            (folder / f"f{i}").write_bytes(payload)
-        per_file = (time.perf_counter() - t0) / PROBE_FILES * 1e6
-        waited = time.perf_counter() - started
-        if per_file <= PROBE_QUICK_US or waited >= PROBE_MAX_WAIT:
-            b.log(f"file creation at {per_file:.0f} us per file after {waited:.0f} s")
-            return
-        time.sleep(PROBE_EVERY)
+    b.log(f"waiting {SETTLE_AFTER_DELETE:.0f} s for ext4 to reuse the freed inodes")
+    time.sleep(SETTLE_AFTER_DELETE)
 
 
 def _check_blobs(summary: re.Pattern[str], out: str, blobs: int, what: str) -> None:
