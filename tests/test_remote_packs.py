@@ -55,13 +55,13 @@ def test_stream_compression_round_trip(tmp_path):
     src = tmp_path / "big"
     src.write_bytes(os.urandom(300_000).hex().encode() + b"abc" * 300_000)
     size = src.stat().st_size
-    compressor = packs.FileCompressor(src, size, part_size=100_000)
+    compressor = packs.StoredFile(src, size, 100_000, packs.ZSTD)
     parts = list(compressor.parts())
     assert len(parts) > 2 and {len(p) for p in parts[:-1]} == {100_000}
     stored = b"".join(parts)
     assert compressor.source_hash == hash_bytes(src.read_bytes())
     assert compressor.stored == len(stored) < size
-    again = packs.FileCompressor(src, size, part_size=100_000)
+    again = packs.StoredFile(src, size, 100_000, packs.ZSTD)
     assert b"".join(again.parts()) == stored  # the same bytes: a pack name can precede them
     back = io.BytesIO()
     assert packs.decompress_stream(io.BytesIO(stored), back) == (size, compressor.source_hash)
@@ -70,6 +70,11 @@ def test_stream_compression_round_trip(tmp_path):
     noise = tmp_path / "noise"
     noise.write_bytes(os.urandom(1 << 20))
     assert not packs.compresses(noise, 1 << 20)
+    raw = packs.StoredFile(noise, 1 << 20, 300_000, packs.RAW)
+    raw_parts = list(raw.parts())
+    assert [len(p) for p in raw_parts] == [300_000] * 3 + [(1 << 20) - 900_000]
+    assert b"".join(raw_parts) == noise.read_bytes() and raw.stored == 1 << 20
+    assert raw.source_hash == hash_bytes(noise.read_bytes())
 
 
 def test_large_pack_ids_name_blob_and_compressor():

@@ -165,12 +165,13 @@ def test_large_outputs_with_the_same_content_are_downloaded_once(tmp_path, monke
     assert (dst.root / "a.bin").stat().st_ino != (dst.root / "b.bin").stat().st_ino
 
 
-def test_damaged_large_cache_object_is_not_pushed(tmp_path, monkeypatch):
-    """The damage shows only after the last part is compressed: no pack, no index."""
+@pytest.mark.parametrize("compressible", [True, False])
+def test_damaged_large_cache_object_is_not_pushed(tmp_path, monkeypatch, compressible):
+    """The damage shows only after the last part is read: no pack, no index."""
     monkeypatch.setattr(transfer, "LARGE", 10_000)
     monkeypatch.setattr(transfer, "PART", 4096)
     remote = open_remote(str(tmp_path / "remote"), name="test")
-    text = os.urandom(20_000).hex().encode()
+    text = os.urandom(20_000).hex().encode() if compressible else os.urandom(40_000)
     src = make_project(tmp_path / "src", {"text.txt": text})
     cache = LocalCache(src.cache_dir, src.tmp_dir)
     obj = cache.path(hash_bytes(text))

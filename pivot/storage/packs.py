@@ -124,34 +124,40 @@ def compresses(path: pathlib.Path, size: int) -> bool:
     return raw > 0 and packed <= raw * (1 - MIN_SAVING)
 
 
-class FileCompressor:
-    """Compresses one file as one zstd frame, handed out in parts of `part_size` bytes.
+class StoredFile:
+    """One large file's stored form (one zstd frame, or raw), handed out in parts of
+    `part_size` bytes while the file is read once.
 
-    Iterate over `parts()`; afterwards `stored` is the frame's length and `source_hash`
-    the BLAKE3 of the bytes read. The output depends only on the file's bytes and the
-    compressor (zstd version and level), so `pack_id` can name the pack before it exists.
+    Iterate over `parts()`; afterwards `stored` is the stored length and `source_hash` the
+    BLAKE3 of the bytes read. The output depends only on the file's bytes and the codec
+    (for zstd: its version and level), so `large_pack_id` can name the pack before it
+    exists.
     """
 
-    def __init__(self, src: pathlib.Path, size: int, part_size: int) -> None:
+    def __init__(self, src: pathlib.Path, size: int, part_size: int, codec: int) -> None:
         self.src = src
         self.size = size
         self.part_size = part_size
+        self.codec = codec
         self.stored = 0
         self.source_hash = ""
 
     def parts(self) -> Iterator[bytes]:
-        hasher = blake3.blake3()
-        # Single-threaded: large blobs are compressed side by side (transfer.LARGE_PARALLEL),
-        # and zstd's worker threads cost a third more CPU for the same output.
-        cctx = zstandard.ZstdCompressor(level=LEVEL, write_content_size=True)
-        chunker = cctx.chunker(size=self.size, chunk_size=self.part_size)
+        hasher = blake3.blake3(max_threads=blake3.blake3.AUTO)
+        chunker = None
+        if self.codec == ZSTD:
+            # Single-threaded: large blobs are compressed side by side
+            # (transfer.LARGE_PARALLEL), and zstd's worker threads cost a third more CPU.
+            cctx = zstandard.ZstdCompressor(level=LEVEL, write_content_size=True)
+            chunker = cctx.chunker(size=self.size, chunk_size=self.part_size)
+        read_size = STREAM_CHUNK if chunker else self.part_size
         with open(self.src, "rb", buffering=0) as source:
-            while chunk := source.read(STREAM_CHUNK):
+            while chunk := source.read(read_size):
                 hasher.update(chunk)
-                for part in chunker.compress(chunk):
+                for part in chunker.compress(chunk) if chunker else (chunk,):
                     self.stored += len(part)
                     yield part
-        for part in chunker.finish():
+        for part in chunker.finish() if chunker else ():
             self.stored += len(part)
             yield part
         self.source_hash = hasher.hexdigest()

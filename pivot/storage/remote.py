@@ -88,8 +88,6 @@ class ObjectStore(Protocol):
         """Store `data`; readers see all of it or nothing."""
         ...
 
-    def put_file(self, key: str, src: pathlib.Path) -> None: ...
-
     def put_parts(self, key: str, parts: Iterable[bytes]) -> None:
         """Store the concatenation of `parts`, consumed as they come; if producing a part
         raises, nothing is stored."""
@@ -126,10 +124,6 @@ class LocalStore:
 
     def put(self, key: str, data: bytes) -> None:
         atomic.write_bytes(self.root / key, data)
-
-    def put_file(self, key: str, src: pathlib.Path) -> None:
-        with open(src, "rb") as source:
-            self.put_parts(key, iter(lambda: source.read(CHUNK * 8), b""))
 
     def put_parts(self, key: str, parts: Iterable[bytes]) -> None:
         final = self.root / key
@@ -177,9 +171,6 @@ class S3Objects:
     def put(self, key: str, data: bytes) -> None:
         self.s3.put(self._key(key), data)
 
-    def put_file(self, key: str, src: pathlib.Path) -> None:
-        self.s3.put_file(self._key(key), str(src))
-
     def put_parts(self, key: str, parts: Iterable[bytes]) -> None:
         self.s3.put_parts(self._key(key), parts)
 
@@ -212,9 +203,6 @@ class FsspecObjects:
 
     def put(self, key: str, data: bytes) -> None:
         self.fs.pipe_file(self._path(key), data)
-
-    def put_file(self, key: str, src: pathlib.Path) -> None:
-        self.fs.put_file(str(src), self._path(key))
 
     def put_parts(self, key: str, parts: Iterable[bytes]) -> None:
         # Spooled locally first: a failing producer must leave no object behind, and
@@ -308,11 +296,6 @@ class Remote:
         """Store `data` as object `key`; readers see all of it or nothing."""
         with self._errors(f"write {key} to"):
             self.store.put(key, data)
-
-    def put_file(self, key: str, src: pathlib.Path) -> None:
-        """Upload the local file `src` as object `key` with bounded memory."""
-        with self._errors(f"write {key} to"):
-            self.store.put_file(key, src)
 
     def put_parts(self, key: str, parts: Iterable[bytes]) -> None:
         """Store the concatenation of `parts` as object `key` while they are produced

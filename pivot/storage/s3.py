@@ -1,6 +1,7 @@
-"""S3 objects through boto3's client: listings, (ranged) gets, puts, managed file transfers.
+"""S3 objects through boto3's client: listings, (ranged) gets, puts, multipart uploads of
+parts as they are produced, and managed file downloads.
 
-Pivot's remote needs five object operations; boto3 does each with one client shared by
+Pivot's remote needs these few object operations; boto3 does each with one client shared by
 every transfer thread. Measured against s3fs on a loopback SeaweedFS (docs/benchmarks.md):
 s3fs runs every request on one event-loop thread that copies each body in Python, which
 made push and pull CPU-bound on that thread; the boto3 client sends and receives in the
@@ -21,8 +22,9 @@ from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
-# Large objects move as multipart transfers of CHUNK bytes, CONCURRENCY parts at a time:
-# memory stays bounded (about CHUNK x CONCURRENCY per transfer).
+# Large objects are downloaded in ranged parts of CHUNK bytes and uploaded in the parts
+# they are produced in, CONCURRENCY parts at a time: memory stays bounded (about
+# CHUNK x CONCURRENCY per transfer).
 CHUNK = 8 << 20
 CONCURRENCY = 4
 _MISSING_BUCKET = ("NoSuchBucket",)
@@ -89,10 +91,6 @@ class S3Store:
     def put(self, key: str, data: bytes) -> None:
         with _translated(key):
             self.client.put_object(Bucket=self.bucket, Key=key, Body=data)
-
-    def put_file(self, key: str, src: str) -> None:
-        with _translated(key):
-            self.client.upload_file(src, self.bucket, key, Config=_transfer_config())
 
     def put_parts(self, key: str, parts: Iterable[bytes]) -> None:
         """Store the concatenation of `parts` (each but the last at least 5 MiB) as it is
@@ -201,7 +199,7 @@ def _translated(key: str) -> Iterator[None]:
     except Exception as raised:
         from botocore.exceptions import ClientError
 
-        # boto3's managed transfers wrap the ClientError (S3UploadFailedError).
+        # boto3's managed transfers wrap the ClientError.
         exc = raised if isinstance(raised, ClientError) else raised.__context__
         if not isinstance(exc, ClientError):
             raise

@@ -413,28 +413,25 @@ class _Pusher:
         return info, len(data)
 
     def _large(self, digest: str) -> tuple[packs.PackInfo, int]:
+        """Send one large blob as a pack of its own, part by part while its file is read
+        (and compressed when that pays): the first parts travel while the rest is being
+        read, nothing goes through a temp file, and the file is read once."""
         cache = self.ctx.cache
         src = cache.path(digest)
         size = os.stat(src).st_size
-        if not packs.compresses(src, size):
-            if packs.hash_path(src)[1] != digest:
-                raise _corrupt_local(cache, digest)
-            self.ctx.remote.put_file(Remote.pack_key(digest), src)
-            entry = packs.BlobEntry(digest, 0, size, size, packs.RAW)
-            return packs.PackInfo(digest, (entry,)), size
-        # Compressed and sent part by part: the first parts travel while the rest is
-        # still being compressed, and nothing goes through a temp file.
-        compressor = packs.FileCompressor(src, size, max(PART, math.ceil(size / MAX_PARTS)))
+        codec = packs.ZSTD if packs.compresses(src, size) else packs.RAW
+        part_size = max(PART, math.ceil(size / MAX_PARTS))
+        stream = packs.StoredFile(src, size, part_size, codec)
 
         def verified_parts() -> Iterator[bytes]:
-            yield from compressor.parts()
-            if compressor.source_hash != digest:  # the upload is abandoned, not completed
+            yield from stream.parts()
+            if stream.source_hash != digest:  # the upload is abandoned, not completed
                 raise _corrupt_local(cache, digest)
 
-        pack_id = packs.large_pack_id(digest, packs.ZSTD)
+        pack_id = packs.large_pack_id(digest, codec)
         self.ctx.remote.put_parts(Remote.pack_key(pack_id), verified_parts())
-        entry = packs.BlobEntry(digest, 0, compressor.stored, size, packs.ZSTD)
-        return packs.PackInfo(pack_id, (entry,)), compressor.stored
+        entry = packs.BlobEntry(digest, 0, stream.stored, size, codec)
+        return packs.PackInfo(pack_id, (entry,)), stream.stored
 
 
 def store_index(

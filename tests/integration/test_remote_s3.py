@@ -75,7 +75,7 @@ def test_noop_push_sends_nothing(tmp_path, weed_remote, monkeypatch):
     push_all(src, weed_remote)
     indexes = weed_remote.list_indexes()
     calls = []
-    for name in ("put_bytes", "put_file", "put_parts", "get_bytes", "get_range", "get_file"):
+    for name in ("put_bytes", "put_parts", "get_bytes", "get_range", "get_file"):
         original = getattr(Remote, name)
 
         def counted(self, *args, _name=name, _original=original):
