@@ -8,6 +8,7 @@ import subprocess
 import sys
 
 import pytest
+from s3_servers import isolated_aws_env, moto_s3, seaweedfs  # noqa: F401  (fixtures for every test)
 from support import PYTHONPATH, PivotCLI
 
 

@@ -1,4 +1,4 @@
-"""Session fixtures for real S3 servers on 127.0.0.1: SeaweedFS (`weed mini`) and moto.
+"""Real S3 servers on 127.0.0.1 for any test that asks: SeaweedFS (`weed mini`) and moto.
 
 Nothing here mocks boto3 or s3fs: the tests talk HTTP to real servers on loopback.
 """
