@@ -56,6 +56,7 @@ from pivot.storage.hashing import (
     hash_bytes,
     hash_file,
     is_hash,
+    new_hasher,
 )
 from pivot.storage.local_packs import encode_index, pack_store
 
@@ -448,10 +449,10 @@ class CacheBatch:
                 data = _read_small(fd, st.st_size)
                 if len(data) <= SMALL_FILE:
                     return self.put_bytes(data), len(data), mode
-                hasher = blake3.blake3(data, max_threads=blake3.blake3.AUTO)
+                hasher = new_hasher(data)
                 first: bytes | None = data
             else:
-                hasher = blake3.blake3(max_threads=blake3.blake3.AUTO)
+                hasher = new_hasher()
                 first = None
             return (*self._stream(fd, hasher, first), mode)
         finally:

@@ -31,17 +31,40 @@ def hash_bytes(data: bytes | memoryview) -> str:
     return blake3.blake3(data).hexdigest()
 
 
+_pool_started_in: int | None = None  # pid of the process that started BLAKE3's threads
+_pool_inherited = False  # this process was forked from one that had started them
+
+
+def _after_fork_in_child() -> None:
+    global _pool_inherited
+    _pool_inherited = _pool_inherited or _pool_started_in is not None
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def new_hasher(data: bytes | memoryview = b"") -> blake3.blake3:
+    """A BLAKE3 hasher for large inputs: multi-threaded, except in a process forked after
+    its thread pool started (the pool's threads do not survive a fork, and waiting on them
+    would hang for ever), where it hashes on one thread."""
+    global _pool_started_in
+    if _pool_inherited:
+        return blake3.blake3(data)
+    _pool_started_in = os.getpid()
+    return blake3.blake3(data, max_threads=blake3.blake3.AUTO)
+
+
 def hash_file(path: pathlib.Path | str) -> str:
-    """BLAKE3 of a file's content, read in bounded chunks (hashed on all cores)."""
+    """BLAKE3 of a file's content, read in bounded chunks (see `new_hasher`)."""
     with open(path, "rb", buffering=0) as handle:
         size = os.fstat(handle.fileno()).st_size
         if size < HASH_CHUNK:
             data = handle.read(size + 1)
             if len(data) <= size:  # the whole file (it did not grow since the stat)
                 return blake3.blake3(data).hexdigest()
-            hasher = blake3.blake3(data, max_threads=blake3.blake3.AUTO)
+            hasher = new_hasher(data)
         else:
-            hasher = blake3.blake3(max_threads=blake3.blake3.AUTO)
+            hasher = new_hasher()
         buffer = bytearray(HASH_CHUNK)
         view = memoryview(buffer)
         while n := handle.readinto(buffer):

@@ -17,7 +17,7 @@ import msgpack
 import zstandard
 
 from pivot.errors import PivotError
-from pivot.storage.hashing import is_hash
+from pivot.storage.hashing import is_hash, new_hasher
 from pivot.storage.runs import decode_record
 
 if TYPE_CHECKING:
@@ -143,7 +143,7 @@ class StoredFile:
         self.source_hash = ""
 
     def parts(self) -> Iterator[bytes]:
-        hasher = blake3.blake3(max_threads=blake3.blake3.AUTO)
+        hasher = new_hasher()
         chunker = None
         if self.codec == ZSTD:
             # Single-threaded: large blobs are compressed side by side
@@ -189,7 +189,7 @@ def decompress_stream(src: BinaryIO, dest: BinaryIO) -> tuple[int, str]:
 
 def hash_path(path: pathlib.Path) -> tuple[int, str]:
     """(size, BLAKE3) of a file read in chunks: unlike mmap hashing, RSS stays small."""
-    hasher = blake3.blake3(max_threads=blake3.blake3.AUTO)
+    hasher = new_hasher()
     buffer = bytearray(STREAM_CHUNK * 2)
     view = memoryview(buffer)
     size = 0
