@@ -221,7 +221,8 @@ class Runner:
             self._pool = cf.ProcessPoolExecutor(
                 max_workers=min(self.jobs, count),
                 mp_context=context,
-                initializer=worker.ignore_interrupts,
+                initializer=worker.init_worker,
+                initargs=(os.getpid(),),
             )
             # The workers (forked by the first submit) start with Ctrl-C blocked, kept
             # blocked by their initializer: one that lands before it ran cannot raise there.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import pathlib
 from collections.abc import Iterator
@@ -66,14 +67,19 @@ class Project:
 
     @contextlib.contextmanager
     def exclusive(self, command: str) -> Iterator[None]:
-        """Hold the project's command lock, or fail at once if another command holds it."""
+        """Hold the project's command lock, or fail at once if another command holds it.
+
+        A POSIX record lock: it belongs to this process alone (processes it forks do not
+        inherit it) and the kernel releases it when the process dies, however it dies."""
         import fcntl
 
         path = self.tmp_dir / "command.lock"
         with open(path, "a+") as handle:
             try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
+                fcntl.lockf(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError as exc:
+                if exc.errno not in (errno.EACCES, errno.EAGAIN):
+                    raise
                 handle.seek(0)
                 holder = handle.read().strip() or "another pivot command"
                 raise PivotError(

@@ -55,9 +55,10 @@ _unreaped: list[int] = []
 _finalizer: Any = None
 
 
-def ignore_interrupts() -> None:
-    """Pool initializer: Ctrl-C is for the main process and the stage children (each sets
-    its own handler); a worker that raised mid-hand-over would lose track of its child.
+def init_worker(parent: int) -> None:
+    """Pool initializer: die with the main process `parent`, and leave Ctrl-C to the main
+    process and the stage children (each sets its own handler); a worker that raised
+    mid-hand-over would lose track of its child.
 
     The worker blocks SIGINT (it is forked with SIGINT already blocked, see
     `Runner._start_pool`) rather than ignoring it: one that reached the process group
@@ -65,8 +66,27 @@ def ignore_interrupts() -> None:
     Ctrl-C, is not run (see `_hand_over`)."""
     import signal
 
+    die_with_parent(parent)
     signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+
+
+def die_with_parent(parent: int) -> None:
+    """Have the kernel kill this process when `parent` (the process that forked it) dies,
+    so that a killed `pivot run` leaves no worker or stage running; exit at once if it is
+    already gone. Linux only (prctl); elsewhere a worker lives until its pool's pipes
+    close."""
+    import ctypes
+    import signal
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        return
+    pr_set_pdeathsig = 1
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(pr_set_pdeathsig, signal.SIGKILL, 0, 0, 0)
+    if os.getppid() != parent:  # the parent died before the request took effect
+        os._exit(1)
 
 
 class _Interrupted(Exception):
@@ -214,6 +234,7 @@ def _fork_spare() -> _Spare:
     # Forked with SIGINT blocked, unblocked once the child's handler is set: a Ctrl-C that
     # lands in between is delivered to the child then, not ignored or run by this
     # process's handler.
+    worker = os.getpid()
     mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
     try:
         pid = os.fork()
@@ -225,6 +246,7 @@ def _fork_spare() -> _Spare:
     if pid == 0:  # the child: never returns
         code = 0
         try:
+            die_with_parent(worker)
             signal.signal(signal.SIGINT, signal.default_int_handler)
             signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
             os.close(request_write)
