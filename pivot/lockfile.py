@@ -11,6 +11,7 @@ from pivot import atomic
 from pivot.errors import PivotError
 from pivot.project import safe_relpath
 from pivot.storage.hashing import DIR, FILE, is_hash
+from pivot.untrusted import count
 
 SCHEMA_VERSION = 1
 
@@ -69,11 +70,11 @@ def parse_lock(text: str, path: pathlib.Path) -> Lock:
             params=dict(raw["params"]),
             deps={str(k): str(v) for k, v in raw["deps"].items()},
             outs={
-                str(k): {"hash": str(v["hash"]), "size": int(v["size"]), "kind": str(v["kind"])}
+                str(k): {"hash": str(v["hash"]), "size": count(v["size"]), "kind": str(v["kind"])}
                 for k, v in raw["outs"].items()
             },
         )
-    except (ValueError, TypeError, KeyError, AttributeError) as exc:
+    except (ValueError, TypeError, KeyError, AttributeError, RecursionError) as exc:
         raise PivotError(f"The lock file {path} is unreadable ({exc}).") from exc
     if not is_hash(lock.run_key):
         raise PivotError(f"The lock file {path} holds an invalid run key.")

@@ -14,6 +14,7 @@ import msgpack
 
 from pivot.errors import PivotError
 from pivot.project import safe_relpath
+from pivot.untrusted import count
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
@@ -96,8 +97,8 @@ def decode_tree(data: bytes, what: str) -> list[TreeEntry]:
     """Parse a manifest, refusing paths that could escape the tree."""
     try:
         rows = msgpack.unpackb(data, raw=False)
-        entries = [TreeEntry(str(r[0]), str(r[1]), int(r[2]), int(r[3])) for r in rows]
-    except (ValueError, TypeError, IndexError, msgpack.UnpackException) as exc:
+        entries = [TreeEntry(str(r[0]), str(r[1]), count(r[2]), count(r[3])) for r in rows]
+    except (ValueError, TypeError, IndexError, KeyError, msgpack.UnpackException) as exc:
         raise PivotError(f"The tree manifest {what} is corrupt ({exc}).") from exc
     for entry in entries:
         safe_relpath(entry.relpath, f"an entry of the tree manifest {what}")

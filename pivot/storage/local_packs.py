@@ -19,6 +19,7 @@ import threading
 from dataclasses import dataclass
 
 from pivot.errors import PivotError
+from pivot.untrusted import count
 
 INDEX_VERSION = 1
 PACK_SUFFIX = ".pack"
@@ -49,6 +50,8 @@ def encode_index(rows: list[tuple[str, int, int, int, int]]) -> bytes:
 def _decode_index(path: pathlib.Path, pack: str) -> dict[str, Packed]:
     import msgpack
 
+    from pivot.storage.packs import CODECS
+
     try:
         raw = msgpack.unpackb(path.read_bytes(), raw=False)
         if raw.get("v") != INDEX_VERSION:
@@ -57,7 +60,9 @@ def _decode_index(path: pathlib.Path, pack: str) -> dict[str, Packed]:
         for digest, offset, length, size, codec in raw["blobs"]:
             if not isinstance(digest, bytes) or len(digest) != 32:
                 raise ValueError("a hash is not 32 bytes")
-            found[digest.hex()] = Packed(pack, int(offset), int(length), int(size), int(codec))
+            if codec not in CODECS:
+                raise ValueError(f"unknown codec {codec!r}")
+            found[digest.hex()] = Packed(pack, count(offset), count(length), count(size), codec)
         return found
     except (ValueError, TypeError, KeyError, AttributeError, msgpack.UnpackException) as exc:
         raise PivotError(

@@ -19,6 +19,7 @@ import zstandard
 from pivot.errors import PivotError
 from pivot.storage.hashing import is_hash, new_hasher
 from pivot.storage.runs import decode_record
+from pivot.untrusted import count
 
 if TYPE_CHECKING:
     import pathlib
@@ -286,7 +287,7 @@ def _decode_pack(item: object) -> PackInfo:
     end = 0
     for row in blobs_raw:
         digest, offset, length, size, codec = row
-        entry = BlobEntry(_hex(digest), int(offset), int(length), int(size), int(codec))
+        entry = BlobEntry(_hex(digest), count(offset), count(length), count(size), count(codec))
         if entry.offset < end or entry.length < 0 or entry.size < 0:
             raise ValueError(f"pack {pack_id[:12]} has overlapping or negative ranges")
         if entry.codec not in CODECS or (entry.codec == RAW and entry.length != entry.size):

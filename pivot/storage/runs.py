@@ -10,6 +10,7 @@ from pivot import atomic
 from pivot.errors import PivotError
 from pivot.project import safe_relpath
 from pivot.storage.hashing import DIR, FILE, is_hash
+from pivot.untrusted import count
 
 RECORD_VERSION = 1
 
@@ -81,7 +82,7 @@ def decode_record(data: bytes, what: str) -> dict[str, dict]:
         if raw.get("v") != RECORD_VERSION:
             raise ValueError(f"unknown version {raw.get('v')!r}")
         outs = {
-            str(path): {"hash": str(h), "size": int(size), "kind": str(kind)}
+            str(path): {"hash": str(h), "size": count(size), "kind": str(kind)}
             for path, (h, size, kind) in raw["outs"].items()
         }
     except (ValueError, TypeError, KeyError, AttributeError, msgpack.UnpackException) as exc:
