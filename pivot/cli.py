@@ -249,7 +249,7 @@ def dag(targets, all_pipelines, fmt) -> None:
 
 def main() -> None:
     """Entry point: run the CLI, turning known errors into one clear paragraph."""
-    from pivot.errors import PivotError
+    from pivot.errors import NO_SPACE, PivotError, disk_full
 
     started = time.perf_counter()
     try:
@@ -275,6 +275,9 @@ def main() -> None:
     except Exception as exc:
         if VERBOSE["on"]:
             raise
+        if isinstance(exc, OSError) and exc.errno in NO_SPACE:  # a write not named yet
+            console.error(str(disk_full(exc.filename or "a file")))
+            sys.exit(1)
         console.error(
             f"Internal error: {type(exc).__name__}: {exc}. Run with `pivot --verbose ...` "
             f"for the traceback, and please report it."

@@ -207,6 +207,24 @@ def remote_modify(name: str, key: str, value: str | None, local: bool, unset: bo
     click.echo(f"Unset {name}.{key}" if unset else f"Set {name}.{key} = {shown}")
 
 
+@remote.command("clean")
+@click.argument("name", required=False)
+@click.option(
+    "--older-than",
+    "hours",
+    type=click.FloatRange(min=0),
+    default=24.0,
+    show_default=True,
+    help="Only uploads begun at least this many hours ago (a push may still be running).",
+)
+def remote_clean(name: str | None, hours: float) -> None:
+    """Abort the unfinished uploads that killed pushes left on remote NAME (default: the
+    default remote): S3 multipart uploads, or a local remote's temp files."""
+    target = _open(_project(), name)
+    count = target.clean_uploads(hours * 3600)
+    click.echo(f"Aborted {count} unfinished upload(s) older than {hours:g} h on {target.display}.")
+
+
 # ----------------------------------------------------------------------------- transfers
 
 
@@ -295,7 +313,7 @@ def gc(dry_run: bool, as_json: bool) -> None:
     from pivot.storage.transfer import human_bytes
 
     project = _project()
-    with project.exclusive("gc"):
+    with project.exclusive("gc", sweep=False):  # gc removes and counts the temp files
         summary = collect_garbage(project, transfer.load_locks(project), dry_run=dry_run)
     if as_json:
         click.echo(json.dumps(summary.to_dict(), indent=2, sort_keys=True))
@@ -305,6 +323,11 @@ def gc(dry_run: bool, as_json: bool) -> None:
         f"{verb} {summary.objects_removed} object(s) ({human_bytes(summary.bytes_removed)}) "
         f"and {summary.runs_removed} run record(s); kept {summary.objects_kept} object(s) "
         f"and {summary.runs_kept} run record(s)."
+        + (
+            f" {verb} {summary.leftovers_removed} leftover temp or quarantined file(s)."
+            if summary.leftovers_removed
+            else ""
+        )
     )
 
 

@@ -437,8 +437,14 @@ class Runner:
         return True
 
     def _check_out(self, decision: Decision) -> None:
+        refetch = self._refetch if self.remote is not None else None
         for path, out in decision.outs.items():
-            self.ws.place_output(path, out, self.options.link)
+            self.ws.place_output(path, out, self.options.link, refetch)
+
+    def _refetch(self, digest: str, kind: str) -> None:
+        """Fetch again the blobs of an output whose cached copy was damaged."""
+        if not self._fetch([(digest, kind)]):
+            raise PivotError("the remote is unavailable (see the warning above).")
 
     def _write_lock_if_changed(self, decision: Decision, outs: dict[str, dict[str, Any]]) -> None:
         lock = decision.new_lock(outs)

@@ -13,6 +13,8 @@ from functools import cached_property
 from pivot.errors import PivotError
 
 PIVOT_DIR = ".pivot"
+# Names of the cache's temp files and folders in `.pivot/tmp/` (see storage/cache.py).
+TEMP_PREFIX = "blob."
 PIVOT_GITIGNORE = "/cache/\n/tmp/\n/state.db\n/state.db-*\n/config.local.yaml\n"
 
 
@@ -66,11 +68,15 @@ class Project:
         return self.pivot_dir / "state.db"
 
     @contextlib.contextmanager
-    def exclusive(self, command: str) -> Iterator[None]:
+    def exclusive(self, command: str, sweep: bool = True) -> Iterator[None]:
         """Hold the project's command lock, or fail at once if another command holds it.
 
         A POSIX record lock: it belongs to this process alone (processes it forks do not
-        inherit it) and the kernel releases it when the process dies, however it dies."""
+        inherit it) and the kernel releases it when the process dies, however it dies.
+        Every command that writes the cache holds it, so once it is held no temp file in
+        `tmp/` is being written: the cache temp files (`blob.*`) an interrupted or killed
+        command left are removed then (unless `sweep` is false).
+        """
         import fcntl
 
         path = self.tmp_dir / "command.lock"
@@ -90,10 +96,17 @@ class Project:
             handle.truncate()
             handle.write(f"`pivot {command}` (pid {os.getpid()})")
             handle.flush()
+            if sweep:
+                for leftover in self.stale_temps():
+                    _remove(leftover)
             try:
                 yield
             finally:
                 handle.truncate(0)
+
+    def stale_temps(self) -> list[pathlib.Path]:
+        """Cache temp files and folders in `tmp/` (only stale while the lock is held)."""
+        return sorted(self.tmp_dir.glob(f"{TEMP_PREFIX}*"))
 
     def rel(self, path: str | os.PathLike[str], base: pathlib.Path | None = None) -> str:
         """Project-relative POSIX form of `path` (relative to `base`, default root)."""
@@ -114,6 +127,17 @@ class Project:
     def abs(self, rel: str) -> pathlib.Path:
         """Absolute path of a project-relative path, refusing anything that escapes."""
         return self.root / safe_relpath(rel, f"project path {rel!r}")
+
+
+def _remove(path: pathlib.Path) -> None:
+    """Remove a file or folder tree, if it is still there."""
+    import shutil
+
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
 
 
 def safe_relpath(rel: str, what: str) -> str:

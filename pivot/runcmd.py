@@ -8,7 +8,7 @@ import click
 
 from pivot import console
 from pivot.engine import Runner, RunOptions, RunReport, plan_graph
-from pivot.errors import PivotError, StageFailed
+from pivot.errors import DamagedBlob, PivotError, StageFailed
 from pivot.lockfile import read_lock
 from pivot.plan import PENDING, RESTORE, RUN, SKIP
 from pivot.remote_access import RemoteAccess
@@ -233,5 +233,25 @@ def checkout(targets: tuple[str, ...], all_pipelines: bool, link: str) -> tuple[
 
 
 def _place_outputs(ws, wanted: list[tuple[str, dict]], link: LinkMode) -> tuple[int, int]:
-    placed = sum(ws.place_output(path, out, link) for path, out in wanted)
+    """Place each output; a damaged cache object is fetched again if a remote is set."""
+    remote = RemoteAccess(ws.project, None)
+    try:
+        refetch = _refetcher(remote) if remote.is_configured() else None
+    except PivotError:  # several remotes and no default: nowhere to fetch from
+        refetch = None
+    try:
+        placed = sum(ws.place_output(path, out, link, refetch) for path, out in wanted)
+    except DamagedBlob as exc:
+        raise PivotError(
+            f"{exc} Run `pivot run` to rebuild it, or `pivot pull` to fetch it from a remote."
+        ) from exc
     return placed, len(wanted) - placed
+
+
+def _refetcher(remote: RemoteAccess):
+    """Fetch the blobs of one output (hash, kind) from `remote` again."""
+
+    def refetch(digest: str, kind: str) -> None:
+        remote.fetch([(digest, kind)])
+
+    return refetch

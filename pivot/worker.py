@@ -8,6 +8,7 @@ import traceback
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from pivot.errors import DiskFull
 from pivot.loading import pipeline_context
 from pivot.storage.cache import LocalCache, remove_path
 
@@ -281,15 +282,16 @@ def _execute(stage_id: str, root: pathlib.Path, cache_dir: str, tmp_dir: str) ->
     stage = _STAGES[stage_id]
     start = time.perf_counter()
     try:
+        cache = LocalCache(pathlib.Path(cache_dir), pathlib.Path(tmp_dir))
         for out in stage.outs:
             target = root / out.path
             remove_path(target)
+            cache.remove_leftovers(target)
             target.parent.mkdir(parents=True, exist_ok=True)
         with pipeline_context(stage.workdir, root):
             result = _call(stage, root)
             os.chdir(stage.workdir)  # the stage may have changed directory
             _save_outputs(stage, result, root)
-        cache = LocalCache(pathlib.Path(cache_dir), pathlib.Path(tmp_dir))
         outs, stats = _store_outputs(stage, root, cache)
     except BaseException as exc:
         seconds = time.perf_counter() - start
@@ -355,6 +357,8 @@ def _store_outputs(
 def _format_error(stage: StageSpec, exc: BaseException) -> str:
     if isinstance(exc, StageContractError):
         return f"Stage {stage.id} ({stage.source}) {exc}"
+    if isinstance(exc, DiskFull):
+        return f"Stage {stage.id} ({stage.source}) could not store its outputs: {exc}"
     if isinstance(exc, KeyboardInterrupt):
         return f"Stage {stage.id} was interrupted."
     frames = traceback.extract_tb(exc.__traceback__)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pathlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,14 +24,23 @@ class Workspace:
     cache: LocalCache
     runs: RunRecords
 
-    def place_output(self, path: str, out: dict[str, Any], link: LinkMode) -> bool:
+    def place_output(
+        self,
+        path: str,
+        out: dict[str, Any],
+        link: LinkMode,
+        refetch: Callable[[str, str], object] | None = None,
+    ) -> bool:
         """Check a cached output out at its project path, unless it is already there;
-        returns whether anything was placed. The stat cache learns the placed files."""
+        returns whether anything was placed. The stat cache learns the placed files.
+        A damaged cache object is set aside and, with `refetch`, fetched again (see
+        `LocalCache.checkout`)."""
         current = self.hasher.hash_path(path)
         if current is not None and current.hash == out["hash"]:
             return False
         root = self.project.root
-        for inner, digest in self.cache.checkout(out["hash"], out["kind"], root / path, link):
+        placed = self.cache.checkout(out["hash"], out["kind"], root / path, link, refetch)
+        for inner, digest in placed:
             rel = f"{path}/{inner}" if inner else path
             self.state.record(rel, (root / rel).stat(), digest)
         return True

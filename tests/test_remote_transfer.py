@@ -179,7 +179,8 @@ def test_damaged_large_cache_object_is_not_pushed(tmp_path, monkeypatch, compres
     obj.write_bytes(text[:-1] + b"!")
     with pytest.raises(PivotError, match="does not match its hash") as info:
         push_all(src, remote)
-    assert str(obj) in str(info.value)
+    assert hash_bytes(text) in str(info.value)
+    assert not obj.exists() and (src.cache_dir / "quarantine" / hash_bytes(text)).is_file()
     assert [p for p in (tmp_path / "remote").rglob("*") if p.is_file()] == []
 
 

@@ -33,6 +33,7 @@ import functools
 import itertools
 import os
 import pathlib
+import re
 import shutil
 import stat
 import threading
@@ -43,13 +44,15 @@ from typing import TYPE_CHECKING, TypeVar
 
 import blake3
 
-from pivot.errors import PivotError
+from pivot.errors import DamagedBlob, PivotError, writing
+from pivot.project import TEMP_PREFIX
 from pivot.storage.hashing import (
     CHUNK,
     DIR,
     FILE,
     HASH_CHUNK,
     TreeEntry,
+    copy_hashing,
     decode_tree,
     encode_tree,
     file_mode,
@@ -80,10 +83,14 @@ FSYNC_WORKERS = 16
 # Files up to this size are read whole, hashed, and written only if the cache lacks them.
 SMALL_FILE = 4 << 20
 _RENAME_EXCHANGE = 2
+_FICLONE = 0x40049409  # ioctl: share `source`'s extents (reflink)
 _AT_FDCWD = -100
 _NO_COPY_RANGE = (errno.EXDEV, errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, errno.EBADF)
 COPY_RANGE = 1 << 30
 _counter = itertools.count()
+# The hidden siblings a checkout builds `.<name>.pivot-tmp-<id>` in (and moves the old
+# output aside to, `-old-`): left behind only by a killed process.
+_LEFTOVER = re.compile(r"\.(.+)\.pivot-(?:tmp|old)-[0-9a-f]{12}")
 T = TypeVar("T")
 R = TypeVar("R")
 
@@ -112,7 +119,11 @@ class LocalCache:
     def __init__(self, cache_dir: pathlib.Path, tmp_dir: pathlib.Path) -> None:
         self.objects = cache_dir / "objects"
         self.packs = pack_store(cache_dir / "packs")
+        self.quarantine_dir = cache_dir / "quarantine"
         self.tmp_dir = tmp_dir
+        # folder -> output name -> its leftover siblings, listed once per folder
+        self._leftovers: dict[str, dict[str, list[str]]] = {}
+        self._leftovers_lock = threading.Lock()
 
     def path(self, digest: str) -> pathlib.Path:
         if not is_hash(digest):
@@ -149,6 +160,7 @@ class LocalCache:
         return found
 
     def read_bytes(self, digest: str) -> bytes:
+        """The content of a blob, verified against its hash (DamagedBlob if it is not)."""
         try:
             fd = os.open(self.path(digest), os.O_RDONLY | os.O_CLOEXEC)
         except FileNotFoundError:
@@ -156,9 +168,21 @@ class LocalCache:
                 raise
             return self.packs.read(digest)
         try:
-            return _read_small(fd, os.fstat(fd).st_size, limit=None)
+            data = _read_small(fd, os.fstat(fd).st_size, limit=None)
         finally:
             os.close(fd)
+        if hash_bytes(data) != digest:
+            raise self.damaged(digest)
+        return data
+
+    def damaged(self, digest: str, output: pathlib.Path | None = None) -> DamagedBlob:
+        """Set aside the loose object `digest`, found not to match its hash: it is moved to
+        the quarantine folder, so the cache no longer holds it. Returns the error to raise."""
+        self.quarantine_dir.mkdir(parents=True, exist_ok=True)
+        moved = self.quarantine_dir / digest
+        with contextlib.suppress(FileNotFoundError):
+            os.replace(self._object(digest), moved)
+        return DamagedBlob(_damage_message(digest, output, f"it was moved to {moved}"), digest)
 
     def describe(self, digest: str) -> str:
         """Where the cache keeps `digest`, for messages."""
@@ -216,39 +240,96 @@ class LocalCache:
         return decode_tree(self.read_bytes(digest), f"{digest[:12]} in the local cache")
 
     def missing(self, digest: str, kind: str) -> list[str]:
-        """Blobs of an output that are not in the local cache (a missing tree counts alone)."""
+        """Blobs of an output that are not in the local cache (a missing tree counts alone;
+        a damaged tree manifest is set aside and counts as missing)."""
         if not self.has(digest):
             return [digest]
         if kind == DIR:
-            return self.absent(e.hash for e in self.tree(digest))
+            try:
+                entries = self.tree(digest)
+            except DamagedBlob:
+                return [digest]
+            return self.absent(e.hash for e in entries)
         return []
 
     # ------------------------------------------------------------------ checkout
 
     def checkout(
-        self, digest: str, kind: str, dest: pathlib.Path, mode: LinkMode = LinkMode.COPY
+        self,
+        digest: str,
+        kind: str,
+        dest: pathlib.Path,
+        mode: LinkMode = LinkMode.COPY,
+        refetch: Callable[[str, str], object] | None = None,
     ) -> list[tuple[str, str]]:
         """Place an output at `dest` from the cache; returns (relative file, hash) pairs.
 
         `dest` is replaced atomically: it holds the old content until the new content is
         complete; an interrupted or failed checkout leaves it as it was and removes its
-        temp files.
+        temp files. Every blob placed is verified against its hash (copies while they are
+        copied, links before linking): a damaged one is set aside (`damaged`), then
+        `refetch(digest, kind)` may bring the output's missing blobs again and the checkout
+        is retried; without it, or if the same blob is damaged twice, DamagedBlob is raised.
         """
         mode = LinkMode(mode)
         dest.parent.mkdir(parents=True, exist_ok=True)
-        if kind == DIR:
-            entries = self.tree(digest)
-            self._checkout_tree(entries, dest, mode)
-            return [(e.relpath, e.hash) for e in entries]
-        self._checkout_file(digest, dest, mode)
-        return [("", digest)]
+        self.remove_leftovers(dest)
+        seen: set[str] = set()
+        while True:
+            try:
+                return self._checkout(digest, kind, dest, mode)
+            except DamagedBlob as exc:
+                if refetch is None or exc.digest in seen:
+                    raise
+                seen.add(exc.digest)
+                damage = exc
+            try:
+                refetch(digest, kind)
+            except PivotError as failed:
+                raise DamagedBlob(
+                    f"{damage} Fetching it again failed: {failed}", damage.digest
+                ) from failed
+
+    def remove_leftovers(self, dest: pathlib.Path) -> None:
+        """Remove the hidden temp siblings of `dest` that a killed checkout left (callers
+        hold the project's command lock, so none is in use). Each folder is listed once:
+        the leftovers are those of earlier commands."""
+        folder = str(dest.parent)
+        with self._leftovers_lock:
+            found = self._leftovers.get(folder)
+            if found is None:
+                found = {}
+                with contextlib.suppress(FileNotFoundError, NotADirectoryError):
+                    for name in os.listdir(folder):
+                        if match := _LEFTOVER.fullmatch(name):
+                            found.setdefault(match.group(1), []).append(name)
+                self._leftovers[folder] = found
+            names = found.pop(dest.name, [])
+        for name in names:
+            _remove_quietly(os.path.join(folder, name))
+
+    def _checkout(
+        self, digest: str, kind: str, dest: pathlib.Path, mode: LinkMode
+    ) -> list[tuple[str, str]]:
+        try:
+            with writing(dest):
+                if kind == DIR:
+                    entries = self.tree(digest)
+                    self._checkout_tree(entries, dest, mode)
+                    return [(e.relpath, e.hash) for e in entries]
+                self._checkout_file(digest, dest, mode)
+                return [("", digest)]
+        except _Mismatch as exc:
+            raise self.damaged(exc.digest, dest) from None
+        except DamagedBlob as exc:
+            raise DamagedBlob(f"{exc} Nothing was placed at {dest}.", exc.digest) from None
 
     def _checkout_file(self, digest: str, dest: pathlib.Path, mode: LinkMode) -> None:
         tmp = _sibling(dest, "tmp")
         src = self.path(digest)
         try:
             if src.is_file() or digest not in self.packs.blobs():
-                _PLACE[mode](str(src), tmp, 0o644)
+                _PLACE[mode](str(src), tmp, digest, 0o644)
             else:  # packed blobs are always placed as copies
                 _write_new(tmp, self.packs.read(digest), 0o644)
                 os.chmod(tmp, 0o644)
@@ -290,7 +371,7 @@ class LocalCache:
                     return
                 where = packed.get(entry.hash)
                 if where is None or (mode is not LinkMode.COPY and os.path.exists(src)):
-                    place(src, target, entry.mode, entry.size, entry.mode & umask)
+                    place(src, target, entry.hash, entry.mode, entry.size, entry.mode & umask)
                 else:  # packed blobs are always placed as copies
                     _write_new(target, read_packed(entry.hash, where), entry.mode)
                     if entry.mode & umask:
@@ -326,7 +407,7 @@ class CacheBatch:
     def __init__(self, cache: LocalCache) -> None:
         self.cache = cache
         self.folder = cache.tmp_dir
-        self._prefix = f"blob.{os.getpid()}.{uuid.uuid4().hex[:8]}."
+        self._prefix = f"{TEMP_PREFIX}{os.getpid()}.{uuid.uuid4().hex[:8]}."
         self._staged: dict[str, str] = {}
         # Local packs: (pack temp file, index temp file, its rows as in `encode_index`).
         self._packs: list[tuple[str, str, list[tuple[str, int, int, int, int]]]] = []
@@ -397,13 +478,16 @@ class CacheBatch:
             return 0
         pack_tmp, index_tmp = self._temp(), self._temp()
         try:
-            fd = os.open(pack_tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, READ_ONLY)
-            try:
-                for part in parts:
-                    _write_all(fd, part)
-            finally:
-                os.close(fd)
-            _write_new(index_tmp, encode_index(rows))
+            with writing(pack_tmp):
+                fd = os.open(
+                    pack_tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, READ_ONLY
+                )
+                try:
+                    for part in parts:
+                        _write_all(fd, part)
+                finally:
+                    os.close(fd)
+                _write_new(index_tmp, encode_index(rows))
         except BaseException:
             _remove_quietly(pack_tmp)
             with self._lock:
@@ -420,7 +504,8 @@ class CacheBatch:
             raise PivotError(f"Refusing to store a blob under the invalid hash {digest!r}.")
         if self.wants(digest):
             tmp = self._temp()
-            _write_new(tmp, data)
+            with writing(tmp):
+                _write_new(tmp, data)
             self._stage(digest, tmp)
         return digest
 
@@ -465,15 +550,16 @@ class CacheBatch:
         size = 0
         try:
             try:
-                if first:
-                    _write_all(out, first)
-                    size = len(first)
-                buffer = bytearray(HASH_CHUNK)
-                view = memoryview(buffer)
-                while n := os.readv(fd, [buffer]):
-                    hasher.update(view[:n])
-                    _write_all(out, view[:n])
-                    size += n
+                with writing(tmp):
+                    if first:
+                        _write_all(out, first)
+                        size = len(first)
+                    buffer = bytearray(HASH_CHUNK)
+                    view = memoryview(buffer)
+                    while n := os.readv(fd, [buffer]):
+                        hasher.update(view[:n])
+                        _write_all(out, view[:n])
+                        size += n
             finally:
                 os.close(out)
             digest = hasher.hexdigest()
@@ -653,37 +739,79 @@ def _copy_fd(source: int, target: int, size: int = -1) -> int:
     return copied
 
 
-def _copy_file(src: str, dest: str, mode: int, size: int = -1, chmod: int = 1) -> None:
-    """Create `dest` (it must not exist) as a copy of `src` with permission bits `mode`."""
+class _Mismatch(Exception):
+    """A cache object's bytes do not match its hash (turned into DamagedBlob by
+    `LocalCache.checkout`, which sets the object aside)."""
+
+    def __init__(self, digest: str) -> None:
+        super().__init__(digest)
+        self.digest = digest
+
+
+def _damage_message(digest: str, output: pathlib.Path | None, done: str) -> str:
+    """What a DamagedBlob says: which object, for which output, and where it went."""
+    of = f" for {output}" if output is not None else ""
+    return (
+        f"The local cache object {digest}{of} does not match its hash: it is damaged, and {done}."
+    )
+
+
+def _copy_file(src: str, dest: str, digest: str, mode: int, size: int = -1, chmod: int = 1) -> None:
+    """Create `dest` (it must not exist) as a copy of `src` with permission bits `mode`,
+    verifying that the bytes placed hash to `digest` (else `dest` is removed)."""
     source = os.open(src, os.O_RDONLY | os.O_CLOEXEC)
     try:
         target = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode)
         try:
             if chmod:  # the umask removed some of the bits
                 os.fchmod(target, mode)
-            copied = _copy_fd(source, target, size)
+            copied, actual = _clone_or_copy(source, target, size)
         finally:
             os.close(target)
     finally:
         os.close(source)
-    if size >= 0 and copied != size:
-        raise PivotError(
-            f"The cache object {src} is damaged: it holds {copied} bytes where its tree "
-            f"manifest says {size}. Delete it and pull it again (or re-run its stage)."
-        )
+    if actual != digest or (size >= 0 and copied != size):
+        _remove_quietly(dest)
+        raise _Mismatch(digest)
 
 
-def _link(src: str, dest: str, mode: int, size: int = -1, chmod: int = 1) -> None:
-    """Hard-link `src`; across filesystems (EXDEV), where no link can exist, copy it."""
+def _clone_or_copy(source: int, target: int, size: int) -> tuple[int, str]:
+    """Reflink `source` into `target` where the filesystem shares extents (then hash the
+    object), else copy it while hashing; returns (bytes, hash of the object's bytes)."""
+    import fcntl
+
+    try:
+        fcntl.ioctl(target, _FICLONE, source)
+    except OSError:
+        return copy_hashing(source, target, size)
+    return copy_hashing(source, None, size)
+
+
+def _verify_object(src: str, digest: str, size: int = -1) -> None:
+    """Hash the cache object `src` before it is linked into the workspace."""
+    fd = os.open(src, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        copied, actual = copy_hashing(fd, None, size)
+    finally:
+        os.close(fd)
+    if actual != digest or (size >= 0 and copied != size):
+        raise _Mismatch(digest)
+
+
+def _link(src: str, dest: str, digest: str, mode: int, size: int = -1, chmod: int = 1) -> None:
+    """Hard-link `src` once verified; across filesystems (EXDEV), where no link can exist,
+    copy it."""
+    _verify_object(src, digest, size)
     try:
         os.link(src, dest)
     except OSError as exc:
         if exc.errno != errno.EXDEV:
             raise
-        _copy_file(src, dest, mode, size, chmod=1)
+        _copy_file(src, dest, digest, mode, size, chmod=1)
 
 
-def _symlink(src: str, dest: str, mode: int, size: int = -1, chmod: int = 1) -> None:
+def _symlink(src: str, dest: str, digest: str, mode: int, size: int = -1, chmod: int = 1) -> None:
+    _verify_object(src, digest, size)
     os.symlink(src, dest)
 
 
@@ -703,6 +831,7 @@ def _reuse(old: str, target: str, entry: TreeEntry, src: str, symlink: bool) -> 
         if symlink:
             if not stat.S_ISLNK(st.st_mode) or os.readlink(old) != src:
                 return False
+            _verify_object(src, entry.hash, entry.size)
         elif not (
             stat.S_ISREG(st.st_mode)
             and st.st_nlink == 1

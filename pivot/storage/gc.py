@@ -4,12 +4,15 @@ Live run records are those a lock file names (its run key); live blobs are the o
 of every lock file and live run record, with tree manifests' entries. Everything else
 in `.pivot/cache` is removed; a local pack goes when none of its blobs is live (it is
 kept whole otherwise), and so does a pack file an interrupted fetch left without index.
+So do the cache temp files in `.pivot/tmp/` that interrupted commands left, and the
+damaged objects set aside in `.pivot/cache/quarantine/`.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -31,6 +34,7 @@ class GcSummary:
     runs_removed: int = 0
     objects_kept: int = 0
     runs_kept: int = 0
+    leftovers_removed: int = 0
     dry_run: bool = False
     removed: list[str] = field(default_factory=list)
 
@@ -76,6 +80,7 @@ def collect_garbage(project: Project, locks: Iterable[Lock], dry_run: bool = Fal
                 if not dry_run:
                     os.unlink(entry)
     _collect_packs(cache, live, summary)
+    _collect_leftovers(project, cache, summary)
     for key in runs.keys():  # noqa: SIM118 (RunRecords is not a dict)
         if key in live_runs:
             summary.runs_kept += 1
@@ -84,6 +89,26 @@ def collect_garbage(project: Project, locks: Iterable[Lock], dry_run: bool = Fal
         if not dry_run:
             os.unlink(runs.path(key))
     return summary
+
+
+def _collect_leftovers(project: Project, cache: LocalCache, summary: GcSummary) -> None:
+    """Stale cache temp files (gc holds the command lock) and quarantined objects."""
+    quarantined = sorted(cache.quarantine_dir.iterdir()) if cache.quarantine_dir.is_dir() else []
+    for path in [*project.stale_temps(), *quarantined]:
+        summary.leftovers_removed += 1
+        summary.bytes_removed += _size(path)
+        if not summary.dry_run:
+            if path.is_dir():
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                path.unlink(missing_ok=True)
+
+
+def _size(path) -> int:
+    """Bytes of a file, or of every file under a folder."""
+    if not path.is_dir():
+        return path.stat().st_size
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
 
 
 def _collect_packs(cache: LocalCache, live: set[str], summary: GcSummary) -> None:

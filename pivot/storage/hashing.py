@@ -73,6 +73,27 @@ def hash_file(path: pathlib.Path | str) -> str:
         return hasher.hexdigest()
 
 
+def copy_hashing(source: int, target: int | None, size: int = -1) -> tuple[int, str]:
+    """Copy file descriptor `source` to `target` from their offsets while hashing what is
+    copied (only hash it when `target` is None); returns (bytes, BLAKE3 hex).
+
+    `size` (if known) sizes the buffer. Hashes on the calling thread: no thread pool is
+    started, so the process may fork afterwards.
+    """
+    hasher = blake3.blake3()
+    buffer = bytearray(HASH_CHUNK if size < 0 else min(HASH_CHUNK, size + 1))
+    view = memoryview(buffer)
+    copied = 0
+    while n := os.readv(source, [buffer]):
+        hasher.update(view[:n])
+        if target is not None:
+            out = view[:n]
+            while out:
+                out = out[os.write(target, out) :]
+        copied += n
+    return copied, hasher.hexdigest()
+
+
 def is_hash(value: object) -> bool:
     return isinstance(value, str) and HASH_PATTERN.fullmatch(value) is not None
 

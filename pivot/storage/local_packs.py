@@ -18,7 +18,7 @@ import pathlib
 import threading
 from dataclasses import dataclass
 
-from pivot.errors import PivotError
+from pivot.errors import DamagedBlob, PivotError
 from pivot.untrusted import count
 
 INDEX_VERSION = 1
@@ -94,6 +94,7 @@ class PackStore:
         self._stamp: int | None = None
         self._blobs: dict[str, Packed] = {}
         self._lock = threading.Lock()
+        self._drop_lock = threading.Lock()
 
     def blobs(self) -> dict[str, Packed]:
         """hash -> location of every packed blob (re-read when the folder changed)."""
@@ -128,7 +129,9 @@ class PackStore:
         return self.root / f"{pack}{INDEX_SUFFIX}"
 
     def read(self, digest: str, where: Packed | None = None) -> bytes:
-        """The content of a packed blob (it was verified when it was fetched)."""
+        """The content of a packed blob, verified against its hash: a damaged one is
+        dropped from its pack's index (see `drop`) and DamagedBlob raised."""
+        from pivot.storage.hashing import hash_bytes
         from pivot.storage.packs import decode_blob
 
         where = where or self.blobs()[digest]
@@ -149,12 +152,37 @@ class PackStore:
             if len(stored) != where.length:
                 raise ValueError("the pack is shorter than its index says")
             data = decode_blob(stored, where.codec, where.size)
+            if hash_bytes(data) != digest:
+                raise ValueError("it does not match its hash")
         except ValueError as exc:
-            raise PivotError(
-                f"The local pack {self.pack_path(where.pack)} is damaged ({exc}). Delete it "
-                f"and its .idx file, then pull again."
+            self.drop(digest, where)
+            raise DamagedBlob(
+                f"The blob {digest} in the local pack {self.pack_path(where.pack)} is damaged "
+                f"({exc}); it was dropped from the pack's index {self.index_path(where.pack)}.",
+                digest,
             ) from None
         return data
+
+    def drop(self, digest: str, where: Packed) -> None:
+        """Forget a damaged blob: its pack's index is rewritten without it, so the cache no
+        longer holds it (its bytes stay in the pack, unused, until `gc` drops the pack)."""
+        from pivot.atomic import write_bytes
+
+        with self._drop_lock:
+            with self._lock:
+                if self._blobs.get(digest) == where:
+                    del self._blobs[digest]
+            index = self.index_path(where.pack)
+            if not index.exists():
+                return
+            rows = _decode_index(index, where.pack)
+            if rows.pop(digest, None) is None:
+                return
+            if not rows:
+                self.remove(where.pack)
+                return
+            kept = [(d, p.offset, p.length, p.size, p.codec) for d, p in rows.items()]
+            write_bytes(index, encode_index(kept), mode=0o444)
 
     def indexes(self) -> dict[str, set[str]]:
         """pack name -> the hashes its index lists (for garbage collection)."""

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO, NoReturn, Protocol, TypeVar
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from pivot import atomic
-from pivot.errors import PivotError
+from pivot.errors import PivotError, writing
 from pivot.storage.hashing import CHUNK, is_hash
 
 if TYPE_CHECKING:
@@ -93,6 +93,11 @@ class ObjectStore(Protocol):
         raises, nothing is stored."""
         ...
 
+    def clean_uploads(self, max_age: float) -> int:
+        """Discard the unfinished uploads (of killed pushes) begun over `max_age` seconds
+        ago; returns how many."""
+        ...
+
 
 class LocalStore:
     """A folder on this machine (or a mounted share): files written atomically."""
@@ -141,6 +146,20 @@ class LocalStore:
                 os.unlink(tmp)
             raise
 
+    def clean_uploads(self, max_age: float) -> int:
+        """Remove the temp files of `put`/`put_parts` (`.<name>.<id>.tmp`) older than
+        `max_age` seconds."""
+        import time
+
+        cutoff = time.time() - max_age
+        removed = 0
+        for tmp in self.root.rglob(".*.tmp"):
+            with contextlib.suppress(FileNotFoundError):
+                if tmp.is_file() and tmp.stat().st_mtime <= cutoff:
+                    tmp.unlink()
+                    removed += 1
+        return removed
+
 
 class S3Objects:
     """The objects under `bucket/prefix` of an S3 endpoint (see `s3.py`)."""
@@ -173,6 +192,9 @@ class S3Objects:
 
     def put_parts(self, key: str, parts: Iterable[bytes]) -> None:
         self.s3.put_parts(self._key(key), parts)
+
+    def clean_uploads(self, max_age: float) -> int:
+        return self.s3.abort_uploads(f"{self.prefix}/" if self.prefix else "", max_age)
 
 
 class FsspecObjects:
@@ -213,6 +235,9 @@ class FsspecObjects:
             spool.seek(0)
             with self.fs.open(self._path(key), "wb") as target:
                 shutil.copyfileobj(spool, target, CHUNK * 8)
+
+    def clean_uploads(self, max_age: float) -> int:
+        return 0  # uploads are spooled locally first: none is left unfinished
 
 
 @dataclass
@@ -281,7 +306,7 @@ class Remote:
 
     def get_file(self, key: str, dest: pathlib.Path) -> None:
         """Download object `key` into the local file `dest` with bounded memory."""
-        with self._errors(f"read {key} from"):
+        with self._errors(f"read {key} from"), writing(dest):
             self.store.get_file(key, dest)
 
     def read_range(
@@ -302,6 +327,12 @@ class Remote:
         (bounded memory); if producing a part raises, nothing is stored."""
         with self._errors(f"write {key} to"):
             self.store.put_parts(key, parts)
+
+    def clean_uploads(self, max_age: float) -> int:
+        """Discard unfinished uploads of killed pushes begun over `max_age` seconds ago
+        (S3 multipart uploads, a local remote's temp files); returns how many."""
+        with self._errors("clean the unfinished uploads of"):
+            return self.store.clean_uploads(max_age)
 
     def _redact(self, text: str) -> str:
         for secret in self.secrets:

@@ -147,6 +147,30 @@ class S3Store:
         finally:
             pool.shutdown(wait=True)
 
+    def abort_uploads(self, prefix: str, max_age: float) -> int:
+        """Abort the multipart uploads under `prefix` begun over `max_age` seconds ago
+        (those of pushes killed before they could abort them); returns how many."""
+        import datetime
+
+        cutoff = datetime.datetime.now(datetime.UTC) - datetime.timedelta(seconds=max_age)
+        aborted = 0
+        with _translated(prefix):
+            pages = self.client.get_paginator("list_multipart_uploads").paginate(
+                Bucket=self.bucket, Prefix=prefix
+            )
+            stale = [
+                upload
+                for page in pages
+                for upload in page.get("Uploads", ())
+                if upload["Initiated"] <= cutoff
+            ]
+            for upload in stale:
+                self.client.abort_multipart_upload(
+                    Bucket=self.bucket, Key=upload["Key"], UploadId=upload["UploadId"]
+                )
+                aborted += 1
+        return aborted
+
 
 def _make_client(options: dict[str, Any]) -> Any:
     import boto3

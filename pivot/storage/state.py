@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pathlib
 import sqlite3
+from collections.abc import Iterator
+
+from pivot.errors import disk_full
 
 SCHEMA = """
 DROP TABLE IF EXISTS stat_cache;
@@ -74,10 +78,11 @@ class StateDB:
         return row[0] if row else None
 
     def put(self, namespace: str, key: str, value: bytes) -> None:
-        self.conn.execute(
-            "INSERT OR REPLACE INTO kv (namespace, key, value) VALUES (?, ?, ?)",
-            (namespace, key, value),
-        )
+        with self._writing():
+            self.conn.execute(
+                "INSERT OR REPLACE INTO kv (namespace, key, value) VALUES (?, ?, ?)",
+                (namespace, key, value),
+            )
 
     def delete(self, namespace: str, key: str) -> None:
         """Forget one key/value entry (nothing happens if it is absent)."""
@@ -94,7 +99,7 @@ class StateDB:
         if not self._pending:
             return
         rows = [(k, *v) for k, v in self._pending.items()]
-        with self.conn:
+        with self._writing(), self.conn:
             self.conn.execute("BEGIN")
             self.conn.executemany(
                 "INSERT OR REPLACE INTO stat_cache_v2 "
@@ -104,6 +109,16 @@ class StateDB:
         if self._stats is not None:
             self._stats.update(self._pending)
         self._pending.clear()
+
+    @contextlib.contextmanager
+    def _writing(self) -> Iterator[None]:
+        """Turn sqlite's "database or disk is full" into DiskFull naming the db."""
+        try:
+            yield
+        except sqlite3.OperationalError as exc:
+            if getattr(exc, "sqlite_errorcode", None) != sqlite3.SQLITE_FULL:
+                raise
+            raise disk_full(self.path) from exc
 
     def close(self) -> None:
         self.commit()

@@ -18,7 +18,7 @@ from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field, fields
 from typing import TYPE_CHECKING, Any, BinaryIO, Protocol
 
-from pivot.errors import PivotError
+from pivot.errors import DamagedBlob, PivotError, writing
 from pivot.storage import packs
 from pivot.storage.cache import CacheBatch, LocalCache
 from pivot.storage.hashing import DIR, TreeEntry, hash_bytes
@@ -88,6 +88,7 @@ class TransferSummary:
     up_to_date: int = 0
     missing: list[str] = field(default_factory=list)
     missing_runs: list[str] = field(default_factory=list)
+    damaged: list[str] = field(default_factory=list)
     seconds: float = 0.0
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
@@ -100,6 +101,7 @@ class TransferSummary:
         data = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "_lock"}
         data["missing"] = list(self.missing)
         data["missing_runs"] = list(self.missing_runs)
+        data["damaged"] = list(self.damaged)
         data["seconds"] = round(self.seconds, 3)
         return data
 
@@ -141,14 +143,6 @@ def lock_outputs(locks: Iterable[Lock]) -> list[Output]:
     return [(o["hash"], o["kind"]) for lock in locks for o in lock.outs.values()]
 
 
-def _corrupt_local(cache: LocalCache, digest: str) -> PivotError:
-    return PivotError(
-        f"The local cache object {cache.describe(digest)} does not match its hash: it is "
-        f"damaged. Delete it and re-run the stage that produced it (or pull it again); "
-        f"nothing damaged was pushed."
-    )
-
-
 class _Context:
     """What push and fetch share: the project's cache, records, state and the remote."""
 
@@ -184,27 +178,33 @@ def _expand(
     outputs: Iterable[Output],
     contents: RemoteContents,
     trees: dict[str, list[TreeEntry]],
+    damaged: list[str] | None = None,
 ):
     """Blobs of `outputs` (manifests and their entries) and those that are unavailable.
 
     A tree whose manifest is not in the local cache is complete on the remote if the
     remote lists its manifest (pushes always send a manifest with its entries). `trees`
-    keeps the manifests decoded so far.
+    keeps the manifests decoded so far. A damaged manifest is set aside by the cache,
+    added to `damaged`, and counts as not in the local cache.
     """
     blobs: dict[str, None] = {}
     unavailable: list[str] = []
     for digest, kind in outputs:
         if digest in blobs:
             continue
-        if kind == DIR and digest not in trees and not cache.has(digest):
+        if kind == DIR and digest not in trees and cache.has(digest):
+            try:
+                trees[digest] = cache.tree(digest)
+            except DamagedBlob:
+                if damaged is not None:
+                    damaged.append(digest)
+        if kind == DIR and digest not in trees:
             if digest not in contents.blobs:
                 unavailable.append(digest)
             blobs[digest] = None
             continue
         blobs[digest] = None
         if kind == DIR:
-            if digest not in trees:
-                trees[digest] = cache.tree(digest)
             blobs.update(dict.fromkeys(entry.hash for entry in trees[digest]))
     return blobs, unavailable
 
@@ -223,7 +223,8 @@ def push_outputs(
     A record missing from the local cache is taken from `known_records` (encoded from a
     lock file). A run record is sent only when every blob it names is on the remote
     afterwards. Blobs absent both locally and on the remote are listed in
-    `summary.missing`.
+    `summary.missing`. A local blob found damaged is set aside and not sent; everything
+    else is, the index names what was stored, and then DamagedBlob is raised.
     """
     started = time.perf_counter()
     ctx = _Context(project, remote, jobs, progress)
@@ -239,7 +240,8 @@ def push_outputs(
             summary.seconds = time.perf_counter() - started
             return summary
         contents = ctx.index.refresh(ctx.jobs)
-        wanted, unavailable = _expand(ctx.cache, outputs, contents, trees)
+        damaged = summary.damaged
+        wanted, unavailable = _expand(ctx.cache, outputs, contents, trees, damaged)
         pending: list[tuple[str, bytes, dict[str, None]]] = []
         for key in run_keys:
             if key in contents.runs:
@@ -250,7 +252,7 @@ def push_outputs(
                 continue
             outs = decode_record(data, f"run record {key[:12]}")
             record_outputs = [(o["hash"], o["kind"]) for o in outs.values()]
-            blobs, bad = _expand(ctx.cache, record_outputs, contents, trees)
+            blobs, bad = _expand(ctx.cache, record_outputs, contents, trees, damaged)
             if bad:
                 summary.missing_runs.append(key)
             else:
@@ -259,29 +261,46 @@ def push_outputs(
         for _, _, blobs in pending:
             candidates.update(blobs)
         local = ctx.cache.sizes(d for d in candidates if d not in contents.blobs)
-        records: list[tuple[str, bytes]] = []
+        records: list[tuple[str, bytes, dict[str, None]]] = []
         for key, data, blobs in pending:
             if any(b not in contents.blobs and b not in local for b in blobs):
                 summary.missing_runs.append(key)
                 continue
             wanted.update(blobs)
-            records.append((key, data))
+            records.append((key, data, blobs))
         send = []
         for digest in wanted:
             if digest in contents.blobs:
                 summary.up_to_date += 1
             elif digest in local:
                 send.append(digest)
-            else:
+            elif digest not in damaged:
                 summary.missing.append(digest)
-        summary.missing.extend(d for d in unavailable if d not in summary.missing)
+        summary.missing.extend(
+            d for d in unavailable if d not in summary.missing and d not in damaged
+        )
         if send or records:
-            _Pusher(ctx, summary).run(send, local, records)
-            summary.runs = len(records)
+            summary.runs = _Pusher(ctx, summary).run(send, local, records)
     finally:
         ctx.close()
     summary.seconds = time.perf_counter() - started
+    if summary.damaged:
+        raise _damaged_push(ctx.cache, summary)
     return summary
+
+
+def _damaged_push(cache: LocalCache, summary: TransferSummary) -> DamagedBlob:
+    """The error of a push that met damaged local blobs (after storing everything else)."""
+    first = summary.damaged[0]
+    more = f" and {len(summary.damaged) - 1} more" if len(summary.damaged) > 1 else ""
+    return DamagedBlob(
+        f"The local cache object {first}{more} does not match its hash: it is damaged, was "
+        f"moved to {cache.quarantine_dir} and was not pushed. Everything else was pushed "
+        f"({summary.line()}), except run records naming a damaged object. Re-run the "
+        f"stage that produced it (`pivot run --force STAGE`) or pull it from another "
+        f"remote, then push again.",
+        first,
+    )
 
 
 def _held_by(
@@ -360,7 +379,14 @@ class _Pusher:
             batch_bytes += task.raw
         return tasks
 
-    def run(self, send: list[str], sizes: dict[str, int], records: list[tuple[str, bytes]]) -> None:
+    def run(
+        self,
+        send: list[str],
+        sizes: dict[str, int],
+        records: list[tuple[str, bytes, dict[str, None]]],
+    ) -> int:
+        """Send the blobs as packs, then an index naming them and the run records whose
+        blobs are all stored (a damaged blob is skipped); returns how many records."""
         tasks = self.plan(send, sizes)
         self.ctx.progress.add_total(len(send), sum(t.raw for t in tasks))
         nbatches = (tasks[-1].batch + 1) if tasks else 1
@@ -376,13 +402,18 @@ class _Pusher:
                 finished, _ = wait(pending, return_when=FIRST_EXCEPTION)
                 for future in finished:
                     task = pending.pop(future)
-                    done[task.batch].append(future.result())
+                    info = future.result()
+                    if info is not None:
+                        done[task.batch].append(info)
                     remaining[task.batch] -= 1
                     if remaining[task.batch] == 0 and task.batch != last:
                         self.write_index(done[task.batch], [])
-            self.write_index(done[last], records)
+            damaged = set(self.summary.damaged)
+            intact = [(key, data) for key, data, blobs in records if damaged.isdisjoint(blobs)]
+            self.write_index(done[last], intact)
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
+        return len(intact)
 
     def write_index(self, infos: list[packs.PackInfo], records: list[tuple[str, bytes]]) -> None:
         if not infos and not records:
@@ -390,24 +421,40 @@ class _Pusher:
         size = store_index(self.ctx.remote, self.ctx.index, infos, records)
         self.summary.add(indexes=1, bytes_sent=size)
 
-    def send_pack(self, task: _PackTask) -> packs.PackInfo:
-        if task.large:
-            with _large_slots:
-                info, stored = self._large(task.digests[0])
-        else:
-            info, stored = self._small(task.digests)
-        self.summary.add(blobs=len(task.digests), raw_bytes=task.raw, bytes_sent=stored, packs=1)
+    def send_pack(self, task: _PackTask) -> packs.PackInfo | None:
+        """Store one pack; None if every blob of it was damaged (and set aside)."""
+        try:
+            if task.large:
+                with _large_slots:
+                    info, stored = self._large(task.digests[0])
+            else:
+                info, stored = self._small(task.digests)
+        except DamagedBlob as exc:
+            self._damaged(exc.digest)
+            return None
+        if info is None:
+            return None
+        sent = len(info.blobs)
+        raw = sum(entry.size for entry in info.blobs)
+        self.summary.add(blobs=sent, raw_bytes=raw, bytes_sent=stored, packs=1)
         self.ctx.progress.advance(len(task.digests), task.raw)
         return info
 
-    def _small(self, digests: list[str]) -> tuple[packs.PackInfo, int]:
+    def _damaged(self, digest: str) -> None:
+        with self.summary._lock:
+            self.summary.damaged.append(digest)
+
+    def _small(self, digests: list[str]) -> tuple[packs.PackInfo | None, int]:
+        """Pack the blobs (a damaged one is set aside and left out) and store the pack."""
         cache = self.ctx.cache
         builder = packs.PackBuilder()
         for digest in digests:
-            data = cache.read_bytes(digest)
-            if hash_bytes(data) != digest:
-                raise _corrupt_local(cache, digest)
-            builder.add(digest, data)
+            try:
+                builder.add(digest, cache.read_bytes(digest))
+            except DamagedBlob:
+                self._damaged(digest)
+        if not builder.entries:
+            return None, 0
         data, info = builder.finish()
         self.ctx.remote.put_bytes(Remote.pack_key(info.pack_id), data)
         return info, len(data)
@@ -426,7 +473,7 @@ class _Pusher:
         def verified_parts() -> Iterator[bytes]:
             yield from stream.parts()
             if stream.source_hash != digest:  # the upload is abandoned, not completed
-                raise _corrupt_local(cache, digest)
+                raise cache.damaged(digest)
 
         pack_id = packs.large_pack_id(digest, codec)
         self.ctx.remote.put_parts(Remote.pack_key(pack_id), verified_parts())
@@ -632,13 +679,14 @@ class _Fetcher:
                 self.ctx.remote.get_file(key, out_tmp)
                 size, actual = packs.hash_path(out_tmp)
             else:
-                with open(out_tmp, "wb") as out:
+                with writing(out_tmp), open(out_tmp, "wb") as out:
 
                     def consume(stream: BinaryIO) -> tuple[int, str]:
                         try:
-                            if loc.codec == packs.RAW:
-                                return _copy_hashing(stream, out)
-                            return packs.decompress_stream(stream, out)
+                            with writing(out_tmp):
+                                if loc.codec == packs.RAW:
+                                    return _copy_hashing(stream, out)
+                                return packs.decompress_stream(stream, out)
                         except ValueError as exc:
                             why = f"does not decode ({exc})"
                             raise self._corrupt(pack_id, digest, why) from None
@@ -713,12 +761,18 @@ def pull_locks(
     cache = ctx.cache
     incomplete: list[str] = []
 
+    def refetch(digest: str, kind: str) -> None:
+        """Fetch again what a damaged local copy of an output lacks now."""
+        fetcher.fetch_outputs([(digest, kind)])
+        if cache.missing(digest, kind):
+            raise PivotError(f"the remote {remote.display} does not hold it")
+
     def checkout(item: tuple[str, dict]) -> str | None:
         path, out = item
         if cache.missing(out["hash"], out["kind"]):
             incomplete.append(path)
             return None
-        cache.checkout(out["hash"], out["kind"], project.abs(path))
+        cache.checkout(out["hash"], out["kind"], project.abs(path), refetch=refetch)
         return path
 
     pool = ThreadPoolExecutor(max(1, ctx.jobs), thread_name_prefix="pivot-checkout")
