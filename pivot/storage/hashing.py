@@ -115,10 +115,14 @@ def encode_tree(entries: Iterable[TreeEntry]) -> bytes:
 
 
 def decode_tree(data: bytes, what: str) -> list[TreeEntry]:
-    """Parse a manifest, refusing paths that could escape the tree."""
+    """Parse a manifest, refusing paths that could escape the tree. Each mode becomes
+    0o755 or 0o644 (by its owner's executable bit, as `file_mode` records it): no other
+    bits from a manifest ever reach a checkout."""
     try:
         rows = msgpack.unpackb(data, raw=False)
-        entries = [TreeEntry(str(r[0]), str(r[1]), count(r[2]), count(r[3])) for r in rows]
+        entries = [
+            TreeEntry(str(r[0]), str(r[1]), count(r[2]), checkout_mode(count(r[3]))) for r in rows
+        ]
     except (ValueError, TypeError, IndexError, KeyError, msgpack.UnpackException) as exc:
         raise PivotError(f"The tree manifest {what} is corrupt ({exc}).") from exc
     for entry in entries:
@@ -192,7 +196,12 @@ class Hasher:
 
 def file_mode(st: os.stat_result) -> int:
     """The mode bits a checkout restores: executable or not."""
-    return 0o755 if st.st_mode & stat.S_IXUSR else 0o644
+    return checkout_mode(st.st_mode)
+
+
+def checkout_mode(mode: int) -> int:
+    """0o755 if the owner may execute, else 0o644: the only modes a checkout produces."""
+    return 0o755 if mode & stat.S_IXUSR else 0o644
 
 
 def _unchanged(before: os.stat_result, after: os.stat_result) -> bool:

@@ -1,0 +1,107 @@
+"""Crafting what an attacker commits or pushes: lock files, tree manifests, run records,
+put into a real project's cache through Pivot's own storage code."""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import subprocess
+
+from pivot.lockfile import Lock
+from pivot.project import Project
+from pivot.storage.cache import LocalCache
+from pivot.storage.hashing import TreeEntry, encode_tree, hash_bytes
+
+HOOK = b"#!/bin/sh\necho pwned\n"
+
+
+def _cache(root: pathlib.Path) -> LocalCache:
+    project = Project(root)
+    return LocalCache(project.cache_dir, project.tmp_dir)
+
+
+def cache_file(root: pathlib.Path, data: bytes) -> dict:
+    """Put `data` into the project's cache; the lock entry of a file output holding it."""
+    return {"hash": _cache(root).add_bytes(data), "size": len(data), "kind": "file"}
+
+
+def cache_tree(root: pathlib.Path, files: dict[str, tuple[bytes, int]]) -> dict:
+    """Put a tree manifest naming `files` ({relpath: (data, mode)}, taken as given) and
+    their blobs into the project's cache; the lock entry of a directory output."""
+    cache = _cache(root)
+    entries = [
+        TreeEntry(rel, cache.add_bytes(data), len(data), mode)
+        for rel, (data, mode) in files.items()
+    ]
+    manifest = encode_tree(entries)
+    cache.add_bytes(manifest)
+    return {"hash": hash_bytes(manifest), "size": sum(e.size for e in entries), "kind": "dir"}
+
+
+def write_lock(
+    root: pathlib.Path, stage_id: str, outs: dict, deps: dict | None = None, run_key: str = ""
+) -> pathlib.Path:
+    """Write a lock file as an attacker would commit it (no validation on the way)."""
+    lock = Lock(stage_id, run_key or hash_bytes(stage_id.encode()), {}, {}, deps or {}, outs)
+    path = root / ".pivot" / "stages" / f"{stage_id}.lock"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(lock.to_json())
+    return path
+
+
+def read_lock_json(root: pathlib.Path, stage_id: str) -> dict:
+    return json.loads((root / ".pivot" / "stages" / f"{stage_id}.lock").read_text())
+
+
+def git_init(root: pathlib.Path) -> None:
+    subprocess.run(["git", "init", "-q"], cwd=root, check=True, capture_output=True)
+
+
+def snapshot(*folders: pathlib.Path) -> dict[str, tuple[int, bytes | str]]:
+    """Every entry under `folders` (not following links): its mode and its content."""
+    found: dict[str, tuple[int, bytes | str]] = {}
+    for folder in folders:
+        for dirpath, dirnames, filenames in os.walk(folder):
+            for name in dirnames + filenames:
+                path = os.path.join(dirpath, name)
+                st = os.lstat(path)
+                if os.path.islink(path):
+                    found[path] = (st.st_mode, os.readlink(path))
+                elif os.path.isfile(path):
+                    found[path] = (st.st_mode, pathlib.Path(path).read_bytes())
+                else:
+                    found[path] = (st.st_mode, "")
+    return found
+
+
+def protected(root: pathlib.Path) -> dict[str, tuple[int, bytes | str]]:
+    """What a crafted input must never change: .git/ and Pivot's config files."""
+    state = snapshot(root / ".git")
+    for name in ("config.yaml", "config.local.yaml"):
+        path = root / ".pivot" / name
+        state[str(path)] = (0, path.read_bytes() if path.exists() else b"<absent>")
+    return state
+
+
+def publish_raw(folder: pathlib.Path, blobs: list[bytes]) -> None:
+    """Put `blobs` on the local-folder remote at `folder` as a pack and an index, written
+    by Pivot's own pack and index code but without the checks a `pivot push` makes (as a
+    hostile pusher could)."""
+    import tempfile
+
+    from pivot.storage import packs, transfer
+    from pivot.storage.remote import Remote, open_remote
+    from pivot.storage.remote_index import RemoteIndexCache
+    from pivot.storage.state import StateDB
+
+    remote = open_remote(str(folder), name="origin")
+    builder = packs.PackBuilder()
+    for data in blobs:
+        builder.add(hash_bytes(data), data)
+    data, info = builder.finish()
+    remote.put_bytes(Remote.pack_key(info.pack_id), data)
+    with tempfile.TemporaryDirectory() as scratch:
+        state = StateDB(pathlib.Path(scratch) / "state.db")
+        transfer.store_index(remote, RemoteIndexCache(state, remote), [info], [])
+        state.close()
