@@ -14,13 +14,12 @@ from typing import Any
 
 from pivot.errors import PivotError
 from pivot.pipeline import Pipeline, Registration
-from pivot.project import Project
+from pivot.project import Project, safe_relpath
 from pivot.stage import Artifact, StageSpec
 
 PIPELINE_PY = "pipeline.py"
 PIVOT_YAML = "pivot.yaml"
 PIPELINE_FILES = (PIPELINE_PY, PIVOT_YAML)
-RESERVED_DIRS = {".pivot", ".git"}
 YAML_PIPELINE_KEYS = {"name", "stages"}
 YAML_STAGE_KEYS = {"python", "deps", "outs", "params"}
 
@@ -187,11 +186,7 @@ def _resolve(
             rel = project.rel(declared, base=directory)
         except PivotError as exc:
             raise PivotError(f"{where}: {exc}") from None
-        if rel.split("/", 1)[0] in RESERVED_DIRS:
-            raise PivotError(
-                f"{where}: the path {declared!r} lies inside {rel.split('/', 1)[0]}/, which "
-                f"Pivot and git manage; keep data outside it."
-            )
+        safe_relpath(rel, f"the path {declared!r} of {where}")
         return Artifact(key, declared, rel, loader)
 
     deps = [artifact(k, d.path, d.loader) for k, d in reg.deps.items()]

@@ -79,11 +79,11 @@ def parse_lock(text: str, path: pathlib.Path) -> Lock:
     if not is_hash(lock.run_key):
         raise PivotError(f"The lock file {path} holds an invalid run key.")
     for out_path, out in lock.outs.items():
-        safe_relpath(out_path, f"output path in {path}")
+        safe_relpath(out_path, f"the output path in the lock file {path}")
         if not is_hash(out["hash"]) or out["kind"] not in (FILE, DIR):
             raise PivotError(f"The lock file {path} holds an invalid entry for {out_path}.")
     for dep_path in lock.deps:
-        safe_relpath(dep_path, f"dependency path in {path}")
+        safe_relpath(dep_path, f"the dependency path in the lock file {path}")
     return lock
 
 

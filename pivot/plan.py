@@ -179,8 +179,18 @@ class Planner:
         return self.ws.runs.get(key), where
 
     def _restore_if_available(self, decision: Decision, outs: dict[str, dict[str, Any]]) -> None:
-        """Restore when every output is in the local cache or on the remote, else run."""
-        if all(self.available(o["hash"], o["kind"]) for o in outs.values()):
+        """Restore when every output is in the local cache or on the remote, else run.
+        Only the stage's declared outputs are ever restored: a lock or run record that
+        names other paths (it was crafted, or the run key collided) is not used."""
+        if sorted(outs) != sorted(o.path for o in decision.stage.outs):
+            decision.reasons.append("its recorded outputs are not the ones it declares")
+            return
+        try:
+            available = all(self.available(o["hash"], o["kind"]) for o in outs.values())
+        except PivotError as exc:  # a tree manifest in the cache that is refused
+            console.warn(f"{exc} Running stage {decision.stage.id} instead of restoring it.")
+            available = False
+        if available:
             decision.action, decision.outs = RESTORE, outs
         else:
             decision.reasons.append("its outputs are in no cache that can be reached")

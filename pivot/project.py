@@ -138,17 +138,45 @@ def _remove(path: pathlib.Path) -> None:
     else:
         with contextlib.suppress(FileNotFoundError):
             path.unlink()
+# No tracked path is or lies in a `.git` folder at any depth (git itself refuses them: a
+# nested `.git` makes its folder a repository with its own config and hooks), nor in
+# `.pivot/` at the root; compared case-insensitively, as macOS and Windows compare names.
+GIT_DIR = ".git"
 
 
 def safe_relpath(rel: str, what: str) -> str:
-    """Return `rel` if it is a plain relative POSIX path, else raise naming `what`."""
+    """Return `rel` if it may name a tracked path, else raise naming `what`.
+
+    The one check for every path Pivot did not compute itself (lock files, tree
+    manifests, run records, remote indexes, a pipeline's declared paths): a plain relative
+    POSIX path (no '..', '.', empty part, backslash or NUL, not absolute, encodable as a
+    file name) outside `.pivot/` and not in or at any `.git`.
+    """
     parts = rel.split("/")
-    if not rel or rel.startswith("/") or "\\" in rel or any(p in ("", ".", "..") for p in parts):
+    plain = bool(rel) and not rel.startswith("/") and "\\" not in rel and "\0" not in rel
+    if not plain or any(p in ("", ".", "..") for p in parts) or not _encodable(rel):
         raise PivotError(
-            f"Refusing {what}: {rel!r} is not a plain relative path (absolute paths, '..' "
-            f"and empty parts are never accepted from lock files, manifests or indexes)."
+            f"Refusing {what}: {rel!r} is not a plain relative path inside the project "
+            f"(absolute paths, '..', '.', empty parts, backslashes and NUL are never accepted "
+            f"from lock files, manifests, run records or indexes)."
+        )
+    folded = [p.casefold() for p in parts]
+    if GIT_DIR in folded or folded[0] == PIVOT_DIR:
+        place = "a .git folder, which git" if GIT_DIR in folded else f"{PIVOT_DIR}/, which Pivot"
+        raise PivotError(
+            f"Refusing {what}: {rel!r} is or lies inside {place} manages; Pivot never writes "
+            f"there. Fix what names this path (a file you did not write yourself may have been "
+            f"crafted to take over the repository)."
         )
     return rel
+
+
+def _encodable(rel: str) -> bool:
+    try:
+        os.fsencode(rel)
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def init_project(directory: pathlib.Path) -> tuple[pathlib.Path, bool]:

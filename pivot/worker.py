@@ -8,7 +8,7 @@ import traceback
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from pivot.errors import DiskFull
+from pivot.errors import DiskFull, PivotError
 from pivot.loading import pipeline_context
 from pivot.storage.cache import LocalCache, remove_path
 
@@ -292,7 +292,12 @@ def _execute(stage_id: str, root: pathlib.Path, cache_dir: str, tmp_dir: str) ->
             result = _call(stage, root)
             os.chdir(stage.workdir)  # the stage may have changed directory
             _save_outputs(stage, result, root)
-        outs, stats = _store_outputs(stage, root, cache)
+        try:
+            outs, stats = _store_outputs(stage, root, cache)
+        except DiskFull:
+            raise
+        except PivotError as exc:
+            raise StageContractError(f"wrote an output Pivot cannot store: {exc}") from None
     except BaseException as exc:
         seconds = time.perf_counter() - start
         error = _format_error(stage, exc)

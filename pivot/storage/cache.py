@@ -45,7 +45,7 @@ from typing import TYPE_CHECKING, TypeVar
 import blake3
 
 from pivot.errors import DamagedBlob, PivotError, writing
-from pivot.project import TEMP_PREFIX
+from pivot.project import TEMP_PREFIX, safe_relpath
 from pivot.storage.hashing import (
     CHUNK,
     DIR,
@@ -221,6 +221,8 @@ class LocalCache:
             dirnames.sort()
             found.extend(os.path.join(dirpath, name) for name in filenames)
         base = len(str(path)) + 1
+        for full in found:  # refused before anything is stored, as a checkout would refuse it
+            safe_relpath(full[base:].replace(os.sep, "/"), f"a file of the output {path}")
         with self.batch() as batch:
             stored = _in_parallel(batch._add_file, found)
             entries = [
