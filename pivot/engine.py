@@ -299,8 +299,7 @@ class Runner:
         except KeyboardInterrupt:
             self._record(unrecorded)
             for decision in running.values():
-                for out in decision.stage.outs:
-                    remove_path(self.ws.project.root / out.path)
+                self._remove_outputs(decision)
             raise
 
     def _start_ready(
@@ -389,8 +388,7 @@ class Runner:
                     ),
                 )
         if not outcome.ok:
-            for out in decision.stage.outs:
-                remove_path(self.ws.project.root / out.path)
+            self._remove_outputs(decision)
             self._finish(StageReport(sid, FAILED, outcome.seconds, outcome.error), done)
             return outcome
         for rel, st, digest in outcome.stats:
@@ -398,6 +396,17 @@ class Runner:
         planner.settle(sid, outcome.outs)
         self._finish(StageReport(sid, RAN, outcome.seconds, "; ".join(decision.reasons)), done)
         return outcome
+
+    def _remove_outputs(self, decision: Decision) -> None:
+        """Delete what a stage that did not complete wrote, never through a symlinked
+        folder (the stage refuses such an output before it runs; one that made the link
+        itself keeps what it wrote)."""
+        for out in decision.stage.outs:
+            try:
+                path = self.ws.project.write_path(out.path, f"the output of {decision.stage.id}")
+            except PivotError:
+                continue
+            remove_path(path)
 
     def _deps_changed_since_planned(self, decision: Decision) -> list[str]:
         changed = []
@@ -438,8 +447,9 @@ class Runner:
 
     def _check_out(self, decision: Decision) -> None:
         refetch = self._refetch if self.remote is not None else None
+        what = f"the output of {decision.stage.id}"
         for path, out in decision.outs.items():
-            self.ws.place_output(path, out, self.options.link, refetch)
+            self.ws.place_output(path, out, self.options.link, what, refetch)
 
     def _refetch(self, digest: str, kind: str) -> None:
         """Fetch again the blobs of an output whose cached copy was damaged."""

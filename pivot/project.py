@@ -6,6 +6,7 @@ import contextlib
 import errno
 import os
 import pathlib
+import stat
 from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import cached_property
@@ -124,9 +125,41 @@ class Project:
             raise PivotError(f"The path {path} names the project root itself; name a file.")
         return posix
 
-    def abs(self, rel: str) -> pathlib.Path:
-        """Absolute path of a project-relative path, refusing anything that escapes."""
-        return self.root / safe_relpath(rel, f"project path {rel!r}")
+    def write_path(self, rel: str, what: str, make_parents: bool = False) -> pathlib.Path:
+        """The absolute path at which to write or remove the tracked path `rel`.
+
+        Refuses a `rel` that `safe_relpath` refuses, and one whose parent folders include
+        a symbolic link (wherever it points: a write or delete through it could land
+        outside the project). With `make_parents`, the missing folders are created, one
+        at a time, never through a link.
+        """
+        safe_relpath(rel, what)
+        folder = self.root
+        for part in rel.split("/")[:-1]:
+            folder = folder / part
+            try:
+                st = os.lstat(folder)
+            except FileNotFoundError:
+                if not make_parents:
+                    break  # nothing below exists
+                with contextlib.suppress(FileExistsError):  # made by a concurrent checkout
+                    os.mkdir(folder)
+                st = os.lstat(folder)
+            if stat.S_ISLNK(st.st_mode):
+                raise PivotError(
+                    f"Refusing {what} {rel!r}: its folder {self.rel(folder)!r} is a symbolic "
+                    f"link (to {os.readlink(folder)}). Pivot never writes or deletes through "
+                    f"a symlinked folder, which can lead outside the project. Replace the link "
+                    f"with a real folder, or name the path it points to."
+                )
+            if not stat.S_ISDIR(st.st_mode):
+                if not make_parents:
+                    break
+                raise PivotError(
+                    f"Cannot write {what} {rel!r}: {self.rel(folder)!r} is a file, not a "
+                    f"folder. Move or delete that file."
+                )
+        return self.root / rel
 
 
 def _remove(path: pathlib.Path) -> None:
@@ -138,6 +171,8 @@ def _remove(path: pathlib.Path) -> None:
     else:
         with contextlib.suppress(FileNotFoundError):
             path.unlink()
+
+
 # No tracked path is or lies in a `.git` folder at any depth (git itself refuses them: a
 # nested `.git` makes its folder a repository with its own config and hooks), nor in
 # `.pivot/` at the root; compared case-insensitively, as macOS and Windows compare names.

@@ -217,10 +217,12 @@ def checkout(targets: tuple[str, ...], all_pipelines: bool, link: str) -> tuple[
         for sid in scope.graph.order():
             lock = read_lock(ws.project.stages_dir, sid)
             for path, out in (lock.outs if lock else {}).items():
+                what = f"the output of {sid}"
+                ws.project.write_path(path, what)  # refused before anything is placed
                 if ws.cache.missing(out["hash"], out["kind"]):
                     missing.append(f"{path} ({sid})")
                 else:
-                    wanted.append((path, out))
+                    wanted.append((path, out, what))
         if missing:
             raise PivotError(
                 f"These outputs are not in the local cache: {', '.join(missing)}. Run "
@@ -232,7 +234,7 @@ def checkout(targets: tuple[str, ...], all_pipelines: bool, link: str) -> tuple[
         ws.state.close()
 
 
-def _place_outputs(ws, wanted: list[tuple[str, dict]], link: LinkMode) -> tuple[int, int]:
+def _place_outputs(ws, wanted: list[tuple[str, dict, str]], link: LinkMode) -> tuple[int, int]:
     """Place each output; a damaged cache object is fetched again if a remote is set."""
     remote = RemoteAccess(ws.project, None)
     try:
@@ -240,7 +242,7 @@ def _place_outputs(ws, wanted: list[tuple[str, dict]], link: LinkMode) -> tuple[
     except PivotError:  # several remotes and no default: nowhere to fetch from
         refetch = None
     try:
-        placed = sum(ws.place_output(path, out, link, refetch) for path, out in wanted)
+        placed = sum(ws.place_output(path, out, link, what, refetch) for path, out, what in wanted)
     except DamagedBlob as exc:
         raise PivotError(
             f"{exc} Run `pivot run` to rebuild it, or `pivot pull` to fetch it from a remote."

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from pivot.errors import DiskFull, PivotError
 from pivot.loading import pipeline_context
+from pivot.project import Project
 from pivot.storage.cache import LocalCache, remove_path
 
 if TYPE_CHECKING:
@@ -283,11 +284,14 @@ def _execute(stage_id: str, root: pathlib.Path, cache_dir: str, tmp_dir: str) ->
     start = time.perf_counter()
     try:
         cache = LocalCache(pathlib.Path(cache_dir), pathlib.Path(tmp_dir))
+        project = Project(root)
         for out in stage.outs:
-            target = root / out.path
+            try:
+                target = project.write_path(out.path, "its output", make_parents=True)
+            except PivotError as exc:
+                raise StageContractError(f"cannot run: {exc}") from None
             remove_path(target)
             cache.remove_leftovers(target)
-            target.parent.mkdir(parents=True, exist_ok=True)
         with pipeline_context(stage.workdir, root):
             result = _call(stage, root)
             os.chdir(stage.workdir)  # the stage may have changed directory

@@ -29,17 +29,20 @@ class Workspace:
         path: str,
         out: dict[str, Any],
         link: LinkMode,
+        what: str,
         refetch: Callable[[str, str], object] | None = None,
     ) -> bool:
         """Check a cached output out at its project path, unless it is already there;
         returns whether anything was placed. The stat cache learns the placed files.
-        A damaged cache object is set aside and, with `refetch`, fetched again (see
+        `what` names the output in the error if its path is refused (`write_path`). A
+        damaged cache object is set aside and, with `refetch`, fetched again (see
         `LocalCache.checkout`)."""
+        dest = self.project.write_path(path, what, make_parents=True)
         current = self.hasher.hash_path(path)
         if current is not None and current.hash == out["hash"]:
             return False
         root = self.project.root
-        placed = self.cache.checkout(out["hash"], out["kind"], root / path, link, refetch)
+        placed = self.cache.checkout(out["hash"], out["kind"], dest, link, refetch)
         for inner, digest in placed:
             rel = f"{path}/{inner}" if inner else path
             self.state.record(rel, (root / rel).stat(), digest)

@@ -59,6 +59,7 @@ def leftovers(folder: pathlib.Path) -> list[str]:
 
 @pytest.fixture
 def cache(tmp_path) -> LocalCache:
+    (tmp_path / "ws").mkdir()  # the folder outputs are checked out into (it must exist)
     return LocalCache(tmp_path / "cache", tmp_path / "tmp")
 
 
@@ -286,7 +287,6 @@ def test_tree_checkout_is_byte_identical_with_modes(tmp_path, cache, stored, uma
 @pytest.mark.parametrize("previous", ["tree", "file", "symlink", "empty-dir"])
 def test_tree_checkout_replaces_what_is_there(tmp_path, cache, stored, previous):
     dest = tmp_path / "ws" / "out"
-    dest.parent.mkdir()
     if previous == "tree":
         write_tree(dest, {"stale.txt": b"old", "sub/other": b"old"})
     elif previous == "file":
@@ -436,7 +436,6 @@ def test_file_checkout(tmp_path, cache, mode, previous, umask_077):
     digest = cache.add_bytes(b"model weights")
     dest = tmp_path / "ws" / "model.bin"
     if previous == "file":
-        dest.parent.mkdir()
         dest.write_bytes(b"old")
     elif previous == "tree":
         write_tree(dest, {"x/y": b"old"})

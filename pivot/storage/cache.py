@@ -272,9 +272,10 @@ class LocalCache:
         copied, links before linking): a damaged one is set aside (`damaged`), then
         `refetch(digest, kind)` may bring the output's missing blobs again and the checkout
         is retried; without it, or if the same blob is damaged twice, DamagedBlob is raised.
+        The folder of `dest` must exist (`Project.write_path` makes it without following
+        links); nothing here follows a link in it.
         """
         mode = LinkMode(mode)
-        dest.parent.mkdir(parents=True, exist_ok=True)
         self.remove_leftovers(dest)
         seen: set[str] = set()
         while True:

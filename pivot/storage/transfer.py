@@ -753,7 +753,11 @@ def pull_locks(
     (creating many files is bound by the filesystem, downloading by the network).
     """
     started = time.perf_counter()
+    locks = list(locks)
     items = [(path, out) for lock in locks for path, out in sorted(lock.outs.items())]
+    owners = {path: f"the output of {lock.stage_id}" for lock in locks for path in lock.outs}
+    for path, _ in items:  # refused before anything is fetched
+        project.write_path(path, owners[path])
     large = [i for i in items if i[1]["kind"] != DIR and i[1]["size"] > LARGE]
     small = [i for i in items if i[1]["kind"] == DIR or i[1]["size"] <= LARGE]
     ctx = _Context(project, remote, jobs, progress)
@@ -772,7 +776,8 @@ def pull_locks(
         if cache.missing(out["hash"], out["kind"]):
             incomplete.append(path)
             return None
-        cache.checkout(out["hash"], out["kind"], project.abs(path), refetch=refetch)
+        dest = project.write_path(path, owners[path], True)
+        cache.checkout(out["hash"], out["kind"], dest, refetch=refetch)
         return path
 
     pool = ThreadPoolExecutor(max(1, ctx.jobs), thread_name_prefix="pivot-checkout")
