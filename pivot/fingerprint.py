@@ -103,18 +103,28 @@ _KIND, _MATCH, _QUAL, _HASH, _HEADER, _BODY, _LINES, _COL, _IMPORTS = range(9)
 Binding = tuple[Any, ...]
 
 
-def fingerprint(func: Callable[..., Any], project_root: pathlib.Path) -> dict[str, str]:
-    """Parts of the stage function's code fingerprint: {part name: hash or version}."""
+def fingerprint(
+    func: Callable[..., Any], project_root: pathlib.Path, params: Any = None
+) -> dict[str, str]:
+    """Parts of the stage function's code fingerprint: {part name: hash or version}.
+
+    The functions and classes found in `params` (the stage's params: in containers,
+    dataclasses, partials and plain objects, at any depth) are code the stage runs too:
+    their parts join the function's, found the same way.
+    """
     with _LOCK:
         state = _STATES.get(str(project_root))
         if state is None:
             state = _STATES[str(project_root)] = _Fingerprinter(project_root)
         hit = state.results.get(id(func))
         if hit is not None and hit[0] is func:
-            return dict(hit[1])
-        parts = state.compute(func)
-        state.results[id(func)] = (func, parts)
-        return dict(parts)
+            parts = hit[1]
+        else:
+            parts = state.compute(func)
+            state.results[id(func)] = (func, parts)
+        if params is None:
+            return dict(parts)
+        return state.with_params(parts, params, _unwrap(func)[0].__code__.co_filename)
 
 
 def fingerprint_digest(parts: dict[str, str]) -> str:
@@ -1734,6 +1744,22 @@ class _Fingerprinter:
         top = _Info()
         for wrapper in wrappers:
             self.classify(wrapper, None, top, stage_file)
+        top.children.append(target)
+        values = self.reach(top, stage_file)
+        # Two objects with one name (redefinitions, closures of one factory): keep both.
+        return {name: _merge(vs) for name, vs in values.items()}
+
+    def with_params(self, parts: dict[str, str], params: Any, stage_file: str) -> dict[str, str]:
+        """`parts` joined by those of the functions and classes found in `params`."""
+        top = _Info()
+        self.canonical(params, top, stage_file)
+        values = self.reach(top, stage_file)
+        for name, value in parts.items():
+            values.setdefault(name, set()).add(value)
+        return {name: _merge(vs) for name, vs in values.items()}
+
+    def reach(self, top: _Info, stage_file: str) -> dict[str, set[str]]:
+        """The values of every part of `top` and of the code its children reach, by name."""
         values: dict[str, set[str]] = {}
 
         def add(parts: list[tuple[Key, str]]) -> None:
@@ -1741,7 +1767,7 @@ class _Fingerprinter:
                 values.setdefault(self.render(key, stage_file), set()).add(value)
 
         add(top.parts)
-        stack = [*top.children, target]
+        stack = list(top.children)
         seen: set[int] = set()
         while stack:
             obj = stack.pop()
@@ -1751,8 +1777,7 @@ class _Fingerprinter:
             info = self.info(obj)
             add(info.parts)
             stack.extend(info.children)
-        # Two objects with one name (redefinitions, closures of one factory): keep both.
-        return {name: _merge(vs) for name, vs in values.items()}
+        return values
 
 
 def _merge(values: set[str]) -> str:

@@ -47,10 +47,18 @@ class Decision:
             stage_id=self.stage.id,
             run_key=self.run_key,
             fingerprint=self.fingerprint,
-            params=json.loads(json.dumps(self.stage.params_dict(), default=str)),
+            params=lock_params(self.stage),
             deps=self.deps,
             outs=outs,
         )
+
+
+def lock_params(stage: StageSpec) -> dict[str, Any]:
+    """The stage's params as the lock file holds them: JSON, a value JSON lacks (a function,
+    a set) as its canonical form, which is the same in every process."""
+    return json.loads(
+        json.dumps(stage.params_dict(), default=lambda v: json.loads(canonical_json(v)))
+    )
 
 
 def run_key(stage: StageSpec, code_digest: str, deps: dict[str, str]) -> str:
@@ -106,7 +114,9 @@ class Planner:
 
     def fingerprint_of(self, stage: StageSpec) -> dict[str, str]:
         if stage.id not in self._fingerprints:
-            self._fingerprints[stage.id] = fingerprint(stage.func, self.ws.project.root)
+            self._fingerprints[stage.id] = fingerprint(
+                stage.func, self.ws.project.root, stage.params
+            )
         return self._fingerprints[stage.id]
 
     def dep_hashes(self, stage: StageSpec, upstream: dict[str, str]) -> dict[str, str] | None:
@@ -226,7 +236,7 @@ def explain(
         if parts.get(name) != lock.fingerprint.get(name):
             reasons.append(f"code changed: {name}")
     # The lock holds params as JSON: compare canonical forms of JSON-normalised values.
-    params = json.loads(json.dumps(stage.params_dict(), default=str))
+    params = lock_params(stage)
     for name in sorted(set(params) | set(lock.params)):
         if canonical_json(params.get(name)) != canonical_json(lock.params.get(name)):
             reasons.append(f"param changed: {name}")
