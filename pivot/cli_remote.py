@@ -152,9 +152,11 @@ def remote_list(as_json: bool) -> None:
 
     rows = []
     for cfg, is_default in config.list_remotes(_project()):
-        options = {
-            k: ("***" if k in config.SECRET_KEYS else v) for k, v in sorted(cfg.options.items())
-        }
+        options = dict(sorted(cfg.options.items()))
+        for key in config.SECRET_KEYS & set(options):
+            options[key] = "***"
+        for key in set(config.URL_KEYS) & set(options):
+            options[key] = redact_url(str(options[key]))
         rows.append(
             {"name": cfg.name, "url": redact_url(cfg.url), "default": is_default, **options}
         )

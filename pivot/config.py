@@ -25,9 +25,9 @@ LOCAL_CONFIG_NAME = "config.local.yaml"
 
 SECRET_KEYS = frozenset({"access_key_id", "secret_access_key", "session_token"})
 INT_KEYS = frozenset({"jobs"})
+URL_KEYS = ("url", "endpoint_url")
 REMOTE_KEYS = frozenset({"url", "endpoint_url", "region", "profile", "jobs"} | SECRET_KEYS)
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
-_URL_PASSWORD_RE = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://[^/@]*:[^/@]*@")
 
 
 @dataclass(frozen=True)
@@ -108,11 +108,22 @@ def load(project: Project) -> dict[str, Any]:
     return merge(shared, _read(local_path))
 
 
+def _url_credentials(url: str) -> list[str]:
+    from pivot.storage.remote import url_credentials
+
+    return url_credentials(url)
+
+
 def _check_no_secrets(data: dict[str, Any], path: pathlib.Path) -> None:
     for name, options in (data.get("remotes") or {}).items():
         found = sorted(SECRET_KEYS & set(options))
-        if found or _URL_PASSWORD_RE.match(str(options.get("url", ""))):
-            what = ", ".join(found) or "a password inside its url"
+        in_url = [
+            f"{what} in its {key}"
+            for key in URL_KEYS
+            for what in _url_credentials(str(options.get(key) or ""))
+        ]
+        if found or in_url:
+            what = ", ".join(found + in_url)
             raise PivotError(
                 f"The committed config file {path} holds a secret for remote {name!r} "
                 f"({what}). Secrets belong in .pivot/{LOCAL_CONFIG_NAME}, which is not "
@@ -183,16 +194,22 @@ def _check_value(name: str, key: str, value: Any, local: bool) -> Any:
             f".pivot/{CONFIG_NAME}: secrets must not be committed. Use --local to store it "
             f"in .pivot/{LOCAL_CONFIG_NAME}, or use an AWS profile or environment variables."
         )
-    if key == "url":
+    if key in URL_KEYS:
         value = str(value)
         if not value:
-            raise PivotError(f"The url of remote {name!r} must not be empty.")
-        if _URL_PASSWORD_RE.match(value) and not local:
+            raise PivotError(f"The {key} of remote {name!r} must not be empty.")
+        in_url = _url_credentials(value)
+        if in_url and not local:
             raise PivotError(
-                f"Refusing to write a url with an embedded password for remote {name!r} into "
-                f"the committed .pivot/{CONFIG_NAME}. Use --local, or keep the credentials "
-                f"out of the url."
+                f"Refusing to write a {key} holding credentials ({', '.join(in_url)}) for "
+                f"remote {name!r} into the committed .pivot/{CONFIG_NAME}. Use --local, or "
+                f"keep the credentials out of the url (options set with `pivot remote modify "
+                f"--local`, a profile or environment variables)."
             )
+    if key == "url":
+        from pivot.storage.remote import check_url
+
+        check_url(value, name)
     if key in INT_KEYS:
         try:
             value = int(value)
@@ -200,7 +217,7 @@ def _check_value(name: str, key: str, value: Any, local: bool) -> Any:
             raise PivotError(f"Option {key} of remote {name!r} must be an integer.") from None
         if value < 1:
             raise PivotError(f"Option {key} of remote {name!r} must be at least 1.")
-    elif key != "url":
+    elif key not in URL_KEYS:
         value = str(value)
     return value
 
@@ -220,7 +237,7 @@ def add_remote(
     if name in remotes(project):
         raise PivotError(
             f"Remote {name!r} already exists. Change it with "
-            f"`pivot remote modify {name} url {url}` or remove it first."
+            f"`pivot remote modify {name} url URL` or remove it first."
         )
     path, data = _edit(project, local)
     data.setdefault("remotes", {})[name] = {"url": url}

@@ -20,7 +20,7 @@ import uuid
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, BinaryIO, NoReturn, Protocol, TypeVar
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
 from pivot import atomic
 from pivot.errors import PivotError, writing
@@ -34,6 +34,9 @@ INDEX = "index"
 LOCAL_PROTOCOLS = ("file", "local")
 T = TypeVar("T")
 _SECRET_QUERY = re.compile(r"(key|secret|token|sig|password|passwd|credential)", re.IGNORECASE)
+# scheme://user:password@ (group 2 the password, which may hold a '/', up to the '@').
+_USER_PASSWORD = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://([^/@?#:]*):([^@?#]*)@")
+_BUCKET = re.compile(r"[A-Za-z0-9._-]{1,255}")  # what botocore accepts (ARNs aside)
 _PACKAGE_HINTS = {
     "gs": "gcsfs",
     "gcs": "gcsfs",
@@ -45,25 +48,101 @@ _PACKAGE_HINTS = {
     "hf": "huggingface_hub",
     "webdav": "webdav4",
     "oss": "ossfs",
+    "http": '"fsspec[http]"',
+    "https": '"fsspec[http]"',
 }
 
 
+def _password_span(url: str) -> tuple[int, int] | None:
+    """Where the password of a `user:password@` part of `url` is, if it has one.
+
+    The password may hold a `/` (AWS secret keys do): it runs to the `@`.
+    """
+    match = _USER_PASSWORD.match(url)
+    return match.span(2) if match else None
+
+
+def url_credentials(url: str) -> list[str]:
+    """What in `url` is a credential: a `user:password@` part, and the query keys that
+    name a secret (`?secret_access_key=...`, `?sig=...`)."""
+    found = ["a user:password@ part"] if _password_span(url) else []
+    try:
+        query = urlsplit(url).query
+    except ValueError:
+        query = url.partition("?")[2]
+    keys = [k for k, _ in parse_qsl(query, keep_blank_values=True) if _SECRET_QUERY.search(k)]
+    found += [f"the query key {key!r}" for key in keys]
+    return found
+
+
+def _url_secret_values(url: str) -> tuple[str, ...]:
+    """The secret strings in `url`, to hide wherever a library's error text repeats them."""
+    span = _password_span(url)
+    values = [url[span[0] : span[1]]] if span else []
+    with contextlib.suppress(ValueError):
+        pairs = parse_qsl(urlsplit(url).query, keep_blank_values=True)
+        values += [v for k, v in pairs if _SECRET_QUERY.search(k)]
+    return tuple(v for v in values if v)
+
+
 def redact_url(url: str) -> str:
-    """`url` with any password in its user part and secret-looking query values hidden."""
+    """`url` for a message: the password of its user part and every query value hidden."""
+    span = _password_span(url)
+    if span:
+        url = f"{url[: span[0]]}***{url[span[1] :]}"
     try:
         parts = urlsplit(url)
     except ValueError:
         return "<unparsable url>"
     netloc = parts.netloc
-    if "@" in netloc:
-        userinfo, host = netloc.rsplit("@", 1)
-        user = userinfo.split(":", 1)[0]
-        netloc = f"{user}:***@{host}" if ":" in userinfo else f"***@{host}"
+    if "@" in netloc and not span:
+        netloc = f"***@{netloc.rsplit('@', 1)[1]}"
     query = parts.query
     if query:
         pairs = parse_qsl(query, keep_blank_values=True)
-        query = urlencode([(k, "***" if _SECRET_QUERY.search(k) else v) for k, v in pairs])
+        query = "&".join(f"{k}=***" for k, _ in pairs) or "***"
     return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+
+
+def check_url(url: str, name: str) -> None:
+    """Refuse the url of remote `name` if its form alone makes it unusable."""
+    if _split_protocol(url)[0] in ("s3", "s3a"):
+        s3_location(url, name)
+
+
+def s3_location(url: str, name: str) -> tuple[str, str]:
+    """The bucket and key prefix of the s3:// url of remote `name`.
+
+    Such a url holds no query, fragment or `user:password@`: S3 takes none, so Pivot would
+    otherwise read them as part of the bucket or the key prefix.
+    """
+    protocol, rest = _split_protocol(url)
+    display = f"{name!r} ({redact_url(url)})"
+    if "@" in rest.partition("/")[0] or _password_span(url):
+        raise PivotError(
+            f"The url of remote {display} holds a user name or password: an {protocol}:// url "
+            f"takes none. Use an AWS profile (`pivot remote modify {name} profile NAME`), the "
+            f"environment variables AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, or `pivot "
+            f"remote modify --local {name} access_key_id ...` and `secret_access_key ...`."
+        )
+    if "?" in rest or "#" in rest:
+        raise PivotError(
+            f"The url of remote {display} holds a query or fragment (`?...` / `#...`): an "
+            f"{protocol}:// url is s3://BUCKET/PREFIX only. Set options with `pivot remote "
+            f"modify {name} KEY VALUE` (endpoint_url, region, profile; credentials with "
+            f"--local) and remove the query from the url."
+        )
+    root = rest.strip("/")
+    if not root:
+        raise PivotError(f"The remote {display} names no bucket: use s3://BUCKET/PREFIX.")
+    bucket, _, prefix = root.partition("/")
+    if not _BUCKET.fullmatch(bucket):
+        raise PivotError(
+            f"The remote {display} names the bucket {bucket!r}, which is not a valid bucket "
+            f"name (letters, digits, '.', '-', '_'). Fix the url with `pivot remote modify "
+            f"{name} url s3://BUCKET/PREFIX`."
+        )
+    return bucket, prefix.strip("/")
 
 
 class ObjectStore(Protocol):
@@ -434,12 +513,14 @@ def _fs_class(protocol: str, display: str) -> Any:
         return fsspec.get_filesystem_class(protocol)
     except ImportError:
         package = _PACKAGE_HINTS.get(protocol)
-        if package is None:
-            err = known_implementations.get(protocol, {}).get("err", "")
-            package = err or "the fsspec implementation for it"
+        if package is not None:
+            how = f"Install it with `pip install {package}`."
+        else:
+            err = known_implementations.get(protocol, {}).get("err") or ""
+            how = f"Install it ({err.rstrip('.')})." if err else "Install fsspec's one for it."
         raise PivotError(
             f"The remote {display} uses the {protocol}:// protocol, whose package is not "
-            f"installed. Install it with `pip install {package}`."
+            f"installed. {how}"
         ) from None
     except ValueError:
         raise PivotError(
@@ -462,9 +543,8 @@ def open_remote(
     secrets = tuple(
         str(options[k]) for k in ("secret_access_key", "session_token") if options.get(k)
     )
-    password = urlsplit(url).password if "://" in url else None
-    if password:
-        secrets = (*secrets, password)
+    for where in (url, str(options.get("endpoint_url") or "")):
+        secrets = (*secrets, *_url_secret_values(where))
 
     if protocol in LOCAL_PROTOCOLS:
         path = pathlib.Path(rest).expanduser()
@@ -484,15 +564,13 @@ def open_remote(
     root = rest.strip("/")
     store: ObjectStore
     if protocol in ("s3", "s3a"):
-        if not root:
-            raise PivotError(f"The remote {display} names no bucket: use s3://BUCKET/PREFIX.")
+        bucket, prefix = s3_location(url, name)
         if importlib.util.find_spec("boto3") is None:
             raise PivotError(
                 f"The remote {display} uses the {protocol}:// protocol, whose package is not "
                 f"installed. Install it with `pip install boto3` (or `pip install pivot[s3]`)."
             )
-        bucket, _, prefix = root.partition("/")
-        store = S3Objects(bucket, prefix.strip("/"), options)  # no import until a request
+        store = S3Objects(bucket, prefix, options)  # no import until a request
         endpoint = options.get("endpoint_url") or os.environ.get("AWS_ENDPOINT_URL") or ""
         identity = f"s3://{root}@{redact_url(str(endpoint))}"
     elif protocol == "memory":
