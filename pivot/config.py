@@ -7,6 +7,7 @@ Secrets are refused in the committed file.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import re
 from dataclasses import dataclass, field
@@ -53,28 +54,102 @@ def config_paths(project: Project) -> tuple[pathlib.Path, pathlib.Path]:
 
 
 def _read(path: pathlib.Path) -> dict[str, Any]:
+    """The config mapping in `path` ({} when absent), checked: a PivotError names the file
+    and the key of anything Pivot cannot use."""
     try:
-        text = path.read_text()
+        text = path.read_bytes().decode("utf-8")
     except FileNotFoundError:
         return {}
+    except UnicodeDecodeError as exc:
+        raise PivotError(
+            f"The config file {path} is not UTF-8 text ({exc}). Fix it, or delete it and "
+            f"add the remotes again (`pivot remote add ...`)."
+        ) from None
+    except OSError as exc:
+        raise PivotError(f"Cannot read the config file {path}: {exc.strerror or exc}.") from None
     import yaml
 
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise PivotError(f"The config file {path} is not valid YAML ({exc}). Fix it.") from exc
+    except RecursionError:
+        raise PivotError(f"The config file {path} is nested too deeply. Fix it.") from None
+    return _checked(data, path)
+
+
+def _kind(value: Any, secret: bool = False) -> str:
+    """What `value` is, for a message (its text only when short and not `secret`)."""
+    kinds = {dict: "a mapping", list: "a list", type(None): "empty"}
+    if type(value) in kinds or secret:
+        return kinds.get(type(value), f"a {type(value).__name__}")
+    return f"{type(value).__name__} {value!r}"[:80]
+
+
+def _whole_number(value: Any) -> int | None:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if isinstance(value, str):
+        with contextlib.suppress(ValueError):
+            return int(value)
+    return None
+
+
+def _checked(data: Any, path: pathlib.Path) -> dict[str, Any]:
+    """`data` as a config mapping (names and option keys as strings), or a PivotError."""
+
+    def fail(key: str, expected: str, value: Any) -> PivotError:
+        shown = _kind(value, secret=key.rpartition(".")[2] in SECRET_KEYS)
+        return PivotError(
+            f"The config file {path}: `{key}` must be {expected}, not {shown}. Edit the file "
+            f"to fix it."
+        )
+
     if data is None:
         return {}
     if not isinstance(data, dict):
-        raise PivotError(f"The config file {path} must hold a mapping at the top level.")
-    remotes = data.get("remotes", {})
+        raise PivotError(
+            f"The config file {path} must hold a mapping at the top level "
+            f"(`remotes:`, `default_remote:`), not {_kind(data)}."
+        )
+    data = {str(k): v for k, v in data.items()}
+    default = data.get("default_remote")
+    if default is not None:
+        if isinstance(default, bool) or not isinstance(default, str | int):
+            raise fail("default_remote", "a remote name", default)
+        data["default_remote"] = str(default)
+    remotes = data.get("remotes")
     if remotes is None:
         data["remotes"] = {}
-    elif not isinstance(remotes, dict) or not all(isinstance(v, dict) for v in remotes.values()):
-        raise PivotError(
-            f"The config file {path}: `remotes` must map each remote name to a mapping "
-            f"with at least `url`."
-        )
+        return data
+    if not isinstance(remotes, dict):
+        raise fail("remotes", "a mapping of remote names to their options", remotes)
+    checked: dict[str, dict[str, Any]] = {}
+    for name, options in remotes.items():
+        if not isinstance(options, dict):
+            raise fail(f"remotes.{name}", "a mapping of options (at least `url`)", options)
+        if not _NAME_RE.match(str(name)):
+            raise PivotError(
+                f"The config file {path}: {str(name)!r} under `remotes` is not a valid remote "
+                f"name (letters, digits, '_', '.', '-', starting with a letter or digit, at "
+                f"most 64 characters). Edit the file to rename it."
+            )
+        entry = checked[str(name)] = {}
+        for key, value in options.items():
+            key = str(key)
+            where = f"remotes.{name}.{key}"
+            if value is None or key not in REMOTE_KEYS:
+                entry[key] = value  # unknown keys are storage options of other filesystems
+            elif key in INT_KEYS:
+                number = _whole_number(value)
+                if number is None or number < 1:
+                    raise fail(where, "a whole number of at least 1", value)
+                entry[key] = number
+            elif isinstance(value, bool) or not isinstance(value, str | int | float):
+                raise fail(where, "a string", value)
+            else:
+                entry[key] = str(value)
+    data["remotes"] = checked
     return data
 
 
@@ -138,8 +213,9 @@ def remotes(project: Project) -> dict[str, RemoteConfig]:
     for name, options in sorted((config.get("remotes") or {}).items()):
         url = options.get("url")
         if not url:
+            shared_path, local_path = config_paths(project)
             raise PivotError(
-                f"Remote {name!r} has no url. Set one with "
+                f"Remote {name!r} has no url in {shared_path} or {local_path}. Set one with "
                 f"`pivot remote modify {name} url <URL>` or remove it."
             )
         rest = {k: v for k, v in options.items() if k != "url"}

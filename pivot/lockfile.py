@@ -52,9 +52,11 @@ def read_lock(stages_dir: pathlib.Path, stage_id: str) -> Lock | None:
     """The stage's lock, or None when absent. Raises PivotError when it is unusable."""
     path = lock_path(stages_dir, stage_id)
     try:
-        text = path.read_text()
+        text = path.read_bytes().decode("utf-8")
     except FileNotFoundError:
         return None
+    except UnicodeDecodeError as exc:
+        raise PivotError(f"The lock file {path} is unreadable: not UTF-8 text ({exc}).") from None
     return parse_lock(text, path)
 
 

@@ -547,7 +547,13 @@ def open_remote(
         secrets = (*secrets, *_url_secret_values(where))
 
     if protocol in LOCAL_PROTOCOLS:
-        path = pathlib.Path(rest).expanduser()
+        try:
+            path = pathlib.Path(rest).expanduser()
+        except RuntimeError:
+            raise PivotError(
+                f"The remote {display} names a home directory that does not exist. Fix the "
+                f"url with `pivot remote modify {name} url PATH`."
+            ) from None
         if not path.is_absolute():
             path = (base or pathlib.Path.cwd()) / path
         path = pathlib.Path(os.path.normpath(path))

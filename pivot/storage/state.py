@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import pathlib
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
 
+from pivot import console
 from pivot.errors import disk_full
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 SCHEMA = """
 DROP TABLE IF EXISTS stat_cache;
@@ -29,6 +34,28 @@ CREATE TABLE IF NOT EXISTS kv (
 """
 
 
+def _is_damage(exc: sqlite3.DatabaseError) -> bool:
+    """Whether `exc` says the file is no (intact) database, not that it is busy or locked."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    return code is not None and code & 0xFF in (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB)
+
+
+def _rebuilt_if_damaged(method: F) -> F:
+    """Run `method`; if the database file is damaged, rebuild it empty and run it again."""
+
+    @functools.wraps(method)
+    def wrapper(self: StateDB, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return method(self, *args, **kwargs)
+        except sqlite3.DatabaseError as exc:
+            if not _is_damage(exc):
+                raise
+            self.rebuild(exc)
+            return method(self, *args, **kwargs)
+
+    return wrapper  # type: ignore[return-value]
+
+
 class StateDB:
     """Per-machine state under `.pivot/state.db`; writes are batched until `commit`."""
 
@@ -37,6 +64,22 @@ class StateDB:
         self._conn: sqlite3.Connection | None = None
         self._stats: dict[str, tuple[int, int, int, int, str]] | None = None
         self._pending: dict[str, tuple[int, int, int, int, str]] = {}
+
+    def rebuild(self, exc: sqlite3.DatabaseError) -> None:
+        """Replace a damaged database by an empty one: it only holds caches."""
+        console.warn(
+            f"The state database {self.path} is damaged ({exc}). It only caches file hashes, "
+            f"the pipeline scan and remote indexes, so Pivot rebuilt it empty: files are "
+            f"hashed and remote indexes read again, once."
+        )
+        if self._conn is not None:
+            with contextlib.suppress(sqlite3.Error):
+                self._conn.close()
+            self._conn = None
+        self._stats = None
+        for suffix in ("", "-wal", "-shm", "-journal"):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(f"{self.path}{suffix}")
 
     @property
     def conn(self) -> sqlite3.Connection:
@@ -49,6 +92,7 @@ class StateDB:
             self._conn = conn
         return self._conn
 
+    @_rebuilt_if_damaged
     def _load_stats(self) -> dict[str, tuple[int, int, int, int, str]]:
         if self._stats is None:
             rows = self.conn.execute(
@@ -71,12 +115,14 @@ class StateDB:
     def record(self, rel: str, st: os.stat_result, digest: str) -> None:
         self._pending[rel] = (*_key(st), digest)
 
+    @_rebuilt_if_damaged
     def get(self, namespace: str, key: str) -> bytes | None:
         row = self.conn.execute(
             "SELECT value FROM kv WHERE namespace = ? AND key = ?", (namespace, key)
         ).fetchone()
         return row[0] if row else None
 
+    @_rebuilt_if_damaged
     def put(self, namespace: str, key: str, value: bytes) -> None:
         with self._writing():
             self.conn.execute(
@@ -84,16 +130,19 @@ class StateDB:
                 (namespace, key, value),
             )
 
+    @_rebuilt_if_damaged
     def delete(self, namespace: str, key: str) -> None:
         """Forget one key/value entry (nothing happens if it is absent)."""
         self.conn.execute("DELETE FROM kv WHERE namespace = ? AND key = ?", (namespace, key))
 
+    @_rebuilt_if_damaged
     def items(self, namespace: str) -> list[tuple[str, bytes]]:
         """Every (key, value) entry of `namespace`, sorted by key."""
         return self.conn.execute(
             "SELECT key, value FROM kv WHERE namespace = ? ORDER BY key", (namespace,)
         ).fetchall()
 
+    @_rebuilt_if_damaged
     def commit(self) -> None:
         """Write the batched stat entries in one transaction."""
         if not self._pending:
