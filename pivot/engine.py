@@ -20,6 +20,7 @@ if TYPE_CHECKING:
 
     from pivot.graph import Graph
     from pivot.remote_access import Output, RemoteAccess
+    from pivot.stage import StageSpec
     from pivot.workspace import Workspace
 
 RAN, SKIPPED, RESTORED, FAILED, BLOCKED = "ran", "skipped", "restored", "failed", "blocked"
@@ -118,6 +119,7 @@ class Runner:
         self._pool: cf.ProcessPoolExecutor | None = None
         self._planner: Planner | None = None
         self._pool_broken = False
+        self._undeclared_seen: set[str] = set()
 
     def plan(self, force: set[str], fork: bool = True) -> tuple[Planner, dict[str, Decision]]:
         """Decide every stage; the remote is read only if a stage would otherwise run.
@@ -160,18 +162,26 @@ class Runner:
             return False
         return True
 
+    def _remote_label(self) -> str:
+        """The remote's name and redacted url, or its name if it cannot even be opened."""
+        assert self.remote is not None
+        try:
+            return self.remote.display
+        except PivotError:
+            return repr(self.remote.name or "(default)")
+
     def _remote_failed(self, exc: PivotError) -> None:
-        name = self.remote.name if self.remote is not None else None
+        label = self._remote_label() if self.remote is not None else "(none)"
         if not self.options.fallback:
             raise PivotError(
-                f"Cannot restore from the remote{f' {name!r}' if name else ''}: {exc} "
+                f"Cannot restore from the remote {label}: {exc} "
                 f"Nothing more was run (--no-fallback); fix the remote or run without "
                 f"--no-fallback to compute the missing outputs here."
             ) from exc
         problem = (
             str(exc)
             if isinstance(exc, RemoteIncomplete)
-            else f"The remote{f' {name!r}' if name else ''} is unavailable ({exc})."
+            else f"The remote {label} is unavailable ({exc})."
         )
         console.warn(
             f"{problem} Stages that cannot be restored from the local cache will run here instead."
@@ -395,6 +405,7 @@ class Runner:
             self.ws.state.record(rel, st, digest)
         planner.settle(sid, outcome.outs)
         self._finish(StageReport(sid, RAN, outcome.seconds, "; ".join(decision.reasons)), done)
+        self._warn_undeclared(decision.stage, outcome.undeclared)
         return outcome
 
     def _remove_outputs(self, decision: Decision) -> None:
@@ -407,6 +418,22 @@ class Runner:
             except PivotError:
                 continue
             remove_path(path)
+
+    def _warn_undeclared(self, stage: StageSpec, paths: list[str]) -> None:
+        """Name the files that appeared while `stage` ran and that no stage declares (each
+        once per run: a stage running alongside sees them appear too)."""
+        new = [p for p in paths if p not in self._undeclared_seen]
+        self._undeclared_seen.update(new)
+        if not new:
+            return
+        shown = ", ".join(new[:5]) + (f" and {len(new) - 5} more" if len(new) > 5 else "")
+        console.warn(
+            f"{shown} appeared while stage {stage.id} ({stage.source}) ran (it, or a stage "
+            f"running alongside, created {'it' if len(new) == 1 else 'them'}), and no stage "
+            f"declares {'it' if len(new) == 1 else 'them'} as an output: Pivot does not "
+            f"cache, restore or push {'it' if len(new) == 1 else 'them'}. Declare outputs "
+            f"with pivot.Out, and write scratch files outside the project."
+        )
 
     def _deps_changed_since_planned(self, decision: Decision) -> list[str]:
         changed = []

@@ -14,7 +14,7 @@ from pivot.project import Project
 from pivot.storage.cache import LocalCache, remove_path
 
 if TYPE_CHECKING:
-    from pivot.stage import StageSpec
+    from pivot.stage import Artifact, StageSpec
 
 PACKAGE_DIR = str(pathlib.Path(__file__).resolve().parent) + os.sep
 _STAGES: dict[str, StageSpec] = {}
@@ -37,10 +37,20 @@ class Outcome:
     error: str = ""
     seconds: float = 0.0
     interrupted: bool = False  # the stage stopped on Ctrl-C (KeyboardInterrupt)
+    undeclared: list[str] = field(default_factory=list)  # new paths no stage declares
 
 
 class StageContractError(Exception):
     """The stage ran but broke its declared contract (missing output, bad return)."""
+
+
+class OutputNotSaved(Exception):
+    """The loader of an output could not save the value the stage returned for it (the
+    cause is chained)."""
+
+    def __init__(self, out: Artifact) -> None:
+        super().__init__(out.declared)
+        self.out = out
 
 
 @dataclass
@@ -285,6 +295,7 @@ def _execute(stage_id: str, root: pathlib.Path, cache_dir: str, tmp_dir: str) ->
     try:
         cache = LocalCache(pathlib.Path(cache_dir), pathlib.Path(tmp_dir))
         project = Project(root)
+        before = _entries(stage, root)
         for out in stage.outs:
             try:
                 target = project.write_path(out.path, "its output", make_parents=True)
@@ -302,12 +313,44 @@ def _execute(stage_id: str, root: pathlib.Path, cache_dir: str, tmp_dir: str) ->
             raise
         except PivotError as exc:
             raise StageContractError(f"wrote an output Pivot cannot store: {exc}") from None
+        undeclared = sorted(_entries(stage, root) - before)
     except BaseException as exc:
         seconds = time.perf_counter() - start
         error = _format_error(stage, exc)
         interrupted = isinstance(exc, KeyboardInterrupt)
         return Outcome(stage_id, False, error=error, seconds=seconds, interrupted=interrupted)
-    return Outcome(stage_id, True, outs, stats, seconds=time.perf_counter() - start)
+    seconds = time.perf_counter() - start
+    return Outcome(stage_id, True, outs, stats, seconds=seconds, undeclared=undeclared)
+
+
+def _entries(stage: StageSpec, root: pathlib.Path) -> set[str]:
+    """The project paths of the entries of the stage's directory and of the folders of its
+    outputs, but for what any stage of the run declares (outputs and their folders) and
+    hidden or `__pycache__` entries (temp files of the stages running alongside).
+
+    Comparing this before and after the stage finds the files it wrote without declaring
+    them, cheaply: deeper folders, and files it changed rather than created, are not seen.
+    """
+    declared: set[str] = set()
+    for other in _STAGES.values():
+        for out in other.outs:
+            declared.add(out.path)
+            declared.update(p.as_posix() for p in pathlib.PurePosixPath(out.path).parents)
+    folders = {stage.workdir} | {(root / out.path).parent for out in stage.outs}
+    found = set()
+    for folder in folders:
+        try:
+            names = os.listdir(folder)
+        except OSError:
+            continue
+        rel = pathlib.PurePosixPath(os.path.relpath(folder, root).replace(os.sep, "/"))
+        for name in names:
+            if name.startswith(".") or name == "__pycache__":
+                continue
+            path = (rel / name).as_posix()
+            if path not in declared and not path.startswith("../"):
+                found.add(path)
+    return found
 
 
 def _local(root: pathlib.Path, stage: StageSpec, rel: str) -> pathlib.Path:
@@ -339,7 +382,10 @@ def _save_outputs(stage: StageSpec, result: Any, root: pathlib.Path) -> None:
         values = {}
     for out in stage.outs:
         if not out.loader.writes_itself:
-            out.loader.save(values[out.key], _local(root, stage, out.path))
+            try:
+                out.loader.save(values[out.key], _local(root, stage, out.path))
+            except Exception as exc:
+                raise OutputNotSaved(out) from exc
     absent = [o.declared for o in stage.outs if not os.path.lexists(root / o.path)]
     if absent:
         raise StageContractError(
@@ -370,11 +416,25 @@ def _format_error(stage: StageSpec, exc: BaseException) -> str:
         return f"Stage {stage.id} ({stage.source}) could not store its outputs: {exc}"
     if isinstance(exc, KeyboardInterrupt):
         return f"Stage {stage.id} was interrupted."
+    if isinstance(exc, OutputNotSaved) and exc.__cause__ is not None:
+        cause, loader = exc.__cause__, type(exc.out.loader)
+        head = (
+            f"Stage {stage.id} ({stage.source}): the value it returned for output "
+            f"{exc.out.declared} could not be saved by its loader {loader.__name__}"
+        )
+        if loader.__module__.startswith("pivot."):  # the stage's value, not Pivot's code
+            return (
+                f"{head}: {type(cause).__name__}: {cause}. Return a value that loader can "
+                f"write (e.g. a list instead of a set for JSON)."
+            )
+        return f"{head}:\n{_traceback_text(cause)}"
+    return f"Stage {stage.id} ({stage.source}) raised {type(exc).__name__}:\n{_traceback_text(exc)}"
+
+
+def _traceback_text(exc: BaseException) -> str:
+    """The traceback of `exc` without Pivot's own frames (unless there are only those)."""
     frames = traceback.extract_tb(exc.__traceback__)
     user = [f for f in frames if not f.filename.startswith(PACKAGE_DIR)]
     lines = traceback.format_list(user or frames)
     detail = "".join(traceback.format_exception_only(type(exc), exc)).rstrip()
-    return (
-        f"Stage {stage.id} ({stage.source}) raised {type(exc).__name__}:\n"
-        f"Traceback (most recent call last):\n{''.join(lines)}{detail}"
-    )
+    return f"Traceback (most recent call last):\n{''.join(lines)}{detail}"
