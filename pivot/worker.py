@@ -18,12 +18,18 @@ if TYPE_CHECKING:
 
 PACKAGE_DIR = str(pathlib.Path(__file__).resolve().parent) + os.sep
 _STAGES: dict[str, StageSpec] = {}
+_DECLARED: set[str] = set()  # every output of the run, and the folders they lie in
 
 
 def register_stages(stages: dict[str, StageSpec]) -> None:
     """Make stages known to workers; call before the worker processes are forked."""
     _STAGES.clear()
     _STAGES.update(stages)
+    _DECLARED.clear()
+    for stage in stages.values():
+        for out in stage.outs:
+            _DECLARED.add(out.path)
+            _DECLARED.update(p.as_posix() for p in pathlib.PurePosixPath(out.path).parents)
 
 
 @dataclass
@@ -331,11 +337,6 @@ def _entries(stage: StageSpec, root: pathlib.Path) -> set[str]:
     Comparing this before and after the stage finds the files it wrote without declaring
     them, cheaply: deeper folders, and files it changed rather than created, are not seen.
     """
-    declared: set[str] = set()
-    for other in _STAGES.values():
-        for out in other.outs:
-            declared.add(out.path)
-            declared.update(p.as_posix() for p in pathlib.PurePosixPath(out.path).parents)
     folders = {stage.workdir} | {(root / out.path).parent for out in stage.outs}
     found = set()
     for folder in folders:
@@ -348,7 +349,7 @@ def _entries(stage: StageSpec, root: pathlib.Path) -> set[str]:
             if name.startswith(".") or name == "__pycache__":
                 continue
             path = (rel / name).as_posix()
-            if path not in declared and not path.startswith("../"):
+            if path not in _DECLARED and not path.startswith("../"):
                 found.add(path)
     return found
 
