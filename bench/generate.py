@@ -42,7 +42,7 @@ import pathlib
 from typing import Annotated
 
 import pivot
-from pivot.loaders import PathOnly
+from pivot.define.loaders import PathOnly
 
 pipeline = pivot.Pipeline({name!r})
 """
@@ -194,7 +194,7 @@ import pathlib
 from typing import Annotated, TypedDict
 
 import pivot
-from pivot.loaders import PathOnly
+from pivot.define.loaders import PathOnly
 
 import data_gen
 

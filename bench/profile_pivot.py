@@ -25,67 +25,67 @@ T0 = time.perf_counter()
 
 # (module, attribute path) of the functions to time, roughly in call order.
 TARGETS = [
-    ("pivot.runcmd", "open_workspace"),
-    ("pivot.runcmd", "resolve_scope"),
-    ("pivot.discovery", "Discovery.scan"),
-    ("pivot.discovery", "Discovery.load"),
-    ("pivot.discovery", "load_file"),
-    ("pivot.loading", "_load_py"),
-    ("pivot.loading", "_resolve"),
-    ("pivot.pipeline", "Pipeline.register"),
-    ("pivot.discovery", "Discovery.find_producer"),
-    ("pivot.session", "build_graph"),
-    ("pivot.engine", "Runner.run"),
-    ("pivot.engine", "plan_graph"),
-    ("pivot.plan", "Planner.decide"),
-    ("pivot.plan", "Planner._lock"),
-    ("pivot.plan", "Planner.fingerprint_of"),
-    ("pivot.plan", "Planner.dep_hashes"),
-    ("pivot.plan", "Planner._damaged_outputs"),
-    ("pivot.plan", "run_key"),
-    ("pivot.engine", "Runner._execute"),
-    ("pivot.engine", "Runner._start_pool"),
-    ("pivot.engine", "Runner._schedule"),
-    ("pivot.engine", "Runner._submit"),
-    ("pivot.engine", "Runner._complete"),
-    ("pivot.engine", "Runner._redecide"),
-    ("pivot.engine", "Runner._write_lock_if_changed"),
-    ("pivot.engine", "write_lock"),
-    ("pivot.engine", "Runner._finish"),
-    ("pivot.storage.state", "StateDB.commit"),
-    ("pivot.storage.state", "StateDB.close"),
-    ("pivot.runcmd", "_summary"),
+    ("pivot.services.stages", "open_workspace"),
+    ("pivot.services.stages", "resolve_scope"),
+    ("pivot.discover.finder", "Discovery.scan"),
+    ("pivot.discover.finder", "Discovery.load"),
+    ("pivot.discover.finder", "load_file"),
+    ("pivot.discover.loading", "_load_py"),
+    ("pivot.discover.loading", "_resolve"),
+    ("pivot.define.pipeline", "Pipeline.register"),
+    ("pivot.discover.finder", "Discovery.find_producer"),
+    ("pivot.discover.scope", "build_graph"),
+    ("pivot.run.scheduler", "Runner.run"),
+    ("pivot.run.scheduler", "plan_graph"),
+    ("pivot.run.plan", "Planner.decide"),
+    ("pivot.run.plan", "Planner._lock"),
+    ("pivot.run.plan", "Planner.fingerprint_of"),
+    ("pivot.run.plan", "Planner.dep_hashes"),
+    ("pivot.run.plan", "Planner._damaged_outputs"),
+    ("pivot.run.plan", "run_key"),
+    ("pivot.run.scheduler", "Runner._execute"),
+    ("pivot.run.scheduler", "Runner._start_pool"),
+    ("pivot.run.scheduler", "Runner._schedule"),
+    ("pivot.run.scheduler", "Runner._submit"),
+    ("pivot.run.scheduler", "Runner._complete"),
+    ("pivot.run.scheduler", "Runner._redecide"),
+    ("pivot.run.scheduler", "Runner._write_lock_if_changed"),
+    ("pivot.run.scheduler", "write_lock"),
+    ("pivot.run.scheduler", "Runner._finish"),
+    ("pivot.cache.state", "StateDB.commit"),
+    ("pivot.cache.state", "StateDB.close"),
+    ("pivot.services.stages", "_summary"),
     # remote: push / fetch / pull (calls made from worker threads add up across threads)
-    ("pivot.cli_remote", "_scope_locks"),
-    ("pivot.storage.remote", "_fs_class"),
-    ("pivot.storage.remote", "_open_s3"),
-    ("pivot.storage.remote_index", "RemoteIndexCache.refresh"),
-    ("pivot.storage.remote", "Remote.list_indexes"),
-    ("pivot.storage.transfer", "push_outputs"),
-    ("pivot.storage.transfer", "_expand"),
-    ("pivot.storage.transfer", "_Pusher.plan"),
-    ("pivot.storage.transfer", "_Pusher.run"),
-    ("pivot.storage.transfer", "_Pusher._small"),
-    ("pivot.storage.transfer", "_Pusher._large"),
-    ("pivot.storage.packs", "PackBuilder.add"),
-    ("pivot.storage.packs", "compress_file"),
-    ("pivot.storage.remote", "Remote.put_bytes"),
-    ("pivot.storage.remote", "Remote.put_file"),
-    ("pivot.storage.transfer", "_Pusher.write_index"),
-    ("pivot.storage.transfer", "pull_locks"),
-    ("pivot.storage.transfer", "fetch_outputs"),
-    ("pivot.storage.transfer", "_Fetcher.fetch"),
-    ("pivot.storage.transfer", "_Fetcher.read"),
-    ("pivot.storage.remote", "Remote.get_range"),
-    ("pivot.storage.packs", "decode_blob"),
-    ("pivot.storage.staging", "CacheStager.put_bytes"),
-    ("pivot.storage.transfer", "_Fetcher._read_large"),
-    ("pivot.storage.remote", "Remote.get_file"),
-    ("pivot.storage.packs", "decompress_stream"),
-    ("pivot.storage.staging", "CacheStager.commit"),
-    ("pivot.storage.staging", "_syncfs"),
-    ("pivot.storage.cache", "LocalCache.checkout"),
-    ("pivot.storage.cache", "clone_or_copy"),
+    ("pivot.cli.remote", "_scope_locks"),
+    ("pivot.remote.stores", "_fs_class"),
+    ("pivot.remote.stores", "_open_s3"),
+    ("pivot.remote.index_cache", "RemoteIndexCache.refresh"),
+    ("pivot.remote.stores", "Remote.list_indexes"),
+    ("pivot.remote.transfer", "push_outputs"),
+    ("pivot.remote.transfer", "_expand"),
+    ("pivot.remote.transfer", "_Pusher.plan"),
+    ("pivot.remote.transfer", "_Pusher.run"),
+    ("pivot.remote.transfer", "_Pusher._small"),
+    ("pivot.remote.transfer", "_Pusher._large"),
+    ("pivot.remote.packs", "PackBuilder.add"),
+    ("pivot.remote.packs", "compress_file"),
+    ("pivot.remote.stores", "Remote.put_bytes"),
+    ("pivot.remote.stores", "Remote.put_file"),
+    ("pivot.remote.transfer", "_Pusher.write_index"),
+    ("pivot.remote.transfer", "pull_locks"),
+    ("pivot.remote.transfer", "fetch_outputs"),
+    ("pivot.remote.transfer", "_Fetcher.fetch"),
+    ("pivot.remote.transfer", "_Fetcher.read"),
+    ("pivot.remote.stores", "Remote.get_range"),
+    ("pivot.cache.encoding", "decode_blob"),
+    ("pivot.cache.store", "CacheBatch.put_bytes"),
+    ("pivot.remote.transfer", "_Fetcher._read_large"),
+    ("pivot.remote.stores", "Remote.get_file"),
+    ("pivot.remote.packs", "decompress_stream"),
+    ("pivot.cache.store", "CacheBatch.commit"),
+    ("pivot.cache.store", "_syncfs"),
+    ("pivot.cache.store", "LocalCache.checkout"),
+    ("pivot.cache.store", "clone_or_copy"),
 ]
 
 TOTALS: dict[str, float] = defaultdict(float)
@@ -125,11 +125,11 @@ def instrument() -> list[str]:
 
 def main() -> None:
     start = time.perf_counter()
-    import pivot.cli
+    import pivot.cli.main
 
     t_cli = time.perf_counter() - start
     start = time.perf_counter()
-    import pivot.runcmd  # what `pivot run` imports lazily
+    import pivot.services.stages  # what `pivot run` imports lazily
 
     t_runcmd = time.perf_counter() - start
     missing = instrument()
@@ -137,7 +137,7 @@ def main() -> None:
     start = time.perf_counter()
     code = 0
     try:
-        pivot.cli.main()
+        pivot.cli.main.main()
     except SystemExit as exc:
         code = exc.code or 0
     t_main = time.perf_counter() - start
@@ -145,8 +145,11 @@ def main() -> None:
     print(
         "\n-- pivot phase profile (inclusive ms; nested rows are part of the ones above)", file=out
     )
-    print(f"{'import pivot.cli':<46} {t_cli * 1000:8.1f}", file=out)
-    print(f"{'import pivot.runcmd (engine, storage, ...)':<46} {t_runcmd * 1000:8.1f}", file=out)
+    print(f"{'import pivot.cli.main':<46} {t_cli * 1000:8.1f}", file=out)
+    print(
+        f"{'import pivot.services.stages (engine, storage, ...)':<46} {t_runcmd * 1000:8.1f}",
+        file=out,
+    )
     print(f"{'cli.main()':<46} {t_main * 1000:8.1f}", file=out)
     for module_name, path in TARGETS:
         label = f"{module_name.removeprefix('pivot.')}.{path}"

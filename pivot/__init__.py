@@ -10,17 +10,17 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from pivot import loaders
-    from pivot.pipeline import Pipeline
-    from pivot.stage import Dep, Out
+    from pivot.define import loaders
+    from pivot.define.pipeline import Pipeline
+    from pivot.define.stage import Dep, Out
 
 __all__ = ["Dep", "Out", "Pipeline", "loaders"]
 
 _EXPORTS = {
-    "Pipeline": ("pivot.pipeline", "Pipeline"),
-    "Dep": ("pivot.stage", "Dep"),
-    "Out": ("pivot.stage", "Out"),
-    "loaders": ("pivot.loaders", None),
+    "Pipeline": ("pivot.define.pipeline", "Pipeline"),
+    "Dep": ("pivot.define.stage", "Dep"),
+    "Out": ("pivot.define.stage", "Out"),
+    "loaders": ("pivot.define.loaders", None),
 }
 
 

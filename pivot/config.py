@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from pivot import atomic
+from pivot import _fs
 from pivot.errors import PivotError
 
 if TYPE_CHECKING:
@@ -158,7 +158,7 @@ def _write(path: pathlib.Path, data: dict[str, Any]) -> None:
 
     clean = {k: v for k, v in data.items() if v not in (None, {})}
     text = yaml.safe_dump(clean, sort_keys=True, default_flow_style=False) if clean else ""
-    atomic.write_text(path, text)
+    _fs.write_text(path, text)
 
 
 def merge(shared: dict[str, Any], local: dict[str, Any]) -> dict[str, Any]:
@@ -184,7 +184,7 @@ def load(project: Project) -> dict[str, Any]:
 
 
 def _url_credentials(url: str) -> list[str]:
-    from pivot.storage.remote import url_credentials
+    from pivot.urls import url_credentials
 
     return url_credentials(url)
 
@@ -283,7 +283,7 @@ def _check_value(name: str, key: str, value: Any, local: bool) -> Any:
                 f"--local`, a profile or environment variables)."
             )
     if key == "url":
-        from pivot.storage.remote import check_url
+        from pivot.urls import check_url
 
         check_url(value, name)
     if key in INT_KEYS:

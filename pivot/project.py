@@ -14,7 +14,7 @@ from functools import cached_property
 from pivot.errors import PivotError
 
 PIVOT_DIR = ".pivot"
-# Names of the cache's temp files and folders in `.pivot/tmp/` (see storage/cache.py).
+# Names of the cache's temp files and folders in `.pivot/tmp/` (see pivot/cache/store.py).
 TEMP_PREFIX = "blob."
 PIVOT_GITIGNORE = "/cache/\n/tmp/\n/state.db\n/state.db-*\n/config.local.yaml\n"
 

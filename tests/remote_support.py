@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pathlib
 
-from pivot.lockfile import Lock, write_lock
+from pivot.cache.hashing import hash_bytes
+from pivot.cache.runs import RunRecords
+from pivot.cache.store import LocalCache
 from pivot.project import Project, init_project
-from pivot.storage.cache import LocalCache
-from pivot.storage.hashing import hash_bytes
-from pivot.storage.runs import RunRecords
+from pivot.run.lockfile import Lock, write_lock
 
 
 def make_project(root: pathlib.Path, files: dict[str, bytes], stage: str = "p/s") -> Project:
@@ -50,7 +50,7 @@ def files_of(root: pathlib.Path) -> dict[str, bytes]:
 
 def runs_on_remote(project: Project, remote, run_keys: list[str]) -> set[str]:
     """Which of `run_keys` the remote's indexes (refreshed now) hold run records for."""
-    from pivot.storage.transfer import remote_contents
+    from pivot.remote.transfer import remote_contents
 
     contents = remote_contents(project, remote)
     return {key for key in run_keys if contents.has_run(key)}

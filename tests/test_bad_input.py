@@ -164,7 +164,7 @@ def test_stage_that_raises_shows_user_traceback(project, pivot) -> None:
     proc = pivot("run", "-j", "1", rc=1)
     assert "ValueError: user bug here" in proc.stderr
     assert 'raise ValueError("user bug here")' in proc.stderr
-    assert "pivot/worker.py" not in proc.stderr
+    assert "pivot/run/executor.py" not in proc.stderr
     assert "p/bad" in proc.stderr
     assert "p/bad.lock" not in stage_files(project)
     assert not (project / "bad.txt").exists()

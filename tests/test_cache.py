@@ -10,12 +10,12 @@ import threading
 import blake3
 import pytest
 
+from pivot.cache import hashing
+from pivot.cache import store as cache_mod
+from pivot.cache.hashing import DIR, FILE, hash_bytes
+from pivot.cache.state import StateDB
+from pivot.cache.store import LinkMode, LocalCache
 from pivot.errors import PivotError
-from pivot.storage import cache as cache_mod
-from pivot.storage import hashing
-from pivot.storage.cache import LinkMode, LocalCache
-from pivot.storage.hashing import DIR, FILE, hash_bytes
-from pivot.storage.state import StateDB
 
 # More files than PARALLEL_MIN, so trees go through the thread pool.
 MANY = {f"many/{i % 7}/f{i:03d}.txt": f"file {i}\n".encode() * (i % 5) for i in range(150)}

@@ -1154,7 +1154,7 @@ def test_canonical_json_names_functions_loaders_and_objects():
     import dataclasses
     import json
 
-    from pivot import loaders
+    from pivot.define import loaders
 
     @dataclasses.dataclass(frozen=True)
     class Cleaned(loaders.Loader):

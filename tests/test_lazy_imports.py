@@ -15,7 +15,7 @@ HEAVY = ("s3fs", "boto3", "botocore", "aiobotocore", "pandas", "rich", "tqdm", "
 PROBE = """
 import json, sys
 sys.argv = ["pivot", *{args!r}]
-from pivot.cli import main
+from pivot.cli.main import main
 try:
     main()
 finally:

@@ -8,12 +8,13 @@ import stat
 import pytest
 from remote_support import clone, files_of, make_project
 
+from pivot.cache.gc import collect_garbage
+from pivot.cache.hashing import hash_bytes
+from pivot.cache.store import LinkMode, LocalCache
 from pivot.errors import PivotError
-from pivot.storage import transfer
-from pivot.storage.cache import LinkMode, LocalCache
-from pivot.storage.gc import collect_garbage
-from pivot.storage.hashing import hash_bytes
-from pivot.storage.remote import open_remote
+from pivot.remote import transfer
+from pivot.remote.stores import open_remote
+from pivot.run.lockfile import live, load_locks
 
 FILES = {f"data/part{i:03d}.txt": f"row {i}\n".encode() * (50 + i) for i in range(120)}
 FILES["data/exec.sh"] = b"#!/bin/sh\necho hi\n"
@@ -25,9 +26,9 @@ def pulled(tmp_path):
     """A source project pushed to a directory remote, and a clone that pulled it."""
     src = make_project(tmp_path / "src", FILES)
     remote = open_remote(str(tmp_path / "remote"), name="test")
-    transfer.push_locks(src, remote, transfer.load_locks(src))
+    transfer.push_locks(src, remote, load_locks(src))
     dst = clone(src, tmp_path / "dst")
-    result = transfer.pull_locks(dst, remote, transfer.load_locks(dst))
+    result = transfer.pull_locks(dst, remote, load_locks(dst))
     assert result.incomplete == []
     return src, dst, remote
 
@@ -39,7 +40,7 @@ def test_pull_keeps_small_blobs_packed(pulled):
     packs = sorted(p.name.rsplit(".", 1)[1] for p in (dst.cache_dir / "packs").iterdir())
     assert loose == [] and packs and set(packs) == {"idx", "pack"}
     cache = LocalCache(dst.cache_dir, dst.tmp_dir)
-    (lock,) = transfer.load_locks(dst)
+    (lock,) = load_locks(dst)
     for out in lock.outs.values():
         assert cache.missing(out["hash"], out["kind"]) == []
     digest = hash_bytes(FILES["model.bin"])
@@ -52,7 +53,7 @@ def test_pull_keeps_small_blobs_packed(pulled):
 def test_checkout_from_packs_writes_independent_copies(pulled, mode):
     _, dst, _ = pulled
     cache = LocalCache(dst.cache_dir, dst.tmp_dir)
-    (lock,) = transfer.load_locks(dst)
+    (lock,) = load_locks(dst)
     for rel, out in lock.outs.items():
         cache.checkout(out["hash"], out["kind"], dst.root / f"again-{rel}", mode)
     for rel, data in FILES.items():
@@ -65,10 +66,10 @@ def test_checkout_from_packs_writes_independent_copies(pulled, mode):
 def test_push_from_packs_to_another_remote(pulled, tmp_path):
     _, dst, _ = pulled
     mirror = open_remote(str(tmp_path / "mirror"), name="mirror")
-    sent = transfer.push_locks(dst, mirror, transfer.load_locks(dst))
+    sent = transfer.push_locks(dst, mirror, load_locks(dst))
     assert sent.blobs == len(FILES) + 1 and sent.missing == []
     third = clone(dst, tmp_path / "third")
-    assert transfer.pull_locks(third, mirror, transfer.load_locks(third)).incomplete == []
+    assert transfer.pull_locks(third, mirror, load_locks(third)).incomplete == []
     assert files_of(third.root) == files_of(dst.root)
 
 
@@ -76,12 +77,12 @@ def test_gc_drops_packs_only_when_nothing_in_them_is_needed(pulled):
     _, dst, _ = pulled
     packs_dir = dst.cache_dir / "packs"
     before = sorted(packs_dir.iterdir())
-    kept = collect_garbage(dst, transfer.load_locks(dst))
+    kept = collect_garbage(dst, *live(load_locks(dst)))
     assert kept.objects_removed == 0 and kept.objects_kept == len(FILES) + 1
     assert sorted(packs_dir.iterdir()) == before
-    dry = collect_garbage(dst, [], dry_run=True)
+    dry = collect_garbage(dst, set(), [], dry_run=True)
     assert dry.objects_removed == len(FILES) + 1 and sorted(packs_dir.iterdir()) == before
-    done = collect_garbage(dst, [])
+    done = collect_garbage(dst, set(), [])
     assert done.objects_removed == len(FILES) + 1 and list(packs_dir.iterdir()) == []
     cache = LocalCache(dst.cache_dir, dst.tmp_dir)
     assert not cache.has(hash_bytes(FILES["model.bin"]))
@@ -94,7 +95,7 @@ def test_pack_without_index_is_invisible_and_collected(pulled):
     where = cache.packs.blobs()[digest]
     cache.packs.index_path(where.pack).rename(dst.root / "saved.idx")  # as if interrupted
     assert not cache.has(digest)
-    summary = collect_garbage(dst, transfer.load_locks(dst))
+    summary = collect_garbage(dst, *live(load_locks(dst)))
     assert summary.objects_removed == 0 and summary.objects_kept > 0
     assert not cache.packs.pack_path(where.pack).exists()
 
@@ -121,7 +122,7 @@ def test_gc_and_reads_survive_a_pack_file_gone_missing(pulled):
     cache.packs.pack_path(where.pack).unlink()  # the index stays behind
     with pytest.raises(PivotError, match=r"local pack .* is missing .* Delete the index"):
         cache.read_bytes(digest)
-    collect_garbage(dst, transfer.load_locks(dst))
+    collect_garbage(dst, *live(load_locks(dst)))
     assert not cache.packs.index_path(where.pack).exists() and not cache.has(digest)
 
 
@@ -129,11 +130,11 @@ def test_pull_failing_midway_says_what_was_checked_out(tmp_path):
     files = {"small.txt": b"small\n" * 10, "huge.bin": os.urandom(transfer.LARGE + 1)}
     src = make_project(tmp_path / "src", files)
     remote = open_remote(str(tmp_path / "remote"), name="test")
-    transfer.push_locks(src, remote, transfer.load_locks(src))
+    transfer.push_locks(src, remote, load_locks(src))
     huge = hash_bytes(files["huge.bin"])
     (tmp_path / "remote" / "packs" / huge[:2] / huge).unlink()  # the large blob's pack
     dst = clone(src, tmp_path / "dst")
     with pytest.raises(PivotError, match=r"1 output\(s\) were checked out in full: small\.txt"):
-        transfer.pull_locks(dst, remote, transfer.load_locks(dst))
+        transfer.pull_locks(dst, remote, load_locks(dst))
     assert (dst.root / "small.txt").read_bytes() == files["small.txt"]
     assert not (dst.root / "huge.bin").exists()

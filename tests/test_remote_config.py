@@ -7,7 +7,8 @@ import pytest
 from pivot import config
 from pivot.errors import PivotError
 from pivot.project import Project, init_project
-from pivot.storage.remote import open_remote, redact_url
+from pivot.remote.stores import open_remote
+from pivot.urls import redact_url
 
 
 @pytest.fixture

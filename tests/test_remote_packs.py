@@ -8,10 +8,11 @@ import os
 import msgpack
 import pytest
 
+from pivot.cache import encoding
+from pivot.cache.hashing import hash_bytes, is_hash
+from pivot.cache.runs import encode_record
 from pivot.errors import PivotError
-from pivot.storage import packs
-from pivot.storage.hashing import hash_bytes, is_hash
-from pivot.storage.runs import encode_record
+from pivot.remote import packs
 
 
 def _record(path: str) -> bytes:
@@ -22,15 +23,15 @@ def test_blob_codecs_round_trip():
     text = b"pivot " * 2000
     noise = os.urandom(4096)
     tiny = b"hi"
-    stored, codec = packs.encode_blob(text)
-    assert codec == packs.ZSTD and len(stored) < len(text) // 10
-    assert packs.decode_blob(stored, codec, len(text)) == text
-    assert packs.encode_blob(noise) == (noise, packs.RAW)
-    assert packs.encode_blob(tiny) == (tiny, packs.RAW)
+    stored, codec = encoding.encode_blob(text)
+    assert codec == encoding.ZSTD and len(stored) < len(text) // 10
+    assert encoding.decode_blob(stored, codec, len(text)) == text
+    assert encoding.encode_blob(noise) == (noise, encoding.RAW)
+    assert encoding.encode_blob(tiny) == (tiny, encoding.RAW)
     with pytest.raises(ValueError):
-        packs.decode_blob(stored, codec, len(text) + 1)
+        encoding.decode_blob(stored, codec, len(text) + 1)
     with pytest.raises(ValueError):
-        packs.decode_blob(b"\x00" * 40, packs.ZSTD, 10)
+        encoding.decode_blob(b"\x00" * 40, encoding.ZSTD, 10)
 
 
 def test_pack_and_index_round_trip():
@@ -42,7 +43,7 @@ def test_pack_and_index_round_trip():
     assert info.pack_id == hash_bytes(data)
     for blob, entry in zip(blobs, info.blobs, strict=True):
         stored = data[entry.offset : entry.offset + entry.length]
-        assert packs.decode_blob(stored, entry.codec, entry.size) == blob
+        assert encoding.decode_blob(stored, entry.codec, entry.size) == blob
     runs = [("b" * 64, _record("out/x.txt"))]
     encoded = packs.encode_index([info], runs)
     assert encoded == packs.encode_index([info], runs)  # deterministic
@@ -55,13 +56,13 @@ def test_stream_compression_round_trip(tmp_path):
     src = tmp_path / "big"
     src.write_bytes(os.urandom(300_000).hex().encode() + b"abc" * 300_000)
     size = src.stat().st_size
-    compressor = packs.StoredFile(src, size, 100_000, packs.ZSTD)
+    compressor = packs.StoredFile(src, size, 100_000, encoding.ZSTD)
     parts = list(compressor.parts())
     assert len(parts) > 2 and {len(p) for p in parts[:-1]} == {100_000}
     stored = b"".join(parts)
     assert compressor.source_hash == hash_bytes(src.read_bytes())
     assert compressor.stored == len(stored) < size
-    again = packs.StoredFile(src, size, 100_000, packs.ZSTD)
+    again = packs.StoredFile(src, size, 100_000, encoding.ZSTD)
     assert b"".join(again.parts()) == stored  # the same bytes: a pack name can precede them
     back = io.BytesIO()
     assert packs.decompress_stream(io.BytesIO(stored), back) == (size, compressor.source_hash)
@@ -70,7 +71,7 @@ def test_stream_compression_round_trip(tmp_path):
     noise = tmp_path / "noise"
     noise.write_bytes(os.urandom(1 << 20))
     assert not packs.compresses(noise, 1 << 20)
-    raw = packs.StoredFile(noise, 1 << 20, 300_000, packs.RAW)
+    raw = packs.StoredFile(noise, 1 << 20, 300_000, encoding.RAW)
     raw_parts = list(raw.parts())
     assert [len(p) for p in raw_parts] == [300_000] * 3 + [(1 << 20) - 900_000]
     assert b"".join(raw_parts) == noise.read_bytes() and raw.stored == 1 << 20
@@ -79,8 +80,8 @@ def test_stream_compression_round_trip(tmp_path):
 
 def test_large_pack_ids_name_blob_and_compressor():
     digest = "ab" * 32
-    assert packs.large_pack_id(digest, packs.RAW) == digest
-    zstd_id = packs.large_pack_id(digest, packs.ZSTD)
+    assert packs.large_pack_id(digest, encoding.RAW) == digest
+    zstd_id = packs.large_pack_id(digest, encoding.ZSTD)
     assert is_hash(zstd_id) and zstd_id not in (digest, packs.large_pack_id("cd" * 32, 1))
 
 
@@ -88,7 +89,7 @@ def _index(**overrides):
     body = {
         "format": packs.FORMAT_NAME,
         "v": packs.FORMAT_VERSION,
-        "packs": [[b"\x01" * 32, [[b"\x02" * 32, 0, 10, 10, packs.RAW]]]],
+        "packs": [[b"\x01" * 32, [[b"\x02" * 32, 0, 10, 10, encoding.RAW]]]],
         "runs": [],
     }
     body.update(overrides)
@@ -101,7 +102,7 @@ def _index(**overrides):
         ({"v": 99}, "version 99"),
         ({"format": "other"}, "not a Pivot"),
         ({"packs": [[b"\x01" * 31, []]]}, "32 bytes"),
-        ({"packs": [[b"\x01" * 32, [[b"\x02" * 32, 0, 10, 9, packs.RAW]]]]}, "codec"),
+        ({"packs": [[b"\x01" * 32, [[b"\x02" * 32, 0, 10, 9, encoding.RAW]]]]}, "codec"),
         ({"packs": [[b"\x01" * 32, [[b"\x02" * 32, 0, 5, 9, 7]]]]}, "codec"),
         (
             {"packs": [[b"\x01" * 32, [[b"\x02" * 32, 0, 10, 10, 0], [b"\x03" * 32, 5, 4, 4, 0]]]]},

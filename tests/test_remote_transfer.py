@@ -9,16 +9,18 @@ import uuid
 import pytest
 from remote_support import clone, files_of, make_project, runs_on_remote
 
+from pivot.cache import encoding
+from pivot.cache.gc import collect_garbage
+from pivot.cache.hashing import TreeEntry, encode_tree, hash_bytes
+from pivot.cache.runs import RunRecords
+from pivot.cache.state import StateDB
+from pivot.cache.store import LocalCache
 from pivot.errors import PivotError
 from pivot.project import Project
-from pivot.storage import packs, transfer
-from pivot.storage.cache import LocalCache
-from pivot.storage.gc import collect_garbage
-from pivot.storage.hashing import TreeEntry, encode_tree, hash_bytes
-from pivot.storage.remote import Remote, open_remote
-from pivot.storage.remote_index import RemoteIndexCache
-from pivot.storage.runs import RunRecords
-from pivot.storage.state import StateDB
+from pivot.remote import packs, transfer
+from pivot.remote.index_cache import RemoteIndexCache
+from pivot.remote.stores import Remote, open_remote
+from pivot.run.lockfile import live, load_locks
 
 FILES = {
     "data/a.txt": b"alpha\n" * 1000,
@@ -37,7 +39,7 @@ def remote(request, tmp_path) -> Remote:
 
 def push_all(project: Project, remote: Remote, **kw) -> transfer.TransferSummary:
     return transfer.push_locks(
-        project, remote, transfer.load_locks(project), RunRecords(project.cache_dir).keys(), **kw
+        project, remote, load_locks(project), RunRecords(project.cache_dir).keys(), **kw
     )
 
 
@@ -47,7 +49,7 @@ def test_push_then_pull_into_empty_project(tmp_path, remote):
     assert summary.blobs == 5 and summary.indexes == 1 and summary.runs == 1
     assert summary.bytes_sent < sum(len(v) for v in FILES.values())  # compression paid
     dst = clone(src, tmp_path / "dst")
-    result = transfer.pull_locks(dst, remote, transfer.load_locks(dst))
+    result = transfer.pull_locks(dst, remote, load_locks(dst))
     assert result.incomplete == [] and sorted(result.checked_out) == ["data", "model.bin"]
     assert result.summary.blobs == 5 and result.summary.missing == []
     assert files_of(dst.root) == files_of(src.root)
@@ -85,15 +87,15 @@ def test_interrupted_push_is_consistent_and_repush_completes(tmp_path, remote, m
     assert remote.list_packs()  # the interrupted push left unreferenced packs
 
     dst = clone(first, tmp_path / "dst")
-    fetched = transfer.fetch_locks(dst, remote, transfer.load_locks(dst))
+    fetched = transfer.fetch_locks(dst, remote, load_locks(dst))
     assert fetched.blobs == 1 and fetched.missing == []
     dst2 = clone(src, tmp_path / "dst2")
-    unindexed = transfer.fetch_locks(dst2, remote, transfer.load_locks(dst2))
+    unindexed = transfer.fetch_locks(dst2, remote, load_locks(dst2))
     assert unindexed.blobs == 0 and len(unindexed.missing) == 2  # data manifest, model.bin
 
     again = push_all(src, remote)
     assert again.blobs == 5 and again.indexes == 1
-    result = transfer.pull_locks(dst2, remote, transfer.load_locks(dst2))
+    result = transfer.pull_locks(dst2, remote, load_locks(dst2))
     assert result.incomplete == []
     assert files_of(dst2.root) == files_of(src.root)
 
@@ -112,7 +114,7 @@ def test_flipped_byte_in_pack_is_detected(tmp_path, monkeypatch, large):
     pack.write_bytes(bytes(raw))
     dst = clone(src, tmp_path / "dst")
     with pytest.raises(PivotError) as info:
-        transfer.fetch_locks(dst, remote, transfer.load_locks(dst))
+        transfer.fetch_locks(dst, remote, load_locks(dst))
     assert pack.name in str(info.value) and "'test'" in str(info.value)
     cache = LocalCache(dst.cache_dir, dst.tmp_dir)
     assert not cache.has(hash_bytes(data))
@@ -130,7 +132,7 @@ def test_raw_flip_detected_for_random_data(tmp_path):
     pack.write_bytes(bytes(raw))
     dst = clone(src, tmp_path / "dst")
     with pytest.raises(PivotError, match="does not match its BLAKE3"):
-        transfer.fetch_locks(dst, remote, transfer.load_locks(dst))
+        transfer.fetch_locks(dst, remote, load_locks(dst))
 
 
 def test_large_blobs_stream_in_own_packs(tmp_path, monkeypatch, remote):
@@ -141,12 +143,12 @@ def test_large_blobs_stream_in_own_packs(tmp_path, monkeypatch, remote):
     src = make_project(tmp_path / "src", files)
     summary = push_all(src, remote)
     assert summary.packs == 3  # two large blobs alone, one pack for the manifest
-    packed_text = packs.large_pack_id(hash_bytes(text), packs.ZSTD)
+    packed_text = packs.large_pack_id(hash_bytes(text), encoding.ZSTD)
     on_remote = set(remote.list_packs())
     assert {packed_text, hash_bytes(files["big/noise.bin"])} <= on_remote
     assert 4096 * 2 < len(remote.get_bytes(Remote.pack_key(packed_text))) < len(text)
     dst = clone(src, tmp_path / "dst")
-    result = transfer.pull_locks(dst, remote, transfer.load_locks(dst))
+    result = transfer.pull_locks(dst, remote, load_locks(dst))
     assert result.incomplete == []
     assert files_of(dst.root) == files_of(src.root)
 
@@ -158,7 +160,7 @@ def test_large_outputs_with_the_same_content_are_downloaded_once(tmp_path, monke
     src = make_project(tmp_path / "src", files)
     push_all(src, remote)
     dst = clone(src, tmp_path / "dst")
-    result = transfer.pull_locks(dst, remote, transfer.load_locks(dst))
+    result = transfer.pull_locks(dst, remote, load_locks(dst))
     assert result.checked_out == ["a.bin", "b.bin", "c.bin"] and result.incomplete == []
     assert result.summary.blobs == 2
     assert files_of(dst.root) == files
@@ -206,14 +208,14 @@ def test_concurrent_pushes_of_overlapping_data(tmp_path, remote):
     assert errors == []
     for src in (one, two):
         dst = clone(src, tmp_path / f"dst-{src.root.name}")
-        result = transfer.pull_locks(dst, remote, transfer.load_locks(dst))
+        result = transfer.pull_locks(dst, remote, load_locks(dst))
         assert result.incomplete == [] and result.summary.missing == []
         assert files_of(dst.root) == files_of(src.root)
 
 
 def test_run_records_travel(tmp_path, remote):
     src = make_project(tmp_path / "src", FILES)
-    (lock,) = transfer.load_locks(src)
+    (lock,) = load_locks(src)
     push_all(src, remote)
     dst = clone(src, tmp_path / "dst")
     assert runs_on_remote(dst, remote, [lock.run_key, "f" * 64]) == {lock.run_key}
@@ -226,24 +228,24 @@ def test_run_records_travel(tmp_path, remote):
 
 def test_pulled_clone_pushes_run_records_from_its_locks(tmp_path, remote, monkeypatch):
     src = make_project(tmp_path / "src", FILES)
-    (lock,) = transfer.load_locks(src)
+    (lock,) = load_locks(src)
     push_all(src, remote)
     dst = clone(src, tmp_path / "dst")
-    transfer.pull_locks(dst, remote, transfer.load_locks(dst))
+    transfer.pull_locks(dst, remote, load_locks(dst))
     assert not RunRecords(dst.cache_dir).has(lock.run_key)  # a pull brings no records
     mirror = open_remote(str(tmp_path / "mirror"), name="mirror")
-    summary = transfer.push_locks(dst, mirror, transfer.load_locks(dst))
+    summary = transfer.push_locks(dst, mirror, load_locks(dst))
     assert summary.runs == 1 and summary.missing_runs == []
     assert runs_on_remote(dst, mirror, [lock.run_key]) == {lock.run_key}
     # Everything is listed in the cached indexes now: the next push asks the remote nothing.
     monkeypatch.setattr(Remote, "list_indexes", lambda self: pytest.fail("listed the remote"))
-    again = transfer.push_locks(dst, mirror, transfer.load_locks(dst))
+    again = transfer.push_locks(dst, mirror, load_locks(dst))
     assert again.blobs == 0 and again.runs == 0 and again.up_to_date == 5
 
 
 def test_run_record_not_pushed_without_its_blobs(tmp_path, remote):
     src = make_project(tmp_path / "src", {"x.txt": b"x"})
-    (lock,) = transfer.load_locks(src)
+    (lock,) = load_locks(src)
     LocalCache(src.cache_dir, src.tmp_dir).path(lock.outs["x.txt"]["hash"]).unlink()
     summary = push_all(src, remote)
     assert summary.runs == 0 and summary.missing_runs == [lock.run_key]
@@ -275,7 +277,7 @@ def test_tree_manifest_with_unsafe_path_is_rejected(tmp_path, remote, bad):
 
 
 def test_index_run_record_with_unsafe_path_is_rejected(tmp_path, remote):
-    from pivot.storage.runs import encode_record
+    from pivot.cache.runs import encode_record
 
     record = encode_record({"../escape": {"hash": "a" * 64, "size": 1, "kind": "file"}})
     _store_raw(remote, tmp_path, {hash_bytes(b"x"): b"x"}, [("b" * 64, record)])
@@ -318,15 +320,15 @@ def test_damaged_index_is_reported(tmp_path):
     index.write_bytes(index.read_bytes() + b"\x00")
     dst = clone(src, tmp_path / "dst")
     with pytest.raises(PivotError, match="does not match its name"):
-        transfer.fetch_locks(dst, remote, transfer.load_locks(dst))
+        transfer.fetch_locks(dst, remote, load_locks(dst))
 
 
 def test_missing_blobs_are_listed(tmp_path, remote):
     src = make_project(tmp_path / "src", FILES)
     dst = clone(src, tmp_path / "dst")
-    summary = transfer.fetch_locks(dst, remote, transfer.load_locks(dst))
+    summary = transfer.fetch_locks(dst, remote, load_locks(dst))
     assert summary.blobs == 0 and len(summary.missing) == 2
-    result = transfer.pull_locks(dst, remote, transfer.load_locks(dst))
+    result = transfer.pull_locks(dst, remote, load_locks(dst))
     assert sorted(result.incomplete) == ["data", "model.bin"]
 
 
@@ -336,12 +338,12 @@ def test_gc_keeps_referenced_and_removes_the_rest(tmp_path):
     runs = RunRecords(project.cache_dir)
     orphan = cache.add_bytes(b"orphan blob")
     runs.put("c" * 64, {"gone.txt": {"hash": orphan, "size": 11, "kind": "file"}})
-    dry = collect_garbage(project, transfer.load_locks(project), dry_run=True)
+    dry = collect_garbage(project, *live(load_locks(project)), dry_run=True)
     assert (dry.objects_removed, dry.runs_removed) == (1, 1) and cache.has(orphan)
-    done = collect_garbage(project, transfer.load_locks(project))
+    done = collect_garbage(project, *live(load_locks(project)))
     assert (done.objects_removed, done.runs_removed, done.objects_kept) == (1, 1, 5)
     assert not cache.has(orphan) and not runs.has("c" * 64)
-    (lock,) = transfer.load_locks(project)
+    (lock,) = load_locks(project)
     assert runs.has(lock.run_key)
     for out in lock.outs.values():
         assert cache.missing(out["hash"], out["kind"]) == []
@@ -349,7 +351,7 @@ def test_gc_keeps_referenced_and_removes_the_rest(tmp_path):
 
 def test_damaged_local_run_record_reads_as_absent_and_push_uses_the_lock(tmp_path, remote):
     src = make_project(tmp_path / "src", FILES)
-    (lock,) = transfer.load_locks(src)
+    (lock,) = load_locks(src)
     runs = RunRecords(src.cache_dir)
     runs.path(lock.run_key).write_bytes(b"")  # damaged (a disk error, a stray tool)
     assert runs.get(lock.run_key) is None and runs.get_bytes(lock.run_key) is None

@@ -8,10 +8,10 @@ import os
 import pathlib
 import subprocess
 
-from pivot.lockfile import Lock
+from pivot.cache.hashing import TreeEntry, encode_tree, hash_bytes
+from pivot.cache.store import LocalCache
 from pivot.project import Project
-from pivot.storage.cache import LocalCache
-from pivot.storage.hashing import TreeEntry, encode_tree, hash_bytes
+from pivot.run.lockfile import Lock
 
 HOOK = b"#!/bin/sh\necho pwned\n"
 
@@ -90,10 +90,10 @@ def publish_raw(folder: pathlib.Path, blobs: list[bytes]) -> None:
     hostile pusher could)."""
     import tempfile
 
-    from pivot.storage import packs, transfer
-    from pivot.storage.remote import Remote, open_remote
-    from pivot.storage.remote_index import RemoteIndexCache
-    from pivot.storage.state import StateDB
+    from pivot.cache.state import StateDB
+    from pivot.remote import packs, transfer
+    from pivot.remote.index_cache import RemoteIndexCache
+    from pivot.remote.stores import Remote, open_remote
 
     remote = open_remote(str(folder), name="origin")
     builder = packs.PackBuilder()

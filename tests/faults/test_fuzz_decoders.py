@@ -12,12 +12,13 @@ import msgpack
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
+from pivot.cache import encoding, local_packs
+from pivot.cache.hashing import DIR, FILE, decode_tree, is_hash
+from pivot.cache.runs import decode_record
 from pivot.errors import PivotError
-from pivot.lockfile import parse_lock
 from pivot.project import safe_relpath
-from pivot.storage import local_packs, packs
-from pivot.storage.hashing import DIR, FILE, decode_tree, is_hash
-from pivot.storage.runs import decode_record
+from pivot.remote import packs
+from pivot.run.lockfile import parse_lock
 
 FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 HASH = "ab" * 32
@@ -200,7 +201,7 @@ def test_remote_indexes(data: bytes) -> None:
         assert is_hash(pack.pack_id)
         end = 0
         for blob in pack.blobs:
-            assert is_hash(blob.hash) and blob.codec in packs.CODECS
+            assert is_hash(blob.hash) and blob.codec in encoding.CODECS
             for number in (blob.offset, blob.length, blob.size):
                 _check_size(number)
             assert blob.offset >= end
@@ -227,7 +228,7 @@ def test_local_pack_indexes(tmp_path_factory, data: bytes) -> None:
     path.write_bytes(data)
     found = _decodes_or_error(lambda _: local_packs._decode_index(path, "p"), data, str(path))
     for digest, where in (found or {}).items():
-        assert is_hash(digest) and where.codec in packs.CODECS
+        assert is_hash(digest) and where.codec in encoding.CODECS
         for number in (where.offset, where.length, where.size):
             _check_size(number)
 
@@ -235,13 +236,13 @@ def test_local_pack_indexes(tmp_path_factory, data: bytes) -> None:
 @FUZZ
 @given(
     st.binary(max_size=300),
-    st.sampled_from(sorted(packs.CODECS)) | st.integers(),
+    st.sampled_from(sorted(encoding.CODECS)) | st.integers(),
     st.integers(min_value=-1, max_value=1 << 20),
 )
 def test_stored_blobs(stored: bytes, codec: int, size: int) -> None:
     """A blob's stored form decodes to bytes or raises ValueError (callers name the pack)."""
     try:
-        blob = packs.decode_blob(stored, codec, size)
+        blob = encoding.decode_blob(stored, codec, size)
     except ValueError:
         return
     assert isinstance(blob, bytes)

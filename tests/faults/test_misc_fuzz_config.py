@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from pivot import config
 from pivot.errors import PivotError
 from pivot.project import Project, init_project
-from pivot.storage.remote import Remote
+from pivot.remote.stores import open_remote
 
 scalars = st.one_of(
     st.none(),
@@ -130,6 +130,8 @@ def test_any_config_bytes_give_a_config_or_an_error_naming_the_file(project, sha
         if protocol not in ("s3", "s3a", "file", "local"):
             continue  # other filesystems may connect when opened
         try:
-            Remote.from_config(remote, base=project.root)  # no request is made
+            open_remote(
+                remote.url, name=remote.name, options=remote.options, base=project.root
+            )  # no request is made
         except PivotError as exc:  # a url it cannot use, named with the remote
             assert f"remote {remote.name!r}" in str(exc), str(exc)

@@ -24,7 +24,7 @@ from paths_support import (
 )
 from support import write_files
 
-from pivot.storage.hashing import TreeEntry, encode_tree, hash_bytes
+from pivot.cache.hashing import TreeEntry, encode_tree, hash_bytes
 
 REDIRECT = b"default_remote: evil\nremotes:\n  evil:\n    url: /tmp/attacker\n"
 
@@ -174,7 +174,7 @@ def test_run_does_not_restore_outputs_the_stage_does_not_declare(project, pivot)
 def test_run_refuses_a_crafted_run_record(project, pivot):
     """A run record for the stage's run key (as a shared remote could deliver) that
     names .git/hooks is read as absent: the stage runs."""
-    from pivot.storage.runs import encode_record
+    from pivot.cache.runs import encode_record
 
     git_init(project)
     write_files(project, {"pipeline.py": PIPELINE})

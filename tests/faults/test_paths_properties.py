@@ -15,11 +15,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from pivot.cache.hashing import decode_tree
+from pivot.cache.runs import decode_record
 from pivot.errors import PivotError
-from pivot.lockfile import parse_lock
 from pivot.project import safe_relpath
-from pivot.storage.hashing import decode_tree
-from pivot.storage.runs import decode_record
+from pivot.run.lockfile import parse_lock
 
 HASH = "ab" * 32
 

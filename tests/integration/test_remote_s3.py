@@ -12,13 +12,14 @@ import threading
 import pytest
 from remote_support import clone, files_of, make_project, runs_on_remote
 
+from pivot.cache.hashing import hash_bytes
+from pivot.cache.runs import RunRecords
+from pivot.cache.store import LocalCache
 from pivot.errors import PivotError
 from pivot.project import Project
-from pivot.storage import transfer
-from pivot.storage.cache import LocalCache
-from pivot.storage.hashing import hash_bytes
-from pivot.storage.remote import Remote, open_remote
-from pivot.storage.runs import RunRecords
+from pivot.remote import transfer
+from pivot.remote.stores import Remote, open_remote
+from pivot.run.lockfile import load_locks
 
 pytestmark = pytest.mark.s3
 ROOT = pathlib.Path(__file__).resolve().parents[2]
@@ -26,7 +27,7 @@ ROOT = pathlib.Path(__file__).resolve().parents[2]
 
 def push_all(project: Project, remote: Remote, **kw) -> transfer.TransferSummary:
     return transfer.push_locks(
-        project, remote, transfer.load_locks(project), RunRecords(project.cache_dir).keys(), **kw
+        project, remote, load_locks(project), RunRecords(project.cache_dir).keys(), **kw
     )
 
 
@@ -51,7 +52,7 @@ def test_push_pull_round_trip_seaweedfs(tmp_path, weed_remote):
     pushed = push_all(src, weed_remote)
     assert pushed.blobs == 304 and pushed.missing == [] and pushed.runs == 1
     dst = clone(src, tmp_path / "dst")
-    result = transfer.pull_locks(dst, weed_remote, transfer.load_locks(dst))
+    result = transfer.pull_locks(dst, weed_remote, load_locks(dst))
     assert result.incomplete == [] and result.summary.blobs == 304
     assert files_of(dst.root) == files_of(src.root)
 
@@ -100,9 +101,9 @@ def test_interrupted_push_then_repush(tmp_path, weed_remote, monkeypatch):
     monkeypatch.undo()
     assert weed_remote.list_indexes() == [] and weed_remote.list_packs()
     dst = clone(src, tmp_path / "dst")
-    assert len(transfer.fetch_locks(dst, weed_remote, transfer.load_locks(dst)).missing) == 1
+    assert len(transfer.fetch_locks(dst, weed_remote, load_locks(dst)).missing) == 1
     assert push_all(src, weed_remote).blobs == 41
-    result = transfer.pull_locks(dst, weed_remote, transfer.load_locks(dst))
+    result = transfer.pull_locks(dst, weed_remote, load_locks(dst))
     assert result.incomplete == [] and files_of(dst.root) == files_of(src.root)
 
 
@@ -118,7 +119,7 @@ def test_flipped_byte_detected_naming_the_pack(tmp_path, seaweedfs, weed_remote)
     client.put_object(Bucket=bucket, Key=key, Body=bytes(data))
     dst = clone(src, tmp_path / "dst")
     with pytest.raises(PivotError, match=pack_id):
-        transfer.fetch_locks(dst, weed_remote, transfer.load_locks(dst))
+        transfer.fetch_locks(dst, weed_remote, load_locks(dst))
     cache = LocalCache(dst.cache_dir, dst.tmp_dir)
     for rel, content in small_files(20).items():
         if cache.has(hash_bytes(content)):  # what entered the cache is intact
@@ -149,7 +150,7 @@ def test_concurrent_pushers(tmp_path, weed_remote):
     assert errors == []
     for src in projects:
         dst = clone(src, tmp_path / f"dst-{src.root.name}")
-        result = transfer.pull_locks(dst, weed_remote, transfer.load_locks(dst))
+        result = transfer.pull_locks(dst, weed_remote, load_locks(dst))
         assert result.incomplete == [] and files_of(dst.root) == files_of(src.root)
 
 
@@ -204,13 +205,13 @@ def test_moto_round_trip_with_run_records(tmp_path, moto_s3):
     model = os.urandom(10 << 20).hex().encode()  # ~11 MB compressed: a multipart upload
     files = {**small_files(30), "single.txt": b"one file\n", "model.txt": model}
     src = make_project(tmp_path / "src", files)
-    (lock,) = transfer.load_locks(src)
+    (lock,) = load_locks(src)
     assert push_all(src, remote).runs == 1
     dst = clone(src, tmp_path / "dst")
     assert runs_on_remote(dst, remote, [lock.run_key]) == {lock.run_key}
     summary = transfer.fetch_outputs(dst, remote, [], [lock.run_key])
     assert summary.runs == 1 and summary.missing == []
-    result = transfer.pull_locks(dst, remote, transfer.load_locks(dst))
+    result = transfer.pull_locks(dst, remote, load_locks(dst))
     assert result.incomplete == [] and files_of(dst.root) == files_of(src.root)
 
 
@@ -224,11 +225,11 @@ def test_large_file_streams_with_bounded_memory(tmp_path, seaweedfs, weed_remote
     script = textwrap.dedent(
         """
         import os, pathlib, sys
-        from pivot.lockfile import Lock, write_lock
+        from pivot.run.lockfile import Lock, write_lock
         from pivot.project import Project, init_project
-        from pivot.storage import transfer
-        from pivot.storage.cache import LocalCache
-        from pivot.storage.remote import open_remote
+        from pivot.remote import transfer
+        from pivot.cache.store import LocalCache
+        from pivot.remote.stores import open_remote
 
         base = pathlib.Path(sys.argv[1])
         options = dict(zip(sys.argv[3::2], sys.argv[4::2]))

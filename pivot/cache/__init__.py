@@ -1,0 +1,3 @@
+"""The local content-addressed store: hashing, objects and local packs, checkout, the state
+db, run records, gc.
+"""

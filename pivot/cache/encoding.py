@@ -1,0 +1,56 @@
+"""How a blob is stored in a pack, local or remote: one zstd frame, or its raw bytes when
+compression does not pay (docs/remote-format.md)."""
+
+from __future__ import annotations
+
+import threading
+
+import zstandard
+
+RAW = 0
+ZSTD = 1
+CODECS = (RAW, ZSTD)
+# Level 1: on the bench's text, 4 % larger than level 3 for 4 KB files and 0.3 % for 64 MB
+# ones, for two thirds of the CPU (push is CPU-bound on loopback).
+LEVEL = 1
+# A blob is stored compressed only when zstd saves at least this fraction of it.
+MIN_SAVING = 0.05
+TINY = 64
+
+_local = threading.local()
+
+
+def _cctx() -> zstandard.ZstdCompressor:
+    cctx = getattr(_local, "cctx", None)
+    if cctx is None:
+        cctx = _local.cctx = zstandard.ZstdCompressor(level=LEVEL)
+    return cctx
+
+
+def _dctx() -> zstandard.ZstdDecompressor:
+    dctx = getattr(_local, "dctx", None)
+    if dctx is None:
+        dctx = _local.dctx = zstandard.ZstdDecompressor()
+    return dctx
+
+
+def encode_blob(data: bytes) -> tuple[bytes, int]:
+    """The stored form of a small blob and its codec: zstd unless that does not pay."""
+    if len(data) < TINY:
+        return data, RAW
+    frame = _cctx().compress(data)
+    if len(frame) <= len(data) * (1 - MIN_SAVING):
+        return frame, ZSTD
+    return data, RAW
+
+
+def decode_blob(stored: bytes | memoryview, codec: int, size: int) -> bytes:
+    """The blob bytes from its stored form (not yet verified)."""
+    if codec == RAW:
+        return bytes(stored)
+    try:
+        if zstandard.frame_content_size(stored) != size:
+            raise ValueError("zstd frame header does not give the indexed size")
+        return _dctx().decompress(stored)
+    except zstandard.ZstdError as exc:
+        raise ValueError(f"zstd frame does not decode: {exc}") from exc

@@ -1,0 +1,213 @@
+"""Blobs kept packed in the local cache: `.pivot/cache/packs/<name>.pack` and `.idx`.
+
+A fetch stores the small blobs of each range it reads from a remote pack as one local
+pack (the stored bytes as fetched, zstd or raw, each blob verified before) instead of a
+file per blob: on the filesystems where creating a file is the dominant cost, a pull of
+10,000 small files then creates 10,000 files (the workspace copies), not 20,000.
+
+A pack becomes visible when its index file appears; the index is renamed into place only
+after the pack itself, and both are durable first (see `CacheBatch.commit`). The index is
+msgpack: `{"v": 1, "blobs": [[hash(32 bytes), offset, length, size, codec], ...]}`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import pathlib
+import threading
+from dataclasses import dataclass
+
+from pivot.errors import DamagedBlob, PivotError
+from pivot.untrusted import count
+
+INDEX_VERSION = 1
+PACK_SUFFIX = ".pack"
+INDEX_SUFFIX = ".idx"
+_stores: dict[pathlib.Path, PackStore] = {}
+_stores_lock = threading.Lock()
+
+
+@dataclass(frozen=True, slots=True)
+class Packed:
+    """Where one blob lies in a local pack."""
+
+    pack: str
+    offset: int
+    length: int
+    size: int
+    codec: int
+
+
+def encode_index(rows: list[tuple[str, int, int, int, int]]) -> bytes:
+    """The index of one local pack: (hash, offset, length, size, codec) per blob."""
+    import msgpack
+
+    blobs = [[bytes.fromhex(h), off, length, size, codec] for h, off, length, size, codec in rows]
+    return msgpack.packb({"v": INDEX_VERSION, "blobs": blobs}, use_bin_type=True)
+
+
+def _decode_index(path: pathlib.Path, pack: str) -> dict[str, Packed]:
+    import msgpack
+
+    from pivot.cache.encoding import CODECS
+
+    try:
+        raw = msgpack.unpackb(path.read_bytes(), raw=False)
+        if raw.get("v") != INDEX_VERSION:
+            raise ValueError(f"unknown version {raw.get('v')!r}")
+        found = {}
+        for digest, offset, length, size, codec in raw["blobs"]:
+            if not isinstance(digest, bytes) or len(digest) != 32:
+                raise ValueError("a hash is not 32 bytes")
+            if codec not in CODECS:
+                raise ValueError(f"unknown codec {codec!r}")
+            found[digest.hex()] = Packed(pack, count(offset), count(length), count(size), codec)
+        return found
+    except (ValueError, TypeError, KeyError, AttributeError, msgpack.UnpackException) as exc:
+        raise PivotError(
+            f"The local pack index {path} is corrupt ({exc}). Delete it and its .pack file, "
+            f"then pull again."
+        ) from exc
+
+
+def pack_store(root: pathlib.Path) -> PackStore:
+    """The one PackStore of the folder `root` in this process (caches share what they
+    learn: a pack committed through one is seen at once by all)."""
+    with _stores_lock:
+        store = _stores.get(root)
+        if store is None:
+            store = _stores[root] = PackStore(root)
+        return store
+
+
+class PackStore:
+    """The local packs of one cache: a lazily loaded map hash -> location, and reads.
+
+    The map is re-read when the folder's mtime changes (another process added or removed
+    a pack between two commands); packs added or removed by this process update it
+    directly, as the folder's mtime may not tick between two changes.
+    """
+
+    def __init__(self, root: pathlib.Path) -> None:
+        self.root = root
+        self._stamp: int | None = None
+        self._blobs: dict[str, Packed] = {}
+        self._lock = threading.Lock()
+        self._drop_lock = threading.Lock()
+
+    def blobs(self) -> dict[str, Packed]:
+        """hash -> location of every packed blob (re-read when the folder changed)."""
+        try:
+            stamp = os.stat(self.root).st_mtime_ns
+        except FileNotFoundError:
+            stamp = 0
+        if stamp != self._stamp:
+            with self._lock:
+                if stamp != self._stamp:
+                    self._blobs = self._load() if stamp else {}
+                    self._stamp = stamp
+        return self._blobs
+
+    def added(self, pack: str, rows: list[tuple[str, int, int, int, int]]) -> None:
+        """Learn a pack this process has just made visible."""
+        self.blobs()
+        with self._lock:
+            for digest, offset, length, size, codec in rows:
+                self._blobs[digest] = Packed(pack, offset, length, size, codec)
+
+    def _load(self) -> dict[str, Packed]:
+        found: dict[str, Packed] = {}
+        for index in sorted(self.root.glob(f"*{INDEX_SUFFIX}")):
+            found.update(_decode_index(index, index.name[: -len(INDEX_SUFFIX)]))
+        return found
+
+    def pack_path(self, pack: str) -> pathlib.Path:
+        return self.root / f"{pack}{PACK_SUFFIX}"
+
+    def index_path(self, pack: str) -> pathlib.Path:
+        return self.root / f"{pack}{INDEX_SUFFIX}"
+
+    def read(self, digest: str, where: Packed | None = None) -> bytes:
+        """The content of a packed blob, verified against its hash: a damaged one is
+        dropped from its pack's index (see `drop`) and DamagedBlob raised."""
+        from pivot.cache.encoding import decode_blob
+        from pivot.cache.hashing import hash_bytes
+
+        where = where or self.blobs()[digest]
+        # Opened per read (a few us): no descriptor outlives it, whatever the pack count.
+        try:
+            fd = os.open(self.pack_path(where.pack), os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            raise PivotError(
+                f"The local pack {self.pack_path(where.pack)} is missing though its index "
+                f"{self.index_path(where.pack)} lists it. Delete the index (or run `pivot gc`), "
+                f"then pull again."
+            ) from None
+        try:
+            stored = os.pread(fd, where.length, where.offset)
+        finally:
+            os.close(fd)
+        try:
+            if len(stored) != where.length:
+                raise ValueError("the pack is shorter than its index says")
+            data = decode_blob(stored, where.codec, where.size)
+            if hash_bytes(data) != digest:
+                raise ValueError("it does not match its hash")
+        except ValueError as exc:
+            self.drop(digest, where)
+            raise DamagedBlob(
+                f"The blob {digest} in the local pack {self.pack_path(where.pack)} is damaged "
+                f"({exc}); it was dropped from the pack's index {self.index_path(where.pack)}.",
+                digest,
+            ) from None
+        return data
+
+    def drop(self, digest: str, where: Packed) -> None:
+        """Forget a damaged blob: its pack's index is rewritten without it, so the cache no
+        longer holds it (its bytes stay in the pack, unused, until `gc` drops the pack)."""
+        from pivot._fs import write_bytes
+
+        with self._drop_lock:
+            with self._lock:
+                if self._blobs.get(digest) == where:
+                    del self._blobs[digest]
+            index = self.index_path(where.pack)
+            if not index.exists():
+                return
+            rows = _decode_index(index, where.pack)
+            if rows.pop(digest, None) is None:
+                return
+            if not rows:
+                self.remove(where.pack)
+                return
+            kept = [(d, p.offset, p.length, p.size, p.codec) for d, p in rows.items()]
+            write_bytes(index, encode_index(kept), mode=0o444)
+
+    def indexes(self) -> dict[str, set[str]]:
+        """pack name -> the hashes its index lists (for garbage collection)."""
+        if not self.root.is_dir():
+            return {}
+        packs = {}
+        for index in sorted(self.root.glob(f"*{INDEX_SUFFIX}")):
+            pack = index.name[: -len(INDEX_SUFFIX)]
+            packs[pack] = set(_decode_index(index, pack))
+        return packs
+
+    def orphans(self) -> list[pathlib.Path]:
+        """Pack files without an index (left by an interrupted fetch)."""
+        if not self.root.is_dir():
+            return []
+        return [
+            p
+            for p in sorted(self.root.glob(f"*{PACK_SUFFIX}"))
+            if not p.with_suffix(INDEX_SUFFIX).exists()
+        ]
+
+    def remove(self, pack: str) -> None:
+        """Drop a pack: its index first, so no reader is left with a dangling entry."""
+        with self._lock:
+            self._blobs = {d: w for d, w in self._blobs.items() if w.pack != pack}
+        for suffix in (INDEX_SUFFIX, PACK_SUFFIX):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.root / f"{pack}{suffix}")

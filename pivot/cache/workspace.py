@@ -1,0 +1,61 @@
+"""The local pieces every command needs: project, state db, hasher, cache, run records."""
+
+from __future__ import annotations
+
+import pathlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from pivot.cache.hashing import Hasher
+from pivot.cache.runs import RunRecords
+from pivot.cache.state import StateDB
+from pivot.cache.store import LinkMode, LocalCache
+from pivot.project import Project
+
+
+@dataclass
+class Workspace:
+    """One project opened for a command; `state.close()` when done."""
+
+    project: Project
+    state: StateDB
+    hasher: Hasher
+    cache: LocalCache
+    runs: RunRecords
+
+    def place_output(
+        self,
+        path: str,
+        out: dict[str, Any],
+        link: LinkMode,
+        what: str,
+        refetch: Callable[[str, str], object] | None = None,
+    ) -> bool:
+        """Check a cached output out at its project path, unless it is already there;
+        returns whether anything was placed. The stat cache learns the placed files.
+        `what` names the output in the error if its path is refused (`write_path`). A
+        damaged cache object is set aside and, with `refetch`, fetched again (see
+        `LocalCache.checkout`)."""
+        dest = self.project.write_path(path, what, make_parents=True)
+        current = self.hasher.hash_path(path)
+        if current is not None and current.hash == out["hash"]:
+            return False
+        root = self.project.root
+        placed = self.cache.checkout(out["hash"], out["kind"], dest, link, refetch)
+        for inner, digest in placed:
+            rel = f"{path}/{inner}" if inner else path
+            self.state.record(rel, (root / rel).stat(), digest)
+        return True
+
+
+def open_workspace(start: pathlib.Path | None = None) -> Workspace:
+    project = Project.discover(start)
+    state = StateDB(project.state_path)
+    return Workspace(
+        project=project,
+        state=state,
+        hasher=Hasher(project.root, state),
+        cache=LocalCache(project.cache_dir, project.tmp_dir),
+        runs=RunRecords(project.cache_dir),
+    )

@@ -1,0 +1,1 @@
+"""The click commands and what they print."""

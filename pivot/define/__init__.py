@@ -1,0 +1,1 @@
+"""What users write: `Dep`, `Out`, `StageSpec`, `Pipeline` and the loaders."""

@@ -1,0 +1,134 @@
+"""Dep / Out markers and the stage specification read from a function's annotations."""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import pathlib
+import typing
+from dataclasses import dataclass, field
+from typing import Any
+
+from pivot.define.loaders import Loader, PathOnly
+from pivot.errors import PivotError
+
+PARAMS_ARG = "params"
+SINGLE_OUT = ""
+
+
+@dataclass(frozen=True)
+class Dep:
+    """Marks a parameter as a file the stage reads: `Annotated[T, Dep(path, loader)]`."""
+
+    path: str
+    loader: Loader = field(default_factory=PathOnly)
+
+
+@dataclass(frozen=True)
+class Out:
+    """Marks a returned value as a file the stage writes: `Annotated[T, Out(path, loader)]`."""
+
+    path: str
+    loader: Loader = field(default_factory=PathOnly)
+
+
+@dataclass(frozen=True)
+class Artifact:
+    """A dep or out of a stage: argument or result key, declared and project paths."""
+
+    key: str
+    declared: str
+    path: str
+    loader: Loader
+
+
+@dataclass
+class StageSpec:
+    """One registered stage, with every path made project-relative."""
+
+    pipeline: str
+    name: str
+    func: Any
+    source: pathlib.Path
+    workdir: pathlib.Path
+    deps: list[Artifact]
+    outs: list[Artifact]
+    params: Any = None
+    single_out: bool = False
+
+    @property
+    def id(self) -> str:
+        return f"{self.pipeline}/{self.name}"
+
+    def params_dict(self) -> dict[str, Any]:
+        return params_as_dict(self.params)
+
+
+def params_as_dict(params: Any) -> dict[str, Any]:
+    if params is None:
+        return {}
+    if dataclasses.is_dataclass(params) and not isinstance(params, type):
+        return dataclasses.asdict(params)
+    if isinstance(params, dict):
+        return dict(params)
+    raise TypeError(f"params must be a dict or a dataclass instance, not {type(params).__name__}")
+
+
+def _marker(hint: Any, kind: type) -> Any:
+    if typing.get_origin(hint) is typing.Annotated:
+        for meta in hint.__metadata__:
+            if isinstance(meta, kind):
+                return meta
+    return None
+
+
+def read_signature(func: Any, where: str) -> tuple[dict[str, Dep], dict[str, Out], bool, Any]:
+    """Deps by argument, outs by key, whether the return is a single Out, params type."""
+    try:
+        hints = typing.get_type_hints(func, include_extras=True)
+    except Exception as exc:
+        raise PivotError(f"Cannot read the annotations of {where}: {exc}") from exc
+    deps: dict[str, Dep] = {}
+    params_type = None
+    for name in inspect.signature(func).parameters:
+        if name == PARAMS_ARG:
+            params_type = hints.get(name)
+            continue
+        dep = _marker(hints.get(name), Dep)
+        if dep is None:
+            raise PivotError(
+                f"The parameter {name!r} of {where} has no pivot.Dep annotation. Annotate it "
+                f"as `{name}: Annotated[pathlib.Path, pivot.Dep('path', "
+                f"pivot.loaders.PathOnly())]`, or name it `params` to receive the stage's params."
+            )
+        deps[name] = dep
+    outs: dict[str, Out] = {}
+    ret = hints.get("return")
+    single = _marker(ret, Out)
+    if single is not None:
+        return deps, {SINGLE_OUT: single}, True, params_type
+    if ret is not None and typing.is_typeddict(ret):
+        for key, hint in typing.get_type_hints(ret, include_extras=True).items():
+            out = _marker(hint, Out)
+            if out is None:
+                raise PivotError(
+                    f"The field {key!r} of {ret.__name__}, the return type of {where}, has no "
+                    f"pivot.Out annotation. Annotate it as `Annotated[T, pivot.Out('path')]`."
+                )
+            outs[key] = out
+    return deps, outs, False, params_type
+
+
+def default_params(params: Any, params_type: Any, where: str) -> Any:
+    """The params object for a stage: the given one, or the dataclass's defaults."""
+    if params is not None or params_type is None:
+        return params
+    if dataclasses.is_dataclass(params_type):
+        try:
+            return params_type()
+        except TypeError as exc:
+            raise PivotError(
+                f"{where} takes params of type {params_type.__name__} but none were given and "
+                f"it has no defaults ({exc}). Pass `params=` to pipeline.register()."
+            ) from exc
+    return None

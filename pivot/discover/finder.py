@@ -1,0 +1,210 @@
+"""Finding pipelines in a project and the stages that produce a given artifact."""
+
+from __future__ import annotations
+
+import os
+import pathlib
+from typing import TYPE_CHECKING
+
+import msgpack
+
+from pivot.discover.loading import PIPELINE_FILES, LoadedPipeline, load_file, pipeline_file_in
+from pivot.errors import PivotError
+from pivot.project import Project
+
+if TYPE_CHECKING:
+    from pivot.cache.state import StateDB
+    from pivot.define.stage import StageSpec
+
+SKIP_DIRS = {"node_modules", "__pycache__", "site-packages", "venv", "env"}
+INDEX_NAMESPACE = "discovery"
+INDEX_KEY = "pipelines"
+
+
+def _skip_dir(dirpath: str, name: str) -> bool:
+    return (
+        name.startswith(".")
+        or name in SKIP_DIRS
+        or os.path.exists(os.path.join(dirpath, name, "pyvenv.cfg"))
+    )
+
+
+def ancestors(path: str) -> list[str]:
+    """Project-relative ancestors of a project-relative path, nearest first."""
+    parts = path.split("/")
+    return ["/".join(parts[:i]) for i in range(len(parts) - 1, 0, -1)]
+
+
+class Discovery:
+    """The pipelines loaded so far, and the rules to find more of them."""
+
+    def __init__(self, project: Project, state: StateDB) -> None:
+        self.project = project
+        self.state = state
+        self.pipelines: dict[pathlib.Path, LoadedPipeline] = {}
+        self.names: dict[str, pathlib.Path] = {}
+        self.producers: dict[str, StageSpec] = {}
+        self._scan: dict[str, list[str]] | None = None
+        self._scan_is_fresh = False
+
+    # -- loading ---------------------------------------------------------------------------
+
+    def load(self, file: pathlib.Path) -> LoadedPipeline:
+        if file in self.pipelines:
+            return self.pipelines[file]
+        loaded = load_file(self.project, file)
+        other = self.names.get(loaded.name)
+        if other is not None:
+            raise PivotError(
+                f"Two pipelines are named {loaded.name!r}: {other} and {file}. Pipeline names "
+                f"must be unique in a project; rename one of them."
+            )
+        for stage in loaded.stages.values():
+            for out in stage.outs:
+                self._add_producer(out.path, stage)
+        self.pipelines[file] = loaded
+        self.names[loaded.name] = file
+        return loaded
+
+    def _add_producer(self, path: str, stage: StageSpec) -> None:
+        clash = self.producers.get(path)
+        if clash is None:
+            clash = next((self.producers[a] for a in ancestors(path) if a in self.producers), None)
+        if clash is None:
+            prefix = path + "/"
+            clash = next((s for p, s in self.producers.items() if p.startswith(prefix)), None)
+        if clash is not None:
+            raise PivotError(
+                f"Two stages write overlapping outputs: {stage.id} ({stage.source}) writes "
+                f"{path} and {clash.id} ({clash.source}) writes {_out_near(clash, path)}. "
+                f"Each output path must belong to exactly one stage."
+            )
+        self.producers[path] = stage
+
+    def nearest_pipeline(self, start: pathlib.Path) -> pathlib.Path | None:
+        """The pipeline file at or above `start`, up to the project root."""
+        start = start.resolve()
+        for directory in (start, *start.parents):
+            found = pipeline_file_in(directory)
+            if found is not None:
+                return found
+            if directory == self.project.root:
+                break
+        return None
+
+    # -- finding producers -----------------------------------------------------------------
+
+    def loaded_producer(self, path: str) -> StageSpec | None:
+        stage = self.producers.get(path)
+        if stage is None:
+            stage = next((self.producers[a] for a in ancestors(path) if a in self.producers), None)
+        return stage
+
+    def outputs_inside(self, path: str) -> list[tuple[str, StageSpec]]:
+        """Loaded outputs that lie inside the directory `path`."""
+        prefix = path + "/"
+        return [(p, s) for p, s in sorted(self.producers.items()) if p.startswith(prefix)]
+
+    def find_producer(self, path: str) -> StageSpec | None:
+        """The stage that writes `path`: loaded ones, then the walk up, then the scan."""
+        stage = self.loaded_producer(path)
+        if stage is not None:
+            return stage
+        for directory in [*ancestors(path), ""]:
+            file = pipeline_file_in(self.project.root / directory)
+            if file is not None and file not in self.pipelines:
+                self.load(file)
+                stage = self.loaded_producer(path)
+                if stage is not None:
+                    return stage
+        for rel in self._files_producing(path):
+            self.load(self.project.root / rel)
+        return self.loaded_producer(path)
+
+    def find_producer_rescanning(self, path: str) -> StageSpec | None:
+        """`find_producer`, then once more over a fresh scan if the cached index was used
+        (pipelines may generate stages from files the index cannot watch)."""
+        stage = self.find_producer(path)
+        if stage is None and not self._scan_is_fresh:
+            self._scan = self._rescan()
+            stage = self.find_producer(path)
+        return stage
+
+    def load_all(self) -> list[LoadedPipeline]:
+        for rel in sorted(self.scan()):
+            self.load(self.project.root / rel)
+        return list(self.pipelines.values())
+
+    # -- the scan of every pipeline file, with its cached index ----------------------------
+
+    def scan(self) -> dict[str, list[str]]:
+        """Every pipeline file under the root -> the outputs it declared when last loaded."""
+        if self._scan is None:
+            self._scan = self._validated_index()
+            if self._scan is None:
+                self._scan = self._rescan()
+        return self._scan
+
+    def _files_producing(self, path: str) -> list[str]:
+        candidates = {path, *ancestors(path)}
+        index = self.scan()
+        return [
+            rel
+            for rel, outs in sorted(index.items())
+            if self.project.root / rel not in self.pipelines and candidates.intersection(outs)
+        ]
+
+    def _validated_index(self) -> dict[str, list[str]] | None:
+        raw = self.state.get(INDEX_NAMESPACE, INDEX_KEY)
+        if raw is None:
+            return None
+        cached = msgpack.unpackb(raw, raw=False)
+        root = self.project.root
+        for rel, mtime in cached["dirs"].items():
+            try:
+                if os.stat(root / rel).st_mtime_ns != mtime:
+                    return None
+            except FileNotFoundError:
+                return None
+        index = {}
+        for rel, (mtime, size, outs) in cached["files"].items():
+            try:
+                st = os.stat(root / rel)
+            except FileNotFoundError:
+                return None
+            if (st.st_mtime_ns, st.st_size) != (mtime, size):
+                return None
+            index[rel] = outs
+        return index
+
+    def _rescan(self) -> dict[str, list[str]]:
+        self._scan_is_fresh = True
+        root = self.project.root
+        dirs: dict[str, int] = {}
+        files: dict[str, list] = {}
+        for dirpath, dirnames, filenames in os.walk(root):
+            dirnames[:] = sorted(d for d in dirnames if not _skip_dir(dirpath, d))
+            rel_dir = os.path.relpath(dirpath, root)
+            dirs[rel_dir] = os.stat(dirpath).st_mtime_ns
+            present = [n for n in PIPELINE_FILES if n in filenames]
+            if len(present) > 1:
+                pipeline_file_in(pathlib.Path(dirpath))
+            for name in present:
+                full = pathlib.Path(dirpath, name)
+                st = full.stat()
+                loaded = self.load(full)
+                outs = [o.path for s in loaded.stages.values() for o in s.outs]
+                files[self.project.rel(full)] = [st.st_mtime_ns, st.st_size, outs]
+        self.state.put(
+            INDEX_NAMESPACE,
+            INDEX_KEY,
+            msgpack.packb({"dirs": dirs, "files": files}, use_bin_type=True),
+        )
+        return {rel: entry[2] for rel, entry in files.items()}
+
+
+def _out_near(stage: StageSpec, path: str) -> str:
+    for out in stage.outs:
+        if out.path == path or path.startswith(out.path + "/") or out.path.startswith(path + "/"):
+            return out.path
+    return path

@@ -1,0 +1,129 @@
+"""The stage DAG: built from artifact paths, ordered topologically, cycles reported."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from pivot.errors import PivotError
+
+if TYPE_CHECKING:
+    from pivot.define.stage import StageSpec
+    from pivot.discover.finder import Discovery
+
+
+@dataclass
+class Graph:
+    """Stages by id, with upstream edges keyed by the dep path that links them."""
+
+    stages: dict[str, StageSpec] = field(default_factory=dict)
+    upstream: dict[str, dict[str, str]] = field(default_factory=dict)
+
+    def downstream(self) -> dict[str, list[str]]:
+        down: dict[str, list[str]] = {sid: [] for sid in self.stages}
+        for sid, ups in self.upstream.items():
+            for up in dict.fromkeys(ups.values()):
+                down[up].append(sid)
+        return down
+
+    def order(self) -> list[str]:
+        """Topological order, stable: stages keep the order they were added in."""
+        pending = {sid: set(ups.values()) for sid, ups in self.upstream.items()}
+        down = self.downstream()
+        ready = [sid for sid in self.stages if not pending[sid]]
+        ordered: list[str] = []
+        while ready:
+            sid = ready.pop(0)
+            ordered.append(sid)
+            for child in down[sid]:
+                pending[child].discard(sid)
+                if not pending[child]:
+                    ready.append(child)
+        if len(ordered) != len(self.stages):
+            raise PivotError(_describe_cycle(self, pending))
+        return ordered
+
+
+def build_graph(discovery: Discovery, roots: list[StageSpec]) -> Graph:
+    """The roots plus every stage they need, found through their dep paths."""
+    graph = Graph()
+    queue = list(roots)
+    for stage in roots:
+        graph.stages[stage.id] = stage
+    while queue:
+        stage = queue.pop(0)
+        links: dict[str, str] = {}
+        for dep in stage.deps:
+            producer = discovery.find_producer(dep.path)
+            inner = discovery.outputs_inside(dep.path) if producer is None else []
+            if inner:
+                out, writer = inner[0]
+                raise PivotError(
+                    f"Stage {stage.id} ({stage.source}) depends on the directory {dep.path}, "
+                    f"which holds {out}, an output of {writer.id} ({writer.source}). Depend "
+                    f"on the output paths themselves so that the order is known."
+                )
+            if producer is None and not os.path.lexists(discovery.project.root / dep.path):
+                producer = discovery.find_producer_rescanning(dep.path)
+                if producer is None:
+                    raise PivotError(_missing_dep(discovery, stage, dep.path, dep.declared))
+            if producer is None:
+                continue
+            if producer.id == stage.id:
+                raise PivotError(
+                    f"Stage {stage.id} ({stage.source}) reads {dep.path}, which it also writes. "
+                    f"A stage cannot depend on its own output."
+                )
+            links[dep.path] = producer.id
+            if producer.id not in graph.stages:
+                graph.stages[producer.id] = producer
+                queue.append(producer)
+        graph.upstream[stage.id] = links
+    return graph
+
+
+def select(graph: Graph, targets: list[str]) -> Graph:
+    """The sub-graph of `targets` (stage ids) and everything upstream of them."""
+    keep: set[str] = set()
+    stack = list(targets)
+    while stack:
+        sid = stack.pop()
+        if sid not in keep:
+            keep.add(sid)
+            stack.extend(graph.upstream[sid].values())
+    return Graph(
+        {sid: s for sid, s in graph.stages.items() if sid in keep},
+        {sid: ups for sid, ups in graph.upstream.items() if sid in keep},
+    )
+
+
+def _missing_dep(discovery: Discovery, stage: StageSpec, path: str, declared: str) -> str:
+    searched = sorted(str(discovery.project.root / p) for p in discovery.scan())
+    return (
+        f"Stage {stage.id} ({stage.source}) depends on {declared!r} ({path} in the project), "
+        f"which does not exist and which no stage produces. Searched the pipelines "
+        f"{', '.join(searched) or '(none)'} from {path} upward and across the project root "
+        f"{discovery.project.root}. Create the file, fix the path, or add the stage that "
+        f"writes it."
+    )
+
+
+def _describe_cycle(graph: Graph, pending: dict[str, set[str]]) -> str:
+    stuck = {sid for sid, ups in pending.items() if ups}
+    start = min(stuck)
+    path = [start]
+    seen = {start}
+    current = start
+    while True:
+        current = min(u for u in graph.upstream[current].values() if u in stuck)
+        if current in seen:
+            cycle = [*path[path.index(current) :], current]
+            break
+        seen.add(current)
+        path.append(current)
+    steps = [f"{sid} ({graph.stages[sid].source})" for sid in reversed(cycle)]
+    return (
+        f"The stages form a cycle: {' -> '.join(steps)}. Each arrow is an output read by "
+        f"the next stage; break the cycle by changing one of those paths."
+    )

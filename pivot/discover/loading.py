@@ -1,0 +1,204 @@
+"""Loading one pipeline file (pipeline.py or pivot.yaml) into resolved stage specs."""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import os
+import pathlib
+import re
+import sys
+import traceback
+from dataclasses import dataclass
+from typing import Any
+
+from pivot.define.pipeline import Pipeline, Registration
+from pivot.define.stage import Artifact, StageSpec
+from pivot.errors import PivotError
+from pivot.project import Project, safe_relpath
+
+PIPELINE_PY = "pipeline.py"
+PIVOT_YAML = "pivot.yaml"
+PIPELINE_FILES = (PIPELINE_PY, PIVOT_YAML)
+YAML_PIPELINE_KEYS = {"name", "stages"}
+YAML_STAGE_KEYS = {"python", "deps", "outs", "params"}
+
+
+@dataclass
+class LoadedPipeline:
+    """A pipeline file after import: its name, folder and stages by name."""
+
+    name: str
+    file: pathlib.Path
+    directory: pathlib.Path
+    stages: dict[str, StageSpec]
+
+
+def pipeline_file_in(directory: pathlib.Path) -> pathlib.Path | None:
+    """The pipeline file of a directory, refusing a directory that has both kinds."""
+    found = [directory / n for n in PIPELINE_FILES if (directory / n).is_file()]
+    if len(found) > 1:
+        raise PivotError(
+            f"{directory} holds both {PIPELINE_PY} and {PIVOT_YAML}; a directory defines one "
+            f"pipeline. Merge them into one file."
+        )
+    return found[0] if found else None
+
+
+@contextlib.contextmanager
+def pipeline_context(directory: pathlib.Path, root: pathlib.Path):
+    """Run code in `directory` with it on sys.path; forget project modules it imported."""
+    cwd, path = os.getcwd(), list(sys.path)
+    before = set(sys.modules)
+    os.chdir(directory)
+    sys.path.insert(0, str(directory))
+    try:
+        yield
+    finally:
+        os.chdir(cwd)
+        sys.path[:] = path
+        for name in set(sys.modules) - before:
+            module_file = getattr(sys.modules[name], "__file__", None) or ""
+            if module_file.startswith(str(root)) and not name.startswith("_pivot_pipeline_"):
+                del sys.modules[name]
+
+
+def _module_name(project: Project, file: pathlib.Path) -> str:
+    return "_pivot_pipeline_" + re.sub(r"\W", "_", project.rel(file))
+
+
+def _user_error(file: pathlib.Path, exc: BaseException) -> PivotError:
+    """A one-paragraph error pointing at the line of `file` (or its helper) that failed."""
+    if isinstance(exc, PivotError):
+        return PivotError(f"{file}: {exc}")
+    if isinstance(exc, SyntaxError):
+        where = f"{exc.filename}, line {exc.lineno}"
+        return PivotError(
+            f"Cannot load pipeline {file}: syntax error in {where}: {exc.msg}. Fix the file "
+            f"and run again."
+        )
+    frames = [f for f in traceback.extract_tb(exc.__traceback__) if "importlib" not in f.filename]
+    last = frames[-1] if frames else None
+    where = f"{last.filename}, line {last.lineno}" if last else str(file)
+    return PivotError(
+        f"Cannot load pipeline {file}: {type(exc).__name__}: {exc} (raised at {where}). "
+        f"Fix the error and run again; `pivot --verbose` shows the full traceback."
+    )
+
+
+def load_file(project: Project, file: pathlib.Path) -> LoadedPipeline:
+    """Import a pipeline file and resolve its stages' paths against the project."""
+    directory = file.parent
+    with pipeline_context(directory, project.root):
+        try:
+            is_yaml = file.name == PIVOT_YAML
+            pipeline = _load_yaml(file) if is_yaml else _load_py(project, file)
+        except Exception as exc:
+            raise _user_error(file, exc) from exc
+    stages = {
+        reg.name: _resolve(project, pipeline.name, file, directory, reg)
+        for reg in pipeline.registrations.values()
+    }
+    return LoadedPipeline(pipeline.name, file, directory, stages)
+
+
+def _load_py(project: Project, file: pathlib.Path) -> Pipeline:
+    name = _module_name(project, file)
+    spec = importlib.util.spec_from_file_location(name, file)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    try:
+        spec.loader.exec_module(module)
+    except BaseException:
+        del sys.modules[name]
+        raise
+    pipelines = [v for v in vars(module).values() if isinstance(v, Pipeline)]
+    if len(pipelines) != 1:
+        raise PivotError(
+            f"{file} must create exactly one pivot.Pipeline at module level; found "
+            f"{len(pipelines)}."
+        )
+    pipelines[0].directory = file.parent
+    return pipelines[0]
+
+
+def _load_yaml(file: pathlib.Path) -> Pipeline:
+    import yaml
+
+    raw = yaml.safe_load(file.read_text()) or {}
+    if not isinstance(raw, dict):
+        raise PivotError(f"{file} must be a mapping with `stages:`.")
+    _check_keys(raw, YAML_PIPELINE_KEYS, f"{file}")
+    pipeline = Pipeline(str(raw.get("name") or file.parent.name), directory=file.parent)
+    stages = raw.get("stages") or {}
+    if not isinstance(stages, dict):
+        raise PivotError(f"{file}: `stages` must map stage names to their settings.")
+    for stage_name, body in stages.items():
+        where = f"stage {stage_name!r} in {file}"
+        if not isinstance(body, dict) or "python" not in body:
+            raise PivotError(f"{where} needs a `python: module.function` entry.")
+        _check_keys(body, YAML_STAGE_KEYS, where)
+        func = _import_function(str(body["python"]), where)
+        outs = body.get("outs")
+        if isinstance(outs, str):
+            outs = {"": outs}
+        pipeline.register(
+            func,
+            name=str(stage_name),
+            params=body.get("params"),
+            deps=body.get("deps"),
+            outs=outs,
+        )
+    return pipeline
+
+
+def _check_keys(raw: dict, known: set[str], where: str) -> None:
+    unknown = sorted(set(raw) - known)
+    if unknown:
+        raise PivotError(
+            f"{where}: unknown key(s) {', '.join(map(str, unknown))}; known keys are "
+            f"{', '.join(sorted(known))}."
+        )
+
+
+def _import_function(dotted: str, where: str) -> Any:
+    module_name, _, attr = dotted.rpartition(".")
+    if not module_name:
+        raise PivotError(f"{where}: `python: {dotted}` must be `module.function`.")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise PivotError(f"{where}: cannot import module {module_name!r} ({exc}).") from exc
+    func = getattr(module, attr, None)
+    if not callable(func):
+        raise PivotError(f"{where}: module {module_name!r} has no function {attr!r}.")
+    return func
+
+
+def _resolve(
+    project: Project, pipeline: str, file: pathlib.Path, directory: pathlib.Path, reg: Registration
+) -> StageSpec:
+    where = f"stage {pipeline}/{reg.name} ({file})"
+
+    def artifact(key: str, declared: str, loader: Any) -> Artifact:
+        try:
+            rel = project.rel(declared, base=directory)
+        except PivotError as exc:
+            raise PivotError(f"{where}: {exc}") from None
+        safe_relpath(rel, f"the path {declared!r} of {where}")
+        return Artifact(key, declared, rel, loader)
+
+    deps = [artifact(k, d.path, d.loader) for k, d in reg.deps.items()]
+    outs = [artifact(k, o.path, o.loader) for k, o in reg.outs.items()]
+    return StageSpec(
+        pipeline=pipeline,
+        name=reg.name,
+        func=reg.func,
+        source=file,
+        workdir=directory,
+        deps=deps,
+        outs=outs,
+        params=reg.params,
+        single_out=reg.single_out,
+    )

@@ -1,0 +1,132 @@
+"""The local cache of a remote's indexes (in the state db) and their union.
+
+Refreshing lists `index/` once and downloads only the index objects not cached yet, so
+knowing what a remote holds costs one listing, never a request per blob or pack.
+"""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, NamedTuple
+
+import blake3
+import msgpack
+
+from pivot.errors import PivotError
+from pivot.remote.packs import Index, decode_index, index_id
+
+if TYPE_CHECKING:
+    from pivot.cache.state import StateDB
+    from pivot.remote.stores import Remote
+
+NAMESPACE = "remote-index"
+IDS_KEY = "@ids"
+
+
+class Location(NamedTuple):
+    """Where a blob lies on the remote."""
+
+    pack_id: str
+    offset: int
+    length: int
+    size: int
+    codec: int
+
+
+@dataclass
+class RemoteContents:
+    """The union of a remote's indexes: every blob and run record it holds."""
+
+    blobs: dict[str, Location] = field(default_factory=dict)
+    runs: dict[str, bytes] = field(default_factory=dict)
+    index_ids: set[str] = field(default_factory=set)
+
+    def add(self, index: Index) -> None:
+        blobs = self.blobs
+        for pack in index.packs:
+            for b in pack.blobs:
+                if b.hash not in blobs:
+                    blobs[b.hash] = Location(pack.pack_id, b.offset, b.length, b.size, b.codec)
+        for key, record in index.runs:
+            self.runs.setdefault(key, record)
+
+    def has_blob(self, digest: str) -> bool:
+        return digest in self.blobs
+
+    def has_run(self, run_key: str) -> bool:
+        return run_key in self.runs
+
+
+class RemoteIndexCache:
+    """Index objects of one remote, cached by id in the state db."""
+
+    def __init__(self, state: StateDB, remote: Remote) -> None:
+        self.state = state
+        self.remote = remote
+        tag = blake3.blake3(remote.identity.encode()).hexdigest()[:32]
+        self.namespace = f"{NAMESPACE}:{tag}"
+
+    def cached_ids(self) -> list[str]:
+        raw = self.state.get(self.namespace, IDS_KEY)
+        return list(msgpack.unpackb(raw, raw=False)) if raw else []
+
+    def _set_ids(self, ids: list[str]) -> None:
+        self.state.put(self.namespace, IDS_KEY, msgpack.packb(sorted(set(ids))))
+
+    def _what(self, ident: str) -> str:
+        return f"index {ident[:16]} of remote {self.remote.display}"
+
+    def load(self) -> RemoteContents:
+        """The union of the cached indexes, without contacting the remote."""
+        cached = self._cached()
+        return self._union([i for i in self.cached_ids() if i in cached], cached)
+
+    def refresh(self, jobs: int = 8) -> RemoteContents:
+        """List the remote's indexes, download the new ones, and return the union.
+
+        Cached copies of indexes no longer on the remote (deleted by hand, or merged by
+        a compaction) are dropped from the state db, so they stop counting as held.
+        """
+        listed = self.remote.list_indexes()
+        cached = self._cached()
+        on_remote = set(listed)
+        for ident in [i for i in cached if i not in on_remote]:
+            self.state.delete(self.namespace, ident)
+            del cached[ident]
+        new = [i for i in listed if i not in cached]
+        if new:
+            with ThreadPoolExecutor(max(1, min(jobs, len(new)))) as pool:
+                fetched = list(pool.map(self._download, new))
+            for ident, data in zip(new, fetched, strict=True):
+                self.state.put(self.namespace, ident, data)
+                cached[ident] = data
+        if set(self.cached_ids()) != on_remote:
+            self._set_ids(listed)
+        return self._union(listed, cached)
+
+    def _cached(self) -> dict[str, bytes]:
+        """Every index object held in the state db for this remote, by id."""
+        return {k: v for k, v in self.state.items(self.namespace) if k != IDS_KEY}
+
+    def _union(self, ids: list[str], cached: dict[str, bytes]) -> RemoteContents:
+        contents = RemoteContents()
+        for ident in ids:
+            contents.add(decode_index(cached[ident], self._what(ident)))
+            contents.index_ids.add(ident)
+        return contents
+
+    def _download(self, ident: str) -> bytes:
+        data = self.remote.get_bytes(self.remote.index_key(ident))
+        if index_id(data) != ident:
+            raise PivotError(
+                f"The {self._what(ident)} does not match its name (its content hash differs): "
+                f"the object is damaged. Remove it from the remote and push again."
+            )
+        decode_index(data, self._what(ident))
+        return data
+
+    def remember(self, ident: str, data: bytes) -> None:
+        """Record an index this process has just written to the remote."""
+        self.state.put(self.namespace, ident, data)
+        self._set_ids([*self.cached_ids(), ident])

@@ -1,0 +1,503 @@
+"""A remote store: the few object operations Pivot needs, on a local folder, S3 (boto3,
+see `s3.py`) or any other fsspec filesystem.
+
+The layout of what is stored (packs, indexes) lives in `packs.py` and
+`docs/remote-format.md`; this module only opens the store, names objects, moves bytes,
+and turns library errors into one clear PivotError that never shows a secret.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import io
+import os
+import pathlib
+import shutil
+import tempfile
+import uuid
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any, BinaryIO, NoReturn, Protocol, TypeVar
+
+from pivot import _fs
+from pivot.cache.hashing import CHUNK, is_hash
+from pivot.errors import PivotError, writing
+from pivot.urls import redact_url, s3_location, split_protocol, url_secret_values
+
+PACKS = "packs"
+INDEX = "index"
+LOCAL_PROTOCOLS = ("file", "local")
+T = TypeVar("T")
+_PACKAGE_HINTS = {
+    "gs": "gcsfs",
+    "gcs": "gcsfs",
+    "az": "adlfs",
+    "abfs": "adlfs",
+    "abfss": "adlfs",
+    "sftp": "paramiko",
+    "ssh": "paramiko",
+    "hf": "huggingface_hub",
+    "webdav": "webdav4",
+    "oss": "ossfs",
+    "http": '"fsspec[http]"',
+    "https": '"fsspec[http]"',
+}
+
+
+class ObjectStore(Protocol):
+    """Objects named by keys relative to the remote's root ("packs/ab/abcd…")."""
+
+    def names(self, folder: str) -> list[str]:
+        """The last path component of every object under `folder`."""
+        ...
+
+    def get(self, key: str, start: int | None = None, end: int | None = None) -> bytes: ...
+
+    def get_file(self, key: str, dest: pathlib.Path) -> None: ...
+
+    def open_range(
+        self, key: str, start: int, end: int | None
+    ) -> contextlib.AbstractContextManager:
+        """A binary stream of bytes [start, end) of `key` (to its end if `end` is None),
+        read sequentially."""
+        ...
+
+    def put(self, key: str, data: bytes) -> None:
+        """Store `data`; readers see all of it or nothing."""
+        ...
+
+    def put_parts(self, key: str, parts: Iterable[bytes]) -> None:
+        """Store the concatenation of `parts`, consumed as they come; if producing a part
+        raises, nothing is stored."""
+        ...
+
+    def clean_uploads(self, max_age: float) -> int:
+        """Discard the unfinished uploads (of killed pushes) begun over `max_age` seconds
+        ago; returns how many."""
+        ...
+
+
+class LocalStore:
+    """A folder on this machine (or a mounted share): files written atomically."""
+
+    def __init__(self, root: pathlib.Path) -> None:
+        self.root = root
+
+    def names(self, folder: str) -> list[str]:
+        base = self.root / folder
+        if not base.is_dir():
+            return []
+        return [p.name for p in base.rglob("*") if p.is_file()]
+
+    def get(self, key: str, start: int | None = None, end: int | None = None) -> bytes:
+        with open(self.root / key, "rb") as handle:
+            if start is None:
+                return handle.read()
+            handle.seek(start)
+            return handle.read((end or 0) - start)
+
+    def get_file(self, key: str, dest: pathlib.Path) -> None:
+        shutil.copyfile(self.root / key, dest)
+
+    @contextlib.contextmanager
+    def open_range(self, key: str, start: int, end: int | None) -> Iterator[BinaryIO]:
+        with open(self.root / key, "rb") as handle:
+            handle.seek(start)
+            yield handle
+
+    def put(self, key: str, data: bytes) -> None:
+        _fs.write_bytes(self.root / key, data)
+
+    def put_parts(self, key: str, parts: Iterable[bytes]) -> None:
+        final = self.root / key
+        final.parent.mkdir(parents=True, exist_ok=True)
+        tmp = final.with_name(f".{final.name}.{uuid.uuid4().hex}.tmp")
+        try:
+            with open(tmp, "wb") as target:
+                for part in parts:
+                    target.write(part)
+                target.flush()
+                os.fsync(target.fileno())
+            os.replace(tmp, final)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+            raise
+
+    def clean_uploads(self, max_age: float) -> int:
+        """Remove the temp files of `put`/`put_parts` (`.<name>.<id>.tmp`) older than
+        `max_age` seconds."""
+        import time
+
+        cutoff = time.time() - max_age
+        removed = 0
+        for tmp in self.root.rglob(".*.tmp"):
+            with contextlib.suppress(FileNotFoundError):
+                if tmp.is_file() and tmp.stat().st_mtime <= cutoff:
+                    tmp.unlink()
+                    removed += 1
+        return removed
+
+
+class S3Objects:
+    """The objects under `bucket/prefix` of an S3 endpoint (see `s3.py`)."""
+
+    def __init__(self, bucket: str, prefix: str, options: dict[str, Any]) -> None:
+        from pivot.remote.s3 import S3Store
+
+        self.s3 = S3Store(bucket, options)
+        self.prefix = prefix
+
+    def _key(self, key: str) -> str:
+        return f"{self.prefix}/{key}" if self.prefix else key
+
+    def names(self, folder: str) -> list[str]:
+        return [k.rsplit("/", 1)[-1] for k in self.s3.list(self._key(folder))]
+
+    def get(self, key: str, start: int | None = None, end: int | None = None) -> bytes:
+        return self.s3.get(self._key(key), start, end)
+
+    def get_file(self, key: str, dest: pathlib.Path) -> None:
+        self.s3.get_file(self._key(key), str(dest))
+
+    def open_range(
+        self, key: str, start: int, end: int | None
+    ) -> contextlib.AbstractContextManager:
+        return self.s3.open_range(self._key(key), start, end)
+
+    def put(self, key: str, data: bytes) -> None:
+        self.s3.put(self._key(key), data)
+
+    def put_parts(self, key: str, parts: Iterable[bytes]) -> None:
+        self.s3.put_parts(self._key(key), parts)
+
+    def clean_uploads(self, max_age: float) -> int:
+        return self.s3.abort_uploads(f"{self.prefix}/" if self.prefix else "", max_age)
+
+
+class FsspecObjects:
+    """The objects under `root` of any fsspec filesystem (memory://, gs://, ...)."""
+
+    def __init__(self, fs: Any, root: str) -> None:
+        self.fs = fs
+        self.root = root
+
+    def _path(self, key: str) -> str:
+        return f"{self.root}/{key}" if self.root else key
+
+    def names(self, folder: str) -> list[str]:
+        return [p.rstrip("/").rsplit("/", 1)[-1] for p in self.fs.find(self._path(folder))]
+
+    def get(self, key: str, start: int | None = None, end: int | None = None) -> bytes:
+        return self.fs.cat_file(self._path(key), start=start, end=end)
+
+    def get_file(self, key: str, dest: pathlib.Path) -> None:
+        with self.fs.open(self._path(key), "rb") as src, open(dest, "wb") as out:
+            shutil.copyfileobj(src, out, CHUNK * 8)
+
+    @contextlib.contextmanager
+    def open_range(self, key: str, start: int, end: int | None) -> Iterator[BinaryIO]:
+        with self.fs.open(self._path(key), "rb") as handle:
+            handle.seek(start)
+            yield handle
+
+    def put(self, key: str, data: bytes) -> None:
+        self.fs.pipe_file(self._path(key), data)
+
+    def put_parts(self, key: str, parts: Iterable[bytes]) -> None:
+        # Spooled locally first: a failing producer must leave no object behind, and
+        # not every fsspec writer can discard what it has begun to upload.
+        with tempfile.TemporaryFile() as spool:
+            for part in parts:
+                spool.write(part)
+            spool.seek(0)
+            with self.fs.open(self._path(key), "wb") as target:
+                shutil.copyfileobj(spool, target, CHUNK * 8)
+
+    def clean_uploads(self, max_age: float) -> int:
+        return 0  # uploads are spooled locally first: none is left unfinished
+
+
+@dataclass
+class Remote:
+    """One remote: its object store, and how to name it to the user."""
+
+    store: ObjectStore
+    root: str
+    name: str
+    url: str
+    identity: str
+    secrets: tuple[str, ...] = ()
+    options: dict[str, Any] = field(default_factory=dict)
+
+    # ----- opening -----
+
+    @property
+    def display(self) -> str:
+        """How to name this remote to the user: name and redacted url."""
+        return f"{self.name!r} ({redact_url(self.url)})"
+
+    # ----- object names -----
+
+    @staticmethod
+    def pack_key(pack_id: str) -> str:
+        return f"{PACKS}/{pack_id[:2]}/{pack_id}"
+
+    @staticmethod
+    def index_key(index_id: str) -> str:
+        return f"{INDEX}/{index_id}"
+
+    # ----- operations -----
+
+    def list_indexes(self) -> list[str]:
+        """The ids of every index object on the remote (one listing)."""
+        with self._errors("list the indexes of"):
+            names = self.store.names(INDEX)
+        return sorted(n for n in names if is_hash(n))
+
+    def list_packs(self) -> list[str]:
+        """The ids of every pack object (used by maintenance, never by push or fetch)."""
+        with self._errors("list the packs of"):
+            names = self.store.names(PACKS)
+        return sorted(n for n in names if is_hash(n))
+
+    def get_bytes(self, key: str) -> bytes:
+        with self._errors(f"read {key} from"):
+            return self.store.get(key)
+
+    def get_range(self, key: str, start: int, end: int) -> bytes:
+        """Bytes [start, end) of object `key`."""
+        with self._errors(f"read {key} from"):
+            data = self.store.get(key, start, end)
+        if len(data) != end - start:
+            raise PivotError(
+                f"Remote {self.display}: {key} is shorter than its index says "
+                f"(asked bytes {start}-{end}, got {len(data)}). The pack is damaged; "
+                f"push the affected outputs again from a machine that has them."
+            )
+        return data
+
+    def get_file(self, key: str, dest: pathlib.Path) -> None:
+        """Download object `key` into the local file `dest` with bounded memory."""
+        with self._errors(f"read {key} from"), writing(dest):
+            self.store.get_file(key, dest)
+
+    def read_range(
+        self, key: str, start: int, end: int | None, consume: Callable[[BinaryIO], T]
+    ) -> T:
+        """`consume` a stream of at most the bytes [start, end) of object `key` (to its end
+        if `end` is None; bounded memory); a PivotError it raises passes unchanged."""
+        with self._errors(f"read {key} from"), self.store.open_range(key, start, end) as src:
+            return consume(src if end is None else _Limited(src, end - start))
+
+    def put_bytes(self, key: str, data: bytes) -> None:
+        """Store `data` as object `key`; readers see all of it or nothing."""
+        with self._errors(f"write {key} to"):
+            self.store.put(key, data)
+
+    def put_parts(self, key: str, parts: Iterable[bytes]) -> None:
+        """Store the concatenation of `parts` as object `key` while they are produced
+        (bounded memory); if producing a part raises, nothing is stored."""
+        with self._errors(f"write {key} to"):
+            self.store.put_parts(key, parts)
+
+    def clean_uploads(self, max_age: float) -> int:
+        """Discard unfinished uploads of killed pushes begun over `max_age` seconds ago
+        (S3 multipart uploads, a local remote's temp files); returns how many."""
+        with self._errors("clean the unfinished uploads of"):
+            return self.store.clean_uploads(max_age)
+
+    def _redact(self, text: str) -> str:
+        for secret in self.secrets:
+            if secret:
+                text = text.replace(secret, "***")
+        return text
+
+    @contextlib.contextmanager
+    def _errors(self, action: str):
+        try:
+            yield
+        except PivotError:
+            raise
+        except Exception as exc:
+            self._raise(action, exc)
+
+    def _raise(self, action: str, exc: BaseException) -> NoReturn:
+        raise PivotError(self._redact(describe_error(self, action, exc))) from None
+
+
+class _Limited(io.RawIOBase):
+    """A reader that yields at most `remaining` bytes of `source`."""
+
+    def __init__(self, source: BinaryIO, remaining: int) -> None:
+        self.source = source
+        self.remaining = remaining
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, n: int = -1) -> bytes:  # type: ignore[override]
+        if n is None or n < 0 or n > self.remaining:
+            n = self.remaining
+        data = self.source.read(n)
+        self.remaining -= len(data)
+        return data
+
+    def readinto(self, buffer) -> int:  # type: ignore[override]
+        data = self.read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
+
+
+def describe_error(remote: Remote, action: str, exc: BaseException) -> str:
+    """One paragraph saying what failed against `remote` and what to try."""
+    kind = type(exc).__name__
+    detail = str(exc).strip() or kind
+    where = f"Cannot {action} remote {remote.display}"
+    if kind in ("NoCredentialsError", "PartialCredentialsError", "ProfileNotFound"):
+        return (
+            f"{where}: no usable credentials ({detail}). Configure them with an AWS profile "
+            f"(`pivot remote modify {remote.name} profile NAME`), the environment variables "
+            f"AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, or `pivot remote modify --local "
+            f"{remote.name} access_key_id ...` and `secret_access_key ...`."
+        )
+    if isinstance(exc, PermissionError) or kind == "AccessDenied":
+        return (
+            f"{where}: access denied ({detail}). Check the credentials and permissions for "
+            f"this remote (profile, environment variables or .pivot/config.local.yaml)."
+        )
+    if isinstance(exc, FileNotFoundError) and "bucket" in detail.lower():
+        return (
+            f"{where}: the bucket does not exist ({detail}). Create it, or fix the url with "
+            f"`pivot remote modify {remote.name} url s3://BUCKET/PREFIX`."
+        )
+    if isinstance(exc, FileNotFoundError):
+        return (
+            f"{where}: an object is missing ({detail}). The remote may have been cleaned "
+            f"or written by an interrupted tool; push again from a machine that has the data."
+        )
+    connection_words = ("connect", "endpoint", "timed out", "timeout", "name resolution")
+    if (
+        kind in ("EndpointConnectionError", "ConnectTimeoutError", "ClientConnectorError")
+        or isinstance(exc, ConnectionError | TimeoutError)
+        or any(w in detail.lower() for w in connection_words)
+    ):
+        endpoint = remote.options.get("endpoint_url")
+        target = f"the endpoint {redact_url(str(endpoint))}" if endpoint else "the server"
+        return (
+            f"{where}: cannot reach {target} ({detail}). Check the network, that the server "
+            f"is running, and the endpoint_url (`pivot remote modify {remote.name} "
+            f"endpoint_url URL`)."
+        )
+    return f"{where}: {kind}: {detail}"
+
+
+def _fs_class(protocol: str, display: str) -> Any:
+    import fsspec
+    from fsspec.registry import known_implementations
+
+    try:
+        return fsspec.get_filesystem_class(protocol)
+    except ImportError:
+        package = _PACKAGE_HINTS.get(protocol)
+        if package is not None:
+            how = f"Install it with `pip install {package}`."
+        else:
+            err = known_implementations.get(protocol, {}).get("err") or ""
+            how = f"Install it ({err.rstrip('.')})." if err else "Install fsspec's one for it."
+        raise PivotError(
+            f"The remote {display} uses the {protocol}:// protocol, whose package is not "
+            f"installed. {how}"
+        ) from None
+    except ValueError:
+        raise PivotError(
+            f"The remote {display} uses the unknown protocol {protocol}://. Use s3://, a "
+            f"local path, memory://, or another protocol that fsspec knows."
+        ) from None
+
+
+def open_remote(
+    url: str,
+    *,
+    name: str = "remote",
+    options: dict[str, Any] | None = None,
+    base: pathlib.Path | None = None,
+) -> Remote:
+    """Open the store at `url`. Nothing is contacted until the first operation."""
+    options = dict(options or {})
+    protocol, rest = split_protocol(url)
+    display = f"{name!r} ({redact_url(url)})"
+    secrets = tuple(
+        str(options[k]) for k in ("secret_access_key", "session_token") if options.get(k)
+    )
+    for where in (url, str(options.get("endpoint_url") or "")):
+        secrets = (*secrets, *url_secret_values(where))
+
+    if protocol in LOCAL_PROTOCOLS:
+        try:
+            path = pathlib.Path(rest).expanduser()
+        except RuntimeError:
+            raise PivotError(
+                f"The remote {display} names a home directory that does not exist. Fix the "
+                f"url with `pivot remote modify {name} url PATH`."
+            ) from None
+        if not path.is_absolute():
+            path = (base or pathlib.Path.cwd()) / path
+        path = pathlib.Path(os.path.normpath(path))
+        return Remote(
+            store=LocalStore(path),
+            root=str(path),
+            name=name,
+            url=url,
+            identity=f"file://{path}",
+            secrets=secrets,
+            options=options,
+        )
+
+    root = rest.strip("/")
+    store: ObjectStore
+    if protocol in ("s3", "s3a"):
+        bucket, prefix = s3_location(url, name)
+        if importlib.util.find_spec("boto3") is None:
+            raise PivotError(
+                f"The remote {display} uses the {protocol}:// protocol, whose package is not "
+                f"installed. Install it with `pip install boto3` (or `pip install pivot[s3]`)."
+            )
+        store = S3Objects(bucket, prefix, options)  # no import until a request
+        endpoint = options.get("endpoint_url") or os.environ.get("AWS_ENDPOINT_URL") or ""
+        identity = f"s3://{root}@{redact_url(str(endpoint))}"
+    elif protocol == "memory":
+        root = "/" + root
+        store = FsspecObjects(_fs_class(protocol, display)(skip_instance_cache=False), root)
+        identity = f"memory://{root}"
+    else:
+        _fs_class(protocol, display)  # a clear error when its package is missing
+        storage_options = {
+            k: v for k, v in options.items() if k not in ("jobs", "url", "endpoint_url")
+        }
+        try:
+            fs, root = _open_generic(url, storage_options)
+        except PivotError:
+            raise
+        except Exception as exc:
+            raise PivotError(
+                f"Cannot open the remote {display}: {type(exc).__name__}: {exc}"
+            ) from None
+        store = FsspecObjects(fs, root.rstrip("/"))
+        identity = f"{protocol}://{root}"
+    return Remote(
+        store=store,
+        root=root.rstrip("/"),
+        name=name,
+        url=url,
+        identity=identity,
+        secrets=secrets,
+        options=options,
+    )
+
+
+def _open_generic(url: str, storage_options: dict[str, Any]) -> tuple[Any, str]:
+    from fsspec.core import url_to_fs
+
+    return url_to_fs(url, **storage_options)

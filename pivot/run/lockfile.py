@@ -1,0 +1,116 @@
+"""Per-stage lock files: `.pivot/stages/<pipeline>/<stage>.lock`, deterministic JSON."""
+
+from __future__ import annotations
+
+import json
+import pathlib
+from dataclasses import dataclass, field
+from typing import Any
+
+from pivot import _fs
+from pivot.cache.hashing import DIR, FILE, is_hash
+from pivot.errors import PivotError
+from pivot.project import Project, safe_relpath
+from pivot.untrusted import count
+
+SCHEMA_VERSION = 1
+
+
+@dataclass
+class Lock:
+    """What a stage last produced, and from what."""
+
+    stage_id: str
+    run_key: str
+    fingerprint: dict[str, str]
+    params: dict[str, Any]
+    deps: dict[str, str]
+    outs: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def to_json(self) -> str:
+        body = {
+            "schema": SCHEMA_VERSION,
+            "stage": self.stage_id,
+            "run_key": self.run_key,
+            "fingerprint": self.fingerprint,
+            "params": self.params,
+            "deps": self.deps,
+            "outs": self.outs,
+        }
+        return json.dumps(body, indent=2, sort_keys=True, ensure_ascii=False, default=str) + "\n"
+
+
+def lock_path(stages_dir: pathlib.Path, stage_id: str) -> pathlib.Path:
+    return stages_dir / f"{stage_id}.lock"
+
+
+def write_lock(stages_dir: pathlib.Path, lock: Lock) -> None:
+    _fs.write_text(lock_path(stages_dir, lock.stage_id), lock.to_json())
+
+
+def read_lock(stages_dir: pathlib.Path, stage_id: str) -> Lock | None:
+    """The stage's lock, or None when absent. Raises PivotError when it is unusable."""
+    path = lock_path(stages_dir, stage_id)
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except FileNotFoundError:
+        return None
+    except UnicodeDecodeError as exc:
+        raise PivotError(f"The lock file {path} is unreadable: not UTF-8 text ({exc}).") from None
+    return parse_lock(text, path)
+
+
+def parse_lock(text: str, path: pathlib.Path) -> Lock:
+    try:
+        raw = json.loads(text)
+        if raw.get("schema") != SCHEMA_VERSION:
+            raise ValueError(f"unknown schema {raw.get('schema')!r}")
+        lock = Lock(
+            stage_id=str(raw["stage"]),
+            run_key=str(raw["run_key"]),
+            fingerprint={str(k): str(v) for k, v in raw["fingerprint"].items()},
+            params=dict(raw["params"]),
+            deps={str(k): str(v) for k, v in raw["deps"].items()},
+            outs={
+                str(k): {"hash": str(v["hash"]), "size": count(v["size"]), "kind": str(v["kind"])}
+                for k, v in raw["outs"].items()
+            },
+        )
+    except (ValueError, TypeError, KeyError, AttributeError, RecursionError) as exc:
+        raise PivotError(f"The lock file {path} is unreadable ({exc}).") from exc
+    if not is_hash(lock.run_key):
+        raise PivotError(f"The lock file {path} holds an invalid run key.")
+    for out_path, out in lock.outs.items():
+        safe_relpath(out_path, f"the output path in the lock file {path}")
+        if not is_hash(out["hash"]) or out["kind"] not in (FILE, DIR):
+            raise PivotError(f"The lock file {path} holds an invalid entry for {out_path}.")
+    for dep_path in lock.deps:
+        safe_relpath(dep_path, f"the dependency path in the lock file {path}")
+    return lock
+
+
+def load_locks(project: Project) -> list[Lock]:
+    """Every lock file of the project; an unusable one raises PivotError naming it."""
+    locks = []
+    for stage_id in all_locks(project.stages_dir):
+        lock = read_lock(project.stages_dir, stage_id)
+        if lock is not None:
+            locks.append(lock)
+    return locks
+
+
+def live(locks: list[Lock]) -> tuple[set[str], list[tuple[str, str]]]:
+    """What `locks` keep alive in the cache: their run keys and their outputs' (hash, kind)."""
+    return {lock.run_key for lock in locks}, [
+        (o["hash"], o["kind"]) for lock in locks for o in lock.outs.values()
+    ]
+
+
+def all_locks(stages_dir: pathlib.Path) -> dict[str, pathlib.Path]:
+    """Every lock file in the project, by stage id."""
+    if not stages_dir.is_dir():
+        return {}
+    return {
+        p.relative_to(stages_dir).with_suffix("").as_posix(): p
+        for p in sorted(stages_dir.rglob("*.lock"))
+    }

@@ -1,0 +1,252 @@
+"""Deciding, per stage, whether to skip, restore or run it, and saying why."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import blake3
+
+from pivot import console
+from pivot.errors import PivotError
+from pivot.fingerprint import canonical_json, fingerprint, fingerprint_digest
+from pivot.run.lockfile import Lock, read_lock
+
+if TYPE_CHECKING:
+    from pivot.cache.workspace import Workspace
+    from pivot.define.stage import StageSpec
+    from pivot.discover.graph import Graph
+    from pivot.run.remote_view import RemoteAccess
+
+RUN_KEY_VERSION = 2
+SKIP, RESTORE, RUN, PENDING = "skip", "restore", "run", "pending"
+
+
+@dataclass
+class Decision:
+    """What to do with one stage, and the facts that led there."""
+
+    stage: StageSpec
+    action: str
+    reasons: list[str] = field(default_factory=list)
+    run_key: str | None = None
+    fingerprint: dict[str, str] = field(default_factory=dict)
+    deps: dict[str, str] = field(default_factory=dict)
+    outs: dict[str, dict[str, Any]] = field(default_factory=dict)
+    lock: Lock | None = None
+    materialize: bool = True
+
+    @property
+    def matches_lock(self) -> bool:
+        return self.lock is not None and self.lock.run_key == self.run_key
+
+    def new_lock(self, outs: dict[str, dict[str, Any]]) -> Lock:
+        assert self.run_key is not None
+        return Lock(
+            stage_id=self.stage.id,
+            run_key=self.run_key,
+            fingerprint=self.fingerprint,
+            params=lock_params(self.stage),
+            deps=self.deps,
+            outs=outs,
+        )
+
+
+def lock_params(stage: StageSpec) -> dict[str, Any]:
+    """The stage's params as the lock file holds them: JSON, a value JSON lacks (a function,
+    a set) as its canonical form, which is the same in every process."""
+    return json.loads(
+        json.dumps(stage.params_dict(), default=lambda v: json.loads(canonical_json(v)))
+    )
+
+
+def run_key(stage: StageSpec, code_digest: str, deps: dict[str, str]) -> str:
+    """Hash of everything that decides a stage's result.
+
+    Params and loaders enter through `canonical_json`: the same in every process and on
+    every machine (no set order, no memory address).
+    """
+    try:
+        params = canonical_json(stage.params_dict())
+        dep_loaders = sorted((d.path, canonical_json(d.loader)) for d in stage.deps)
+        out_loaders = sorted((o.path, canonical_json(o.loader)) for o in stage.outs)
+    except TypeError as exc:
+        raise PivotError(
+            f"Stage {stage.id} ({stage.source}): its params and loaders must be plain data "
+            f"(numbers, strings, containers, dataclasses, enums, paths, functions or objects "
+            f"of your own classes) to be part of its cache key, but {exc}. Replace that value "
+            f"with a setting it can be rebuilt from."
+        ) from exc
+    body = {
+        "v": RUN_KEY_VERSION,
+        "code": code_digest,
+        "params": params,
+        "deps": sorted(deps.items()),
+        "dep_loaders": dep_loaders,
+        "outs": out_loaders,
+    }
+    text = json.dumps(body, sort_keys=True, separators=(",", ":"))
+    return blake3.blake3(text.encode()).hexdigest()
+
+
+class Planner:
+    """Computes decisions stage by stage, in topological order."""
+
+    def __init__(
+        self,
+        ws: Workspace,
+        graph: Graph,
+        force: set[str] | None = None,
+        remote: RemoteAccess | None = None,
+    ) -> None:
+        self.ws = ws
+        self.graph = graph
+        self.force = force or set()
+        self.remote = remote
+        self.known: dict[str, dict[str, Any]] = {}
+        self._fingerprints: dict[str, dict[str, str]] = {}
+        self._locks: dict[str, Lock | None] = {}
+
+    def settle(self, stage_id: str, outs: dict[str, dict[str, Any]]) -> None:
+        """Record the outputs a stage now has, so that its downstreams can be decided."""
+        self.known.update(outs)
+
+    def fingerprint_of(self, stage: StageSpec) -> dict[str, str]:
+        if stage.id not in self._fingerprints:
+            self._fingerprints[stage.id] = fingerprint(
+                stage.func, self.ws.project.root, stage.params
+            )
+        return self._fingerprints[stage.id]
+
+    def dep_hashes(self, stage: StageSpec, upstream: dict[str, str]) -> dict[str, str] | None:
+        """Hashes of the stage's deps, or None while an upstream's output is not in place."""
+        links = self.graph.upstream[stage.id]
+        hashes: dict[str, str] = {}
+        for dep in stage.deps:
+            if dep.path in self.known:
+                hashes[dep.path] = self.known[dep.path]["hash"]
+                continue
+            if dep.path in links and upstream.get(links[dep.path], SKIP) != SKIP:
+                return None
+            found = self.ws.hasher.hash_path(dep.path)
+            if found is None:
+                raise PivotError(
+                    f"Stage {stage.id} ({stage.source}) depends on {dep.path}, which does not "
+                    f"exist. Create it or fix the path in the stage's pivot.Dep."
+                )
+            hashes[dep.path] = found.hash
+        return hashes
+
+    def decide(self, stage: StageSpec, upstream_actions: dict[str, str]) -> Decision:
+        """Decide one stage; `upstream_actions` are the decisions of its upstreams."""
+        changed_ups = [u for u, a in upstream_actions.items() if a in (RUN, PENDING)]
+        deps = None if changed_ups else self.dep_hashes(stage, upstream_actions)
+        lock = self.lock_of(stage.id)
+        if deps is None:
+            why = [f"upstream {u} will run" for u in changed_ups] or ["upstream being restored"]
+            return Decision(stage, PENDING, why, lock=lock)
+        parts = self.fingerprint_of(stage)
+        key = run_key(stage, fingerprint_digest(parts), deps)
+        decision = Decision(stage, RUN, [], key, parts, deps, lock=lock)
+        if stage.id in self.force:
+            decision.reasons = ["forced"]
+            return decision
+        if lock is not None and lock.run_key == key:
+            damaged = self._damaged_outputs(lock.outs)
+            if not damaged:
+                decision.action, decision.outs = SKIP, lock.outs
+                return decision
+            decision.reasons = [f"output {p} {state}" for p, state in damaged]
+            self._restore_if_available(decision, self.ws.runs.get(key) or lock.outs)
+            return decision
+        decision.reasons = explain(stage, lock, parts, deps)
+        record, where = self._run_record(key)
+        if record is not None:
+            decision.reasons.append(f"an earlier run with these inputs is {where}")
+            self._restore_if_available(decision, record)
+        return decision
+
+    def lock_of(self, stage_id: str) -> Lock | None:
+        """The stage's lock file, read once; an unusable one is reported and ignored."""
+        if stage_id not in self._locks:
+            try:
+                self._locks[stage_id] = read_lock(self.ws.project.stages_dir, stage_id)
+            except PivotError as exc:
+                console.warn(f"{exc} Treating stage {stage_id} as stale; it will run again.")
+                self._locks[stage_id] = None
+        return self._locks[stage_id]
+
+    def _run_record(self, key: str) -> tuple[dict[str, dict[str, Any]] | None, str]:
+        record = self.ws.runs.get(key)
+        if record is not None or self.remote is None or not self.remote.contacted:
+            return record, "in the local cache"
+        data = self.remote.run_record(key)
+        if data is None:
+            return None, ""
+        where = f"on the remote {self.remote.display}"
+        self.ws.runs.put_bytes(key, data, f"run record {key[:12]} from {where}")
+        return self.ws.runs.get(key), where
+
+    def _restore_if_available(self, decision: Decision, outs: dict[str, dict[str, Any]]) -> None:
+        """Restore when every output is in the local cache or on the remote, else run.
+        Only the stage's declared outputs are ever restored: a lock or run record that
+        names other paths (it was crafted, or the run key collided) is not used."""
+        if sorted(outs) != sorted(o.path for o in decision.stage.outs):
+            decision.reasons.append("its recorded outputs are not the ones it declares")
+            return
+        try:
+            available = all(self.available(o["hash"], o["kind"]) for o in outs.values())
+        except PivotError as exc:  # a tree manifest in the cache that is refused
+            console.warn(f"{exc} Running stage {decision.stage.id} instead of restoring it.")
+            available = False
+        if available:
+            decision.action, decision.outs = RESTORE, outs
+        else:
+            decision.reasons.append("its outputs are in no cache that can be reached")
+
+    def available(self, digest: str, kind: str) -> bool:
+        """In the local cache, or on the remote (assumed until the remote is contacted:
+        the lock or record that names it was pushed with it)."""
+        if not self.ws.cache.missing(digest, kind):
+            return True
+        if self.remote is None:
+            return False
+        return not self.remote.contacted or self.remote.has_output(digest)
+
+    def _damaged_outputs(self, outs: dict[str, dict[str, Any]]) -> list[tuple[str, str]]:
+        damaged = []
+        for path, recorded in outs.items():
+            found = self.ws.hasher.hash_path(path)
+            if found is None:
+                damaged.append((path, "is missing"))
+            elif found.hash != recorded["hash"]:
+                damaged.append((path, "was modified"))
+        return damaged
+
+
+def explain(
+    stage: StageSpec, lock: Lock | None, parts: dict[str, str], deps: dict[str, str]
+) -> list[str]:
+    """Human reasons why the stage's run key differs from its lock."""
+    if lock is None:
+        return ["never ran (no lock file)"]
+    reasons = []
+    for name in sorted(set(parts) | set(lock.fingerprint)):
+        if parts.get(name) != lock.fingerprint.get(name):
+            reasons.append(f"code changed: {name}")
+    # The lock holds params as JSON: compare canonical forms of JSON-normalised values.
+    params = lock_params(stage)
+    for name in sorted(set(params) | set(lock.params)):
+        if canonical_json(params.get(name)) != canonical_json(lock.params.get(name)):
+            reasons.append(f"param changed: {name}")
+    for path in sorted(set(deps) | set(lock.deps)):
+        if path not in lock.deps:
+            reasons.append(f"new dep: {path}")
+        elif path not in deps:
+            reasons.append(f"dep removed: {path}")
+        elif deps[path] != lock.deps[path]:
+            reasons.append(f"dep changed: {path}")
+    if sorted(o.path for o in stage.outs) != sorted(lock.outs):
+        reasons.append("declared outputs changed")
+    return reasons or ["loaders or format version changed"]

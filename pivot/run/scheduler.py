@@ -1,0 +1,500 @@
+"""`pivot run`: plan every stage, restore what can be restored, run the rest in parallel."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from pivot import console
+from pivot.cache.store import LinkMode, remove_path
+from pivot.errors import PivotError, RemoteIncomplete
+from pivot.run import executor
+from pivot.run.lockfile import write_lock
+from pivot.run.plan import PENDING, RESTORE, RUN, SKIP, Decision, Planner
+
+if TYPE_CHECKING:
+    import concurrent.futures as cf
+
+    from pivot.cache.workspace import Workspace
+    from pivot.define.stage import StageSpec
+    from pivot.discover.graph import Graph
+    from pivot.run.remote_view import Output, RemoteAccess
+
+RAN, SKIPPED, RESTORED, FAILED, BLOCKED = "ran", "skipped", "restored", "failed", "blocked"
+KEPT_IN_CACHE = "up to date; outputs kept in the cache as nothing here reads them"
+
+
+@dataclass
+class StageReport:
+    stage_id: str
+    status: str
+    seconds: float = 0.0
+    detail: str = ""
+
+
+@dataclass
+class RunReport:
+    """The outcome of a run, stage by stage."""
+
+    stages: list[StageReport] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def count(self, status: str) -> int:
+        return sum(1 for s in self.stages if s.status == status)
+
+    @property
+    def failed(self) -> list[StageReport]:
+        return [s for s in self.stages if s.status in (FAILED, BLOCKED)]
+
+    @property
+    def ran(self) -> list[str]:
+        return [s.stage_id for s in self.stages if s.status == RAN]
+
+
+@dataclass
+class RunOptions:
+    """How a run behaves beyond which stages it covers."""
+
+    jobs: int = 1
+    keep_going: bool = False
+    link: LinkMode = LinkMode.COPY
+    remote: RemoteAccess | None = None
+    fallback: bool = True
+    materialize_all: bool = False
+    targets: set[str] = field(default_factory=set)
+
+
+def plan_graph(
+    ws: Workspace, graph: Graph, force: set[str], remote: RemoteAccess | None = None
+) -> tuple[Planner, dict[str, Decision]]:
+    """Decide every stage in topological order, before anything executes."""
+    planner = Planner(ws, graph, force, remote)
+    decisions: dict[str, Decision] = {}
+    for sid in graph.order():
+        ups = {u: decisions[u].action for u in graph.upstream[sid].values()}
+        decision = planner.decide(graph.stages[sid], ups)
+        if decision.action in (SKIP, RESTORE):
+            planner.settle(sid, decision.outs)
+        decisions[sid] = decision
+    return planner, decisions
+
+
+def choose_materialized(
+    ws: Workspace, graph: Graph, decisions: dict[str, Decision], options: RunOptions
+) -> None:
+    """Restores whose outputs a target or a stage that will run reads get checked out;
+    the others stay in the cache (or on the remote), recorded by their lock."""
+    down = graph.downstream()
+    for sid, decision in decisions.items():
+        if decision.action != RESTORE:
+            continue
+        decision.materialize = (
+            options.materialize_all
+            or sid in options.targets
+            or any(c in options.targets or decisions[c].action in (RUN, PENDING) for c in down[sid])
+            or any(os.path.lexists(ws.project.root / path) for path in decision.outs)
+        )
+
+
+class Runner:
+    """Executes a plan: restores first (one batch), then runs stages as they become ready."""
+
+    def __init__(
+        self,
+        ws: Workspace,
+        graph: Graph,
+        options: RunOptions,
+        on_stage: Callable[[StageReport], None] | None = None,
+    ) -> None:
+        self.ws = ws
+        self.graph = graph
+        self.options = options
+        self.jobs = max(1, options.jobs)
+        self.remote = options.remote
+        self.on_stage = on_stage or (lambda report: None)
+        self.report = RunReport()
+        self._pool: cf.ProcessPoolExecutor | None = None
+        self._planner: Planner | None = None
+        self._pool_broken = False
+        self._undeclared_seen: set[str] = set()
+
+    def plan(self, force: set[str], fork: bool = True) -> tuple[Planner, dict[str, Decision]]:
+        """Decide every stage; the remote is read only if a stage would otherwise run.
+
+        The workers are forked (`fork`) before the remote's client may start threads.
+        """
+        planner, decisions = plan_graph(self.ws, self.graph, force, self.remote)
+        if self.remote is not None and _runs_any(decisions):
+            if fork:
+                self._start_pool(decisions)
+            if self._connect():
+                planner, decisions = plan_graph(self.ws, self.graph, force, self.remote)
+        self._planner = planner
+        choose_materialized(self.ws, self.graph, decisions, self.options)
+        return planner, decisions
+
+    def run(self, force: set[str]) -> RunReport:
+        start = time.perf_counter()
+        try:
+            planner, decisions = self.plan(force)
+            self._start_pool(decisions)
+            self._fetch_restores(decisions)
+            self._execute(planner, decisions)
+        finally:
+            self.ws.state.commit()
+            if self._pool is not None:
+                self._pool.shutdown(wait=True, cancel_futures=True)
+        self.report.seconds = time.perf_counter() - start
+        return self.report
+
+    # -- the remote ------------------------------------------------------------------------
+
+    def _connect(self) -> bool:
+        """Read the remote's indexes; without it, fall back to running (or stop)."""
+        assert self.remote is not None
+        try:
+            self.remote.contents()
+        except PivotError as exc:
+            self._remote_failed(exc)
+            return False
+        return True
+
+    def _remote_label(self) -> str:
+        """The remote's name and redacted url, or its name if it cannot even be opened."""
+        assert self.remote is not None
+        try:
+            return self.remote.display
+        except PivotError:
+            return repr(self.remote.name or "(default)")
+
+    def _remote_failed(self, exc: PivotError) -> None:
+        label = self._remote_label() if self.remote is not None else "(none)"
+        if not self.options.fallback:
+            raise PivotError(
+                f"Cannot restore from the remote {label}: {exc} "
+                f"Nothing more was run (--no-fallback); fix the remote or run without "
+                f"--no-fallback to compute the missing outputs here."
+            ) from exc
+        problem = (
+            str(exc)
+            if isinstance(exc, RemoteIncomplete)
+            else f"The remote {label} is unavailable ({exc})."
+        )
+        console.warn(
+            f"{problem} Stages that cannot be restored from the local cache will run here instead."
+        )
+        self.remote = None
+        if self._planner is not None:
+            self._planner.remote = None
+
+    def _fetch(self, outputs: list[Output]) -> bool:
+        """Bring blobs into the local cache from the remote; False when that failed."""
+        if not outputs:
+            return True
+        if self.remote is None:
+            return False
+        try:
+            self.remote.fetch(outputs)
+        except PivotError as exc:
+            self._remote_failed(exc)
+            return False
+        return True
+
+    def _fetch_restores(self, decisions: dict[str, Decision]) -> None:
+        """One batch for every checkout this run needs, before any stage executes."""
+        restores = [d for d in decisions.values() if d.action == RESTORE]
+        wanted = [
+            (o["hash"], o["kind"])
+            for d in restores
+            if d.materialize
+            for o in d.outs.values()
+            if self.ws.cache.missing(o["hash"], o["kind"])
+        ]
+        if not self._fetch(list(dict.fromkeys(wanted))):
+            for decision in restores:
+                decision.materialize = True
+
+    # -- pool ------------------------------------------------------------------------------
+
+    def _start_pool(self, decisions: dict[str, Decision] | None = None) -> cf.ProcessPoolExecutor:
+        """Fork the workers before remote I/O starts threads (only when a stage may run)."""
+        count = self.jobs if decisions is None else _runs_any(decisions)
+        if self._pool is None and count:
+            import concurrent.futures as cf
+            import multiprocessing
+
+            executor.register_stages(self.graph.stages)
+            context = multiprocessing.get_context("fork")
+            self._pool = cf.ProcessPoolExecutor(
+                max_workers=min(self.jobs, count),
+                mp_context=context,
+                initializer=executor.init_worker,
+                initargs=(os.getpid(),),
+            )
+            # The workers (forked by the first submit) start with Ctrl-C blocked, kept
+            # blocked by their initializer: one that lands before it ran cannot raise there.
+            mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+            try:
+                probes = [self._pool.submit(os.getpid) for _ in range(min(self.jobs, count))]
+            finally:
+                signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+            for probe in probes:
+                probe.result()
+        return self._pool
+
+    # -- execution -------------------------------------------------------------------------
+
+    def _execute(self, planner: Planner, decisions: dict[str, Decision]) -> None:
+        done: dict[str, str] = {}
+        unsettled: set[str] = set()
+        for sid in self.graph.order():
+            decision = decisions[sid]
+            if unsettled.intersection(self.graph.upstream[sid].values()):
+                decision.action = decision.action if decision.action == RUN else PENDING
+            if decision.action in (RUN, PENDING):
+                unsettled.add(sid)
+            elif decision.action == SKIP:
+                self._finish(StageReport(sid, SKIPPED), done)
+                self._write_lock_if_changed(decision, decision.outs)
+            elif decision.action == RESTORE and self._restore(decision):
+                if decision.materialize:
+                    detail = "; ".join(decision.reasons)
+                    self._finish(StageReport(sid, RESTORED, detail=detail), done)
+                else:
+                    self._finish(StageReport(sid, SKIPPED, detail=KEPT_IN_CACHE), done)
+            else:
+                decision.action = RUN
+                decision.reasons.append("cached outputs are not available")
+                unsettled.add(sid)
+        self._schedule(planner, decisions, done)
+
+    def _schedule(
+        self, planner: Planner, decisions: dict[str, Decision], done: dict[str, str]
+    ) -> None:
+        waiting = [sid for sid in self.graph.order() if sid not in done]
+        running: dict[cf.Future, Decision] = {}
+        unrecorded: list[tuple[Decision, executor.Outcome]] = []
+        stop = False
+        import concurrent.futures as cf
+
+        try:
+            while True:
+                if not stop:
+                    self._start_ready(planner, decisions, waiting, running, done)
+                # Written after submitting, so that workers compute while this process syncs.
+                self._record(unrecorded)
+                if not running:
+                    break
+                finished, _ = cf.wait(running, return_when=cf.FIRST_COMPLETED)
+                interrupted = False
+                for future in finished:
+                    decision = running.pop(future)
+                    outcome = self._outcome_of(future, decision)
+                    if outcome.interrupted:
+                        # Ctrl-C reached the stage first (or only): the run was interrupted,
+                        # not the stage failed; its half-written outputs go below.
+                        running[future] = decision
+                        interrupted = True
+                        continue
+                    outcome = self._complete(planner, decision, outcome, done)
+                    if outcome.ok:
+                        unrecorded.append((decision, outcome))
+                    elif not self.options.keep_going or self._pool_broken:
+                        stop = True
+                if interrupted:  # after the batch: stages that finished are recorded
+                    raise KeyboardInterrupt
+        except KeyboardInterrupt:
+            self._record(unrecorded)
+            for decision in running.values():
+                self._remove_outputs(decision)
+            raise
+
+    def _start_ready(
+        self,
+        planner: Planner,
+        decisions: dict[str, Decision],
+        waiting: list[str],
+        running: dict[cf.Future, Decision],
+        done: dict[str, str],
+    ) -> None:
+        """Skip, restore or block every waiting stage whose upstreams are done, and submit
+        the ones to run while fewer than `jobs` are running (so none starts after a failure
+        that stops the run)."""
+        for sid in list(waiting):
+            ups = self.graph.upstream[sid].values()
+            failed = [u for u in ups if done.get(u) in (FAILED, BLOCKED)]
+            if failed:
+                waiting.remove(sid)
+                detail = f"upstream {', '.join(failed)} failed"
+                self._finish(StageReport(sid, BLOCKED, detail=detail), done)
+            elif all(u in done for u in ups):
+                decision = decisions[sid] = self._redecide(planner, decisions[sid])
+                if decision.action == SKIP:
+                    waiting.remove(sid)
+                    self._finish(StageReport(sid, SKIPPED), done)
+                elif decision.action == RESTORE and self._restore(decision):
+                    waiting.remove(sid)
+                    self._finish(StageReport(sid, RESTORED), done)
+                elif len(running) < self.jobs:
+                    waiting.remove(sid)
+                    decision.action = RUN
+                    running[self._submit(sid)] = decision
+
+    def _outcome_of(self, future: cf.Future, decision: Decision) -> executor.Outcome:
+        """The worker's outcome, or a failure when the worker process itself died."""
+        from concurrent.futures.process import BrokenProcessPool
+
+        try:
+            return future.result()
+        except BrokenProcessPool:
+            self._pool_broken = True
+            return executor.Outcome(
+                decision.stage.id,
+                False,
+                error=(
+                    f"Stage {decision.stage.id} ({decision.stage.source}) did not finish: the "
+                    f"worker process running it died (killed, out of memory, or os._exit). "
+                    f"Stages still running were stopped; run again to continue."
+                ),
+            )
+
+    def _submit(self, sid: str) -> cf.Future:
+        pool = self._start_pool()
+        project = self.ws.project
+        return pool.submit(
+            executor.execute, sid, str(project.root), str(project.cache_dir), str(project.tmp_dir)
+        )
+
+    def _redecide(self, planner: Planner, decision: Decision) -> Decision:
+        if decision.action != PENDING:
+            return decision
+        stage = decision.stage
+        ups = {u: SKIP for u in self.graph.upstream[stage.id].values()}
+        return planner.decide(stage, ups)
+
+    def _complete(
+        self,
+        planner: Planner,
+        decision: Decision,
+        outcome: executor.Outcome,
+        done: dict[str, str],
+    ) -> executor.Outcome:
+        """Report a finished stage; a success whose deps changed meanwhile is a failure."""
+        sid = decision.stage.id
+        if outcome.ok:
+            changed = self._deps_changed_since_planned(decision)
+            if changed:
+                outcome = executor.Outcome(
+                    sid,
+                    False,
+                    seconds=outcome.seconds,
+                    error=(
+                        f"Stage {sid} ({decision.stage.source}): {', '.join(changed)} changed "
+                        f"while the stage ran, so its outputs may not match its inputs; they "
+                        f"were not recorded. Run again."
+                    ),
+                )
+        if not outcome.ok:
+            self._remove_outputs(decision)
+            self._finish(StageReport(sid, FAILED, outcome.seconds, outcome.error), done)
+            return outcome
+        for rel, st, digest in outcome.stats:
+            self.ws.state.record(rel, st, digest)
+        planner.settle(sid, outcome.outs)
+        self._finish(StageReport(sid, RAN, outcome.seconds, "; ".join(decision.reasons)), done)
+        self._warn_undeclared(decision.stage, outcome.undeclared)
+        return outcome
+
+    def _remove_outputs(self, decision: Decision) -> None:
+        """Delete what a stage that did not complete wrote, never through a symlinked
+        folder (the stage refuses such an output before it runs; one that made the link
+        itself keeps what it wrote)."""
+        for out in decision.stage.outs:
+            try:
+                path = self.ws.project.write_path(out.path, f"the output of {decision.stage.id}")
+            except PivotError:
+                continue
+            remove_path(path)
+
+    def _warn_undeclared(self, stage: StageSpec, paths: list[str]) -> None:
+        """Name the files that appeared while `stage` ran and that no stage declares (each
+        once per run: a stage running alongside sees them appear too)."""
+        new = [p for p in paths if p not in self._undeclared_seen]
+        self._undeclared_seen.update(new)
+        if not new:
+            return
+        shown = ", ".join(new[:5]) + (f" and {len(new) - 5} more" if len(new) > 5 else "")
+        console.warn(
+            f"{shown} appeared while stage {stage.id} ({stage.source}) ran (it, or a stage "
+            f"running alongside, created {'it' if len(new) == 1 else 'them'}), and no stage "
+            f"declares {'it' if len(new) == 1 else 'them'} as an output: Pivot does not "
+            f"cache, restore or push {'it' if len(new) == 1 else 'them'}. Declare outputs "
+            f"with pivot.Out, and write scratch files outside the project."
+        )
+
+    def _deps_changed_since_planned(self, decision: Decision) -> list[str]:
+        changed = []
+        for path, planned in decision.deps.items():
+            now = self.ws.hasher.hash_path(path)
+            if now is None or now.hash != planned:
+                changed.append(path)
+        return changed
+
+    def _record(self, unrecorded: list[tuple[Decision, executor.Outcome]]) -> None:
+        """Write run records and locks of finished stages (their blobs are already cached)."""
+        while unrecorded:
+            decision, outcome = unrecorded.pop(0)
+            assert decision.run_key is not None
+            self.ws.runs.put(decision.run_key, outcome.outs)
+            write_lock(self.ws.project.stages_dir, decision.new_lock(outcome.outs))
+
+    def _restore(self, decision: Decision) -> bool:
+        """Check out a stage's cached outputs (fetching what is missing); False if unable."""
+        if not decision.materialize:
+            self._write_lock_if_changed(decision, decision.outs)
+            return True
+        cache = self.ws.cache
+        missing = [
+            (o["hash"], o["kind"])
+            for o in decision.outs.values()
+            if cache.missing(o["hash"], o["kind"])
+        ]
+        if not self._fetch(missing):
+            return False
+        try:
+            self._check_out(decision)
+        except PivotError as exc:
+            console.warn(f"Cannot restore {decision.stage.id} from the cache ({exc}); running it.")
+            return False
+        self._write_lock_if_changed(decision, decision.outs)
+        return True
+
+    def _check_out(self, decision: Decision) -> None:
+        refetch = self._refetch if self.remote is not None else None
+        what = f"the output of {decision.stage.id}"
+        for path, out in decision.outs.items():
+            self.ws.place_output(path, out, self.options.link, what, refetch)
+
+    def _refetch(self, digest: str, kind: str) -> None:
+        """Fetch again the blobs of an output whose cached copy was damaged."""
+        if not self._fetch([(digest, kind)]):
+            raise PivotError("the remote is unavailable (see the warning above).")
+
+    def _write_lock_if_changed(self, decision: Decision, outs: dict[str, dict[str, Any]]) -> None:
+        lock = decision.new_lock(outs)
+        if decision.lock != lock:
+            write_lock(self.ws.project.stages_dir, lock)
+
+    def _finish(self, report: StageReport, done: dict[str, str]) -> None:
+        done[report.stage_id] = report.status
+        self.report.stages.append(report)
+        self.on_stage(report)
+
+
+def _runs_any(decisions: dict[str, Decision]) -> int:
+    """How many stages may execute (run now, or decided once their upstreams ran)."""
+    return sum(1 for d in decisions.values() if d.action in (RUN, PENDING))

@@ -1,0 +1,1 @@
+"""One function per command, for the CLI to call."""

@@ -1,0 +1,259 @@
+"""The work behind `run`, `status`, `list` and `checkout`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+
+from pivot import console
+from pivot.cache.store import LinkMode
+from pivot.cache.workspace import open_workspace
+from pivot.discover.scope import Scope, resolve_scope
+from pivot.errors import DamagedBlob, PivotError, StageFailed
+from pivot.run.lockfile import read_lock
+from pivot.run.plan import PENDING, RESTORE, RUN, SKIP
+from pivot.run.remote_view import RemoteAccess
+from pivot.run.scheduler import Runner, RunOptions, RunReport, plan_graph
+
+
+def scope_for(targets: tuple[str, ...], all_pipelines: bool) -> Scope:
+    ws = open_workspace()
+    try:
+        return resolve_scope(ws, targets, all_pipelines)
+    finally:
+        ws.state.close()
+
+
+def run(
+    targets: tuple[str, ...],
+    all_pipelines: bool,
+    force: bool,
+    dry_run: bool,
+    quiet: bool,
+    options: RunOptions,
+    remote_name: str | None,
+    use_remote: bool,
+    push: bool,
+) -> RunReport | None:
+    ws = open_workspace()
+    try:
+        scope = resolve_scope(ws, targets, all_pipelines)
+        forced = set(scope.targets) if force else set()
+        remote = RemoteAccess(ws.project, remote_name)
+        configured = (use_remote or push) and remote.is_configured()
+        if push and not configured:
+            raise PivotError(
+                "--push needs a remote, and this project has none. Add one with "
+                "`pivot remote add --default NAME URL`."
+            )
+        options.remote = remote if configured and use_remote else None
+        options.targets = set(scope.targets)
+        if dry_run:
+            _, decisions = Runner(ws, scope.graph, options).plan(forced, fork=False)
+            _show_plan(decisions)
+            return None
+
+        def show(report) -> None:
+            if not quiet:
+                console.stage_line(report.stage_id, report.status, report.seconds, report.detail)
+            if report.status == "failed":
+                click.echo(report.detail, err=True)
+
+        with ws.project.exclusive("run"):
+            report = Runner(ws, scope.graph, options, on_stage=show).run(forced)
+    finally:
+        ws.state.close()
+    _summary(report, len(scope.graph.stages))
+    if report.failed:
+        names = ", ".join(s.stage_id for s in report.failed)
+        raise StageFailed(f"{len(report.failed)} stage(s) did not complete: {names}.")
+    if push:
+        _push_scope(ws, scope, remote)
+    return report
+
+
+def _show_plan(decisions) -> None:
+    verbs = {RUN: "would run", PENDING: "would run", RESTORE: "would restore"}
+    for decision in decisions.values():
+        label = verbs.get(decision.action, "up to date")
+        if decision.action == RESTORE and not decision.materialize:
+            label = "up to date"
+        why = f"  ({'; '.join(decision.reasons)})" if decision.reasons else ""
+        click.echo(f"  {label:<14} {decision.stage.id}{why}")
+
+
+def _push_scope(ws, scope: Scope, remote: RemoteAccess) -> None:
+    """Send the outputs and run records of every stage in scope to the remote."""
+    locks = [lock for sid in scope.graph.order() if (lock := read_lock(ws.project.stages_dir, sid))]
+    summary = remote.push(locks, [])
+    click.echo(summary.line())
+    if summary.missing:
+        console.warn(
+            f"{len(summary.missing)} blob(s) are neither in the local cache nor on the remote "
+            f"and were not pushed (first: {summary.missing[0][:16]})."
+        )
+
+
+def _summary(report: RunReport, total: int) -> None:
+    ran, restored = report.count("ran"), report.count("restored")
+    skipped, failed, blocked = (
+        report.count("skipped"),
+        report.count("failed"),
+        report.count("blocked"),
+    )
+    not_run = total - len(report.stages)
+    stages = f"{total} stage{'s' * (total != 1)}"
+    if ran == restored == failed == blocked == not_run == 0:
+        click.echo(f"Every stage is up to date ({stages}, {report.seconds:.2f}s).")
+        return
+    parts = [f"{ran} ran", f"{restored} restored", f"{skipped} up to date"]
+    parts += [
+        f"{n} {what}"
+        for n, what in (
+            (failed, "failed"),
+            (blocked, "blocked by a failure"),
+            (not_run, "not started"),
+        )
+        if n
+    ]
+    click.echo(f"{stages}: {', '.join(parts)} in {report.seconds:.2f}s.")
+
+
+def status(
+    targets: tuple[str, ...], all_pipelines: bool, remote_name: str | None, with_remote: bool
+) -> list[dict[str, Any]]:
+    """Each stage's decision and reasons; with the remote, where each output lives."""
+    ws = open_workspace()
+    try:
+        scope = resolve_scope(ws, targets, all_pipelines)
+        if with_remote:
+            remote = _reachable_remote(ws, remote_name)
+        else:
+            offline = RemoteAccess(ws.project, remote_name)
+            remote = offline if offline.is_configured() else None
+        _, decisions = plan_graph(ws, scope.graph, set(), remote)
+        root = ws.project.root
+        rows = []
+        for d in decisions.values():
+            row = {
+                "stage": d.stage.id,
+                "file": str(d.stage.source.relative_to(root)),
+                "action": d.action,
+                "reasons": d.reasons,
+            }
+            if with_remote:
+                recorded = d.lock.outs if d.lock else {}
+                row["outputs"] = {
+                    path: _location(ws, remote, out) for path, out in sorted(recorded.items())
+                }
+            rows.append(row)
+        return rows
+    finally:
+        ws.state.close()
+
+
+def _reachable_remote(ws, remote_name: str | None) -> RemoteAccess:
+    remote = RemoteAccess(ws.project, remote_name)
+    if not remote.is_configured():
+        raise PivotError(
+            "This project has no remote. Add one with `pivot remote add --default NAME URL`."
+        )
+    remote.contents()
+    return remote
+
+
+def _location(ws, remote: RemoteAccess, out: dict[str, Any]) -> str:
+    if not ws.cache.missing(out["hash"], out["kind"]):
+        return "local"
+    return "remote" if remote.has_output(out["hash"]) else "missing"
+
+
+def verify(
+    targets: tuple[str, ...], all_pipelines: bool, remote_name: str | None
+) -> tuple[list[str], int, str]:
+    """Problems that stop a CI gate: stale stages and outputs absent from the remote."""
+    ws = open_workspace()
+    try:
+        scope = resolve_scope(ws, targets, all_pipelines)
+        remote = _reachable_remote(ws, remote_name)
+        _, decisions = plan_graph(ws, scope.graph, set(), remote)
+        problems = []
+        for decision in decisions.values():
+            sid = decision.stage.id
+            if decision.action != SKIP and not decision.matches_lock:
+                why = "; ".join(decision.reasons)
+                problems.append(f"{sid} is not up to date ({why}): run `pivot run` and commit")
+                continue
+            for path, out in sorted(decision.lock.outs.items() if decision.lock else ()):
+                if not remote.has_output(out["hash"]):
+                    problems.append(f"{path} ({sid}) is not on the remote: run `pivot push`")
+        return problems, len(decisions), remote.display
+    finally:
+        ws.state.close()
+
+
+def list_stages(targets: tuple[str, ...], all_pipelines: bool) -> list[dict[str, Any]]:
+    scope = scope_for(targets, all_pipelines)
+    root = scope.discovery.project.root
+    return [
+        {
+            "stage": stage.id,
+            "file": str(stage.source.relative_to(root)),
+            "deps": [d.path for d in stage.deps],
+            "outs": [o.path for o in stage.outs],
+        }
+        for stage in (scope.graph.stages[sid] for sid in scope.graph.order())
+    ]
+
+
+def checkout(targets: tuple[str, ...], all_pipelines: bool, link: str) -> tuple[int, int]:
+    """Place every locked output of the scope; returns (placed, already in place)."""
+    ws = open_workspace()
+    try:
+        scope = resolve_scope(ws, targets, all_pipelines)
+        missing = []
+        wanted = []
+        for sid in scope.graph.order():
+            lock = read_lock(ws.project.stages_dir, sid)
+            for path, out in (lock.outs if lock else {}).items():
+                what = f"the output of {sid}"
+                ws.project.write_path(path, what)  # refused before anything is placed
+                if ws.cache.missing(out["hash"], out["kind"]):
+                    missing.append(f"{path} ({sid})")
+                else:
+                    wanted.append((path, out, what))
+        if missing:
+            raise PivotError(
+                f"These outputs are not in the local cache: {', '.join(missing)}. Run "
+                f"`pivot pull` to fetch them from the remote, or `pivot run` to rebuild them."
+            )
+        with ws.project.exclusive("checkout"):
+            return _place_outputs(ws, wanted, LinkMode(link))
+    finally:
+        ws.state.close()
+
+
+def _place_outputs(ws, wanted: list[tuple[str, dict, str]], link: LinkMode) -> tuple[int, int]:
+    """Place each output; a damaged cache object is fetched again if a remote is set."""
+    remote = RemoteAccess(ws.project, None)
+    try:
+        refetch = _refetcher(remote) if remote.is_configured() else None
+    except PivotError:  # several remotes and no default: nowhere to fetch from
+        refetch = None
+    try:
+        placed = sum(ws.place_output(path, out, link, what, refetch) for path, out, what in wanted)
+    except DamagedBlob as exc:
+        raise PivotError(
+            f"{exc} Run `pivot run` to rebuild it, or `pivot pull` to fetch it from a remote."
+        ) from exc
+    return placed, len(wanted) - placed
+
+
+def _refetcher(remote: RemoteAccess):
+    """Fetch the blobs of one output (hash, kind) from `remote` again."""
+
+    def refetch(digest: str, kind: str) -> None:
+        remote.fetch([(digest, kind)])
+
+    return refetch

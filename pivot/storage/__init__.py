@@ -1,1 +1,0 @@
-"""Content-addressed storage: hashing, local cache, run records, remotes."""
