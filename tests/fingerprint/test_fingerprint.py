@@ -11,6 +11,7 @@ import sys
 import textwrap
 
 import pytest
+from support import ROOT
 
 from pivot import fingerprint as fp
 
@@ -1192,7 +1193,7 @@ def test_canonical_json_is_the_same_under_any_hash_seed(tmp_path):
         "cols = frozenset(f'col{i}' for i in range(30));"
         "print(canonical_json({'cols': cols, 'by': {c: {c, c + 'x'} for c in cols}}))"
     )
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    root = str(ROOT)
     outputs = set()
     for seed in ("1", "2", "3"):
         env = {**os.environ, "PYTHONHASHSEED": seed}
