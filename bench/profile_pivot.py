@@ -1,8 +1,8 @@
 """Where a `pivot` command spends its time, by phase, with little profiler overhead.
 
-    cd bench/work/chain-pivot && /work/venv/bin/python ../../profile_pivot.py run -q
-    cd bench/work/multi-pivot && /work/venv/bin/python ../../profile_pivot.py run --all -q
-    cd bench/work/remote-pivot && /work/venv/bin/python ../../profile_pivot.py push   # or pull
+    cd bench/work/chain-pivot && .venv/bin/python ../../profile_pivot.py run -q
+    cd bench/work/multi-pivot && .venv/bin/python ../../profile_pivot.py run --all -q
+    cd bench/work/remote-pivot && .venv/bin/python ../../profile_pivot.py push   # or pull
 
 Runs the CLI in-process after wrapping a few dozen of Pivot's functions with
 perf_counter accumulators (inclusive times, so nested phases add up within their parent).

@@ -1,9 +1,9 @@
 """Pivot vs DVC, side by side, on the same generated projects and the same machine.
 
     bash bench/setup.sh                      # once: DVC 3.x (+ dvc-s3) in bench/work/dvc-venv
-    /work/venv/bin/python bench/run_bench.py [--only chain,multi] [--reps 5] [--json out.json]
-    /work/venv/bin/python bench/run_bench.py --only remote,restore     # loopback SeaweedFS
-    /work/venv/bin/python bench/run_bench.py --only remote --workdir /dev/shm/pivot-bench
+    .venv/bin/python bench/run_bench.py [--only chain,multi] [--reps 5] [--json out.json]
+    .venv/bin/python bench/run_bench.py --only remote,restore     # loopback SeaweedFS
+    .venv/bin/python bench/run_bench.py --only remote --workdir /dev/shm/pivot-bench
 
 Pivot is the `pivot` console script next to the running interpreter (override with
 `--pivot "CMD ..."`), DVC the one in bench/work/dvc-venv (override with `--dvc`). Every
