@@ -448,7 +448,9 @@ pipeline = pivot.Pipeline("p")
 
 def slow() -> Annotated[str, pivot.Out("slow.txt", pivot.loaders.Text())]:
     pathlib.Path("started").write_text("1")
-    time.sleep(3)
+    deadline = time.monotonic() + 60  # until the test releases it (bounded)
+    while not pathlib.Path("release").exists() and time.monotonic() < deadline:
+        time.sleep(0.01)
     return "done"
 
 pipeline.register(slow)
@@ -467,7 +469,11 @@ pipeline.register(slow)
     while not (project / "started").exists() and time.time() < deadline:
         time.sleep(0.05)
     second = pivot("run", rc=1)
-    assert "`pivot run` (pid" in second.stderr and "Wait for it to finish" in second.stderr
+    (project / "release").write_text("1")
+    assert second.stderr == (
+        f"Error: `pivot run` (pid {first.pid}) is running in {project} right now; `pivot run` "
+        f"would race with it. Wait for it to finish and try again.\n"
+    )
     assert first.wait(timeout=60) == 0
     assert (project / "slow.txt").read_text() == "done"
 
