@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import signal
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -12,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 from pivot import console
 from pivot.cache.store import LinkMode, remove_path
 from pivot.errors import PivotError, RemoteIncomplete
-from pivot.run import executor
+from pivot.run.executor import Executor, Outcome
 from pivot.run.lockfile import write_lock
 from pivot.run.plan import PENDING, RESTORE, RUN, SKIP, Decision, Planner
 
@@ -117,9 +116,8 @@ class Runner:
         self.remote = options.remote
         self.on_stage = on_stage or (lambda report: None)
         self.report = RunReport()
-        self._pool: cf.ProcessPoolExecutor | None = None
+        self._executor: Executor | None = None
         self._planner: Planner | None = None
-        self._pool_broken = False
         self._undeclared_seen: set[str] = set()
 
     def plan(self, force: set[str], fork: bool = True) -> tuple[Planner, dict[str, Decision]]:
@@ -130,7 +128,7 @@ class Runner:
         planner, decisions = plan_graph(self.ws, self.graph, force, self.remote)
         if self.remote is not None and _runs_any(decisions):
             if fork:
-                self._start_pool(decisions)
+                self._start_executor(decisions)
             if self._connect():
                 planner, decisions = plan_graph(self.ws, self.graph, force, self.remote)
         self._planner = planner
@@ -141,13 +139,13 @@ class Runner:
         start = time.perf_counter()
         try:
             planner, decisions = self.plan(force)
-            self._start_pool(decisions)
+            self._start_executor(decisions)
             self._fetch_restores(decisions)
             self._execute(planner, decisions)
         finally:
             self.ws.state.commit()
-            if self._pool is not None:
-                self._pool.shutdown(wait=True, cancel_futures=True)
+            if self._executor is not None:
+                self._executor.shutdown()
         self.report.seconds = time.perf_counter() - start
         return self.report
 
@@ -218,33 +216,17 @@ class Runner:
             for decision in restores:
                 decision.materialize = True
 
-    # -- pool ------------------------------------------------------------------------------
+    # -- executor ------------------------------------------------------------------------
 
-    def _start_pool(self, decisions: dict[str, Decision] | None = None) -> cf.ProcessPoolExecutor:
-        """Fork the workers before remote I/O starts threads (only when a stage may run)."""
+    def _start_executor(self, decisions: dict[str, Decision] | None = None) -> Executor | None:
+        """Start the workers before remote I/O starts threads (only when a stage may run)."""
         count = self.jobs if decisions is None else _runs_any(decisions)
-        if self._pool is None and count:
-            import concurrent.futures as cf
-            import multiprocessing
+        if self._executor is None and count:
+            from pivot.run.local import LocalExecutor
 
-            executor.register_stages(self.graph.stages)
-            context = multiprocessing.get_context("fork")
-            self._pool = cf.ProcessPoolExecutor(
-                max_workers=min(self.jobs, count),
-                mp_context=context,
-                initializer=executor.init_worker,
-                initargs=(os.getpid(),),
-            )
-            # The workers (forked by the first submit) start with Ctrl-C blocked, kept
-            # blocked by their initializer: one that lands before it ran cannot raise there.
-            mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
-            try:
-                probes = [self._pool.submit(os.getpid) for _ in range(min(self.jobs, count))]
-            finally:
-                signal.pthread_sigmask(signal.SIG_SETMASK, mask)
-            for probe in probes:
-                probe.result()
-        return self._pool
+            workers = min(self.jobs, count)
+            self._executor = LocalExecutor(self.graph.stages, workers, self.ws.project)
+        return self._executor
 
     # -- execution -------------------------------------------------------------------------
 
@@ -277,7 +259,7 @@ class Runner:
     ) -> None:
         waiting = [sid for sid in self.graph.order() if sid not in done]
         running: dict[cf.Future, Decision] = {}
-        unrecorded: list[tuple[Decision, executor.Outcome]] = []
+        unrecorded: list[tuple[Decision, Outcome]] = []
         stop = False
         import concurrent.futures as cf
 
@@ -303,7 +285,7 @@ class Runner:
                     outcome = self._complete(planner, decision, outcome, done)
                     if outcome.ok:
                         unrecorded.append((decision, outcome))
-                    elif not self.options.keep_going or self._pool_broken:
+                    elif not self.options.keep_going or outcome.executor_lost:
                         stop = True
                 if interrupted:  # after the batch: stages that finished are recorded
                     raise KeyboardInterrupt
@@ -344,30 +326,14 @@ class Runner:
                     decision.action = RUN
                     running[self._submit(sid)] = decision
 
-    def _outcome_of(self, future: cf.Future, decision: Decision) -> executor.Outcome:
-        """The worker's outcome, or a failure when the worker process itself died."""
-        from concurrent.futures.process import BrokenProcessPool
-
-        try:
-            return future.result()
-        except BrokenProcessPool:
-            self._pool_broken = True
-            return executor.Outcome(
-                decision.stage.id,
-                False,
-                error=(
-                    f"Stage {decision.stage.id} ({decision.stage.source}) did not finish: the "
-                    f"worker process running it died (killed, out of memory, or os._exit). "
-                    f"Stages still running were stopped; run again to continue."
-                ),
-            )
+    def _outcome_of(self, future: cf.Future, decision: Decision) -> Outcome:
+        assert self._executor is not None
+        return self._executor.outcome(future, decision.stage.id)
 
     def _submit(self, sid: str) -> cf.Future:
-        pool = self._start_pool()
-        project = self.ws.project
-        return pool.submit(
-            executor.execute, sid, str(project.root), str(project.cache_dir), str(project.tmp_dir)
-        )
+        executor = self._start_executor()
+        assert executor is not None  # started for `jobs` stages
+        return executor.submit(sid)
 
     def _redecide(self, planner: Planner, decision: Decision) -> Decision:
         if decision.action != PENDING:
@@ -380,15 +346,15 @@ class Runner:
         self,
         planner: Planner,
         decision: Decision,
-        outcome: executor.Outcome,
+        outcome: Outcome,
         done: dict[str, str],
-    ) -> executor.Outcome:
+    ) -> Outcome:
         """Report a finished stage; a success whose deps changed meanwhile is a failure."""
         sid = decision.stage.id
         if outcome.ok:
             changed = self._deps_changed_since_planned(decision)
             if changed:
-                outcome = executor.Outcome(
+                outcome = Outcome(
                     sid,
                     False,
                     seconds=outcome.seconds,
@@ -444,7 +410,7 @@ class Runner:
                 changed.append(path)
         return changed
 
-    def _record(self, unrecorded: list[tuple[Decision, executor.Outcome]]) -> None:
+    def _record(self, unrecorded: list[tuple[Decision, Outcome]]) -> None:
         """Write run records and locks of finished stages (their blobs are already cached)."""
         while unrecorded:
             decision, outcome = unrecorded.pop(0)

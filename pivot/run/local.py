@@ -1,0 +1,486 @@
+"""The local executor: a pool of forked worker processes, each handing every stage to a
+fresh child of its own that loads deps, calls the function, saves outs and caches them."""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import traceback
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from pivot.cache.store import LocalCache, remove_path
+from pivot.discover.loading import pipeline_context
+from pivot.errors import DiskFull, PivotError
+from pivot.project import Project
+from pivot.run.executor import Outcome
+
+if TYPE_CHECKING:
+    import concurrent.futures as cf
+
+    from pivot.define.stage import Artifact, StageSpec
+
+PACKAGE_DIR = str(pathlib.Path(__file__).resolve().parents[1]) + os.sep  # all of pivot/
+_STAGES: dict[str, StageSpec] = {}
+_DECLARED: set[str] = set()  # every output of the run, and the folders they lie in
+
+
+def register_stages(stages: dict[str, StageSpec]) -> None:
+    """Make stages known to workers; call before the worker processes are forked."""
+    _STAGES.clear()
+    _STAGES.update(stages)
+    _DECLARED.clear()
+    for stage in stages.values():
+        for out in stage.outs:
+            _DECLARED.add(out.path)
+            _DECLARED.update(p.as_posix() for p in pathlib.PurePosixPath(out.path).parents)
+
+
+class LocalExecutor:
+    """`workers` forked worker processes on this machine (see `Executor`).
+
+    Created before the command starts any thread (remote clients do): the workers are
+    forked at once, with Ctrl-C blocked until their initializer has run."""
+
+    def __init__(self, stages: dict[str, StageSpec], workers: int, project: Project) -> None:
+        import concurrent.futures as cf
+        import multiprocessing
+        import signal
+
+        register_stages(stages)
+        self._stages = stages
+        self._paths = (str(project.root), str(project.cache_dir), str(project.tmp_dir))
+        self._pool = cf.ProcessPoolExecutor(
+            max_workers=workers,
+            mp_context=multiprocessing.get_context("fork"),
+            initializer=init_worker,
+            initargs=(os.getpid(),),
+        )
+        # The workers (forked by the first submit) start with Ctrl-C blocked, kept blocked
+        # by their initializer: one that lands before it ran cannot raise there.
+        mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+        try:
+            probes = [self._pool.submit(os.getpid) for _ in range(workers)]
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+        for probe in probes:
+            probe.result()
+
+    def submit(self, stage_id: str) -> cf.Future[Outcome]:
+        return self._pool.submit(execute, stage_id, *self._paths)
+
+    def outcome(self, future: cf.Future[Outcome], stage_id: str) -> Outcome:
+        from concurrent.futures.process import BrokenProcessPool
+
+        try:
+            return future.result()
+        except BrokenProcessPool:
+            stage = self._stages[stage_id]
+            return Outcome(
+                stage_id,
+                False,
+                error=(
+                    f"Stage {stage_id} ({stage.source}) did not finish: the worker process "
+                    f"running it died (killed, out of memory, or os._exit). Stages still "
+                    f"running were stopped; run again to continue."
+                ),
+                executor_lost=True,
+            )
+
+    def shutdown(self) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+
+class StageContractError(Exception):
+    """The stage ran but broke its declared contract (missing output, bad return)."""
+
+
+class OutputNotSaved(Exception):
+    """The loader of an output could not save the value the stage returned for it (the
+    cause is chained)."""
+
+    def __init__(self, out: Artifact) -> None:
+        super().__init__(out.declared)
+        self.out = out
+
+
+@dataclass
+class _Spare:
+    """A child forked ahead of time, waiting for the stage it will run."""
+
+    pid: int
+    request: int  # write end: the pickled (stage_id, root, cache_dir, tmp_dir)
+    result: int  # read end: the pickled Outcome
+
+
+_spare: _Spare | None = None
+_unreaped: list[int] = []
+_finalizer: Any = None
+
+
+def init_worker(parent: int) -> None:
+    """Pool initializer: die with the main process `parent`, and leave Ctrl-C to the main
+    process and the stage children (each sets its own handler); a worker that raised
+    mid-hand-over would lose track of its child.
+
+    The worker blocks SIGINT (it is forked with SIGINT already blocked, see
+    `Runner._start_pool`) rather than ignoring it: one that reached the process group
+    stays pending here, so that a stage handed over later, to a child forked after that
+    Ctrl-C, is not run (see `_hand_over`)."""
+    import signal
+
+    die_with_parent(parent)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+
+
+def die_with_parent(parent: int) -> None:
+    """Have the kernel kill this process when `parent` (the process that forked it) dies,
+    so that a killed `pivot run` leaves no worker or stage running; exit at once if it is
+    already gone. Linux only (prctl); elsewhere a worker lives until its pool's pipes
+    close."""
+    import ctypes
+    import signal
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        return
+    pr_set_pdeathsig = 1
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(pr_set_pdeathsig, signal.SIGKILL, 0, 0, 0)
+    if os.getppid() != parent:  # the parent died before the request took effect
+        os._exit(1)
+
+
+class _Interrupted(Exception):
+    """Ctrl-C reached this worker before the stage's child was forked."""
+
+
+def _ctrl_c_pending() -> bool:
+    import signal
+
+    return signal.SIGINT in signal.sigpending()
+
+
+def execute(stage_id: str, root: str, cache_dir: str, tmp_dir: str) -> Outcome:
+    """Run one stage in a fresh child forked from this worker, so that no global state
+    (module settings, environment, RNG seeds) leaks from one stage into the next and a
+    stage that kills its process fails alone.
+
+    A fork and a process exit cost ~1 ms each on a VM; neither is on a chain's critical
+    path: the stage goes to a spare child forked while the previous stage ran, the next
+    spare is forked while this one runs, and a child that sent its outcome is reaped later.
+    """
+    import pickle
+
+    global _spare
+    _reap_at_exit()
+    _reap(block=False)
+    request = pickle.dumps((stage_id, root, cache_dir, tmp_dir), pickle.HIGHEST_PROTOCOL)
+    child = _spare if _spare is not None and _waiting(_spare) else None
+    _spare = None
+    try:
+        if child is None or not _hand_over(child, request):
+            child = _fork_spare()  # no spare yet, or it died: a fresh child takes the stage
+            if not _hand_over(child, request):
+                return _failed(stage_id, "could not start: its process died at once")
+    except OSError as exc:  # no process could be forked (a limit was reached)
+        return _failed(stage_id, f"could not start: no process could be forked ({exc})")
+    except _Interrupted:
+        return _interrupted(stage_id)
+    try:
+        _spare = _fork_spare()
+    except OSError:  # the next stage forks its own
+        _spare = None
+    with os.fdopen(child.result, "rb") as pipe:
+        data = pipe.read()
+    if data:
+        _unreaped.append(child.pid)
+        return pickle.loads(data)
+    _, status = os.waitpid(child.pid, 0)
+    if _ctrl_c_pending():  # Ctrl-C stopped the child before it read its request
+        return _interrupted(stage_id)
+    return _failed(
+        stage_id,
+        f"did not finish: its process died ({_describe_exit(status)}), e.g. killed, out of "
+        f"memory, or os._exit()",
+    )
+
+
+def _failed(stage_id: str, what: str) -> Outcome:
+    stage = _STAGES[stage_id]
+    return Outcome(stage_id, False, error=f"Stage {stage_id} ({stage.source}) {what}.")
+
+
+def _interrupted(stage_id: str) -> Outcome:
+    return Outcome(stage_id, False, error=f"Stage {stage_id} was interrupted.", interrupted=True)
+
+
+def _hand_over(child: _Spare, request: bytes) -> bool:
+    """`_send`, unless Ctrl-C reached this worker: it may have come before `child` was
+    forked, so that the child never saw it; the child is let go, the stage not run
+    (raises _Interrupted). A Ctrl-C after the child's fork reaches the child itself."""
+    if _ctrl_c_pending():
+        os.close(child.request)
+        os.close(child.result)
+        _unreaped.append(child.pid)
+        raise _Interrupted
+    return _send(child, request)
+
+
+def _send(child: _Spare, request: bytes) -> bool:
+    """Hand `request` to a waiting child; False (its pipes closed, it reaped) if it is
+    gone."""
+    try:
+        with os.fdopen(child.request, "wb") as pipe:
+            pipe.write(request)
+    except BrokenPipeError:
+        os.close(child.result)
+        os.waitpid(child.pid, 0)
+        return False
+    return True
+
+
+def _reap_at_exit() -> None:
+    """Have this worker collect its children when it exits, so that none is left to an
+    init process that may not reap (a container without one)."""
+    from multiprocessing import util
+
+    global _finalizer
+    if _finalizer is None:
+        _finalizer = util.Finalize(None, _release_children, exitpriority=10)
+
+
+def _release_children() -> None:
+    """Let the spare go (its request pipe closes) and reap every child."""
+    global _spare
+    if _spare is not None:
+        os.close(_spare.request)
+        os.close(_spare.result)
+        _unreaped.append(_spare.pid)
+        _spare = None
+    _reap(block=True)
+
+
+def _reap(block: bool) -> None:
+    """Collect the exit status of children that already sent their outcome."""
+    for pid in list(_unreaped):
+        try:
+            done, _ = os.waitpid(pid, 0 if block else os.WNOHANG)
+        except ChildProcessError:  # already collected
+            done = pid
+        if done:
+            _unreaped.remove(pid)
+
+
+def _waiting(spare: _Spare) -> bool:
+    """Whether the spare still waits for its request (it exits if something killed it)."""
+    pid, _ = os.waitpid(spare.pid, os.WNOHANG)
+    if pid == 0:
+        return True
+    os.close(spare.request)
+    os.close(spare.result)
+    return False
+
+
+def _fork_spare() -> _Spare:
+    """Fork a child that waits for one stage request, runs it, sends the outcome, exits.
+
+    Without a request (its worker exited: the pipe closes) or on Ctrl-C while it waits, it
+    exits at once.
+    """
+    import pickle
+    import signal
+
+    request_read, request_write = os.pipe()
+    result_read, result_write = os.pipe()
+    # Forked with SIGINT blocked, unblocked once the child's handler is set: a Ctrl-C that
+    # lands in between is delivered to the child then, not ignored or run by this
+    # process's handler.
+    worker = os.getpid()
+    mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        pid = os.fork()
+    except OSError:
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+        for fd in (request_read, request_write, result_read, result_write):
+            os.close(fd)
+        raise
+    if pid == 0:  # the child: never returns
+        code = 0
+        try:
+            die_with_parent(worker)
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+            os.close(request_write)
+            os.close(result_read)
+            with os.fdopen(request_read, "rb") as pipe:
+                data = pipe.read()
+            if data:
+                stage_id, root, cache_dir, tmp_dir = pickle.loads(data)
+                outcome = _execute(stage_id, pathlib.Path(root), cache_dir, tmp_dir)
+                with os.fdopen(result_write, "wb") as pipe:
+                    pickle.dump(outcome, pipe, protocol=pickle.HIGHEST_PROTOCOL)
+        except BaseException:
+            code = 1
+        finally:
+            os._exit(code)
+    signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+    os.close(request_read)
+    os.close(result_write)
+    return _Spare(pid, request_write, result_read)
+
+
+def _describe_exit(status: int) -> str:
+    if os.WIFSIGNALED(status):
+        return f"signal {os.WTERMSIG(status)}"
+    return f"exit code {os.waitstatus_to_exitcode(status)}"
+
+
+def _execute(stage_id: str, root: pathlib.Path, cache_dir: str, tmp_dir: str) -> Outcome:
+    """Call the stage in its pipeline directory and move its outputs into the cache."""
+    import time
+
+    stage = _STAGES[stage_id]
+    start = time.perf_counter()
+    try:
+        cache = LocalCache(pathlib.Path(cache_dir), pathlib.Path(tmp_dir))
+        project = Project(root)
+        before = _entries(stage, root)
+        for out in stage.outs:
+            try:
+                target = project.write_path(out.path, "its output", make_parents=True)
+            except PivotError as exc:
+                raise StageContractError(f"cannot run: {exc}") from None
+            remove_path(target)
+            cache.remove_leftovers(target)
+        with pipeline_context(stage.workdir, root):
+            result = _call(stage, root)
+            os.chdir(stage.workdir)  # the stage may have changed directory
+            _save_outputs(stage, result, root)
+        try:
+            outs, stats = _store_outputs(stage, root, cache)
+        except DiskFull:
+            raise
+        except PivotError as exc:
+            raise StageContractError(f"wrote an output Pivot cannot store: {exc}") from None
+        undeclared = sorted(_entries(stage, root) - before)
+    except BaseException as exc:
+        seconds = time.perf_counter() - start
+        error = _format_error(stage, exc)
+        interrupted = isinstance(exc, KeyboardInterrupt)
+        return Outcome(stage_id, False, error=error, seconds=seconds, interrupted=interrupted)
+    seconds = time.perf_counter() - start
+    return Outcome(stage_id, True, outs, stats, seconds=seconds, undeclared=undeclared)
+
+
+def _entries(stage: StageSpec, root: pathlib.Path) -> set[str]:
+    """The project paths of the entries of the stage's directory and of the folders of its
+    outputs, but for what any stage of the run declares (outputs and their folders) and
+    hidden or `__pycache__` entries (temp files of the stages running alongside).
+
+    Comparing this before and after the stage finds the files it wrote without declaring
+    them, cheaply: deeper folders, and files it changed rather than created, are not seen.
+    """
+    folders = {stage.workdir} | {(root / out.path).parent for out in stage.outs}
+    found = set()
+    for folder in folders:
+        try:
+            names = os.listdir(folder)
+        except OSError:
+            continue
+        rel = pathlib.PurePosixPath(os.path.relpath(folder, root).replace(os.sep, "/"))
+        for name in names:
+            if name.startswith(".") or name == "__pycache__":
+                continue
+            path = (rel / name).as_posix()
+            if path not in _DECLARED and not path.startswith("../"):
+                found.add(path)
+    return found
+
+
+def _local(root: pathlib.Path, stage: StageSpec, rel: str) -> pathlib.Path:
+    """The tracked project path `rel`, spelled relative to the stage's directory."""
+    return pathlib.Path(os.path.relpath(root / rel, stage.workdir))
+
+
+def _call(stage: StageSpec, root: pathlib.Path) -> Any:
+    kwargs = {dep.key: dep.loader.load(_local(root, stage, dep.path)) for dep in stage.deps}
+    if stage.params is not None:
+        kwargs["params"] = stage.params
+    return stage.func(**kwargs)
+
+
+def _save_outputs(stage: StageSpec, result: Any, root: pathlib.Path) -> None:
+    if stage.single_out:
+        values = {stage.outs[0].key: result}
+    elif stage.outs:
+        if not isinstance(result, dict):
+            raise StageContractError(
+                f"returned {type(result).__name__}, but its return type declares outputs "
+                f"{', '.join(o.key for o in stage.outs)}; return a dict with those keys."
+            )
+        missing = [o.key for o in stage.outs if o.key not in result]
+        if missing:
+            raise StageContractError(f"returned no value for output(s) {', '.join(missing)}.")
+        values = result
+    else:
+        values = {}
+    for out in stage.outs:
+        if not out.loader.writes_itself:
+            try:
+                out.loader.save(values[out.key], _local(root, stage, out.path))
+            except Exception as exc:
+                raise OutputNotSaved(out) from exc
+    absent = [o.declared for o in stage.outs if not os.path.lexists(root / o.path)]
+    if absent:
+        raise StageContractError(
+            f"did not write its declared output(s) {', '.join(absent)} (relative to "
+            f"{stage.workdir}). Write the file(s) or fix the pivot.Out path."
+        )
+
+
+def _store_outputs(
+    stage: StageSpec, root: pathlib.Path, cache: LocalCache
+) -> tuple[dict[str, dict[str, Any]], list[tuple[str, os.stat_result, str]]]:
+    outs: dict[str, dict[str, Any]] = {}
+    stats = []
+    for out in stage.outs:
+        path = root / out.path
+        stored, files = cache.add_output(path)
+        outs[out.path] = {"hash": stored.hash, "size": stored.size, "kind": stored.kind}
+        for inner, digest in files:
+            rel = f"{out.path}/{inner}" if inner else out.path
+            stats.append((rel, (root / rel).stat(), digest))
+    return outs, stats
+
+
+def _format_error(stage: StageSpec, exc: BaseException) -> str:
+    if isinstance(exc, StageContractError):
+        return f"Stage {stage.id} ({stage.source}) {exc}"
+    if isinstance(exc, DiskFull):
+        return f"Stage {stage.id} ({stage.source}) could not store its outputs: {exc}"
+    if isinstance(exc, KeyboardInterrupt):
+        return f"Stage {stage.id} was interrupted."
+    if isinstance(exc, OutputNotSaved) and exc.__cause__ is not None:
+        cause, loader = exc.__cause__, type(exc.out.loader)
+        head = (
+            f"Stage {stage.id} ({stage.source}): the value it returned for output "
+            f"{exc.out.declared} could not be saved by its loader {loader.__name__}"
+        )
+        if loader.__module__.startswith("pivot."):  # the stage's value, not Pivot's code
+            return (
+                f"{head}: {type(cause).__name__}: {cause}. Return a value that loader can "
+                f"write (e.g. a list instead of a set for JSON)."
+            )
+        return f"{head}:\n{_traceback_text(cause)}"
+    return f"Stage {stage.id} ({stage.source}) raised {type(exc).__name__}:\n{_traceback_text(exc)}"
+
+
+def _traceback_text(exc: BaseException) -> str:
+    """The traceback of `exc` without Pivot's own frames (unless there are only those)."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    user = [f for f in frames if not f.filename.startswith(PACKAGE_DIR)]
+    lines = traceback.format_list(user or frames)
+    detail = "".join(traceback.format_exception_only(type(exc), exc)).rstrip()
+    return f"Traceback (most recent call last):\n{''.join(lines)}{detail}"
