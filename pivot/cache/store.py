@@ -8,20 +8,14 @@ Insertion: a blob is written to a temp file in the cache's tmp folder, made dura
 only then renamed to its hash name, so after a crash a blob may be missing but is never
 partial. `LocalCache.batch()` does this for many blobs at once: every blob is written,
 the batch is flushed once (one `syncfs` for a large batch, concurrent fsyncs for a small
-one), then everything is renamed in a single pass. One fsync per blob used to cost more
-than the writes themselves (10,000 files of 4 KB: 4.6 s before, 0.9 s now).
+one), then everything is renamed in a single pass (why: docs/benchmarks.md).
 
 Checkout of a tree builds the whole tree in a hidden sibling folder, files placed in
 parallel, then swaps it into place, so `dest` is either the old output or the complete
 new one, never a mix. Files of the old output that already match are linked into the
-new tree instead of copied.
-
-What makes file creation slow: ext4 without a journal (as on the development VMs) will
-not reuse an inode freed in the last minute or so, and each new inode is found by
-scanning past every such one in its block group, on the CPU, with the folder locked.
-So creations cost ~30 us on a quiet filesystem and up to ~500 us after many deletions
-(anyone's). Hence: create in several folders at once, create before deleting, and keep
-inodes (links) rather than free and reallocate them.
+new tree instead of copied. Files are created in several folders at once, before
+anything is deleted, and inodes are kept (linked) rather than freed and reallocated:
+creating a file is what checkout pays for (docs/benchmarks.md says where that time goes).
 """
 
 from __future__ import annotations

@@ -2,10 +2,7 @@
 parts as they are produced, and managed file downloads.
 
 Pivot's remote needs these few object operations; boto3 does each with one client shared by
-every transfer thread. Measured against s3fs on a loopback SeaweedFS (docs/benchmarks.md):
-s3fs runs every request on one event-loop thread that copies each body in Python, which
-made push and pull CPU-bound on that thread; the boto3 client sends and receives in the
-calling threads, and imports in half the time.
+every transfer thread (why not s3fs: docs/architecture.md, Deviations).
 
 Library errors are translated to the Python exceptions `remote.describe_error` explains
 (a missing bucket or key -> FileNotFoundError, a refused request -> PermissionError);
