@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections import deque
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -31,10 +32,10 @@ class Graph:
         """Topological order, stable: stages keep the order they were added in."""
         pending = {sid: set(ups.values()) for sid, ups in self.upstream.items()}
         down = self.downstream()
-        ready = [sid for sid in self.stages if not pending[sid]]
+        ready = deque(sid for sid in self.stages if not pending[sid])
         ordered: list[str] = []
         while ready:
-            sid = ready.pop(0)
+            sid = ready.popleft()
             ordered.append(sid)
             for child in down[sid]:
                 pending[child].discard(sid)
@@ -48,11 +49,11 @@ class Graph:
 def build_graph(discovery: Discovery, roots: list[StageSpec]) -> Graph:
     """The roots plus every stage they need, found through their dep paths."""
     graph = Graph()
-    queue = list(roots)
+    queue = deque(roots)
     for stage in roots:
         graph.stages[stage.id] = stage
     while queue:
-        stage = queue.pop(0)
+        stage = queue.popleft()
         links: dict[str, str] = {}
         for dep in stage.deps:
             producer = discovery.find_producer(dep.path)
