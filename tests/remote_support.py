@@ -53,4 +53,14 @@ def runs_on_remote(project: Project, remote, run_keys: list[str]) -> set[str]:
     from pivot.remote.transfer import remote_contents
 
     contents = remote_contents(project, remote)
-    return {key for key in run_keys if contents.has_run(key)}
+    return {key for key in run_keys if key in contents.runs}
+
+
+def push_all(project: Project, remote, **kw):
+    """Push every output the project's lock files name, with every local run record."""
+    from pivot.remote.transfer import push_locks
+    from pivot.run.lockfile import load_locks
+
+    return push_locks(
+        project, remote, load_locks(project), RunRecords(project.cache_dir).keys(), **kw
+    )

@@ -5,13 +5,15 @@ Pivot's remote needs these few object operations; boto3 does each with one clien
 every transfer thread (why not s3fs: docs/architecture.md, Deviations).
 
 Library errors are translated to the Python exceptions `remote.describe_error` explains
-(a missing bucket or key -> FileNotFoundError, a refused request -> PermissionError);
+(a missing bucket or key -> FileNotFoundError, a refused request -> PermissionError, a
+range past the object's end -> no bytes, as from a file);
 credential and connection errors keep their botocore class.
 """
 
 from __future__ import annotations
 
 import contextlib
+import io
 import itertools
 import threading
 from collections import deque
@@ -65,19 +67,26 @@ class S3Store:
     def get(self, key: str, start: int | None = None, end: int | None = None) -> bytes:
         """The object's bytes, or bytes [start, end) of it."""
         extra = {} if start is None else {"Range": f"bytes={start}-{(end or 0) - 1}"}
-        with _translated(key):
-            response = self.client.get_object(Bucket=self.bucket, Key=key, **extra)
-            with response["Body"] as body:
-                return body.read()
+        try:
+            with _translated(key):
+                response = self.client.get_object(Bucket=self.bucket, Key=key, **extra)
+                with response["Body"] as body:
+                    return body.read()
+        except _PastEnd:
+            return b""
 
     @contextlib.contextmanager
     def open_range(self, key: str, start: int, end: int | None) -> Iterator[Any]:
         """The response body of a ranged GET (to the end if `end` is None), as a stream."""
         last = "" if end is None else end - 1
-        with _translated(key):
-            response = self.client.get_object(
-                Bucket=self.bucket, Key=key, Range=f"bytes={start}-{last}"
-            )
+        try:
+            with _translated(key):
+                response = self.client.get_object(
+                    Bucket=self.bucket, Key=key, Range=f"bytes={start}-{last}"
+                )
+        except _PastEnd:
+            yield io.BytesIO()
+            return
         with response["Body"] as body, _translated(key):
             yield body
 
@@ -212,6 +221,11 @@ def _transfer_config() -> Any:
     )
 
 
+class _PastEnd(Exception):
+    """A ranged GET that starts at or after the object's end: read as no bytes, as a
+    file would be."""
+
+
 @contextlib.contextmanager
 def _translated(key: str) -> Iterator[None]:
     """Turns botocore's ClientError into the exception a caller can explain."""
@@ -229,6 +243,8 @@ def _translated(key: str) -> Iterator[None]:
         message = str(error.get("Message", "")) or code
         if code in _MISSING_BUCKET:
             raise FileNotFoundError(f"bucket does not exist: {message}") from None
+        if code == "InvalidRange":
+            raise _PastEnd(key) from None
         if code in _MISSING_KEY:
             raise FileNotFoundError(f"{key}: {message}") from None
         if code in _DENIED:

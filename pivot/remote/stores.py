@@ -46,35 +46,64 @@ _PACKAGE_HINTS = {
 
 
 class ObjectStore(Protocol):
-    """Objects named by keys relative to the remote's root ("packs/ab/abcd…")."""
+    """Objects named by keys relative to the remote's root: one or more '/'-separated
+    levels ("index/<id>", "packs/ab/<id>"). Every backend holds this contract, checked by
+    tests/remote/conformance/ on a local folder, memory://, moto and SeaweedFS.
+
+    Errors: a missing object raises FileNotFoundError (a missing bucket too, with "bucket"
+    in its message); a refused request raises PermissionError; anything else (no
+    credentials, an unreachable endpoint) passes as the library raised it. `Remote` turns
+    each into one PivotError. No method leaves a partial object behind on error.
+
+    Retries: the S3 client retries throttled and transient requests itself (botocore's
+    standard mode); nothing else here retries. Every method may be retried as a whole:
+    reads change nothing, and a put replaces the whole object (keys are content-named,
+    so two writers of one key write the same bytes).
+    """
 
     def names(self, folder: str) -> list[str]:
-        """The last path component of every object under `folder`."""
+        """The last level of every object's key under `folder/`, at any depth, in no
+        particular order; [] if there is none (or no such folder). Not a sibling folder
+        whose name starts the same ("packs" never lists "packsx/..."). May list the temp
+        names of uploads in progress: callers keep only the names they expect."""
         ...
 
-    def get(self, key: str, start: int | None = None, end: int | None = None) -> bytes: ...
+    def get(self, key: str, start: int | None = None, end: int | None = None) -> bytes:
+        """The object's bytes, or bytes [start, end) of it (start < end): fewer, or none,
+        if the object is shorter (a truncated pack reads short, never as an error)."""
+        ...
 
-    def get_file(self, key: str, dest: pathlib.Path) -> None: ...
+    def get_file(self, key: str, dest: pathlib.Path) -> None:
+        """Write the whole object into the local file `dest` with bounded memory (large
+        objects in ranged parts). On error `dest` may hold part of it: the caller removes
+        it."""
+        ...
 
     def open_range(
         self, key: str, start: int, end: int | None
     ) -> contextlib.AbstractContextManager:
-        """A binary stream of bytes [start, end) of `key` (to its end if `end` is None),
-        read sequentially."""
+        """A binary stream of the object from byte `start`, read sequentially; it holds at
+        least the bytes up to `end` (to the end if None) and may run past it: callers stop
+        at `end`. Empty if `start` is at or past the end. A missing object raises on
+        entering."""
         ...
 
     def put(self, key: str, data: bytes) -> None:
-        """Store `data`; readers see all of it or nothing."""
+        """Store `data` under `key`, replacing any object there; readers see the old
+        object or all of the new one, never part."""
         ...
 
     def put_parts(self, key: str, parts: Iterable[bytes]) -> None:
-        """Store the concatenation of `parts`, consumed as they come; if producing a part
-        raises, nothing is stored."""
+        """Store the concatenation of `parts`, consumed as they come (bounded memory; every
+        part but the last at least 5 MiB, S3's minimum); replaces as `put` does. If
+        producing a part raises, nothing is stored, the old object stays, and no unfinished
+        upload is left."""
         ...
 
     def clean_uploads(self, max_age: float) -> int:
         """Discard the unfinished uploads (of killed pushes) begun over `max_age` seconds
-        ago; returns how many."""
+        ago; returns how many. An upload younger than that may belong to a push still
+        running and is kept."""
         ...
 
 

@@ -1,4 +1,6 @@
-"""Push / fetch / pull against real S3 servers on loopback (SeaweedFS and moto)."""
+"""What only an S3 remote can do wrong (credentials, buckets, endpoints) and streaming of
+very large outputs, on a real SeaweedFS on loopback; push, fetch and pull on S3 are in
+tests/remote/conformance/."""
 
 from __future__ import annotations
 
@@ -7,151 +9,21 @@ import pathlib
 import subprocess
 import sys
 import textwrap
-import threading
 
 import pytest
-from remote_support import clone, files_of, make_project, runs_on_remote
+from remote_support import make_project, push_all
 
-from pivot.cache.hashing import hash_bytes
-from pivot.cache.runs import RunRecords
-from pivot.cache.store import LocalCache
 from pivot.errors import PivotError
-from pivot.project import Project
-from pivot.remote import transfer
 from pivot.remote.stores import Remote, open_remote
-from pivot.run.lockfile import load_locks
 
 pytestmark = pytest.mark.s3
 ROOT = pathlib.Path(__file__).resolve().parents[2]
-
-
-def push_all(project: Project, remote: Remote, **kw) -> transfer.TransferSummary:
-    return transfer.push_locks(
-        project, remote, load_locks(project), RunRecords(project.cache_dir).keys(), **kw
-    )
-
-
-def small_files(n: int, tag: str = "") -> dict[str, bytes]:
-    return {f"data/f{i:04d}.txt": f"{tag} row {i}\n".encode() * 50 for i in range(n)}
 
 
 @pytest.fixture
 def weed_remote(seaweedfs):
     bucket = seaweedfs.new_bucket()
     return open_remote(f"s3://{bucket}/cache", name="weed", options=seaweedfs.options())
-
-
-def test_push_pull_round_trip_seaweedfs(tmp_path, weed_remote):
-    files = {
-        **small_files(300),
-        "model/noise.bin": os.urandom(36 << 20),  # large, raw: multipart up and down
-        # large, zstd: ~17 MB compressed, so uploaded as a multipart stream of 8 MB parts
-        "model/text.bin": os.urandom(16 << 20).hex().encode(),
-    }
-    src = make_project(tmp_path / "src", files)
-    pushed = push_all(src, weed_remote)
-    assert pushed.blobs == 304 and pushed.missing == [] and pushed.runs == 1
-    dst = clone(src, tmp_path / "dst")
-    result = transfer.pull_locks(dst, weed_remote, load_locks(dst))
-    assert result.incomplete == [] and result.summary.blobs == 304
-    assert files_of(dst.root) == files_of(src.root)
-
-
-def test_damaged_large_blob_aborts_its_multipart_upload(tmp_path, seaweedfs, weed_remote):
-    text = os.urandom(12 << 20).hex().encode()  # ~13 MB compressed: two parts
-    src = make_project(tmp_path / "src", {"text.bin": text})
-    obj = LocalCache(src.cache_dir, src.tmp_dir).path(hash_bytes(text))
-    obj.chmod(0o644)
-    obj.write_bytes(b"?" + text[1:])
-    with pytest.raises(PivotError, match="does not match its hash"):
-        push_all(src, weed_remote)
-    bucket, prefix = weed_remote.root.split("/", 1)
-    client = seaweedfs.client()
-    assert client.list_objects_v2(Bucket=bucket, Prefix=prefix).get("KeyCount", 0) == 0
-    assert client.list_multipart_uploads(Bucket=bucket).get("Uploads", []) == []
-
-
-def test_noop_push_sends_nothing(tmp_path, weed_remote, monkeypatch):
-    src = make_project(tmp_path / "src", small_files(50))
-    push_all(src, weed_remote)
-    indexes = weed_remote.list_indexes()
-    calls = []
-    for name in ("put_bytes", "put_parts", "get_bytes", "get_range", "get_file"):
-        original = getattr(Remote, name)
-
-        def counted(self, *args, _name=name, _original=original):
-            calls.append(_name)
-            return _original(self, *args)
-
-        monkeypatch.setattr(Remote, name, counted)
-    again = push_all(src, weed_remote)
-    assert (again.blobs, again.indexes, again.bytes_sent) == (0, 0, 0)
-    assert calls == [] and weed_remote.list_indexes() == indexes
-
-
-def test_interrupted_push_then_repush(tmp_path, weed_remote, monkeypatch):
-    src = make_project(tmp_path / "src", small_files(40))
-
-    def killed(*args, **kwargs):
-        raise KeyboardInterrupt("killed after the packs, before the index")
-
-    monkeypatch.setattr(transfer, "store_index", killed)
-    with pytest.raises(KeyboardInterrupt):
-        push_all(src, weed_remote)
-    monkeypatch.undo()
-    assert weed_remote.list_indexes() == [] and weed_remote.list_packs()
-    dst = clone(src, tmp_path / "dst")
-    assert len(transfer.fetch_locks(dst, weed_remote, load_locks(dst)).missing) == 1
-    assert push_all(src, weed_remote).blobs == 41
-    result = transfer.pull_locks(dst, weed_remote, load_locks(dst))
-    assert result.incomplete == [] and files_of(dst.root) == files_of(src.root)
-
-
-def test_flipped_byte_detected_naming_the_pack(tmp_path, seaweedfs, weed_remote):
-    src = make_project(tmp_path / "src", small_files(20))
-    push_all(src, weed_remote)
-    (pack_id,) = weed_remote.list_packs()
-    client = seaweedfs.client()
-    bucket, prefix = weed_remote.root.split("/", 1)
-    key = f"{prefix}/{Remote.pack_key(pack_id)}"
-    data = bytearray(client.get_object(Bucket=bucket, Key=key)["Body"].read())
-    data[len(data) // 3] ^= 0x20
-    client.put_object(Bucket=bucket, Key=key, Body=bytes(data))
-    dst = clone(src, tmp_path / "dst")
-    with pytest.raises(PivotError, match=pack_id):
-        transfer.fetch_locks(dst, weed_remote, load_locks(dst))
-    cache = LocalCache(dst.cache_dir, dst.tmp_dir)
-    for rel, content in small_files(20).items():
-        if cache.has(hash_bytes(content)):  # what entered the cache is intact
-            assert cache.read_bytes(hash_bytes(content)) == content, rel
-
-
-def test_concurrent_pushers(tmp_path, weed_remote):
-    shared = small_files(100, "shared")
-    projects = [
-        make_project(tmp_path / f"p{i}", {**shared, f"data/own{i}": f"{i}".encode() * 99}, f"p/{i}")
-        for i in range(3)
-    ]
-    errors: list[BaseException] = []
-    barrier = threading.Barrier(len(projects))
-
-    def run(project):
-        try:
-            barrier.wait()
-            push_all(project, weed_remote, jobs=4)
-        except BaseException as exc:
-            errors.append(exc)
-
-    threads = [threading.Thread(target=run, args=(p,)) for p in projects]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert errors == []
-    for src in projects:
-        dst = clone(src, tmp_path / f"dst-{src.root.name}")
-        result = transfer.pull_locks(dst, weed_remote, load_locks(dst))
-        assert result.incomplete == [] and files_of(dst.root) == files_of(src.root)
 
 
 def _error_of(remote: Remote, tmp_path) -> str:
@@ -197,22 +69,6 @@ def test_unreachable_endpoint_is_a_clear_error(tmp_path, seaweedfs):
     message = _error_of(remote, tmp_path)
     assert "cannot reach" in message and f"127.0.0.1:{port}" in message
     assert seaweedfs.secret_key not in message
-
-
-def test_moto_round_trip_with_run_records(tmp_path, moto_s3):
-    bucket = moto_s3.new_bucket()
-    remote = open_remote(f"s3://{bucket}", name="moto", options=moto_s3.options())
-    model = os.urandom(10 << 20).hex().encode()  # ~11 MB compressed: a multipart upload
-    files = {**small_files(30), "single.txt": b"one file\n", "model.txt": model}
-    src = make_project(tmp_path / "src", files)
-    (lock,) = load_locks(src)
-    assert push_all(src, remote).runs == 1
-    dst = clone(src, tmp_path / "dst")
-    assert runs_on_remote(dst, remote, [lock.run_key]) == {lock.run_key}
-    summary = transfer.fetch_outputs(dst, remote, [], [lock.run_key])
-    assert summary.runs == 1 and summary.missing == []
-    result = transfer.pull_locks(dst, remote, load_locks(dst))
-    assert result.incomplete == [] and files_of(dst.root) == files_of(src.root)
 
 
 def test_large_file_streams_with_bounded_memory(tmp_path, seaweedfs, weed_remote):
