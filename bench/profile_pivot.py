@@ -70,7 +70,6 @@ TARGETS = [
     ("pivot.remote.packs", "PackBuilder.add"),
     ("pivot.remote.packs", "compress_file"),
     ("pivot.remote.stores", "Remote.put_bytes"),
-    ("pivot.remote.stores", "Remote.put_file"),
     ("pivot.remote.transfer", "_Pusher.write_index"),
     ("pivot.remote.transfer", "pull_locks"),
     ("pivot.remote.transfer", "fetch_outputs"),
@@ -85,7 +84,6 @@ TARGETS = [
     ("pivot.cache.store", "CacheBatch.commit"),
     ("pivot.cache.store", "_syncfs"),
     ("pivot.cache.store", "LocalCache.checkout"),
-    ("pivot.cache.store", "clone_or_copy"),
 ]
 
 TOTALS: dict[str, float] = defaultdict(float)

@@ -79,8 +79,6 @@ SMALL_FILE = 4 << 20
 _RENAME_EXCHANGE = 2
 _FICLONE = 0x40049409  # ioctl: share `source`'s extents (reflink)
 _AT_FDCWD = -100
-_NO_COPY_RANGE = (errno.EXDEV, errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, errno.EBADF)
-COPY_RANGE = 1 << 30
 _counter = itertools.count()
 # The hidden siblings a checkout builds `.<name>.pivot-tmp-<id>` in (and moves the old
 # output aside to, `-old-`): left behind only by a killed process.
@@ -716,26 +714,6 @@ def _fsync_files(paths: list[str]) -> None:
         list(pool.map(_fsync_path, paths))
 
 
-def _copy_fd(source: int, target: int, size: int = -1) -> int:
-    """Copy `source` to `target` from their offsets (in the kernel where it can: a
-    reflink on filesystems that share extents); returns the bytes copied."""
-    copied = 0
-    try:
-        while size < 0 or copied < size:
-            n = os.copy_file_range(source, target, COPY_RANGE if size < 0 else size - copied)
-            if not n:
-                return copied
-            copied += n
-        return copied
-    except OSError as exc:
-        if exc.errno not in _NO_COPY_RANGE:
-            raise
-    while data := os.read(source, CHUNK):
-        _write_all(target, data)
-        copied += len(data)
-    return copied
-
-
 class _Mismatch(Exception):
     """A cache object's bytes do not match its hash (turned into DamagedBlob by
     `LocalCache.checkout`, which sets the object aside)."""
@@ -848,12 +826,6 @@ def _is_folder(path: pathlib.Path) -> bool:
         return stat.S_ISDIR(path.lstat().st_mode)
     except OSError:
         return False
-
-
-def clone_or_copy(src: pathlib.Path, dest: pathlib.Path) -> None:
-    """Copy `src` to `dest` (a reflink where the filesystem can share extents)."""
-    with open(src, "rb") as source, open(dest, "wb") as target:
-        _copy_fd(source.fileno(), target.fileno())
 
 
 def _umask() -> int:

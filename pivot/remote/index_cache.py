@@ -54,9 +54,6 @@ class RemoteContents:
     def has_blob(self, digest: str) -> bool:
         return digest in self.blobs
 
-    def has_run(self, run_key: str) -> bool:
-        return run_key in self.runs
-
 
 class RemoteIndexCache:
     """Index objects of one remote, cached by id in the state db."""

@@ -285,12 +285,6 @@ class Remote:
             names = self.store.names(INDEX)
         return sorted(n for n in names if is_hash(n))
 
-    def list_packs(self) -> list[str]:
-        """The ids of every pack object (used by maintenance, never by push or fetch)."""
-        with self._errors("list the packs of"):
-            names = self.store.names(PACKS)
-        return sorted(n for n in names if is_hash(n))
-
     def get_bytes(self, key: str) -> bytes:
         with self._errors(f"read {key} from"):
             return self.store.get(key)
