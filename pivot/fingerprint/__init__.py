@@ -77,7 +77,7 @@ CACHE_SUBDIR = (".pivot", "tmp", "fingerprint")
 
 _PY_TAG = f"{sys.implementation.cache_tag}-{'.'.join(map(str, sys.version_info[:3]))}"
 _STDLIB = frozenset(sys.stdlib_module_names) | {"__future__", "__main__"}
-_PIVOT_PKG = os.path.dirname(os.path.abspath(__file__))
+_PIVOT_PKG = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _SKIP_DIRS = frozenset({"site-packages", "dist-packages", ".pivot", "__pypackages__"})
 _LOCK = threading.RLock()
 _MISSING = object()
