@@ -1,0 +1,136 @@
+"""Source indexes: what the normalised AST ignores and what counts, and the disk cache."""
+
+from __future__ import annotations
+
+from fp_support import HELPERS, changed, parts_of, write
+
+from pivot import fingerprint as fp
+from pivot.fingerprint import source_index
+
+
+def test_comments_docstrings_and_formatting_do_not_count(project):
+    before = parts_of(project)
+    write(
+        project,
+        "pipeline.py",
+        """\
+        # A comment at the top.
+        import helpers
+        from helpers import clean
+
+        THRESHOLD = 3
+
+
+
+        def stage(rows):  # the stage
+            \"\"\"A different docstring.\"\"\"
+
+            def inner():
+                \"\"\"Nested docstrings do not count either.\"\"\"
+
+            kept = [
+                clean(r)   for r in rows
+                if len(r) > THRESHOLD  # long ones
+            ]
+            return helpers.count(kept)
+
+
+        def unrelated():
+            return 1
+        """,
+    )
+    after = parts_of(project)
+    # Adding the nested def is a real change; remove it and the digest must be equal.
+    assert changed(before, after) == {"func:stage"}
+    write(
+        project,
+        "pipeline.py",
+        """\
+        # A comment at the top.
+        import helpers
+        from helpers import clean
+
+        THRESHOLD = 3
+
+
+
+        def stage(rows):  # the stage
+            \"\"\"A different docstring.\"\"\"
+            kept = [
+                clean(r)   for r in rows
+                if len(r) > THRESHOLD  # long ones
+            ]
+            return helpers.count(kept)
+        """,
+    )
+    assert fp.fingerprint_digest(parts_of(project)) == fp.fingerprint_digest(before)
+
+
+def test_decorator_change_counts(root):
+    write(
+        root,
+        "pipeline.py",
+        """\
+        import functools
+
+        @functools.lru_cache(maxsize=1)
+        def stage():
+            return 1
+        """,
+    )
+    before = parts_of(root)
+    write(root, "pipeline.py", (root / "pipeline.py").read_text().replace("=1", "=2"))
+    assert changed(before, parts_of(root)) == {"func:stage"}
+
+
+def test_renaming_the_function_keeps_its_hash(root):
+    write(root, "pipeline.py", "def stage(x):\n    return x + 1\n")
+    before = parts_of(root)
+    write(root, "pipeline.py", "def renamed(x):\n    return x + 1\n")
+    assert parts_of(root, "renamed") == {"func:renamed": before["func:stage"]}
+
+
+def test_disk_index_makes_a_new_process_skip_parsing(project, monkeypatch):
+    (project / ".pivot").mkdir()
+    before = parts_of(project)
+    stored = list((project / ".pivot" / "tmp" / "fingerprint").iterdir())
+    assert len(stored) == 2  # pipeline.py and helpers.py
+
+    def no_parse(source):
+        raise AssertionError("parsed although the disk index is current")
+
+    monkeypatch.setattr(source_index, "parse", no_parse)
+    assert parts_of(project) == before  # parts_of clears the in-memory caches first
+    monkeypatch.undo()
+    write(project, "helpers.py", HELPERS.replace("row.strip()", "row"))
+    assert changed(before, parts_of(project)) == {"func:helpers.clean"}
+
+
+def test_corrupt_disk_index_is_ignored(project):
+    (project / ".pivot").mkdir()
+    before = parts_of(project)
+    for path in (project / ".pivot" / "tmp" / "fingerprint").iterdir():
+        path.write_bytes(b"\x00garbage")
+    assert parts_of(project) == before
+
+
+def test_disk_index_covers_local_imports(local_project, monkeypatch):
+    (local_project / ".pivot").mkdir()
+    write(local_project, "pipeline.py", "def stage():\n    import rows\n    return rows.make()\n")
+    before = parts_of(local_project)
+    assert "func:lib.maths.double" in before
+
+    def no_parse(source):
+        raise AssertionError("parsed although the disk index is current")
+
+    monkeypatch.setattr(source_index, "parse", no_parse)
+    assert parts_of(local_project) == before
+
+
+def test_source_unavailable_falls_back_to_bytecode(root):
+    namespace: dict = {}
+    exec(compile("def stage(x):\n    return x + 1\n", "<generated>", "exec"), namespace)
+    parts = fp.fingerprint(namespace["stage"], root)
+    assert set(parts) == {"func:stage"}
+    exec(compile("def stage(x):\n    return x + 2\n", "<generated>", "exec"), namespace)
+    assert fp.fingerprint(namespace["stage"], root) != parts
