@@ -1,25 +1,35 @@
 """The disk cache of source-file indexes, so that a new process parses no unchanged file.
 
-One marshal file per source file under `<root>/.pivot/tmp/fingerprint/`, named after the
-source's path and checked against its content digest and the Python version.
+One JSON file per source file under `<root>/.pivot/tmp/fingerprint/`, named after the
+source's path and checked against its content digest and the Python version. The folder
+can be damaged or committed by anyone, so `decode` accepts only a record of the exact shape
+`encode` writes and returns None for any other bytes: the caller then parses the source and
+writes the file anew.
 """
 
 from __future__ import annotations
 
 import contextlib
-import marshal
+import json
 import os
 import sys
 import threading
+from typing import Any
 
 import blake3
 
 from pivot.fingerprint.normal_ast import Binding, Const, Entry, Import
 
-# Bump when the record layout or the normalisation changes: old files are then ignored.
-FORMAT = 2
+# Bump when the record layout or the normalisation changes: old files are then rewritten.
+FORMAT = 3
 CACHE_SUBDIR = (".pivot", "tmp", "fingerprint")
 PY_TAG = f"{sys.implementation.cache_tag}-{'.'.join(map(str, sys.version_info[:3]))}"
+# Python's parser stops at 200 nested brackets, so no literal of a source file nests deeper.
+_MAX_NESTING = 256
+
+
+class _Invalid(Exception):
+    """The record is not one that `encode` writes."""
 
 
 def cache_file(cache_dir: str, path: str) -> str:
@@ -31,16 +41,10 @@ def load(cache_dir: str, path: str, digest: str) -> tuple[list[Entry], list[Bind
     """The stored index of `path` if its file holds one for content `digest`, else None."""
     try:
         with open(cache_file(cache_dir, path), "rb") as fh:
-            record = marshal.loads(fh.read())
-        fmt, tag, stored_digest, entries, bindings = record
-        if fmt != FORMAT or tag != PY_TAG or stored_digest != digest:
-            return None
-        return (
-            [Entry(*e[:8], tuple(Import(*i) for i in e[8])) for e in entries],
-            [Import(*b[1:]) if b[0] == "import" else Const(*b[1:]) for b in bindings],
-        )
-    except Exception:  # absent, unreadable or corrupt: recompute
+            data = fh.read()
+    except OSError:
         return None
+    return decode(data, digest)
 
 
 def store(
@@ -49,14 +53,163 @@ def store(
     """Write the index of `path` (atomically; a project that cannot be written is only slower)."""
     target = cache_file(cache_dir, path)
     tmp = f"{target}.{os.getpid()}.{threading.get_ident()}.tmp"
-    plain_entries = tuple((*e[:8], tuple(tuple(i) for i in e.imports)) for e in entries)
-    plain_bindings = tuple(("import" if type(b) is Import else "const", *b) for b in bindings)
     try:
-        data = marshal.dumps((FORMAT, PY_TAG, digest, plain_entries, plain_bindings))
+        data = encode(digest, entries, bindings)
         os.makedirs(cache_dir, exist_ok=True)
         with open(tmp, "wb") as fh:
             fh.write(data)
         os.replace(tmp, target)
-    except (OSError, ValueError):  # a read-only project still works, only slower
+    except (OSError, ValueError, RecursionError):
         with contextlib.suppress(OSError):
             os.unlink(tmp)
+
+
+# --- encoding ---------------------------------------------------------------------------
+
+
+def encode(digest: str, entries: list[Entry], bindings: list[Binding]) -> bytes:
+    """The record of one source file's index: ASCII JSON."""
+    out_bindings: list[list[Any]] = []
+    for b in bindings:
+        if type(b) is Import:
+            out_bindings.append(["import", *b])
+        else:
+            out_bindings.append(
+                ["const", b.name, b.digest, b.is_literal, _literal(b.literal), b.refs]
+            )
+    record = {
+        "format": FORMAT,
+        "python": PY_TAG,
+        "digest": digest,
+        "entries": [list(e) for e in entries],
+        "bindings": out_bindings,
+    }
+    return json.dumps(record, separators=(",", ":")).encode("ascii")
+
+
+def _literal(v: Any) -> Any:
+    """A value of `ast.literal_eval` as JSON: scalars as they are, the rest as one-key tags."""
+    kind = type(v)
+    if v is None or kind is bool or kind is int or kind is float or kind is str:
+        return v
+    if kind is tuple or kind is list or kind is set:
+        return {kind.__name__: [_literal(x) for x in v]}
+    if kind is dict:
+        return {"dict": [[_literal(k), _literal(x)] for k, x in v.items()]}
+    if kind is bytes:
+        return {"bytes": v.hex()}
+    if kind is complex:
+        return {"complex": [v.real, v.imag]}
+    if v is Ellipsis:
+        return {"ellipsis": None}
+    raise ValueError(f"not a literal: {kind.__name__}")
+
+
+# --- decoding: any bytes in, a valid index or None out ----------------------------------
+
+
+def decode(data: bytes, digest: str) -> tuple[list[Entry], list[Binding]] | None:
+    """The index in `data` when it is a current record for source content `digest`, else None.
+
+    Safe on any bytes: nothing but JSON parsing and type checks runs on them.
+    """
+    try:
+        record = json.loads(data)
+        if (
+            type(record) is not dict
+            or record.keys() != {"format", "python", "digest", "entries", "bindings"}
+            or record["format"] != FORMAT
+            or record["python"] != PY_TAG
+            or record["digest"] != digest
+        ):
+            return None
+        entries = [_entry(e) for e in _list(record["entries"])]
+        bindings = [_binding(b) for b in _list(record["bindings"])]
+    except (ValueError, TypeError, RecursionError, _Invalid):
+        # ValueError covers undecodable bytes and bad JSON; TypeError an unhashable key.
+        return None
+    return entries, bindings
+
+
+def _list(v: Any, size: int | None = None) -> list[Any]:
+    if type(v) is not list or (size is not None and len(v) != size):
+        raise _Invalid
+    return v
+
+
+def _str(v: Any) -> str:
+    if type(v) is not str:
+        raise _Invalid
+    return v
+
+
+def _int(v: Any) -> int:
+    if type(v) is not int or v < 0:
+        raise _Invalid
+    return v
+
+
+def _strs(v: Any) -> tuple[str, ...]:
+    return tuple(_str(x) for x in _list(v))
+
+
+def _import(v: Any) -> Import:
+    name, module, attr, level = _list(v, 4)
+    return Import(_str(name), _str(module), _str(attr), _int(level))
+
+
+def _entry(v: Any) -> Entry:
+    kind, match, qualname, digest, header, body, lines, col, imports = _list(v, 9)
+    if kind not in ("func", "class") or not lines:
+        raise _Invalid
+    return Entry(
+        kind,
+        _str(match),
+        _str(qualname),
+        _str(digest),
+        _strs(header),
+        _strs(body),
+        tuple(_int(x) for x in _list(lines)),
+        _int(col),
+        tuple(_import(x) for x in _list(imports)),
+    )
+
+
+def _binding(v: Any) -> Binding:
+    kind = _list(v)[0] if v else None
+    if kind == "import":
+        return _import(v[1:])
+    if kind != "const":
+        raise _Invalid
+    _, name, digest, is_literal, literal, refs = _list(v, 6)
+    if type(is_literal) is not bool:
+        raise _Invalid
+    value = _from_literal(literal, 0) if is_literal else None
+    return Const(_str(name), _str(digest), is_literal, value, _strs(refs))
+
+
+def _from_literal(v: Any, depth: int) -> Any:
+    if depth > _MAX_NESTING:
+        raise _Invalid
+    kind = type(v)
+    if v is None or kind is bool or kind is int or kind is float or kind is str:
+        return v
+    if kind is not dict or len(v) != 1:
+        raise _Invalid
+    ((tag, body),) = v.items()
+    if tag in ("tuple", "list", "set"):
+        items = [_from_literal(x, depth + 1) for x in _list(body)]
+        return tuple(items) if tag == "tuple" else items if tag == "list" else set(items)
+    if tag == "dict":
+        pairs = [_list(p, 2) for p in _list(body)]
+        return {_from_literal(k, depth + 1): _from_literal(x, depth + 1) for k, x in pairs}
+    if tag == "bytes":
+        return bytes.fromhex(_str(body))
+    if tag == "complex":
+        real, imag = _list(body, 2)
+        if type(real) is not float or type(imag) is not float:
+            raise _Invalid
+        return complex(real, imag)
+    if tag == "ellipsis" and body is None:
+        return Ellipsis
+    raise _Invalid
