@@ -6,8 +6,9 @@ import contextlib
 import errno
 import os
 import pathlib
+import re
 import stat
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -16,7 +17,13 @@ from pivot.errors import PivotError
 PIVOT_DIR = ".pivot"
 # Names of the cache's temp files and folders in `.pivot/tmp/` (see pivot/cache/store.py).
 TEMP_PREFIX = "blob."
-PIVOT_GITIGNORE = "/cache/\n/tmp/\n/state.db\n/state.db-*\n/config.local.yaml\n"
+PIVOT_GITIGNORE = "/cache\n/tmp/\n/state.db\n/state.db-*\n/config.local.yaml\n"
+# Pivot's own state: folders under `.pivot/` and under the cache, and files under
+# `.pivot/`, that must never be links (a write or a gc delete through one lands wherever
+# it points). `.pivot/cache` itself may be a link, to keep the cache on another disk.
+STATE_DIRS = ("stages", "tmp")
+CACHE_DIRS = ("objects", "runs", "packs", "quarantine", "tmp")
+STATE_FILES = ("state.db", "tmp/command.lock", "cache/tmp/command.lock")
 
 
 def find_root(start: pathlib.Path) -> pathlib.Path | None:
@@ -44,7 +51,51 @@ class Project:
                 f"No Pivot project found: neither {start} nor any directory above it holds "
                 f"a {PIVOT_DIR}/ folder. Run `pivot init` at the top of your project first."
             )
-        return cls(root)
+        project = cls(root)
+        project.check_state()
+        return project
+
+    def check_state(self) -> None:
+        """Refuse a project whose own state folders are links or not folders, or whose
+        state files are links: Pivot writes and `gc` deletes there, and a cloned repository
+        can commit a link that sends those writes and deletes to any folder. Only
+        `.pivot/cache` itself may be a link (to a folder)."""
+        folders = [
+            self.pivot_dir,
+            *(self.pivot_dir / name for name in STATE_DIRS),
+            *(self.cache_dir / name for name in CACHE_DIRS),
+        ]
+        for path in folders:
+            try:
+                st = os.lstat(path)
+            except FileNotFoundError:
+                continue
+            if stat.S_ISLNK(st.st_mode) or not stat.S_ISDIR(st.st_mode):
+                self._refuse_state(path, "folder")
+        for path in (self.pivot_dir / name for name in STATE_FILES):
+            if os.path.islink(path):
+                self._refuse_state(path, "file")
+        if os.path.islink(self.cache_dir) and not self.cache_dir.is_dir():
+            raise PivotError(
+                f"The cache {self.cache_dir} is a symbolic link to {os.readlink(self.cache_dir)}, "
+                f"which is not a folder. Create that folder, or remove the link to keep the "
+                f"cache in the project."
+            )
+
+    def _refuse_state(self, path: pathlib.Path, kind: str) -> None:
+        if not os.path.islink(path):
+            raise PivotError(
+                f"{path} is not a {kind}, but Pivot keeps its own state there. Move it away "
+                f"(`pivot init` or the next command creates the {kind} again)."
+            )
+        fix = "run `pivot init` again" if path == self.pivot_dir else "Pivot creates it again"
+        raise PivotError(
+            f"{path} is a symbolic link (to {os.readlink(path)}), but Pivot keeps its own "
+            f"state there and never follows a link in it: its writes and `pivot gc`'s deletes "
+            f"would land in the folder the link points to (a cloned repository may hold such "
+            f"a link to damage your files). Remove the link (`rm {path}`); {fix}. Only "
+            f"{self.cache_dir} itself may be a link, to keep the cache on another disk."
+        )
 
     @cached_property
     def pivot_dir(self) -> pathlib.Path:
@@ -60,7 +111,10 @@ class Project:
 
     @cached_property
     def tmp_dir(self) -> pathlib.Path:
-        path = self.pivot_dir / "tmp"
+        """Cache temp files and the command lock: in the cache when `.pivot/cache` is a
+        link, so that a finished temp file is renamed into the cache on the same disk."""
+        base = self.cache_dir if os.path.islink(self.cache_dir) else self.pivot_dir
+        path = base / "tmp"
         path.mkdir(exist_ok=True)
         return path
 
@@ -128,10 +182,12 @@ class Project:
     def write_path(self, rel: str, what: str, make_parents: bool = False) -> pathlib.Path:
         """The absolute path at which to write or remove the tracked path `rel`.
 
-        Refuses a `rel` that `safe_relpath` refuses, and one whose parent folders include
-        a symbolic link (wherever it points: a write or delete through it could land
-        outside the project). With `make_parents`, the missing folders are created, one
-        at a time, never through a link.
+        Refuses a `rel` that `safe_relpath` refuses, one whose parent folders include a
+        symbolic link (wherever it points: a write or delete through it could land
+        outside the project), and one in or at a Python virtual environment (a folder
+        holding `pyvenv.cfg`: a file there, such as a `.pth`, runs with the next
+        `python`). With `make_parents`, the missing folders are created, one at a time,
+        never through a link.
         """
         safe_relpath(rel, what)
         folder = self.root
@@ -159,7 +215,19 @@ class Project:
                     f"Cannot write {what} {rel!r}: {self.rel(folder)!r} is a file, not a "
                     f"folder. Move or delete that file."
                 )
+            self._refuse_venv(folder, rel, what)
+        self._refuse_venv(self.root / rel, rel, what)
         return self.root / rel
+
+    def _refuse_venv(self, folder: pathlib.Path, rel: str, what: str) -> None:
+        if os.path.lexists(folder / VENV_MARKER):
+            raise PivotError(
+                f"Refusing {what} {rel!r}: {self.rel(folder)!r} is a Python virtual "
+                f"environment (it holds {VENV_MARKER}), where a file can run code with the "
+                f"next `python`. Pivot never writes or deletes there; keep outputs out of "
+                f"virtual environments, and fix what names this path (a file you did not "
+                f"write yourself may have been crafted to take over your Python)."
+            )
 
 
 def _remove(path: pathlib.Path) -> None:
@@ -175,8 +243,30 @@ def _remove(path: pathlib.Path) -> None:
 
 # No tracked path is or lies in a `.git` folder at any depth (git itself refuses them: a
 # nested `.git` makes its folder a repository with its own config and hooks), nor in
-# `.pivot/` at the root; compared case-insensitively, as macOS and Windows compare names.
+# `.pivot/` at the root; nor is or lies in a folder Python imports from without being
+# asked (`site-packages`, `dist-packages`: a `.pth` file there runs with every `python`;
+# `__pycache__`: a compiled module there can run instead of the reviewed source), nor is
+# a virtual environment's `pyvenv.cfg`. Names are compared as the filesystems that
+# ignore differences compare them (`_canonical`); their 8.3 short names are refused.
 GIT_DIR = ".git"
+VENV_MARKER = "pyvenv.cfg"
+PYTHON_PARTS = frozenset({"site-packages", "dist-packages", "__pycache__", VENV_MARKER})
+GIT_SHORT_NAME = re.compile(r"git~[0-9]+")
+PIVOT_SHORT_NAME = re.compile(r"pivot~[0-9]+")
+# Unicode's Default_Ignorable_Code_Point (DerivedCoreProperties.txt, Unicode 15.1): HFS+
+# ignores these in names, so `.g\u200cit` opens `.git` there.
+_IGNORABLE = re.compile(
+    "[\u00ad\u034f\u061c\u115f\u1160\u17b4\u17b5\u180b-\u180f\u200b-\u200f\u202a-\u202e"
+    "\u2060-\u206f\u3164\ufe00-\ufe0f\ufeff\uffa0\ufff0-\ufff8\U0001bca0-\U0001bca3"
+    "\U0001d173-\U0001d17a\U000e0000-\U000e0fff]"
+)
+
+
+def _canonical(part: str) -> str:
+    """The name a case-insensitive filesystem opens for `part`: without ignorable code
+    points (HFS+), an NTFS stream suffix (`:...`) or trailing dots and spaces (Windows),
+    case-folded."""
+    return _IGNORABLE.sub("", part).split(":", 1)[0].rstrip(". ").casefold()
 
 
 def safe_relpath(rel: str, what: str) -> str:
@@ -195,15 +285,43 @@ def safe_relpath(rel: str, what: str) -> str:
             f"(absolute paths, '..', '.', empty parts, backslashes and NUL are never accepted "
             f"from lock files, manifests, run records or indexes)."
         )
-    folded = [p.casefold() for p in parts]
-    if GIT_DIR in folded or folded[0] == PIVOT_DIR:
-        place = "a .git folder, which git" if GIT_DIR in folded else f"{PIVOT_DIR}/, which Pivot"
+    folded = [_canonical(p) for p in parts]
+    git = any(p == GIT_DIR or GIT_SHORT_NAME.fullmatch(p) for p in folded)
+    if git or folded[0] == PIVOT_DIR or PIVOT_SHORT_NAME.fullmatch(folded[0]):
+        place = "a .git folder, which git" if git else f"{PIVOT_DIR}/, which Pivot"
         raise PivotError(
-            f"Refusing {what}: {rel!r} is or lies inside {place} manages; Pivot never writes "
-            f"there. Fix what names this path (a file you did not write yourself may have been "
-            f"crafted to take over the repository)."
+            f"Refusing {what}: {rel!r} is or lies inside {place} manages (names are compared "
+            f"as macOS and Windows compare them); Pivot never writes there. Fix what names "
+            f"this path (a file you did not write yourself may have been crafted to take over "
+            f"the repository)."
+        )
+    python = sorted(PYTHON_PARTS.intersection(folded))
+    if python:
+        raise PivotError(
+            f"Refusing {what}: {rel!r} is or lies in {python[0]}, which Python reads "
+            f"without being asked (a file there can run code with the next `python`); Pivot "
+            f"never writes there. Fix what names this path (a file you did not write yourself "
+            f"may have been crafted to take over your Python)."
         )
     return rel
+
+
+def first_overlap(paths: Iterable[str]) -> tuple[str, str] | None:
+    """Two of `paths` that name the same path, or of which one is a folder holding the
+    other (in that order), if any: such paths cannot all be written."""
+    seen: set[str] = set()
+    listed = list(paths)
+    for path in listed:
+        if path in seen:
+            return path, path
+        seen.add(path)
+    for path in listed:
+        parts = path.split("/")
+        for i in range(1, len(parts)):
+            folder = "/".join(parts[:i])
+            if folder in seen:
+                return folder, path
+    return None
 
 
 def _encodable(rel: str) -> bool:

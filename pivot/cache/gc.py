@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import contextlib
 import os
+import pathlib
 import shutil
+import stat
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -71,7 +73,7 @@ def collect_garbage(
     summary = GcSummary(dry_run=dry_run)
     if cache.objects.is_dir():
         for shard in sorted(cache.objects.iterdir()):
-            if not shard.is_dir():
+            if not _is_folder(shard):
                 continue
             for entry in sorted(shard.iterdir()):
                 digest = shard.name + entry.name
@@ -79,7 +81,7 @@ def collect_garbage(
                     summary.objects_kept += 1
                     continue
                 summary.objects_removed += 1
-                summary.bytes_removed += entry.stat().st_size
+                summary.bytes_removed += entry.lstat().st_size
                 summary.removed.append(digest)
                 if not dry_run:
                     os.unlink(entry)
@@ -97,22 +99,32 @@ def collect_garbage(
 
 def _collect_leftovers(project: Project, cache: LocalCache, summary: GcSummary) -> None:
     """Stale cache temp files (gc holds the command lock) and quarantined objects."""
-    quarantined = sorted(cache.quarantine_dir.iterdir()) if cache.quarantine_dir.is_dir() else []
+    folder = cache.quarantine_dir
+    quarantined = sorted(p for p in folder.iterdir() if is_hash(p.name)) if folder.is_dir() else []
     for path in [*project.stale_temps(), *quarantined]:
         summary.leftovers_removed += 1
         summary.bytes_removed += _size(path)
         if not summary.dry_run:
-            if path.is_dir():
-                shutil.rmtree(path, ignore_errors=True)
+            if _is_folder(path):
+                shutil.rmtree(path, ignore_errors=True)  # removes links inside, never follows
             else:
                 path.unlink(missing_ok=True)
 
 
-def _size(path) -> int:
-    """Bytes of a file, or of every file under a folder."""
-    if not path.is_dir():
-        return path.stat().st_size
-    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+def _is_folder(path: pathlib.Path) -> bool:
+    """Whether `path` is a folder itself, not a link to one (gc never deletes through one)."""
+    return stat.S_ISDIR(path.lstat().st_mode)
+
+
+def _size(path: pathlib.Path) -> int:
+    """Bytes of a file or link, or of every file under a folder (links not followed)."""
+    if not _is_folder(path):
+        return path.lstat().st_size
+    return sum(
+        os.lstat(os.path.join(folder, name)).st_size
+        for folder, _, names in os.walk(path)
+        for name in names
+    )
 
 
 def _collect_packs(cache: LocalCache, live: set[str], summary: GcSummary) -> None:

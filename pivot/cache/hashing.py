@@ -13,7 +13,7 @@ import blake3
 import msgpack
 
 from pivot.errors import PivotError
-from pivot.project import safe_relpath
+from pivot.project import first_overlap, safe_relpath
 from pivot.untrusted import count
 
 if TYPE_CHECKING:
@@ -129,6 +129,11 @@ def decode_tree(data: bytes, what: str) -> list[TreeEntry]:
         safe_relpath(entry.relpath, f"an entry of the tree manifest {what}")
         if not is_hash(entry.hash):
             raise PivotError(f"The tree manifest {what} holds an invalid hash {entry.hash!r}.")
+    clash = first_overlap(e.relpath for e in entries)
+    if clash is not None:
+        folder, path = clash
+        why = "twice" if folder == path else f"both as a file and as the folder of {path!r}"
+        raise PivotError(f"The tree manifest {what} is corrupt: it names {folder!r} {why}.")
     return entries
 
 

@@ -78,7 +78,7 @@ class RunRecords:
         return [
             shard.name + entry.name
             for shard in self.root.iterdir()
-            if shard.is_dir()
+            if shard.is_dir() and not shard.is_symlink()  # gc deletes what is listed
             for entry in shard.iterdir()
             if is_hash(shard.name + entry.name)
         ]

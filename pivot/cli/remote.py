@@ -283,8 +283,10 @@ def pull(remote_name, jobs, as_json, all_pipelines, targets) -> None:
     """Fetch, then check out the outputs of this pipeline and its upstreams (or TARGETS, or
     --all) into the workspace."""
     from pivot.remote import transfer
+    from pivot.run.lockfile import check_disjoint
 
     project, locks = _scope_locks(targets, all_pipelines)
+    check_disjoint(locks)
     target = _open(project, remote_name)
     bar = _Bar("pull")
     try:

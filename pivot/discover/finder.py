@@ -8,7 +8,13 @@ from typing import TYPE_CHECKING
 
 import msgpack
 
-from pivot.discover.loading import PIPELINE_FILES, LoadedPipeline, load_file, pipeline_file_in
+from pivot.discover.loading import (
+    PIPELINE_FILES,
+    LoadedPipeline,
+    check_not_pipeline,
+    load_file,
+    pipeline_file_in,
+)
 from pivot.errors import PivotError
 from pivot.project import Project
 
@@ -62,6 +68,7 @@ class Discovery:
         for stage in loaded.stages.values():
             for out in stage.outs:
                 self._add_producer(out.path, stage)
+        self._check_pipelines_kept(loaded)
         self.pipelines[file] = loaded
         self.names[loaded.name] = file
         return loaded
@@ -80,6 +87,17 @@ class Discovery:
                 f"Each output path must belong to exactly one stage."
             )
         self.producers[path] = stage
+
+    def _check_pipelines_kept(self, loaded: LoadedPipeline) -> None:
+        """Refuse an output of a loaded stage that is a loaded pipeline's file or folder."""
+        for file in (loaded.file, *self.pipelines):
+            rel = self.project.rel(file)
+            for path in (rel, *ancestors(rel)):
+                stage = self.producers.get(path)
+                if stage is not None:
+                    out = next(o for o in stage.outs if o.path == path)
+                    where = f"stage {stage.id} ({stage.source}): its output {out.declared!r}"
+                    check_not_pipeline(path, rel, where)
 
     def nearest_pipeline(self, start: pathlib.Path) -> pathlib.Path | None:
         """The pipeline file at or above `start`, up to the project root."""

@@ -153,6 +153,18 @@ def _load_yaml(file: pathlib.Path) -> Pipeline:
     return pipeline
 
 
+def check_not_pipeline(out: str, pipeline_file: str, what: str) -> None:
+    """Refuse an output that is the pipeline file `pipeline_file` or one of its folders:
+    a stage removes its outputs before it runs, and would take the pipeline with them."""
+    if out == pipeline_file or pipeline_file.startswith(out + "/"):
+        kind = "file" if out == pipeline_file else "folder"
+        raise PivotError(
+            f"{what} ({out} in the project) is the {kind} of the pipeline {pipeline_file}; a "
+            f"stage removes its outputs before it runs, which would delete the pipeline and "
+            f"everything else there. Name a file or folder of its own (such as 'out/')."
+        )
+
+
 def _check_keys(raw: dict, known: set[str], where: str) -> None:
     unknown = sorted(set(raw) - known)
     if unknown:
@@ -191,6 +203,8 @@ def _resolve(
 
     deps = [artifact(k, d.path, d.loader) for k, d in reg.deps.items()]
     outs = [artifact(k, o.path, o.loader) for k, o in reg.outs.items()]
+    for out in outs:
+        check_not_pipeline(out.path, project.rel(file), f"{where}: its output {out.declared!r}")
     return StageSpec(
         pipeline=pipeline,
         name=reg.name,

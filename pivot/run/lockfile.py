@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import json
 import pathlib
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 from pivot import _fs
 from pivot.cache.hashing import DIR, FILE, is_hash
 from pivot.errors import PivotError
-from pivot.project import Project, safe_relpath
+from pivot.project import PIVOT_DIR, Project, first_overlap, safe_relpath
 from pivot.untrusted import count
 
 SCHEMA_VERSION = 1
@@ -97,6 +98,36 @@ def load_locks(project: Project) -> list[Lock]:
         if lock is not None:
             locks.append(lock)
     return locks
+
+
+def check_disjoint(locks: Iterable[Lock]) -> None:
+    """Refuse `locks` if two of their outputs are the same path or one lies in the other:
+    checking them all out would overwrite one with the other."""
+    locks = list(locks)
+    clash = first_overlap(path for lock in locks for path in lock.outs)
+    if clash is None:
+        return
+    folder, path = clash
+    files = [
+        f"{PIVOT_DIR}/stages/{lock.stage_id}.lock"
+        for lock in locks
+        if {folder, path} & set(lock.outs)
+    ]
+    named = (
+        f"The lock file {files[0]} names"
+        if len(files) == 1
+        else f"The lock files {' and '.join(files)} name"
+    )
+    what = (
+        f"the output {path!r} twice"
+        if folder == path
+        else f"the output {folder!r} and {path!r} inside it"
+    )
+    raise PivotError(
+        f"{named} {what}: checking them out would overwrite one with the other, so "
+        f"nothing was checked out. Fix or delete the lock file that should not name it (one "
+        f"you did not write yourself may have been crafted), or run `pivot run` to rewrite it."
+    )
 
 
 def live(locks: list[Lock]) -> tuple[set[str], list[tuple[str, str]]]:

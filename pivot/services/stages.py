@@ -11,7 +11,7 @@ from pivot.cache.store import LinkMode
 from pivot.cache.workspace import open_workspace
 from pivot.discover.scope import Scope, resolve_scope
 from pivot.errors import DamagedBlob, PivotError, StageFailed
-from pivot.run.lockfile import read_lock
+from pivot.run.lockfile import check_disjoint, read_lock
 from pivot.run.plan import PENDING, RESTORE, RUN, SKIP
 from pivot.run.remote_view import RemoteAccess
 from pivot.run.scheduler import Runner, RunOptions, RunReport, plan_graph
@@ -212,6 +212,9 @@ def checkout(targets: tuple[str, ...], all_pipelines: bool, link: str) -> tuple[
     ws = open_workspace()
     try:
         scope = resolve_scope(ws, targets, all_pipelines)
+        check_disjoint(
+            filter(None, (read_lock(ws.project.stages_dir, s) for s in scope.graph.order()))
+        )
         missing = []
         wanted = []
         for sid in scope.graph.order():

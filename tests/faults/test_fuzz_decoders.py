@@ -51,7 +51,7 @@ def _check_path(path: str) -> None:
 
 
 def _check_size(size: object) -> None:
-    assert isinstance(size, int) and size >= 0, size
+    assert isinstance(size, int) and 0 <= size < 2**63, size
 
 
 # ----- lock files --------------------------------------------------------------------
@@ -133,20 +133,37 @@ tree_rows = st.lists(
     | anything,
     max_size=4,
 )
+# Well-formed rows over a few nested names: entries named twice, or both as a file and as
+# a folder of another entry, are common.
+clashing_rows = st.lists(
+    st.tuples(
+        st.sampled_from(["a", "a/b", "a/b/c", "b", "ab"]), st.just(HASH), st.just(1), st.just(0o644)
+    ),
+    max_size=4,
+)
 
 
 @FUZZ
 @given(
-    tree_rows.map(lambda rows: msgpack.packb(rows, use_bin_type=True, default=repr))
+    (tree_rows | clashing_rows).map(
+        lambda rows: msgpack.packb(rows, use_bin_type=True, default=repr)
+    )
     | st.binary(max_size=200)
 )
 @example(msgpack.packb([["a", HASH, math.inf, 0o644]]))
+@example(msgpack.packb([["a", HASH, 1, 0o644], ["a", HASH, 1, 0o644]]))
+@example(msgpack.packb([["a/b", HASH, 1, 0o644], ["a", HASH, 1, 0o644]]))
+@example(msgpack.packb([["a", HASH, 2**64 - 1, 0o644]]))
 def test_tree_manifests(data: bytes) -> None:
     entries = _decodes_or_error(lambda d: decode_tree(d, "T1"), data, "T1")
     for entry in entries or ():
         _check_path(entry.relpath)
         assert is_hash(entry.hash)
         _check_size(entry.size)
+    names = [entry.relpath for entry in entries or ()]
+    assert len(set(names)) == len(names), names  # each entry once
+    folders = {name.rsplit("/", i)[0] for name in names for i in range(1, name.count("/") + 1)}
+    assert not folders & set(names), names  # no entry is also another's folder
 
 
 record_shaped = st.fixed_dictionaries(

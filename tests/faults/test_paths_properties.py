@@ -2,13 +2,17 @@
 
 Whatever string a lock file, manifest or run record holds, it is refused with a
 PivotError or names a path inside the project that is not `.pivot/...` and lies in no
-`.git` folder, in any letter case. A manifest yields modes 0o644 and 0o755 only.
+`.git` folder, in any letter case, nor in any name macOS or Windows open as those
+(ignorable code points, trailing dots and spaces, a stream suffix, an 8.3 short name),
+nor in a folder Python reads without being asked. A manifest yields modes 0o644 and
+0o755 only, and no entry twice or both as a file and a folder.
 """
 
 from __future__ import annotations
 
 import json
 import pathlib
+import re
 
 import msgpack
 import pytest
@@ -23,11 +27,36 @@ from pivot.run.lockfile import parse_lock
 
 HASH = "ab" * 32
 
+# Code points HFS+ ignores in names (a sample of Unicode's Default_Ignorable_Code_Point).
+IGNORABLE = ["\u200c", "\u200d", "\u200e", "\u202a", "\u206f", "\ufeff", "\u00ad", "\U000e0001"]
+
+
+def _decorated(name: str, draw_case, ignorable: list[str], tail: str, stream: str) -> str:
+    """`name` as macOS or Windows would still open it: letters in any case, ignorable
+    code points anywhere, trailing dots or spaces, an NTFS stream suffix."""
+    chars = [c.upper() if up else c for c, up in zip(name, draw_case, strict=False)]
+    for i, ch in enumerate(ignorable):
+        chars.insert(i % (len(chars) + 1), ch)
+    return "".join(chars) + tail + stream
+
+
+LOOKALIKES = st.builds(
+    _decorated,
+    st.sampled_from(
+        [".git", ".pivot", "git~1", "pivot~1", "git~12", "site-packages", "__pycache__"]
+    ),
+    st.lists(st.booleans(), min_size=13, max_size=13),
+    st.lists(st.sampled_from(IGNORABLE), max_size=2),
+    st.sampled_from(["", ".", " ", ". .", "  "]),
+    st.sampled_from(["", ":", "::$INDEX_ALLOCATION", ":x"]),
+)
+
 # Path parts an attacker would try, mixed with arbitrary text.
 PARTS = st.one_of(
     st.sampled_from(
         [".git", ".GIT", ".Git", ".pivot", ".PIVOT", "..", ".", "", "a", "b\\c", "d\x00", "\ud800"]
     ),
+    LOOKALIKES,
     st.text(max_size=8),
 )
 PATHS = st.one_of(
@@ -46,11 +75,20 @@ def root(tmp_path_factory) -> pathlib.Path:
     return tmp_path_factory.mktemp("root").resolve()
 
 
+def _opened_as(part: str) -> str:
+    """The name macOS or Windows opens for `part` (for the decorations tried here)."""
+    for ch in IGNORABLE:
+        part = part.replace(ch, "")
+    return part.split(":")[0].rstrip(". ").casefold()
+
+
 def assert_safe(root: pathlib.Path, rel: str) -> None:
     resolved = (root / rel).resolve()
     assert root in resolved.parents, rel
-    folded = [part.casefold() for part in rel.split("/")]
-    assert folded[0] != ".pivot" and ".git" not in folded, rel
+    folded = [_opened_as(part) for part in rel.split("/")]
+    assert folded[0] != ".pivot" and not re.fullmatch(r"pivot~\d+", folded[0]), rel
+    assert ".git" not in folded and not any(re.fullmatch(r"git~\d+", p) for p in folded), rel
+    assert not {"site-packages", "dist-packages", "__pycache__"} & set(folded), rel
 
 
 @given(PATHS)

@@ -48,7 +48,7 @@ pipeline.register(count)
 
 def test_init_creates_pivot_dir_with_gitignore(project: pathlib.Path) -> None:
     ignore = (project / ".pivot" / ".gitignore").read_text()
-    assert "/cache/" in ignore and "/state.db" in ignore
+    assert "/cache\n" in ignore and "/state.db" in ignore
     assert (project / ".pivot" / "stages").is_dir()
 
 
