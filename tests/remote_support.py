@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import pathlib
+import shutil
+
+from support import declare_stage
 
 from pivot.cache.hashing import hash_bytes
 from pivot.cache.runs import RunRecords
@@ -12,7 +15,8 @@ from pivot.run.lockfile import Lock, write_lock
 
 
 def make_project(root: pathlib.Path, files: dict[str, bytes], stage: str = "p/s") -> Project:
-    """A project whose stage `stage` produced `files` (a key ending in '/' is a directory)."""
+    """A project whose stage `stage` (declared in its `pipeline.py`) produced `files` (a
+    key ending in '/' is a directory)."""
     init_project(root)
     project = Project(root)
     cache = LocalCache(project.cache_dir, project.tmp_dir)
@@ -25,14 +29,16 @@ def make_project(root: pathlib.Path, files: dict[str, bytes], stage: str = "p/s"
         stored, _ = cache.add_output(root / top)
         outs[top] = {"hash": stored.hash, "size": stored.size, "kind": stored.kind}
     run_key = hash_bytes(f"{stage}:{sorted(files)}".encode())
+    declare_stage(root, stage, sorted(outs))
     write_lock(project.stages_dir, Lock(stage, run_key, {}, {}, {}, outs))
     RunRecords(project.cache_dir).put(run_key, outs)
     return project
 
 
 def clone(src: Project, root: pathlib.Path) -> Project:
-    """A fresh checkout of `src`: its lock files, nothing else."""
+    """A fresh checkout of `src`: its pipeline file and lock files, nothing else."""
     init_project(root)
+    shutil.copy(src.root / "pipeline.py", root / "pipeline.py")
     for lock in src.stages_dir.rglob("*.lock"):
         dest = root / ".pivot" / "stages" / lock.relative_to(src.stages_dir)
         dest.parent.mkdir(parents=True, exist_ok=True)
@@ -41,10 +47,13 @@ def clone(src: Project, root: pathlib.Path) -> Project:
 
 
 def files_of(root: pathlib.Path) -> dict[str, bytes]:
+    """The outputs in the workspace (every file but Pivot's and the pipeline's)."""
     return {
         p.relative_to(root).as_posix(): p.read_bytes()
         for p in sorted(root.rglob("*"))
-        if p.is_file() and ".pivot" not in p.parts
+        if p.is_file()
+        and not {".pivot", "__pycache__"} & set(p.parts)
+        and p.relative_to(root).as_posix() != "pipeline.py"
     }
 
 

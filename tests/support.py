@@ -75,3 +75,30 @@ def free_ports(count: int) -> list[int]:
     finally:
         for sock in sockets:
             sock.close()
+
+
+def declare_stage(root: pathlib.Path, stage_id: str, outs: list[str]) -> None:
+    """Write the `pipeline.py` at `root` that declares stage `stage_id` (`p/<name>`) with
+    the outputs `outs` (project paths), as the commit holding its lock file would: only
+    lock files of declared stages with exactly those outputs are pulled or pushed. The
+    stage never runs in these tests (its lock file is written by the test)."""
+    pipeline, name = stage_id.split("/")
+    fields = ", ".join(
+        f"'o{i}': Annotated[pathlib.Path, pivot.Out({out!r}, pivot.loaders.PathOnly())]"
+        for i, out in enumerate(outs)
+    )
+    source = f"""
+        import pathlib
+        from typing import Annotated, TypedDict
+
+        import pivot
+
+        pipeline = pivot.Pipeline({pipeline!r})
+        Outs = TypedDict("Outs", {{{fields}}})
+
+        def {name}() -> Outs:
+            raise RuntimeError("declared only")
+
+        pipeline.register({name})
+    """
+    write_files(root, {"pipeline.py": source})

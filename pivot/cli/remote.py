@@ -26,18 +26,18 @@ def _project():
 
 def _scope_locks(targets: tuple[str, ...], all_pipelines: bool):
     """The project and the lock files of the stages in scope (default: this pipeline and
-    its upstreams; --all: every lock file of the project)."""
+    its upstreams; --all: every pipeline's stages), each recording exactly the outputs its
+    stage declares (any other is named in a warning and left out)."""
     from pivot.cache.workspace import open_workspace
     from pivot.discover.scope import resolve_scope
-    from pivot.run.lockfile import load_locks, read_lock
+    from pivot.run.lockfile import declared_locks
 
     ws = open_workspace()
     try:
-        if all_pipelines and not targets:
-            return ws.project, load_locks(ws.project)
         scope = resolve_scope(ws, targets, all_pipelines)
-        locks = [read_lock(ws.project.stages_dir, sid) for sid in scope.graph.order()]
-        return ws.project, [lock for lock in locks if lock is not None]
+        stages = [scope.graph.stages[sid] for sid in scope.graph.order()]
+        every = all_pipelines and not targets
+        return ws.project, declared_locks(ws.project, stages, every)
     finally:
         ws.state.close()
 
@@ -232,7 +232,7 @@ def remote_clean(name: str | None, hours: float) -> None:
 @_transfer_options
 def push(remote_name, jobs, as_json, all_pipelines, targets) -> None:
     """Send the outputs and run records of this pipeline and its upstreams (or TARGETS, or
-    --all: every lock file and every local run record) to the remote."""
+    --all: every pipeline's, and every local run record) to the remote."""
     from pivot.cache.runs import RunRecords
     from pivot.remote import transfer
 

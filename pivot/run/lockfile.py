@@ -6,13 +6,18 @@ import json
 import pathlib
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from pivot import _fs
+from pivot import _fs, console
 from pivot.cache.hashing import DIR, FILE, is_hash
 from pivot.errors import PivotError
 from pivot.project import PIVOT_DIR, Project, first_overlap, safe_relpath
 from pivot.untrusted import count
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+
+    from pivot.define.stage import StageSpec
 
 SCHEMA_VERSION = 1
 
@@ -128,6 +133,47 @@ def check_disjoint(locks: Iterable[Lock]) -> None:
         f"nothing was checked out. Fix or delete the lock file that should not name it (one "
         f"you did not write yourself may have been crafted), or run `pivot run` to rewrite it."
     )
+
+
+def declares(stage: StageSpec, outs: dict[str, dict[str, Any]]) -> bool:
+    """Whether `outs` (of a lock or run record) are exactly the outputs `stage` declares."""
+    return sorted(outs) == sorted(o.path for o in stage.outs)
+
+
+def declared_locks(
+    project: Project, stages: Iterable[StageSpec], every: bool = False
+) -> list[Lock]:
+    """The lock files of `stages` that record exactly the outputs each stage declares.
+
+    Any other lock file (crafted, or written for an older version of the stage) is named
+    in one warning and left out, so its outputs are never placed, fetched or pushed; an
+    unusable one raises PivotError naming it. With `every`, the lock files of no stage in
+    `stages` are read (an unusable one raises) and named too.
+    """
+    locks, seen = [], set()
+    for stage in stages:
+        seen.add(stage.id)
+        lock = read_lock(project.stages_dir, stage.id)
+        if lock is None:
+            continue
+        if declares(stage, lock.outs):
+            locks.append(lock)
+            continue
+        declared = ", ".join(sorted(o.path for o in stage.outs)) or "none"
+        console.warn(
+            f"The lock file {lock_path(project.stages_dir, stage.id)} records the outputs "
+            f"{', '.join(sorted(lock.outs)) or 'none'}, but stage {stage.id} declares "
+            f"{declared}: the lock is stale and its outputs are left alone. Run `pivot run` "
+            f"to rewrite it."
+        )
+    if every:
+        for stage_id, path in all_locks(project.stages_dir).items():
+            if stage_id not in seen and read_lock(project.stages_dir, stage_id) is not None:
+                console.warn(
+                    f"The lock file {path} belongs to no stage of the project: its outputs "
+                    f"are left alone. Delete it if the stage is gone."
+                )
+    return locks
 
 
 def live(locks: list[Lock]) -> tuple[set[str], list[tuple[str, str]]]:

@@ -11,7 +11,7 @@ import blake3
 from pivot import console
 from pivot.errors import PivotError
 from pivot.fingerprint import canonical_json, fingerprint, fingerprint_digest
-from pivot.run.lockfile import Lock, read_lock
+from pivot.run.lockfile import Lock, declares, read_lock
 
 if TYPE_CHECKING:
     from pivot.cache.workspace import Workspace
@@ -39,7 +39,12 @@ class Decision:
 
     @property
     def matches_lock(self) -> bool:
-        return self.lock is not None and self.lock.run_key == self.run_key
+        """The lock is this run's: same run key, and exactly the declared outputs."""
+        return (
+            self.lock is not None
+            and self.lock.run_key == self.run_key
+            and declares(self.stage, self.lock.outs)
+        )
 
     def new_lock(self, outs: dict[str, dict[str, Any]]) -> Lock:
         assert self.run_key is not None
@@ -152,7 +157,8 @@ class Planner:
         if stage.id in self.force:
             decision.reasons = ["forced"]
             return decision
-        if lock is not None and lock.run_key == key:
+        if decision.matches_lock:
+            assert lock is not None
             damaged = self._damaged_outputs(lock.outs)
             if not damaged:
                 decision.action, decision.outs = SKIP, lock.outs
@@ -192,7 +198,7 @@ class Planner:
         """Restore when every output is in the local cache or on the remote, else run.
         Only the stage's declared outputs are ever restored: a lock or run record that
         names other paths (it was crafted, or the run key collided) is not used."""
-        if sorted(outs) != sorted(o.path for o in decision.stage.outs):
+        if not declares(decision.stage, outs):
             decision.reasons.append("its recorded outputs are not the ones it declares")
             return
         try:
@@ -247,6 +253,6 @@ def explain(
             reasons.append(f"dep removed: {path}")
         elif deps[path] != lock.deps[path]:
             reasons.append(f"dep changed: {path}")
-    if sorted(o.path for o in stage.outs) != sorted(lock.outs):
-        reasons.append("declared outputs changed")
+    if not declares(stage, lock.outs):
+        reasons.append("its declared outputs differ from its lock file's")
     return reasons or ["loaders or format version changed"]

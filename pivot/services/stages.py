@@ -11,7 +11,7 @@ from pivot.cache.store import LinkMode
 from pivot.cache.workspace import open_workspace
 from pivot.discover.scope import Scope, resolve_scope
 from pivot.errors import DamagedBlob, PivotError, StageFailed
-from pivot.run.lockfile import check_disjoint, read_lock
+from pivot.run.lockfile import check_disjoint, declared_locks
 from pivot.run.plan import PENDING, RESTORE, RUN, SKIP
 from pivot.run.remote_view import RemoteAccess
 from pivot.run.scheduler import Runner, RunOptions, RunReport, plan_graph
@@ -85,7 +85,7 @@ def _show_plan(decisions) -> None:
 
 def _push_scope(ws, scope: Scope, remote: RemoteAccess) -> None:
     """Send the outputs and run records of every stage in scope to the remote."""
-    locks = [lock for sid in scope.graph.order() if (lock := read_lock(ws.project.stages_dir, sid))]
+    locks = declared_locks(ws.project, (scope.graph.stages[sid] for sid in scope.graph.order()))
     summary = remote.push(locks, [])
     click.echo(summary.line())
     if summary.missing:
@@ -212,14 +212,14 @@ def checkout(targets: tuple[str, ...], all_pipelines: bool, link: str) -> tuple[
     ws = open_workspace()
     try:
         scope = resolve_scope(ws, targets, all_pipelines)
-        check_disjoint(
-            filter(None, (read_lock(ws.project.stages_dir, s) for s in scope.graph.order()))
-        )
+        stages = [scope.graph.stages[sid] for sid in scope.graph.order()]
+        locks = declared_locks(ws.project, stages, every=all_pipelines and not targets)
+        check_disjoint(locks)
         missing = []
         wanted = []
-        for sid in scope.graph.order():
-            lock = read_lock(ws.project.stages_dir, sid)
-            for path, out in (lock.outs if lock else {}).items():
+        for lock in locks:
+            sid = lock.stage_id
+            for path, out in lock.outs.items():
                 what = f"the output of {sid}"
                 ws.project.write_path(path, what)  # refused before anything is placed
                 if ws.cache.missing(out["hash"], out["kind"]):

@@ -59,6 +59,7 @@ def test_push_fetch_pull_gc(tmp_path, monkeypatch):
 
     shutil.copytree(src.stages_dir, dst / ".pivot" / "stages")
     shutil.copy(src.pivot_dir / "config.yaml", dst / ".pivot" / "config.yaml")
+    shutil.copy(src.root / "pipeline.py", dst / "pipeline.py")
     monkeypatch.chdir(dst)
     fetched = json.loads(invoke(remote.fetch, "--all", "--json").output)
     assert fetched["blobs"] == 3 and fetched["missing"] == []

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import pathlib
+import shutil
 
 import pytest
 from remote_support import make_project
@@ -14,6 +15,7 @@ from support import COUNTER, PivotCLI, executions, write_files
 PIPELINE = (
     """
 import pathlib
+import shutil
 from typing import Annotated
 
 import pivot
@@ -184,6 +186,8 @@ def test_push_with_one_damaged_object_stores_and_indexes_the_rest(project, pivot
     clone = tmp_path / "clone"
     clone.mkdir()
     pivot("init", cwd=clone)
+    for committed in ("pipeline.py", "raw.bin"):
+        shutil.copy(project / committed, clone / committed)
     for lock in (project / ".pivot" / "stages").rglob("*.lock"):
         dest = clone / ".pivot" / "stages" / lock.relative_to(project / ".pivot" / "stages")
         dest.parent.mkdir(parents=True, exist_ok=True)

@@ -43,6 +43,7 @@ def modes(folder) -> dict[str, int]:
 def test_pull_produces_only_0644_and_0755(project, pivot, tmp_path):
     out = cache_tree(project, CRAFTED)
     pivot("remote", "add", "origin", str(tmp_path / "remote"), "--default")
+    write_files(project, {"pipeline.py": PIPELINE})
     write_lock(project, "p/s", {"data": out})
     pivot("push", "--all")
     shutil.rmtree(project / ".pivot" / "cache")

@@ -12,7 +12,7 @@ import shutil
 
 import pytest
 from paths_support import cache_file, cache_tree, protected, snapshot, write_lock
-from support import write_files
+from support import declare_stage, write_files
 
 PRECIOUS = b"someone else's file\n"
 
@@ -56,8 +56,10 @@ def test_pull_all_does_not_follow_a_committed_symlink(project, pivot, tmp_path, 
     else:
         out = cache_file(project, b"pwned\n")
     pivot("remote", "add", "origin", str(tmp_path / "remote"), "--default")
+    declare_stage(project, "p/s", ["innocent"])
     write_lock(project, "p/s", {"innocent": out})
     pivot("push", "--all")
+    declare_stage(project, "p/s", [path, "fine.txt"])
     write_lock(project, "p/s", {path: out, "fine.txt": cache_file(project, b"fine\n")})
     shutil.rmtree(project / ".pivot" / "cache")
     (project / link).parent.mkdir(parents=True, exist_ok=True)
