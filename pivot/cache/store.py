@@ -310,7 +310,7 @@ class LocalCache:
             with writing(dest):
                 if kind == DIR:
                     entries = self.tree(digest)
-                    self._checkout_tree(entries, dest, mode)
+                    self._checkout_tree(digest, entries, dest, mode)
                     return [(e.relpath, e.hash) for e in entries]
                 self._checkout_file(digest, dest, mode)
                 return [("", digest)]
@@ -333,7 +333,9 @@ class LocalCache:
             _remove_quietly(tmp)
             raise
 
-    def _checkout_tree(self, entries: list[TreeEntry], dest: pathlib.Path, mode: LinkMode) -> None:
+    def _checkout_tree(
+        self, digest: str, entries: list[TreeEntry], dest: pathlib.Path, mode: LinkMode
+    ) -> None:
         tmp = _sibling(dest, "tmp")
         os.mkdir(tmp)
         try:
@@ -357,7 +359,7 @@ class LocalCache:
             packed = self.packs.blobs()
             read_packed = self.packs.read
 
-            def put(entry: TreeEntry) -> None:
+            def put_entry(entry: TreeEntry) -> None:
                 src = os.path.join(objects, entry.hash[:2], entry.hash[2:])
                 target = os.path.join(tmp, entry.relpath)
                 if old is not None and _reuse(
@@ -371,6 +373,18 @@ class LocalCache:
                     _write_new(target, read_packed(entry.hash, where), entry.mode)
                     if entry.mode & umask:
                         os.chmod(target, entry.mode)
+
+            def put(entry: TreeEntry) -> None:
+                try:
+                    put_entry(entry)
+                except _WrongSize as exc:
+                    raise PivotError(
+                        f"The tree manifest {digest} of {dest} records {entry.size} bytes for "
+                        f"{entry.relpath!r}, but the cache object {entry.hash} it names holds "
+                        f"{exc.size} bytes and matches its hash: the manifest is wrong, the "
+                        f"object is good. Nothing was placed at {dest}. Run the stage that "
+                        f"produces it again (`pivot run --force STAGE`)."
+                    ) from None
 
             # One thread per folder, largest first: the kernel serializes the creations in a
             # folder, and threads waiting for it spin. On ext4 shortly after many deletions,
@@ -723,6 +737,24 @@ class _Mismatch(Exception):
         self.digest = digest
 
 
+class _WrongSize(Exception):
+    """A cache object matches its hash but not the size its tree manifest records: the
+    manifest is wrong, not the object (the caller names the manifest)."""
+
+    def __init__(self, size: int) -> None:
+        super().__init__(size)
+        self.size = size
+
+
+def _check(digest: str, size: int, actual: str, copied: int) -> None:
+    """Raise _Mismatch if the bytes read do not hash to `digest`, else _WrongSize if they
+    are not the `size` expected (unless -1)."""
+    if actual != digest:
+        raise _Mismatch(digest)
+    if size >= 0 and copied != size:
+        raise _WrongSize(copied)
+
+
 def _damage_message(digest: str, output: pathlib.Path | None, done: str) -> str:
     """What a DamagedBlob says: which object, for which output, and where it went."""
     of = f" for {output}" if output is not None else ""
@@ -747,7 +779,7 @@ def _copy_file(src: str, dest: str, digest: str, mode: int, size: int = -1, chmo
         os.close(source)
     if actual != digest or (size >= 0 and copied != size):
         _remove_quietly(dest)
-        raise _Mismatch(digest)
+    _check(digest, size, actual, copied)
 
 
 def _clone_or_copy(source: int, target: int, size: int) -> tuple[int, str]:
@@ -769,8 +801,7 @@ def _verify_object(src: str, digest: str, size: int = -1) -> None:
         copied, actual = copy_hashing(fd, None, size)
     finally:
         os.close(fd)
-    if actual != digest or (size >= 0 and copied != size):
-        raise _Mismatch(digest)
+    _check(digest, size, actual, copied)
 
 
 def _link(src: str, dest: str, digest: str, mode: int, size: int = -1, chmod: int = 1) -> None:
