@@ -7,53 +7,83 @@ as exactly a bucket and a key prefix.
 
 from __future__ import annotations
 
-import contextlib
 import re
-from urllib.parse import parse_qsl, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, unquote, urlsplit, urlunsplit
 
 from pivot.errors import PivotError
 
-_SECRET_QUERY = re.compile(r"(key|secret|token|sig|password|passwd|credential)", re.IGNORECASE)
-# scheme://user:password@ (group 2 the password, which may hold a '/', up to the '@').
-_USER_PASSWORD = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://([^/@?#:]*):([^@?#]*)@")
+_SECRET_KEY = re.compile(r"(key|secret|token|sig|password|passwd|credential)", re.IGNORECASE)
+_SCHEME = r"^[A-Za-z][A-Za-z0-9+.-]*://"
+# scheme://user:password@ (the password may hold a '/', up to the '@'), or scheme://user@.
+_USER_PASSWORD = re.compile(_SCHEME + r"([^/@?#:]*):([^@?#]*)@")
+_USER_ONLY = re.compile(_SCHEME + r"([^/@?#:]+)@")
+_PATH_PARAM = re.compile(r";([^/;=]*)(?:=([^/;]*))?")
 _BUCKET = re.compile(r"[A-Za-z0-9._-]{1,255}")  # what botocore accepts (ARNs aside)
 
 
-def _password_span(url: str) -> tuple[int, int] | None:
-    """Where the password of a `user:password@` part of `url` is, if it has one.
+def _userinfo_span(url: str) -> tuple[int, int] | None:
+    """Where the user part of `url` (`user@` or `user:password@`, without the `@`) is."""
+    match = _USER_PASSWORD.match(url) or _USER_ONLY.match(url)
+    return (match.start(1), match.end(match.lastindex or 1)) if match else None
 
-    The password may hold a `/` (AWS secret keys do): it runs to the `@`.
-    """
-    match = _USER_PASSWORD.match(url)
-    return match.span(2) if match else None
+
+def _parts(url: str) -> tuple[str, str, str]:
+    """The path, query and fragment of `url` (split by hand if it does not parse)."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        rest, _, fragment = url.partition("#")
+        path, _, query = rest.partition("?")
+        return path, query, fragment
+    return parts.path, parts.query, parts.fragment
+
+
+def _pairs(text: str) -> list[tuple[str, str]]:
+    """The `key=value` pairs (a bare word is a key) of a query or fragment, split on `&`
+    and `;`; keys %-decoded."""
+    return [
+        (unquote(key), value)
+        for part in re.split(r"[&;]", text)
+        if part
+        for key, _, value in [part.partition("=")]
+    ]
+
+
+def _secret_pairs(url: str) -> list[tuple[str, str, str]]:
+    """(where, key, value) of each secret-looking key in the query, the fragment and the
+    `;key=value` parameters of the path."""
+    path, query, fragment = _parts(url)
+    found = [("query key", k, v) for k, v in _pairs(query) if _SECRET_KEY.search(k)]
+    found += [("fragment key", k, v) for k, v in _pairs(fragment) if _SECRET_KEY.search(k)]
+    for match in _PATH_PARAM.finditer(path):
+        key, value = unquote(match.group(1)), match.group(2) or ""
+        if _SECRET_KEY.search(key):
+            found.append(("path parameter", key, value))
+    return found
 
 
 def url_credentials(url: str) -> list[str]:
-    """What in `url` is a credential: a `user:password@` part, and the query keys that
-    name a secret (`?secret_access_key=...`, `?sig=...`)."""
-    found = ["a user:password@ part"] if _password_span(url) else []
-    try:
-        query = urlsplit(url).query
-    except ValueError:
-        query = url.partition("?")[2]
-    keys = [k for k, _ in parse_qsl(query, keep_blank_values=True) if _SECRET_QUERY.search(k)]
-    found += [f"the query key {key!r}" for key in keys]
-    return found
+    """What in `url` is a credential: a user part (`user@`, a token may be a user name, or
+    `user:password@`), and the keys that name a secret in the query, the fragment or the
+    path parameters (`?secret_access_key=...`, `#token=...`, `;password=...`)."""
+    found = ["a user name or password (`user@`)"] if _userinfo_span(url) else []
+    return found + [f"the {where} {key!r}" for where, key, _ in _secret_pairs(url)]
 
 
 def url_secret_values(url: str) -> tuple[str, ...]:
     """The secret strings in `url`, to hide wherever a library's error text repeats them."""
-    span = _password_span(url)
+    span = _userinfo_span(url)
     values = [url[span[0] : span[1]]] if span else []
-    with contextlib.suppress(ValueError):
-        pairs = parse_qsl(urlsplit(url).query, keep_blank_values=True)
-        values += [v for k, v in pairs if _SECRET_QUERY.search(k)]
+    if span and ":" in values[0]:
+        values += values[0].split(":", 1)
+    values += [value for _, _, value in _secret_pairs(url)]
     return tuple(v for v in values if v)
 
 
 def redact_url(url: str) -> str:
-    """`url` for a message: the password of its user part and every query value hidden."""
-    span = _password_span(url)
+    """`url` for a message: its user part, every query value, its fragment and the values
+    of its path parameters hidden."""
+    span = _userinfo_span(url)
     if span:
         url = f"{url[: span[0]]}***{url[span[1] :]}"
     try:
@@ -63,11 +93,13 @@ def redact_url(url: str) -> str:
     netloc = parts.netloc
     if "@" in netloc and not span:
         netloc = f"***@{netloc.rsplit('@', 1)[1]}"
+    path = _PATH_PARAM.sub(lambda m: f";{m.group(1)}=***", parts.path)
     query = parts.query
     if query:
-        pairs = parse_qsl(query, keep_blank_values=True)
-        query = "&".join(f"{k}=***" for k, _ in pairs) or "***"
-    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+        query = "&".join(f"{k}=***" for k, _ in parse_qsl(query, keep_blank_values=True))
+        query = query or "***"
+    fragment = "***" if parts.fragment else ""
+    return urlunsplit((parts.scheme, netloc, path, query, fragment))
 
 
 def check_url(url: str, name: str) -> None:
@@ -84,7 +116,7 @@ def s3_location(url: str, name: str) -> tuple[str, str]:
     """
     protocol, rest = split_protocol(url)
     display = f"{name!r} ({redact_url(url)})"
-    if "@" in rest.partition("/")[0] or _password_span(url):
+    if "@" in rest.partition("/")[0] or _userinfo_span(url):
         raise PivotError(
             f"The url of remote {display} holds a user name or password: an {protocol}:// url "
             f"takes none. Use an AWS profile (`pivot remote modify {name} profile NAME`), the "

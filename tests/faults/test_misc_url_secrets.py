@@ -100,14 +100,14 @@ def test_user_and_password_in_an_s3_url_is_a_clear_error(project, pivot) -> None
     assert_clean(proc, "user name or password", "access_key_id", "profile")
     assert "regex" not in proc.stderr and "ParamValidationError" not in proc.stderr
     listed = pivot("remote", "list").stdout
-    assert SECRET not in listed and "s3://AKIA:***@bucket/p" in listed
+    assert SECRET not in listed and "s3://***@bucket/p" in listed
 
 
 def test_query_values_are_hidden_in_listings(project, pivot) -> None:
     pivot("remote", "add", "--local", "h", f"https://example.invalid/x?k={SECRET}")
     pivot("remote", "modify", "--local", "h", "endpoint_url", f"http://u:{SECRET}@h:9000")
     listed = pivot("remote", "list").stdout
-    assert SECRET not in listed and "k=***" in listed and "u:***@h:9000" in listed
+    assert SECRET not in listed and "k=***" in listed and "***@h:9000" in listed
 
 
 @pytest.mark.skipif(importlib.util.find_spec("aiohttp") is not None, reason="aiohttp installed")

@@ -98,7 +98,7 @@ def test_no_remote_configured(project):
 
 
 def test_redact_url():
-    assert redact_url("https://user:pw@host/x") == "https://user:***@host/x"
+    assert redact_url("https://user:pw@host/x") == "https://***@host/x"
     assert "SIG" not in redact_url("https://h/x?X-Amz-Signature=SIG&a=1")
     assert redact_url("https://h/x?X-Amz-Signature=SIG&a=1").endswith("a=***")  # any key
     assert redact_url("s3://bucket/prefix") == "s3://bucket/prefix"
