@@ -26,7 +26,7 @@ def make_project(root: pathlib.Path, files: dict[str, bytes], stage: str = "p/s"
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(data)
     for top in sorted({rel.split("/")[0] for rel in files}):
-        stored, _ = cache.add_output(root / top)
+        stored, _ = cache.add_output(root / top, root)
         outs[top] = {"hash": stored.hash, "size": stored.size, "kind": stored.kind}
     run_key = hash_bytes(f"{stage}:{sorted(files)}".encode())
     declare_stage(root, stage, sorted(outs))

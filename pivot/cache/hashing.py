@@ -192,11 +192,25 @@ class Hasher:
             dirnames.sort()
             for name in filenames:
                 full = pathlib.Path(dirpath, name)
+                if full.is_symlink():
+                    link_target(str(full), f"The directory {rel}")
                 st = full.stat()
                 inner = full.relative_to(base).as_posix()
                 digest = self.file_hash(f"{rel}/{inner}", st)
                 entries.append(TreeEntry(inner, digest, st.st_size, file_mode(st)))
         return entries
+
+
+def link_target(link: str, what: str) -> str:
+    """The real path of the file the symbolic link `link` (in `what`) points to; a
+    PivotError naming both if it points to nothing."""
+    try:
+        return os.path.realpath(link, strict=True)
+    except OSError as exc:
+        raise PivotError(
+            f"{what} holds the symbolic link {link} -> {os.readlink(link)}, which points to "
+            f"nothing ({exc.strerror}). Remove the link, or make it point to a file."
+        ) from None
 
 
 def file_mode(st: os.stat_result) -> int:

@@ -51,6 +51,7 @@ from pivot.cache.hashing import (
     hash_bytes,
     hash_file,
     is_hash,
+    link_target,
     new_hasher,
 )
 from pivot.cache.local_packs import encode_index, pack_store
@@ -203,8 +204,13 @@ class LocalCache:
         with self.batch() as batch:
             return batch.add_file(src)
 
-    def add_output(self, path: pathlib.Path) -> tuple[StoredOutput, list[tuple[str, str]]]:
-        """Store a file or directory output; returns it and (relative file, hash) pairs."""
+    def add_output(
+        self, path: pathlib.Path, root: pathlib.Path
+    ) -> tuple[StoredOutput, list[tuple[str, str]]]:
+        """Store a file or directory output of the project at `root`; returns it and
+        (relative file, hash) pairs. A symbolic link in a directory output is stored as the
+        file it points to, which must be inside the project (else its content would be
+        pushed): a dangling one, or one pointing outside, is a PivotError."""
         if not path.is_dir():
             digest, size = self.add_file(path)
             return StoredOutput(digest, size, FILE), [("", digest)]
@@ -213,8 +219,18 @@ class LocalCache:
             dirnames.sort()
             found.extend(os.path.join(dirpath, name) for name in filenames)
         base = len(str(path)) + 1
+        inside = os.path.realpath(root)
         for full in found:  # refused before anything is stored, as a checkout would refuse it
             safe_relpath(full[base:].replace(os.sep, "/"), f"a file of the output {path}")
+            if os.path.islink(full):
+                target = link_target(full, f"The output {path}")
+                if os.path.commonpath([inside, target]) != inside:
+                    raise PivotError(
+                        f"The output {path} holds the symbolic link {full} -> "
+                        f"{os.readlink(full)}, which points outside the project (to {target}): "
+                        f"Pivot would store and push that file's content. Copy the file into "
+                        f"the output instead, or remove the link."
+                    )
         with self.batch() as batch:
             stored = _in_parallel(batch._add_file, found)
             entries = [

@@ -447,7 +447,7 @@ def _store_outputs(
     stats = []
     for out in stage.outs:
         path = root / out.path
-        stored, files = cache.add_output(path)
+        stored, files = cache.add_output(path, root)
         outs[out.path] = {"hash": stored.hash, "size": stored.size, "kind": stored.kind}
         for inner, digest in files:
             rel = f"{out.path}/{inner}" if inner else out.path

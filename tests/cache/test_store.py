@@ -66,7 +66,7 @@ def cache(tmp_path) -> LocalCache:
 @pytest.fixture
 def stored(tmp_path, cache):
     src = write_tree(tmp_path / "src", TREE)
-    return cache.add_output(src)[0]
+    return cache.add_output(src, tmp_path)[0]
 
 
 @pytest.fixture
@@ -89,7 +89,7 @@ def objects(cache: LocalCache) -> list[pathlib.Path]:
 
 def test_add_output_stores_every_file_read_only(tmp_path, cache):
     src = write_tree(tmp_path / "src", TREE)
-    output, files = cache.add_output(src)
+    output, files = cache.add_output(src, tmp_path)
     assert output.kind == DIR and output.nfiles == len(TREE)
     assert output.size == sum(len(v) for v in TREE.values())
     assert dict(files) == {rel: hash_bytes(data) for rel, data in TREE.items()}
@@ -104,7 +104,7 @@ def test_add_output_stores_every_file_read_only(tmp_path, cache):
 
 def test_add_output_does_not_rewrite_blobs_it_has(tmp_path, cache, stored):
     inodes = {p: p.stat().st_ino for p in objects(cache)}
-    again, _ = cache.add_output(tmp_path / "src")
+    again, _ = cache.add_output(tmp_path / "src", tmp_path)
     assert again == stored
     assert {p: p.stat().st_ino for p in objects(cache)} == inodes
 
@@ -112,7 +112,7 @@ def test_add_output_does_not_rewrite_blobs_it_has(tmp_path, cache, stored):
 def test_add_output_of_a_single_file(tmp_path, cache):
     path = tmp_path / "model.bin"
     path.write_bytes(b"weights" * 1000)
-    output, files = cache.add_output(path)
+    output, files = cache.add_output(path, tmp_path)
     assert output.kind == FILE and output.size == 7000
     assert files == [("", hash_bytes(b"weights" * 1000))]
     assert cache.read_bytes(output.hash) == b"weights" * 1000
@@ -122,7 +122,7 @@ def test_large_files_stream_through_the_cache(tmp_path, cache, monkeypatch):
     monkeypatch.setattr(cache_mod, "SMALL_FILE", 1000)
     data = os.urandom(50_000)
     src = write_tree(tmp_path / "src", {"big.bin": data, "twin.bin": data, "small": b"s"})
-    _, files = cache.add_output(src)
+    _, files = cache.add_output(src, tmp_path)
     assert dict(files)["big.bin"] == hash_bytes(data) == dict(files)["twin.bin"]
     assert cache.read_bytes(hash_bytes(data)) == data
     assert cache.add_file(src / "big.bin") == (hash_bytes(data), len(data))
