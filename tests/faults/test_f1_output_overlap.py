@@ -7,11 +7,13 @@ from __future__ import annotations
 
 import pytest
 from paths_support import cache_file, git_init, write_lock
-from support import write_files
+from support import declare_stage, write_files
 
 from pivot.cache.hashing import TreeEntry, encode_tree, hash_bytes
 from pivot.cache.store import LocalCache
+from pivot.errors import PivotError
 from pivot.project import Project
+from pivot.run.lockfile import Lock, check_disjoint
 
 STAGE_WITH_OUT = """
 from typing import Annotated
@@ -96,6 +98,7 @@ def test_a_manifest_with_clashing_entries_is_refused(project, pivot, tmp_path, r
     git_init(project)
     pivot("remote", "add", "origin", str(tmp_path / "remote"), "--default")
     write_lock(project, "p/s", {"tree": crafted_manifest(project, relpaths)})
+    declare_stage(project, "p/s", ["tree"])
     assert_refused(pivot("pull", "--all", rc=None), "tree manifest", needle)
     assert not (project / "tree").exists()
 
@@ -104,26 +107,40 @@ def test_a_manifest_with_clashing_entries_is_refused(project, pivot, tmp_path, r
     ("first", "second", "needle"),
     [("a", "a/b", "the output 'a' and 'a/b' inside it"), ("a", "a", "the output 'a' twice")],
 )
-def test_pull_all_refuses_overlapping_lock_files(project, pivot, tmp_path, first, second, needle):
+def test_overlapping_lock_files_are_refused_before_anything_is_placed(first, second, needle):
+    digest = {"hash": hash_bytes(b"x"), "size": 1, "kind": "file"}
+    locks = [
+        Lock("p/s", "1" * 64, {}, {}, {}, {first: digest}),
+        Lock("q/t", "2" * 64, {}, {}, {}, {second: digest}),
+    ]
+    with pytest.raises(PivotError) as caught:
+        check_disjoint(locks)
+    assert str(caught.value).startswith(
+        f"The lock files .pivot/stages/p/s.lock and .pivot/stages/q/t.lock name {needle}: "
+        f"checking them out would overwrite one with the other, so nothing was checked out."
+    )
+
+
+def test_pull_all_leaves_overlapping_lock_files_of_no_stage_alone(project, pivot, tmp_path):
     git_init(project)
     pivot("remote", "add", "origin", str(tmp_path / "remote"), "--default")
-    write_lock(project, "p/s", {first: cache_file(project, b"first\n")})
-    write_lock(project, "q/t", {second: cache_file(project, b"second\n")})
-    write_lock(project, "r/u", {"fine.txt": cache_file(project, b"fine\n")})
-    proc = pivot("pull", "--all", rc=None)
-    assert_refused(proc, ".pivot/stages/p/s.lock and .pivot/stages/q/t.lock", needle)
-    assert not (project / "a").exists() and not (project / "fine.txt").exists()
+    write_lock(project, "p/s", {"a": cache_file(project, b"first\n")})
+    write_lock(project, "q/t", {"a/b": cache_file(project, b"second\n")})
+    proc = pivot("pull", "--all")
+    for lock in ("p/s", "q/t"):
+        assert f".pivot/stages/{lock}.lock belongs to no stage of the project" in proc.stderr
+    assert not (project / "a").exists()
 
 
-def test_checkout_refuses_overlapping_lock_files(project, pivot):
+def test_checkout_leaves_a_lock_naming_another_stages_output_alone(project, pivot):
     write_files(project, {"pipeline.py": TWO_STAGES})
     pivot("run")
     (project / "a.txt").unlink()
     (project / "b.txt").unlink()
     write_lock(project, "p/t", {"a.txt": cache_file(project, b"crafted\n")})
-    proc = pivot("checkout", rc=None)
-    assert_refused(proc, ".pivot/stages/p/s.lock and .pivot/stages/p/t.lock", "'a.txt' twice")
-    assert not (project / "a.txt").exists() and not (project / "b.txt").exists()
+    proc = pivot("checkout")
+    assert "records the outputs a.txt, but stage p/t declares b.txt" in proc.stderr
+    assert (project / "a.txt").read_text() == "a\n" and not (project / "b.txt").exists()
 
 
 def test_an_unbounded_size_in_a_lock_file_is_refused(project, pivot, tmp_path):

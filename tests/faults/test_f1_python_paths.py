@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import pytest
 from paths_support import cache_file, cache_tree, git_init, snapshot, write_lock
+from support import declare_stage
 
 PTH = b"import os; os.system('echo pwned')\n"
 
@@ -23,7 +24,9 @@ def make_venv(project, name: str = ".venv") -> None:
 def pull_crafted(project, pivot, tmp_path, outs: dict):
     git_init(project)
     pivot("remote", "add", "origin", str(tmp_path / "remote"), "--default")
-    write_lock(project, "p/s", {**outs, "fine.txt": cache_file(project, b"fine\n")})
+    outs = {**outs, "fine.txt": cache_file(project, b"fine\n")}
+    write_lock(project, "p/s", outs)
+    declare_stage(project, "p/s", list(outs))  # a stage declares them: the lock is used
     return pivot("pull", "--all", rc=None)
 
 
