@@ -7,6 +7,7 @@ import functools
 import os
 import pathlib
 import sqlite3
+import threading
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
@@ -57,10 +58,15 @@ def _rebuilt_if_damaged(method: F) -> F:
 
 
 class StateDB:
-    """Per-machine state under `.pivot/state.db`; writes are batched until `commit`."""
+    """Per-machine state under `.pivot/state.db`; writes are batched until `commit`.
+
+    The stat cache may be consulted and fed from several threads (pull's checkouts): the
+    connection is opened and the stat table loaded under a lock.
+    """
 
     def __init__(self, path: pathlib.Path) -> None:
         self.path = path
+        self._lock = threading.RLock()
         self._conn: sqlite3.Connection | None = None
         self._stats: dict[str, tuple[int, int, int, int, str]] | None = None
         self._pending: dict[str, tuple[int, int, int, int, str]] = {}
@@ -83,23 +89,27 @@ class StateDB:
 
     @property
     def conn(self) -> sqlite3.Connection:
-        if self._conn is None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            conn = sqlite3.connect(self.path, timeout=30, isolation_level=None)
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=NORMAL")
-            conn.executescript(SCHEMA)
-            self._conn = conn
-        return self._conn
+        with self._lock:
+            if self._conn is None:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                conn = sqlite3.connect(
+                    self.path, timeout=30, isolation_level=None, check_same_thread=False
+                )
+                conn.execute("PRAGMA journal_mode=WAL")
+                conn.execute("PRAGMA synchronous=NORMAL")
+                conn.executescript(SCHEMA)
+                self._conn = conn
+            return self._conn
 
     @_rebuilt_if_damaged
     def _load_stats(self) -> dict[str, tuple[int, int, int, int, str]]:
-        if self._stats is None:
-            rows = self.conn.execute(
-                "SELECT path, size, mtime_ns, inode, ctime_ns, hash FROM stat_cache_v2"
-            )
-            self._stats = {r[0]: (r[1], r[2], r[3], r[4], r[5]) for r in rows}
-        return self._stats
+        with self._lock:
+            if self._stats is None:
+                rows = self.conn.execute(
+                    "SELECT path, size, mtime_ns, inode, ctime_ns, hash FROM stat_cache_v2"
+                )
+                self._stats = {r[0]: (r[1], r[2], r[3], r[4], r[5]) for r in rows}
+            return self._stats
 
     def lookup(self, rel: str, st: os.stat_result) -> str | None:
         """The cached hash of `rel` if its size, mtime, inode and ctime are unchanged.

@@ -50,7 +50,12 @@ class Workspace:
 
 
 def open_workspace(start: pathlib.Path | None = None) -> Workspace:
-    project = Project.discover(start)
+    """The workspace of the project found from `start` (default: the cwd)."""
+    return workspace_of(Project.discover(start))
+
+
+def workspace_of(project: Project) -> Workspace:
+    """The workspace of an already found project."""
     state = StateDB(project.state_path)
     return Workspace(
         project=project,

@@ -20,9 +20,10 @@ from typing import TYPE_CHECKING, Any, BinaryIO, Protocol
 
 from pivot.cache import encoding
 from pivot.cache.hashing import DIR, TreeEntry, hash_bytes
-from pivot.cache.runs import RunRecords, decode_record, encode_record
+from pivot.cache.runs import decode_record, encode_record
 from pivot.cache.state import StateDB
-from pivot.cache.store import CacheBatch, LocalCache
+from pivot.cache.store import CacheBatch, LinkMode, LocalCache
+from pivot.cache.workspace import workspace_of
 from pivot.errors import DamagedBlob, PivotError, writing
 from pivot.remote import packs
 from pivot.remote.index_cache import Location, RemoteContents, RemoteIndexCache
@@ -145,16 +146,18 @@ def lock_outputs(locks: Iterable[Produced]) -> list[Output]:
 
 
 class _Context:
-    """What push and fetch share: the project's cache, records, state and the remote."""
+    """What push, fetch and pull share: the project's workspace (cache, records, state)
+    and the remote."""
 
     def __init__(self, project: Project, remote: Remote, jobs: int | None, progress) -> None:
         self.project = project
         self.remote = remote
         self.jobs = default_jobs(remote, jobs)
         self.progress: Progress = progress or _NoProgress()
-        self.cache = LocalCache(project.cache_dir, project.tmp_dir)
-        self.runs = RunRecords(project.cache_dir)
-        self.state = StateDB(project.state_path)
+        self.ws = workspace_of(project)
+        self.cache = self.ws.cache
+        self.runs = self.ws.runs
+        self.state = self.ws.state
         self.index = RemoteIndexCache(self.state, remote)
 
     def close(self) -> None:
@@ -751,7 +754,9 @@ def pull_locks(
 
     Each large file is fetched on its own and checked out as soon as it is in the cache,
     while the directories and small files are fetched together, then checked out
-    (creating many files is bound by the filesystem, downloading by the network).
+    (creating many files is bound by the filesystem, downloading by the network). Every
+    output is placed by `Workspace.place_output`, as `run` and `checkout` place theirs, so
+    the stat cache learns the pulled files.
     """
     started = time.perf_counter()
     locks = list(locks)
@@ -777,8 +782,7 @@ def pull_locks(
         if cache.missing(out["hash"], out["kind"]):
             incomplete.append(path)
             return None
-        dest = project.write_path(path, owners[path], True)
-        cache.checkout(out["hash"], out["kind"], dest, refetch=refetch)
+        ctx.ws.place_output(path, out, LinkMode.COPY, owners[path], refetch)
         return path
 
     pool = ThreadPoolExecutor(max(1, ctx.jobs), thread_name_prefix="pivot-checkout")

@@ -276,6 +276,23 @@ def test_damaged_local_run_record_reads_as_absent_and_push_uses_the_lock(tmp_pat
     assert runs_on_remote(src, remote, [lock.run_key]) == {lock.run_key}
 
 
+def test_pull_teaches_the_stat_cache_every_file_it_places(tmp_path, remote):
+    """After a pull, the state db holds each pulled file's stat and hash, so the next
+    `status` or `run` reads none of them again (the same placement as run and checkout)."""
+    files = {**FILES, "big.bin": b"large output\n" * (transfer.LARGE // 13 + 1)}
+    assert len(files["big.bin"]) > transfer.LARGE  # streamed and checked out on its own
+    src = make_project(tmp_path / "src", files)
+    push_all(src, remote)
+    dst = clone(src, tmp_path / "dst")
+    assert transfer.pull_locks(dst, remote, load_locks(dst)).incomplete == []
+    state = StateDB(dst.state_path)
+    try:
+        for rel, data in files_of(dst.root).items():
+            assert state.lookup(rel, (dst.root / rel).stat()) == hash_bytes(data), rel
+    finally:
+        state.close()
+
+
 def test_missing_blobs_are_listed(tmp_path, remote):
     src = make_project(tmp_path / "src", FILES)
     dst = clone(src, tmp_path / "dst")
