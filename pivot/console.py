@@ -1,18 +1,8 @@
-"""Terminal output: stage lines, summaries, warnings. Only this module styles text."""
+"""Warnings and errors on stderr: the one channel for messages raised deep in a command."""
 
 from __future__ import annotations
 
-import sys
-
 import click
-
-STATUS_STYLE = {
-    "ran": ("ran", "green"),
-    "skipped": ("skipped", None),
-    "restored": ("restored", "cyan"),
-    "failed": ("FAILED", "red"),
-    "blocked": ("blocked", "yellow"),
-}
 
 
 def warn(message: str) -> None:
@@ -21,12 +11,3 @@ def warn(message: str) -> None:
 
 def error(message: str) -> None:
     click.echo(click.style("Error: ", fg="red", bold=True) + message, err=True)
-
-
-def stage_line(stage_id: str, status: str, seconds: float, detail: str = "") -> None:
-    label, color = STATUS_STYLE[status]
-    timing = f"{seconds:6.2f}s" if status in ("ran", "failed") else ""
-    note = f"  ({detail})" if detail and status in ("restored", "blocked", "skipped") else ""
-    line = f"  {click.style(f'{label:<9}', fg=color)} {stage_id:<40} {timing}{note}"
-    click.echo(line.rstrip())
-    sys.stdout.flush()

@@ -1,28 +1,39 @@
-"""The work behind `run`, `status`, `list` and `checkout`."""
+"""The work behind `run`, `status`, `verify`, `list` and `checkout`: each returns what it
+found or did; the CLI renders it."""
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
-import click
-
-from pivot import console
 from pivot.cache.store import LinkMode
 from pivot.cache.workspace import open_workspace
 from pivot.discover.scope import Scope, resolve_scope
-from pivot.errors import DamagedBlob, PivotError, StageFailed
-from pivot.run.lockfile import check_disjoint, declared_locks
-from pivot.run.plan import PENDING, RESTORE, RUN, SKIP
+from pivot.errors import DamagedBlob, PivotError
+from pivot.run.lockfile import check_disjoint
+from pivot.run.plan import SKIP
 from pivot.run.remote_view import RemoteAccess
-from pivot.run.scheduler import Runner, RunOptions, RunReport, plan_graph
+from pivot.run.scheduler import Runner, RunOptions, RunReport, StageReport, plan_graph
+from pivot.services.scope import scope_for, scope_locks
+
+if TYPE_CHECKING:
+    from pivot.project import Project
+    from pivot.remote.transfer import TransferSummary
+    from pivot.run.plan import Decision
 
 
-def scope_for(targets: tuple[str, ...], all_pipelines: bool) -> Scope:
-    ws = open_workspace()
-    try:
-        return resolve_scope(ws, targets, all_pipelines)
-    finally:
-        ws.state.close()
+@dataclass
+class RunResult:
+    """A run (or with `dry_run`, its plan: `decisions`, and no `report`), the number of
+    stages in scope, and what `push_outputs` needs afterwards."""
+
+    project: Project
+    scope: Scope
+    remote: RemoteAccess
+    total: int
+    report: RunReport | None = None
+    decisions: dict[str, Decision] | None = None
 
 
 def run(
@@ -30,12 +41,15 @@ def run(
     all_pipelines: bool,
     force: bool,
     dry_run: bool,
-    quiet: bool,
     options: RunOptions,
     remote_name: str | None,
     use_remote: bool,
     push: bool,
-) -> RunReport | None:
+    on_stage: Callable[[StageReport], None] = lambda report: None,
+) -> RunResult:
+    """Plan the scope and run it (`on_stage` hears each stage as it settles); with
+    `dry_run`, only plan. `push` only checks here that a remote is configured: the caller
+    pushes with `push_outputs` once the run succeeded."""
     ws = open_workspace()
     try:
         scope = resolve_scope(ws, targets, all_pipelines)
@@ -49,75 +63,20 @@ def run(
             )
         options.remote = remote if configured and use_remote else None
         options.targets = set(scope.targets)
+        result = RunResult(ws.project, scope, remote, len(scope.graph.stages))
         if dry_run:
-            _, decisions = Runner(ws, scope.graph, options).plan(forced, fork=False)
-            _show_plan(decisions)
-            return None
-
-        def show(report) -> None:
-            if not quiet:
-                console.stage_line(report.stage_id, report.status, report.seconds, report.detail)
-            if report.status == "failed":
-                click.echo(report.detail, err=True)
-
+            _, result.decisions = Runner(ws, scope.graph, options).plan(forced, fork=False)
+            return result
         with ws.project.exclusive("run"):
-            report = Runner(ws, scope.graph, options, on_stage=show).run(forced)
+            result.report = Runner(ws, scope.graph, options, on_stage=on_stage).run(forced)
+        return result
     finally:
         ws.state.close()
-    _summary(report, len(scope.graph.stages))
-    if report.failed:
-        names = ", ".join(s.stage_id for s in report.failed)
-        raise StageFailed(f"{len(report.failed)} stage(s) did not complete: {names}.")
-    if push:
-        _push_scope(ws, scope, remote)
-    return report
 
 
-def _show_plan(decisions) -> None:
-    verbs = {RUN: "would run", PENDING: "would run", RESTORE: "would restore"}
-    for decision in decisions.values():
-        label = verbs.get(decision.action, "up to date")
-        if decision.action == RESTORE and not decision.materialize:
-            label = "up to date"
-        why = f"  ({'; '.join(decision.reasons)})" if decision.reasons else ""
-        click.echo(f"  {label:<14} {decision.stage.id}{why}")
-
-
-def _push_scope(ws, scope: Scope, remote: RemoteAccess) -> None:
-    """Send the outputs and run records of every stage in scope to the remote."""
-    locks = declared_locks(ws.project, (scope.graph.stages[sid] for sid in scope.graph.order()))
-    summary = remote.push(locks, [])
-    click.echo(summary.line())
-    if summary.missing:
-        console.warn(
-            f"{len(summary.missing)} blob(s) are neither in the local cache nor on the remote "
-            f"and were not pushed (first: {summary.missing[0][:16]})."
-        )
-
-
-def _summary(report: RunReport, total: int) -> None:
-    ran, restored = report.count("ran"), report.count("restored")
-    skipped, failed, blocked = (
-        report.count("skipped"),
-        report.count("failed"),
-        report.count("blocked"),
-    )
-    not_run = total - len(report.stages)
-    stages = f"{total} stage{'s' * (total != 1)}"
-    if ran == restored == failed == blocked == not_run == 0:
-        click.echo(f"Every stage is up to date ({stages}, {report.seconds:.2f}s).")
-        return
-    parts = [f"{ran} ran", f"{restored} restored", f"{skipped} up to date"]
-    parts += [
-        f"{n} {what}"
-        for n, what in (
-            (failed, "failed"),
-            (blocked, "blocked by a failure"),
-            (not_run, "not started"),
-        )
-        if n
-    ]
-    click.echo(f"{stages}: {', '.join(parts)} in {report.seconds:.2f}s.")
+def push_outputs(result: RunResult) -> TransferSummary:
+    """Send the outputs and run records of every stage in the run's scope to its remote."""
+    return result.remote.push(scope_locks(result.project, result.scope), [])
 
 
 def status(
@@ -194,6 +153,7 @@ def verify(
 
 
 def list_stages(targets: tuple[str, ...], all_pipelines: bool) -> list[dict[str, Any]]:
+    """Each stage in scope, in run order, with its file, deps and outs."""
     scope = scope_for(targets, all_pipelines)
     root = scope.discovery.project.root
     return [
@@ -212,8 +172,7 @@ def checkout(targets: tuple[str, ...], all_pipelines: bool, link: str) -> tuple[
     ws = open_workspace()
     try:
         scope = resolve_scope(ws, targets, all_pipelines)
-        stages = [scope.graph.stages[sid] for sid in scope.graph.order()]
-        locks = declared_locks(ws.project, stages, every=all_pipelines and not targets)
+        locks = scope_locks(ws.project, scope, every=all_pipelines and not targets)
         check_disjoint(locks)
         missing = []
         wanted = []

@@ -1,4 +1,5 @@
-"""`pivot --help` and a no-op `pivot run` must not pay for heavy imports."""
+"""`pivot --help` and a no-op `pivot run` must not pay for heavy imports, and `pivot --help`
+imports no command module."""
 
 from __future__ import annotations
 
@@ -7,9 +8,12 @@ import os
 import subprocess
 import sys
 
+import click
 import pytest
 from spec_projects import PARENT_CHILD
 from support import PYTHONPATH, write_files
+
+from pivot.cli.main import COMMANDS, cli
 
 HEAVY = ("s3fs", "boto3", "botocore", "aiobotocore", "pandas", "rich", "tqdm", "fsspec", "yaml")
 PROBE = """
@@ -44,3 +48,40 @@ def test_noop_run_imports_nothing_heavy(project, pivot) -> None:
     write_files(project, PARENT_CHILD)
     pivot("run", cwd="analysis")
     assert imported_heavy_modules(project / "analysis", "run") == []
+
+
+COMMAND_MODULES = ("pivot.cli.stages", "pivot.cli.remotes", "pivot.cli.transfer", "pivot.cli.gc")
+PROBE_COMMANDS = """
+import sys
+sys.argv = ["pivot", "--help"]
+from pivot.cli.main import main
+try:
+    main()
+finally:
+    print(sorted(m for m in sys.modules if m.startswith(("pivot.cli.", "pivot.services"))),
+          file=sys.stderr)
+"""
+
+
+def test_help_lists_every_command_without_importing_one(tmp_path) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-c", PROBE_COMMANDS],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": PYTHONPATH},
+        check=False,
+    )
+    assert proc.stderr.strip().splitlines()[-1] == "['pivot.cli.main']"
+    table = proc.stdout.split("Commands:\n", 1)[1].splitlines()
+    assert [line.split()[0] for line in table] == sorted(COMMANDS)
+
+
+@pytest.mark.parametrize("name", sorted(COMMANDS))
+def test_help_table_matches_each_command(name) -> None:
+    """The short help `pivot --help` shows unimported is the command's own."""
+    command = cli.get_command(click.Context(cli), name)
+    entry = COMMANDS[name]
+    assert command.name == name
+    assert (command.short_help is not None) == entry.explicit
+    assert command.get_short_help_str(limit=1000) == entry.short_help

@@ -1,4 +1,4 @@
-"""The remote click commands, invoked directly (as `pivot/cli/main.py` will register them)."""
+"""The remote click commands, invoked directly (as the lazy `pivot` group in `pivot/cli/main.py` loads them)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 from click.testing import CliRunner
 from remote_support import make_project
 
-from pivot.cli import remote
+from pivot.cli import gc, remotes, transfer
 from pivot.errors import PivotError
 from pivot.project import init_project
 
@@ -28,29 +28,29 @@ def test_remote_commands(tmp_path, monkeypatch):
     init_project(tmp_path)
     monkeypatch.chdir(tmp_path)
     store = tmp_path / "store"
-    assert invoke(remote.remote, "add", "origin", str(store), "--default").exit_code == 0
-    invoke(remote.remote, "add", "s3r", "s3://bucket/prefix")
-    invoke(remote.remote, "modify", "s3r", "secret_access_key", "topsecret", "--local")
+    assert invoke(remotes.remote, "add", "origin", str(store), "--default").exit_code == 0
+    invoke(remotes.remote, "add", "s3r", "s3://bucket/prefix")
+    invoke(remotes.remote, "modify", "s3r", "secret_access_key", "topsecret", "--local")
     with pytest.raises(PivotError, match="--local"):
-        invoke(remote.remote, "modify", "s3r", "secret_access_key", "topsecret")
-    listed = invoke(remote.remote, "list")
+        invoke(remotes.remote, "modify", "s3r", "secret_access_key", "topsecret")
+    listed = invoke(remotes.remote, "list")
     assert "* origin" in listed.output and "topsecret" not in listed.output
-    rows = json.loads(invoke(remote.remote, "list", "--json").output)
+    rows = json.loads(invoke(remotes.remote, "list", "--json").output)
     assert {r["name"] for r in rows} == {"origin", "s3r"}
     assert "topsecret" not in json.dumps(rows)
-    invoke(remote.remote, "default", "s3r")
-    invoke(remote.remote, "remove", "s3r")
-    assert "s3r" not in invoke(remote.remote, "list").output
+    invoke(remotes.remote, "default", "s3r")
+    invoke(remotes.remote, "remove", "s3r")
+    assert "s3r" not in invoke(remotes.remote, "list").output
 
 
 def test_push_fetch_pull_gc(tmp_path, monkeypatch):
     src = _project(tmp_path / "src", {"data/a.txt": b"a" * 100, "b.txt": b"bbb"})
     store = tmp_path / "store"
     monkeypatch.chdir(src.root)
-    invoke(remote.remote, "add", "origin", str(store), "--default")
-    pushed = json.loads(invoke(remote.push, "--all", "--json", "-j", "2").output)
+    invoke(remotes.remote, "add", "origin", str(store), "--default")
+    pushed = json.loads(invoke(transfer.push, "--all", "--json", "-j", "2").output)
     assert pushed["blobs"] == 3 and pushed["runs"] == 1 and pushed["action"] == "push"
-    assert "0 blobs" in invoke(remote.push, "--all").output
+    assert "0 blobs" in invoke(transfer.push, "--all").output
 
     dst = tmp_path / "dst"
     init_project(dst)
@@ -61,25 +61,25 @@ def test_push_fetch_pull_gc(tmp_path, monkeypatch):
     shutil.copy(src.pivot_dir / "config.yaml", dst / ".pivot" / "config.yaml")
     shutil.copy(src.root / "pipeline.py", dst / "pipeline.py")
     monkeypatch.chdir(dst)
-    fetched = json.loads(invoke(remote.fetch, "--all", "--json").output)
+    fetched = json.loads(invoke(transfer.fetch, "--all", "--json").output)
     assert fetched["blobs"] == 3 and fetched["missing"] == []
-    pulled = invoke(remote.pull, "--all", "-r", "origin")
+    pulled = invoke(transfer.pull, "--all", "-r", "origin")
     assert pulled.exit_code == 0 and "pulled" in pulled.output
     assert (dst / "data" / "a.txt").read_bytes() == b"a" * 100
     assert (dst / "b.txt").read_bytes() == b"bbb"
-    dry = json.loads(invoke(remote.gc, "--dry-run", "--json").output)
+    dry = json.loads(invoke(gc.gc, "--dry-run", "--json").output)
     assert dry["objects_removed"] == 0 and dry["dry_run"]
-    assert "Removed 0 object(s)" in invoke(remote.gc).output
+    assert "Removed 0 object(s)" in invoke(gc.gc).output
 
 
 def test_fetch_reports_missing_blobs(tmp_path, monkeypatch):
     src = _project(tmp_path / "src", {"x.txt": b"x"})
     monkeypatch.chdir(src.root)
-    invoke(remote.remote, "add", "origin", str(tmp_path / "empty"), "--default")
+    invoke(remotes.remote, "add", "origin", str(tmp_path / "empty"), "--default")
     for path in src.cache_dir.joinpath("objects").rglob("*"):
         if path.is_file():
             path.unlink()
     with pytest.raises(PivotError, match="not on remote"):
-        invoke(remote.fetch, "--all")
+        invoke(transfer.fetch, "--all")
     with pytest.raises(PivotError, match="could not be checked out"):
-        invoke(remote.pull, "--all")
+        invoke(transfer.pull, "--all")

@@ -1,0 +1,191 @@
+"""What the commands print: stage lines, the run summary and plan, the status table,
+transfer summaries and the transfer progress bar."""
+
+from __future__ import annotations
+
+import json
+import sys
+import threading
+import time
+from typing import TYPE_CHECKING, Any
+
+import click
+
+from pivot import console
+
+if TYPE_CHECKING:
+    from pivot.cache.gc import GcSummary
+    from pivot.remote.transfer import TransferSummary
+    from pivot.run.plan import Decision
+    from pivot.run.scheduler import RunReport, StageReport
+
+STATUS_STYLE = {
+    "ran": ("ran", "green"),
+    "skipped": ("skipped", None),
+    "restored": ("restored", "cyan"),
+    "failed": ("FAILED", "red"),
+    "blocked": ("blocked", "yellow"),
+}
+
+
+def stage_line(report: StageReport) -> None:
+    """One line per settled stage, flushed at once (a run's live output)."""
+    label, color = STATUS_STYLE[report.status]
+    timing = f"{report.seconds:6.2f}s" if report.status in ("ran", "failed") else ""
+    shows_detail = report.detail and report.status in ("restored", "blocked", "skipped")
+    note = f"  ({report.detail})" if shows_detail else ""
+    line = f"  {click.style(f'{label:<9}', fg=color)} {report.stage_id:<40} {timing}{note}"
+    click.echo(line.rstrip())
+    sys.stdout.flush()
+
+
+def plan(decisions: dict[str, Decision]) -> None:
+    """`run --dry-run`: what each stage would do, and why."""
+    from pivot.run.plan import PENDING, RESTORE, RUN
+
+    verbs = {RUN: "would run", PENDING: "would run", RESTORE: "would restore"}
+    for decision in decisions.values():
+        label = verbs.get(decision.action, "up to date")
+        if decision.action == RESTORE and not decision.materialize:
+            label = "up to date"
+        why = f"  ({'; '.join(decision.reasons)})" if decision.reasons else ""
+        click.echo(f"  {label:<14} {decision.stage.id}{why}")
+
+
+def run_summary(report: RunReport, total: int) -> None:
+    """The line that ends a run: how many stages ran, were restored, were up to date..."""
+    ran, restored = report.count("ran"), report.count("restored")
+    skipped, failed, blocked = (
+        report.count("skipped"),
+        report.count("failed"),
+        report.count("blocked"),
+    )
+    not_run = total - len(report.stages)
+    stages = f"{total} stage{'s' * (total != 1)}"
+    if ran == restored == failed == blocked == not_run == 0:
+        click.echo(f"Every stage is up to date ({stages}, {report.seconds:.2f}s).")
+        return
+    parts = [f"{ran} ran", f"{restored} restored", f"{skipped} up to date"]
+    parts += [
+        f"{n} {what}"
+        for n, what in (
+            (failed, "failed"),
+            (blocked, "blocked by a failure"),
+            (not_run, "not started"),
+        )
+        if n
+    ]
+    click.echo(f"{stages}: {', '.join(parts)} in {report.seconds:.2f}s.")
+
+
+def status_table(rows: list[dict[str, Any]]) -> None:
+    """`status`: a line per stage with its reasons (and where its outputs are)."""
+    labels = {
+        "skip": "up to date",
+        "restore": "restorable",
+        "run": "will run",
+        "pending": "will run",
+    }
+    colors = {"skip": None, "restore": "cyan", "run": "yellow", "pending": "yellow"}
+    for row in rows:
+        label = click.style(f"{labels[row['action']]:<11}", fg=colors[row["action"]])
+        click.echo(f"  {label} {row['stage']:<40} {row['file']}")
+        for reason in row["reasons"]:
+            click.echo(f"      - {reason}")
+        for path, where in row.get("outputs", {}).items():
+            color = {"local": "green", "remote": "cyan", "missing": "red"}[where]
+            click.echo(f"      {click.style(f'{where:<8}', fg=color)} {path}")
+    stale = sum(1 for r in rows if r["action"] != "skip")
+    stages = f"{len(rows)} stage{'s' * (len(rows) != 1)}"
+    click.echo(
+        f"{stages}, {stale} not up to date." if stale else f"Every stage is up to date ({stages})."
+    )
+
+
+def as_json(data: Any, sort_keys: bool = False) -> None:
+    click.echo(json.dumps(data, indent=2, sort_keys=sort_keys))
+
+
+def transfer(summary: TransferSummary, json_output: bool, extra: dict | None = None) -> None:
+    """A transfer's summary line, or its JSON (with `extra` fields)."""
+    if json_output:
+        data = summary.to_dict()
+        data.update(extra or {})
+        as_json(data, sort_keys=True)
+    else:
+        click.echo(summary.line())
+
+
+def pushed_after_run(summary: TransferSummary) -> None:
+    """`run --push`: the push's line, and a warning for blobs that could not be sent."""
+    click.echo(summary.line())
+    if summary.missing:
+        console.warn(
+            f"{len(summary.missing)} blob(s) are neither in the local cache nor on the remote "
+            f"and were not pushed (first: {summary.missing[0][:16]})."
+        )
+
+
+def gc_line(summary: GcSummary, dry_run: bool) -> None:
+    from pivot.remote.transfer import human_bytes
+
+    verb = "Would remove" if dry_run else "Removed"
+    click.echo(
+        f"{verb} {summary.objects_removed} object(s) ({human_bytes(summary.bytes_removed)}) "
+        f"and {summary.runs_removed} run record(s); kept {summary.objects_kept} object(s) "
+        f"and {summary.runs_kept} run record(s)."
+        + (
+            f" {verb} {summary.leftovers_removed} leftover temp or quarantined file(s)."
+            if summary.leftovers_removed
+            else ""
+        )
+    )
+
+
+class Bar:
+    """A small thread-safe progress bar on stderr, drawn only when stderr is a TTY."""
+
+    def __init__(self, label: str) -> None:
+        self.label = label
+        self.enabled = sys.stderr.isatty()
+        self.blobs = self.total_blobs = self.nbytes = self.total_bytes = 0
+        self.lock = threading.Lock()
+        self.last = 0.0
+        self.started = time.perf_counter()
+
+    def add_total(self, blobs: int, nbytes: int) -> None:
+        with self.lock:
+            self.total_blobs += blobs
+            self.total_bytes += nbytes
+        self._draw(force=True)
+
+    def advance(self, blobs: int, nbytes: int) -> None:
+        with self.lock:
+            self.blobs += blobs
+            self.nbytes += nbytes
+        self._draw()
+
+    def _draw(self, force: bool = False) -> None:
+        if not self.enabled:
+            return
+        from pivot.remote.transfer import human_bytes
+
+        now = time.perf_counter()
+        with self.lock:
+            if not force and now - self.last < 0.1:
+                return
+            self.last = now
+            frac = self.nbytes / self.total_bytes if self.total_bytes else 0.0
+            width = 30
+            filled = int(frac * width)
+            line = (
+                f"\r{self.label} [{'#' * filled}{'.' * (width - filled)}] "
+                f"{self.blobs}/{self.total_blobs} blobs "
+                f"{human_bytes(self.nbytes)}/{human_bytes(self.total_bytes)}"
+            )
+        click.echo(line, nl=False, err=True)
+
+    def close(self) -> None:
+        if self.enabled and self.total_blobs:
+            self._draw(force=True)
+            click.echo("\r\033[K", nl=False, err=True)

@@ -1,0 +1,215 @@
+"""The stage commands: `init`, `run`, `status`, `verify`, `list`, `checkout`, `dag`."""
+
+from __future__ import annotations
+
+import os
+import pathlib
+
+import click
+
+from pivot import console
+from pivot.cache.store import LinkMode
+from pivot.cli import dagview, render
+from pivot.cli.options import LINK_MODES, targets_options
+from pivot.errors import PivotError, StageFailed
+from pivot.project import find_root, init_project
+from pivot.run.scheduler import RunOptions
+from pivot.services import scope as scopes
+from pivot.services import stages
+
+
+@click.command()
+def init() -> None:
+    """Create .pivot/ in the current directory (the project root)."""
+    here = pathlib.Path.cwd().resolve()
+    outer = find_root(here.parent) if here.parent != here else None
+    pivot_dir, created = init_project(here)
+    if created:
+        click.echo(f"Initialized a Pivot project in {pivot_dir}")
+    else:
+        click.echo(f"{pivot_dir} already exists; nothing to do.")
+    if outer is not None:
+        console.warn(f"{outer} already holds .pivot/; it stays the project root, not {here}.")
+
+
+@click.command(short_help="Run what changed; restore the rest from the cache.")
+@targets_options
+@click.option(
+    "-j",
+    "--jobs",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Stages run at once (default: CPU count).",
+)
+@click.option("-f", "--force", is_flag=True, help="Run the targets even when up to date.")
+@click.option("-n", "--dry-run", is_flag=True, help="Say what would run; change nothing.")
+@click.option(
+    "-k",
+    "--keep-going",
+    is_flag=True,
+    help="After a stage fails, still run the stages that do not depend on it.",
+)
+@click.option(
+    "--link",
+    type=click.Choice(LINK_MODES),
+    default="copy",
+    show_default=True,
+    help="How restored outputs are placed in the workspace.",
+)
+@click.option("-q", "--quiet", is_flag=True, help="Print only the summary line.")
+@click.option(
+    "-r",
+    "--remote",
+    "remote_name",
+    default=None,
+    help="Restore from (and push to) this remote instead of the default one.",
+)
+@click.option("--no-remote", is_flag=True, help="Stay offline: restore only from the local cache.")
+@click.option(
+    "--no-fallback",
+    is_flag=True,
+    help="Stop with an error when the remote fails, instead of running the stages.",
+)
+@click.option(
+    "--materialize",
+    is_flag=True,
+    help="Check out every restored output, also those no stage here reads.",
+)
+@click.option("--push", is_flag=True, help="Push outputs and run records when the run ends.")
+def run(
+    targets,
+    all_pipelines,
+    jobs,
+    force,
+    dry_run,
+    keep_going,
+    link,
+    quiet,
+    remote_name,
+    no_remote,
+    no_fallback,
+    materialize,
+    push,
+) -> None:
+    """Run the stages of this pipeline (or TARGETS) and everything upstream.
+
+    Stages whose inputs match an earlier run (here, or on any machine that pushed to the
+    default remote) are restored from the cache instead of running.
+    """
+    options = RunOptions(
+        jobs=jobs or os.cpu_count() or 1,
+        keep_going=keep_going,
+        link=LinkMode(link),
+        fallback=not no_fallback,
+        materialize_all=materialize,
+    )
+
+    def show(report) -> None:
+        if not quiet:
+            render.stage_line(report)
+        if report.status == "failed":
+            click.echo(report.detail, err=True)
+
+    result = stages.run(
+        targets=targets,
+        all_pipelines=all_pipelines,
+        force=force,
+        dry_run=dry_run,
+        options=options,
+        remote_name=remote_name,
+        use_remote=not no_remote,
+        push=push,
+        on_stage=show,
+    )
+    if result.decisions is not None:
+        render.plan(result.decisions)
+        return
+    report = result.report
+    render.run_summary(report, result.total)
+    if report.failed:
+        names = ", ".join(s.stage_id for s in report.failed)
+        raise StageFailed(f"{len(report.failed)} stage(s) did not complete: {names}.")
+    if push:
+        render.pushed_after_run(stages.push_outputs(result))
+
+
+@click.command()
+@targets_options
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.option(
+    "--remote",
+    "with_remote",
+    is_flag=True,
+    help="Also say where each output is: local, remote or missing.",
+)
+@click.option(
+    "-r",
+    "--remote-name",
+    default=None,
+    help="Ask this remote instead of the default one (implies --remote).",
+)
+def status(targets, all_pipelines, as_json, with_remote, remote_name) -> None:
+    """What would run, and why."""
+    rows = stages.status(
+        targets, all_pipelines, remote_name, with_remote or remote_name is not None
+    )
+    if as_json:
+        render.as_json(rows)
+    else:
+        render.status_table(rows)
+
+
+@click.command(short_help="CI gate: fail unless up to date and pushed.")
+@targets_options
+@click.option("-r", "--remote", "remote_name", default=None, help="The remote to check.")
+def verify(targets, all_pipelines, remote_name) -> None:
+    """Exit non-zero unless every stage is up to date and its outputs are on the remote."""
+    problems, total, where = stages.verify(targets, all_pipelines, remote_name)
+    if problems:
+        for problem in problems:
+            click.echo(f"  {click.style('✗', fg='red')} {problem}")
+        raise PivotError(f"{len(problems)} problem(s) among {total} stage(s); see the list above.")
+    click.echo(f"All {total} stages are up to date and their outputs are on {where}.")
+
+
+@click.command(name="list")
+@targets_options
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def list_stages(targets, all_pipelines, as_json) -> None:
+    """Stages with their deps and outs."""
+    rows = stages.list_stages(targets, all_pipelines)
+    if as_json:
+        render.as_json(rows)
+        return
+    for row in rows:
+        click.echo(f"{click.style(row['stage'], bold=True)}  ({row['file']})")
+        for dep in row["deps"]:
+            click.echo(f"    dep  {dep}")
+        for out in row["outs"]:
+            click.echo(f"    out  {out}")
+
+
+@click.command(short_help="Put cached outputs back into the workspace.")
+@targets_options
+@click.option(
+    "--link",
+    type=click.Choice(LINK_MODES),
+    default="copy",
+    show_default=True,
+    help="How outputs are placed in the workspace.",
+)
+def checkout(targets, all_pipelines, link) -> None:
+    """Restore outputs recorded in lock files from the cache into the workspace."""
+    placed, unchanged = stages.checkout(targets, all_pipelines, link)
+    click.echo(f"Checked out {placed} output(s); {unchanged} already in place.")
+
+
+@click.command()
+@targets_options
+@click.option("--dot", "fmt", flag_value="dot", help="Graphviz dot.")
+@click.option("--mermaid", "fmt", flag_value="mermaid", help="Mermaid flowchart.")
+def dag(targets, all_pipelines, fmt) -> None:
+    """Print the stage graph, grouped by pipeline."""
+    scope = scopes.scope_for(targets, all_pipelines)
+    show = {"dot": dagview.dot, "mermaid": dagview.mermaid}.get(fmt, dagview.text)
+    click.echo(show(scope.graph, scope.discovery.project.root))

@@ -1,0 +1,71 @@
+"""`push`, `fetch` and `pull`: a progress bar while they move, then a summary line."""
+
+from __future__ import annotations
+
+import click
+
+from pivot.cli import render
+from pivot.cli.options import transfer_options
+from pivot.errors import PivotError
+from pivot.services import transfer
+
+
+@click.command("push", short_help="Send outputs and run records to the remote.")
+@transfer_options
+def push(remote_name, jobs, as_json, all_pipelines, targets) -> None:
+    """Send the outputs and run records of this pipeline and its upstreams (or TARGETS, or
+    --all: every pipeline's, and every local run record) to the remote."""
+    bar = render.Bar("push")
+    try:
+        moved = transfer.push(targets, all_pipelines, remote_name, jobs, bar)
+    finally:
+        bar.close()
+    summary = moved.summary
+    render.transfer(summary, as_json)
+    if summary.missing:
+        raise PivotError(
+            f"{len(summary.missing)} blob(s) named by lock files are neither in the local cache "
+            f"nor on {moved.remote} (first: {summary.missing[0][:16]}); everything else was "
+            f"pushed. Run `pivot run` (or `pivot pull` on the machine that has them) and push "
+            f"again."
+        )
+
+
+@click.command("fetch", short_help="Download outputs into the local cache.")
+@transfer_options
+def fetch(remote_name, jobs, as_json, all_pipelines, targets) -> None:
+    """Download the outputs of this pipeline and its upstreams (or TARGETS, or --all) into
+    the local cache."""
+    bar = render.Bar("fetch")
+    try:
+        moved = transfer.fetch(targets, all_pipelines, remote_name, jobs, bar)
+    finally:
+        bar.close()
+    summary = moved.summary
+    render.transfer(summary, as_json)
+    if summary.missing:
+        raise PivotError(
+            f"{len(summary.missing)} blob(s) are not on remote {moved.remote} "
+            f"(first: {summary.missing[0]}). Push them from a machine that has them."
+        )
+
+
+@click.command("pull", short_help="Fetch outputs and check them out.")
+@transfer_options
+def pull(remote_name, jobs, as_json, all_pipelines, targets) -> None:
+    """Fetch, then check out the outputs of this pipeline and its upstreams (or TARGETS, or
+    --all) into the workspace."""
+    bar = render.Bar("pull")
+    try:
+        moved = transfer.pull(targets, all_pipelines, remote_name, jobs, bar)
+    finally:
+        bar.close()
+    extra = {"checked_out": moved.checked_out, "incomplete": moved.incomplete}
+    render.transfer(moved.summary, as_json, extra)
+    if moved.incomplete:
+        raise PivotError(
+            f"{len(moved.incomplete)} output(s) could not be checked out because the remote "
+            f"{moved.remote} lacks some of their blobs: {', '.join(moved.incomplete[:5])}"
+            f"{' ...' if len(moved.incomplete) > 5 else ''}. Push them from a machine that "
+            f"has them."
+        )

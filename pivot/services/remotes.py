@@ -1,0 +1,58 @@
+"""The work behind `remote add/list/remove/default/modify/clean`: the config, with secrets
+hidden in what is returned."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pivot import config
+from pivot.errors import PivotError
+from pivot.project import Project
+from pivot.run.remote_view import open_configured
+from pivot.urls import redact_url
+
+
+def add(name: str, url: str, default: bool, local: bool) -> str:
+    """Add remote `name`; returns its URL as it may be shown (credentials redacted)."""
+    config.add_remote(Project.discover(), name, url, default=default, local=local)
+    return redact_url(url)
+
+
+def list_remotes() -> list[dict[str, Any]]:
+    """Each remote: name, redacted URL, whether it is the default, its options (secrets
+    as `***`, URLs redacted)."""
+    rows = []
+    for cfg, is_default in config.list_remotes(Project.discover()):
+        options = dict(sorted(cfg.options.items()))
+        for key in config.SECRET_KEYS & set(options):
+            options[key] = "***"
+        for key in set(config.URL_KEYS) & set(options):
+            options[key] = redact_url(str(options[key]))
+        rows.append(
+            {"name": cfg.name, "url": redact_url(cfg.url), "default": is_default, **options}
+        )
+    return rows
+
+
+def remove(name: str) -> None:
+    """Remove remote `name` from both config files."""
+    config.remove_remote(Project.discover(), name)
+
+
+def set_default(name: str, local: bool) -> None:
+    config.set_default_remote(Project.discover(), name, local=local)
+
+
+def modify(name: str, key: str, value: str | None, local: bool, unset: bool) -> str | None:
+    """Set (or unset) option `key` of remote `name`; returns the value as it may be shown."""
+    if value is None and not unset:
+        raise PivotError(f"Give a value for {key}, or pass --unset to remove it.")
+    config.modify_remote(Project.discover(), name, key, value, local=local, unset=unset)
+    return "***" if key in config.SECRET_KEYS else value
+
+
+def clean(name: str | None, hours: float) -> tuple[int, str]:
+    """Abort the remote's unfinished uploads begun at least `hours` ago; returns how many
+    and the remote's display name."""
+    target = open_configured(Project.discover(), name)
+    return target.clean_uploads(hours * 3600), target.display

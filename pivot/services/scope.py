@@ -1,0 +1,41 @@
+"""What a command works on: the stages in scope, and their lock files."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from pivot.cache.workspace import open_workspace
+from pivot.discover.scope import Scope, resolve_scope
+from pivot.run.lockfile import declared_locks
+
+if TYPE_CHECKING:
+    from pivot.project import Project
+    from pivot.run.lockfile import Lock
+
+
+def scope_for(targets: tuple[str, ...], all_pipelines: bool) -> Scope:
+    """The stages of this pipeline (or every pipeline, or TARGETS) and their upstreams."""
+    ws = open_workspace()
+    try:
+        return resolve_scope(ws, targets, all_pipelines)
+    finally:
+        ws.state.close()
+
+
+def scope_locks(project: Project, scope: Scope, every: bool = False) -> list[Lock]:
+    """The lock files of the stages in `scope`, in run order, each recording exactly the
+    outputs its stage declares (any other is named in a warning and left out); with
+    `every`, lock files of no stage in scope are named too."""
+    stages = [scope.graph.stages[sid] for sid in scope.graph.order()]
+    return declared_locks(project, stages, every)
+
+
+def command_locks(targets: tuple[str, ...], all_pipelines: bool) -> tuple[Project, list[Lock]]:
+    """The project and the lock files a transfer command works on: this pipeline and its
+    upstreams, or TARGETS, or `--all`: every pipeline's."""
+    ws = open_workspace()
+    try:
+        scope = resolve_scope(ws, targets, all_pipelines)
+        return ws.project, scope_locks(ws.project, scope, every=all_pipelines and not targets)
+    finally:
+        ws.state.close()
