@@ -54,9 +54,9 @@ TARGETS = [
     ("pivot.run.scheduler", "Runner._finish"),
     ("pivot.cache.state", "StateDB.commit"),
     ("pivot.cache.state", "StateDB.close"),
-    ("pivot.services.stages", "_summary"),
+    ("pivot.cli.render", "run_summary"),
     # remote: push / fetch / pull (calls made from worker threads add up across threads)
-    ("pivot.cli.remote", "_scope_locks"),
+    ("pivot.services.scope", "command_locks"),
     ("pivot.remote.stores", "_fs_class"),
     ("pivot.remote.stores", "_open_s3"),
     ("pivot.remote.index_cache", "RemoteIndexCache.refresh"),
