@@ -9,6 +9,8 @@ from pivot.discover.scope import Scope, resolve_scope
 from pivot.run.lockfile import declared_locks
 
 if TYPE_CHECKING:
+    from pivot.cache.workspace import Workspace
+    from pivot.define.stage import StageSpec
     from pivot.project import Project
     from pivot.run.lockfile import Lock
 
@@ -30,12 +32,26 @@ def scope_locks(project: Project, scope: Scope, every: bool = False) -> list[Loc
     return declared_locks(project, stages, every)
 
 
+def locks_in_scope(ws: Workspace, targets: tuple[str, ...], all_pipelines: bool) -> list[Lock]:
+    """The lock files of this pipeline and its upstreams, or of TARGETS; `--all` alone:
+    of every stage of every pipeline, found without building the graph, so that a clone
+    lacking a raw input still gets the outputs made from it."""
+    if all_pipelines and not targets:
+        return declared_locks(ws.project, every_stage(ws), every=True)
+    return scope_locks(ws.project, resolve_scope(ws, targets, all_pipelines))
+
+
+def every_stage(ws: Workspace) -> list[StageSpec]:
+    """Every stage of every pipeline under the project root, pipeline by pipeline."""
+    from pivot.discover.finder import Discovery
+
+    return [s for p in Discovery(ws.project, ws.state).load_all() for s in p.stages.values()]
+
+
 def command_locks(targets: tuple[str, ...], all_pipelines: bool) -> tuple[Project, list[Lock]]:
-    """The project and the lock files a transfer command works on: this pipeline and its
-    upstreams, or TARGETS, or `--all`: every pipeline's."""
+    """The project and the lock files a transfer command works on (`locks_in_scope`)."""
     ws = open_workspace()
     try:
-        scope = resolve_scope(ws, targets, all_pipelines)
-        return ws.project, scope_locks(ws.project, scope, every=all_pipelines and not targets)
+        return ws.project, locks_in_scope(ws, targets, all_pipelines)
     finally:
         ws.state.close()

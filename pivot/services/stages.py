@@ -15,7 +15,7 @@ from pivot.run.lockfile import check_disjoint
 from pivot.run.plan import SKIP
 from pivot.run.remote_view import RemoteAccess
 from pivot.run.scheduler import Runner, RunOptions, RunReport, StageReport, plan_graph
-from pivot.services.scope import scope_for, scope_locks
+from pivot.services.scope import locks_in_scope, scope_for, scope_locks
 
 if TYPE_CHECKING:
     from pivot.project import Project
@@ -171,8 +171,7 @@ def checkout(targets: tuple[str, ...], all_pipelines: bool, link: str) -> tuple[
     """Place every locked output of the scope; returns (placed, already in place)."""
     ws = open_workspace()
     try:
-        scope = resolve_scope(ws, targets, all_pipelines)
-        locks = scope_locks(ws.project, scope, every=all_pipelines and not targets)
+        locks = locks_in_scope(ws, targets, all_pipelines)
         check_disjoint(locks)
         missing = []
         wanted = []
