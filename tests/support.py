@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import pathlib
 import socket
@@ -102,3 +103,28 @@ def declare_stage(root: pathlib.Path, stage_id: str, outs: list[str]) -> None:
         pipeline.register({name})
     """
     write_files(root, {"pipeline.py": source})
+
+
+HEAVY = ("s3fs", "boto3", "botocore", "aiobotocore", "pandas", "rich", "tqdm", "fsspec", "yaml")
+PROBE = """
+import json, sys
+sys.argv = ["pivot", *{args!r}]
+from pivot.cli.main import main
+try:
+    main()
+finally:
+    print(json.dumps(sorted(m for m in {heavy!r} if m in sys.modules)), file=sys.stderr)
+"""
+
+
+def imported_heavy_modules(cwd, *args: str) -> list[str]:
+    """The heavy modules (HEAVY) that `pivot ARGS` imports when run in `cwd`."""
+    proc = subprocess.run(
+        [sys.executable, "-c", PROBE.format(args=list(args), heavy=HEAVY)],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": PYTHONPATH},
+        check=False,
+    )
+    return json.loads(proc.stderr.strip().splitlines()[-1])

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 import blake3
 
 from pivot import console
+from pivot.cache.runs import decode_record
 from pivot.errors import PivotError
 from pivot.fingerprint import canonical_json, fingerprint, fingerprint_digest
 from pivot.run.lockfile import Lock, declares, read_lock
@@ -36,6 +37,7 @@ class Decision:
     outs: dict[str, dict[str, Any]] = field(default_factory=dict)
     lock: Lock | None = None
     materialize: bool = True
+    fetched_record: bytes | None = None  # the run record read from the remote, to keep
 
     @property
     def matches_lock(self) -> bool:
@@ -167,7 +169,7 @@ class Planner:
             self._restore_if_available(decision, self.ws.runs.get(key) or lock.outs)
             return decision
         decision.reasons = explain(stage, lock, parts, deps)
-        record, where = self._run_record(key)
+        record, where = self._run_record(key, decision)
         if record is not None:
             decision.reasons.append(f"an earlier run with these inputs is {where}")
             self._restore_if_available(decision, record)
@@ -183,7 +185,12 @@ class Planner:
                 self._locks[stage_id] = None
         return self._locks[stage_id]
 
-    def _run_record(self, key: str) -> tuple[dict[str, dict[str, Any]] | None, str]:
+    def _run_record(
+        self, key: str, decision: Decision
+    ) -> tuple[dict[str, dict[str, Any]] | None, str]:
+        """The outputs an earlier run with run key `key` recorded, and where that record
+        is; one read from the remote is kept on `decision` (the scheduler stores it once
+        the restore happened: planning writes nothing)."""
         record = self.ws.runs.get(key)
         if record is not None or self.remote is None or not self.remote.contacted:
             return record, "in the local cache"
@@ -191,8 +198,9 @@ class Planner:
         if data is None:
             return None, ""
         where = f"on the remote {self.remote.display}"
-        self.ws.runs.put_bytes(key, data, f"run record {key[:12]} from {where}")
-        return self.ws.runs.get(key), where
+        outs = decode_record(data, f"run record {key[:12]} from {where}")
+        decision.fetched_record = data
+        return outs, where
 
     def _restore_if_available(self, decision: Decision, outs: dict[str, dict[str, Any]]) -> None:
         """Restore when every output is in the local cache or on the remote, else run.

@@ -421,6 +421,7 @@ class Runner:
     def _restore(self, decision: Decision) -> bool:
         """Check out a stage's cached outputs (fetching what is missing); False if unable."""
         if not decision.materialize:
+            self._keep_fetched_record(decision)
             self._write_lock_if_changed(decision, decision.outs)
             return True
         cache = self.ws.cache
@@ -436,8 +437,16 @@ class Runner:
         except PivotError as exc:
             console.warn(f"Cannot restore {decision.stage.id} from the cache ({exc}); running it.")
             return False
+        self._keep_fetched_record(decision)
         self._write_lock_if_changed(decision, decision.outs)
         return True
+
+    def _keep_fetched_record(self, decision: Decision) -> None:
+        """Store the run record the planner read from the remote for a restored stage."""
+        if decision.fetched_record is not None and decision.run_key is not None:
+            self.ws.runs.put_bytes(
+                decision.run_key, decision.fetched_record, "a fetched run record"
+            )
 
     def _check_out(self, decision: Decision) -> None:
         refetch = self._refetch if self.remote is not None else None

@@ -3,7 +3,6 @@ imports no command module."""
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -11,32 +10,9 @@ import sys
 import click
 import pytest
 from spec_projects import PARENT_CHILD
-from support import PYTHONPATH, write_files
+from support import PYTHONPATH, imported_heavy_modules, write_files
 
 from pivot.cli.main import COMMANDS, cli
-
-HEAVY = ("s3fs", "boto3", "botocore", "aiobotocore", "pandas", "rich", "tqdm", "fsspec", "yaml")
-PROBE = """
-import json, sys
-sys.argv = ["pivot", *{args!r}]
-from pivot.cli.main import main
-try:
-    main()
-finally:
-    print(json.dumps(sorted(m for m in {heavy!r} if m in sys.modules)), file=sys.stderr)
-"""
-
-
-def imported_heavy_modules(cwd, *args: str) -> list[str]:
-    proc = subprocess.run(
-        [sys.executable, "-c", PROBE.format(args=list(args), heavy=HEAVY)],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        env={**os.environ, "PYTHONPATH": PYTHONPATH},
-        check=False,
-    )
-    return json.loads(proc.stderr.strip().splitlines()[-1])
 
 
 @pytest.mark.parametrize("args", [("--help",), ("run", "--help")])

@@ -322,7 +322,7 @@ def test_push_with_blobs_nowhere_fails(local_machines) -> None:
 
 def test_noop_push_makes_no_request(machines) -> None:
     """The cached indexes already list everything: no client stack is even imported."""
-    from test_lazy_imports import imported_heavy_modules
+    from support import imported_heavy_modules
 
     machines.publish(PARENT_CHILD, "--all")
     os.environ.update(machines.env)

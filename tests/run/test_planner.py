@@ -80,3 +80,30 @@ def test_decisions_follow_what_changed(project: pathlib.Path, pivot: PivotCLI):
 
     _write(project)  # back to what ran: the lock matches again
     assert _plan(project)["p/clean"] == (SKIP, [])
+
+
+def test_planning_writes_nothing_and_a_restore_keeps_the_remote_run_record(
+    tmp_path, project, pivot
+):
+    _write(project)
+    (project / "raw.txt").write_text("abc")
+    pivot("remote", "add", "--default", "origin", str(tmp_path / "remote"))
+    pivot("run")
+    pivot("push")
+
+    other = tmp_path / "other"  # a clone without lock files: only the remote knows the runs
+    other.mkdir()
+    for name in ("pipeline.py", "raw.txt"):
+        (other / name).write_bytes((project / name).read_bytes())
+    cli = PivotCLI(other)
+    cli("init")
+    cli("remote", "add", "--default", "origin", str(tmp_path / "remote"))
+    runs = other / ".pivot" / "cache" / "runs"
+
+    dry = cli("run", "--dry-run")
+    assert "restore" in dry.stdout and "p/clean" in dry.stdout, dry.stdout
+    assert not runs.exists() or not any(runs.rglob("*")), "planning stored a run record"
+
+    cli("run")
+    assert (other / "count.txt").read_text() == "3"
+    assert len([p for p in runs.rglob("*") if p.is_file()]) == 2  # both records kept
