@@ -105,3 +105,11 @@ def publish_raw(folder: pathlib.Path, blobs: list[bytes]) -> None:
         state = StateDB(pathlib.Path(scratch) / "state.db")
         transfer.store_index(remote, RemoteIndexCache(state, remote), [info], [])
         state.close()
+
+
+def assert_refused(proc, *needles: str) -> None:
+    """The command stopped with exit code 1 and one paragraph holding every needle."""
+    assert proc.returncode == 1, (proc.stdout, proc.stderr)
+    assert "Traceback" not in proc.stderr, proc.stderr
+    for needle in needles:
+        assert needle in proc.stderr, (needle, proc.stderr)

@@ -6,7 +6,7 @@ folder, and lock files whose outputs overlap. A size no integer can hold is bad 
 from __future__ import annotations
 
 import pytest
-from paths_support import cache_file, git_init, write_lock
+from paths_support import assert_refused, cache_file, git_init, write_lock
 from support import declare_stage, write_files
 
 from pivot.cache.hashing import TreeEntry, encode_tree, hash_bytes
@@ -44,13 +44,6 @@ def t() -> Annotated[str, pivot.Out("b.txt", pivot.loaders.Text())]:
 pipeline.register(s)
 pipeline.register(t)
 """
-
-
-def assert_refused(proc, *needles: str) -> None:
-    assert proc.returncode == 1, (proc.stdout, proc.stderr)
-    assert "Traceback" not in proc.stderr, proc.stderr
-    for needle in needles:
-        assert needle in proc.stderr, (needle, proc.stderr)
 
 
 @pytest.mark.parametrize(

@@ -7,7 +7,7 @@ virtual environment (a folder holding `pyvenv.cfg`), a `site-packages` or
 from __future__ import annotations
 
 import pytest
-from paths_support import cache_file, cache_tree, git_init, snapshot, write_lock
+from paths_support import assert_refused, cache_file, cache_tree, git_init, snapshot, write_lock
 from support import declare_stage
 
 PTH = b"import os; os.system('echo pwned')\n"
@@ -28,13 +28,6 @@ def pull_crafted(project, pivot, tmp_path, outs: dict):
     write_lock(project, "p/s", outs)
     declare_stage(project, "p/s", list(outs))  # a stage declares them: the lock is used
     return pivot("pull", "--all", rc=None)
-
-
-def assert_refused(proc, *needles: str) -> None:
-    assert proc.returncode == 1, (proc.stdout, proc.stderr)
-    assert "Traceback" not in proc.stderr, proc.stderr
-    for needle in needles:
-        assert needle in proc.stderr, (needle, proc.stderr)
 
 
 @pytest.mark.parametrize(

@@ -14,6 +14,7 @@ import shutil
 import pytest
 from paths_support import (
     HOOK,
+    assert_refused,
     cache_file,
     cache_tree,
     git_init,
@@ -40,13 +41,6 @@ def s() -> Annotated[str, pivot.Out("o.txt", pivot.loaders.Text())]:
 
 pipeline.register(s)
 """
-
-
-def assert_refused(proc, *needles: str) -> None:
-    assert proc.returncode == 1, proc.stderr
-    assert "Traceback" not in proc.stderr, proc.stderr
-    for needle in needles:
-        assert needle in proc.stderr, (needle, proc.stderr)
 
 
 def crafted_clone(project, pivot, tmp_path, path: str, kind: str, remote=None, **env) -> dict:

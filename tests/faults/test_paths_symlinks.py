@@ -11,7 +11,7 @@ import os
 import shutil
 
 import pytest
-from paths_support import cache_file, cache_tree, protected, snapshot, write_lock
+from paths_support import assert_refused, cache_file, cache_tree, protected, snapshot, write_lock
 from support import declare_stage, write_files
 
 PRECIOUS = b"someone else's file\n"
@@ -36,13 +36,6 @@ def outside_with_a_file(tmp_path):
     (outside / "keep.txt").write_bytes(PRECIOUS)
     (outside / "o.txt").write_bytes(PRECIOUS)
     return outside
-
-
-def assert_refused(proc, *needles: str) -> None:
-    assert proc.returncode == 1, (proc.stdout, proc.stderr)
-    assert "Traceback" not in proc.stderr, proc.stderr
-    for needle in needles:
-        assert needle in proc.stderr, (needle, proc.stderr)
 
 
 @pytest.mark.parametrize(
