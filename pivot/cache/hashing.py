@@ -73,14 +73,17 @@ def hash_file(path: pathlib.Path | str) -> str:
         return hasher.hexdigest()
 
 
-def copy_hashing(source: int, target: int | None, size: int = -1) -> tuple[int, str]:
+def copy_hashing(
+    source: int, target: int | None, size: int = -1, hasher: blake3.blake3 | None = None
+) -> tuple[int, str]:
     """Copy file descriptor `source` to `target` from their offsets while hashing what is
-    copied (only hash it when `target` is None); returns (bytes, BLAKE3 hex).
+    copied (only hash it when `target` is None); returns (bytes copied, BLAKE3 hex).
 
-    `size` (if known) sizes the buffer. Hashes on the calling thread: no thread pool is
-    started, so the process may fork afterwards.
+    `size` (if known) sizes the buffer. `hasher` continues a hash begun on earlier bytes
+    (default: a new one on the calling thread, which starts no thread pool, so the process
+    may fork afterwards).
     """
-    hasher = blake3.blake3()
+    hasher = hasher or blake3.blake3()
     buffer = bytearray(HASH_CHUNK if size < 0 else min(HASH_CHUNK, size + 1))
     view = memoryview(buffer)
     copied = 0

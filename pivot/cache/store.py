@@ -42,7 +42,6 @@ from pivot.cache.hashing import (
     CHUNK,
     DIR,
     FILE,
-    HASH_CHUNK,
     TreeEntry,
     copy_hashing,
     decode_tree,
@@ -579,15 +578,10 @@ class CacheBatch:
                     if first:
                         _write_all(out, first)
                         size = len(first)
-                    buffer = bytearray(HASH_CHUNK)
-                    view = memoryview(buffer)
-                    while n := os.readv(fd, [buffer]):
-                        hasher.update(view[:n])
-                        _write_all(out, view[:n])
-                        size += n
+                    copied, digest = copy_hashing(fd, out, hasher=hasher)
+                    size += copied
             finally:
                 os.close(out)
-            digest = hasher.hexdigest()
             if self.wants(digest):
                 self._stage(digest, tmp)
             else:
