@@ -10,16 +10,21 @@ from pivot.errors import PivotError
 from pivot.services import transfer
 
 
+def _with_bar(label: str, move, *args) -> transfer.Moved:
+    """Call the service `move` with a progress bar on stderr, closed however it ends."""
+    bar = render.Bar(label)
+    try:
+        return move(*args, bar)
+    finally:
+        bar.close()
+
+
 @click.command("push", short_help="Send outputs and run records to the remote.")
 @transfer_options
 def push(remote_name, jobs, as_json, all_pipelines, targets) -> None:
     """Send the outputs and run records of this pipeline and its upstreams (or TARGETS, or
     --all: every pipeline's, and every local run record) to the remote."""
-    bar = render.Bar("push")
-    try:
-        moved = transfer.push(targets, all_pipelines, remote_name, jobs, bar)
-    finally:
-        bar.close()
+    moved = _with_bar("push", transfer.push, targets, all_pipelines, remote_name, jobs)
     summary = moved.summary
     render.transfer(summary, as_json)
     if summary.missing:
@@ -36,11 +41,7 @@ def push(remote_name, jobs, as_json, all_pipelines, targets) -> None:
 def fetch(remote_name, jobs, as_json, all_pipelines, targets) -> None:
     """Download the outputs of this pipeline and its upstreams (or TARGETS, or --all) into
     the local cache."""
-    bar = render.Bar("fetch")
-    try:
-        moved = transfer.fetch(targets, all_pipelines, remote_name, jobs, bar)
-    finally:
-        bar.close()
+    moved = _with_bar("fetch", transfer.fetch, targets, all_pipelines, remote_name, jobs)
     summary = moved.summary
     render.transfer(summary, as_json)
     if summary.missing:
@@ -55,11 +56,7 @@ def fetch(remote_name, jobs, as_json, all_pipelines, targets) -> None:
 def pull(remote_name, jobs, as_json, all_pipelines, targets) -> None:
     """Fetch, then check out the outputs of this pipeline and its upstreams (or TARGETS, or
     --all) into the workspace."""
-    bar = render.Bar("pull")
-    try:
-        moved = transfer.pull(targets, all_pipelines, remote_name, jobs, bar)
-    finally:
-        bar.close()
+    moved = _with_bar("pull", transfer.pull, targets, all_pipelines, remote_name, jobs)
     extra = {"checked_out": moved.checked_out, "incomplete": moved.incomplete}
     render.transfer(moved.summary, as_json, extra)
     if moved.incomplete:
