@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from pivot import _fs
-from pivot.errors import PivotError
+from pivot.errors import CorruptFile, DefinitionError
 
 if TYPE_CHECKING:
     import pathlib
@@ -54,27 +54,32 @@ def config_paths(project: Project) -> tuple[pathlib.Path, pathlib.Path]:
 
 
 def _read(path: pathlib.Path) -> dict[str, Any]:
-    """The config mapping in `path` ({} when absent), checked: a PivotError names the file
+    """The config mapping in `path` ({} when absent), checked: a CorruptFile names the file
     and the key of anything Pivot cannot use."""
     try:
         text = path.read_bytes().decode("utf-8")
     except FileNotFoundError:
         return {}
     except UnicodeDecodeError as exc:
-        raise PivotError(
-            f"The config file {path} is not UTF-8 text ({exc}). Fix it, or delete it and "
-            f"add the remotes again (`pivot remote add ...`)."
+        raise CorruptFile(
+            f"The config file {path} is not UTF-8 text ({exc}).", path=path, hint="config-not-utf8"
         ) from None
     except OSError as exc:
-        raise PivotError(f"Cannot read the config file {path}: {exc.strerror or exc}.") from None
+        raise CorruptFile(
+            f"Cannot read the config file {path}: {exc.strerror or exc}.", path=path
+        ) from None
     import yaml
 
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise PivotError(f"The config file {path} is not valid YAML ({exc}). Fix it.") from exc
+        raise CorruptFile(
+            f"The config file {path} is not valid YAML ({exc}). Fix it.", path=path
+        ) from exc
     except RecursionError:
-        raise PivotError(f"The config file {path} is nested too deeply. Fix it.") from None
+        raise CorruptFile(
+            f"The config file {path} is nested too deeply. Fix it.", path=path
+        ) from None
     return _checked(data, path)
 
 
@@ -96,21 +101,23 @@ def _whole_number(value: Any) -> int | None:
 
 
 def _checked(data: Any, path: pathlib.Path) -> dict[str, Any]:
-    """`data` as a config mapping (names and option keys as strings), or a PivotError."""
+    """`data` as a config mapping (names and option keys as strings), or a CorruptFile."""
 
-    def fail(key: str, expected: str, value: Any) -> PivotError:
+    def fail(key: str, expected: str, value: Any) -> CorruptFile:
         shown = _kind(value, secret=key.rpartition(".")[2] in SECRET_KEYS)
-        return PivotError(
+        return CorruptFile(
             f"The config file {path}: `{key}` must be {expected}, not {shown}. Edit the file "
-            f"to fix it."
+            f"to fix it.",
+            path=path,
         )
 
     if data is None:
         return {}
     if not isinstance(data, dict):
-        raise PivotError(
+        raise CorruptFile(
             f"The config file {path} must hold a mapping at the top level "
-            f"(`remotes:`, `default_remote:`), not {_kind(data)}."
+            f"(`remotes:`, `default_remote:`), not {_kind(data)}.",
+            path=path,
         )
     data = {str(k): v for k, v in data.items()}
     default = data.get("default_remote")
@@ -129,10 +136,11 @@ def _checked(data: Any, path: pathlib.Path) -> dict[str, Any]:
         if not isinstance(options, dict):
             raise fail(f"remotes.{name}", "a mapping of options (at least `url`)", options)
         if not _NAME_RE.match(str(name)):
-            raise PivotError(
+            raise CorruptFile(
                 f"The config file {path}: {str(name)!r} under `remotes` is not a valid remote "
                 f"name (letters, digits, '_', '.', '-', starting with a letter or digit, at "
-                f"most 64 characters). Edit the file to rename it."
+                f"most 64 characters). Edit the file to rename it.",
+                path=path,
             )
         entry = checked[str(name)] = {}
         for key, value in options.items():
@@ -199,10 +207,12 @@ def _check_no_secrets(data: dict[str, Any], path: pathlib.Path) -> None:
         ]
         if found or in_url:
             what = ", ".join(found + in_url)
-            raise PivotError(
+            raise DefinitionError(
                 f"The committed config file {path} holds a secret for remote {name!r} "
                 f"({what}). Secrets belong in .pivot/{LOCAL_CONFIG_NAME}, which is not "
-                f"committed: move them there and remove them from the history if pushed."
+                f"committed: move them there and remove them from the history if pushed.",
+                path=path,
+                remote=name,
             )
 
 
@@ -214,9 +224,11 @@ def remotes(project: Project) -> dict[str, RemoteConfig]:
         url = options.get("url")
         if not url:
             shared_path, local_path = config_paths(project)
-            raise PivotError(
-                f"Remote {name!r} has no url in {shared_path} or {local_path}. Set one with "
-                f"`pivot remote modify {name} url <URL>` or remove it."
+            raise DefinitionError(
+                f"Remote {name!r} has no url in {shared_path} or {local_path}.",
+                path=shared_path,
+                remote=name,
+                hint="set-remote-url",
             )
         rest = {k: v for k, v in options.items() if k != "url"}
         result[name] = RemoteConfig(name, str(url), rest)
@@ -236,51 +248,51 @@ def get_remote(project: Project, name: str | None = None) -> RemoteConfig:
         if name is None:
             if len(configured) == 1:
                 return next(iter(configured.values()))
-            raise PivotError(
-                "No remote given and no default remote set. Add one with "
-                "`pivot remote add --default NAME URL`, set one with "
-                "`pivot remote default NAME`, or pass `-r NAME`."
+            raise DefinitionError(
+                "No remote given and no default remote set.", hint="choose-remote"
             )
     if name not in configured:
         known = ", ".join(configured) or "none"
-        raise PivotError(
-            f"Unknown remote {name!r} (configured: {known}). "
-            f"Add it with `pivot remote add {name} URL`."
+        raise DefinitionError(
+            f"Unknown remote {name!r} (configured: {known}).", remote=name, hint="add-remote"
         )
     return configured[name]
 
 
 def _check_name(name: str) -> None:
     if not _NAME_RE.match(name):
-        raise PivotError(
+        raise DefinitionError(
             f"Invalid remote name {name!r}: use letters, digits, '_', '.', '-' "
-            f"(starting with a letter or digit, at most 64 characters)."
+            f"(starting with a letter or digit, at most 64 characters).",
+            remote=name,
         )
 
 
 def _check_value(name: str, key: str, value: Any, local: bool) -> Any:
     if key not in REMOTE_KEYS:
-        raise PivotError(
+        raise DefinitionError(
             f"Unknown remote option {key!r} for remote {name!r}. "
-            f"Known options: {', '.join(sorted(REMOTE_KEYS))}."
+            f"Known options: {', '.join(sorted(REMOTE_KEYS))}.",
+            remote=name,
         )
     if key in SECRET_KEYS and not local:
-        raise PivotError(
+        raise DefinitionError(
             f"Refusing to write {key} of remote {name!r} into the committed "
             f".pivot/{CONFIG_NAME}: secrets must not be committed. Use --local to store it "
-            f"in .pivot/{LOCAL_CONFIG_NAME}, or use an AWS profile or environment variables."
+            f"in .pivot/{LOCAL_CONFIG_NAME}, or use an AWS profile or environment variables.",
+            remote=name,
         )
     if key in URL_KEYS:
         value = str(value)
         if not value:
-            raise PivotError(f"The {key} of remote {name!r} must not be empty.")
+            raise DefinitionError(f"The {key} of remote {name!r} must not be empty.", remote=name)
         in_url = _url_credentials(value)
         if in_url and not local:
-            raise PivotError(
+            raise DefinitionError(
                 f"Refusing to write a {key} holding credentials ({', '.join(in_url)}) for "
-                f"remote {name!r} into the committed .pivot/{CONFIG_NAME}. Use --local, or "
-                f"keep the credentials out of the url (options set with `pivot remote modify "
-                f"--local`, a profile or environment variables)."
+                f"remote {name!r} into the committed .pivot/{CONFIG_NAME}.",
+                remote=name,
+                hint="local-credentials",
             )
     if key == "url":
         from pivot.urls import check_url
@@ -290,9 +302,13 @@ def _check_value(name: str, key: str, value: Any, local: bool) -> Any:
         try:
             value = int(value)
         except (TypeError, ValueError):
-            raise PivotError(f"Option {key} of remote {name!r} must be an integer.") from None
+            raise DefinitionError(
+                f"Option {key} of remote {name!r} must be an integer.", remote=name
+            ) from None
         if value < 1:
-            raise PivotError(f"Option {key} of remote {name!r} must be at least 1.")
+            raise DefinitionError(
+                f"Option {key} of remote {name!r} must be at least 1.", remote=name
+            )
     elif key not in URL_KEYS:
         value = str(value)
     return value
@@ -311,9 +327,8 @@ def add_remote(
     _check_name(name)
     url = _check_value(name, "url", url, local)
     if name in remotes(project):
-        raise PivotError(
-            f"Remote {name!r} already exists. Change it with "
-            f"`pivot remote modify {name} url URL` or remove it first."
+        raise DefinitionError(
+            f"Remote {name!r} already exists.", remote=name, hint="change-remote-url"
         )
     path, data = _edit(project, local)
     data.setdefault("remotes", {})[name] = {"url": url}
@@ -326,7 +341,7 @@ def add_remote(
 def remove_remote(project: Project, name: str) -> None:
     """Remove remote `name` from both files (and as the default)."""
     if name not in remotes(project):
-        raise PivotError(f"Unknown remote {name!r}; nothing to remove.")
+        raise DefinitionError(f"Unknown remote {name!r}; nothing to remove.", remote=name)
     for local in (False, True):
         path, data = _edit(project, local)
         changed = False
@@ -342,7 +357,7 @@ def remove_remote(project: Project, name: str) -> None:
 
 def set_default_remote(project: Project, name: str, *, local: bool = False) -> None:
     if name not in remotes(project):
-        raise PivotError(f"Unknown remote {name!r}; add it with `pivot remote add {name} URL`.")
+        raise DefinitionError(f"Unknown remote {name!r}.", remote=name, hint="add-remote")
     path, data = _edit(project, local)
     data["default_remote"] = name
     _write(path, data)
@@ -360,12 +375,14 @@ def modify_remote(
     """Set (or with `unset=True` remove) option `key` of remote `name`."""
     configured = remotes(project)
     if name not in configured:
-        raise PivotError(f"Unknown remote {name!r}; add it with `pivot remote add {name} URL`.")
+        raise DefinitionError(f"Unknown remote {name!r}.", remote=name, hint="add-remote")
     path, data = _edit(project, local)
     entry = data.setdefault("remotes", {}).setdefault(name, {})
     if unset:
         if key == "url":
-            raise PivotError(f"The url of remote {name!r} cannot be unset; remove the remote.")
+            raise DefinitionError(
+                f"The url of remote {name!r} cannot be unset; remove the remote.", remote=name
+            )
         entry.pop(key, None)
         if not entry:
             del data["remotes"][name]

@@ -1,36 +1,208 @@
-"""Errors that reach the user as one clear paragraph instead of a traceback."""
+"""Errors that reach the user as one clear paragraph instead of a traceback.
+
+Each class says what kind of thing went wrong and carries the data that names it (a path,
+a stage, a remote, a digest). A message says what is wrong; the advice that names a
+`pivot` command is added by the command line (`pivot/cli/advice.py`), keyed by the class
+and by `hint`, so the layers below the CLI never name commands.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import errno
 from collections.abc import Iterator
+from typing import Self, TypeVar
 
 
 class PivotError(Exception):
-    """A problem with the user's project or input; its message says what to do."""
+    """A problem with the user's project or input, told in one paragraph.
+
+    `hint` names the advice the CLI adds after the message (a key of
+    `pivot.cli.advice.HINTS`, formatted with the error's attributes); None for none.
+    """
 
     exit_code = 1
 
+    def __init__(self, message: str, *, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.hint = hint
 
-class RemoteIncomplete(PivotError):
-    """The remote answered, but lacks blobs it was expected to hold."""
+    def reworded(self, message: str) -> Self:
+        """The same error (class, data, hint) told with `message` (which usually quotes
+        this one's)."""
+        return _rebuilt(type(self), (message,), vars(self))
+
+    def __reduce__(self):
+        # Pickled (to cross a process boundary) as its class, message and data, whatever
+        # its constructor takes.
+        return _rebuilt, (type(self), self.args, vars(self))
+
+
+def _rebuilt(cls: type[E], args: tuple, data: dict) -> E:
+    error = cls.__new__(cls)
+    error.args = args
+    error.__dict__.update(data)
+    return error
+
+
+E = TypeVar("E", bound=PivotError)
+
+
+class DefinitionError(PivotError):
+    """Something the user wrote is invalid: a pipeline, stage, param, target, remote setting
+    or config value. `path` is the file it is in (if known), `stage` the stage id, `remote`
+    the remote's name."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        path: object = None,
+        stage: str | None = None,
+        remote: str | None = None,
+        hint: str | None = None,
+    ) -> None:
+        super().__init__(message, hint=hint)
+        self.path = path
+        self.stage = stage
+        self.remote = remote
+
+
+class CorruptFile(PivotError):
+    """A file Pivot read from disk is damaged or was edited by hand: a lock file, a tree
+    manifest, a local pack index, a run record, a config file. `path` names it (or what it
+    is, when it has no path of its own; None when only a value read from it is known)."""
+
+    def __init__(self, message: str, *, path: object = None, hint: str | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.path = path
+
+
+class UnsafePath(PivotError):
+    """A path Pivot refuses to write, delete or follow: outside the project, through a
+    symbolic link, into `.git/`, `.pivot/` or a virtual environment. `path` names it."""
+
+    def __init__(self, message: str, *, path: object, hint: str | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.path = path
+
+
+class ProjectError(PivotError):
+    """The project itself cannot be used now: none found above `path`, its `.pivot/` state
+    is not what Pivot made, or another command holds its lock (`command` is the one
+    refused)."""
+
+    def __init__(
+        self, message: str, *, path: object, command: str | None = None, hint: str | None = None
+    ) -> None:
+        super().__init__(message, hint=hint)
+        self.path = path
+        self.command = command
+
+
+class MissingPackage(PivotError):
+    """An optional Python package a feature needs is not installed (`package`)."""
+
+    def __init__(self, message: str, *, package: str) -> None:
+        super().__init__(message)
+        self.package = package
 
 
 class StageFailed(PivotError):
-    """One or more stages raised or broke their contract during a run."""
+    """One or more stages raised or broke their contract during a run (`stages`: the ids
+    of the failed and blocked stages)."""
 
-
-class DamagedBlob(PivotError):
-    """A local cache object whose bytes do not match its hash (it has been set aside)."""
-
-    def __init__(self, message: str, digest: str) -> None:
+    def __init__(self, message: str, *, stages: tuple[str, ...] = ()) -> None:
         super().__init__(message)
+        self.stages = stages
+
+
+class RemoteError(PivotError):
+    """A remote cannot serve a command. `remote` is its configured name, `display` its name
+    and redacted url as messages show it."""
+
+    def __init__(
+        self, message: str, *, remote: str, display: str | None = None, hint: str | None = None
+    ) -> None:
+        super().__init__(message, hint=hint)
+        self.remote = remote
+        self.display = display or remote
+
+
+class RemoteUnreachable(RemoteError):
+    """The remote could not be opened or did not answer: no such folder or bucket, refused
+    credentials, an unreachable endpoint, a missing protocol package."""
+
+
+class RemoteIncomplete(RemoteError):
+    """The remote answered, but lacks blobs it was expected to hold (`missing`: digests)."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        remote: str,
+        display: str | None = None,
+        missing: tuple[str, ...] = (),
+        hint: str | None = None,
+    ) -> None:
+        super().__init__(message, remote=remote, display=display, hint=hint)
+        self.missing = missing
+
+
+class RemoteCorrupt(RemoteError):
+    """An object on the remote is damaged: a pack shorter than its index says, a blob that
+    does not match its hash, an index that does not decode (`key`: the object)."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        remote: str,
+        display: str | None = None,
+        key: str | None = None,
+        digest: str | None = None,
+        hint: str | None = None,
+    ) -> None:
+        super().__init__(message, remote=remote, display=display, hint=hint)
+        self.key = key
         self.digest = digest
 
 
+class CacheCorrupt(PivotError):
+    """The local cache holds damaged data: a blob (`digest`) that does not match its hash or
+    a manifest that disagrees with its objects, for the output `path` (if known)."""
+
+    def __init__(
+        self,
+        message: str,
+        digest: str | None = None,
+        *,
+        path: object = None,
+        hint: str | None = None,
+    ) -> None:
+        super().__init__(message, hint=hint)
+        self.digest = digest
+        self.path = path
+
+
+class DamagedBlob(CacheCorrupt):
+    """A local cache object whose bytes do not match its hash (it has been set aside)."""
+
+    def __init__(self, message: str, digest: str, *, hint: str | None = None) -> None:
+        super().__init__(message, digest, hint=hint)
+
+
 class DiskFull(PivotError):
-    """The device ran out of space (or quota) while Pivot wrote a file."""
+    """The device ran out of space (or quota) while Pivot wrote `path`; nothing half-written
+    was kept."""
+
+    def __init__(self, path: object) -> None:
+        super().__init__(
+            f"No space left on device while writing {path}; nothing half-written was kept.",
+            hint="disk-full",
+        )
+        self.path = path
 
 
 NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
@@ -44,12 +216,4 @@ def writing(path: object) -> Iterator[None]:
     except OSError as exc:
         if exc.errno not in NO_SPACE:
             raise
-        raise disk_full(path) from exc
-
-
-def disk_full(path: object) -> DiskFull:
-    return DiskFull(
-        f"No space left on device while writing {path}. Free some space (`pivot gc` removes "
-        f"cache objects no lock file needs) and run the command again; nothing half-written "
-        f"was kept."
-    )
+        raise DiskFull(path) from exc

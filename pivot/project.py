@@ -12,7 +12,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from functools import cached_property
 
-from pivot.errors import PivotError
+from pivot.errors import ProjectError, UnsafePath
 
 PIVOT_DIR = ".pivot"
 # Names of the cache's temp files and folders in `.pivot/tmp/` (see pivot/cache/store.py).
@@ -47,9 +47,11 @@ class Project:
         start = (start or pathlib.Path.cwd()).resolve()
         root = find_root(start)
         if root is None:
-            raise PivotError(
+            raise ProjectError(
                 f"No Pivot project found: neither {start} nor any directory above it holds "
-                f"a {PIVOT_DIR}/ folder. Run `pivot init` at the top of your project first."
+                f"a {PIVOT_DIR}/ folder.",
+                path=start,
+                hint="init",
             )
         project = cls(root)
         project.check_state()
@@ -76,25 +78,31 @@ class Project:
             if os.path.islink(path):
                 self._refuse_state(path, "file")
         if os.path.islink(self.cache_dir) and not self.cache_dir.is_dir():
-            raise PivotError(
+            raise ProjectError(
                 f"The cache {self.cache_dir} is a symbolic link to {os.readlink(self.cache_dir)}, "
                 f"which is not a folder. Create that folder, or remove the link to keep the "
-                f"cache in the project."
+                f"cache in the project.",
+                path=self.cache_dir,
             )
 
     def _refuse_state(self, path: pathlib.Path, kind: str) -> None:
         if not os.path.islink(path):
-            raise PivotError(
+            raise ProjectError(
                 f"{path} is not a {kind}, but Pivot keeps its own state there. Move it away "
-                f"(`pivot init` or the next command creates the {kind} again)."
+                f"(the next command creates the {kind} again).",
+                path=path,
             )
-        fix = "run `pivot init` again" if path == self.pivot_dir else "Pivot creates it again"
-        raise PivotError(
+        top = path == self.pivot_dir
+        fix = "" if top else "; Pivot creates it again"
+        raise UnsafePath(
             f"{path} is a symbolic link (to {os.readlink(path)}), but Pivot keeps its own "
-            f"state there and never follows a link in it: its writes and `pivot gc`'s deletes "
-            f"would land in the folder the link points to (a cloned repository may hold such "
-            f"a link to damage your files). Remove the link (`rm {path}`); {fix}. Only "
-            f"{self.cache_dir} itself may be a link, to keep the cache on another disk."
+            f"state there and never follows a link in it: its writes and deletes (also by "
+            f"garbage collection) would land in the folder the link points to (a cloned "
+            f"repository may hold such a link to damage your files). Remove the link "
+            f"(`rm {path}`){fix}. Only {self.cache_dir} itself may be a link, to keep the "
+            f"cache on another disk.",
+            path=path,
+            hint="init-again" if top else None,
         )
 
     @cached_property
@@ -143,9 +151,11 @@ class Project:
                     raise
                 handle.seek(0)
                 holder = handle.read().strip() or "another pivot command"
-                raise PivotError(
+                raise ProjectError(
                     f"{holder} is running in {self.root} right now; `pivot {command}` would "
-                    f"race with it. Wait for it to finish and try again."
+                    f"race with it. Wait for it to finish and try again.",
+                    path=self.root,
+                    command=command,
                 ) from None
             handle.seek(0)
             handle.truncate()
@@ -169,14 +179,17 @@ class Project:
         try:
             relative = absolute.relative_to(self.root)
         except ValueError:
-            raise PivotError(
+            raise UnsafePath(
                 f"The path {path} resolves to {absolute}, which is outside the project root "
                 f"{self.root}. Pivot only tracks files inside the project; move the file "
-                f"into the project or fix the path."
+                f"into the project or fix the path.",
+                path=path,
             ) from None
         posix = relative.as_posix()
         if posix == ".":
-            raise PivotError(f"The path {path} names the project root itself; name a file.")
+            raise UnsafePath(
+                f"The path {path} names the project root itself; name a file.", path=path
+            )
         return posix
 
     def write_path(self, rel: str, what: str, make_parents: bool = False) -> pathlib.Path:
@@ -202,18 +215,20 @@ class Project:
                     os.mkdir(folder)
                 st = os.lstat(folder)
             if stat.S_ISLNK(st.st_mode):
-                raise PivotError(
+                raise UnsafePath(
                     f"Refusing {what} {rel!r}: its folder {self.rel(folder)!r} is a symbolic "
                     f"link (to {os.readlink(folder)}). Pivot never writes or deletes through "
                     f"a symlinked folder, which can lead outside the project. Replace the link "
-                    f"with a real folder, or name the path it points to."
+                    f"with a real folder, or name the path it points to.",
+                    path=rel,
                 )
             if not stat.S_ISDIR(st.st_mode):
                 if not make_parents:
                     break
-                raise PivotError(
+                raise UnsafePath(
                     f"Cannot write {what} {rel!r}: {self.rel(folder)!r} is a file, not a "
-                    f"folder. Move or delete that file."
+                    f"folder. Move or delete that file.",
+                    path=rel,
                 )
             self._refuse_venv(folder, rel, what)
         self._refuse_venv(self.root / rel, rel, what)
@@ -221,12 +236,13 @@ class Project:
 
     def _refuse_venv(self, folder: pathlib.Path, rel: str, what: str) -> None:
         if os.path.lexists(folder / VENV_MARKER):
-            raise PivotError(
+            raise UnsafePath(
                 f"Refusing {what} {rel!r}: {self.rel(folder)!r} is a Python virtual "
                 f"environment (it holds {VENV_MARKER}), where a file can run code with the "
                 f"next `python`. Pivot never writes or deletes there; keep outputs out of "
                 f"virtual environments, and fix what names this path (a file you did not "
-                f"write yourself may have been crafted to take over your Python)."
+                f"write yourself may have been crafted to take over your Python).",
+                path=rel,
             )
 
 
@@ -280,28 +296,31 @@ def safe_relpath(rel: str, what: str) -> str:
     parts = rel.split("/")
     plain = bool(rel) and not rel.startswith("/") and "\\" not in rel and "\0" not in rel
     if not plain or any(p in ("", ".", "..") for p in parts) or not _encodable(rel):
-        raise PivotError(
+        raise UnsafePath(
             f"Refusing {what}: {rel!r} is not a plain relative path inside the project "
             f"(absolute paths, '..', '.', empty parts, backslashes and NUL are never accepted "
-            f"from lock files, manifests, run records or indexes)."
+            f"from lock files, manifests, run records or indexes).",
+            path=rel,
         )
     folded = [_canonical(p) for p in parts]
     git = any(p == GIT_DIR or GIT_SHORT_NAME.fullmatch(p) for p in folded)
     if git or folded[0] == PIVOT_DIR or PIVOT_SHORT_NAME.fullmatch(folded[0]):
         place = "a .git folder, which git" if git else f"{PIVOT_DIR}/, which Pivot"
-        raise PivotError(
+        raise UnsafePath(
             f"Refusing {what}: {rel!r} is or lies inside {place} manages (names are compared "
             f"as macOS and Windows compare them); Pivot never writes there. Fix what names "
             f"this path (a file you did not write yourself may have been crafted to take over "
-            f"the repository)."
+            f"the repository).",
+            path=rel,
         )
     python = sorted(PYTHON_PARTS.intersection(folded))
     if python:
-        raise PivotError(
+        raise UnsafePath(
             f"Refusing {what}: {rel!r} is or lies in {python[0]}, which Python reads "
             f"without being asked (a file there can run code with the next `python`); Pivot "
             f"never writes there. Fix what names this path (a file you did not write yourself "
-            f"may have been crafted to take over your Python)."
+            f"may have been crafted to take over your Python).",
+            path=rel,
         )
     return rel
 

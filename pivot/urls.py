@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from urllib.parse import parse_qsl, unquote, urlsplit, urlunsplit
 
-from pivot.errors import PivotError
+from pivot.errors import DefinitionError
 
 _SECRET_KEY = re.compile(r"(key|secret|token|sig|password|passwd|credential)", re.IGNORECASE)
 _SCHEME = r"^[A-Za-z][A-Za-z0-9+.-]*://"
@@ -117,28 +117,31 @@ def s3_location(url: str, name: str) -> tuple[str, str]:
     protocol, rest = split_protocol(url)
     display = f"{name!r} ({redact_url(url)})"
     if "@" in rest.partition("/")[0] or _userinfo_span(url):
-        raise PivotError(
+        raise DefinitionError(
             f"The url of remote {display} holds a user name or password: an {protocol}:// url "
-            f"takes none. Use an AWS profile (`pivot remote modify {name} profile NAME`), the "
-            f"environment variables AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, or `pivot "
-            f"remote modify --local {name} access_key_id ...` and `secret_access_key ...`."
+            f"takes none.",
+            remote=name,
+            hint="s3-credentials",
         )
     if "?" in rest or "#" in rest:
-        raise PivotError(
+        raise DefinitionError(
             f"The url of remote {display} holds a query or fragment (`?...` / `#...`): an "
-            f"{protocol}:// url is s3://BUCKET/PREFIX only. Set options with `pivot remote "
-            f"modify {name} KEY VALUE` (endpoint_url, region, profile; credentials with "
-            f"--local) and remove the query from the url."
+            f"{protocol}:// url is s3://BUCKET/PREFIX only.",
+            remote=name,
+            hint="s3-options",
         )
     root = rest.strip("/")
     if not root:
-        raise PivotError(f"The remote {display} names no bucket: use s3://BUCKET/PREFIX.")
+        raise DefinitionError(
+            f"The remote {display} names no bucket: use s3://BUCKET/PREFIX.", remote=name
+        )
     bucket, _, prefix = root.partition("/")
     if not _BUCKET.fullmatch(bucket):
-        raise PivotError(
+        raise DefinitionError(
             f"The remote {display} names the bucket {bucket!r}, which is not a valid bucket "
-            f"name (letters, digits, '.', '-', '_'). Fix the url with `pivot remote modify "
-            f"{name} url s3://BUCKET/PREFIX`."
+            f"name (letters, digits, '.', '-', '_').",
+            remote=name,
+            hint="fix-bucket",
         )
     return bucket, prefix.strip("/")
 

@@ -18,7 +18,6 @@ LAYERS = [
             "pivot.untrusted",
             "pivot.project",
             "pivot.config",
-            "pivot.console",
             "pivot.urls",
         },
     ),
@@ -77,6 +76,35 @@ def test_every_module_belongs_to_a_layer() -> None:
     modules = [_module_name(p) for p in sorted(PACKAGE.rglob("*.py"))]
     lost = [m for m in modules if m not in ENTRY_POINTS and _layer(m) is None]
     assert lost == [], f"modules in no layer: {lost}; add them to LAYERS"
+
+
+def _prints(path: pathlib.Path) -> list[str]:
+    """Where module `path` writes to the terminal itself: print(), sys.stdout/stderr, click."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name):
+            if node.func.id == "print":
+                found.append(f"print() at line {node.lineno}")
+        elif isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name):
+            if node.value.id == "sys" and node.attr in ("stdout", "stderr"):
+                found.append(f"sys.{node.attr} at line {node.lineno}")
+        elif isinstance(node, ast.Import | ast.ImportFrom):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else []
+            if "click" in names or getattr(node, "module", None) == "click":
+                found.append(f"imports click at line {node.lineno}")
+    return found
+
+
+def test_only_the_cli_prints() -> None:
+    """Below the CLI, warnings go to the `pivot` logger and errors are raised: what the
+    user sees is rendered in one place."""
+    wrong = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        module = _module_name(path)
+        if module in ENTRY_POINTS or module == "pivot.cli" or module.startswith("pivot.cli."):
+            continue
+        wrong.extend(f"{module}: {where}" for where in _prints(path))
+    assert wrong == [], "modules below the CLI that print:\n" + "\n".join(wrong)
 
 
 def test_layers_only_import_downward() -> None:

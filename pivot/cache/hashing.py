@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Protocol
 import blake3
 import msgpack
 
-from pivot.errors import PivotError
+from pivot.errors import CorruptFile, DefinitionError
 from pivot.project import first_overlap, safe_relpath
 from pivot.untrusted import count
 
@@ -127,16 +127,20 @@ def decode_tree(data: bytes, what: str) -> list[TreeEntry]:
             TreeEntry(str(r[0]), str(r[1]), count(r[2]), checkout_mode(count(r[3]))) for r in rows
         ]
     except (ValueError, TypeError, IndexError, KeyError, msgpack.UnpackException) as exc:
-        raise PivotError(f"The tree manifest {what} is corrupt ({exc}).") from exc
+        raise CorruptFile(f"The tree manifest {what} is corrupt ({exc}).", path=what) from exc
     for entry in entries:
         safe_relpath(entry.relpath, f"an entry of the tree manifest {what}")
         if not is_hash(entry.hash):
-            raise PivotError(f"The tree manifest {what} holds an invalid hash {entry.hash!r}.")
+            raise CorruptFile(
+                f"The tree manifest {what} holds an invalid hash {entry.hash!r}.", path=what
+            )
     clash = first_overlap(e.relpath for e in entries)
     if clash is not None:
         folder, path = clash
         why = "twice" if folder == path else f"both as a file and as the folder of {path!r}"
-        raise PivotError(f"The tree manifest {what} is corrupt: it names {folder!r} {why}.")
+        raise CorruptFile(
+            f"The tree manifest {what} is corrupt: it names {folder!r} {why}.", path=what
+        )
     return entries
 
 
@@ -206,13 +210,14 @@ class Hasher:
 
 def link_target(link: str, what: str) -> str:
     """The real path of the file the symbolic link `link` (in `what`) points to; a
-    PivotError naming both if it points to nothing."""
+    DefinitionError naming both if it points to nothing."""
     try:
         return os.path.realpath(link, strict=True)
     except OSError as exc:
-        raise PivotError(
+        raise DefinitionError(
             f"{what} holds the symbolic link {link} -> {os.readlink(link)}, which points to "
-            f"nothing ({exc.strerror}). Remove the link, or make it point to a file."
+            f"nothing ({exc.strerror}). Remove the link, or make it point to a file.",
+            path=link,
         ) from None
 
 

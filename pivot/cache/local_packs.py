@@ -18,7 +18,7 @@ import pathlib
 import threading
 from dataclasses import dataclass
 
-from pivot.errors import DamagedBlob, PivotError
+from pivot.errors import CorruptFile, DamagedBlob
 from pivot.untrusted import count
 
 INDEX_VERSION = 1
@@ -65,9 +65,10 @@ def _decode_index(path: pathlib.Path, pack: str) -> dict[str, Packed]:
             found[digest.hex()] = Packed(pack, count(offset), count(length), count(size), codec)
         return found
     except (ValueError, TypeError, KeyError, AttributeError, msgpack.UnpackException) as exc:
-        raise PivotError(
+        raise CorruptFile(
             f"The local pack index {path} is corrupt ({exc}). Delete it and its .pack file, "
-            f"then pull again."
+            f"then pull again.",
+            path=path,
         ) from exc
 
 
@@ -139,10 +140,11 @@ class PackStore:
         try:
             fd = os.open(self.pack_path(where.pack), os.O_RDONLY | os.O_CLOEXEC)
         except FileNotFoundError:
-            raise PivotError(
+            raise CorruptFile(
                 f"The local pack {self.pack_path(where.pack)} is missing though its index "
-                f"{self.index_path(where.pack)} lists it. Delete the index (or run `pivot gc`), "
-                f"then pull again."
+                f"{self.index_path(where.pack)} lists it.",
+                path=self.index_path(where.pack),
+                hint="delete-pack-index",
             ) from None
         try:
             stored = os.pread(fd, where.length, where.offset)

@@ -9,7 +9,7 @@ import msgpack
 
 from pivot import _fs
 from pivot.cache.hashing import DIR, FILE, is_hash
-from pivot.errors import PivotError
+from pivot.errors import CorruptFile, PivotError
 from pivot.project import safe_relpath
 from pivot.untrusted import count
 
@@ -38,7 +38,7 @@ class RunRecords:
 
     def path(self, run_key: str) -> pathlib.Path:
         if not is_hash(run_key):
-            raise PivotError(f"Refusing an invalid run key {run_key!r}.")
+            raise CorruptFile(f"Refusing an invalid run key {run_key!r}.")
         return self.root / run_key[:2] / run_key[2:]
 
     def has(self, run_key: str) -> bool:
@@ -100,9 +100,9 @@ def decode_record(data: bytes, what: str) -> dict[str, dict]:
             for path, (h, size, kind) in raw["outs"].items()
         }
     except (ValueError, TypeError, KeyError, AttributeError, msgpack.UnpackException) as exc:
-        raise PivotError(f"The {what} is corrupt ({exc}).") from exc
+        raise CorruptFile(f"The {what} is corrupt ({exc}).", path=what) from exc
     for path, out in outs.items():
         safe_relpath(path, f"an output path in the {what}")
         if not is_hash(out["hash"]) or out["kind"] not in (FILE, DIR):
-            raise PivotError(f"The {what} holds an invalid output entry for {path}.")
+            raise CorruptFile(f"The {what} holds an invalid output entry for {path}.", path=what)
     return outs

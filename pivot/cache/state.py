@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import logging
 import os
 import pathlib
 import sqlite3
@@ -11,9 +12,9 @@ import threading
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
-from pivot import console
-from pivot.errors import disk_full
+from pivot.errors import DiskFull
 
+log = logging.getLogger(__name__)  # the CLI shows warnings; see pivot.cli.main
 F = TypeVar("F", bound=Callable[..., Any])
 
 SCHEMA = """
@@ -73,7 +74,7 @@ class StateDB:
 
     def rebuild(self, exc: sqlite3.DatabaseError) -> None:
         """Replace a damaged database by an empty one: it only holds caches."""
-        console.warn(
+        log.warning(
             f"The state database {self.path} is damaged ({exc}). It only caches file hashes, "
             f"the pipeline scan and remote indexes, so Pivot rebuilt it empty: files are "
             f"hashed and remote indexes read again, once."
@@ -177,7 +178,7 @@ class StateDB:
         except sqlite3.OperationalError as exc:
             if getattr(exc, "sqlite_errorcode", None) != sqlite3.SQLITE_FULL:
                 raise
-            raise disk_full(self.path) from exc
+            raise DiskFull(self.path) from exc
 
     def close(self) -> None:
         self.commit()

@@ -54,7 +54,7 @@ from pivot.cache.hashing import (
     new_hasher,
 )
 from pivot.cache.local_packs import encode_index, pack_store
-from pivot.errors import DamagedBlob, PivotError, writing
+from pivot.errors import CacheCorrupt, CorruptFile, DamagedBlob, PivotError, UnsafePath, writing
 from pivot.project import TEMP_PREFIX, safe_relpath
 
 if TYPE_CHECKING:
@@ -119,7 +119,7 @@ class LocalCache:
 
     def path(self, digest: str) -> pathlib.Path:
         if not is_hash(digest):
-            raise PivotError(f"Refusing to address the cache with an invalid hash {digest!r}.")
+            raise CorruptFile(f"Refusing to address the cache with an invalid hash {digest!r}.")
         return self.objects / digest[:2] / digest[2:]
 
     def _object(self, digest: str) -> str:
@@ -209,7 +209,7 @@ class LocalCache:
         """Store a file or directory output of the project at `root`; returns it and
         (relative file, hash) pairs. A symbolic link in a directory output is stored as the
         file it points to, which must be inside the project (else its content would be
-        pushed): a dangling one, or one pointing outside, is a PivotError."""
+        pushed): a dangling one, or one pointing outside, is an error."""
         if not path.is_dir():
             digest, size = self.add_file(path)
             return StoredOutput(digest, size, FILE), [("", digest)]
@@ -224,11 +224,12 @@ class LocalCache:
             if os.path.islink(full):
                 target = link_target(full, f"The output {path}")
                 if os.path.commonpath([inside, target]) != inside:
-                    raise PivotError(
+                    raise UnsafePath(
                         f"The output {path} holds the symbolic link {full} -> "
                         f"{os.readlink(full)}, which points outside the project (to {target}): "
                         f"Pivot would store and push that file's content. Copy the file into "
-                        f"the output instead, or remove the link."
+                        f"the output instead, or remove the link.",
+                        path=full,
                     )
         with self.batch() as batch:
             stored = _in_parallel(batch._add_file, found)
@@ -393,12 +394,14 @@ class LocalCache:
                 try:
                     put_entry(entry)
                 except _WrongSize as exc:
-                    raise PivotError(
+                    raise CacheCorrupt(
                         f"The tree manifest {digest} of {dest} records {entry.size} bytes for "
                         f"{entry.relpath!r}, but the cache object {entry.hash} it names holds "
                         f"{exc.size} bytes and matches its hash: the manifest is wrong, the "
-                        f"object is good. Nothing was placed at {dest}. Run the stage that "
-                        f"produces it again (`pivot run --force STAGE`)."
+                        f"object is good. Nothing was placed at {dest}.",
+                        digest,
+                        path=dest,
+                        hint="rerun-stage",
                     ) from None
 
             # One thread per folder, largest first: the kernel serializes the creations in a
@@ -491,7 +494,9 @@ class CacheBatch:
         with self._lock:
             for digest, stored, size, codec in blobs:
                 if not is_hash(digest):
-                    raise PivotError(f"Refusing to store a blob under the invalid hash {digest!r}.")
+                    raise CorruptFile(
+                        f"Refusing to store a blob under the invalid hash {digest!r}."
+                    )
                 if digest in self._packed or not self.wants(digest):
                     continue
                 self._packed.add(digest)
@@ -525,7 +530,7 @@ class CacheBatch:
         """Stage `data` (verified against `digest` by the caller, or hashed here)."""
         digest = digest or hash_bytes(data)
         if not is_hash(digest):
-            raise PivotError(f"Refusing to store a blob under the invalid hash {digest!r}.")
+            raise CorruptFile(f"Refusing to store a blob under the invalid hash {digest!r}.")
         if self.wants(digest):
             tmp = self._temp()
             with writing(tmp):
@@ -536,7 +541,7 @@ class CacheBatch:
     def adopt(self, tmp: pathlib.Path | str, digest: str) -> None:
         """Stage a complete, verified temp file (from `temp_path`) as blob `digest`."""
         if not is_hash(digest):
-            raise PivotError(f"Refusing to store a blob under the invalid hash {digest!r}.")
+            raise CorruptFile(f"Refusing to store a blob under the invalid hash {digest!r}.")
         if not self.wants(digest):
             _remove_quietly(str(tmp))
             return

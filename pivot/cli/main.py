@@ -10,7 +10,7 @@ from typing import NamedTuple
 
 import click
 
-from pivot import console
+from pivot.cli import console
 
 VERBOSE = {"on": False}
 
@@ -83,11 +83,12 @@ class LazyGroup(click.Group):
 def cli(verbose: bool) -> None:
     """Pivot: typed Python pipelines on a content-addressed cache."""
     VERBOSE["on"] = verbose
+    console.show_warnings()
 
 
 def main() -> None:
     """Entry point: run the CLI, turning known errors into one clear paragraph."""
-    from pivot.errors import NO_SPACE, PivotError, disk_full
+    from pivot.errors import NO_SPACE, DiskFull, PivotError
 
     started = time.perf_counter()
     try:
@@ -102,7 +103,9 @@ def main() -> None:
             import traceback
 
             traceback.print_exc()
-        console.error(str(exc))
+        from pivot.cli.advice import paragraph
+
+        console.error(paragraph(exc))
         sys.exit(exc.exit_code)
     except (KeyboardInterrupt, click.exceptions.Abort):
         console.error(
@@ -114,8 +117,11 @@ def main() -> None:
         if VERBOSE["on"]:
             raise
         if isinstance(exc, OSError) and exc.errno in NO_SPACE:  # a write not named yet
-            console.error(str(disk_full(exc.filename or "a file")))
-            sys.exit(1)
+            from pivot.cli.advice import paragraph
+
+            full = DiskFull(exc.filename or "a file")
+            console.error(paragraph(full))
+            sys.exit(full.exit_code)
         console.error(
             f"Internal error: {type(exc).__name__}: {exc}. Run with `pivot --verbose ...` "
             f"for the traceback, and please report it."

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from pivot import console
+from pivot.cli import console
 
 if TYPE_CHECKING:
     from pivot.cache.gc import GcSummary

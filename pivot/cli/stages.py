@@ -7,9 +7,8 @@ import pathlib
 
 import click
 
-from pivot import console
 from pivot.cache.store import LinkMode
-from pivot.cli import dagview, render
+from pivot.cli import console, dagview, render
 from pivot.cli.options import LINK_MODES, targets_options
 from pivot.errors import PivotError, StageFailed
 from pivot.project import find_root, init_project
@@ -128,7 +127,10 @@ def run(
     render.run_summary(report, result.total)
     if report.failed:
         names = ", ".join(s.stage_id for s in report.failed)
-        raise StageFailed(f"{len(report.failed)} stage(s) did not complete: {names}.")
+        raise StageFailed(
+            f"{len(report.failed)} stage(s) did not complete: {names}.",
+            stages=tuple(s.stage_id for s in report.failed),
+        )
     if push:
         render.pushed_after_run(stages.push_outputs(result))
 
@@ -167,7 +169,8 @@ def verify(targets, all_pipelines, remote_name) -> None:
     problems, total, where = stages.verify(targets, all_pipelines, remote_name)
     if problems:
         for problem in problems:
-            click.echo(f"  {click.style('✗', fg='red')} {problem}")
+            fix = "run `pivot run` and commit" if problem.stale else "run `pivot push`"
+            click.echo(f"  {click.style('✗', fg='red')} {problem.what}: {fix}")
         raise PivotError(f"{len(problems)} problem(s) among {total} stage(s); see the list above.")
     click.echo(f"All {total} stages are up to date and their outputs are on {where}.")
 

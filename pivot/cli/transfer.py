@@ -6,7 +6,7 @@ import click
 
 from pivot.cli import render
 from pivot.cli.options import transfer_options
-from pivot.errors import PivotError
+from pivot.errors import RemoteIncomplete
 from pivot.services import transfer
 
 
@@ -28,11 +28,13 @@ def push(remote_name, jobs, as_json, all_pipelines, targets) -> None:
     summary = moved.summary
     render.transfer(summary, as_json)
     if summary.missing:
-        raise PivotError(
+        raise RemoteIncomplete(
             f"{len(summary.missing)} blob(s) named by lock files are neither in the local cache "
             f"nor on {moved.remote} (first: {summary.missing[0][:16]}); everything else was "
             f"pushed. Run `pivot run` (or `pivot pull` on the machine that has them) and push "
-            f"again."
+            f"again.",
+            remote=moved.remote,
+            missing=tuple(summary.missing),
         )
 
 
@@ -45,9 +47,11 @@ def fetch(remote_name, jobs, as_json, all_pipelines, targets) -> None:
     summary = moved.summary
     render.transfer(summary, as_json)
     if summary.missing:
-        raise PivotError(
+        raise RemoteIncomplete(
             f"{len(summary.missing)} blob(s) are not on remote {moved.remote} "
-            f"(first: {summary.missing[0]}). Push them from a machine that has them."
+            f"(first: {summary.missing[0]}). Push them from a machine that has them.",
+            remote=moved.remote,
+            missing=tuple(summary.missing),
         )
 
 
@@ -60,9 +64,10 @@ def pull(remote_name, jobs, as_json, all_pipelines, targets) -> None:
     extra = {"checked_out": moved.checked_out, "incomplete": moved.incomplete}
     render.transfer(moved.summary, as_json, extra)
     if moved.incomplete:
-        raise PivotError(
+        raise RemoteIncomplete(
             f"{len(moved.incomplete)} output(s) could not be checked out because the remote "
             f"{moved.remote} lacks some of their blobs: {', '.join(moved.incomplete[:5])}"
             f"{' ...' if len(moved.incomplete) > 5 else ''}. Push them from a machine that "
-            f"has them."
+            f"has them.",
+            remote=moved.remote,
         )

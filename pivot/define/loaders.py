@@ -122,10 +122,11 @@ def _pandas() -> Any:
     try:
         import pandas
     except ImportError:
-        from pivot.errors import PivotError
+        from pivot.errors import MissingPackage
 
-        raise PivotError(
+        raise MissingPackage(
             "pivot.loaders.CSV needs pandas, which is not installed. "
-            "Install it with `pip install pandas` (or `pip install pivot[pandas]`)."
+            "Install it with `pip install pandas` (or `pip install pivot[pandas]`).",
+            package="pandas",
         ) from None
     return pandas

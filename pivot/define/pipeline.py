@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pivot.define.stage import Dep, Out, default_params, params_as_dict, read_signature
-from pivot.errors import PivotError
+from pivot.errors import DefinitionError
 
 
 @dataclass
@@ -51,7 +51,7 @@ class Pipeline:
         check_name(stage_name, f"stage name in pipeline {self.name!r}")
         where = f"stage {self.name}/{stage_name} (function {func.__qualname__})"
         if stage_name in self.registrations:
-            raise PivotError(
+            raise DefinitionError(
                 f"The pipeline {self.name!r} registers two stages named {stage_name!r}."
             )
         dep_marks, out_marks, single, params_type = read_signature(func, where)
@@ -61,7 +61,7 @@ class Pipeline:
         try:
             params_as_dict(params)
         except TypeError as exc:
-            raise PivotError(f"{where}: {exc}.") from None
+            raise DefinitionError(f"{where}: {exc}.") from None
         self.registrations[stage_name] = Registration(
             stage_name, func, dep_marks, out_marks, single, params
         )
@@ -73,7 +73,7 @@ def _override(marks: dict, paths: dict[str, str], kind: type, what: str, where: 
     if unknown:
         noun = "parameter" if kind is Dep else "output"
         known = ", ".join(sorted(marks)) or "none"
-        raise PivotError(
+        raise DefinitionError(
             f"{where}: {what} override(s) {', '.join(unknown)} match no annotated "
             f"{noun}; known: {known}."
         )
@@ -86,7 +86,7 @@ NAME_PATTERN = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
 def check_name(name: object, what: str) -> None:
     """Pipeline and stage names become lock file paths: plain names only."""
     if not isinstance(name, str) or not NAME_PATTERN.fullmatch(name):
-        raise PivotError(
+        raise DefinitionError(
             f"Invalid {what} {name!r}: use letters, digits, '_', '-' and '.', starting with a "
             f"letter, digit or '_' (it names the lock file .pivot/stages/<pipeline>/<stage>.lock)."
         )

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pivot.define.loaders import Loader, PathOnly
-from pivot.errors import PivotError
+from pivot.errors import DefinitionError
 
 PARAMS_ARG = "params"
 SINGLE_OUT = ""
@@ -87,7 +87,7 @@ def read_signature(func: Any, where: str) -> tuple[dict[str, Dep], dict[str, Out
     try:
         hints = typing.get_type_hints(func, include_extras=True)
     except Exception as exc:
-        raise PivotError(f"Cannot read the annotations of {where}: {exc}") from exc
+        raise DefinitionError(f"Cannot read the annotations of {where}: {exc}") from exc
     deps: dict[str, Dep] = {}
     params_type = None
     for name in inspect.signature(func).parameters:
@@ -96,7 +96,7 @@ def read_signature(func: Any, where: str) -> tuple[dict[str, Dep], dict[str, Out
             continue
         dep = _marker(hints.get(name), Dep)
         if dep is None:
-            raise PivotError(
+            raise DefinitionError(
                 f"The parameter {name!r} of {where} has no pivot.Dep annotation. Annotate it "
                 f"as `{name}: Annotated[pathlib.Path, pivot.Dep('path', "
                 f"pivot.loaders.PathOnly())]`, or name it `params` to receive the stage's params."
@@ -111,7 +111,7 @@ def read_signature(func: Any, where: str) -> tuple[dict[str, Dep], dict[str, Out
         for key, hint in typing.get_type_hints(ret, include_extras=True).items():
             out = _marker(hint, Out)
             if out is None:
-                raise PivotError(
+                raise DefinitionError(
                     f"The field {key!r} of {ret.__name__}, the return type of {where}, has no "
                     f"pivot.Out annotation. Annotate it as `Annotated[T, pivot.Out('path')]`."
                 )
@@ -127,7 +127,7 @@ def default_params(params: Any, params_type: Any, where: str) -> Any:
         try:
             return params_type()
         except TypeError as exc:
-            raise PivotError(
+            raise DefinitionError(
                 f"{where} takes params of type {params_type.__name__} but none were given and "
                 f"it has no defaults ({exc}). Pass `params=` to pipeline.register()."
             ) from exc

@@ -15,7 +15,7 @@ from pivot.discover.loading import (
     load_file,
     pipeline_file_in,
 )
-from pivot.errors import PivotError
+from pivot.errors import DefinitionError
 from pivot.project import Project
 
 if TYPE_CHECKING:
@@ -61,7 +61,7 @@ class Discovery:
         loaded = load_file(self.project, file)
         other = self.names.get(loaded.name)
         if other is not None:
-            raise PivotError(
+            raise DefinitionError(
                 f"Two pipelines are named {loaded.name!r}: {other} and {file}. Pipeline names "
                 f"must be unique in a project; rename one of them."
             )
@@ -81,7 +81,7 @@ class Discovery:
             prefix = path + "/"
             clash = next((s for p, s in self.producers.items() if p.startswith(prefix)), None)
         if clash is not None:
-            raise PivotError(
+            raise DefinitionError(
                 f"Two stages write overlapping outputs: {stage.id} ({stage.source}) writes "
                 f"{path} and {clash.id} ({clash.source}) writes {_out_near(clash, path)}. "
                 f"Each output path must belong to exactly one stage."

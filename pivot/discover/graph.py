@@ -7,7 +7,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from pivot.errors import PivotError
+from pivot.errors import DefinitionError
 
 if TYPE_CHECKING:
     from pivot.define.stage import StageSpec
@@ -42,7 +42,7 @@ class Graph:
                 if not pending[child]:
                     ready.append(child)
         if len(ordered) != len(self.stages):
-            raise PivotError(_describe_cycle(self, pending))
+            raise DefinitionError(_describe_cycle(self, pending))
         return ordered
 
 
@@ -60,7 +60,7 @@ def build_graph(discovery: Discovery, roots: list[StageSpec]) -> Graph:
             inner = discovery.outputs_inside(dep.path) if producer is None else []
             if inner:
                 out, writer = inner[0]
-                raise PivotError(
+                raise DefinitionError(
                     f"Stage {stage.id} ({stage.source}) depends on the directory {dep.path}, "
                     f"which holds {out}, an output of {writer.id} ({writer.source}). Depend "
                     f"on the output paths themselves so that the order is known."
@@ -68,11 +68,11 @@ def build_graph(discovery: Discovery, roots: list[StageSpec]) -> Graph:
             if producer is None and not os.path.lexists(discovery.project.root / dep.path):
                 producer = discovery.find_producer_rescanning(dep.path)
                 if producer is None:
-                    raise PivotError(_missing_dep(discovery, stage, dep.path, dep.declared))
+                    raise DefinitionError(_missing_dep(discovery, stage, dep.path, dep.declared))
             if producer is None:
                 continue
             if producer.id == stage.id:
-                raise PivotError(
+                raise DefinitionError(
                     f"Stage {stage.id} ({stage.source}) reads {dep.path}, which it also writes. "
                     f"A stage cannot depend on its own output."
                 )

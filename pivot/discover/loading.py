@@ -14,7 +14,7 @@ from typing import Any
 
 from pivot.define.pipeline import Pipeline, Registration
 from pivot.define.stage import Artifact, StageSpec
-from pivot.errors import PivotError
+from pivot.errors import DefinitionError, PivotError
 from pivot.project import Project, safe_relpath
 
 PIPELINE_PY = "pipeline.py"
@@ -38,7 +38,7 @@ def pipeline_file_in(directory: pathlib.Path) -> pathlib.Path | None:
     """The pipeline file of a directory, refusing a directory that has both kinds."""
     found = [directory / n for n in PIPELINE_FILES if (directory / n).is_file()]
     if len(found) > 1:
-        raise PivotError(
+        raise DefinitionError(
             f"{directory} holds both {PIPELINE_PY} and {PIVOT_YAML}; a directory defines one "
             f"pipeline. Merge them into one file."
         )
@@ -70,19 +70,22 @@ def _module_name(project: Project, file: pathlib.Path) -> str:
 def _user_error(file: pathlib.Path, exc: BaseException) -> PivotError:
     """A one-paragraph error pointing at the line of `file` (or its helper) that failed."""
     if isinstance(exc, PivotError):
-        return PivotError(f"{file}: {exc}")
+        return exc.reworded(f"{file}: {exc}")
     if isinstance(exc, SyntaxError):
         where = f"{exc.filename}, line {exc.lineno}"
-        return PivotError(
+        return DefinitionError(
             f"Cannot load pipeline {file}: syntax error in {where}: {exc.msg}. Fix the file "
-            f"and run again."
+            f"and run again.",
+            path=file,
         )
     frames = [f for f in traceback.extract_tb(exc.__traceback__) if "importlib" not in f.filename]
     last = frames[-1] if frames else None
     where = f"{last.filename}, line {last.lineno}" if last else str(file)
-    return PivotError(
+    return DefinitionError(
         f"Cannot load pipeline {file}: {type(exc).__name__}: {exc} (raised at {where}). "
-        f"Fix the error and run again; `pivot --verbose` shows the full traceback."
+        f"Fix the error and run again.",
+        path=file,
+        hint="verbose",
     )
 
 
@@ -115,7 +118,7 @@ def _load_py(project: Project, file: pathlib.Path) -> Pipeline:
         raise
     pipelines = [v for v in vars(module).values() if isinstance(v, Pipeline)]
     if len(pipelines) != 1:
-        raise PivotError(
+        raise DefinitionError(
             f"{file} must create exactly one pivot.Pipeline at module level; found "
             f"{len(pipelines)}."
         )
@@ -128,16 +131,16 @@ def _load_yaml(file: pathlib.Path) -> Pipeline:
 
     raw = yaml.safe_load(file.read_text()) or {}
     if not isinstance(raw, dict):
-        raise PivotError(f"{file} must be a mapping with `stages:`.")
+        raise DefinitionError(f"{file} must be a mapping with `stages:`.")
     _check_keys(raw, YAML_PIPELINE_KEYS, f"{file}")
     pipeline = Pipeline(str(raw.get("name") or file.parent.name), directory=file.parent)
     stages = raw.get("stages") or {}
     if not isinstance(stages, dict):
-        raise PivotError(f"{file}: `stages` must map stage names to their settings.")
+        raise DefinitionError(f"{file}: `stages` must map stage names to their settings.")
     for stage_name, body in stages.items():
         where = f"stage {stage_name!r} in {file}"
         if not isinstance(body, dict) or "python" not in body:
-            raise PivotError(f"{where} needs a `python: module.function` entry.")
+            raise DefinitionError(f"{where} needs a `python: module.function` entry.")
         _check_keys(body, YAML_STAGE_KEYS, where)
         func = _import_function(str(body["python"]), where)
         outs = body.get("outs")
@@ -158,7 +161,7 @@ def check_not_pipeline(out: str, pipeline_file: str, what: str) -> None:
     a stage removes its outputs before it runs, and would take the pipeline with them."""
     if out == pipeline_file or pipeline_file.startswith(out + "/"):
         kind = "file" if out == pipeline_file else "folder"
-        raise PivotError(
+        raise DefinitionError(
             f"{what} ({out} in the project) is the {kind} of the pipeline {pipeline_file}; a "
             f"stage removes its outputs before it runs, which would delete the pipeline and "
             f"everything else there. Name a file or folder of its own (such as 'out/')."
@@ -168,7 +171,7 @@ def check_not_pipeline(out: str, pipeline_file: str, what: str) -> None:
 def _check_keys(raw: dict, known: set[str], where: str) -> None:
     unknown = sorted(set(raw) - known)
     if unknown:
-        raise PivotError(
+        raise DefinitionError(
             f"{where}: unknown key(s) {', '.join(map(str, unknown))}; known keys are "
             f"{', '.join(sorted(known))}."
         )
@@ -177,14 +180,14 @@ def _check_keys(raw: dict, known: set[str], where: str) -> None:
 def _import_function(dotted: str, where: str) -> Any:
     module_name, _, attr = dotted.rpartition(".")
     if not module_name:
-        raise PivotError(f"{where}: `python: {dotted}` must be `module.function`.")
+        raise DefinitionError(f"{where}: `python: {dotted}` must be `module.function`.")
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:
-        raise PivotError(f"{where}: cannot import module {module_name!r} ({exc}).") from exc
+        raise DefinitionError(f"{where}: cannot import module {module_name!r} ({exc}).") from exc
     func = getattr(module, attr, None)
     if not callable(func):
-        raise PivotError(f"{where}: module {module_name!r} has no function {attr!r}.")
+        raise DefinitionError(f"{where}: module {module_name!r} has no function {attr!r}.")
     return func
 
 
@@ -197,7 +200,7 @@ def _resolve(
         try:
             rel = project.rel(declared, base=directory)
         except PivotError as exc:
-            raise PivotError(f"{where}: {exc}") from None
+            raise exc.reworded(f"{where}: {exc}") from None
         safe_relpath(rel, f"the path {declared!r} of {where}")
         return Artifact(key, declared, rel, loader)
 

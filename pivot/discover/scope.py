@@ -9,7 +9,7 @@ from pivot.cache.workspace import Workspace
 from pivot.define.stage import StageSpec
 from pivot.discover.finder import Discovery
 from pivot.discover.graph import Graph, build_graph, select
-from pivot.errors import PivotError
+from pivot.errors import DefinitionError, PivotError
 
 
 @dataclass
@@ -33,7 +33,7 @@ def resolve_scope(
     else:
         file = discovery.nearest_pipeline(cwd)
         if file is None and not targets:
-            raise PivotError(
+            raise DefinitionError(
                 f"No pipeline.py or pivot.yaml in {cwd} or any directory above it up to the "
                 f"project root {ws.project.root}. Change into a pipeline directory, name "
                 f"stages as <pipeline>/<stage>, or use --all."
@@ -69,9 +69,10 @@ def _find_target(ws: Workspace, discovery: Discovery, current, target: str, cwd)
             if loaded.name == pipeline_name and stage_name in loaded.stages:
                 return loaded.stages[stage_name]
     known = sorted(current.stages) if current is not None else []
-    raise PivotError(
+    raise DefinitionError(
         f"Unknown target {target!r}: not a stage of "
         f"{current.file if current else 'the current directory'} "
         f"(stages: {', '.join(known) or 'none'}), not a <pipeline>/<stage> id in the project, "
-        f"and not an output path. `pivot list --all` shows every stage."
+        f"and not an output path.",
+        hint="list-all",
     )

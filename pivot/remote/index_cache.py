@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, NamedTuple
 import blake3
 import msgpack
 
-from pivot.errors import PivotError
+from pivot.errors import RemoteCorrupt
 from pivot.remote.packs import Index, decode_index, index_id
 
 if TYPE_CHECKING:
@@ -116,9 +116,12 @@ class RemoteIndexCache:
     def _download(self, ident: str) -> bytes:
         data = self.remote.get_bytes(self.remote.index_key(ident))
         if index_id(data) != ident:
-            raise PivotError(
+            raise RemoteCorrupt(
                 f"The {self._what(ident)} does not match its name (its content hash differs): "
-                f"the object is damaged. Remove it from the remote and push again."
+                f"the object is damaged. Remove it from the remote and push again.",
+                remote=self.remote.name,
+                display=self.remote.display,
+                key=self.remote.index_key(ident),
             )
         decode_index(data, self._what(ident))
         return data

@@ -18,7 +18,7 @@ import zstandard
 from pivot.cache.encoding import CODECS, LEVEL, MIN_SAVING, RAW, ZSTD, encode_blob
 from pivot.cache.hashing import is_hash, new_hasher
 from pivot.cache.runs import decode_record
-from pivot.errors import PivotError
+from pivot.errors import CorruptFile
 from pivot.untrusted import count
 
 if TYPE_CHECKING:
@@ -200,7 +200,7 @@ def index_id(data: bytes) -> str:
 
 
 def decode_index(data: bytes, what: str) -> Index:
-    """Parse and validate an index; any inconsistency raises PivotError naming `what`."""
+    """Parse and validate an index; any inconsistency raises CorruptFile naming `what`."""
     try:
         raw = msgpack.unpackb(data, raw=False, strict_map_key=True)
         if not isinstance(raw, dict) or raw.get("format") != FORMAT_NAME:
@@ -218,7 +218,7 @@ def decode_index(data: bytes, what: str) -> Index:
                 raise ValueError("a run record is not bytes")
             runs.append((run_key, record))
     except (ValueError, TypeError, KeyError, msgpack.UnpackException) as exc:
-        raise PivotError(f"The {what} is corrupt or unsupported ({exc}).") from exc
+        raise CorruptFile(f"The {what} is corrupt or unsupported ({exc}).", path=what) from exc
     for run_key, record in runs:
         decode_record(record, f"run record {run_key[:12]} in the {what}")
     return Index(packs, tuple(runs))

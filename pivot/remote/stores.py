@@ -3,7 +3,7 @@ see `s3.py`) or any other fsspec filesystem.
 
 The layout of what is stored (packs, indexes) lives in `packs.py` and
 `docs/remote-format.md`; this module only opens the store, names objects, moves bytes,
-and turns library errors into one clear PivotError that never shows a secret.
+and turns library errors into one clear RemoteError that never shows a secret.
 """
 
 from __future__ import annotations
@@ -22,7 +22,16 @@ from typing import Any, BinaryIO, NoReturn, Protocol, TypeVar
 
 from pivot import _fs
 from pivot.cache.hashing import CHUNK, is_hash
-from pivot.errors import PivotError, writing
+from pivot.errors import (
+    DefinitionError,
+    MissingPackage,
+    PivotError,
+    RemoteCorrupt,
+    RemoteError,
+    RemoteIncomplete,
+    RemoteUnreachable,
+    writing,
+)
 from pivot.urls import redact_url, s3_location, split_protocol, url_secret_values
 
 PACKS = "packs"
@@ -53,7 +62,7 @@ class ObjectStore(Protocol):
     Errors: a missing object raises FileNotFoundError (a missing bucket too, with "bucket"
     in its message); a refused request raises PermissionError; anything else (no
     credentials, an unreachable endpoint) passes as the library raised it. `Remote` turns
-    each into one PivotError. No method leaves a partial object behind on error.
+    each into one RemoteError. No method leaves a partial object behind on error.
 
     Retries: the S3 client retries throttled and transient requests itself (botocore's
     standard mode); nothing else here retries. Every method may be retried as a whole:
@@ -294,10 +303,13 @@ class Remote:
         with self._errors(f"read {key} from"):
             data = self.store.get(key, start, end)
         if len(data) != end - start:
-            raise PivotError(
+            raise RemoteCorrupt(
                 f"Remote {self.display}: {key} is shorter than its index says "
                 f"(asked bytes {start}-{end}, got {len(data)}). The pack is damaged; "
-                f"push the affected outputs again from a machine that has them."
+                f"push the affected outputs again from a machine that has them.",
+                remote=self.name,
+                display=self.display,
+                key=key,
             )
         return data
 
@@ -347,7 +359,10 @@ class Remote:
             self._raise(action, exc)
 
     def _raise(self, action: str, exc: BaseException) -> NoReturn:
-        raise PivotError(self._redact(describe_error(self, action, exc))) from None
+        kind, message, hint = describe_error(self, action, exc)
+        raise kind(
+            self._redact(message), remote=self.name, display=self.display, hint=hint
+        ) from None
 
 
 class _Limited(io.RawIOBase):
@@ -373,32 +388,39 @@ class _Limited(io.RawIOBase):
         return len(data)
 
 
-def describe_error(remote: Remote, action: str, exc: BaseException) -> str:
-    """One paragraph saying what failed against `remote` and what to try."""
+def describe_error(
+    remote: Remote, action: str, exc: BaseException
+) -> tuple[type[RemoteError], str, str | None]:
+    """What failed against `remote`: the error class, the message (saying what to try when
+    that needs no command) and the CLI's hint (see `pivot.cli.advice`)."""
     kind = type(exc).__name__
     detail = str(exc).strip() or kind
     where = f"Cannot {action} remote {remote.display}"
     if kind in ("NoCredentialsError", "PartialCredentialsError", "ProfileNotFound"):
         return (
-            f"{where}: no usable credentials ({detail}). Configure them with an AWS profile "
-            f"(`pivot remote modify {remote.name} profile NAME`), the environment variables "
-            f"AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, or `pivot remote modify --local "
-            f"{remote.name} access_key_id ...` and `secret_access_key ...`."
+            RemoteUnreachable,
+            f"{where}: no usable credentials ({detail}).",
+            "s3-credentials",
         )
     if isinstance(exc, PermissionError) or kind == "AccessDenied":
         return (
+            RemoteUnreachable,
             f"{where}: access denied ({detail}). Check the credentials and permissions for "
-            f"this remote (profile, environment variables or .pivot/config.local.yaml)."
+            f"this remote (profile, environment variables or .pivot/config.local.yaml).",
+            None,
         )
     if isinstance(exc, FileNotFoundError) and "bucket" in detail.lower():
         return (
-            f"{where}: the bucket does not exist ({detail}). Create it, or fix the url with "
-            f"`pivot remote modify {remote.name} url s3://BUCKET/PREFIX`."
+            RemoteUnreachable,
+            f"{where}: the bucket does not exist ({detail}).",
+            "create-bucket",
         )
     if isinstance(exc, FileNotFoundError):
         return (
+            RemoteIncomplete,
             f"{where}: an object is missing ({detail}). The remote may have been cleaned "
-            f"or written by an interrupted tool; push again from a machine that has the data."
+            f"or written by an interrupted tool; push again from a machine that has the data.",
+            None,
         )
     connection_words = ("connect", "endpoint", "timed out", "timeout", "name resolution")
     if (
@@ -409,11 +431,11 @@ def describe_error(remote: Remote, action: str, exc: BaseException) -> str:
         endpoint = remote.options.get("endpoint_url")
         target = f"the endpoint {redact_url(str(endpoint))}" if endpoint else "the server"
         return (
-            f"{where}: cannot reach {target} ({detail}). Check the network, that the server "
-            f"is running, and the endpoint_url (`pivot remote modify {remote.name} "
-            f"endpoint_url URL`)."
+            RemoteUnreachable,
+            f"{where}: cannot reach {target} ({detail}).",
+            "reach-endpoint",
         )
-    return f"{where}: {kind}: {detail}"
+    return RemoteUnreachable, f"{where}: {kind}: {detail}", None
 
 
 def _fs_class(protocol: str, display: str) -> Any:
@@ -429,12 +451,13 @@ def _fs_class(protocol: str, display: str) -> Any:
         else:
             err = known_implementations.get(protocol, {}).get("err") or ""
             how = f"Install it ({err.rstrip('.')})." if err else "Install fsspec's one for it."
-        raise PivotError(
+        raise MissingPackage(
             f"The remote {display} uses the {protocol}:// protocol, whose package is not "
-            f"installed. {how}"
+            f"installed. {how}",
+            package=protocol,
         ) from None
     except ValueError:
-        raise PivotError(
+        raise DefinitionError(
             f"The remote {display} uses the unknown protocol {protocol}://. Use s3://, a "
             f"local path, memory://, or another protocol that fsspec knows."
         ) from None
@@ -461,9 +484,10 @@ def open_remote(
         try:
             path = pathlib.Path(rest).expanduser()
         except RuntimeError:
-            raise PivotError(
-                f"The remote {display} names a home directory that does not exist. Fix the "
-                f"url with `pivot remote modify {name} url PATH`."
+            raise DefinitionError(
+                f"The remote {display} names a home directory that does not exist.",
+                remote=name,
+                hint="fix-remote-home",
             ) from None
         if not path.is_absolute():
             path = (base or pathlib.Path.cwd()) / path
@@ -483,9 +507,10 @@ def open_remote(
     if protocol in ("s3", "s3a"):
         bucket, prefix = s3_location(url, name)
         if importlib.util.find_spec("boto3") is None:
-            raise PivotError(
+            raise MissingPackage(
                 f"The remote {display} uses the {protocol}:// protocol, whose package is not "
-                f"installed. Install it with `pip install boto3` (or `pip install pivot[s3]`)."
+                f"installed. Install it with `pip install boto3` (or `pip install pivot[s3]`).",
+                package="boto3",
             )
         store = S3Objects(bucket, prefix, options)  # no import until a request
         endpoint = options.get("endpoint_url") or os.environ.get("AWS_ENDPOINT_URL") or ""
@@ -504,8 +529,10 @@ def open_remote(
         except PivotError:
             raise
         except Exception as exc:
-            raise PivotError(
-                f"Cannot open the remote {display}: {type(exc).__name__}: {exc}"
+            raise RemoteUnreachable(
+                f"Cannot open the remote {display}: {type(exc).__name__}: {exc}",
+                remote=name,
+                display=display,
             ) from None
         store = FsspecObjects(fs, root.rstrip("/"))
         identity = f"{protocol}://{root}"

@@ -24,7 +24,7 @@ from pivot.cache.runs import decode_record, encode_record
 from pivot.cache.state import StateDB
 from pivot.cache.store import CacheBatch, LinkMode, LocalCache
 from pivot.cache.workspace import workspace_of
-from pivot.errors import DamagedBlob, PivotError, writing
+from pivot.errors import DamagedBlob, PivotError, RemoteCorrupt, RemoteIncomplete, writing
 from pivot.remote import packs
 from pivot.remote.index_cache import Location, RemoteContents, RemoteIndexCache
 from pivot.remote.stores import Remote
@@ -300,10 +300,9 @@ def _damaged_push(cache: LocalCache, summary: TransferSummary) -> DamagedBlob:
     return DamagedBlob(
         f"The local cache object {first}{more} does not match its hash: it is damaged, was "
         f"moved to {cache.quarantine_dir} and was not pushed. Everything else was pushed "
-        f"({summary.line()}), except run records naming a damaged object. Re-run the "
-        f"stage that produced it (`pivot run --force STAGE`) or pull it from another "
-        f"remote, then push again.",
+        f"({summary.line()}), except run records naming a damaged object.",
         first,
+        hint="repush",
     )
 
 
@@ -639,12 +638,17 @@ class _Fetcher:
             finally:
                 pool.shutdown(wait=True, cancel_futures=True)
 
-    def _corrupt(self, pack_id: str, digest: str, why: str) -> PivotError:
-        return PivotError(
-            f"Remote {self.ctx.remote.display}: blob {digest} in pack {pack_id} "
+    def _corrupt(self, pack_id: str, digest: str, why: str) -> RemoteCorrupt:
+        remote = self.ctx.remote
+        return RemoteCorrupt(
+            f"Remote {remote.display}: blob {digest} in pack {pack_id} "
             f"({Remote.pack_key(pack_id)}) {why}. The pack is damaged; the blob was not "
             f"stored in the local cache. Push the output again from a machine that has it "
-            f"intact (after removing the damaged index and pack from the remote)."
+            f"intact (after removing the damaged index and pack from the remote).",
+            remote=remote.name,
+            display=remote.display,
+            key=Remote.pack_key(pack_id),
+            digest=digest,
         )
 
     def read(self, read: _Read, batch: CacheBatch) -> None:
@@ -775,7 +779,12 @@ def pull_locks(
         """Fetch again what a damaged local copy of an output lacks now."""
         fetcher.fetch_outputs([(digest, kind)])
         if cache.missing(digest, kind):
-            raise PivotError(f"the remote {remote.display} does not hold it")
+            raise RemoteIncomplete(
+                f"the remote {remote.display} does not hold it",
+                remote=remote.name,
+                display=remote.display,
+                missing=(digest,),
+            )
 
     def checkout(item: tuple[str, dict]) -> str | None:
         path, out = item
@@ -822,7 +831,7 @@ def pull_locks(
             if not placed:
                 raise failure
             listed = ", ".join(placed[:5]) + (" ..." if len(placed) > 5 else "")
-            raise PivotError(
+            raise failure.reworded(
                 f"{failure} Before this, {len(placed)} output(s) were checked out in full: "
                 f"{listed}; the others were left as they were."
             ) from failure

@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import json
+import logging
 import pathlib
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from pivot import _fs, console
+from pivot import _fs
 from pivot.cache.hashing import DIR, FILE, is_hash
-from pivot.errors import PivotError
+from pivot.errors import CorruptFile
 from pivot.project import PIVOT_DIR, Project, first_overlap, safe_relpath
 from pivot.untrusted import count
 
@@ -19,6 +20,7 @@ if TYPE_CHECKING:
 
     from pivot.define.stage import StageSpec
 
+log = logging.getLogger(__name__)  # the CLI shows warnings; see pivot.cli.main
 SCHEMA_VERSION = 1
 
 
@@ -62,7 +64,9 @@ def read_lock(stages_dir: pathlib.Path, stage_id: str) -> Lock | None:
     except FileNotFoundError:
         return None
     except UnicodeDecodeError as exc:
-        raise PivotError(f"The lock file {path} is unreadable: not UTF-8 text ({exc}).") from None
+        raise CorruptFile(
+            f"The lock file {path} is unreadable: not UTF-8 text ({exc}).", path=path
+        ) from None
     return parse_lock(text, path)
 
 
@@ -83,20 +87,22 @@ def parse_lock(text: str, path: pathlib.Path) -> Lock:
             },
         )
     except (ValueError, TypeError, KeyError, AttributeError, RecursionError) as exc:
-        raise PivotError(f"The lock file {path} is unreadable ({exc}).") from exc
+        raise CorruptFile(f"The lock file {path} is unreadable ({exc}).", path=path) from exc
     if not is_hash(lock.run_key):
-        raise PivotError(f"The lock file {path} holds an invalid run key.")
+        raise CorruptFile(f"The lock file {path} holds an invalid run key.", path=path)
     for out_path, out in lock.outs.items():
         safe_relpath(out_path, f"the output path in the lock file {path}")
         if not is_hash(out["hash"]) or out["kind"] not in (FILE, DIR):
-            raise PivotError(f"The lock file {path} holds an invalid entry for {out_path}.")
+            raise CorruptFile(
+                f"The lock file {path} holds an invalid entry for {out_path}.", path=path
+            )
     for dep_path in lock.deps:
         safe_relpath(dep_path, f"the dependency path in the lock file {path}")
     return lock
 
 
 def load_locks(project: Project) -> list[Lock]:
-    """Every lock file of the project; an unusable one raises PivotError naming it."""
+    """Every lock file of the project; an unusable one raises CorruptFile naming it."""
     locks = []
     for stage_id in all_locks(project.stages_dir):
         lock = read_lock(project.stages_dir, stage_id)
@@ -128,10 +134,11 @@ def check_disjoint(locks: Iterable[Lock]) -> None:
         if folder == path
         else f"the output {folder!r} and {path!r} inside it"
     )
-    raise PivotError(
+    raise CorruptFile(
         f"{named} {what}: checking them out would overwrite one with the other, so "
-        f"nothing was checked out. Fix or delete the lock file that should not name it (one "
-        f"you did not write yourself may have been crafted), or run `pivot run` to rewrite it."
+        f"nothing was checked out.",
+        path=files[0],
+        hint="rewrite-lock",
     )
 
 
@@ -147,7 +154,7 @@ def declared_locks(
 
     Any other lock file (crafted, or written for an older version of the stage) is named
     in one warning and left out, so its outputs are never placed, fetched or pushed; an
-    unusable one raises PivotError naming it. With `every`, the lock files of no stage in
+    unusable one raises CorruptFile naming it. With `every`, the lock files of no stage in
     `stages` are read (an unusable one raises) and named too.
     """
     locks, seen = [], set()
@@ -160,16 +167,16 @@ def declared_locks(
             locks.append(lock)
             continue
         declared = ", ".join(sorted(o.path for o in stage.outs)) or "none"
-        console.warn(
+        log.warning(
             f"The lock file {lock_path(project.stages_dir, stage.id)} records the outputs "
             f"{', '.join(sorted(lock.outs)) or 'none'}, but stage {stage.id} declares "
-            f"{declared}: the lock is stale and its outputs are left alone. Run `pivot run` "
-            f"to rewrite it."
+            f"{declared}: the lock is stale and its outputs are left alone until the stage "
+            f"runs again."
         )
     if every:
         for stage_id, path in all_locks(project.stages_dir).items():
             if stage_id not in seen and read_lock(project.stages_dir, stage_id) is not None:
-                console.warn(
+                log.warning(
                     f"The lock file {path} belongs to no stage of the project: its outputs "
                     f"are left alone. Delete it if the stage is gone."
                 )

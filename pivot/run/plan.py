@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import blake3
 
-from pivot import console
 from pivot.cache.runs import decode_record
-from pivot.errors import PivotError
+from pivot.errors import DefinitionError, PivotError
 from pivot.fingerprint import canonical_json, fingerprint, fingerprint_digest
 from pivot.run.lockfile import Lock, declares, read_lock
 
@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from pivot.discover.graph import Graph
     from pivot.run.remote_view import RemoteAccess
 
+log = logging.getLogger(__name__)  # the CLI shows warnings; see pivot.cli.main
 RUN_KEY_VERSION = 2
 SKIP, RESTORE, RUN, PENDING = "skip", "restore", "run", "pending"
 
@@ -79,11 +80,13 @@ def run_key(stage: StageSpec, code_digest: str, deps: dict[str, str]) -> str:
         dep_loaders = sorted((d.path, canonical_json(d.loader)) for d in stage.deps)
         out_loaders = sorted((o.path, canonical_json(o.loader)) for o in stage.outs)
     except TypeError as exc:
-        raise PivotError(
+        raise DefinitionError(
             f"Stage {stage.id} ({stage.source}): its params and loaders must be plain data "
             f"(numbers, strings, containers, dataclasses, enums, paths, functions or objects "
             f"of your own classes) to be part of its cache key, but {exc}. Replace that value "
-            f"with a setting it can be rebuilt from."
+            f"with a setting it can be rebuilt from.",
+            path=stage.source,
+            stage=stage.id,
         ) from exc
     body = {
         "v": RUN_KEY_VERSION,
@@ -138,9 +141,11 @@ class Planner:
                 return None
             found = self.ws.hasher.hash_path(dep.path)
             if found is None:
-                raise PivotError(
+                raise DefinitionError(
                     f"Stage {stage.id} ({stage.source}) depends on {dep.path}, which does not "
-                    f"exist. Create it or fix the path in the stage's pivot.Dep."
+                    f"exist. Create it or fix the path in the stage's pivot.Dep.",
+                    path=stage.source,
+                    stage=stage.id,
                 )
             hashes[dep.path] = found.hash
         return hashes
@@ -181,7 +186,7 @@ class Planner:
             try:
                 self._locks[stage_id] = read_lock(self.ws.project.stages_dir, stage_id)
             except PivotError as exc:
-                console.warn(f"{exc} Treating stage {stage_id} as stale; it will run again.")
+                log.warning(f"{exc} Treating stage {stage_id} as stale; it will run again.")
                 self._locks[stage_id] = None
         return self._locks[stage_id]
 
@@ -212,7 +217,7 @@ class Planner:
         try:
             available = all(self.available(o["hash"], o["kind"]) for o in outs.values())
         except PivotError as exc:  # a tree manifest in the cache that is refused
-            console.warn(f"{exc} Running stage {decision.stage.id} instead of restoring it.")
+            log.warning(f"{exc} Running stage {decision.stage.id} instead of restoring it.")
             available = False
         if available:
             decision.action, decision.outs = RESTORE, outs

@@ -79,7 +79,10 @@ class RemoteAccess:
         if summary.missing:
             raise RemoteIncomplete(
                 f"The remote {self.display} lacks {len(summary.missing)} blob(s) needed to "
-                f"restore (first: {summary.missing[0][:16]}); were they pushed?"
+                f"restore (first: {summary.missing[0][:16]}); were they pushed?",
+                remote=self.remote.name,
+                display=self.display,
+                missing=tuple(summary.missing),
             )
         return summary
 

@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from pivot import console
 from pivot.cache.store import LinkMode, remove_path
-from pivot.errors import PivotError, RemoteIncomplete
+from pivot.errors import PivotError, RemoteIncomplete, RemoteUnreachable
 from pivot.run.executor import Executor, Outcome
 from pivot.run.lockfile import write_lock
 from pivot.run.plan import PENDING, RESTORE, RUN, SKIP, Decision, Planner
@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from pivot.run.remote_view import Output, RemoteAccess
 
 RAN, SKIPPED, RESTORED, FAILED, BLOCKED = "ran", "skipped", "restored", "failed", "blocked"
+log = logging.getLogger(__name__)  # the CLI shows warnings; see pivot.cli.main
 KEPT_IN_CACHE = "up to date; outputs kept in the cache as nothing here reads them"
 
 
@@ -172,7 +173,7 @@ class Runner:
     def _remote_failed(self, exc: PivotError) -> None:
         label = self._remote_label() if self.remote is not None else "(none)"
         if not self.options.fallback:
-            raise PivotError(
+            raise exc.reworded(
                 f"Cannot restore from the remote {label}: {exc} "
                 f"Nothing more was run (--no-fallback); fix the remote or run without "
                 f"--no-fallback to compute the missing outputs here."
@@ -182,7 +183,7 @@ class Runner:
             if isinstance(exc, RemoteIncomplete)
             else f"The remote {label} is unavailable ({exc})."
         )
-        console.warn(
+        log.warning(
             f"{problem} Stages that cannot be restored from the local cache will run here instead."
         )
         self.remote = None
@@ -394,7 +395,7 @@ class Runner:
         if not new:
             return
         shown = ", ".join(new[:5]) + (f" and {len(new) - 5} more" if len(new) > 5 else "")
-        console.warn(
+        log.warning(
             f"{shown} appeared while stage {stage.id} ({stage.source}) ran (it, or a stage "
             f"running alongside, created {'it' if len(new) == 1 else 'them'}), and no stage "
             f"declares {'it' if len(new) == 1 else 'them'} as an output: Pivot does not "
@@ -435,7 +436,7 @@ class Runner:
         try:
             self._check_out(decision)
         except PivotError as exc:
-            console.warn(f"Cannot restore {decision.stage.id} from the cache ({exc}); running it.")
+            log.warning(f"Cannot restore {decision.stage.id} from the cache ({exc}); running it.")
             return False
         self._keep_fetched_record(decision)
         self._write_lock_if_changed(decision, decision.outs)
@@ -457,7 +458,10 @@ class Runner:
     def _refetch(self, digest: str, kind: str) -> None:
         """Fetch again the blobs of an output whose cached copy was damaged."""
         if not self._fetch([(digest, kind)]):
-            raise PivotError("the remote is unavailable (see the warning above).")
+            raise RemoteUnreachable(
+                "the remote is unavailable (see the warning above).",
+                remote=self._remote_label(),
+            )
 
     def _write_lock_if_changed(self, decision: Decision, outs: dict[str, dict[str, Any]]) -> None:
         lock = decision.new_lock(outs)

@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from pivot import config
-from pivot.errors import PivotError
+from pivot.errors import DefinitionError
 from pivot.project import Project
 from pivot.run.remote_view import open_configured
 from pivot.urls import redact_url
@@ -46,7 +46,7 @@ def set_default(name: str, local: bool) -> None:
 def modify(name: str, key: str, value: str | None, local: bool, unset: bool) -> str | None:
     """Set (or unset) option `key` of remote `name`; returns the value as it may be shown."""
     if value is None and not unset:
-        raise PivotError(f"Give a value for {key}, or pass --unset to remove it.")
+        raise DefinitionError(f"Give a value for {key}, or pass --unset to remove it.", remote=name)
     config.modify_remote(Project.discover(), name, key, value, local=local, unset=unset)
     return "***" if key in config.SECRET_KEYS else value
 

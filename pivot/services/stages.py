@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 from pivot.cache.store import LinkMode
 from pivot.cache.workspace import open_workspace
 from pivot.discover.scope import Scope, resolve_scope
-from pivot.errors import DamagedBlob, PivotError
+from pivot.errors import CacheCorrupt, DamagedBlob, DefinitionError, PivotError
 from pivot.run.lockfile import check_disjoint
 from pivot.run.plan import SKIP
 from pivot.run.remote_view import RemoteAccess
@@ -57,9 +57,8 @@ def run(
         remote = RemoteAccess(ws.project, remote_name)
         configured = (use_remote or push) and remote.is_configured()
         if push and not configured:
-            raise PivotError(
-                "--push needs a remote, and this project has none. Add one with "
-                "`pivot remote add --default NAME URL`."
+            raise DefinitionError(
+                "--push needs a remote, and this project has none.", hint="add-default-remote"
             )
         options.remote = remote if configured and use_remote else None
         options.targets = set(scope.targets)
@@ -115,9 +114,7 @@ def status(
 def _reachable_remote(ws, remote_name: str | None) -> RemoteAccess:
     remote = RemoteAccess(ws.project, remote_name)
     if not remote.is_configured():
-        raise PivotError(
-            "This project has no remote. Add one with `pivot remote add --default NAME URL`."
-        )
+        raise DefinitionError("This project has no remote.", hint="add-default-remote")
     remote.contents()
     return remote
 
@@ -128,9 +125,18 @@ def _location(ws, remote: RemoteAccess, out: dict[str, Any]) -> str:
     return "remote" if remote.has_output(out["hash"]) else "missing"
 
 
+@dataclass(frozen=True)
+class Problem:
+    """What stops a CI gate: a stage not up to date (`stale`), or an output absent from the
+    remote; `what` names it."""
+
+    what: str
+    stale: bool
+
+
 def verify(
     targets: tuple[str, ...], all_pipelines: bool, remote_name: str | None
-) -> tuple[list[str], int, str]:
+) -> tuple[list[Problem], int, str]:
     """Problems that stop a CI gate: stale stages and outputs absent from the remote."""
     ws = open_workspace()
     try:
@@ -142,11 +148,11 @@ def verify(
             sid = decision.stage.id
             if decision.action != SKIP and not decision.matches_lock:
                 why = "; ".join(decision.reasons)
-                problems.append(f"{sid} is not up to date ({why}): run `pivot run` and commit")
+                problems.append(Problem(f"{sid} is not up to date ({why})", stale=True))
                 continue
             for path, out in sorted(decision.lock.outs.items() if decision.lock else ()):
                 if not remote.has_output(out["hash"]):
-                    problems.append(f"{path} ({sid}) is not on the remote: run `pivot push`")
+                    problems.append(Problem(f"{path} ({sid}) is not on the remote", stale=False))
         return problems, len(decisions), remote.display
     finally:
         ws.state.close()
@@ -185,9 +191,9 @@ def checkout(targets: tuple[str, ...], all_pipelines: bool, link: str) -> tuple[
                 else:
                     wanted.append((path, out, what))
         if missing:
-            raise PivotError(
-                f"These outputs are not in the local cache: {', '.join(missing)}. Run "
-                f"`pivot pull` to fetch them from the remote, or `pivot run` to rebuild them."
+            raise CacheCorrupt(
+                f"These outputs are not in the local cache: {', '.join(missing)}.",
+                hint="pull-or-run",
             )
         with ws.project.exclusive("checkout"):
             return _place_outputs(ws, wanted, LinkMode(link))
@@ -205,9 +211,7 @@ def _place_outputs(ws, wanted: list[tuple[str, dict, str]], link: LinkMode) -> t
     try:
         placed = sum(ws.place_output(path, out, link, what, refetch) for path, out, what in wanted)
     except DamagedBlob as exc:
-        raise PivotError(
-            f"{exc} Run `pivot run` to rebuild it, or `pivot pull` to fetch it from a remote."
-        ) from exc
+        raise DamagedBlob(str(exc), exc.digest, hint="run-or-pull") from exc
     return placed, len(wanted) - placed
 
 

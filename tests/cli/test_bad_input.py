@@ -28,15 +28,22 @@ def stage_files(project: pathlib.Path) -> list[str]:
 
 
 def assert_clean_error(proc, *needles: str) -> None:
-    assert proc.returncode != 0
+    """Exit 1, no traceback, and the error is one paragraph: the last line of stderr, the
+    only one starting with `Error: `."""
+    assert proc.returncode == 1, proc.stderr
     assert "Traceback" not in proc.stderr, proc.stderr
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("Error: ")]
+    assert len(errors) == 1 and proc.stderr.endswith(errors[0] + "\n"), proc.stderr
     for needle in needles:
         assert needle in proc.stderr, (needle, proc.stderr)
 
 
 def test_no_project_says_pivot_init(tmp_path, pivot) -> None:
     proc = pivot("run", cwd=tmp_path, rc=1)
-    assert_clean_error(proc, "pivot init", str(tmp_path))
+    assert proc.stderr == (
+        f"Error: No Pivot project found: neither {tmp_path} nor any directory above it holds "
+        f"a .pivot/ folder. Run `pivot init` at the top of your project first.\n"
+    )
 
 
 def test_syntax_error_names_file_and_line(project, pivot) -> None:

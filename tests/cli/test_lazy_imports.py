@@ -48,7 +48,7 @@ def test_help_lists_every_command_without_importing_one(tmp_path) -> None:
         env={**os.environ, "PYTHONPATH": PYTHONPATH},
         check=False,
     )
-    assert proc.stderr.strip().splitlines()[-1] == "['pivot.cli.main']"
+    assert proc.stderr.strip().splitlines()[-1] == "['pivot.cli.console', 'pivot.cli.main']"
     table = proc.stdout.split("Commands:\n", 1)[1].splitlines()
     assert [line.split()[0] for line in table] == sorted(COMMANDS)
 

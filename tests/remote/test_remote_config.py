@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from pivot import config
-from pivot.errors import PivotError
+from pivot.cli.advice import paragraph
+from pivot.errors import DefinitionError, PivotError
 from pivot.project import Project, init_project
 from pivot.remote.stores import open_remote
 from pivot.urls import redact_url
@@ -93,8 +94,12 @@ def test_bad_names_keys_and_values(project):
 
 
 def test_no_remote_configured(project):
-    with pytest.raises(PivotError, match="pivot remote add"):
+    with pytest.raises(DefinitionError) as caught:
         config.get_remote(project)
+    assert paragraph(caught.value) == (
+        "No remote given and no default remote set. Add one with `pivot remote add --default "
+        "NAME URL`, set one with `pivot remote default NAME`, or pass `-r NAME`."
+    )
 
 
 def test_redact_url():

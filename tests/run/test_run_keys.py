@@ -237,8 +237,7 @@ pipeline.register(stage, params={"lock": threading.Lock()})
 """
         },
     )
-    proc = pivot("run", rc=None)
-    assert proc.returncode != 0
+    proc = pivot("run", rc=1)
     assert "_thread.lock" in proc.stderr and "['lock']" in proc.stderr, proc.stderr
     assert "Traceback" not in proc.stderr
     assert not (project / ".pivot" / "stages" / "bad" / "stage.lock").exists()
