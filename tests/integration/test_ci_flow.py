@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import pathlib
+import re
 import shutil
 import subprocess
 
@@ -274,10 +275,16 @@ def test_verify_is_a_ci_gate(machines) -> None:
     source = (b / "analysis/pipeline.py").read_text().replace("Processed", "Counted")
     (b / "analysis/pipeline.py").write_text(source)
     proc = machines.run(pivot_b, "verify", "--all", rc=1)
-    assert "analysis/analyze is not up to date" in proc.stdout and "code changed" in proc.stdout
+    (line,) = proc.stdout.splitlines()
+    assert line.startswith("  ✗ analysis/analyze is not up to date (") and "code changed" in line
+    assert line.endswith("): run `pivot run` and commit")
+    assert proc.stderr == "Error: 1 problem(s) among 2 stage(s); see the list above.\n"
     machines.run(pivot_b, "run", "--all")
     proc = machines.run(pivot_b, "verify", "--all", rc=1)
-    assert "analysis/report.txt (analysis/analyze) is not on the remote" in proc.stdout
+    assert proc.stdout == (
+        "  ✗ analysis/report.txt (analysis/analyze) is not on the remote: run `pivot push`\n"
+    )
+    assert proc.stderr == "Error: 1 problem(s) among 2 stage(s); see the list above.\n"
     machines.run(pivot_b, "push", "--all")
     machines.run(pivot_b, "verify", "--all")
 
@@ -309,7 +316,12 @@ def test_misconfigured_remote_is_an_error_not_a_fallback(local_machines) -> None
     local_machines.publish(PARENT_CHILD, cwd="analysis")
     b, pivot_b = local_machines.clone()
     proc = pivot_b("run", "-r", "orgin", cwd="analysis", rc=1)
-    assert "Unknown remote 'orgin'" in proc.stderr and executions(b) == []
+    assert re.fullmatch(
+        r"Error: Unknown remote 'orgin' \(configured: [^)]+\)\. "
+        r"Add it with `pivot remote add orgin URL`\.\n",
+        proc.stderr,
+    ), proc.stderr
+    assert executions(b) == []
 
 
 def test_push_with_blobs_nowhere_fails(local_machines) -> None:
@@ -317,7 +329,12 @@ def test_push_with_blobs_nowhere_fails(local_machines) -> None:
     _, pivot_b = local_machines.clone()
     pivot_b("remote", "add", "empty", str(local_machines.tmp / "empty-store"))
     proc = pivot_b("push", "-r", "empty", cwd="analysis", rc=1)
-    assert "neither in the local cache nor on" in proc.stderr and "Traceback" not in proc.stderr
+    assert re.fullmatch(
+        r"Error: \d+ blob\(s\) named by lock files are neither in the local cache nor on "
+        r"'empty' \([^\n]+\) \(first: [0-9a-f]{16}\); everything else was pushed\. Run "
+        r"`pivot run` \(or `pivot pull` on the machine that has them\) and push again\.\n",
+        proc.stderr,
+    ), proc.stderr
 
 
 def test_noop_push_makes_no_request(machines) -> None:
