@@ -65,14 +65,13 @@ HINTS = {
 }
 
 
-def advice(exc: PivotError) -> str:
-    """The advice sentence for `exc` ('' when it needs none)."""
-    if exc.hint is None:
-        return ""
-    return HINTS[exc.hint].format_map(vars(exc))
+def with_advice(message: str, hint: str | None, data: dict[str, object] | None = None) -> str:
+    """`message` followed by the advice named `hint` (formatted with `data`), if any."""
+    if hint is None:
+        return message
+    return f"{message} {HINTS[hint].format_map(data or {})}"
 
 
 def paragraph(exc: PivotError) -> str:
-    """What the user reads: the error's message, then the advice."""
-    extra = advice(exc)
-    return f"{exc} {extra}" if extra else str(exc)
+    """What the user reads of `exc`: its message, then the advice for its hint."""
+    return with_advice(str(exc), exc.hint, vars(exc))

@@ -8,7 +8,7 @@ import pathlib
 import click
 
 from pivot.cache.store import LinkMode
-from pivot.cli import console, dagview, render
+from pivot.cli import advice, console, dagview, render
 from pivot.cli.options import LINK_MODES, targets_options
 from pivot.errors import PivotError, StageFailed
 from pivot.project import find_root, init_project
@@ -107,7 +107,7 @@ def run(
         if not quiet:
             render.stage_line(report)
         if report.status == "failed":
-            click.echo(report.detail, err=True)
+            click.echo(advice.with_advice(report.detail, report.hint), err=True)
 
     result = stages.run(
         targets=targets,

@@ -24,6 +24,7 @@ class Outcome:
     outs: dict[str, dict[str, Any]] = field(default_factory=dict)
     stats: list[tuple[str, os.stat_result, str]] = field(default_factory=list)
     error: str = ""
+    hint: str | None = None  # the advice the CLI adds to `error` (pivot.errors.PivotError.hint)
     seconds: float = 0.0
     interrupted: bool = False  # the stage stopped on Ctrl-C (KeyboardInterrupt)
     undeclared: list[str] = field(default_factory=list)  # new paths no stage declares

@@ -368,8 +368,11 @@ def _execute(stage_id: str, root: pathlib.Path, cache_dir: str, tmp_dir: str) ->
     except BaseException as exc:
         seconds = time.perf_counter() - start
         error = _format_error(stage, exc)
+        hint = exc.hint if isinstance(exc, DiskFull) else None
         interrupted = isinstance(exc, KeyboardInterrupt)
-        return Outcome(stage_id, False, error=error, seconds=seconds, interrupted=interrupted)
+        return Outcome(
+            stage_id, False, error=error, hint=hint, seconds=seconds, interrupted=interrupted
+        )
     seconds = time.perf_counter() - start
     return Outcome(stage_id, True, outs, stats, seconds=seconds, undeclared=undeclared)
 

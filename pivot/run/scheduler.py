@@ -34,6 +34,7 @@ class StageReport:
     status: str
     seconds: float = 0.0
     detail: str = ""
+    hint: str | None = None  # for a failure: the advice the CLI adds (PivotError.hint)
 
 
 @dataclass
@@ -367,7 +368,8 @@ class Runner:
                 )
         if not outcome.ok:
             self._remove_outputs(decision)
-            self._finish(StageReport(sid, FAILED, outcome.seconds, outcome.error), done)
+            failed = StageReport(sid, FAILED, outcome.seconds, outcome.error, outcome.hint)
+            self._finish(failed, done)
             return outcome
         for rel, st, digest in outcome.stats:
             self.ws.state.record(rel, st, digest)

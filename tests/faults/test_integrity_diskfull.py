@@ -50,6 +50,13 @@ def assert_disk_full(proc, root: pathlib.Path) -> None:
     assert "No space left on device while writing " + str(root) in proc.stderr, proc.stderr
     assert "Cannot read" not in proc.stderr  # the remote is not blamed
     assert len(proc.stderr.strip().splitlines()) == 1
+    assert proc.stderr.endswith(f"; nothing half-written was kept. {FREE_SPACE}\n")
+
+
+FREE_SPACE = (
+    "Free some space (`pivot gc` removes cache objects no lock file needs) and run the "
+    "command again."
+)
 
 
 def assert_nothing_half_written(root: pathlib.Path) -> None:
@@ -108,5 +115,6 @@ def test_run_on_a_full_disk(small_disk):
     assert "Traceback" not in proc.stderr and "Internal error" not in proc.stderr
     assert "No space left on device while writing " + str(root) in proc.stderr
     assert "p/make" in proc.stderr
+    assert f"; nothing half-written was kept. {FREE_SPACE}\n" in proc.stderr  # the advice too
     assert list((root / ".pivot" / "stages").rglob("*.lock")) == []
     assert_nothing_half_written(root)
