@@ -11,7 +11,8 @@ from remote_support import clone, files_of, make_project
 from pivot.cache.gc import collect_garbage
 from pivot.cache.hashing import hash_bytes
 from pivot.cache.store import LinkMode, LocalCache
-from pivot.errors import PivotError
+from pivot.cli.advice import paragraph
+from pivot.errors import CorruptFile, PivotError
 from pivot.remote import transfer
 from pivot.remote.stores import open_remote
 from pivot.run.lockfile import live, load_locks
@@ -120,8 +121,12 @@ def test_gc_and_reads_survive_a_pack_file_gone_missing(pulled):
     digest = hash_bytes(FILES["data/part007.txt"])  # not in the tree manifest's pack
     where = cache.packs.blobs()[digest]
     cache.packs.pack_path(where.pack).unlink()  # the index stays behind
-    with pytest.raises(PivotError, match=r"local pack .* is missing .* Delete the index"):
+    with pytest.raises(CorruptFile, match=r"local pack .* is missing though its index") as info:
         cache.read_bytes(digest)
+    assert info.value.path == cache.packs.index_path(where.pack)
+    assert paragraph(info.value).endswith(
+        "lists it. Delete the index (or run `pivot gc`), then pull again."
+    )
     collect_garbage(dst, *live(load_locks(dst)))
     assert not cache.packs.index_path(where.pack).exists() and not cache.has(digest)
 
