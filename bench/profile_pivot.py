@@ -77,13 +77,13 @@ TARGETS = [
     ("pivot.remote.transfer", "_Fetcher.read"),
     ("pivot.remote.stores", "Remote.get_range"),
     ("pivot.cache.encoding", "decode_blob"),
-    ("pivot.cache.store", "CacheBatch.put_bytes"),
+    ("pivot.cache.batch", "CacheBatch.put_bytes"),
     ("pivot.remote.transfer", "_Fetcher._read_large"),
     ("pivot.remote.stores", "Remote.get_file"),
     ("pivot.remote.packs", "decompress_stream"),
-    ("pivot.cache.store", "CacheBatch.commit"),
-    ("pivot.cache.store", "_syncfs"),
-    ("pivot.cache.store", "LocalCache.checkout"),
+    ("pivot.cache.batch", "CacheBatch.commit"),
+    ("pivot.cache.batch", "_syncfs"),
+    ("pivot.cache.checkout", "_checkout"),
 ]
 
 TOTALS: dict[str, float] = defaultdict(float)

@@ -1,10 +1,14 @@
-"""Atomic file writes: temp file in the same folder, fsync, rename."""
+"""File-system helpers shared by every layer: atomic replacement of a file (temp file in
+the same folder, fsync, rename), creation of a new file, and removal of a path of any
+kind."""
 
 from __future__ import annotations
 
 import contextlib
 import os
 import pathlib
+import shutil
+import stat
 import tempfile
 
 from pivot.errors import writing
@@ -31,3 +35,39 @@ def write_bytes(path: pathlib.Path, data: bytes, mode: int | None = None) -> Non
 
 def write_text(path: pathlib.Path, text: str) -> None:
     write_bytes(path, text.encode())
+
+
+def write_all(fd: int, data: bytes | memoryview) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+def write_new(path: str, data: bytes | memoryview, mode: int) -> None:
+    """Create `path` (which must not exist) holding `data`; removed again on failure."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode)
+    try:
+        try:
+            write_all(fd, data)
+        finally:
+            os.close(fd)
+    except BaseException:
+        remove_quietly(path)
+        raise
+
+
+def remove_path(path: pathlib.Path) -> None:
+    """Remove a file, link or directory tree (read-only entries included)."""
+    try:
+        st = path.lstat()
+    except FileNotFoundError:
+        return
+    if stat.S_ISDIR(st.st_mode):
+        shutil.rmtree(path)
+    else:
+        path.unlink()
+
+
+def remove_quietly(path: str) -> None:
+    with contextlib.suppress(OSError):
+        remove_path(pathlib.Path(path))

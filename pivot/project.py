@@ -15,7 +15,7 @@ from functools import cached_property
 from pivot.errors import ProjectError, UnsafePath
 
 PIVOT_DIR = ".pivot"
-# Names of the cache's temp files and folders in `.pivot/tmp/` (see pivot/cache/store.py).
+# Names of the cache's temp files and folders in `.pivot/tmp/` (see pivot/cache/batch.py).
 TEMP_PREFIX = "blob."
 PIVOT_GITIGNORE = "/cache\n/tmp/\n/state.db\n/state.db-*\n/config.local.yaml\n"
 # Pivot's own state: folders under `.pivot/` and under the cache, and files under

@@ -8,8 +8,8 @@ import shutil
 from support import declare_stage
 
 from pivot.cache.hashing import hash_bytes
+from pivot.cache.objects import LocalCache
 from pivot.cache.runs import RunRecords
-from pivot.cache.store import LocalCache
 from pivot.project import Project, init_project
 from pivot.run.lockfile import Lock, write_lock
 

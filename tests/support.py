@@ -128,3 +128,9 @@ def imported_heavy_modules(cwd, *args: str) -> list[str]:
         check=False,
     )
     return json.loads(proc.stderr.strip().splitlines()[-1])
+
+
+def add_blob(cache, data: bytes) -> str:
+    """Store `data` in the LocalCache `cache` as one blob; returns its hash."""
+    with cache.batch() as batch:
+        return batch.put_bytes(data)

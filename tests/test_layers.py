@@ -116,7 +116,7 @@ def test_layers_only_import_downward() -> None:
         rank, prefix = _layer(module)
         for imported in sorted(_imports(path, module)):
             target = _layer(imported)
-            if target is None:  # `from pivot.cache import store` also names the package
+            if target is None:  # `from pivot.cache import objects` also names the package
                 continue
             target_rank, target_prefix = target
             if target_rank > rank or target_prefix in FORBIDDEN.get(prefix, set()):

@@ -19,8 +19,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from pivot.cache.hashing import DIR, is_hash
+from pivot.cache.objects import LocalCache
 from pivot.cache.runs import RunRecords
-from pivot.cache.store import LocalCache
 
 if TYPE_CHECKING:
     from collections.abc import Iterable

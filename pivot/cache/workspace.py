@@ -7,10 +7,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from pivot.cache.checkout import LinkMode, checkout
 from pivot.cache.hashing import Hasher
+from pivot.cache.objects import LocalCache
 from pivot.cache.runs import RunRecords
 from pivot.cache.state import StateDB
-from pivot.cache.store import LinkMode, LocalCache
 from pivot.project import Project
 
 
@@ -36,13 +37,13 @@ class Workspace:
         returns whether anything was placed. The stat cache learns the placed files.
         `what` names the output in the error if its path is refused (`write_path`). A
         damaged cache object is set aside and, with `refetch`, fetched again (see
-        `LocalCache.checkout`)."""
+        `checkout.checkout`)."""
         dest = self.project.write_path(path, what, make_parents=True)
         current = self.hasher.hash_path(path)
         if current is not None and current.hash == out["hash"]:
             return False
         root = self.project.root
-        placed = self.cache.checkout(out["hash"], out["kind"], dest, link, refetch)
+        placed = checkout(self.cache, out["hash"], out["kind"], dest, link, refetch)
         for inner, digest in placed:
             rel = f"{path}/{inner}" if inner else path
             self.state.record(rel, (root / rel).stat(), digest)

@@ -7,7 +7,7 @@ import pathlib
 
 import click
 
-from pivot.cache.store import LinkMode
+from pivot.cache.checkout import LinkMode
 from pivot.cli import advice, console, dagview, render
 from pivot.cli.options import LINK_MODES, targets_options
 from pivot.errors import PivotError, StageFailed

@@ -19,10 +19,12 @@ from dataclasses import dataclass, field, fields
 from typing import TYPE_CHECKING, Any, BinaryIO, Protocol
 
 from pivot.cache import encoding
+from pivot.cache.batch import CacheBatch
+from pivot.cache.checkout import LinkMode
 from pivot.cache.hashing import DIR, TreeEntry, hash_bytes
+from pivot.cache.objects import LocalCache
 from pivot.cache.runs import decode_record, encode_record
 from pivot.cache.state import StateDB
-from pivot.cache.store import CacheBatch, LinkMode, LocalCache
 from pivot.cache.workspace import workspace_of
 from pivot.errors import DamagedBlob, PivotError, RemoteCorrupt, RemoteIncomplete, writing
 from pivot.remote import packs

@@ -9,7 +9,9 @@ import traceback
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from pivot.cache.store import LocalCache, remove_path
+from pivot._fs import remove_path
+from pivot.cache.checkout import remove_leftovers
+from pivot.cache.objects import LocalCache
 from pivot.discover.loading import pipeline_context
 from pivot.errors import DiskFull, PivotError
 from pivot.project import Project
@@ -353,7 +355,7 @@ def _execute(stage_id: str, root: pathlib.Path, cache_dir: str, tmp_dir: str) ->
             except PivotError as exc:
                 raise StageContractError(f"cannot run: {exc}") from None
             remove_path(target)
-            cache.remove_leftovers(target)
+            remove_leftovers(cache, target)
         with pipeline_context(stage.workdir, root):
             result = _call(stage, root)
             os.chdir(stage.workdir)  # the stage may have changed directory

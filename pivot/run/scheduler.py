@@ -9,7 +9,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from pivot.cache.store import LinkMode, remove_path
+from pivot._fs import remove_path
+from pivot.cache.checkout import LinkMode
 from pivot.errors import PivotError, RemoteIncomplete, RemoteUnreachable
 from pivot.run.executor import Executor, Outcome
 from pivot.run.lockfile import write_lock

@@ -8,9 +8,10 @@ import stat
 import pytest
 from remote_support import clone, files_of, make_project
 
+from pivot.cache.checkout import LinkMode, checkout
 from pivot.cache.gc import collect_garbage
 from pivot.cache.hashing import hash_bytes
-from pivot.cache.store import LinkMode, LocalCache
+from pivot.cache.objects import LocalCache
 from pivot.cli.advice import paragraph
 from pivot.errors import CorruptFile, PivotError
 from pivot.remote import transfer
@@ -56,7 +57,7 @@ def test_checkout_from_packs_writes_independent_copies(pulled, mode):
     cache = LocalCache(dst.cache_dir, dst.tmp_dir)
     (lock,) = load_locks(dst)
     for rel, out in lock.outs.items():
-        cache.checkout(out["hash"], out["kind"], dst.root / f"again-{rel}", mode)
+        checkout(cache, out["hash"], out["kind"], dst.root / f"again-{rel}", mode)
     for rel, data in FILES.items():
         copy = dst.root / f"again-{rel}"
         assert copy.read_bytes() == data
@@ -111,7 +112,7 @@ def test_truncated_local_pack_is_a_clear_error(pulled):
         handle.truncate(cache.packs.blobs()[digest].offset + 10)
     target = dst.root / "restored.bin"
     with pytest.raises(PivotError, match=r"local pack .*\.pack is damaged"):
-        cache.checkout(digest, "file", target)
+        checkout(cache, digest, "file", target)
     assert not target.exists() and [p.name for p in dst.root.glob(".restored*")] == []
 
 

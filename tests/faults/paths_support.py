@@ -8,8 +8,10 @@ import os
 import pathlib
 import subprocess
 
+from support import add_blob
+
 from pivot.cache.hashing import TreeEntry, encode_tree, hash_bytes
-from pivot.cache.store import LocalCache
+from pivot.cache.objects import LocalCache
 from pivot.project import Project
 from pivot.run.lockfile import Lock
 
@@ -23,7 +25,7 @@ def _cache(root: pathlib.Path) -> LocalCache:
 
 def cache_file(root: pathlib.Path, data: bytes) -> dict:
     """Put `data` into the project's cache; the lock entry of a file output holding it."""
-    return {"hash": _cache(root).add_bytes(data), "size": len(data), "kind": "file"}
+    return {"hash": add_blob(_cache(root), data), "size": len(data), "kind": "file"}
 
 
 def cache_tree(root: pathlib.Path, files: dict[str, tuple[bytes, int]]) -> dict:
@@ -31,11 +33,11 @@ def cache_tree(root: pathlib.Path, files: dict[str, tuple[bytes, int]]) -> dict:
     their blobs into the project's cache; the lock entry of a directory output."""
     cache = _cache(root)
     entries = [
-        TreeEntry(rel, cache.add_bytes(data), len(data), mode)
+        TreeEntry(rel, add_blob(cache, data), len(data), mode)
         for rel, (data, mode) in files.items()
     ]
     manifest = encode_tree(entries)
-    cache.add_bytes(manifest)
+    add_blob(cache, manifest)
     return {"hash": hash_bytes(manifest), "size": sum(e.size for e in entries), "kind": "dir"}
 
 

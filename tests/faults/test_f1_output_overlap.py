@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import pytest
 from paths_support import assert_refused, cache_file, git_init, write_lock
-from support import declare_stage, write_files
+from support import add_blob, declare_stage, write_files
 
 from pivot.cache.hashing import TreeEntry, encode_tree, hash_bytes
-from pivot.cache.store import LocalCache
+from pivot.cache.objects import LocalCache
 from pivot.errors import PivotError
 from pivot.project import Project
 from pivot.run.lockfile import Lock, check_disjoint
@@ -77,9 +77,9 @@ def test_an_output_holding_another_pipeline_is_refused(project, pivot):
 def crafted_manifest(project, relpaths: list[str]) -> dict:
     project_ = Project(project)
     cache = LocalCache(project_.cache_dir, project_.tmp_dir)
-    entries = [TreeEntry(rel, cache.add_bytes(rel.encode()), len(rel), 0o644) for rel in relpaths]
+    entries = [TreeEntry(rel, add_blob(cache, rel.encode()), len(rel), 0o644) for rel in relpaths]
     manifest = encode_tree(entries)
-    cache.add_bytes(manifest)
+    add_blob(cache, manifest)
     return {"hash": hash_bytes(manifest), "size": 1, "kind": "dir"}
 
 

@@ -5,10 +5,10 @@ delete it, and every other output sharing it would lose it)."""
 from __future__ import annotations
 
 from paths_support import cache_file, write_lock
-from support import write_files
+from support import add_blob, write_files
 
 from pivot.cache.hashing import TreeEntry, encode_tree, hash_bytes
-from pivot.cache.store import LocalCache
+from pivot.cache.objects import LocalCache
 from pivot.project import Project
 
 PIPELINE = """
@@ -36,7 +36,7 @@ def test_a_wrong_size_in_a_manifest_names_the_manifest_and_keeps_the_object(proj
     blob = cache_file(project, SHARED)
     manifest = encode_tree([TreeEntry("a.txt", blob["hash"], len(SHARED) + 5, 0o644)])
     cache = LocalCache(Project(project).cache_dir, Project(project).tmp_dir)
-    cache.add_bytes(manifest)
+    add_blob(cache, manifest)
     tree = {"hash": hash_bytes(manifest), "size": len(SHARED) + 5, "kind": "dir"}
     write_lock(project, "p/tree", {"data": tree})
     write_lock(project, "p/single", {"copy.txt": blob})

@@ -89,7 +89,7 @@ def test_large_file_streams_with_bounded_memory(tmp_path, seaweedfs, weed_remote
         from pivot.run.lockfile import Lock, write_lock
         from pivot.project import Project, init_project
         from pivot.remote import transfer
-        from pivot.cache.store import LocalCache
+        from pivot.cache.objects import LocalCache
         from pivot.remote.stores import open_remote
 
         base = pathlib.Path(sys.argv[1])

@@ -6,12 +6,13 @@ from __future__ import annotations
 import os
 
 from remote_support import clone, make_project, push_all
+from support import add_blob
 
 from pivot.cache.gc import collect_garbage
 from pivot.cache.hashing import hash_bytes
+from pivot.cache.objects import LocalCache
 from pivot.cache.runs import RunRecords
 from pivot.cache.state import StateDB
-from pivot.cache.store import LocalCache
 from pivot.remote import transfer
 from pivot.remote.index_cache import RemoteIndexCache
 from pivot.remote.stores import Remote, open_remote
@@ -55,7 +56,7 @@ def test_gc_keeps_referenced_and_removes_the_rest(tmp_path):
     project = make_project(tmp_path / "p", FILES)
     cache = LocalCache(project.cache_dir, project.tmp_dir)
     runs = RunRecords(project.cache_dir)
-    orphan = cache.add_bytes(b"orphan blob")
+    orphan = add_blob(cache, b"orphan blob")
     runs.put("c" * 64, {"gone.txt": {"hash": orphan, "size": 11, "kind": "file"}})
     dry = collect_garbage(project, *live(load_locks(project)), dry_run=True)
     assert (dry.objects_removed, dry.runs_removed) == (1, 1) and cache.has(orphan)

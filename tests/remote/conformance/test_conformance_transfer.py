@@ -12,9 +12,9 @@ from remote_support import clone, files_of, make_project, push_all, runs_on_remo
 
 from pivot.cache import encoding
 from pivot.cache.hashing import TreeEntry, encode_tree, hash_bytes
+from pivot.cache.objects import LocalCache
 from pivot.cache.runs import RunRecords, encode_record
 from pivot.cache.state import StateDB
-from pivot.cache.store import LocalCache
 from pivot.errors import PivotError
 from pivot.remote import packs, transfer
 from pivot.remote.index_cache import RemoteIndexCache

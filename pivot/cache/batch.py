@@ -1,0 +1,343 @@
+"""Durable batches of cache insertions (`CacheBatch`): blobs are written to temp files in
+the cache's tmp folder, flushed once (one `syncfs` for a large batch, concurrent fsyncs for
+a small one), then renamed to their hash names in a single pass, so after a crash a blob
+may be missing but is never partial (why batched: docs/benchmarks.md). Also stages local
+packs (see `local_packs.py`): a pack is renamed into place before its index."""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import os
+import pathlib
+import threading
+import uuid
+from typing import TYPE_CHECKING
+
+from pivot._fs import remove_quietly, write_all, write_new
+from pivot.cache.hashing import CHUNK, copy_hashing, file_mode, hash_bytes, is_hash, new_hasher
+from pivot.cache.local_packs import encode_index
+from pivot.errors import CorruptFile, writing
+from pivot.project import TEMP_PREFIX
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+    from types import TracebackType
+
+    import blake3
+
+    from pivot.cache.objects import LocalCache
+
+READ_ONLY = 0o444
+# A batch with at least this many blobs is flushed with one syncfs; a smaller one fsyncs
+# each of its files (concurrently, so the journal commits them together).
+SYNCFS_MIN = 64
+FSYNC_WORKERS = 16
+# Files up to this size are read whole, hashed, and written only if the cache lacks them.
+SMALL_FILE = 4 << 20
+_counter = itertools.count()
+
+
+class CacheBatch:
+    """Blobs inserted together: written to temp files, flushed once, then renamed.
+
+    Thread-safe. Use as a context manager: on leaving, every staged blob is committed
+    (also when the body raised an `Exception`: what was staged is complete and verified,
+    so a retry need not produce it again); on KeyboardInterrupt or SystemExit the staged
+    files are discarded instead. `commit()` may also be called at any time.
+
+    The invariant: a blob appears under its hash name only after its complete content is
+    durable. A crash may lose staged blobs (their temp files stay in the tmp folder), never
+    expose a partial one. Callers of `put_bytes` with a digest, of `adopt` and of
+    `put_packed` vouch that the content matches it (the fetch verifies every blob before
+    staging it).
+    """
+
+    def __init__(self, cache: LocalCache) -> None:
+        self.cache = cache
+        self.folder = cache.tmp_dir
+        self._prefix = f"{TEMP_PREFIX}{os.getpid()}.{uuid.uuid4().hex[:8]}."
+        self._staged: dict[str, str] = {}
+        # Local packs: (pack temp file, index temp file, its rows as in `encode_index`).
+        self._packs: list[tuple[str, str, list[tuple[str, int, int, int, int]]]] = []
+        self._packed: set[str] = set()
+        self._lock = threading.Lock()
+        # The first thread writes into the tmp folder, every other one into a subfolder
+        # of its own: creating files in one folder is serialized by the kernel.
+        self._folders: dict[int, str] = {}
+
+    def __enter__(self) -> CacheBatch:
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if kind is None or issubclass(kind, Exception):
+            self.commit()
+        else:
+            self.discard()
+
+    def __len__(self) -> int:
+        return len(self._staged) + len(self._packed)
+
+    def temp_path(self) -> pathlib.Path:
+        """A fresh temp file name under the cache's tmp folder (for streamed blobs)."""
+        return pathlib.Path(self._temp())
+
+    def _temp(self) -> str:
+        ident = threading.get_ident()
+        folder = self._folders.get(ident)
+        if folder is None:
+            with self._lock:
+                if not self._folders:
+                    self.folder.mkdir(parents=True, exist_ok=True)
+                    folder = str(self.folder)
+                else:
+                    folder = os.path.join(self.folder, f"{self._prefix}d{len(self._folders)}")
+                    os.mkdir(folder)
+                self._folders[ident] = folder
+        return os.path.join(folder, f"{self._prefix}{next(_counter)}")
+
+    def wants(self, digest: str) -> bool:
+        """Whether `digest` is neither in the cache nor staged here."""
+        return (
+            digest not in self._staged
+            and digest not in self._packed
+            and not os.path.isfile(self.cache._object(digest))
+            and digest not in self.cache.packs.blobs()
+        )
+
+    def put_packed(self, blobs: Sequence[tuple[str, bytes | memoryview, int, int]]) -> int:
+        """Stage blobs as one local pack: (hash, stored bytes, size, codec) each, stored as
+        on a remote (see `encoding.encode_blob`). Returns how many blobs the pack holds."""
+        rows = []
+        parts = []
+        offset = 0
+        with self._lock:
+            for digest, stored, size, codec in blobs:
+                if not is_hash(digest):
+                    raise CorruptFile(
+                        f"Refusing to store a blob under the invalid hash {digest!r}."
+                    )
+                if digest in self._packed or not self.wants(digest):
+                    continue
+                self._packed.add(digest)
+                rows.append((digest, offset, len(stored), size, codec))
+                parts.append(stored)
+                offset += len(stored)
+        if not rows:
+            return 0
+        pack_tmp, index_tmp = self._temp(), self._temp()
+        try:
+            with writing(pack_tmp):
+                fd = os.open(
+                    pack_tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, READ_ONLY
+                )
+                try:
+                    for part in parts:
+                        write_all(fd, part)
+                finally:
+                    os.close(fd)
+                write_new(index_tmp, encode_index(rows), READ_ONLY)
+        except BaseException:
+            remove_quietly(pack_tmp)
+            with self._lock:
+                self._packed.difference_update(row[0] for row in rows)
+            raise
+        with self._lock:
+            self._packs.append((pack_tmp, index_tmp, rows))
+        return len(rows)
+
+    def put_bytes(self, data: bytes | memoryview, digest: str | None = None) -> str:
+        """Stage `data` (verified against `digest` by the caller, or hashed here)."""
+        digest = digest or hash_bytes(data)
+        if not is_hash(digest):
+            raise CorruptFile(f"Refusing to store a blob under the invalid hash {digest!r}.")
+        if self.wants(digest):
+            tmp = self._temp()
+            with writing(tmp):
+                write_new(tmp, data, READ_ONLY)
+            self._stage(digest, tmp)
+        return digest
+
+    def adopt(self, tmp: pathlib.Path | str, digest: str) -> None:
+        """Stage a complete, verified temp file (from `temp_path`) as blob `digest`."""
+        if not is_hash(digest):
+            raise CorruptFile(f"Refusing to store a blob under the invalid hash {digest!r}.")
+        if not self.wants(digest):
+            remove_quietly(str(tmp))
+            return
+        os.chmod(tmp, READ_ONLY)
+        self._stage(digest, str(tmp))
+
+    def add_file(self, src: pathlib.Path | str) -> tuple[str, int]:
+        """Stage a copy of `src`, hashing what is copied; returns (hash, size)."""
+        digest, size, _ = self._add_file(src)
+        return digest, size
+
+    def _add_file(self, src: pathlib.Path | str) -> tuple[str, int, int]:
+        """(hash, size, checkout mode) of `src`, staged unless the cache has it."""
+        fd = os.open(src, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            st = os.fstat(fd)
+            mode = file_mode(st)
+            if st.st_size <= SMALL_FILE:
+                data = read_small(fd, st.st_size)
+                if len(data) <= SMALL_FILE:
+                    return self.put_bytes(data), len(data), mode
+                hasher = new_hasher(data)
+                first: bytes | None = data
+            else:
+                hasher = new_hasher()
+                first = None
+            return (*self._stream(fd, hasher, first), mode)
+        finally:
+            os.close(fd)
+
+    def _stream(self, fd: int, hasher: blake3.blake3, first: bytes | None) -> tuple[str, int]:
+        """Copy the rest of `fd` to a temp file while hashing it (bounded memory)."""
+        tmp = self._temp()
+        out = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, READ_ONLY)
+        size = 0
+        try:
+            try:
+                with writing(tmp):
+                    if first:
+                        write_all(out, first)
+                        size = len(first)
+                    copied, digest = copy_hashing(fd, out, hasher=hasher)
+                    size += copied
+            finally:
+                os.close(out)
+            if self.wants(digest):
+                self._stage(digest, tmp)
+            else:
+                remove_quietly(tmp)
+        except BaseException:
+            remove_quietly(tmp)
+            raise
+        return digest, size
+
+    def _stage(self, digest: str, tmp: str) -> None:
+        with self._lock:
+            duplicate = digest in self._staged
+            if not duplicate:
+                self._staged[digest] = tmp
+        if duplicate:
+            remove_quietly(tmp)
+
+    def commit(self) -> int:
+        """Make every staged blob durable, then visible in the cache; returns how many."""
+        with self._lock:
+            staged, self._staged = self._staged, {}
+            staged_packs, self._packs, self._packed = self._packs, [], set()
+        if not staged and not staged_packs:
+            self._drop_folders()
+            return 0
+        done = 0
+        try:
+            temps = _temp_files(staged, staged_packs)
+            if len(temps) >= SYNCFS_MIN:
+                _syncfs(self.folder)
+            else:
+                _fsync_files(temps)
+            store = self.cache.packs
+            while staged_packs:
+                pack_tmp, index_tmp, rows = staged_packs[0]
+                store.root.mkdir(parents=True, exist_ok=True)
+                name = uuid.uuid4().hex
+                os.replace(pack_tmp, store.pack_path(name))
+                os.replace(index_tmp, store.index_path(name))  # the pack is now visible
+                store.added(name, rows)
+                staged_packs.pop(0)
+                done += len(rows)
+            objects = str(self.cache.objects)
+            made: set[str] = set()
+            for digest, tmp in list(staged.items()):
+                parent = os.path.join(objects, digest[:2])
+                if parent not in made:
+                    os.makedirs(parent, exist_ok=True)
+                    made.add(parent)
+                os.replace(tmp, os.path.join(parent, digest[2:]))
+                del staged[digest]
+                done += 1
+        except BaseException:
+            for tmp in _temp_files(staged, staged_packs):
+                remove_quietly(tmp)
+            raise
+        finally:
+            self._drop_folders()
+        return done
+
+    def discard(self) -> None:
+        """Drop every staged blob (their temp files are removed)."""
+        with self._lock:
+            staged, self._staged = self._staged, {}
+            staged_packs, self._packs, self._packed = self._packs, [], set()
+        for tmp in _temp_files(staged, staged_packs):
+            remove_quietly(tmp)
+        self._drop_folders()
+
+    def _drop_folders(self) -> None:
+        """Remove the per-thread subfolders (left alone while a file is still in one)."""
+        with self._lock:
+            folders, self._folders = self._folders, {}
+        for folder in folders.values():
+            if folder != str(self.folder):
+                with contextlib.suppress(OSError):
+                    os.rmdir(folder)
+
+
+def _temp_files(staged: dict[str, str], packs: list[tuple[str, str, list]]) -> list[str]:
+    """Every temp file of a batch's staged blobs and packs."""
+    return [*staged.values(), *(path for pack, index, _ in packs for path in (pack, index))]
+
+
+def read_small(fd: int, size: int, limit: int | None = SMALL_FILE) -> bytes:
+    """Read `fd` to its end, or to just past `limit` (a file may grow after its stat)."""
+    chunks = []
+    total = 0
+    want = size + 1
+    while data := os.read(fd, want):
+        chunks.append(data)
+        total += len(data)
+        if limit is not None and total > limit:
+            break
+        want = CHUNK
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+def _syncfs(folder: pathlib.Path) -> None:
+    """Flush the filesystem holding `folder` (falls back to a global sync)."""
+    import ctypes
+
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        fd = os.open(folder, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            if libc.syncfs(fd) == 0:
+                return
+        finally:
+            os.close(fd)
+    except (OSError, AttributeError):
+        pass
+    os.sync()
+
+
+def _fsync_path(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _fsync_files(paths: list[str]) -> None:
+    """fsync each file; concurrently, so that a journal commits them together."""
+    if len(paths) == 1:
+        _fsync_path(paths[0])
+        return
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(min(FSYNC_WORKERS, len(paths))) as pool:
+        list(pool.map(_fsync_path, paths))

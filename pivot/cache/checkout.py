@@ -1,0 +1,409 @@
+"""Checkout: placing a cached output in the workspace, as a copy (reflinked where the
+filesystem shares extents), hard link or symbolic link, every blob verified against its hash.
+
+A tree is built whole in a hidden sibling folder, files placed in parallel, then swapped
+into place (renameat2 exchange where available), so `dest` is either the old output or the
+complete new one, never a mix. Files of the old output that already match are linked into
+the new tree instead of copied. Files are created in several folders at once, before
+anything is deleted, and inodes are kept (linked) rather than freed and reallocated:
+creating a file is what checkout pays for (docs/benchmarks.md says where that time goes).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import enum
+import errno
+import functools
+import os
+import pathlib
+import re
+import stat
+import threading
+import uuid
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from pivot._fs import remove_path, remove_quietly, write_new
+from pivot.cache.hashing import DIR, TreeEntry, copy_hashing, hash_file
+from pivot.cache.parallel import run_slices
+from pivot.errors import CacheCorrupt, DamagedBlob, PivotError, writing
+
+if TYPE_CHECKING:
+    from pivot.cache.objects import LocalCache
+
+_RENAME_EXCHANGE = 2
+_FICLONE = 0x40049409  # ioctl: share `source`'s extents (reflink)
+_AT_FDCWD = -100
+# The hidden siblings a checkout builds `.<name>.pivot-tmp-<id>` in (and moves the old
+# output aside to, `-old-`): left behind only by a killed process.
+_LEFTOVER = re.compile(r"\.(.+)\.pivot-(?:tmp|old)-[0-9a-f]{12}")
+
+
+class LinkMode(enum.StrEnum):
+    """How a checkout places a cached file into the workspace."""
+
+    COPY = "copy"
+    HARDLINK = "hardlink"
+    SYMLINK = "symlink"
+
+
+class Leftovers:
+    """The hidden temp siblings that killed checkouts left, found by listing each folder
+    once (the leftovers are those of earlier commands); one per LocalCache."""
+
+    def __init__(self) -> None:
+        # folder -> output name -> its leftover siblings
+        self._found: dict[str, dict[str, list[str]]] = {}
+        self._lock = threading.Lock()
+
+    def take(self, folder: str, name: str) -> list[str]:
+        """The leftover siblings of `folder/name`, each returned once."""
+        with self._lock:
+            found = self._found.get(folder)
+            if found is None:
+                found = {}
+                with contextlib.suppress(FileNotFoundError, NotADirectoryError):
+                    for entry in os.listdir(folder):
+                        if match := _LEFTOVER.fullmatch(entry):
+                            found.setdefault(match.group(1), []).append(entry)
+                self._found[folder] = found
+            return found.pop(name, [])
+
+
+def checkout(
+    cache: LocalCache,
+    digest: str,
+    kind: str,
+    dest: pathlib.Path,
+    mode: LinkMode = LinkMode.COPY,
+    refetch: Callable[[str, str], object] | None = None,
+) -> list[tuple[str, str]]:
+    """Place an output at `dest` from the cache; returns (relative file, hash) pairs.
+
+    `dest` is replaced atomically: it holds the old content until the new content is
+    complete; an interrupted or failed checkout leaves it as it was and removes its
+    temp files. Every blob placed is verified against its hash (copies while they are
+    copied, links before linking): a damaged one is set aside (`damaged`), then
+    `refetch(digest, kind)` may bring the output's missing blobs again and the checkout
+    is retried; without it, or if the same blob is damaged twice, DamagedBlob is raised.
+    The folder of `dest` must exist (`Project.write_path` makes it without following
+    links); nothing here follows a link in it.
+    """
+    mode = LinkMode(mode)
+    remove_leftovers(cache, dest)
+    seen: set[str] = set()
+    while True:
+        try:
+            return _checkout(cache, digest, kind, dest, mode)
+        except DamagedBlob as exc:
+            if refetch is None or exc.digest in seen:
+                raise
+            seen.add(exc.digest)
+            damage = exc
+        try:
+            refetch(digest, kind)
+        except PivotError as failed:
+            raise DamagedBlob(
+                f"{damage} Fetching it again failed: {failed}", damage.digest
+            ) from failed
+
+
+def remove_leftovers(cache: LocalCache, dest: pathlib.Path) -> None:
+    """Remove the hidden temp siblings of `dest` that a killed checkout left (callers
+    hold the project's command lock, so none is in use). Each folder is listed once:
+    the leftovers are those of earlier commands."""
+    folder = str(dest.parent)
+    for name in cache.leftovers.take(folder, dest.name):
+        remove_quietly(os.path.join(folder, name))
+
+
+def _checkout(
+    cache: LocalCache, digest: str, kind: str, dest: pathlib.Path, mode: LinkMode
+) -> list[tuple[str, str]]:
+    try:
+        with writing(dest):
+            if kind == DIR:
+                entries = cache.tree(digest)
+                _checkout_tree(cache, digest, entries, dest, mode)
+                return [(e.relpath, e.hash) for e in entries]
+            _checkout_file(cache, digest, dest, mode)
+            return [("", digest)]
+    except _Mismatch as exc:
+        raise cache.damaged(exc.digest, dest) from None
+    except DamagedBlob as exc:
+        raise DamagedBlob(f"{exc} Nothing was placed at {dest}.", exc.digest) from None
+
+
+def _checkout_file(cache: LocalCache, digest: str, dest: pathlib.Path, mode: LinkMode) -> None:
+    tmp = _sibling(dest, "tmp")
+    src = cache.path(digest)
+    try:
+        if src.is_file() or digest not in cache.packs.blobs():
+            _PLACE[mode](str(src), tmp, digest, 0o644)
+        else:  # packed blobs are always placed as copies
+            write_new(tmp, cache.packs.read(digest), 0o644)
+            os.chmod(tmp, 0o644)
+        _swap(tmp, dest)
+    except BaseException:
+        remove_quietly(tmp)
+        raise
+
+
+def _checkout_tree(
+    cache: LocalCache, digest: str, entries: list[TreeEntry], dest: pathlib.Path, mode: LinkMode
+) -> None:
+    tmp = _sibling(dest, "tmp")
+    os.mkdir(tmp)
+    try:
+        by_folder: dict[str, list[TreeEntry]] = {}
+        for entry in entries:
+            by_folder.setdefault(entry.relpath.rpartition("/")[0], []).append(entry)
+        folders: set[str] = set()
+        for parent in by_folder:
+            while parent and parent not in folders:
+                folders.add(parent)
+                parent = parent.rpartition("/")[0]
+        for folder in sorted(folders):  # parents sort before their children
+            os.mkdir(os.path.join(tmp, folder))
+        place = _PLACE[mode]
+        umask = _umask()
+        # Files of the previous output that are already right are linked into the new
+        # tree rather than copied: no new inode, and none freed when the old tree goes.
+        old = str(dest) if mode is not LinkMode.HARDLINK and _is_folder(dest) else None
+        objects = str(cache.objects)
+        symlink = mode is LinkMode.SYMLINK
+        packed = cache.packs.blobs()
+        read_packed = cache.packs.read
+
+        def put_entry(entry: TreeEntry) -> None:
+            src = os.path.join(objects, entry.hash[:2], entry.hash[2:])
+            target = os.path.join(tmp, entry.relpath)
+            if old is not None and _reuse(
+                os.path.join(old, entry.relpath), target, entry, src, symlink
+            ):
+                return
+            where = packed.get(entry.hash)
+            if where is None or (mode is not LinkMode.COPY and os.path.exists(src)):
+                place(src, target, entry.hash, entry.mode, entry.size, entry.mode & umask)
+            else:  # packed blobs are always placed as copies
+                write_new(target, read_packed(entry.hash, where), entry.mode)
+                if entry.mode & umask:
+                    os.chmod(target, entry.mode)
+
+        def put(entry: TreeEntry) -> None:
+            try:
+                put_entry(entry)
+            except _WrongSize as exc:
+                raise CacheCorrupt(
+                    f"The tree manifest {digest} of {dest} records {entry.size} bytes for "
+                    f"{entry.relpath!r}, but the cache object {entry.hash} it names holds "
+                    f"{exc.size} bytes and matches its hash: the manifest is wrong, the "
+                    f"object is good. Nothing was placed at {dest}.",
+                    digest,
+                    path=dest,
+                    hint="rerun-stage",
+                ) from None
+
+        # One thread per folder, largest first: the kernel serializes the creations in a
+        # folder, and threads waiting for it spin. On ext4 shortly after many deletions,
+        # when each creation scans past recently freed inodes, four threads filling one
+        # 10,000-file folder burned twice the CPU of one for no less time.
+        folders_by_size = sorted(by_folder.values(), key=len, reverse=True)
+        run_slices(put, folders_by_size, len(entries))
+        _swap(tmp, dest)
+    except BaseException:
+        remove_quietly(tmp)
+        raise
+
+
+class _Mismatch(Exception):
+    """A cache object's bytes do not match its hash (turned into DamagedBlob by
+    `checkout`, which sets the object aside)."""
+
+    def __init__(self, digest: str) -> None:
+        super().__init__(digest)
+        self.digest = digest
+
+
+class _WrongSize(Exception):
+    """A cache object matches its hash but not the size its tree manifest records: the
+    manifest is wrong, not the object (the caller names the manifest)."""
+
+    def __init__(self, size: int) -> None:
+        super().__init__(size)
+        self.size = size
+
+
+def _check(digest: str, size: int, actual: str, copied: int) -> None:
+    """Raise _Mismatch if the bytes read do not hash to `digest`, else _WrongSize if they
+    are not the `size` expected (unless -1)."""
+    if actual != digest:
+        raise _Mismatch(digest)
+    if size >= 0 and copied != size:
+        raise _WrongSize(copied)
+
+
+def _copy_file(src: str, dest: str, digest: str, mode: int, size: int = -1, chmod: int = 1) -> None:
+    """Create `dest` (it must not exist) as a copy of `src` with permission bits `mode`,
+    verifying that the bytes placed hash to `digest` (else `dest` is removed)."""
+    source = os.open(src, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        target = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode)
+        try:
+            if chmod:  # the umask removed some of the bits
+                os.fchmod(target, mode)
+            copied, actual = _clone_or_copy(source, target, size)
+        finally:
+            os.close(target)
+    finally:
+        os.close(source)
+    if actual != digest or (size >= 0 and copied != size):
+        remove_quietly(dest)
+    _check(digest, size, actual, copied)
+
+
+def _clone_or_copy(source: int, target: int, size: int) -> tuple[int, str]:
+    """Reflink `source` into `target` where the filesystem shares extents (then hash the
+    object), else copy it while hashing; returns (bytes, hash of the object's bytes)."""
+    import fcntl
+
+    try:
+        fcntl.ioctl(target, _FICLONE, source)
+    except OSError:
+        return copy_hashing(source, target, size)
+    return copy_hashing(source, None, size)
+
+
+def _verify_object(src: str, digest: str, size: int = -1) -> None:
+    """Hash the cache object `src` before it is linked into the workspace."""
+    fd = os.open(src, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        copied, actual = copy_hashing(fd, None, size)
+    finally:
+        os.close(fd)
+    _check(digest, size, actual, copied)
+
+
+def _link(src: str, dest: str, digest: str, mode: int, size: int = -1, chmod: int = 1) -> None:
+    """Hard-link `src` once verified; across filesystems (EXDEV), where no link can exist,
+    copy it."""
+    _verify_object(src, digest, size)
+    try:
+        os.link(src, dest)
+    except OSError as exc:
+        if exc.errno != errno.EXDEV:
+            raise
+        _copy_file(src, dest, digest, mode, size, chmod=1)
+
+
+def _symlink(src: str, dest: str, digest: str, mode: int, size: int = -1, chmod: int = 1) -> None:
+    _verify_object(src, digest, size)
+    os.symlink(src, dest)
+
+
+_PLACE: dict[LinkMode, Callable[..., None]] = {
+    LinkMode.COPY: _copy_file,
+    LinkMode.HARDLINK: _link,
+    LinkMode.SYMLINK: _symlink,
+}
+
+
+def _reuse(old: str, target: str, entry: TreeEntry, src: str, symlink: bool) -> bool:
+    """Link `old` (a file of the output being replaced) to `target` if it already is what
+    the checkout would place there: an unshared copy with the entry's content and mode,
+    or a symlink to the entry's cache object."""
+    try:
+        st = os.lstat(old)
+        if symlink:
+            if not stat.S_ISLNK(st.st_mode) or os.readlink(old) != src:
+                return False
+            _verify_object(src, entry.hash, entry.size)
+        elif not (
+            stat.S_ISREG(st.st_mode)
+            and st.st_nlink == 1
+            and st.st_size == entry.size
+            and stat.S_IMODE(st.st_mode) == entry.mode
+            and hash_file(old) == entry.hash
+        ):
+            return False
+        os.link(old, target, follow_symlinks=False)
+    except OSError:
+        return False
+    return True
+
+
+def _is_folder(path: pathlib.Path) -> bool:
+    try:
+        return stat.S_ISDIR(path.lstat().st_mode)
+    except OSError:
+        return False
+
+
+def _umask() -> int:
+    """The process umask, read without changing it (other threads may create files)."""
+    try:
+        with open("/proc/self/status", "rb") as handle:
+            for line in handle:
+                if line.startswith(b"Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0o777
+
+
+def _sibling(dest: pathlib.Path, kind: str) -> str:
+    return os.path.join(dest.parent, f".{dest.name}.pivot-{kind}-{uuid.uuid4().hex[:12]}")
+
+
+def _swap(tmp: str, dest: pathlib.Path) -> None:
+    """Put `tmp` at `dest`, replacing what is there; readers see the old or the new."""
+    try:
+        os.rename(tmp, dest)
+        return
+    except OSError as exc:
+        if exc.errno not in (errno.EEXIST, errno.ENOTEMPTY, errno.EISDIR, errno.ENOTDIR):
+            raise
+    if _exchange(tmp, dest):
+        old = tmp
+    else:
+        old = _sibling(dest, "old")
+        os.rename(dest, old)
+        try:
+            os.rename(tmp, dest)
+        except BaseException:
+            os.rename(old, dest)
+            raise
+    try:
+        remove_path(pathlib.Path(old))
+    except BaseException:
+        remove_quietly(old)
+        raise
+
+
+@functools.cache
+def _renameat2() -> Callable[..., int] | None:
+    import ctypes
+
+    try:
+        func = ctypes.CDLL(None, use_errno=True).renameat2
+    except (OSError, AttributeError):
+        return None
+    func.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    func.restype = ctypes.c_int
+    return func
+
+
+def _exchange(a: str, b: pathlib.Path) -> bool:
+    """Atomically swap two paths (Linux renameat2); False where unsupported."""
+    import ctypes
+
+    func = _renameat2()
+    if func is None:
+        return False
+    if func(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, errno.EPERM):
+        return False
+    raise OSError(err, os.strerror(err), str(b))

@@ -1,0 +1,201 @@
+"""The local content-addressed store under `.pivot/cache/objects` (`LocalCache`): where a
+blob lives, which blobs the cache holds, reading them verified, storing outputs, and setting
+damaged objects aside in `quarantine/`.
+
+Blobs are loose files (`objects/ab/cdef…`), or, when they were fetched from a remote,
+entries of local packs (`packs/`, see `local_packs.py`); every query reads both, loose
+first. Insertion goes through a `CacheBatch` (batch.py); checkout is in checkout.py.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import pathlib
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from pivot.cache.batch import CacheBatch, read_small
+from pivot.cache.checkout import Leftovers
+from pivot.cache.hashing import (
+    DIR,
+    FILE,
+    TreeEntry,
+    decode_tree,
+    encode_tree,
+    hash_bytes,
+    is_hash,
+    link_target,
+)
+from pivot.cache.local_packs import pack_store
+from pivot.cache.parallel import in_parallel
+from pivot.errors import CorruptFile, DamagedBlob, UnsafePath
+from pivot.project import safe_relpath
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+
+
+@dataclass(frozen=True, slots=True)
+class StoredOutput:
+    """What the cache holds for one output path."""
+
+    hash: str
+    size: int
+    kind: str
+    nfiles: int = 1
+
+
+class LocalCache:
+    """Blobs addressed by BLAKE3, sharded by the first two hex digits, read-only."""
+
+    def __init__(self, cache_dir: pathlib.Path, tmp_dir: pathlib.Path) -> None:
+        self.objects = cache_dir / "objects"
+        self.packs = pack_store(cache_dir / "packs")
+        self.quarantine_dir = cache_dir / "quarantine"
+        self.tmp_dir = tmp_dir
+        self.leftovers = Leftovers()
+
+    def path(self, digest: str) -> pathlib.Path:
+        if not is_hash(digest):
+            raise CorruptFile(f"Refusing to address the cache with an invalid hash {digest!r}.")
+        return self.objects / digest[:2] / digest[2:]
+
+    def _object(self, digest: str) -> str:
+        """`path(digest)` as a string, for hashes already validated (tree entries)."""
+        return os.path.join(self.objects, digest[:2], digest[2:])
+
+    def has(self, digest: str) -> bool:
+        return self.path(digest).is_file() or digest in self.packs.blobs()
+
+    def absent(self, digests: Iterable[str]) -> list[str]:
+        """Those of `digests` (valid hashes) that the cache holds neither loose nor packed."""
+        packed = self.packs.blobs()
+        exists = os.path.exists
+        return [d for d in digests if d not in packed and not exists(self._object(d))]
+
+    def sizes(self, digests: Iterable[str]) -> dict[str, int]:
+        """The size of each of `digests` (valid hashes) that the cache holds, loose or
+        packed; one stat per loose blob."""
+        packed = self.packs.blobs()
+        objects = os.fspath(self.objects)
+        stat = os.stat
+        found: dict[str, int] = {}
+        for digest in digests:
+            where = packed.get(digest)
+            if where is not None:
+                found[digest] = where.size
+                continue
+            with contextlib.suppress(FileNotFoundError):
+                found[digest] = stat(f"{objects}/{digest[:2]}/{digest[2:]}").st_size
+        return found
+
+    def read_bytes(self, digest: str) -> bytes:
+        """The content of a blob, verified against its hash (DamagedBlob if it is not)."""
+        try:
+            fd = os.open(self.path(digest), os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            if digest not in self.packs.blobs():
+                raise
+            return self.packs.read(digest)
+        try:
+            data = read_small(fd, os.fstat(fd).st_size, limit=None)
+        finally:
+            os.close(fd)
+        if hash_bytes(data) != digest:
+            raise self.damaged(digest)
+        return data
+
+    def damaged(self, digest: str, output: pathlib.Path | None = None) -> DamagedBlob:
+        """Set aside the loose object `digest`, found not to match its hash: it is moved to
+        the quarantine folder, so the cache no longer holds it. Returns the error to raise."""
+        self.quarantine_dir.mkdir(parents=True, exist_ok=True)
+        moved = self.quarantine_dir / digest
+        with contextlib.suppress(FileNotFoundError):
+            os.replace(self._object(digest), moved)
+        return DamagedBlob(_damage_message(digest, output, f"it was moved to {moved}"), digest)
+
+    def describe(self, digest: str) -> str:
+        """Where the cache keeps `digest`, for messages."""
+        packed = None if self.path(digest).is_file() else self.packs.blobs().get(digest)
+        if packed is not None:
+            return f"{digest} in the local pack {self.packs.pack_path(packed.pack)}"
+        return str(self.path(digest))
+
+    # ------------------------------------------------------------------ insertion
+
+    def batch(self) -> CacheBatch:
+        """A batch of insertions published together (use as a context manager)."""
+        return CacheBatch(self)
+
+    def add_file(self, src: pathlib.Path) -> tuple[str, int]:
+        """Copy `src` into the cache, hashing what is copied; returns (hash, size)."""
+        with self.batch() as batch:
+            return batch.add_file(src)
+
+    def add_output(
+        self, path: pathlib.Path, root: pathlib.Path
+    ) -> tuple[StoredOutput, list[tuple[str, str]]]:
+        """Store a file or directory output of the project at `root`; returns it and
+        (relative file, hash) pairs. A symbolic link in a directory output is stored as the
+        file it points to, which must be inside the project (else its content would be
+        pushed): a dangling one, or one pointing outside, is an error."""
+        if not path.is_dir():
+            digest, size = self.add_file(path)
+            return StoredOutput(digest, size, FILE), [("", digest)]
+        found = []
+        for dirpath, dirnames, filenames in os.walk(path):
+            dirnames.sort()
+            found.extend(os.path.join(dirpath, name) for name in filenames)
+        base = len(str(path)) + 1
+        inside = os.path.realpath(root)
+        for full in found:  # refused before anything is stored, as a checkout would refuse it
+            safe_relpath(full[base:].replace(os.sep, "/"), f"a file of the output {path}")
+            if os.path.islink(full):
+                target = link_target(full, f"The output {path}")
+                if os.path.commonpath([inside, target]) != inside:
+                    raise UnsafePath(
+                        f"The output {path} holds the symbolic link {full} -> "
+                        f"{os.readlink(full)}, which points outside the project (to {target}): "
+                        f"Pivot would store and push that file's content. Copy the file into "
+                        f"the output instead, or remove the link.",
+                        path=full,
+                    )
+        with self.batch() as batch:
+            stored = in_parallel(batch._add_file, found)
+            entries = [
+                TreeEntry(full[base:].replace(os.sep, "/"), digest, size, mode)
+                for full, (digest, size, mode) in zip(found, stored, strict=True)
+            ]
+            # Staged last, so it is renamed into place after every entry it names.
+            digest = batch.put_bytes(encode_tree(entries))
+        total = sum(e.size for e in entries)
+        return StoredOutput(digest, total, DIR, len(entries)), [
+            (e.relpath, e.hash) for e in entries
+        ]
+
+    # ------------------------------------------------------------------ queries
+
+    def tree(self, digest: str) -> list[TreeEntry]:
+        return decode_tree(self.read_bytes(digest), f"{digest[:12]} in the local cache")
+
+    def missing(self, digest: str, kind: str) -> list[str]:
+        """Blobs of an output that are not in the local cache (a missing tree counts alone;
+        a damaged tree manifest is set aside and counts as missing)."""
+        if not self.has(digest):
+            return [digest]
+        if kind == DIR:
+            try:
+                entries = self.tree(digest)
+            except DamagedBlob:
+                return [digest]
+            return self.absent(e.hash for e in entries)
+        return []
+
+
+def _damage_message(digest: str, output: pathlib.Path | None, done: str) -> str:
+    """What a DamagedBlob says: which object, for which output, and where it went."""
+    of = f" for {output}" if output is not None else ""
+    return (
+        f"The local cache object {digest}{of} does not match its hash: it is damaged, and {done}."
+    )

@@ -1,0 +1,161 @@
+"""Durable cache batches on real files: flushed before any rename, never a partial blob."""
+
+from __future__ import annotations
+
+import os
+import stat
+import threading
+
+import pytest
+from cache_support import (
+    leftovers,
+    objects,
+)
+
+from pivot.cache import batch as batch_mod
+from pivot.cache.hashing import hash_bytes
+from pivot.errors import PivotError
+
+
+def test_batch_publishes_only_at_commit(cache):
+    blobs = [f"blob {i}".encode() for i in range(100)]
+    with cache.batch() as batch:
+        for data in blobs:
+            batch.put_bytes(data)
+        batch.put_bytes(blobs[0])  # staged twice: stored once
+        assert len(batch) == len(blobs)
+        assert not any(cache.has(hash_bytes(d)) for d in blobs)
+    assert all(cache.read_bytes(hash_bytes(d)) == d for d in blobs)
+    assert leftovers(cache.tmp_dir) == []
+
+
+@pytest.mark.parametrize("count", [3, 100])
+def test_batch_is_flushed_before_any_rename(cache, monkeypatch, count):
+    """A small batch fsyncs its files, a large one flushes the filesystem, always first."""
+    events = []
+    real_replace = os.replace
+    monkeypatch.setattr(batch_mod, "_syncfs", lambda folder: events.append("syncfs"))
+    monkeypatch.setattr(batch_mod, "_fsync_path", lambda path: events.append("fsync"))
+    monkeypatch.setattr(
+        batch_mod.os, "replace", lambda a, b: (events.append("rename"), real_replace(a, b))
+    )
+    with cache.batch() as batch:
+        for i in range(count):
+            batch.put_bytes(f"blob {i}".encode())
+    flushes = ["syncfs"] if count >= batch_mod.SYNCFS_MIN else ["fsync"] * count
+    assert events == [*flushes, *["rename"] * count]
+
+
+def test_interrupted_batch_leaves_nothing(cache):
+    with pytest.raises(KeyboardInterrupt), cache.batch() as batch:
+        batch.put_bytes(b"one")
+        batch.put_bytes(b"two")
+        raise KeyboardInterrupt
+    assert not cache.has(hash_bytes(b"one")) and objects(cache) == []
+    assert leftovers(cache.tmp_dir) == []
+
+
+def test_failed_batch_keeps_what_was_staged(cache):
+    with pytest.raises(ValueError), cache.batch() as batch:
+        batch.put_bytes(b"verified")
+        raise ValueError("a later blob was damaged")
+    assert cache.read_bytes(hash_bytes(b"verified")) == b"verified"
+
+
+def test_commit_failing_midway_exposes_no_partial_blob(cache, monkeypatch):
+    real_replace = os.replace
+    calls = []
+
+    def flaky(a, b):
+        calls.append(b)
+        if len(calls) == 3:
+            raise KeyboardInterrupt("killed during the rename pass")
+        real_replace(a, b)
+
+    monkeypatch.setattr(batch_mod.os, "replace", flaky)
+    blobs = [f"blob {i}".encode() * 100 for i in range(10)]
+    with pytest.raises(KeyboardInterrupt), cache.batch() as batch:
+        for data in blobs:
+            batch.put_bytes(data)
+        batch.commit()
+    present = objects(cache)
+    assert len(present) == 2
+    for path in present:
+        assert hash_bytes(path.read_bytes()) == path.parent.name + path.name
+    assert leftovers(cache.tmp_dir) == []
+
+
+def test_readers_never_see_a_partial_blob(cache):
+    """Watch the store while a large batch is written: every visible blob is whole."""
+    blobs = [os.urandom(20_000) for _ in range(300)]
+    done = threading.Event()
+    seen: dict[str, bool] = {}
+
+    def watch():
+        while not done.is_set():
+            for path in objects(cache):
+                digest = path.parent.name + path.name
+                seen[digest] = hash_bytes(path.read_bytes()) == digest
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    try:
+        with cache.batch() as batch:
+            for data in blobs:
+                batch.put_bytes(data)
+    finally:
+        done.set()
+        watcher.join()
+    assert all(seen.values())
+    assert len(objects(cache)) == len(blobs)
+
+
+def test_batch_adopts_streamed_files_and_refuses_bad_hashes(cache):
+    with cache.batch() as batch:
+        tmp = batch.temp_path()
+        tmp.write_bytes(b"streamed")
+        batch.adopt(tmp, hash_bytes(b"streamed"))
+        again = batch.temp_path()
+        again.write_bytes(b"streamed")
+        batch.adopt(again, hash_bytes(b"streamed"))  # already staged: dropped
+        assert not again.exists()
+        with pytest.raises(PivotError, match="invalid hash"):
+            batch.put_bytes(b"x", "../../etc/passwd")
+    path = cache.path(hash_bytes(b"streamed"))
+    assert path.read_bytes() == b"streamed" and stat.S_IMODE(path.stat().st_mode) == 0o444
+    assert leftovers(cache.tmp_dir) == []
+
+
+def test_threads_write_into_folders_of_their_own(cache):
+    barrier = threading.Barrier(3)
+    with cache.batch() as batch:
+
+        def put(k: int) -> None:
+            barrier.wait()
+            for i in range(20):
+                batch.put_bytes(f"blob {k} {i}".encode())
+
+        threads = [threading.Thread(target=put, args=(k,)) for k in range(3)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert len({os.path.dirname(tmp) for tmp in batch._staged.values()}) == 3
+    assert len(objects(cache)) == 60 and leftovers(cache.tmp_dir) == []
+
+
+def test_concurrent_puts_from_many_threads(cache):
+    blobs = [f"blob {i}".encode() for i in range(400)]
+    with cache.batch() as batch:
+        threads = [
+            threading.Thread(target=lambda k=k: [batch.put_bytes(d) for d in blobs[k::4]])
+            for k in range(4)
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    assert all(cache.read_bytes(hash_bytes(d)) == d for d in blobs)
+
+
+# ----------------------------------------------------------------------------- checkout
