@@ -15,6 +15,7 @@ import uuid
 from typing import TYPE_CHECKING
 
 from pivot._fs import remove_quietly, write_all, write_new
+from pivot.cache.encoding import PackedBlob
 from pivot.cache.hashing import CHUNK, copy_hashing, file_mode, hash_bytes, is_hash, new_hasher
 from pivot.cache.local_packs import encode_index
 from pivot.errors import CorruptFile, writing
@@ -58,8 +59,8 @@ class CacheBatch:
         self.folder = cache.tmp_dir
         self._prefix = f"{TEMP_PREFIX}{os.getpid()}.{uuid.uuid4().hex[:8]}."
         self._staged: dict[str, str] = {}
-        # Local packs: (pack temp file, index temp file, its rows as in `encode_index`).
-        self._packs: list[tuple[str, str, list[tuple[str, int, int, int, int]]]] = []
+        # Local packs: (pack temp file, index temp file, its blobs, named at commit).
+        self._packs: list[tuple[str, str, list[PackedBlob]]] = []
         self._packed: set[str] = set()
         self._lock = threading.Lock()
         # The first thread writes into the tmp folder, every other one into a subfolder
@@ -107,14 +108,16 @@ class CacheBatch:
             and digest not in self.cache.packs.blobs()
         )
 
-    def put_packed(self, blobs: Sequence[tuple[str, bytes | memoryview, int, int]]) -> int:
-        """Stage blobs as one local pack: (hash, stored bytes, size, codec) each, stored as
-        on a remote (see `encoding.encode_blob`). Returns how many blobs the pack holds."""
+    def put_packed(self, blobs: Sequence[tuple[PackedBlob, bytes | memoryview]]) -> int:
+        """Stage blobs as one local pack: each is where it lay in another pack (a remote's)
+        and its stored bytes from there (see `encoding.encode_blob`). Returns how many
+        blobs the pack holds."""
         rows = []
         parts = []
         offset = 0
         with self._lock:
-            for digest, stored, size, codec in blobs:
+            for blob, stored in blobs:
+                digest = blob.hash
                 if not is_hash(digest):
                     raise CorruptFile(
                         f"Refusing to store a blob under the invalid hash {digest!r}."
@@ -122,7 +125,7 @@ class CacheBatch:
                 if digest in self._packed or not self.wants(digest):
                     continue
                 self._packed.add(digest)
-                rows.append((digest, offset, len(stored), size, codec))
+                rows.append(PackedBlob("", offset, len(stored), blob.size, blob.codec, digest))
                 parts.append(stored)
                 offset += len(stored)
         if not rows:
@@ -142,7 +145,7 @@ class CacheBatch:
         except BaseException:
             remove_quietly(pack_tmp)
             with self._lock:
-                self._packed.difference_update(row[0] for row in rows)
+                self._packed.difference_update(row.hash for row in rows)
             raise
         with self._lock:
             self._packs.append((pack_tmp, index_tmp, rows))

@@ -4,6 +4,7 @@ compression does not pay (docs/remote-format.md)."""
 from __future__ import annotations
 
 import threading
+from typing import NamedTuple
 
 import zstandard
 
@@ -18,6 +19,19 @@ MIN_SAVING = 0.05
 TINY = 64
 
 _local = threading.local()
+
+
+class PackedBlob(NamedTuple):
+    """Where one stored blob lies in a pack, local or remote, and how to read it back:
+    `length` stored bytes at `offset` of `pack` decode (`codec`) to `size` bytes that hash
+    to `hash`. Ordered by pack, then offset."""
+
+    pack: str
+    offset: int
+    length: int
+    size: int
+    codec: int
+    hash: str
 
 
 def _cctx() -> zstandard.ZstdCompressor:

@@ -16,10 +16,14 @@ import contextlib
 import os
 import pathlib
 import threading
-from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
+from pivot.cache.encoding import PackedBlob
 from pivot.errors import CorruptFile, DamagedBlob
 from pivot.untrusted import count
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable
 
 INDEX_VERSION = 1
 PACK_SUFFIX = ".pack"
@@ -28,26 +32,15 @@ _stores: dict[pathlib.Path, PackStore] = {}
 _stores_lock = threading.Lock()
 
 
-@dataclass(frozen=True, slots=True)
-class Packed:
-    """Where one blob lies in a local pack."""
-
-    pack: str
-    offset: int
-    length: int
-    size: int
-    codec: int
-
-
-def encode_index(rows: list[tuple[str, int, int, int, int]]) -> bytes:
+def encode_index(rows: Iterable[PackedBlob]) -> bytes:
     """The index of one local pack: (hash, offset, length, size, codec) per blob."""
     import msgpack
 
-    blobs = [[bytes.fromhex(h), off, length, size, codec] for h, off, length, size, codec in rows]
+    blobs = [[bytes.fromhex(r.hash), r.offset, r.length, r.size, r.codec] for r in rows]
     return msgpack.packb({"v": INDEX_VERSION, "blobs": blobs}, use_bin_type=True)
 
 
-def _decode_index(path: pathlib.Path, pack: str) -> dict[str, Packed]:
+def _decode_index(path: pathlib.Path, pack: str) -> dict[str, PackedBlob]:
     import msgpack
 
     from pivot.cache.encoding import CODECS
@@ -62,7 +55,10 @@ def _decode_index(path: pathlib.Path, pack: str) -> dict[str, Packed]:
                 raise ValueError("a hash is not 32 bytes")
             if codec not in CODECS:
                 raise ValueError(f"unknown codec {codec!r}")
-            found[digest.hex()] = Packed(pack, count(offset), count(length), count(size), codec)
+            hexdigest = digest.hex()
+            found[hexdigest] = PackedBlob(
+                pack, count(offset), count(length), count(size), codec, hexdigest
+            )
         return found
     except (ValueError, TypeError, KeyError, AttributeError, msgpack.UnpackException) as exc:
         raise CorruptFile(
@@ -93,11 +89,11 @@ class PackStore:
     def __init__(self, root: pathlib.Path) -> None:
         self.root = root
         self._stamp: int | None = None
-        self._blobs: dict[str, Packed] = {}
+        self._blobs: dict[str, PackedBlob] = {}
         self._lock = threading.Lock()
         self._drop_lock = threading.Lock()
 
-    def blobs(self) -> dict[str, Packed]:
+    def blobs(self) -> dict[str, PackedBlob]:
         """hash -> location of every packed blob (re-read when the folder changed)."""
         try:
             stamp = os.stat(self.root).st_mtime_ns
@@ -110,15 +106,15 @@ class PackStore:
                     self._stamp = stamp
         return self._blobs
 
-    def added(self, pack: str, rows: list[tuple[str, int, int, int, int]]) -> None:
-        """Learn a pack this process has just made visible."""
+    def added(self, pack: str, rows: Iterable[PackedBlob]) -> None:
+        """Learn a pack this process has just made visible (`rows` name no pack yet)."""
         self.blobs()
         with self._lock:
-            for digest, offset, length, size, codec in rows:
-                self._blobs[digest] = Packed(pack, offset, length, size, codec)
+            for row in rows:
+                self._blobs[row.hash] = row._replace(pack=pack)
 
-    def _load(self) -> dict[str, Packed]:
-        found: dict[str, Packed] = {}
+    def _load(self) -> dict[str, PackedBlob]:
+        found: dict[str, PackedBlob] = {}
         for index in sorted(self.root.glob(f"*{INDEX_SUFFIX}")):
             found.update(_decode_index(index, index.name[: -len(INDEX_SUFFIX)]))
         return found
@@ -129,7 +125,7 @@ class PackStore:
     def index_path(self, pack: str) -> pathlib.Path:
         return self.root / f"{pack}{INDEX_SUFFIX}"
 
-    def read(self, digest: str, where: Packed | None = None) -> bytes:
+    def read(self, digest: str, where: PackedBlob | None = None) -> bytes:
         """The content of a packed blob, verified against its hash: a damaged one is
         dropped from its pack's index (see `drop`) and DamagedBlob raised."""
         from pivot.cache.encoding import decode_blob
@@ -165,7 +161,7 @@ class PackStore:
             ) from None
         return data
 
-    def drop(self, digest: str, where: Packed) -> None:
+    def drop(self, digest: str, where: PackedBlob) -> None:
         """Forget a damaged blob: its pack's index is rewritten without it, so the cache no
         longer holds it (its bytes stay in the pack, unused, until `gc` drops the pack)."""
         from pivot._fs import write_bytes
@@ -183,8 +179,7 @@ class PackStore:
             if not rows:
                 self.remove(where.pack)
                 return
-            kept = [(d, p.offset, p.length, p.size, p.codec) for d, p in rows.items()]
-            write_bytes(index, encode_index(kept), mode=0o444)
+            write_bytes(index, encode_index(rows.values()), mode=0o444)
 
     def indexes(self) -> dict[str, set[str]]:
         """pack name -> the hashes its index lists (for garbage collection)."""

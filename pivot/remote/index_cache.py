@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING
 
 import blake3
 import msgpack
@@ -17,6 +17,7 @@ from pivot.errors import RemoteCorrupt
 from pivot.remote.packs import Index, decode_index, index_id
 
 if TYPE_CHECKING:
+    from pivot.cache.encoding import PackedBlob
     from pivot.cache.state import StateDB
     from pivot.remote.stores import Remote
 
@@ -24,21 +25,11 @@ NAMESPACE = "remote-index"
 IDS_KEY = "@ids"
 
 
-class Location(NamedTuple):
-    """Where a blob lies on the remote."""
-
-    pack_id: str
-    offset: int
-    length: int
-    size: int
-    codec: int
-
-
 @dataclass
 class RemoteContents:
     """The union of a remote's indexes: every blob and run record it holds."""
 
-    blobs: dict[str, Location] = field(default_factory=dict)
+    blobs: dict[str, PackedBlob] = field(default_factory=dict)
     runs: dict[str, bytes] = field(default_factory=dict)
     index_ids: set[str] = field(default_factory=set)
 
@@ -47,7 +38,7 @@ class RemoteContents:
         for pack in index.packs:
             for b in pack.blobs:
                 if b.hash not in blobs:
-                    blobs[b.hash] = Location(pack.pack_id, b.offset, b.length, b.size, b.codec)
+                    blobs[b.hash] = b
         for key, record in index.runs:
             self.runs.setdefault(key, record)
 

@@ -15,7 +15,7 @@ import blake3
 import msgpack
 import zstandard
 
-from pivot.cache.encoding import CODECS, LEVEL, MIN_SAVING, RAW, ZSTD, encode_blob
+from pivot.cache.encoding import CODECS, LEVEL, MIN_SAVING, RAW, ZSTD, PackedBlob, encode_blob
 from pivot.cache.hashing import is_hash, new_hasher
 from pivot.cache.runs import decode_record
 from pivot.errors import CorruptFile
@@ -32,20 +32,9 @@ STREAM_CHUNK = 4 << 20
 
 
 @dataclass(frozen=True, slots=True)
-class BlobEntry:
-    """Where one blob lies in a pack."""
-
-    hash: str
-    offset: int
-    length: int
-    size: int
-    codec: int
-
-
-@dataclass(frozen=True, slots=True)
 class PackInfo:
     pack_id: str
-    blobs: tuple[BlobEntry, ...]
+    blobs: tuple[PackedBlob, ...]
 
     @property
     def stored(self) -> int:
@@ -159,19 +148,19 @@ class PackBuilder:
 
     def __init__(self) -> None:
         self.parts: list[bytes] = []
-        self.entries: list[tuple[str, int, int, int, int]] = []
+        self.entries: list[PackedBlob] = []  # named by `finish`
         self.offset = 0
 
     def add(self, digest: str, data: bytes) -> None:
         stored, codec = encode_blob(data)
         self.parts.append(stored)
-        self.entries.append((digest, self.offset, len(stored), len(data), codec))
+        self.entries.append(PackedBlob("", self.offset, len(stored), len(data), codec, digest))
         self.offset += len(stored)
 
     def finish(self) -> tuple[bytes, PackInfo]:
         data = b"".join(self.parts)
         pack_id = blake3.blake3(data).hexdigest()
-        blobs = tuple(BlobEntry(*e) for e in self.entries)
+        blobs = tuple(e._replace(pack=pack_id) for e in self.entries)
         return data, PackInfo(pack_id, blobs)
 
 
@@ -237,7 +226,9 @@ def _decode_pack(item: object) -> PackInfo:
     end = 0
     for row in blobs_raw:
         digest, offset, length, size, codec = row
-        entry = BlobEntry(_hex(digest), count(offset), count(length), count(size), count(codec))
+        entry = PackedBlob(
+            pack_id, count(offset), count(length), count(size), count(codec), _hex(digest)
+        )
         if entry.offset < end or entry.length < 0 or entry.size < 0:
             raise ValueError(f"pack {pack_id[:12]} has overlapping or negative ranges")
         if entry.codec not in CODECS or (entry.codec == RAW and entry.length != entry.size):

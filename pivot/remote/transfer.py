@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO, Protocol
 from pivot.cache import encoding
 from pivot.cache.batch import CacheBatch
 from pivot.cache.checkout import LinkMode
+from pivot.cache.encoding import PackedBlob
 from pivot.cache.hashing import DIR, TreeEntry, hash_bytes
 from pivot.cache.objects import LocalCache
 from pivot.cache.runs import decode_record, encode_record
@@ -28,7 +29,7 @@ from pivot.cache.state import StateDB
 from pivot.cache.workspace import workspace_of
 from pivot.errors import DamagedBlob, PivotError, RemoteCorrupt, RemoteIncomplete, writing
 from pivot.remote import packs
-from pivot.remote.index_cache import Location, RemoteContents, RemoteIndexCache
+from pivot.remote.index_cache import RemoteContents, RemoteIndexCache
 from pivot.remote.stores import Remote
 
 if TYPE_CHECKING:
@@ -482,7 +483,7 @@ class _Pusher:
 
         pack_id = packs.large_pack_id(digest, codec)
         self.ctx.remote.put_parts(Remote.pack_key(pack_id), verified_parts())
-        entry = packs.BlobEntry(digest, 0, stream.stored, size, codec)
+        entry = PackedBlob(pack_id, 0, stream.stored, size, codec, digest)
         return packs.PackInfo(pack_id, (entry,)), stream.stored
 
 
@@ -554,7 +555,7 @@ def fetch_locks(
 @dataclass
 class _Read:
     pack_id: str
-    items: list[tuple[Location, str]]
+    items: list[tuple[PackedBlob, str]]
 
     @property
     def start(self) -> int:
@@ -572,17 +573,17 @@ class _Fetcher:
         self.summary = summary
 
     def plan(self, digests: list[str]) -> list[_Read]:
-        by_pack: dict[str, list[tuple[Location, str]]] = defaultdict(list)
+        by_pack: dict[str, list[tuple[PackedBlob, str]]] = defaultdict(list)
         for digest in digests:
             loc = self.contents.blobs.get(digest)
             if loc is None:
                 self.summary.missing.append(digest)
             else:
-                by_pack[loc.pack_id].append((loc, digest))
+                by_pack[loc.pack].append((loc, digest))
         reads: list[_Read] = []
         for pack_id, items in by_pack.items():
             items.sort()
-            current: list[tuple[Location, str]] = []
+            current: list[tuple[PackedBlob, str]] = []
             for loc, digest in items:
                 if _is_large(loc):
                     reads.append(_Read(pack_id, [(loc, digest)]))
@@ -671,14 +672,14 @@ class _Fetcher:
                 raise self._corrupt(read.pack_id, digest, f"does not decode ({exc})") from None
             if len(blob) != loc.size or hash_bytes(blob) != digest:
                 raise self._corrupt(read.pack_id, digest, "does not match its BLAKE3 hash")
-            verified.append((digest, stored, loc.size, loc.codec))
+            verified.append((loc, stored))
             raw += loc.size
         # Kept as fetched, one local pack per read: one file instead of one per blob.
         batch.put_packed(verified)
         self.summary.add(blobs=len(read.items), raw_bytes=raw, bytes_received=end - start)
         self.ctx.progress.advance(len(read.items), raw)
 
-    def _read_large(self, pack_id: str, loc: Location, digest: str, batch: CacheBatch) -> None:
+    def _read_large(self, pack_id: str, loc: PackedBlob, digest: str, batch: CacheBatch) -> None:
         """Stream one large blob into a cache temp file, verify it, make it durable now
         (while other blobs still move, rather than all at the batch's commit)."""
         key = Remote.pack_key(pack_id)
@@ -722,7 +723,7 @@ class _Fetcher:
         self.ctx.progress.advance(1, loc.size)
 
 
-def _is_large(loc: Location) -> bool:
+def _is_large(loc: PackedBlob) -> bool:
     """Whether a blob streams through a temp file rather than being decoded in memory."""
     return loc.size > LARGE or loc.length > LARGE
 
