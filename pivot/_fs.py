@@ -10,20 +10,30 @@ import pathlib
 import shutil
 import stat
 import tempfile
+from typing import TYPE_CHECKING
 
 from pivot.errors import writing
 
+if TYPE_CHECKING:
+    from collections.abc import Iterable
 
-def write_bytes(path: pathlib.Path, data: bytes, mode: int | None = None) -> None:
-    """Replace `path` with `data` so that readers see the old or the new file, never half."""
+
+def write_bytes(
+    path: pathlib.Path, data: bytes | Iterable[bytes], mode: int | None = None, sync: bool = True
+) -> None:
+    """Replace `path` with `data` (bytes, or parts written in turn) so that readers see the
+    old or the new file, never half; durable before the rename unless not `sync` (a cache
+    that is only slower without the file)."""
     with writing(path):
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with writing(path), os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
+            for part in (data,) if isinstance(data, bytes) else data:
+                handle.write(part)
+            if sync:
+                handle.flush()
+                os.fsync(handle.fileno())
         if mode is not None:
             os.chmod(tmp, mode)
         os.replace(tmp, path)
@@ -43,12 +53,14 @@ def write_all(fd: int, data: bytes | memoryview) -> None:
         view = view[os.write(fd, view) :]
 
 
-def write_new(path: str, data: bytes | memoryview, mode: int) -> None:
-    """Create `path` (which must not exist) holding `data`; removed again on failure."""
+def write_new(path: str, data: bytes | memoryview | list[bytes | memoryview], mode: int) -> None:
+    """Create `path` (which must not exist) holding `data` (or its parts in turn), with
+    permission bits `mode` (less the umask); removed again on failure."""
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode)
     try:
         try:
-            write_all(fd, data)
+            for part in data if isinstance(data, list) else (data,):
+                write_all(fd, part)
         finally:
             os.close(fd)
     except BaseException:

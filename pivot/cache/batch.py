@@ -133,14 +133,7 @@ class CacheBatch:
         pack_tmp, index_tmp = self._temp(), self._temp()
         try:
             with writing(pack_tmp):
-                fd = os.open(
-                    pack_tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, READ_ONLY
-                )
-                try:
-                    for part in parts:
-                        write_all(fd, part)
-                finally:
-                    os.close(fd)
+                write_new(pack_tmp, parts, READ_ONLY)
                 write_new(index_tmp, encode_index(rows), READ_ONLY)
         except BaseException:
             remove_quietly(pack_tmp)

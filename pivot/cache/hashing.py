@@ -7,7 +7,7 @@ import pathlib
 import re
 import stat
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, BinaryIO, Protocol
 
 import blake3
 import msgpack
@@ -20,10 +20,10 @@ if TYPE_CHECKING:
     from collections.abc import Iterable
 
 HASH_PATTERN = re.compile(r"[0-9a-f]{64}")
-CHUNK = 1 << 20
-# Files are hashed in reads of this size: RSS stays bounded whatever the file size (an
-# mmap would map the whole file into RSS), at the same ~3 GB/s as mmap on a warm cache.
-HASH_CHUNK = 4 << 20
+# File data is read, hashed, copied and streamed in pieces of this size: RSS stays bounded
+# whatever the file size (an mmap would map the whole file into RSS), at the same ~3 GB/s
+# as mmap on a warm cache.
+CHUNK = 4 << 20
 FILE = "file"
 DIR = "dir"
 
@@ -59,18 +59,14 @@ def hash_file(path: pathlib.Path | str) -> str:
     """BLAKE3 of a file's content, read in bounded chunks (see `new_hasher`)."""
     with open(path, "rb", buffering=0) as handle:
         size = os.fstat(handle.fileno()).st_size
-        if size < HASH_CHUNK:
+        if size < CHUNK:
             data = handle.read(size + 1)
             if len(data) <= size:  # the whole file (it did not grow since the stat)
                 return blake3.blake3(data).hexdigest()
             hasher = new_hasher(data)
         else:
             hasher = new_hasher()
-        buffer = bytearray(HASH_CHUNK)
-        view = memoryview(buffer)
-        while n := handle.readinto(buffer):
-            hasher.update(view[:n])
-        return hasher.hexdigest()
+        return copy_hashing(handle.fileno(), None, hasher=hasher)[1]
 
 
 def copy_hashing(
@@ -84,7 +80,7 @@ def copy_hashing(
     may fork afterwards).
     """
     hasher = hasher or blake3.blake3()
-    buffer = bytearray(HASH_CHUNK if size < 0 else min(HASH_CHUNK, size + 1))
+    buffer = bytearray(CHUNK if size < 0 else min(CHUNK, size + 1))
     view = memoryview(buffer)
     copied = 0
     while n := os.readv(source, [buffer]):
@@ -95,6 +91,18 @@ def copy_hashing(
                 out = out[os.write(target, out) :]
         copied += n
     return copied, hasher.hexdigest()
+
+
+def stream_hashing(source: BinaryIO, target: BinaryIO) -> tuple[int, str]:
+    """`copy_hashing` for file objects without a descriptor (a remote's response, a zstd
+    reader): copy `source` to `target` in reads of CHUNK; returns (bytes, BLAKE3 hex)."""
+    hasher = blake3.blake3()
+    size = 0
+    while chunk := source.read(CHUNK):
+        hasher.update(chunk)
+        target.write(chunk)
+        size += len(chunk)
+    return size, hasher.hexdigest()
 
 
 def is_hash(value: object) -> bool:

@@ -12,12 +12,14 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import pathlib
 import sys
-import threading
 from typing import Any
 
 import blake3
 
+from pivot._fs import write_bytes
+from pivot.errors import DiskFull
 from pivot.fingerprint.normal_ast import Binding, Const, Entry, Import
 
 # Bump when the record layout or the normalisation changes: old files are then rewritten.
@@ -51,17 +53,9 @@ def store(
     cache_dir: str, path: str, digest: str, entries: list[Entry], bindings: list[Binding]
 ) -> None:
     """Write the index of `path` (atomically; a project that cannot be written is only slower)."""
-    target = cache_file(cache_dir, path)
-    tmp = f"{target}.{os.getpid()}.{threading.get_ident()}.tmp"
-    try:
+    with contextlib.suppress(OSError, ValueError, RecursionError, DiskFull):
         data = encode(digest, entries, bindings)
-        os.makedirs(cache_dir, exist_ok=True)
-        with open(tmp, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, target)
-    except (OSError, ValueError, RecursionError):
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
+        write_bytes(pathlib.Path(cache_file(cache_dir, path)), data, sync=False)
 
 
 # --- encoding ---------------------------------------------------------------------------

@@ -16,7 +16,7 @@ import msgpack
 import zstandard
 
 from pivot.cache.encoding import CODECS, LEVEL, MIN_SAVING, RAW, ZSTD, PackedBlob, encode_blob
-from pivot.cache.hashing import is_hash, new_hasher
+from pivot.cache.hashing import CHUNK, is_hash, new_hasher, stream_hashing
 from pivot.cache.runs import decode_record
 from pivot.errors import CorruptFile
 from pivot.untrusted import count
@@ -28,7 +28,6 @@ if TYPE_CHECKING:
 FORMAT_NAME = "pivot-remote-index"
 FORMAT_VERSION = 1
 SAMPLE = 128 << 10
-STREAM_CHUNK = 4 << 20
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,7 +89,7 @@ class StoredFile:
             # (transfer.LARGE_PARALLEL), and zstd's worker threads cost a third more CPU.
             cctx = zstandard.ZstdCompressor(level=LEVEL, write_content_size=True)
             chunker = cctx.chunker(size=self.size, chunk_size=self.part_size)
-        read_size = STREAM_CHUNK if chunker else self.part_size
+        read_size = CHUNK if chunker else self.part_size
         with open(self.src, "rb", buffering=0) as source:
             while chunk := source.read(read_size):
                 hasher.update(chunk)
@@ -114,30 +113,11 @@ def large_pack_id(digest: str, codec: int) -> str:
 
 def decompress_stream(src: BinaryIO, dest: BinaryIO) -> tuple[int, str]:
     """Decompress one zstd frame from `src` into `dest`; returns (size, BLAKE3)."""
-    hasher = blake3.blake3()
-    size = 0
-    reader = zstandard.ZstdDecompressor().stream_reader(src, read_size=STREAM_CHUNK)
+    reader = zstandard.ZstdDecompressor().stream_reader(src, read_size=CHUNK)
     try:
-        while chunk := reader.read(STREAM_CHUNK):
-            hasher.update(chunk)
-            dest.write(chunk)
-            size += len(chunk)
+        return stream_hashing(reader, dest)
     except zstandard.ZstdError as exc:
         raise ValueError(f"zstd stream does not decode: {exc}") from exc
-    return size, hasher.hexdigest()
-
-
-def hash_path(path: pathlib.Path) -> tuple[int, str]:
-    """(size, BLAKE3) of a file read in chunks: unlike mmap hashing, RSS stays small."""
-    hasher = new_hasher()
-    buffer = bytearray(STREAM_CHUNK * 2)
-    view = memoryview(buffer)
-    size = 0
-    with open(path, "rb", buffering=0) as handle:
-        while n := handle.readinto(buffer):
-            hasher.update(view[:n])
-            size += n
-    return size, hasher.hexdigest()
 
 
 # ----- packs -----

@@ -15,7 +15,6 @@ import os
 import pathlib
 import shutil
 import tempfile
-import uuid
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO, NoReturn, Protocol, TypeVar
@@ -148,20 +147,7 @@ class LocalStore:
         _fs.write_bytes(self.root / key, data)
 
     def put_parts(self, key: str, parts: Iterable[bytes]) -> None:
-        final = self.root / key
-        final.parent.mkdir(parents=True, exist_ok=True)
-        tmp = final.with_name(f".{final.name}.{uuid.uuid4().hex}.tmp")
-        try:
-            with open(tmp, "wb") as target:
-                for part in parts:
-                    target.write(part)
-                target.flush()
-                os.fsync(target.fileno())
-            os.replace(tmp, final)
-        except BaseException:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
-            raise
+        _fs.write_bytes(self.root / key, parts)
 
     def clean_uploads(self, max_age: float) -> int:
         """Remove the temp files of `put`/`put_parts` (`.<name>.<id>.tmp`) older than
@@ -232,7 +218,7 @@ class FsspecObjects:
 
     def get_file(self, key: str, dest: pathlib.Path) -> None:
         with self.fs.open(self._path(key), "rb") as src, open(dest, "wb") as out:
-            shutil.copyfileobj(src, out, CHUNK * 8)
+            shutil.copyfileobj(src, out, CHUNK)
 
     @contextlib.contextmanager
     def open_range(self, key: str, start: int, end: int | None) -> Iterator[BinaryIO]:
@@ -251,7 +237,7 @@ class FsspecObjects:
                 spool.write(part)
             spool.seek(0)
             with self.fs.open(self._path(key), "wb") as target:
-                shutil.copyfileobj(spool, target, CHUNK * 8)
+                shutil.copyfileobj(spool, target, CHUNK)
 
     def clean_uploads(self, max_age: float) -> int:
         return 0  # uploads are spooled locally first: none is left unfinished

@@ -22,7 +22,14 @@ from pivot.cache import encoding
 from pivot.cache.batch import CacheBatch
 from pivot.cache.checkout import LinkMode
 from pivot.cache.encoding import PackedBlob
-from pivot.cache.hashing import DIR, TreeEntry, hash_bytes
+from pivot.cache.hashing import (
+    DIR,
+    TreeEntry,
+    copy_hashing,
+    hash_bytes,
+    new_hasher,
+    stream_hashing,
+)
 from pivot.cache.objects import LocalCache
 from pivot.cache.runs import decode_record, encode_record
 from pivot.cache.state import StateDB
@@ -688,7 +695,11 @@ class _Fetcher:
             if loc.codec == encoding.RAW and loc.offset == 0 and pack_id == digest:
                 # A raw single-blob pack: downloaded in parallel parts straight into place.
                 self.ctx.remote.get_file(key, out_tmp)
-                size, actual = packs.hash_path(out_tmp)
+                fd = os.open(out_tmp, os.O_RDONLY | os.O_CLOEXEC)
+                try:
+                    size, actual = copy_hashing(fd, None, hasher=new_hasher())
+                finally:
+                    os.close(fd)
             else:
                 with writing(out_tmp), open(out_tmp, "wb") as out:
 
@@ -696,7 +707,7 @@ class _Fetcher:
                         try:
                             with writing(out_tmp):
                                 if loc.codec == encoding.RAW:
-                                    return _copy_hashing(stream, out)
+                                    return stream_hashing(stream, out)
                                 return packs.decompress_stream(stream, out)
                         except ValueError as exc:
                             why = f"does not decode ({exc})"
@@ -726,18 +737,6 @@ class _Fetcher:
 def _is_large(loc: PackedBlob) -> bool:
     """Whether a blob streams through a temp file rather than being decoded in memory."""
     return loc.size > LARGE or loc.length > LARGE
-
-
-def _copy_hashing(source: BinaryIO, dest: BinaryIO) -> tuple[int, str]:
-    import blake3
-
-    hasher = blake3.blake3()
-    size = 0
-    while chunk := source.read(packs.STREAM_CHUNK):
-        hasher.update(chunk)
-        dest.write(chunk)
-        size += len(chunk)
-    return size, hasher.hexdigest()
 
 
 # ----------------------------------------------------------------------------- pull

@@ -64,7 +64,7 @@ def test_large_files_stream_through_the_cache(tmp_path, cache, monkeypatch):
 
 @pytest.mark.parametrize("size", [0, 1, 4095, 4096, 4097, 3 * 4096 + 5])
 def test_hash_file_reads_in_bounded_chunks(tmp_path, monkeypatch, size):
-    monkeypatch.setattr(hashing, "HASH_CHUNK", 4096)
+    monkeypatch.setattr(hashing, "CHUNK", 4096)
     data = os.urandom(size)
     path = tmp_path / "f"
     path.write_bytes(data)
