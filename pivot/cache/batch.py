@@ -78,9 +78,6 @@ class CacheBatch:
         else:
             self.discard()
 
-    def __len__(self) -> int:
-        return len(self._staged) + len(self._packed)
-
     def temp_path(self) -> pathlib.Path:
         """A fresh temp file name under the cache's tmp folder (for streamed blobs)."""
         return pathlib.Path(self._temp())

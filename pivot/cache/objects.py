@@ -115,13 +115,6 @@ class LocalCache:
             os.replace(self._object(digest), moved)
         return DamagedBlob(_damage_message(digest, output, f"it was moved to {moved}"), digest)
 
-    def describe(self, digest: str) -> str:
-        """Where the cache keeps `digest`, for messages."""
-        packed = None if self.path(digest).is_file() else self.packs.blobs().get(digest)
-        if packed is not None:
-            return f"{digest} in the local pack {self.packs.pack_path(packed.pack)}"
-        return str(self.path(digest))
-
     # ------------------------------------------------------------------ insertion
 
     def batch(self) -> CacheBatch:

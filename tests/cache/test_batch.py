@@ -19,12 +19,12 @@ from pivot.errors import PivotError
 
 def test_batch_publishes_only_at_commit(cache):
     blobs = [f"blob {i}".encode() for i in range(100)]
-    with cache.batch() as batch:
-        for data in blobs:
-            batch.put_bytes(data)
-        batch.put_bytes(blobs[0])  # staged twice: stored once
-        assert len(batch) == len(blobs)
-        assert not any(cache.has(hash_bytes(d)) for d in blobs)
+    batch = cache.batch()
+    for data in blobs:
+        batch.put_bytes(data)
+    batch.put_bytes(blobs[0])  # staged twice: stored once
+    assert not any(cache.has(hash_bytes(d)) for d in blobs)
+    assert batch.commit() == len(blobs)
     assert all(cache.read_bytes(hash_bytes(d)) == d for d in blobs)
     assert leftovers(cache.tmp_dir) == []
 
