@@ -1,4 +1,7 @@
-"""BLAKE3 hashes of files and directory trees, with a stat cache to avoid re-reading."""
+"""BLAKE3 hashing: of bytes, of files read in bounded chunks, and while copying (the one
+hash-while-copying helper, for descriptors and for streams); tree manifests (the msgpack
+list of a directory output's files); and `Hasher`, which hashes project paths through the
+state db's stat cache so that an unchanged file is not read again."""
 
 from __future__ import annotations
 

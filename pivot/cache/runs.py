@@ -1,4 +1,7 @@
-"""Run records, the action cache: run key -> the outputs that run produced."""
+"""Run records, the action cache: run key -> the outputs that run produced.
+
+A record is a small msgpack file under `.pivot/cache/runs/`; a stage whose run key has a
+record (locally or on a remote) is restored from the cache instead of being run."""
 
 from __future__ import annotations
 

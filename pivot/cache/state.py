@@ -1,4 +1,6 @@
-"""The sqlite state database: stat cache and small key/value caches (never committed)."""
+"""The sqlite state database `.pivot/state.db` (per machine, never committed): the stat
+cache (path -> stat key and hash, so unchanged files are not hashed again) and small
+key/value caches such as a remote's indexes; rebuilt empty when it is found damaged."""
 
 from __future__ import annotations
 

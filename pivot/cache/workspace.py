@@ -1,4 +1,6 @@
-"""The local pieces every command needs: project, state db, hasher, cache, run records."""
+"""The local pieces every command needs, opened together: the project, its state db,
+hasher, local cache and run records; and `place_output`, the one way run, checkout and
+pull put a cached output in the workspace (the stat cache learns every placed file)."""
 
 from __future__ import annotations
 
