@@ -29,7 +29,7 @@ def write_bytes(
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with writing(path), os.fdopen(fd, "wb") as handle:
-            for part in (data,) if isinstance(data, bytes) else data:
+            for part in (data,) if isinstance(data, (bytes, bytearray, memoryview)) else data:
                 handle.write(part)
             if sync:
                 handle.flush()
