@@ -84,7 +84,7 @@ def checkout(
     `dest` is replaced atomically: it holds the old content until the new content is
     complete; an interrupted or failed checkout leaves it as it was and removes its
     temp files. Every blob placed is verified against its hash (copies while they are
-    copied, links before linking): a damaged one is set aside (`damaged`), then
+    copied, links before linking): a damaged one is set aside (`LocalCache.damaged`), then
     `refetch(digest, kind)` may bring the output's missing blobs again and the checkout
     is retried; without it, or if the same blob is damaged twice, DamagedBlob is raised.
     The folder of `dest` must exist (`Project.write_path` makes it without following
