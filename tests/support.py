@@ -105,7 +105,18 @@ def declare_stage(root: pathlib.Path, stage_id: str, outs: list[str]) -> None:
     write_files(root, {"pipeline.py": source})
 
 
-HEAVY = ("s3fs", "boto3", "botocore", "aiobotocore", "pandas", "rich", "tqdm", "fsspec", "yaml")
+HEAVY = (
+    "s3fs",
+    "boto3",
+    "botocore",
+    "aiobotocore",
+    "pandas",
+    "rich",
+    "tqdm",
+    "fsspec",
+    "yaml",
+    "watchfiles",
+)
 PROBE = """
 import json, sys
 sys.argv = ["pivot", *{args!r}]

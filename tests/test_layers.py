@@ -27,6 +27,7 @@ LAYERS = [
     ("define", {"pivot.define"}),
     ("discover", {"pivot.discover"}),
     ("run", {"pivot.run"}),
+    ("watch", {"pivot.watch"}),
     ("services", {"pivot.services"}),
     ("cli", {"pivot.cli"}),
 ]

@@ -25,14 +25,18 @@ STATUS_STYLE = {
     "restored": ("restored", "cyan"),
     "failed": ("FAILED", "red"),
     "blocked": ("blocked", "yellow"),
+    "cancelled": ("cancelled", "yellow"),
 }
+
+
+NOTED = ("restored", "blocked", "skipped", "cancelled")  # statuses whose line shows the detail
 
 
 def stage_line(report: StageReport) -> None:
     """One line per settled stage, flushed at once (a run's live output)."""
     label, color = STATUS_STYLE[report.status]
     timing = f"{report.seconds:6.2f}s" if report.status in ("ran", "failed") else ""
-    shows_detail = report.detail and report.status in ("restored", "blocked", "skipped")
+    shows_detail = report.detail and report.status in NOTED
     note = f"  ({report.detail})" if shows_detail else ""
     line = f"  {click.style(f'{label:<9}', fg=color)} {report.stage_id:<40} {timing}{note}"
     click.echo(line.rstrip())

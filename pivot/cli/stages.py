@@ -75,6 +75,15 @@ def init() -> None:
     help="Check out every restored output, also those no stage here reads.",
 )
 @click.option("--push", is_flag=True, help="Push outputs and run records when the run ends.")
+@click.option(
+    "-w",
+    "--watch",
+    is_flag=True,
+    help="After the run, watch the scope's files and run again on every change (Ctrl-C stops).",
+)
+@click.option(
+    "--json", "as_json", is_flag=True, help="With --watch: one JSON event per line on stdout."
+)
 def run(
     targets,
     all_pipelines,
@@ -89,6 +98,8 @@ def run(
     no_fallback,
     materialize,
     push,
+    watch,
+    as_json,
 ) -> None:
     """Run the stages of this pipeline (or TARGETS) and everything upstream.
 
@@ -102,6 +113,17 @@ def run(
         fallback=not no_fallback,
         materialize_all=materialize,
     )
+    if watch:
+        if dry_run or push:
+            raise click.UsageError("--watch cannot be combined with --dry-run or --push.")
+        from pivot.cli import watching
+        from pivot.watch.session import WatchRequest
+
+        request = WatchRequest(targets, all_pipelines, force, options, remote_name, not no_remote)
+        watching.serve(request, as_json, quiet)
+        return
+    if as_json:
+        raise click.UsageError("--json is for --watch (use `pivot status --json` for the plan).")
 
     def show(report) -> None:
         if not quiet:

@@ -26,12 +26,14 @@ YAML_STAGE_KEYS = {"python", "deps", "outs", "params"}
 
 @dataclass
 class LoadedPipeline:
-    """A pipeline file after import: its name, folder and stages by name."""
+    """A pipeline file after import: its name, folder and stages by name, and the project
+    modules (files) its import imported."""
 
     name: str
     file: pathlib.Path
     directory: pathlib.Path
     stages: dict[str, StageSpec]
+    modules: frozenset[str] = frozenset()
 
 
 def pipeline_file_in(directory: pathlib.Path) -> pathlib.Path | None:
@@ -46,8 +48,9 @@ def pipeline_file_in(directory: pathlib.Path) -> pathlib.Path | None:
 
 
 @contextlib.contextmanager
-def pipeline_context(directory: pathlib.Path, root: pathlib.Path):
-    """Run code in `directory` with it on sys.path; forget project modules it imported."""
+def pipeline_context(directory: pathlib.Path, root: pathlib.Path, imported: set[str] | None = None):
+    """Run code in `directory` with it on sys.path; forget project modules it imported
+    (adding their files to `imported`)."""
     cwd, path = os.getcwd(), list(sys.path)
     before = set(sys.modules)
     os.chdir(directory)
@@ -60,6 +63,8 @@ def pipeline_context(directory: pathlib.Path, root: pathlib.Path):
         for name in set(sys.modules) - before:
             module_file = getattr(sys.modules[name], "__file__", None) or ""
             if module_file.startswith(str(root)) and not name.startswith("_pivot_pipeline_"):
+                if imported is not None:
+                    imported.add(module_file)
                 del sys.modules[name]
 
 
@@ -92,7 +97,8 @@ def _user_error(file: pathlib.Path, exc: BaseException) -> PivotError:
 def load_file(project: Project, file: pathlib.Path) -> LoadedPipeline:
     """Import a pipeline file and resolve its stages' paths against the project."""
     directory = file.parent
-    with pipeline_context(directory, project.root):
+    imported: set[str] = set()
+    with pipeline_context(directory, project.root, imported):
         try:
             is_yaml = file.name == PIVOT_YAML
             pipeline = _load_yaml(file) if is_yaml else _load_py(project, file)
@@ -102,7 +108,7 @@ def load_file(project: Project, file: pathlib.Path) -> LoadedPipeline:
         reg.name: _resolve(project, pipeline.name, file, directory, reg)
         for reg in pipeline.registrations.values()
     }
-    return LoadedPipeline(pipeline.name, file, directory, stages)
+    return LoadedPipeline(pipeline.name, file, directory, stages, frozenset(imported))
 
 
 def _load_py(project: Project, file: pathlib.Path) -> Pipeline:

@@ -45,6 +45,7 @@ __all__ = [
     "clear_cache",
     "fingerprint",
     "fingerprint_digest",
+    "source_files",
     "untracked_parts",
 ]
 
@@ -73,6 +74,18 @@ def fingerprint(
         if params is None:
             return dict(parts)
         return state.with_params(parts, params, unwrap(func)[0].__code__.co_filename)
+
+
+def source_files(
+    func: Callable[..., Any], project_root: pathlib.Path, params: Any = None
+) -> set[str]:
+    """The project source files (absolute paths) that `fingerprint(func, project_root,
+    params)` reads: editing another file cannot change it."""
+    with _LOCK:
+        state = STATES.get(str(project_root))
+        if state is None:
+            state = STATES[str(project_root)] = Fingerprinter(project_root)
+        return state.files(func, params)
 
 
 def fingerprint_digest(parts: dict[str, str]) -> str:

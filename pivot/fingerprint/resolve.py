@@ -508,6 +508,28 @@ class Fingerprinter:
             values.setdefault(name, set()).add(value)
         return {name: merge(vs) for name, vs in values.items()}
 
+    def files(self, func: Callable[..., Any], params: Any) -> set[str]:
+        """The project source files whose code or constants the fingerprint of `func`
+        (with `params`) reads: the files an edit of which may change it."""
+        target, wrappers = unwrap(func)
+        stage_file = target.__code__.co_filename
+        top = Info()
+        for wrapper in wrappers:
+            self.classify(wrapper, None, top, stage_file)
+        top.children.append(target)
+        if params is not None:
+            self.canonical(params, top, stage_file)
+        found = {stage_file} if self.rel(stage_file) is not None else set()
+        stack, seen = [top], set()
+        while stack:
+            info = stack.pop()
+            found.update(f for (_, f, _), _ in info.parts if f and self.rel(f) is not None)
+            for child in info.children:
+                if id(child) not in seen:
+                    seen.add(id(child))
+                    stack.append(self.info(child))
+        return found
+
     def reach(self, top: Info, stage_file: str) -> dict[str, set[str]]:
         """The values of every part of `top` and of the code its children reach, by name."""
         values: dict[str, set[str]] = {}

@@ -44,6 +44,11 @@ class Executor(Protocol):
         that died) becomes a failed outcome with `executor_lost` set."""
         ...
 
+    def cancel(self, future: cf.Future[Outcome], stage_id: str) -> None:
+        """Stop the running stage (called from another thread than the one waiting on
+        `future`); returns once it stopped. Its future then resolves to a failed outcome."""
+        ...
+
     def shutdown(self) -> None:
         """Wait for what runs, cancel what waits, release the workers."""
         ...

@@ -3,6 +3,7 @@ fresh child of its own that loads deps, calls the function, saves outs and cache
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pathlib
 import traceback
@@ -25,6 +26,7 @@ if TYPE_CHECKING:
 PACKAGE_DIR = str(pathlib.Path(__file__).resolve().parents[1]) + os.sep  # all of pivot/
 _STAGES: dict[str, StageSpec] = {}
 _DECLARED: set[str] = set()  # every output of the run, and the folders they lie in
+CANCEL_GRACE = 2.0  # seconds a cancelled stage gets to stop on Ctrl-C before SIGKILL
 
 
 def register_stages(stages: dict[str, StageSpec]) -> None:
@@ -48,15 +50,23 @@ class LocalExecutor:
         import concurrent.futures as cf
         import multiprocessing
         import signal
+        import threading
 
         register_stages(stages)
         self._stages = stages
         self._paths = (str(project.root), str(project.cache_dir), str(project.tmp_dir))
+        # Workers name the process running each stage here (`_announce`), for `cancel`.
+        self._started, started = os.pipe()
+        os.set_blocking(self._started, False)
+        os.set_blocking(started, False)
+        self._pids: dict[str, int] = {}
+        self._unread = b""
+        self._pids_lock = threading.Lock()
         self._pool = cf.ProcessPoolExecutor(
             max_workers=workers,
             mp_context=multiprocessing.get_context("fork"),
             initializer=init_worker,
-            initargs=(os.getpid(),),
+            initargs=(os.getpid(), started),
         )
         # The workers (forked by the first submit) start with Ctrl-C blocked, kept blocked
         # by their initializer: one that lands before it ran cannot raise there.
@@ -67,6 +77,7 @@ class LocalExecutor:
             signal.pthread_sigmask(signal.SIG_SETMASK, mask)
         for probe in probes:
             probe.result()
+        os.close(started)  # every worker was forked (with a fork context, all at once)
 
     def submit(self, stage_id: str) -> cf.Future[Outcome]:
         return self._pool.submit(execute, stage_id, *self._paths)
@@ -74,6 +85,9 @@ class LocalExecutor:
     def outcome(self, future: cf.Future[Outcome], stage_id: str) -> Outcome:
         from concurrent.futures.process import BrokenProcessPool
 
+        self._read_started()
+        with self._pids_lock:
+            self._pids.pop(stage_id, None)
         try:
             return future.result()
         except BrokenProcessPool:
@@ -89,8 +103,50 @@ class LocalExecutor:
                 executor_lost=True,
             )
 
+    def cancel(self, future: cf.Future[Outcome], stage_id: str) -> None:
+        """Ctrl-C (KeyboardInterrupt) in the process running the stage, SIGKILL if it has
+        not stopped `CANCEL_GRACE` seconds later; waits for its worker to hand it over."""
+        import concurrent.futures as cf
+        import select
+        import signal
+
+        pid = None
+        while pid is None and not future.done():
+            self._read_started()
+            with self._pids_lock:
+                pid = self._pids.get(stage_id)
+            if pid is None:
+                select.select([self._started], [], [], 0.05)
+        for sig in (signal.SIGINT, signal.SIGKILL):
+            # The child is reaped only after its future resolved: until then its pid is
+            # its own.
+            if pid is None or future.done():
+                return
+            try:
+                os.kill(pid, sig)
+            except ProcessLookupError:
+                return
+            cf.wait([future], timeout=CANCEL_GRACE)
+
+    def _read_started(self) -> None:
+        """Take in the (pid, stage) records the workers wrote."""
+        with self._pids_lock:
+            while True:
+                try:
+                    data = os.read(self._started, 1 << 16)
+                except (BlockingIOError, OSError):
+                    break
+                if not data:
+                    break
+                self._unread += data
+            *lines, self._unread = self._unread.split(b"\n")
+            for line in lines:
+                pid, _, stage_id = line.decode().partition(" ")
+                self._pids[stage_id] = int(pid)
+
     def shutdown(self) -> None:
         self._pool.shutdown(wait=True, cancel_futures=True)
+        os.close(self._started)
 
 
 class StageContractError(Exception):
@@ -118,9 +174,10 @@ class _Spare:
 _spare: _Spare | None = None
 _unreaped: list[int] = []
 _finalizer: Any = None
+_announce_fd: int | None = None  # where this worker names the process of each stage
 
 
-def init_worker(parent: int) -> None:
+def init_worker(parent: int, announce: int | None = None) -> None:
     """Pool initializer: die with the main process `parent`, and leave Ctrl-C to the main
     process and the stage children (each sets its own handler); a worker that raised
     mid-hand-over would lose track of its child.
@@ -131,6 +188,8 @@ def init_worker(parent: int) -> None:
     Ctrl-C, is not run (see `_hand_over`)."""
     import signal
 
+    global _announce_fd
+    _announce_fd = announce
     die_with_parent(parent)
     signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
@@ -190,6 +249,7 @@ def execute(stage_id: str, root: str, cache_dir: str, tmp_dir: str) -> Outcome:
         return _failed(stage_id, f"could not start: no process could be forked ({exc})")
     except _Interrupted:
         return _interrupted(stage_id)
+    _announce(stage_id, child.pid)
     try:
         _spare = _fork_spare()
     except OSError:  # the next stage forks its own
@@ -207,6 +267,15 @@ def execute(stage_id: str, root: str, cache_dir: str, tmp_dir: str) -> Outcome:
         f"did not finish: its process died ({_describe_exit(status)}), e.g. killed, out of "
         f"memory, or os._exit()",
     )
+
+
+def _announce(stage_id: str, pid: int) -> None:
+    """Tell the main process which child runs the stage (one atomic pipe write); if the
+    pipe is full, the stage cannot be cancelled, only waited for."""
+    if _announce_fd is None:
+        return
+    with contextlib.suppress(OSError):
+        os.write(_announce_fd, f"{pid} {stage_id}\n".encode())
 
 
 def _failed(stage_id: str, what: str) -> Outcome:

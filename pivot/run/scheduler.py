@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -26,6 +27,7 @@ if TYPE_CHECKING:
 
 RAN, SKIPPED, RESTORED, FAILED, BLOCKED = "ran", "skipped", "restored", "failed", "blocked"
 log = logging.getLogger(__name__)  # the CLI shows warnings; see pivot.cli.main
+CANCELLED = "cancelled"  # stopped by `Runner.cancel` (watch mode: its inputs changed)
 KEPT_IN_CACHE = "up to date; outputs kept in the cache as nothing here reads them"
 
 
@@ -111,6 +113,7 @@ class Runner:
         graph: Graph,
         options: RunOptions,
         on_stage: Callable[[StageReport], None] | None = None,
+        on_start: Callable[[str], None] | None = None,
     ) -> None:
         self.ws = ws
         self.graph = graph
@@ -122,6 +125,38 @@ class Runner:
         self._executor: Executor | None = None
         self._planner: Planner | None = None
         self._undeclared_seen: set[str] = set()
+        self.on_start = on_start or (lambda stage_id: None)
+        # Driven from another thread (watch mode): stop starting stages, cancel one.
+        self._halted = False
+        self._lock = threading.Lock()
+        self._live: dict[str, tuple[cf.Future, Decision]] = {}
+        self._cancelled: dict[str, str] = {}
+
+    def halt(self) -> None:
+        """Start no more stages (callable from any thread): the running ones finish, the
+        others are left unreported, and `run` returns."""
+        self._halted = True
+
+    @property
+    def halted(self) -> bool:
+        return self._halted
+
+    def running(self) -> dict[str, Decision]:
+        """The stages executing right now, with their decisions (deps as planned)."""
+        with self._lock:
+            return {sid: decision for sid, (_, decision) in self._live.items()}
+
+    def cancel(self, stage_id: str, reason: str) -> None:
+        """Stop a running stage (from any thread) and halt the run: it reports `cancelled`
+        with `reason`, and what it wrote is removed. Blocks until the executor stopped it."""
+        self.halt()
+        with self._lock:
+            live = self._live.get(stage_id)
+            if live is None or stage_id in self._cancelled:
+                return
+            self._cancelled[stage_id] = reason
+        assert self._executor is not None
+        self._executor.cancel(live[0], stage_id)
 
     def plan(self, force: set[str], fork: bool = True) -> tuple[Planner, dict[str, Decision]]:
         """Decide every stage; the remote is read only if a stage would otherwise run.
@@ -268,7 +303,7 @@ class Runner:
 
         try:
             while True:
-                if not stop:
+                if not stop and not self._halted:
                     self._start_ready(planner, decisions, waiting, running, done)
                 # Written after submitting, so that workers compute while this process syncs.
                 self._record(unrecorded)
@@ -279,6 +314,14 @@ class Runner:
                 for future in finished:
                     decision = running.pop(future)
                     outcome = self._outcome_of(future, decision)
+                    with self._lock:
+                        self._live.pop(decision.stage.id, None)
+                        reason = self._cancelled.get(decision.stage.id)
+                    if reason is not None:
+                        self._remove_outputs(decision)
+                        report = StageReport(decision.stage.id, CANCELLED, outcome.seconds, reason)
+                        self._finish(report, done)
+                        continue
                     if outcome.interrupted:
                         # Ctrl-C reached the stage first (or only): the run was interrupted,
                         # not the stage failed; its half-written outputs go below.
@@ -327,7 +370,11 @@ class Runner:
                 elif len(running) < self.jobs:
                     waiting.remove(sid)
                     decision.action = RUN
-                    running[self._submit(sid)] = decision
+                    future = self._submit(sid)
+                    running[future] = decision
+                    with self._lock:
+                        self._live[sid] = (future, decision)
+                    self.on_start(sid)
 
     def _outcome_of(self, future: cf.Future, decision: Decision) -> Outcome:
         assert self._executor is not None

@@ -1,0 +1,118 @@
+"""File-system events through `watchfiles` (Rust `notify`: inotify, FSEvents, ...): one
+thread watches folders for their own entries, another watches folders with everything
+below them; each delivers the changed paths of a debounced burst as one set."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+
+DEBOUNCE_MS = 1600  # a burst longer than this is delivered in several sets
+STEP_MS = 50  # a burst ends after this long without a new event
+READY_MS = 100  # how often an idle watcher comes back to Python (to say it is ready)
+EDITOR_TEMP = (
+    r"^4913$",  # vim's probe file
+    r"\.pivot-(tmp|old)-",  # the folders a checkout builds beside an output
+)
+
+
+def _filter(root: str) -> Callable[[object, str], bool]:
+    """watchfiles' default filter (editor swap and backup files, `__pycache__`, `.git`,
+    ...) plus `.pivot` and the temp files above, applied to the path inside `root`."""
+    import watchfiles
+
+    base = watchfiles.DefaultFilter
+    default = base(
+        ignore_dirs=(*base.ignore_dirs, ".pivot"),
+        ignore_entity_patterns=(*base.ignore_entity_patterns, *EDITOR_TEMP),
+    )
+    cut = len(root.rstrip("/")) + 1
+
+    def keep(change: object, path: str) -> bool:
+        return default(change, path[cut:] or ".")
+
+    return keep
+
+
+class _Thread:
+    """One `watchfiles.watch` over `paths` on a daemon thread."""
+
+    def __init__(
+        self,
+        root: str,
+        paths: frozenset[str],
+        recursive: bool,
+        deliver: Callable[[set[str]], None],
+    ) -> None:
+        self.root = root
+        self.paths = paths
+        self.stop = threading.Event()
+        self.ready = threading.Event()
+        self.thread = threading.Thread(
+            target=self._run, args=(recursive, deliver), name="pivot-watch", daemon=True
+        )
+        self.thread.start()
+
+    def _run(self, recursive: bool, deliver: Callable[[set[str]], None]) -> None:
+        import watchfiles
+
+        try:
+            for changes in watchfiles.watch(
+                *sorted(self.paths),
+                watch_filter=_filter(self.root),
+                debounce=DEBOUNCE_MS,
+                step=STEP_MS,
+                stop_event=self.stop,
+                rust_timeout=READY_MS,
+                yield_on_timeout=True,
+                raise_interrupt=False,
+                recursive=recursive,
+                ignore_permission_denied=True,
+            ):
+                self.ready.set()
+                if changes:
+                    deliver({path for _, path in changes})
+        except OSError:  # a folder went away before it was watched: look again
+            if not self.stop.is_set():
+                deliver(set(self.paths))
+        finally:
+            self.ready.set()
+
+
+class Watcher:
+    """The watched folders, changed as a whole; `close` stops watching."""
+
+    def __init__(self, root: str, deliver: Callable[[set[str]], None]) -> None:
+        self.root = root
+        self.deliver = deliver
+        self._flat: _Thread | None = None
+        self._trees: _Thread | None = None
+
+    def watch(self, flat: set[str], trees: set[str], again: set[str] = frozenset()) -> bool:
+        """Watch `flat` folders (their entries) and `trees` (everything below them);
+        returns whether anything changed. The new watches are in place on return (and the
+        old ones stopped only then, so that no event falls in between). Folders in
+        `again` are watched anew even if they were already (they were replaced)."""
+        changed = False
+        for attr, paths, recursive in (("_flat", flat, False), ("_trees", trees, True)):
+            current: _Thread | None = getattr(self, attr)
+            wanted = frozenset(paths)
+            if current is not None and current.paths == wanted and not wanted & again:
+                continue
+            changed = True
+            new = _Thread(self.root, wanted, recursive, self.deliver) if wanted else None
+            if new is not None:
+                new.ready.wait()
+            if current is not None:
+                current.stop.set()
+            setattr(self, attr, new)
+        return changed
+
+    def close(self) -> None:
+        for thread in (self._flat, self._trees):
+            if thread is not None:
+                thread.stop.set()
+        for thread in (self._flat, self._trees):
+            if thread is not None:
+                thread.thread.join(timeout=0.5)
+        self._flat = self._trees = None
