@@ -222,9 +222,7 @@ def test_a_change_to_a_running_stage_input_cancels_and_reruns_it(project, watchi
     assert watch.stop() == 0
 
 
-def test_ctrl_c_during_a_stage_leaves_no_process_and_no_partial_output(
-    project, watching
-) -> None:
+def test_ctrl_c_during_a_stage_leaves_no_process_and_no_partial_output(project, watching) -> None:
     write_files(project, {"pipeline.py": SLOW_PIPELINE, "in.txt": "one\n"})
     watch = watching(project)
     watch.wait_for(lambda e: e["event"] == "stage_started")

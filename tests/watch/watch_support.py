@@ -122,10 +122,8 @@ class Watching:
 
     def close(self) -> None:
         """Kill whatever is left (a test that failed half-way)."""
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(self.pgid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
         self.proc.wait(timeout=DEADLINE)
         for stream in (self.proc.stdout, self.proc.stderr):
             if stream is not None:
