@@ -343,13 +343,14 @@ class Session:
 
     def _note(self, paths: set[str]) -> None:
         """Classify changed paths; halt a run for code or inputs, cancel stages whose own
-        inputs changed (outputs change during a run: Pivot writes them)."""
+        inputs changed (outputs change during a run: Pivot writes them). No paths: the
+        watcher failed and may have missed changes, so everything is looked at again."""
         prefix = str(self.root) + os.sep
         with self._lock:
             watch = self._watch
             if watch is None:
                 return
-            found = {}
+            found = {} if paths else {"": FOLDER}
             for path in paths:
                 rel = "" if path == str(self.root) else path.removeprefix(prefix)
                 if rel == path:

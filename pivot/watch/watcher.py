@@ -43,9 +43,12 @@ class _Thread:
         paths: frozenset[str],
         recursive: bool,
         deliver: Callable[[set[str]], None],
+        polling: bool = False,
     ) -> None:
         self.root = root
         self.paths = paths
+        self.polling = polling
+        self.error: Exception | None = None
         self.stop = threading.Event()
         self.ready = threading.Event()
         self.thread = threading.Thread(
@@ -68,15 +71,22 @@ class _Thread:
                 raise_interrupt=False,
                 recursive=recursive,
                 ignore_permission_denied=True,
+                force_polling=self.polling or None,
             ):
                 self.ready.set()
                 if changes:
                     deliver({path for _, path in changes})
-        except OSError:  # a folder went away before it was watched: look again
+        except (OSError, RuntimeError) as exc:
+            # A folder went away before it was watched, or the system's limit of watches
+            # was reached: an empty set asks to look at everything again.
+            self.error = exc
             if not self.stop.is_set():
-                deliver(set(self.paths))
+                deliver(set())
         finally:
             self.ready.set()
+
+    def alive(self) -> bool:
+        return self.thread.is_alive()
 
 
 class Watcher:
@@ -97,10 +107,16 @@ class Watcher:
         for attr, paths, recursive in (("_flat", flat, False), ("_trees", trees, True)):
             current: _Thread | None = getattr(self, attr)
             wanted = frozenset(paths)
-            if current is not None and current.paths == wanted and not wanted & again:
+            alive = current is not None and current.alive()
+            if alive and current.paths == wanted and not wanted & again:
                 continue
             changed = True
-            new = _Thread(self.root, wanted, recursive, self.deliver) if wanted else None
+            # Out of file-system watches (or another failure than a missing folder): the
+            # library's own polling of the folders takes over.
+            failed = current is not None and current.error is not None
+            polling = failed and not isinstance(current.error, FileNotFoundError)
+            polling = polling or (current is not None and current.polling)
+            new = _Thread(self.root, wanted, recursive, self.deliver, polling) if wanted else None
             if new is not None:
                 new.ready.wait()
             if current is not None:
