@@ -162,7 +162,7 @@ def many_files(work: pathlib.Path, files: int) -> dict:
     init(project)
     watch = Watch(project)
     watch.wait("idle", 0)
-    rss, peak = watch.memory_mb()
+    rss, _ = watch.memory_mb()
     latencies = []
     for rep in range(5):
         mark = watch.mark()

@@ -195,8 +195,11 @@ class Session:
                 except TypeError:  # not a Python function: planning names it
                     continue
         except PivotError as exc:
+            fallback = self._fallback(exc)
+            if not fallback.paths():  # nothing to watch for a fix: as `run`, an error
+                raise
             self._scope = None
-            self._set_watch(self._fallback(exc))
+            self._set_watch(fallback)
             self._emit("error", message=str(exc))
             return
         loaded = list(scope.discovery.pipelines.values())
