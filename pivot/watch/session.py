@@ -334,9 +334,9 @@ class Session:
             paths = self._queue.get()
             if paths is None:
                 return
-            while True:  # the other watcher's part of the same burst
+            while True:  # the other watcher's part of the same burst, if there is one
                 try:
-                    more = self._queue.get(timeout=SETTLE)
+                    more = self._queue.get(timeout=SETTLE if self._watcher.trees else 0)
                 except queue.Empty:
                     break
                 if more is None:

@@ -124,6 +124,11 @@ class Watcher:
             setattr(self, attr, new)
         return changed
 
+    @property
+    def trees(self) -> bool:
+        """Whether a second thread watches folders with everything below them."""
+        return self._trees is not None
+
     def close(self) -> None:
         for thread in (self._flat, self._trees):
             if thread is not None:
