@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
+import logging
 import sys
 from typing import TYPE_CHECKING
 
 import click
 
-from pivot import console
-from pivot.cli import render
+from pivot.cli import console, render
+from pivot.cli.advice import paragraph, with_advice
 
 if TYPE_CHECKING:
     from pivot.watch.session import WatchEvent, WatchRequest
@@ -40,11 +41,11 @@ class TextEvents:
             if not self.quiet and not (self.changed and report.status == "skipped"):
                 render.stage_line(report)
             if report.status == "failed":
-                click.echo(report.detail, err=True)
+                click.echo(with_advice(report.detail, report.hint), err=True)
         elif event.event == "run_finished":
             summary(data)
         elif event.event == "error":
-            console.error(data["message"])
+            console.error(paragraph(event.error) if event.error else data["message"])
             click.echo("Still watching: fix it and save to run again.")
         sys.stdout.flush()
 
@@ -71,15 +72,35 @@ def summary(data: dict) -> None:
 
 
 def json_events(event: WatchEvent) -> None:
-    """One JSON object per line on stdout, flushed at once."""
-    sys.stdout.write(json.dumps(event.to_dict(), ensure_ascii=False) + "\n")
+    """One JSON object per line on stdout, flushed at once; messages with their advice."""
+    data = event.to_dict()
+    if event.error is not None:
+        data["message"] = paragraph(event.error)
+    if event.report is not None and event.report.hint and "error" in data:
+        data["error"] = with_advice(event.report.detail, event.report.hint)
+    _write(data)
+
+
+def _write(data: dict) -> None:
+    sys.stdout.write(json.dumps(data, ensure_ascii=False) + "\n")
     sys.stdout.flush()
+
+
+class _JsonWarnings(logging.Handler):
+    """The warnings of the layers below the CLI, also as `warning` events."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        _write(
+            {"event": "warning", "time": round(record.created, 3), "message": record.getMessage()}
+        )
 
 
 def serve(request: WatchRequest, as_json: bool, quiet: bool) -> None:
     """Watch until Ctrl-C."""
     from pivot.watch.session import serve as watch
 
+    if as_json:
+        logging.getLogger("pivot").addHandler(_JsonWarnings(logging.WARNING))
     watch(request, json_events if as_json else TextEvents(quiet))
     if not as_json:
         click.echo("Stopped watching.")

@@ -50,11 +50,13 @@ SHOWN_PATHS = 20  # changed paths named in one `change` event
 class WatchEvent:
     """One thing the watch reports: `event` is one of `watching`, `change`,
     `stage_started`, `stage_finished`, `stage_failed`, `run_finished`, `error`, `idle`
-    (docs/cli.md gives the fields of each); `report` is the stage's, for stage events."""
+    (docs/cli.md gives the fields of each); `report` is the stage's, for stage events.
+    Messages are Pivot's (`str` of the error); the CLI adds the advice of their hint."""
 
     event: str
     data: dict[str, Any] = field(default_factory=dict)
     report: StageReport | None = None
+    error: PivotError | None = None  # for `error`: the CLI adds its advice
     time: float = field(default_factory=time.time)
 
     def to_dict(self) -> dict[str, Any]:
@@ -104,6 +106,7 @@ class Session:
         self._watch: WatchSet | None = None
         self._scope: Scope | None = None
         self._baseline: dict[str, str | None] = {}  # output -> hash Pivot left there
+        self._inputs_seen: dict[str, str | None] = {}  # input file -> hash at its last change
         self._queue: queue.SimpleQueue[set[str] | None] = queue.SimpleQueue()
         self._watcher = Watcher(str(self.root), self._queue.put)
         self._thread_hasher = Hasher(self.root, _NoStatCache())
@@ -155,7 +158,7 @@ class Session:
         watch = self._watch
         assert watch is not None
         code = {rel for rel, kind in items.items() if kind == CODE}
-        paths = {rel for rel, kind in items.items() if kind == INPUT}
+        paths = {rel for rel, kind in items.items() if kind == INPUT and self._input_changed(rel)}
         outputs = {watch.output_of(rel) for rel, kind in items.items() if kind == OUTPUT}
         for folder in (rel for rel, kind in items.items() if kind == FOLDER):
             # A folder came or went: what lies below it may have too, unseen.
@@ -173,6 +176,19 @@ class Session:
         flat, trees = watch.roots()
         self._watcher.watch(flat, trees, again={str(self.root / rel) for rel in items})
         return paths, code
+
+    def _input_changed(self, rel: str) -> bool:
+        """Whether an input file differs from when it was last seen changing (an event
+        delivered twice, or a file saved unchanged, is no change). Folders always count:
+        the plan hashes them anyway."""
+        if not (self.root / rel).is_file():
+            self._inputs_seen.pop(rel, None)
+            return True
+        now = self._hash(rel)
+        if now is not None and self._inputs_seen.get(rel) == now:
+            return False
+        self._inputs_seen[rel] = now
+        return True
 
     def _load(self, changed_code: set[str]) -> None:
         """(Re)load the scope from the pipeline files, with no stale module or bytecode
@@ -200,7 +216,7 @@ class Session:
                 raise
             self._scope = None
             self._set_watch(fallback)
-            self._emit("error", message=str(exc))
+            self._emit("error", exc=exc, message=str(exc))
             return
         loaded = list(scope.discovery.pipelines.values())
         watch = watch_set(self.root, scope.graph, loaded, modules)
@@ -264,7 +280,7 @@ class Session:
             with self.ws.project.exclusive("run"):
                 report = runner.run(set(scope.targets) if force else set())
         except PivotError as exc:
-            self._emit("error", message=str(exc))
+            self._emit("error", exc=exc, message=str(exc))
             return
         finally:
             with self._lock:
@@ -324,8 +340,14 @@ class Session:
         else:
             self._emit("stage_finished", report=report, **data, detail=report.detail)
 
-    def _emit(self, event: str, report: StageReport | None = None, **data: Any) -> None:
-        self.on_event(WatchEvent(event, data, report))
+    def _emit(
+        self,
+        event: str,
+        report: StageReport | None = None,
+        exc: PivotError | None = None,
+        **data: Any,
+    ) -> None:
+        self.on_event(WatchEvent(event, data, report, exc))
 
     # -- the dispatcher thread -------------------------------------------------------------
 

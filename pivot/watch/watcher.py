@@ -49,7 +49,8 @@ class _Thread:
         self.paths = paths
         self.polling = polling
         self.error: Exception | None = None
-        self.stop = threading.Event()
+        self.stop = threading.Event()  # stop now, dropping a burst being gathered
+        self.retire = threading.Event()  # stop once what was seen is delivered
         self.ready = threading.Event()
         self.thread = threading.Thread(
             target=self._run, args=(recursive, deliver), name="pivot-watch", daemon=True
@@ -76,6 +77,8 @@ class _Thread:
                 self.ready.set()
                 if changes:
                     deliver({path for _, path in changes})
+                if self.retire.is_set():
+                    return
         except (OSError, RuntimeError) as exc:
             # A folder went away before it was watched, or the system's limit of watches
             # was reached: an empty set asks to look at everything again.
@@ -100,8 +103,9 @@ class Watcher:
 
     def watch(self, flat: set[str], trees: set[str], again: set[str] = frozenset()) -> bool:
         """Watch `flat` folders (their entries) and `trees` (everything below them);
-        returns whether anything changed. The new watches are in place on return (and the
-        old ones stopped only then, so that no event falls in between). Folders in
+        returns whether anything changed. The new watches are in place on return, and the
+        old ones stop only then, after delivering what they saw (an event may come twice,
+        none is lost). Folders in
         `again` are watched anew even if they were already (they were replaced)."""
         changed = False
         for attr, paths, recursive in (("_flat", flat, False), ("_trees", trees, True)):
@@ -119,8 +123,8 @@ class Watcher:
             new = _Thread(self.root, wanted, recursive, self.deliver, polling) if wanted else None
             if new is not None:
                 new.ready.wait()
-            if current is not None:
-                current.stop.set()
+            if current is not None:  # it delivers the burst it may be gathering first
+                current.retire.set()
             setattr(self, attr, new)
         return changed
 
