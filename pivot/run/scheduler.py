@@ -403,6 +403,11 @@ class Runner:
         sid = decision.stage.id
         if outcome.ok:
             changed = self._deps_changed_since_planned(decision)
+            if changed and self._halted:  # watch mode: the change is planned next
+                self._remove_outputs(decision)
+                reason = f"its input {', '.join(changed)} changed while it ran"
+                self._finish(StageReport(sid, CANCELLED, outcome.seconds, reason), done)
+                return Outcome(sid, False, seconds=outcome.seconds, error=reason)
             if changed:
                 outcome = Outcome(
                     sid,

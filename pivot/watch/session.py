@@ -121,25 +121,31 @@ class Session:
         dispatcher.start()
         try:
             self._load(set())
-            self._cycle(self.request.force)
+            halted = self._cycle(self.request.force)
             while True:
                 paths, code = set(), set()
-                try:
-                    self._emit("idle")
-                    while not paths:
-                        paths, code = self._relevant(self._wait())
-                except KeyboardInterrupt:  # while waiting: the way to stop watching
-                    return
-                shown = sorted(paths)
-                self._emit(
-                    "change",
-                    paths=shown[:SHOWN_PATHS],
-                    count=len(shown),
-                    reload=bool(code),
-                )
+                if halted:  # a change stopped the run: plan again, whatever it was
+                    with self._lock:
+                        items, self._pending = self._pending, {}
+                    paths, code = self._relevant(items)
+                else:
+                    try:
+                        self._emit("idle")
+                        while not paths:
+                            paths, code = self._relevant(self._wait())
+                    except KeyboardInterrupt:  # while waiting: the way to stop watching
+                        return
+                if paths:
+                    shown = sorted(paths)
+                    self._emit(
+                        "change",
+                        paths=shown[:SHOWN_PATHS],
+                        count=len(shown),
+                        reload=bool(code),
+                    )
                 if code or self._scope is None:
                     self._load(code)
-                self._cycle(False)
+                halted = self._cycle(False)
         finally:
             self._watcher.close()
             self._queue.put(None)
@@ -261,11 +267,12 @@ class Session:
         flat, trees = watch.roots()
         self._watcher.watch(flat, trees)
 
-    def _cycle(self, force: bool) -> None:
-        """Plan the scope and run it, as `pivot run` does, reporting each stage."""
+    def _cycle(self, force: bool) -> bool:
+        """Plan the scope and run it, as `pivot run` does, reporting each stage; whether a
+        change halted it."""
         scope = self._scope
         if scope is None:
-            return
+            return False
         req = self.request
         options = dataclasses.replace(req.options, targets=set(scope.targets))
         remote = RemoteAccess(self.ws.project, req.remote_name)
@@ -281,14 +288,14 @@ class Session:
                 report = runner.run(set(scope.targets) if force else set())
         except PivotError as exc:
             self._emit("error", exc=exc, message=str(exc))
-            return
+            return False
         finally:
             with self._lock:
                 self._runner = None
             if runner is not None:
                 self._keep_baseline(runner.report.stages)
-        if runner.halted and not report.stages:
-            return  # a change came before anything happened: the next run replaces this one
+        if runner.halted and all(s.status == SKIPPED for s in report.stages):
+            return True  # a change came before anything happened: the next run replaces it
         counts = {s: report.count(s) for s in (RAN, RESTORED, SKIPPED, FAILED, BLOCKED)}
         counts[CANCELLED] = report.count(CANCELLED)
         self._emit(
@@ -298,6 +305,7 @@ class Session:
             not_started=len(scope.graph.stages) - len(report.stages),
             seconds=round(report.seconds, 3),
         )
+        return runner.halted
 
     def _keep_baseline(self, reports: list[StageReport]) -> None:
         """Remember what the stages that ran, were restored, failed or were cancelled left
