@@ -49,12 +49,13 @@ def pipeline_file_in(directory: pathlib.Path) -> pathlib.Path | None:
 
 @contextlib.contextmanager
 def pipeline_context(directory: pathlib.Path, root: pathlib.Path, imported: set[str] | None = None):
-    """Run code in `directory` with it on sys.path; forget project modules it imported
-    (adding their files to `imported`)."""
+    """Run code in `directory` with it, then the project root, first on sys.path (so a
+    pipeline imports its own modules, then the project's packages); forget project modules
+    it imported (adding their files to `imported`)."""
     cwd, path = os.getcwd(), list(sys.path)
     before = set(sys.modules)
     os.chdir(directory)
-    sys.path.insert(0, str(directory))
+    sys.path[:0] = list(dict.fromkeys([str(directory), str(root)]))
     try:
         yield
     finally:
