@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 
 import msgpack
 
+from pivot import console
 from pivot.discover.loading import (
     PIPELINE_FILES,
     LoadedPipeline,
@@ -50,15 +51,55 @@ class Discovery:
         self.pipelines: dict[pathlib.Path, LoadedPipeline] = {}
         self.names: dict[str, pathlib.Path] = {}
         self.producers: dict[str, StageSpec] = {}
-        self._scan: dict[str, list[str]] | None = None
+        self._scan: dict[str, list[str] | str] | None = None
         self._scan_is_fresh = False
+        self.broken: dict[str, str] = {}
+        self._warned: set[str] = set()
 
     # -- loading ---------------------------------------------------------------------------
 
     def load(self, file: pathlib.Path) -> LoadedPipeline:
         if file in self.pipelines:
             return self.pipelines[file]
-        loaded = load_file(self.project, file)
+        rel = self.project.rel(file)
+        if rel in self.broken:
+            raise PivotError(self.broken[rel])
+        return self._add(load_file(self.project, file))
+
+    def _load_or_skip(self, file: pathlib.Path) -> LoadedPipeline | None:
+        """`load`, but a pipeline file that fails to import is noted in `broken` (with one
+        warning) instead of failing a command that may not need it."""
+        if file in self.pipelines:
+            return self.pipelines[file]
+        rel = self.project.rel(file)
+        if rel in self.broken:
+            return None
+        try:
+            loaded = load_file(self.project, file)
+        except PivotError as exc:
+            self._skip(rel, str(exc))
+            return None
+        return self._add(loaded)
+
+    def _skip(self, rel: str, error: str) -> None:
+        self.broken.setdefault(rel, error)
+
+    def _warn_skipped(self) -> None:
+        """One warning per pipeline skipped so far, naming it and its error."""
+        for rel in sorted(set(self.broken) - self._warned):
+            self._warned.add(rel)
+            console.warn(f"Skipping the pipeline {rel}, which does not load: {self.broken[rel]}")
+
+    def check_loaded_all(self) -> None:
+        """Fail on a pipeline that was skipped: `--all`, and lookups that may need it."""
+        if self.broken:
+            error = self.broken[min(self.broken)]
+            more = sorted(self.broken)[1:]
+            also = f" Other pipelines that do not load: {', '.join(more)}." if more else ""
+            raise PivotError(error + also)
+
+    def _add(self, loaded: LoadedPipeline) -> LoadedPipeline:
+        file = loaded.file
         other = self.names.get(loaded.name)
         if other is not None:
             raise DefinitionError(
@@ -136,7 +177,7 @@ class Discovery:
                 if stage is not None:
                     return stage
         for rel in self._files_producing(path):
-            self.load(self.project.root / rel)
+            self._load_or_skip(self.project.root / rel)
         return self.loaded_producer(path)
 
     def find_producer_rescanning(self, path: str) -> StageSpec | None:
@@ -148,15 +189,21 @@ class Discovery:
             stage = self.find_producer(path)
         return stage
 
-    def load_all(self) -> list[LoadedPipeline]:
+    def load_all(self, strict: bool = True) -> list[LoadedPipeline]:
+        """Every pipeline under the root; one that does not load fails the command, or
+        without `strict` is skipped with a warning."""
         for rel in sorted(self.scan()):
-            self.load(self.project.root / rel)
+            self._load_or_skip(self.project.root / rel)
+        if strict:
+            self.check_loaded_all()
+        self._warn_skipped()
         return list(self.pipelines.values())
 
     # -- the scan of every pipeline file, with its cached index ----------------------------
 
-    def scan(self) -> dict[str, list[str]]:
-        """Every pipeline file under the root -> the outputs it declared when last loaded."""
+    def scan(self) -> dict[str, list[str] | str]:
+        """Every pipeline file under the root -> the outputs it declared when last loaded,
+        or the error it failed to load with."""
         if self._scan is None:
             self._scan = self._validated_index()
             if self._scan is None:
@@ -166,13 +213,19 @@ class Discovery:
     def _files_producing(self, path: str) -> list[str]:
         candidates = {path, *ancestors(path)}
         index = self.scan()
+        for rel, outs in sorted(index.items()):
+            if isinstance(outs, str):
+                self._skip(rel, outs)
+        self._warn_skipped()
         return [
             rel
             for rel, outs in sorted(index.items())
-            if self.project.root / rel not in self.pipelines and candidates.intersection(outs)
+            if self.project.root / rel not in self.pipelines
+            and not isinstance(outs, str)
+            and candidates.intersection(outs)
         ]
 
-    def _validated_index(self) -> dict[str, list[str]] | None:
+    def _validated_index(self) -> dict[str, list[str] | str] | None:
         raw = self.state.get(INDEX_NAMESPACE, INDEX_KEY)
         if raw is None:
             return None
@@ -195,7 +248,7 @@ class Discovery:
             index[rel] = outs
         return index
 
-    def _rescan(self) -> dict[str, list[str]]:
+    def _rescan(self) -> dict[str, list[str] | str]:
         self._scan_is_fresh = True
         root = self.project.root
         dirs: dict[str, int] = {}
@@ -210,8 +263,13 @@ class Discovery:
             for name in present:
                 full = pathlib.Path(dirpath, name)
                 st = full.stat()
-                loaded = self.load(full)
-                outs = [o.path for s in loaded.stages.values() for o in s.outs]
+                loaded = self._load_or_skip(full)
+                rel = self.project.rel(full)
+                outs: list[str] | str = (
+                    self.broken[rel]
+                    if loaded is None
+                    else [o.path for s in loaded.stages.values() for o in s.outs]
+                )
                 files[self.project.rel(full)] = [st.st_mtime_ns, st.st_size, outs]
         self.state.put(
             INDEX_NAMESPACE,

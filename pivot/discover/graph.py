@@ -101,6 +101,12 @@ def select(graph: Graph, targets: list[str]) -> Graph:
 
 def _missing_dep(discovery: Discovery, stage: StageSpec, path: str, declared: str) -> str:
     searched = sorted(str(discovery.project.root / p) for p in discovery.scan())
+    if discovery.broken:
+        return (
+            f"Stage {stage.id} ({stage.source}) depends on {declared!r} ({path} in the "
+            f"project), which does not exist and which no loaded stage produces; a pipeline "
+            f"that does not load may produce it: {' '.join(discovery.broken.values())}"
+        )
     return (
         f"Stage {stage.id} ({stage.source}) depends on {declared!r} ({path} in the project), "
         f"which does not exist and which no stage produces. Searched the pipelines "

@@ -65,9 +65,10 @@ def _find_target(ws: Workspace, discovery: Discovery, current, target: str, cwd)
     if producer is not None:
         return producer
     if stage_name:
-        for loaded in discovery.load_all():
+        for loaded in discovery.load_all(strict=False):
             if loaded.name == pipeline_name and stage_name in loaded.stages:
                 return loaded.stages[stage_name]
+        discovery.check_loaded_all()  # the target may be a stage of a pipeline that fails
     known = sorted(current.stages) if current is not None else []
     raise DefinitionError(
         f"Unknown target {target!r}: not a stage of "

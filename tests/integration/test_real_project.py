@@ -73,3 +73,70 @@ pipeline.register(stage)
     )
     pivot("run", cwd="child")
     assert (project / "child/value.txt").read_text() == "child"
+
+
+def _four_pipelines(project) -> None:
+    write_files(
+        project,
+        {
+            "data/raw.csv": "a,b\n",
+            "pipeline.py": HEADER
+            + """
+pipeline = pivot.Pipeline("data_prep")
+
+def clean(raw: Annotated[str, pivot.Dep("data/raw.csv", pivot.loaders.Text())]) -> Annotated[str, pivot.Out("data_prep/clean.csv", pivot.loaders.Text())]:
+    _count("clean")
+    return raw.upper()
+
+pipeline.register(clean)
+""",
+            "train/pipeline.py": HEADER
+            + """
+pipeline = pivot.Pipeline("train")
+
+def fit(clean: Annotated[str, pivot.Dep("../data_prep/clean.csv", pivot.loaders.Text())]) -> Annotated[str, pivot.Out("model.txt", pivot.loaders.Text())]:
+    _count("fit")
+    return clean + "model"
+
+pipeline.register(fit)
+""",
+            "sweep/pipeline.py": "import pivot\npipeline = pivot.Pipeline('sweep'\n",
+        },
+    )
+
+
+def test_a_broken_unrelated_pipeline_is_a_warning(project, pivot) -> None:
+    _four_pipelines(project)
+    for _ in range(2):  # the first builds the scan's index, the second reads it
+        proc = pivot("run", cwd="train")
+        assert "Skipping the pipeline sweep/pipeline.py" in proc.stderr
+        assert "syntax error" in proc.stderr
+    assert (project / "train/model.txt").read_text() == "A,B\nmodel"
+    proc = pivot("status", cwd="train")
+    assert "sweep/pipeline.py" in proc.stderr
+    proc = pivot("run", "--all", rc=1)
+    assert "sweep/pipeline.py" in proc.stderr and "syntax error" in proc.stderr
+    proc = pivot("status", "sweep/tune", rc=1)
+    assert "sweep/pipeline.py" in proc.stderr and "syntax error" in proc.stderr
+
+
+def test_a_broken_pipeline_that_may_produce_a_missing_dep_fails_the_command(project, pivot) -> None:
+    _four_pipelines(project)
+    write_files(
+        project,
+        {
+            "report/pipeline.py": HEADER
+            + """
+pipeline = pivot.Pipeline("report")
+
+def summarise(scores: Annotated[str, pivot.Dep("../results/scores.txt", pivot.loaders.Text())]) -> Annotated[str, pivot.Out("report.txt", pivot.loaders.Text())]:
+    return scores
+
+pipeline.register(summarise)
+"""
+        },
+    )
+    proc = pivot("run", cwd="report", rc=1)
+    assert "results/scores.txt" in proc.stderr
+    assert "may produce it" in proc.stderr and "sweep/pipeline.py" in proc.stderr
+    assert "Traceback" not in proc.stderr
