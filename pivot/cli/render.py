@@ -50,9 +50,10 @@ def plan(decisions: dict[str, Decision]) -> None:
     verbs = {RUN: "would run", PENDING: "would run", RESTORE: "would restore"}
     for decision in decisions.values():
         label = verbs.get(decision.action, "up to date")
+        reasons = decision.reasons
         if decision.action == RESTORE and not decision.materialize:
-            label = "up to date"
-        why = f"  ({'; '.join(decision.reasons)})" if decision.reasons else ""
+            label, reasons = "up to date", [decision.kept]
+        why = f"  ({'; '.join(reasons)})" if reasons else ""
         click.echo(f"  {label:<14} {decision.stage.id}{why}")
 
 
@@ -93,7 +94,8 @@ def status_table(rows: list[dict[str, Any]]) -> None:
     colors = {"skip": None, "restore": "cyan", "run": "yellow", "pending": "yellow"}
     for row in rows:
         label = click.style(f"{labels[row['action']]:<11}", fg=colors[row["action"]])
-        click.echo(f"  {label} {row['stage']:<40} {row['file']}")
+        kept = f"  ({row['kept']})" if row.get("kept") else ""
+        click.echo(f"  {label} {row['stage']:<40} {row['file']}{kept}")
         for reason in row["reasons"]:
             click.echo(f"      - {reason}")
         for path, where in row.get("outputs", {}).items():

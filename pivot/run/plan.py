@@ -38,7 +38,14 @@ class Decision:
     outs: dict[str, dict[str, Any]] = field(default_factory=dict)
     lock: Lock | None = None
     materialize: bool = True
+    kept: str = ""  # for a restore left unplaced: where its outputs are ("in cache", ...)
     fetched_record: bytes | None = None  # the run record read from the remote, to keep
+
+    @property
+    def kept_up_to_date(self) -> bool:
+        """Up to date with its outputs deliberately left in a cache: nothing in scope
+        reads them, and the lock already records them."""
+        return self.action == RESTORE and not self.materialize and self.matches_lock
 
     @property
     def matches_lock(self) -> bool:

@@ -28,7 +28,6 @@ if TYPE_CHECKING:
 RAN, SKIPPED, RESTORED, FAILED, BLOCKED = "ran", "skipped", "restored", "failed", "blocked"
 log = logging.getLogger(__name__)  # the CLI shows warnings; see pivot.cli.main
 CANCELLED = "cancelled"  # stopped by `Runner.cancel` (watch mode: its inputs changed)
-KEPT_IN_CACHE = "up to date; outputs kept in the cache as nothing here reads them"
 
 
 @dataclass
@@ -91,7 +90,8 @@ def choose_materialized(
     ws: Workspace, graph: Graph, decisions: dict[str, Decision], options: RunOptions
 ) -> None:
     """Restores whose outputs a target or a stage that will run reads get checked out;
-    the others stay in the cache (or on the remote), recorded by their lock."""
+    the others stay in the cache (or on the remote), recorded by their lock, and `kept`
+    says which."""
     down = graph.downstream()
     for sid, decision in decisions.items():
         if decision.action != RESTORE:
@@ -102,6 +102,9 @@ def choose_materialized(
             or any(c in options.targets or decisions[c].action in (RUN, PENDING) for c in down[sid])
             or any(os.path.lexists(ws.project.root / path) for path in decision.outs)
         )
+        if not decision.materialize:
+            local = all(not ws.cache.missing(o["hash"], o["kind"]) for o in decision.outs.values())
+            decision.kept = "in cache" if local else "on the remote"
 
 
 class Runner:
@@ -285,7 +288,7 @@ class Runner:
                     detail = "; ".join(decision.reasons)
                     self._finish(StageReport(sid, RESTORED, detail=detail), done)
                 else:
-                    self._finish(StageReport(sid, SKIPPED, detail=KEPT_IN_CACHE), done)
+                    self._finish(StageReport(sid, SKIPPED, detail=decision.kept), done)
             else:
                 decision.action = RUN
                 decision.reasons.append("cached outputs are not available")

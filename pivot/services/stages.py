@@ -14,7 +14,14 @@ from pivot.errors import CacheCorrupt, DamagedBlob, DefinitionError, PivotError
 from pivot.run.lockfile import check_disjoint
 from pivot.run.plan import SKIP
 from pivot.run.remote_view import RemoteAccess
-from pivot.run.scheduler import Runner, RunOptions, RunReport, StageReport, plan_graph
+from pivot.run.scheduler import (
+    Runner,
+    RunOptions,
+    RunReport,
+    StageReport,
+    choose_materialized,
+    plan_graph,
+)
 from pivot.services.scope import locks_in_scope, scope_for, scope_locks
 
 if TYPE_CHECKING:
@@ -91,15 +98,19 @@ def status(
             offline = RemoteAccess(ws.project, remote_name)
             remote = offline if offline.is_configured() else None
         _, decisions = plan_graph(ws, scope.graph, set(), remote)
+        choose_materialized(ws, scope.graph, decisions, RunOptions(targets=set(scope.targets)))
         root = ws.project.root
         rows = []
         for d in decisions.values():
+            kept = d.kept_up_to_date
             row = {
                 "stage": d.stage.id,
                 "file": str(d.stage.source.relative_to(root)),
-                "action": d.action,
-                "reasons": d.reasons,
+                "action": SKIP if kept else d.action,
+                "reasons": [] if kept else d.reasons,
             }
+            if kept:
+                row["kept"] = d.kept
             if with_remote:
                 recorded = d.lock.outs if d.lock else {}
                 row["outputs"] = {

@@ -140,3 +140,44 @@ pipeline.register(summarise)
     assert "results/scores.txt" in proc.stderr
     assert "may produce it" in proc.stderr and "sweep/pipeline.py" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def _chain(project) -> None:
+    """raw -> data_prep/clean (root) -> train/fit -> report/summarise."""
+    _four_pipelines(project)
+    (project / "sweep/pipeline.py").unlink()
+    write_files(
+        project,
+        {
+            "report/pipeline.py": HEADER
+            + """
+pipeline = pivot.Pipeline("report")
+
+def summarise(model: Annotated[str, pivot.Dep("../train/model.txt", pivot.loaders.Text())]) -> Annotated[str, pivot.Out("report.txt", pivot.loaders.Text())]:
+    _count("summarise")
+    return "report of " + model
+
+pipeline.register(summarise)
+"""
+        },
+    )
+
+
+def test_outputs_kept_in_the_cache_are_up_to_date(project, pivot) -> None:
+    _chain(project)
+    pivot("run", cwd="report")
+    (project / "data_prep/clean.csv").unlink()  # as in a clone: only the cache has it
+    status = pivot("status", cwd="report").stdout
+    line = next(x for x in status.splitlines() if "data_prep/clean" in x)
+    assert "up to date" in line and "in cache" in line, status
+    assert "restorable" not in status and "is missing" not in status
+    assert "Every stage is up to date (3 stages)." in status
+    plan = pivot("run", "-n", cwd="report").stdout
+    line = next(x for x in plan.splitlines() if "data_prep/clean" in x)
+    assert "up to date" in line and "in cache" in line and "missing" not in line, plan
+    proc = pivot("run", cwd="report")
+    assert "Every stage is up to date (3 stages" in proc.stdout
+    assert not (project / "data_prep/clean.csv").exists()
+    # at the root, data_prep/clean is the target: run would restore it
+    assert "restorable" in pivot("status").stdout
+    assert executions(project) == ["clean", "fit", "summarise"]
