@@ -20,9 +20,19 @@ def remote() -> None:
 @click.option("--local", is_flag=True, help="Write to .pivot/config.local.yaml (not committed).")
 def remote_add(name: str, url: str, make_default: bool, local: bool) -> None:
     """Add remote NAME at URL (s3://bucket/prefix, /path, memory://..., ...)."""
-    shown = remotes.add(name, url, make_default, local)
+    row = remotes.add(name, url, make_default, local)
     suffix = " (default)" if make_default else ""
-    click.echo(f"Added remote {name} -> {shown}{suffix}")
+    click.echo(f"Added remote {name} -> {row['url']}{_where(row)}{suffix}")
+
+
+def _where(row: dict) -> str:
+    """A local remote's folder, resolved against the project root, and whether it exists."""
+    if "path" not in row:
+        return ""
+    notes = [row["path"]] if row["path"] != row["url"] else []
+    if not row["exists"]:
+        notes.append("does not exist")
+    return f" ({', '.join(notes)})" if notes else ""
 
 
 @remote.command("list")
@@ -37,8 +47,10 @@ def remote_list(as_json: bool) -> None:
         click.echo("No remotes. Add one with `pivot remote add NAME URL`.")
     for row in rows:
         mark = "*" if row["default"] else " "
-        extras = " ".join(f"{k}={v}" for k, v in row.items() if k not in ("name", "url", "default"))
-        click.echo(f"{mark} {row['name']}\t{row['url']}" + (f"\t{extras}" if extras else ""))
+        hidden = ("name", "url", "default", "path", "exists")
+        extras = " ".join(f"{k}={v}" for k, v in row.items() if k not in hidden)
+        shown = f"{row['url']}{_where(row)}"
+        click.echo(f"{mark} {row['name']}\t{shown}" + (f"\t{extras}" if extras else ""))
 
 
 @remote.command("remove")

@@ -3,34 +3,40 @@ hidden in what is returned."""
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from pivot import config
 from pivot.errors import DefinitionError
 from pivot.project import Project
-from pivot.run.remote_view import open_configured
+from pivot.run.remote_view import local_directory, open_configured
 from pivot.urls import redact_url
 
 
-def add(name: str, url: str, default: bool, local: bool) -> str:
-    """Add remote `name`; returns its URL as it may be shown (credentials redacted)."""
-    config.add_remote(Project.discover(), name, url, default=default, local=local)
-    return redact_url(url)
+def add(name: str, url: str, default: bool, local: bool) -> dict[str, Any]:
+    """Add remote `name` (its url stored as typed); returns its row as `list_remotes`."""
+    project = Project.discover()
+    config.add_remote(project, name, url, default=default, local=local)
+    return next(r for r in list_remotes() if r["name"] == name)
 
 
 def list_remotes() -> list[dict[str, Any]]:
     """Each remote: name, redacted URL, whether it is the default, its options (secrets
     as `***`, URLs redacted)."""
     rows = []
-    for cfg, is_default in config.list_remotes(Project.discover()):
+    project = Project.discover()
+    for cfg, is_default in config.list_remotes(project):
         options = dict(sorted(cfg.options.items()))
         for key in config.SECRET_KEYS & set(options):
             options[key] = "***"
         for key in set(config.URL_KEYS) & set(options):
             options[key] = redact_url(str(options[key]))
-        rows.append(
-            {"name": cfg.name, "url": redact_url(cfg.url), "default": is_default, **options}
-        )
+        row = {"name": cfg.name, "url": redact_url(cfg.url), "default": is_default, **options}
+        folder = local_directory(project, cfg.url)
+        if folder is not None:
+            row["path"] = folder
+            row["exists"] = os.path.isdir(folder)
+        rows.append(row)
     return rows
 
 

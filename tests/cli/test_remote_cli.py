@@ -75,6 +75,7 @@ def test_push_fetch_pull_gc(tmp_path, monkeypatch):
 def test_fetch_reports_missing_blobs(tmp_path, monkeypatch):
     src = _project(tmp_path / "src", {"x.txt": b"x"})
     monkeypatch.chdir(src.root)
+    (tmp_path / "empty").mkdir()  # an empty remote (a missing folder is an error)
     invoke(remotes.remote, "add", "origin", str(tmp_path / "empty"), "--default")
     for path in src.cache_dir.joinpath("objects").rglob("*"):
         if path.is_file():

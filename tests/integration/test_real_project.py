@@ -181,3 +181,38 @@ def test_outputs_kept_in_the_cache_are_up_to_date(project, pivot) -> None:
     # at the root, data_prep/clean is the target: run would restore it
     assert "restorable" in pivot("status").stdout
     assert executions(project) == ["clean", "fit", "summarise"]
+
+
+def test_a_relative_directory_remote_is_relative_to_the_project_root(
+    project, pivot, tmp_path
+) -> None:
+    _chain(project)
+    added = pivot("remote", "add", "--default", "origin", "../remote-store", cwd="train")
+    store = tmp_path / "remote-store"
+    assert f"../remote-store ({store}, does not exist)" in added.stdout
+    pivot("run", cwd="report")
+    pivot("push", "--all")
+    assert (store / "index").is_dir()
+    listed = pivot("remote", "list").stdout
+    assert f"origin\t../remote-store ({store})" in listed
+    assert "../remote-store" in (project / ".pivot/config.yaml").read_text()  # as typed
+    # a clone placed elsewhere: the same relative url names a folder that is not there
+    clone = tmp_path / "elsewhere" / "clone"
+    clone.parent.mkdir()
+    import shutil
+
+    shutil.copytree(
+        project, clone, ignore=shutil.ignore_patterns("cache", "state.db", "*.txt", "*.csv")
+    )
+    (clone / "data").mkdir(exist_ok=True)
+    (clone / "data/raw.csv").write_text("a,b\n")
+    missing = tmp_path / "elsewhere" / "remote-store"
+    from support import PivotCLI
+
+    cloned = PivotCLI(clone)
+    assert f"({missing}, does not exist)" in cloned("remote", "list").stdout
+    for command in ("fetch", "pull"):
+        proc = cloned(command, rc=1)
+        assert f"is the directory {missing}" in proc.stderr and "does not exist" in proc.stderr
+    proc = cloned("run", cwd="report")
+    assert f"is the directory {missing}" in proc.stderr and "does not exist" in proc.stderr
