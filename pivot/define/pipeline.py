@@ -22,6 +22,7 @@ class Registration:
     outs: dict[str, Out]
     single_out: bool
     params: Any
+    outs_as_args: bool = False  # a plain function: outs passed as paths, written by it
 
 
 @dataclass

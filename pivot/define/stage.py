@@ -55,6 +55,7 @@ class StageSpec:
     outs: list[Artifact]
     params: Any = None
     single_out: bool = False
+    outs_as_args: bool = False  # outs passed to the function as paths, which it writes
 
     @property
     def id(self) -> str:

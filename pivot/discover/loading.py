@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
+import inspect
 import os
 import pathlib
 import re
 import sys
 import traceback
+import typing
 from dataclasses import dataclass
 from typing import Any
 
-from pivot.define.pipeline import Pipeline, Registration
-from pivot.define.stage import Artifact, StageSpec
+from pivot.define.loaders import PathOnly
+from pivot.define.pipeline import Pipeline, Registration, check_name
+from pivot.define.stage import PARAMS_ARG, Artifact, Dep, Out, StageSpec
 from pivot.errors import DefinitionError, PivotError
 from pivot.project import Project, safe_relpath
 
@@ -134,33 +137,170 @@ def _load_py(project: Project, file: pathlib.Path) -> Pipeline:
 
 
 def _load_yaml(file: pathlib.Path) -> Pipeline:
+    """A pivot.yaml as a Pipeline; every key and type is checked, errors name the line."""
     import yaml
 
-    raw = yaml.safe_load(file.read_text()) or {}
-    if not isinstance(raw, dict):
-        raise DefinitionError(f"{file} must be a mapping with `stages:`.")
-    _check_keys(raw, YAML_PIPELINE_KEYS, f"{file}")
-    pipeline = Pipeline(str(raw.get("name") or file.parent.name), directory=file.parent)
+    text = file.read_text()
+    try:
+        raw = yaml.safe_load(text)
+        lines = _key_lines(yaml.compose(text, Loader=yaml.SafeLoader))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f", line {mark.line + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or exc
+        raise DefinitionError(f"{file}{where}: not valid YAML ({problem}).") from None
+    yaml_file = _YamlFile(file, lines)
+    raw = {} if raw is None else raw
+    yaml_file.check(raw, dict, (), "the file", "a mapping with `stages:`")
+    _check_keys(yaml_file, raw, YAML_PIPELINE_KEYS, (), "the file")
+    name = raw.get("name", file.parent.name)
+    yaml_file.check(name, str, ("name",), "`name`", "a string")
+    pipeline = Pipeline(name, directory=file.parent)
     stages = raw.get("stages") or {}
-    if not isinstance(stages, dict):
-        raise DefinitionError(f"{file}: `stages` must map stage names to their settings.")
+    yaml_file.check(stages, dict, ("stages",), "`stages`", "a mapping of stage names")
     for stage_name, body in stages.items():
-        where = f"stage {stage_name!r} in {file}"
-        if not isinstance(body, dict) or "python" not in body:
-            raise DefinitionError(f"{where} needs a `python: module.function` entry.")
-        _check_keys(body, YAML_STAGE_KEYS, where)
-        func = _import_function(str(body["python"]), where)
-        outs = body.get("outs")
+        at = ("stages", stage_name)
+        what = f"stage {stage_name!r}"
+        yaml_file.check(body, dict, at, what, "a mapping with a `python: module.function`")
+        _check_keys(yaml_file, body, YAML_STAGE_KEYS, at, what)
+        if "python" not in body:
+            raise DefinitionError(f"{yaml_file.where(at)}: {what} needs a `python: module.function`.")
+        dotted = body["python"]
+        yaml_file.check(dotted, str, (*at, "python"), f"`python` of {what}", "module.function")
+        deps = body.get("deps") or {}
+        yaml_file.check_paths(deps, (*at, "deps"), f"`deps` of {what}", single=False)
+        outs = body.get("outs") or {}
+        yaml_file.check_paths(outs, (*at, "outs"), f"`outs` of {what}", single=True)
+        params = body.get("params")
+        if params is not None:
+            yaml_file.check(params, dict, (*at, "params"), f"`params` of {what}", "a mapping")
+        where = f"{yaml_file.where(at)}: {what}"
+        func = _import_function(dotted, where)
         if isinstance(outs, str):
             outs = {"": outs}
-        pipeline.register(
-            func,
-            name=str(stage_name),
-            params=body.get("params"),
-            deps=body.get("deps"),
-            outs=outs,
-        )
+        if has_markers(func):
+            pipeline.register(func, name=str(stage_name), params=params, deps=deps, outs=outs)
+        else:
+            _register_plain(pipeline, func, str(stage_name), params, deps, outs, where)
     return pipeline
+
+
+class _YamlFile:
+    """A pivot.yaml being checked: the line of every key, for error messages."""
+
+    def __init__(self, file: pathlib.Path, lines: dict[tuple, int]) -> None:
+        self.file = file
+        self.lines = lines
+
+    def where(self, at: tuple) -> str:
+        line = self.lines.get(at)
+        return f"{self.file}, line {line}" if line else str(self.file)
+
+    def check(self, value: Any, kind: type, at: tuple, what: str, expected: str) -> None:
+        if not isinstance(value, kind):
+            raise DefinitionError(
+                f"{self.where(at)}: {what} must be {expected}, not {_yaml_kind(value)} ({value!r})."
+            )
+
+    def check_paths(self, value: Any, at: tuple, what: str, single: bool) -> None:
+        """`deps`/`outs`: a mapping of argument (or output) names to paths; `outs` may
+        also be one path."""
+        if single and isinstance(value, str):
+            return
+        expected = "a mapping of names to paths" + (" or one path" if single else "")
+        self.check(value, dict, at, what, expected)
+        for key, path in value.items():
+            self.check(key, str, (*at, key), f"the key {key!r} of {what}", "a name")
+            self.check(path, str, (*at, key), f"{key!r} in {what}", "a path")
+
+
+def _key_lines(node: Any, at: tuple = ()) -> dict[tuple, int]:
+    """The 1-based line of every mapping key of a composed YAML document, by key path."""
+    import yaml
+
+    lines: dict[tuple, int] = {}
+    if isinstance(node, yaml.MappingNode):
+        for key_node, value_node in node.value:
+            key = key_node.value
+            lines[(*at, key)] = key_node.start_mark.line + 1
+            lines.update(_key_lines(value_node, (*at, key)))
+    return lines
+
+
+def _yaml_kind(value: Any) -> str:
+    names = {dict: "a mapping", list: "a list", str: "a string", bool: "true/false"}
+    if value is None:
+        return "empty"
+    return names.get(type(value), f"a {type(value).__name__}")
+
+
+def has_markers(func: Any) -> bool:
+    """Whether a function declares any pivot.Dep or pivot.Out in its annotations."""
+    try:
+        hints = typing.get_type_hints(func, include_extras=True)
+    except Exception:
+        return True  # let the annotated path report what is wrong with them
+    ret = hints.get("return")
+    if ret is not None and typing.is_typeddict(ret):
+        hints = {**hints, **typing.get_type_hints(ret, include_extras=True)}
+    return any(
+        isinstance(meta, Dep | Out)
+        for hint in hints.values()
+        if typing.get_origin(hint) is typing.Annotated
+        for meta in hint.__metadata__
+    )
+
+
+def _register_plain(
+    pipeline: Pipeline,
+    func: Any,
+    name: str,
+    params: Any,
+    deps: dict[str, str],
+    outs: dict[str, str],
+    where: str,
+) -> None:
+    """A plain function named in a pivot.yaml: each dep and out is passed by its key as a
+    path (as `PathOnly` does), and the function writes its outs itself."""
+    check_name(name, f"stage name in pipeline {pipeline.name!r}")
+    if "" in outs:
+        raise DefinitionError(
+            f"{where}: `python: {func.__qualname__}` is a plain function (no pivot.Out "
+            f"annotation), so its `outs` must name each output as an argument: "
+            f"`outs: {{model: model.pkl}}`, received as `model`."
+        )
+    both = sorted(set(deps) & set(outs))
+    if both:
+        raise DefinitionError(f"{where}: {', '.join(both)} is both in `deps` and in `outs`.")
+    signature = inspect.signature(func)
+    takes_any = any(p.kind is p.VAR_KEYWORD for p in signature.parameters.values())
+    wanted = {*deps, *outs, *([PARAMS_ARG] if params is not None else [])}
+    unknown = sorted(wanted - set(signature.parameters)) if not takes_any else []
+    missing = sorted(
+        n
+        for n, p in signature.parameters.items()
+        if n not in wanted
+        and p.default is p.empty
+        and p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)
+    )
+    if unknown or missing:
+        problems = [f"it takes no argument {', '.join(unknown)}"] if unknown else []
+        problems += [f"nothing gives its argument(s) {', '.join(missing)}"] if missing else []
+        raise DefinitionError(
+            f"{where}: {'; '.join(problems)}. Each key of `deps` and `outs` is passed as the "
+            f"argument of that name ({PARAMS_ARG!r} gets `params`)."
+        )
+    if name in pipeline.registrations:
+        raise DefinitionError(f"The pipeline {pipeline.name!r} registers two stages named {name!r}.")
+    pipeline.registrations[name] = Registration(
+        name,
+        func,
+        {k: Dep(p, PathOnly()) for k, p in deps.items()},
+        {k: Out(p, PathOnly()) for k, p in outs.items()},
+        False,
+        params,
+        outs_as_args=True,
+    )
 
 
 def check_not_pipeline(out: str, pipeline_file: str, what: str) -> None:
@@ -175,12 +315,12 @@ def check_not_pipeline(out: str, pipeline_file: str, what: str) -> None:
         )
 
 
-def _check_keys(raw: dict, known: set[str], where: str) -> None:
-    unknown = sorted(set(raw) - known)
+def _check_keys(yaml_file: _YamlFile, raw: dict, known: set[str], at: tuple, what: str) -> None:
+    unknown = sorted(set(raw) - known, key=str)
     if unknown:
         raise DefinitionError(
-            f"{where}: unknown key(s) {', '.join(map(str, unknown))}; known keys are "
-            f"{', '.join(sorted(known))}."
+            f"{yaml_file.where((*at, unknown[0]))}: unknown key {unknown[0]!r} in {what}; "
+            f"known keys are {', '.join(sorted(known))}."
         )
 
 
@@ -225,4 +365,5 @@ def _resolve(
         outs=outs,
         params=reg.params,
         single_out=reg.single_out,
+        outs_as_args=reg.outs_as_args,
     )

@@ -480,13 +480,17 @@ def _local(root: pathlib.Path, stage: StageSpec, rel: str) -> pathlib.Path:
 
 def _call(stage: StageSpec, root: pathlib.Path) -> Any:
     kwargs = {dep.key: dep.loader.load(_local(root, stage, dep.path)) for dep in stage.deps}
+    if stage.outs_as_args:
+        kwargs.update({out.key: _local(root, stage, out.path) for out in stage.outs})
     if stage.params is not None:
         kwargs["params"] = stage.params
     return stage.func(**kwargs)
 
 
 def _save_outputs(stage: StageSpec, result: Any, root: pathlib.Path) -> None:
-    if stage.single_out:
+    if stage.outs_as_args:
+        values = {}  # the function wrote its outs at the paths it was given
+    elif stage.single_out:
         values = {stage.outs[0].key: result}
     elif stage.outs:
         if not isinstance(result, dict):

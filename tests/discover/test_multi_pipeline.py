@@ -169,7 +169,7 @@ def test_yaml_unknown_function_and_key(project, pivot) -> None:
     assert "Traceback" not in proc.stderr
     (project / "y/pivot.yaml").write_text("stages:\n  s:\n    python: stages.real\n    cmd: x\n")
     proc = pivot("run", cwd="y", rc=1)
-    assert "unknown key(s) cmd" in proc.stderr and "pivot.yaml" in proc.stderr
+    assert "unknown key 'cmd'" in proc.stderr and "pivot.yaml" in proc.stderr
 
 
 def test_pipeline_py_and_pivot_yaml_in_one_directory(project, pivot) -> None:

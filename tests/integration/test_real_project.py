@@ -216,3 +216,90 @@ def test_a_relative_directory_remote_is_relative_to_the_project_root(
         assert f"is the directory {missing}" in proc.stderr and "does not exist" in proc.stderr
     proc = cloned("run", cwd="report")
     assert f"is the directory {missing}" in proc.stderr and "does not exist" in proc.stderr
+
+
+def test_pivot_yaml_stages_of_plain_functions(project, pivot) -> None:
+    write_files(
+        project,
+        {
+            "lib/__init__.py": "",
+            "lib/reporting.py": """
+import json
+
+
+def summarise(model, notes, report, params):
+    text = open(model).read() + open(notes).read()
+    with open(report, "w") as out:
+        out.write(json.dumps({"text": text, "title": params["title"]}))
+""",
+            "report/notes.txt": "notes",
+            "report/pivot.yaml": """
+name: report
+stages:
+  summarise:
+    python: lib.reporting.summarise
+    deps:
+      model: ../train/model.txt
+      notes: notes.txt
+    outs:
+      report: out/report.json
+    params:
+      title: Weekly
+""",
+            "train/pipeline.py": HEADER
+            + """
+pipeline = pivot.Pipeline("train")
+
+def fit() -> Annotated[str, pivot.Out("model.txt", pivot.loaders.Text())]:
+    _count("fit")
+    return "model "
+
+pipeline.register(fit)
+""",
+        },
+    )
+    pivot("run", cwd="report")
+    import json
+
+    report = json.loads((project / "report/out/report.json").read_text())
+    assert report == {"text": "model notes", "title": "Weekly"}
+    assert "Every stage is up to date" in pivot("run", cwd="report").stdout
+    listed = pivot("list", cwd="report").stdout
+    assert "train/model.txt" in listed and "report/out/report.json" in listed
+    yaml_file = project / "report/pivot.yaml"
+    yaml_file.write_text(yaml_file.read_text().replace("Weekly", "Daily"))
+    pivot("run", cwd="report")
+    assert json.loads((project / "report/out/report.json").read_text())["title"] == "Daily"
+
+
+def test_pivot_yaml_errors_name_the_key_and_line(project, pivot) -> None:
+    write_files(project, {"y/stages.py": "def go(src, dst):\n    pass\n"})
+    cases = {
+        "stages:\n  s:\n    python: stages.go\n    deps: {src: a.txt}\n    outs: {dst: b.txt}\n    cmd: x\n": (
+            "line 6",
+            "unknown key 'cmd'",
+        ),
+        "stages:\n  s:\n    python: stages.go\n    deps: [a.txt]\n    outs: {dst: b.txt}\n": (
+            "line 4",
+            "`deps` of stage 's' must be a mapping of names to paths, not a list",
+        ),
+        "stages:\n  s:\n    python: stages.go\n    deps: {src: 3}\n    outs: {dst: b.txt}\n": (
+            "line 4",
+            "'src' in `deps` of stage 's' must be a path, not a int",
+        ),
+        "name: [x]\nstages: {}\n": ("line 1", "`name` must be a string"),
+        "stages:\n  s:\n    python: stages.go\n    deps: {source: a.txt}\n    outs: {dst: b.txt}\n": (
+            "line 2",
+            "it takes no argument source; nothing gives its argument(s) src",
+        ),
+        "stages:\n  s:\n    python: stages.go\n    deps: {src: a.txt}\n    outs: b.txt\n": (
+            "line 2",
+            "must name each output as an argument",
+        ),
+        "stages:\n  s: [1\n": ("line 3", "not valid YAML"),
+    }
+    for text, (line, message) in cases.items():
+        (project / "y/pivot.yaml").write_text(text)
+        proc = pivot("list", cwd="y", rc=1)
+        assert f"pivot.yaml, {line}" in proc.stderr and message in proc.stderr, (text, proc.stderr)
+        assert "Traceback" not in proc.stderr
