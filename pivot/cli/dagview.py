@@ -18,6 +18,27 @@ def _by_pipeline(graph: Graph) -> dict[str, list[str]]:
     return groups
 
 
+def as_json(graph: Graph, root: pathlib.Path) -> str:
+    """The graph as JSON (docs/json.md): stages in run order, and one edge per dep path."""
+    import json
+
+    order = graph.order()
+    stages = [
+        {
+            "stage": sid,
+            "pipeline": graph.stages[sid].pipeline,
+            "file": graph.stages[sid].source.relative_to(root).as_posix(),
+        }
+        for sid in order
+    ]
+    edges = [
+        {"from": up, "to": sid, "path": path}
+        for sid in order
+        for path, up in sorted(graph.upstream[sid].items())
+    ]
+    return json.dumps({"stages": stages, "edges": edges}, indent=2)
+
+
 def text(graph: Graph, root: pathlib.Path) -> str:
     lines = []
     for pipeline, sids in _by_pipeline(graph).items():

@@ -13,6 +13,12 @@ import click
 from pivot.cli import console
 
 VERBOSE = {"on": False}
+STARTED = time.perf_counter()  # as the command line is read: a summary's time counts loading
+
+
+def elapsed() -> float:
+    """Seconds since this process started reading its command line."""
+    return time.perf_counter() - STARTED
 
 
 class Lazy(NamedTuple):

@@ -8,6 +8,19 @@ LINK_MODES = ("copy", "hardlink", "symlink")
 JOBS_HELP = "Parallel transfers (default: the remote's `jobs` option, else 8)."
 
 
+QUIET_HELP = "No per-item lines or progress bar: only the summary line (and errors)."
+
+
+def quiet_option(func):
+    """-q/--quiet, for every command that prints a line per stage, output or blob."""
+    return click.option("-q", "--quiet", is_flag=True, help=QUIET_HELP)(func)
+
+
+def json_option(func):
+    """--json: the command's result as one JSON document (docs/json.md)."""
+    return click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")(func)
+
+
 def targets_options(func):
     """TARGETS and -a/--all, for the commands that work on stages."""
     func = click.option(
@@ -17,8 +30,9 @@ def targets_options(func):
 
 
 def transfer_options(func):
-    """TARGETS, --all, --json, --jobs and --remote, for push, fetch and pull."""
+    """TARGETS, --all, --json, --quiet, --jobs and --remote, for push, fetch and pull."""
     func = click.argument("targets", nargs=-1)(func)
+    func = quiet_option(func)
     func = click.option(
         "-a", "--all", "all_pipelines", is_flag=True, help="Every stage of the project."
     )(func)

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from pivot.cli import console
+from pivot.services.reasons import describe_reasons
 
 if TYPE_CHECKING:
     from pivot.cache.gc import GcSummary
@@ -50,15 +51,59 @@ def plan(decisions: dict[str, Decision]) -> None:
     verbs = {RUN: "would run", PENDING: "would run", RESTORE: "would restore"}
     for decision in decisions.values():
         label = verbs.get(decision.action, "up to date")
-        reasons = decision.reasons
+        reasons = describe_reasons(decision)
         if decision.action == RESTORE and not decision.materialize:
             label, reasons = "up to date", [decision.kept]
         why = f"  ({'; '.join(reasons)})" if reasons else ""
         click.echo(f"  {label:<14} {decision.stage.id}{why}")
 
 
-def run_summary(report: RunReport, total: int) -> None:
-    """The line that ends a run: how many stages ran, were restored, were up to date..."""
+def plan_rows(decisions: dict[str, Decision]) -> list[dict[str, Any]]:
+    """`run --dry-run --json`: each stage's decision, as `status --json` rows."""
+    from pivot.run.plan import RESTORE, SKIP
+
+    rows = []
+    for d in decisions.values():
+        kept = d.action == RESTORE and not d.materialize
+        row = {
+            "stage": d.stage.id,
+            "action": SKIP if kept else d.action,
+            "reasons": [] if kept else describe_reasons(d),
+        }
+        if kept:
+            row["kept"] = d.kept
+        rows.append(row)
+    return rows
+
+
+def run_json(report: RunReport, total: int, seconds: float) -> dict[str, Any]:
+    """`run --json`: every settled stage, the counts of the summary line, the time."""
+    return {
+        "stages": [
+            {
+                "stage": s.stage_id,
+                "status": s.status,
+                "seconds": round(s.seconds, 3),
+                "detail": s.detail,
+            }
+            for s in report.stages
+        ],
+        "total": total,
+        "counts": {
+            "ran": report.count("ran"),
+            "restored": report.count("restored"),
+            "up_to_date": report.count("skipped"),
+            "failed": report.count("failed"),
+            "blocked": report.count("blocked"),
+            "not_started": total - len(report.stages),
+        },
+        "seconds": round(seconds, 3),
+    }
+
+
+def run_summary(report: RunReport, total: int, seconds: float) -> None:
+    """The line that ends a run: how many stages ran, were restored, were up to date...
+    `seconds` is the whole command's time, loading the pipelines included."""
     ran, restored = report.count("ran"), report.count("restored")
     skipped, failed, blocked = (
         report.count("skipped"),
@@ -68,7 +113,7 @@ def run_summary(report: RunReport, total: int) -> None:
     not_run = total - len(report.stages)
     stages = f"{total} stage{'s' * (total != 1)}"
     if ran == restored == failed == blocked == not_run == 0:
-        click.echo(f"Every stage is up to date ({stages}, {report.seconds:.2f}s).")
+        click.echo(f"Every stage is up to date ({stages}, {seconds:.2f}s).")
         return
     parts = [f"{ran} ran", f"{restored} restored", f"{skipped} up to date"]
     parts += [
@@ -80,11 +125,12 @@ def run_summary(report: RunReport, total: int) -> None:
         )
         if n
     ]
-    click.echo(f"{stages}: {', '.join(parts)} in {report.seconds:.2f}s.")
+    click.echo(f"{stages}: {', '.join(parts)} in {seconds:.2f}s.")
 
 
-def status_table(rows: list[dict[str, Any]]) -> None:
-    """`status`: a line per stage with its reasons (and where its outputs are)."""
+def status_table(rows: list[dict[str, Any]], quiet: bool = False) -> None:
+    """`status`: a line per stage with its reasons (and where its outputs are); with
+    `quiet`, the summary line only."""
     labels = {
         "skip": "up to date",
         "restore": "restorable",
@@ -92,7 +138,7 @@ def status_table(rows: list[dict[str, Any]]) -> None:
         "pending": "will run",
     }
     colors = {"skip": None, "restore": "cyan", "run": "yellow", "pending": "yellow"}
-    for row in rows:
+    for row in [] if quiet else rows:
         label = click.style(f"{labels[row['action']]:<11}", fg=colors[row["action"]])
         kept = f"  ({row['kept']})" if row.get("kept") else ""
         click.echo(f"  {label} {row['stage']:<40} {row['file']}{kept}")
@@ -109,7 +155,7 @@ def status_table(rows: list[dict[str, Any]]) -> None:
 
 
 def as_json(data: Any, sort_keys: bool = False) -> None:
-    click.echo(json.dumps(data, indent=2, sort_keys=sort_keys))
+    click.echo(json.dumps(data, indent=2, sort_keys=sort_keys, ensure_ascii=False))
 
 
 def transfer(summary: TransferSummary, json_output: bool, extra: dict | None = None) -> None:
@@ -151,9 +197,9 @@ def gc_line(summary: GcSummary, dry_run: bool) -> None:
 class Bar:
     """A small thread-safe progress bar on stderr, drawn only when stderr is a TTY."""
 
-    def __init__(self, label: str) -> None:
+    def __init__(self, label: str, enabled: bool = True) -> None:
         self.label = label
-        self.enabled = sys.stderr.isatty()
+        self.enabled = enabled and sys.stderr.isatty()
         self.blobs = self.total_blobs = self.nbytes = self.total_bytes = 0
         self.lock = threading.Lock()
         self.last = 0.0

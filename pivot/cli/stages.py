@@ -9,7 +9,8 @@ import click
 
 from pivot.cache.checkout import LinkMode
 from pivot.cli import advice, console, dagview, render
-from pivot.cli.options import LINK_MODES, targets_options
+from pivot.cli.main import elapsed
+from pivot.cli.options import LINK_MODES, json_option, quiet_option, targets_options
 from pivot.errors import PivotError, StageFailed
 from pivot.project import find_root, init_project
 from pivot.run.scheduler import RunOptions
@@ -55,7 +56,8 @@ def init() -> None:
     show_default=True,
     help="How restored outputs are placed in the workspace.",
 )
-@click.option("-q", "--quiet", is_flag=True, help="Print only the summary line.")
+@quiet_option
+@json_option
 @click.option(
     "-r",
     "--remote",
@@ -93,6 +95,7 @@ def run(
     keep_going,
     link,
     quiet,
+    as_json,
     remote_name,
     no_remote,
     no_fallback,
@@ -126,7 +129,7 @@ def run(
         raise click.UsageError("--json is for --watch (use `pivot status --json` for the plan).")
 
     def show(report) -> None:
-        if not quiet:
+        if not quiet and not as_json:
             render.stage_line(report)
         if report.status == "failed":
             click.echo(advice.with_advice(report.detail, report.hint), err=True)
@@ -143,10 +146,17 @@ def run(
         on_stage=show,
     )
     if result.decisions is not None:
-        render.plan(result.decisions)
+        if as_json:
+            render.as_json({"plan": render.plan_rows(result.decisions), "total": result.total})
+        else:
+            render.plan(result.decisions)
         return
     report = result.report
-    render.run_summary(report, result.total)
+    seconds = elapsed()
+    if as_json:
+        render.as_json(render.run_json(report, result.total, seconds))
+    else:
+        render.run_summary(report, result.total, seconds)
     if report.failed:
         names = ", ".join(s.stage_id for s in report.failed)
         raise StageFailed(
@@ -159,7 +169,8 @@ def run(
 
 @click.command()
 @targets_options
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@json_option
+@quiet_option
 @click.option(
     "--remote",
     "with_remote",
@@ -170,36 +181,42 @@ def run(
     "-r",
     "--remote-name",
     default=None,
-    help="Ask this remote instead of the default one (implies --remote).",
+    help="The remote to consider instead of the default one (as `run -r`).",
 )
-def status(targets, all_pipelines, as_json, with_remote, remote_name) -> None:
+def status(targets, all_pipelines, as_json, quiet, with_remote, remote_name) -> None:
     """What would run, and why."""
-    rows = stages.status(
-        targets, all_pipelines, remote_name, with_remote or remote_name is not None
-    )
+    rows = stages.status(targets, all_pipelines, remote_name, with_remote)
     if as_json:
         render.as_json(rows)
     else:
-        render.status_table(rows)
+        render.status_table(rows, quiet)
 
 
 @click.command(short_help="CI gate: fail unless up to date and pushed.")
 @targets_options
 @click.option("-r", "--remote", "remote_name", default=None, help="The remote to check.")
-def verify(targets, all_pipelines, remote_name) -> None:
+@json_option
+@quiet_option
+def verify(targets, all_pipelines, remote_name, as_json, quiet) -> None:
     """Exit non-zero unless every stage is up to date and its outputs are on the remote."""
     problems, total, where = stages.verify(targets, all_pipelines, remote_name)
-    if problems:
+    if as_json:
+        rows = [{"what": p.what, "stale": p.stale} for p in problems]
+        render.as_json({"ok": not problems, "total": total, "remote": where, "problems": rows})
+    elif not quiet:
         for problem in problems:
             fix = "run `pivot run` and commit" if problem.stale else "run `pivot push`"
             click.echo(f"  {click.style('✗', fg='red')} {problem.what}: {fix}")
-        raise PivotError(f"{len(problems)} problem(s) among {total} stage(s); see the list above.")
-    click.echo(f"All {total} stages are up to date and their outputs are on {where}.")
+    if problems:
+        shown = "" if quiet and not as_json else "; see the list above"
+        raise PivotError(f"{len(problems)} problem(s) among {total} stage(s){shown}.")
+    if not as_json:
+        click.echo(f"All {total} stages are up to date and their outputs are on {where}.")
 
 
 @click.command(name="list")
 @targets_options
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@json_option
 def list_stages(targets, all_pipelines, as_json) -> None:
     """Stages with their deps and outs."""
     rows = stages.list_stages(targets, all_pipelines)
@@ -223,18 +240,25 @@ def list_stages(targets, all_pipelines, as_json) -> None:
     show_default=True,
     help="How outputs are placed in the workspace.",
 )
-def checkout(targets, all_pipelines, link) -> None:
+@json_option
+@quiet_option
+def checkout(targets, all_pipelines, link, as_json, quiet) -> None:
     """Restore outputs recorded in lock files from the cache into the workspace."""
     placed, unchanged = stages.checkout(targets, all_pipelines, link)
-    click.echo(f"Checked out {placed} output(s); {unchanged} already in place.")
+    if as_json:
+        render.as_json({"checked_out": placed, "already_in_place": unchanged})
+    else:
+        click.echo(f"Checked out {placed} output(s); {unchanged} already in place.")
 
 
 @click.command()
 @targets_options
 @click.option("--dot", "fmt", flag_value="dot", help="Graphviz dot.")
 @click.option("--mermaid", "fmt", flag_value="mermaid", help="Mermaid flowchart.")
+@click.option("--json", "fmt", flag_value="json", help="Machine-readable output.")
 def dag(targets, all_pipelines, fmt) -> None:
     """Print the stage graph, grouped by pipeline."""
     scope = scopes.scope_for(targets, all_pipelines)
-    show = {"dot": dagview.dot, "mermaid": dagview.mermaid}.get(fmt, dagview.text)
+    formats = {"dot": dagview.dot, "mermaid": dagview.mermaid, "json": dagview.as_json}
+    show = formats.get(fmt, dagview.text)
     click.echo(show(scope.graph, scope.discovery.project.root))

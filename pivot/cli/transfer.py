@@ -10,9 +10,10 @@ from pivot.errors import RemoteIncomplete
 from pivot.services import transfer
 
 
-def _with_bar(label: str, move, *args) -> transfer.Moved:
-    """Call the service `move` with a progress bar on stderr, closed however it ends."""
-    bar = render.Bar(label)
+def _with_bar(label: str, quiet: bool, move, *args) -> transfer.Moved:
+    """Call the service `move` with a progress bar on stderr (unless `quiet`), closed
+    however it ends."""
+    bar = render.Bar(label, enabled=not quiet)
     try:
         return move(*args, bar)
     finally:
@@ -21,10 +22,10 @@ def _with_bar(label: str, move, *args) -> transfer.Moved:
 
 @click.command("push", short_help="Send outputs and run records to the remote.")
 @transfer_options
-def push(remote_name, jobs, as_json, all_pipelines, targets) -> None:
+def push(remote_name, jobs, as_json, all_pipelines, quiet, targets) -> None:
     """Send the outputs and run records of this pipeline and its upstreams (or TARGETS, or
     --all: every pipeline's, and every local run record) to the remote."""
-    moved = _with_bar("push", transfer.push, targets, all_pipelines, remote_name, jobs)
+    moved = _with_bar("push", quiet, transfer.push, targets, all_pipelines, remote_name, jobs)
     summary = moved.summary
     render.transfer(summary, as_json)
     if summary.missing:
@@ -40,10 +41,10 @@ def push(remote_name, jobs, as_json, all_pipelines, targets) -> None:
 
 @click.command("fetch", short_help="Download outputs into the local cache.")
 @transfer_options
-def fetch(remote_name, jobs, as_json, all_pipelines, targets) -> None:
+def fetch(remote_name, jobs, as_json, all_pipelines, quiet, targets) -> None:
     """Download the outputs of this pipeline and its upstreams (or TARGETS, or --all) into
     the local cache."""
-    moved = _with_bar("fetch", transfer.fetch, targets, all_pipelines, remote_name, jobs)
+    moved = _with_bar("fetch", quiet, transfer.fetch, targets, all_pipelines, remote_name, jobs)
     summary = moved.summary
     render.transfer(summary, as_json)
     if summary.missing:
@@ -57,10 +58,10 @@ def fetch(remote_name, jobs, as_json, all_pipelines, targets) -> None:
 
 @click.command("pull", short_help="Fetch outputs and check them out.")
 @transfer_options
-def pull(remote_name, jobs, as_json, all_pipelines, targets) -> None:
+def pull(remote_name, jobs, as_json, all_pipelines, quiet, targets) -> None:
     """Fetch, then check out the outputs of this pipeline and its upstreams (or TARGETS, or
     --all) into the workspace."""
-    moved = _with_bar("pull", transfer.pull, targets, all_pipelines, remote_name, jobs)
+    moved = _with_bar("pull", quiet, transfer.pull, targets, all_pipelines, remote_name, jobs)
     extra = {"checked_out": moved.checked_out, "incomplete": moved.incomplete}
     render.transfer(moved.summary, as_json, extra)
     if moved.incomplete:

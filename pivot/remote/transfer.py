@@ -559,6 +559,16 @@ def fetch_locks(
     return fetch_outputs(project, remote, lock_outputs(locks), (), jobs, progress)
 
 
+def _blobs_of(cache: LocalCache, digest: str, kind: str) -> set[str]:
+    """The blobs of an output the cache holds the tree manifest of (or a file)."""
+    if kind != DIR:
+        return {digest}
+    try:
+        return {digest, *(e.hash for e in cache.tree(digest))}
+    except DamagedBlob:
+        return set()
+
+
 @dataclass
 class _Read:
     pack_id: str
@@ -612,17 +622,23 @@ class _Fetcher:
         cache = self.ctx.cache
         need: dict[str, None] = {}
         trees: list[str] = []
+        local: set[str] = set()  # blobs already in the cache: counted as up to date
         for digest, kind in dict.fromkeys(outputs):
             if kind == DIR and not cache.has(digest):
                 trees.append(digest)
                 need[digest] = None
             else:
-                need.update(dict.fromkeys(cache.missing(digest, kind)))
+                missing = cache.missing(digest, kind)
+                need.update(dict.fromkeys(missing))
+                local.update(_blobs_of(cache, digest, kind) - set(missing))
         self.fetch(list(need))
         need = {}
         for digest in trees:
             if cache.has(digest):
-                need.update(dict.fromkeys(cache.missing(digest, DIR)))
+                missing = cache.missing(digest, DIR)
+                need.update(dict.fromkeys(missing))
+                local.update(_blobs_of(cache, digest, DIR) - {digest, *missing})
+        self.summary.add(up_to_date=len(local - set(need)))
         self.fetch(list(need))
 
     def fetch(self, digests: list[str]) -> None:

@@ -22,6 +22,7 @@ from pivot.run.scheduler import (
     choose_materialized,
     plan_graph,
 )
+from pivot.services.reasons import describe_reasons
 from pivot.services.scope import locks_in_scope, scope_for, scope_locks
 
 if TYPE_CHECKING:
@@ -107,7 +108,7 @@ def status(
                 "stage": d.stage.id,
                 "file": str(d.stage.source.relative_to(root)),
                 "action": SKIP if kept else d.action,
-                "reasons": [] if kept else d.reasons,
+                "reasons": [] if kept else describe_reasons(d),
             }
             if kept:
                 row["kept"] = d.kept

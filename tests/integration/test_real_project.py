@@ -303,3 +303,70 @@ def test_pivot_yaml_errors_name_the_key_and_line(project, pivot) -> None:
         proc = pivot("list", cwd="y", rc=1)
         assert f"pivot.yaml, {line}" in proc.stderr and message in proc.stderr, (text, proc.stderr)
         assert "Traceback" not in proc.stderr
+
+
+def test_quiet_and_json_on_every_per_item_command(project, pivot, tmp_path) -> None:
+    import json
+
+    _chain(project)
+    pivot("remote", "add", "--default", "origin", str(tmp_path / "store"))
+    ran = json.loads(pivot("run", "--json", cwd="report").stdout)
+    assert [s["stage"] for s in ran["stages"]] == [
+        "data_prep/clean",
+        "train/fit",
+        "report/summarise",
+    ]
+    assert ran["counts"]["ran"] == 3 and ran["total"] == 3
+    for command in ("push", "fetch", "pull", "checkout", "status", "verify", "run"):
+        proc = pivot(command, "-q", cwd="report")
+        assert len(proc.stdout.strip().splitlines()) == 1, (command, proc.stdout)
+    fetched = json.loads(pivot("fetch", "--json", cwd="report").stdout)
+    assert fetched["blobs"] == 0 and fetched["up_to_date"] == 3  # local blobs count too
+    verified = json.loads(pivot("verify", "--json", cwd="report").stdout)
+    assert verified["ok"] and verified["total"] == 3 and verified["problems"] == []
+    checked = json.loads(pivot("checkout", "--json", cwd="report").stdout)
+    assert checked == {"checked_out": 0, "already_in_place": 3}
+    dag = json.loads(pivot("dag", "--json", cwd="report").stdout)
+    assert {"from": "train/fit", "to": "report/summarise", "path": "train/model.txt"} in dag[
+        "edges"
+    ]
+    listed = json.loads(pivot("list", "--json", cwd="report").stdout)
+    assert listed[-1]["outs"] == ["report/report.txt"]
+    plan = json.loads(pivot("run", "-n", "--json", cwd="report").stdout)
+    assert {row["action"] for row in plan["plan"]} == {"skip"}
+
+
+def test_status_r_names_the_remote_as_run_r_does(project, pivot, tmp_path) -> None:
+    _chain(project)
+    pivot("remote", "add", "origin", str(tmp_path / "gone"))
+    pivot("remote", "add", "other", str(tmp_path / "other"))
+    # -r picks the remote, as for run; only --remote reads it
+    assert "will run" in pivot("status", "-r", "origin", cwd="report").stdout
+    proc = pivot("status", "-r", "origin", "--remote", cwd="report", rc=1)
+    assert "does not exist" in proc.stderr
+
+
+def test_param_change_shows_old_and_new_values_and_summary_counts_loading(project, pivot) -> None:
+    write_files(
+        project,
+        {
+            "p/pipeline.py": HEADER
+            + """
+import time
+
+time.sleep(0.5)  # a slow pipeline file: the summary's time includes it
+pipeline = pivot.Pipeline("p")
+
+def fit(params: dict) -> Annotated[str, pivot.Out("m.txt", pivot.loaders.Text())]:
+    return str(params)
+
+pipeline.register(fit, params={"alpha": 0.1, "name": "x"})
+"""
+        },
+    )
+    summary = pivot("run", cwd="p").stdout.strip().splitlines()[-1]
+    assert float(summary.rsplit(" ", 1)[1].rstrip("s.")) >= 0.5, summary
+    pipeline_file = project / "p/pipeline.py"
+    pipeline_file.write_text(pipeline_file.read_text().replace("0.1", "100"))
+    assert "param changed: alpha 0.1 → 100" in pivot("status", cwd="p").stdout
+    assert "param changed: alpha 0.1 → 100" in pivot("run", "-n", cwd="p").stdout
