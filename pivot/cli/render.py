@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from pivot.remote.transfer import TransferSummary
     from pivot.run.plan import Decision
     from pivot.run.scheduler import RunReport, StageReport
+    from pivot.services.elsewhere import Elsewhere
 
 STATUS_STYLE = {
     "ran": ("ran", "green"),
@@ -151,6 +152,15 @@ def status_table(rows: list[dict[str, Any]], quiet: bool = False) -> None:
     stages = f"{len(rows)} stage{'s' * (len(rows) != 1)}"
     click.echo(
         f"{stages}, {stale} not up to date." if stale else f"Every stage is up to date ({stages})."
+    )
+
+
+def stale_elsewhere(elsewhere: Elsewhere) -> None:
+    """`status`: one line about stale stages in pipelines out of scope."""
+    n, m = len(elsewhere.stages), len(elsewhere.pipelines)
+    click.echo(
+        f"{n} stage{'s' * (n != 1)} in {m} other pipeline{'s' * (m != 1)} "
+        f"{'are' if n != 1 else 'is'} not up to date; pivot status --all"
     )
 
 

@@ -185,11 +185,13 @@ def run(
 )
 def status(targets, all_pipelines, as_json, quiet, with_remote, remote_name) -> None:
     """What would run, and why."""
-    rows = stages.status(targets, all_pipelines, remote_name, with_remote)
+    result = stages.status(targets, all_pipelines, remote_name, with_remote)
     if as_json:
-        render.as_json(rows)
+        render.as_json(result.rows)
     else:
-        render.status_table(rows, quiet)
+        render.status_table(result.rows, quiet)
+        if result.elsewhere is not None and result.elsewhere.stages:
+            render.stale_elsewhere(result.elsewhere)
 
 
 @click.command(short_help="CI gate: fail unless up to date and pushed.")

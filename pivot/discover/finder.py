@@ -54,6 +54,7 @@ class Discovery:
         self._scan: dict[str, list[str] | str] | None = None
         self._scan_is_fresh = False
         self.broken: dict[str, str] = {}
+        self._stage_outs: dict[str, list[str]] | None = None
         self._warned: set[str] = set()
 
     # -- loading ---------------------------------------------------------------------------
@@ -246,6 +247,7 @@ class Discovery:
             if (st.st_mtime_ns, st.st_size) != (mtime, size):
                 return None
             index[rel] = outs
+        self._stage_outs = cached.get("stages")
         return index
 
     def _rescan(self) -> dict[str, list[str] | str]:
@@ -253,6 +255,7 @@ class Discovery:
         root = self.project.root
         dirs: dict[str, int] = {}
         files: dict[str, list] = {}
+        stage_outs: dict[str, list[str]] = {}
         for dirpath, dirnames, filenames in os.walk(root):
             dirnames[:] = sorted(d for d in dirnames if not _skip_dir(dirpath, d))
             rel_dir = os.path.relpath(dirpath, root)
@@ -271,12 +274,19 @@ class Discovery:
                     else [o.path for s in loaded.stages.values() for o in s.outs]
                 )
                 files[self.project.rel(full)] = [st.st_mtime_ns, st.st_size, outs]
-        self.state.put(
-            INDEX_NAMESPACE,
-            INDEX_KEY,
-            msgpack.packb({"dirs": dirs, "files": files}, use_bin_type=True),
-        )
+                for stage in loaded.stages.values() if loaded is not None else ():
+                    stage_outs[stage.id] = [o.path for o in stage.outs]
+        self._stage_outs = stage_outs
+        index = {"dirs": dirs, "files": files, "stages": stage_outs}
+        self.state.put(INDEX_NAMESPACE, INDEX_KEY, msgpack.packb(index, use_bin_type=True))
         return {rel: entry[2] for rel, entry in files.items()}
+
+    def indexed_stages(self) -> dict[str, list[str]] | None:
+        """Every stage id under the root -> its outputs, as the scan's index knew them
+        (None when there is no valid index: finding out would load every pipeline)."""
+        if self._scan is None:
+            self._scan = self._validated_index()
+        return self._stage_outs
 
 
 def _out_near(stage: StageSpec, path: str) -> str:

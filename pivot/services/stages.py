@@ -22,6 +22,7 @@ from pivot.run.scheduler import (
     choose_materialized,
     plan_graph,
 )
+from pivot.services.elsewhere import Elsewhere, stale_elsewhere
 from pivot.services.reasons import describe_reasons
 from pivot.services.scope import locks_in_scope, scope_for, scope_locks
 
@@ -86,10 +87,20 @@ def push_outputs(result: RunResult) -> TransferSummary:
     return result.remote.push(scope_locks(result.project, result.scope), [])
 
 
+@dataclass
+class StatusResult:
+    """Each stage's row, and the stale stages of other pipelines (None with targets or
+    `--all`, where every pipeline asked for is in the rows)."""
+
+    rows: list[dict[str, Any]]
+    elsewhere: Elsewhere | None
+
+
 def status(
     targets: tuple[str, ...], all_pipelines: bool, remote_name: str | None, with_remote: bool
-) -> list[dict[str, Any]]:
-    """Each stage's decision and reasons; with the remote, where each output lives."""
+) -> StatusResult:
+    """Each stage's decision and reasons; with the remote, where each output lives; and
+    for the current pipeline, what is stale in the others (`stale_elsewhere`)."""
     ws = open_workspace()
     try:
         scope = resolve_scope(ws, targets, all_pipelines)
@@ -118,7 +129,10 @@ def status(
                     path: _location(ws, remote, out) for path, out in sorted(recorded.items())
                 }
             rows.append(row)
-        return rows
+        elsewhere = None
+        if not targets and not all_pipelines:
+            elsewhere = stale_elsewhere(ws, scope, remote is not None)
+        return StatusResult(rows, elsewhere)
     finally:
         ws.state.close()
 

@@ -370,3 +370,30 @@ pipeline.register(fit, params={"alpha": 0.1, "name": "x"})
     pipeline_file.write_text(pipeline_file.read_text().replace("0.1", "100"))
     assert "param changed: alpha 0.1 → 100" in pivot("status", cwd="p").stdout
     assert "param changed: alpha 0.1 → 100" in pivot("run", "-n", cwd="p").stdout
+
+
+def test_status_at_the_root_mentions_stale_pipelines_elsewhere(project, pivot) -> None:
+    _chain(project)
+    pivot("run", cwd="report")
+    assert "other pipeline" not in pivot("status").stdout
+    (project / "train/model.txt").write_text("edited")  # train/fit's output, report's dep
+    status = pivot("status").stdout
+    assert "Every stage is up to date (1 stage)." in status
+    assert "2 stages in 2 other pipelines are not up to date; pivot status --all" in status
+    write_files(
+        project,
+        {
+            "sweep/pipeline.py": HEADER
+            + """
+pipeline = pivot.Pipeline("sweep")
+
+def tune() -> Annotated[str, pivot.Out("best.txt", pivot.loaders.Text())]:
+    return "best"
+
+pipeline.register(tune)
+"""
+        },
+    )
+    pivot("status", "--all")  # the scan's index now knows sweep/tune, which never ran
+    assert "3 stages in 3 other pipelines" in pivot("status").stdout
+    assert "other pipeline" not in pivot("status", "--all").stdout
