@@ -16,12 +16,33 @@ PARAMS_ARG = "params"
 SINGLE_OUT = ""
 
 
+GLOB_CHARS = ("*", "?")
+
+
 @dataclass(frozen=True)
 class Dep:
-    """Marks a parameter as a file the stage reads: `Annotated[T, Dep(path, loader)]`."""
+    """Marks a parameter as a file the stage reads: `Annotated[T, Dep(path, loader)]`.
 
-    path: str
+    Fan-in: a list of paths gives the argument a list of values, in that order; a path
+    with `*` or `?` (a glob over the outputs of the project's stages, `**` for any folders)
+    gives a dict of values by path, sorted by path."""
+
+    path: str | tuple[str, ...]
     loader: Loader = field(default_factory=PathOnly)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.path, list | tuple):
+            paths = tuple(self.path)
+            if not paths or not all(isinstance(p, str) for p in paths):
+                raise DefinitionError(
+                    f"pivot.Dep({list(paths)!r}): a list of deps needs at least one path, and "
+                    f"each must be a string."
+                )
+            object.__setattr__(self, "path", paths)
+
+
+def is_glob(path: str) -> bool:
+    return any(c in path for c in GLOB_CHARS)
 
 
 @dataclass(frozen=True)
@@ -32,14 +53,20 @@ class Out:
     loader: Loader = field(default_factory=PathOnly)
 
 
+LIST, GLOB, MATCH = "list", "glob", "match"
+
+
 @dataclass(frozen=True)
 class Artifact:
-    """A dep or out of a stage: argument or result key, declared and project paths."""
+    """A dep or out of a stage: argument or result key, declared and project paths.
+    `group` marks fan-in deps: one of a `LIST`, a `GLOB` pattern not yet expanded, or a
+    `MATCH` of one (the argument gets a list, or a dict by path)."""
 
     key: str
     declared: str
     path: str
     loader: Loader
+    group: str = ""
 
 
 @dataclass

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fnmatch
 import os
 import pathlib
 from typing import TYPE_CHECKING
@@ -181,6 +182,23 @@ class Discovery:
             self._load_or_skip(self.project.root / rel)
         return self.loaded_producer(path)
 
+    def outputs_matching(self, pattern: str) -> list[str]:
+        """Project outputs (of loaded stages and of every pipeline the scan knows) that the
+        glob `pattern` matches, sorted; with none, the scan is redone once."""
+        for attempt in range(2):
+            index = self.scan() if attempt == 0 else self._fresh_scan()
+            outs = {o for v in index.values() if not isinstance(v, str) for o in v}
+            found = sorted(p for p in outs | set(self.producers) if glob_match(pattern, p))
+            if found or self._scan_is_fresh:
+                break
+        for path in found:
+            self.find_producer(path)
+        return found
+
+    def _fresh_scan(self) -> dict[str, list[str] | str]:
+        self._scan = self._rescan()
+        return self._scan
+
     def find_producer_rescanning(self, path: str) -> StageSpec | None:
         """`find_producer`, then once more over a fresh scan if the cached index was used
         (pipelines may generate stages from files the index cannot watch)."""
@@ -287,6 +305,21 @@ class Discovery:
         if self._scan is None:
             self._scan = self._validated_index()
         return self._stage_outs
+
+
+def glob_match(pattern: str, path: str) -> bool:
+    """Whether the project path matches the glob: `*` and `?` within one folder name,
+    `**` for any number of folders."""
+    return _match(pattern.split("/"), path.split("/"))
+
+
+def _match(pattern: list[str], parts: list[str]) -> bool:
+    if not pattern:
+        return not parts
+    head, rest = pattern[0], pattern[1:]
+    if head == "**":
+        return any(_match(rest, parts[i:]) for i in range(len(parts) + 1))
+    return bool(parts) and fnmatch.fnmatchcase(parts[0], head) and _match(rest, parts[1:])
 
 
 def _out_near(stage: StageSpec, path: str) -> str:

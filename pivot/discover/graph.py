@@ -7,6 +7,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from pivot.define.stage import GLOB, MATCH, Artifact
 from pivot.errors import DefinitionError
 
 if TYPE_CHECKING:
@@ -55,6 +56,8 @@ def build_graph(discovery: Discovery, roots: list[StageSpec]) -> Graph:
     while queue:
         stage = queue.popleft()
         links: dict[str, str] = {}
+        if any(dep.group == GLOB for dep in stage.deps):
+            stage.deps = expand_globs(discovery, stage)
         for dep in stage.deps:
             producer = discovery.find_producer(dep.path)
             inner = discovery.outputs_inside(dep.path) if producer is None else []
@@ -63,7 +66,8 @@ def build_graph(discovery: Discovery, roots: list[StageSpec]) -> Graph:
                 raise DefinitionError(
                     f"Stage {stage.id} ({stage.source}) depends on the directory {dep.path}, "
                     f"which holds {out}, an output of {writer.id} ({writer.source}). Depend "
-                    f"on the output paths themselves so that the order is known."
+                    f"on the output paths themselves so that the order is known (a list of "
+                    f"paths, or a pattern such as '{dep.declared}/*', reads several)."
                 )
             if producer is None and not os.path.lexists(discovery.project.root / dep.path):
                 producer = discovery.find_producer_rescanning(dep.path)
@@ -82,6 +86,29 @@ def build_graph(discovery: Discovery, roots: list[StageSpec]) -> Graph:
                 queue.append(producer)
         graph.upstream[stage.id] = links
     return graph
+
+
+def expand_globs(discovery: Discovery, stage: StageSpec) -> list[Artifact]:
+    """The stage's deps with each glob replaced by the outputs of the project it matches,
+    sorted by path (the scan is redone once if it matches none)."""
+    deps: list[Artifact] = []
+    for dep in stage.deps:
+        if dep.group != GLOB:
+            deps.append(dep)
+            continue
+        matched = discovery.outputs_matching(dep.path)
+        if not matched:
+            raise DefinitionError(
+                f"Stage {stage.id} ({stage.source}) depends on {dep.declared!r} ({dep.path} in "
+                f"the project), a pattern that matches no output of any stage in the "
+                f"project. Fix the pattern, or add the stages that write such outputs."
+            )
+        base = stage.workdir
+        root = discovery.project.root
+        for path in matched:
+            declared = os.path.relpath(root / path, base).replace(os.sep, "/")
+            deps.append(Artifact(dep.key, declared, path, dep.loader, MATCH))
+    return deps
 
 
 def select(graph: Graph, targets: list[str]) -> Graph:

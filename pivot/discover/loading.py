@@ -16,7 +16,7 @@ from typing import Any
 
 from pivot.define.loaders import PathOnly
 from pivot.define.pipeline import Pipeline, Registration, check_name
-from pivot.define.stage import PARAMS_ARG, Artifact, Dep, Out, StageSpec
+from pivot.define.stage import GLOB, LIST, PARAMS_ARG, Artifact, Dep, Out, StageSpec, is_glob
 from pivot.errors import DefinitionError, PivotError
 from pivot.project import Project, safe_relpath
 
@@ -343,16 +343,21 @@ def _resolve(
 ) -> StageSpec:
     where = f"stage {pipeline}/{reg.name} ({file})"
 
-    def artifact(key: str, declared: str, loader: Any) -> Artifact:
+    def artifact(key: str, declared: str, loader: Any, group: str = "") -> Artifact:
         try:
             rel = project.rel(declared, base=directory)
         except PivotError as exc:
             raise exc.reworded(f"{where}: {exc}") from None
         safe_relpath(rel, f"the path {declared!r} of {where}")
-        return Artifact(key, declared, rel, loader)
+        return Artifact(key, declared, rel, loader, group)
 
-    deps = [artifact(k, d.path, d.loader) for k, d in reg.deps.items()]
-    outs = [artifact(k, o.path, o.loader) for k, o in reg.outs.items()]
+    deps = []
+    for k, d in reg.deps.items():
+        if isinstance(d.path, tuple):
+            deps += [artifact(k, p, d.loader, LIST) for p in d.path]
+        else:
+            deps.append(artifact(k, d.path, d.loader, GLOB if is_glob(d.path) else ""))
+    outs = [artifact(k, str(o.path), o.loader) for k, o in reg.outs.items()]
     for out in outs:
         check_not_pipeline(out.path, project.rel(file), f"{where}: its output {out.declared!r}")
     return StageSpec(

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 from pivot._fs import remove_path
 from pivot.cache.checkout import remove_leftovers
 from pivot.cache.objects import LocalCache
+from pivot.define.stage import LIST, MATCH
 from pivot.discover.loading import pipeline_context
 from pivot.errors import DiskFull, PivotError
 from pivot.project import Project
@@ -479,7 +480,16 @@ def _local(root: pathlib.Path, stage: StageSpec, rel: str) -> pathlib.Path:
 
 
 def _call(stage: StageSpec, root: pathlib.Path) -> Any:
-    kwargs = {dep.key: dep.loader.load(_local(root, stage, dep.path)) for dep in stage.deps}
+    kwargs: dict[str, Any] = {}
+    for dep in stage.deps:
+        local = _local(root, stage, dep.path)
+        value = dep.loader.load(local)
+        if dep.group == LIST:
+            kwargs.setdefault(dep.key, []).append(value)
+        elif dep.group == MATCH:
+            kwargs.setdefault(dep.key, {})[local.as_posix()] = value
+        else:
+            kwargs[dep.key] = value
     if stage.outs_as_args:
         kwargs.update({out.key: _local(root, stage, out.path) for out in stage.outs})
     if stage.params is not None:

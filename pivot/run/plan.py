@@ -103,6 +103,9 @@ def run_key(stage: StageSpec, code_digest: str, deps: dict[str, str]) -> str:
         "dep_loaders": dep_loaders,
         "outs": out_loaders,
     }
+    fan_in = [(d.key, d.group, d.path) for d in stage.deps if d.group]
+    if fan_in:  # which argument gets which paths, in which order (absent otherwise)
+        body["fan_in"] = fan_in
     text = json.dumps(body, sort_keys=True, separators=(",", ":"))
     return blake3.blake3(text.encode()).hexdigest()
 

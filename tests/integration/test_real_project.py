@@ -397,3 +397,85 @@ pipeline.register(tune)
     pivot("status", "--all")  # the scan's index now knows sweep/tune, which never ran
     assert "3 stages in 3 other pipelines" in pivot("status").stdout
     assert "other pipeline" not in pivot("status", "--all").stdout
+
+
+def _sweep(project, runs: int) -> None:
+    """A generated pipeline: one stage per run, each writing sweep/scores/s<i>.json."""
+    write_files(
+        project,
+        {
+            "sweep/runs.txt": str(runs),
+            "sweep/pipeline.py": HEADER
+            + """
+pipeline = pivot.Pipeline("sweep")
+
+def make(i):
+    def score() -> Annotated[dict, pivot.Out(f"scores/s{i}.json", pivot.loaders.JSON())]:
+        _count(f"s{i}")
+        return {"run": i, "score": i * 10}
+    score.__name__ = f"score{i}"
+    return score
+
+for n in range(int(pathlib.Path(__file__).with_name("runs.txt").read_text())):
+    pipeline.register(make(n), name=f"s{n}")
+""",
+        },
+    )
+
+
+def test_fan_in_over_a_list_and_a_glob_of_outputs(project, pivot) -> None:
+    import json
+
+    _sweep(project, 3)
+    write_files(
+        project,
+        {
+            "pick/pipeline.py": HEADER
+            + """
+pipeline = pivot.Pipeline("pick")
+
+def best(
+    scores: Annotated[dict, pivot.Dep("../sweep/scores/*.json", pivot.loaders.JSON())],
+    firsts: Annotated[list, pivot.Dep(["../sweep/scores/s1.json", "../sweep/scores/s0.json"], pivot.loaders.JSON())],
+) -> Annotated[dict, pivot.Out("best.json", pivot.loaders.JSON())]:
+    _count("best")
+    return {"paths": list(scores), "best": max(s["score"] for s in scores.values()),
+            "firsts": [f["run"] for f in firsts]}
+
+pipeline.register(best)
+""",
+        },
+    )
+    pivot("run", cwd="pick")
+    result = json.loads((project / "pick/best.json").read_text())
+    paths = [f"../sweep/scores/s{i}.json" for i in range(3)]
+    assert result == {"paths": paths, "best": 20, "firsts": [1, 0]}
+    assert sorted(executions(project)) == ["best", "s0", "s1", "s2"]
+    dag = json.loads(pivot("dag", "--json", cwd="pick").stdout)
+    producers = {e["from"] for e in dag["edges"] if e["to"] == "pick/best"}
+    assert producers == {"sweep/s0", "sweep/s1", "sweep/s2"}
+    assert "Every stage is up to date" in pivot("run", cwd="pick").stdout
+    _sweep(project, 4)  # a new generated stage joins the glob: best runs again
+    pivot("run", cwd="pick")
+    result = json.loads((project / "pick/best.json").read_text())
+    assert result["best"] == 30 and len(result["paths"]) == 4
+    assert executions(project)[4:] == ["s3", "best"]
+
+
+def test_a_glob_matching_no_output_names_the_pattern(project, pivot) -> None:
+    write_files(
+        project,
+        {
+            "pick/pipeline.py": HEADER
+            + """
+pipeline = pivot.Pipeline("pick")
+
+def best(scores: Annotated[dict, pivot.Dep("../nothing/*.json", pivot.loaders.JSON())]) -> Annotated[str, pivot.Out("best.txt", pivot.loaders.Text())]:
+    return ""
+
+pipeline.register(best)
+""",
+        },
+    )
+    proc = pivot("run", cwd="pick", rc=1)
+    assert "'../nothing/*.json'" in proc.stderr and "matches no output" in proc.stderr
