@@ -28,6 +28,7 @@ SECRET_KEYS = frozenset({"access_key_id", "secret_access_key", "session_token"})
 INT_KEYS = frozenset({"jobs"})
 URL_KEYS = ("url", "endpoint_url")
 REMOTE_KEYS = frozenset({"url", "endpoint_url", "region", "profile", "jobs"} | SECRET_KEYS)
+LINK_MODES = ("copy", "hardlink", "symlink")
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 
@@ -125,6 +126,15 @@ def _checked(data: Any, path: pathlib.Path) -> dict[str, Any]:
         if isinstance(default, bool) or not isinstance(default, str | int):
             raise fail("default_remote", "a remote name", default)
         data["default_remote"] = str(default)
+    cache = data.get("cache")
+    if cache is not None:
+        if not isinstance(cache, dict):
+            raise fail("cache", "a mapping (`link: copy`)", cache)
+        for key, value in cache.items():
+            if key != "link":
+                raise fail(f"cache.{key}", "absent (the known key is `link`)", value)
+            if value not in LINK_MODES:
+                raise fail("cache.link", f"one of {', '.join(LINK_MODES)}", value)
     remotes = data.get("remotes")
     if remotes is None:
         data["remotes"] = {}
@@ -181,6 +191,13 @@ def merge(shared: dict[str, Any], local: dict[str, Any]) -> dict[str, Any]:
         else:
             merged[key] = copy.deepcopy(value)
     return merged
+
+
+def link_mode(project: Project, given: str | None = None) -> str:
+    """How outputs are placed: `given` (a command's --link), else `cache.link`, else copy."""
+    if given is not None:
+        return given
+    return str((load(project).get("cache") or {}).get("link") or "copy")
 
 
 def load(project: Project) -> dict[str, Any]:

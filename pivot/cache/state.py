@@ -125,6 +125,10 @@ class StateDB:
             return row[4]
         return None
 
+    def recorded(self, rel: str) -> bool:
+        """Whether the stat cache holds an entry for `rel`, current or not."""
+        return rel in self._pending or rel in self._load_stats()
+
     def record(self, rel: str, st: os.stat_result, digest: str) -> None:
         self._pending[rel] = (*_key(st), digest)
 

@@ -9,6 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from pivot.cache import linked
 from pivot.cache.checkout import LinkMode, checkout
 from pivot.cache.hashing import Hasher
 from pivot.cache.objects import LocalCache
@@ -49,6 +50,8 @@ class Workspace:
         for inner, digest in placed:
             rel = f"{path}/{inner}" if inner else path
             self.state.record(rel, (root / rel).stat(), digest)
+            if link is not LinkMode.COPY:
+                linked.remember(self.state, self.cache, digest)
         return True
 
 

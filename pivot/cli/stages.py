@@ -52,9 +52,9 @@ def init() -> None:
 @click.option(
     "--link",
     type=click.Choice(LINK_MODES),
-    default="copy",
-    show_default=True,
-    help="How restored outputs are placed in the workspace.",
+    default=None,
+    help="How restored outputs are placed in the workspace (default: the config's "
+    "cache.link, else copy).",
 )
 @quiet_option
 @json_option
@@ -112,7 +112,7 @@ def run(
     options = RunOptions(
         jobs=jobs or os.cpu_count() or 1,
         keep_going=keep_going,
-        link=LinkMode(link),
+        link=LinkMode(link) if link else None,
         fallback=not no_fallback,
         materialize_all=materialize,
     )
@@ -238,9 +238,8 @@ def list_stages(targets, all_pipelines, as_json) -> None:
 @click.option(
     "--link",
     type=click.Choice(LINK_MODES),
-    default="copy",
-    show_default=True,
-    help="How outputs are placed in the workspace.",
+    default=None,
+    help="How outputs are placed in the workspace (default: the config's cache.link, else copy).",
 )
 @json_option
 @quiet_option

@@ -5,17 +5,17 @@ from __future__ import annotations
 import click
 
 from pivot.cli import render
-from pivot.cli.options import transfer_options
+from pivot.cli.options import LINK_MODES, transfer_options
 from pivot.errors import RemoteIncomplete
 from pivot.services import transfer
 
 
-def _with_bar(label: str, quiet: bool, move, *args) -> transfer.Moved:
+def _with_bar(label: str, quiet: bool, move, *args, **kwargs) -> transfer.Moved:
     """Call the service `move` with a progress bar on stderr (unless `quiet`), closed
     however it ends."""
     bar = render.Bar(label, enabled=not quiet)
     try:
-        return move(*args, bar)
+        return move(*args, progress=bar, **kwargs)
     finally:
         bar.close()
 
@@ -58,10 +58,18 @@ def fetch(remote_name, jobs, as_json, all_pipelines, quiet, targets) -> None:
 
 @click.command("pull", short_help="Fetch outputs and check them out.")
 @transfer_options
-def pull(remote_name, jobs, as_json, all_pipelines, quiet, targets) -> None:
+@click.option(
+    "--link",
+    type=click.Choice(LINK_MODES),
+    default=None,
+    help="How outputs are placed (default: the config's cache.link, else copy).",
+)
+def pull(remote_name, jobs, as_json, all_pipelines, quiet, link, targets) -> None:
     """Fetch, then check out the outputs of this pipeline and its upstreams (or TARGETS, or
     --all) into the workspace."""
-    moved = _with_bar("pull", quiet, transfer.pull, targets, all_pipelines, remote_name, jobs)
+    moved = _with_bar(
+        "pull", quiet, transfer.pull, targets, all_pipelines, remote_name, jobs, link_name=link
+    )
     extra = {"checked_out": moved.checked_out, "incomplete": moved.incomplete}
     render.transfer(moved.summary, as_json, extra)
     if moved.incomplete:

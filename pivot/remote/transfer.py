@@ -771,6 +771,7 @@ def pull_locks(
     locks: Iterable[Produced],
     jobs: int | None = None,
     progress: Progress | None = None,
+    link: LinkMode = LinkMode.COPY,
 ) -> PullResult:
     """Fetch the outputs of `locks`, then check each complete one out into the workspace.
 
@@ -809,7 +810,7 @@ def pull_locks(
         if cache.missing(out["hash"], out["kind"]):
             incomplete.append(path)
             return None
-        ctx.ws.place_output(path, out, LinkMode.COPY, owners[path], refetch)
+        ctx.ws.place_output(path, out, link, owners[path], refetch)
         return path
 
     pool = ThreadPoolExecutor(max(1, ctx.jobs), thread_name_prefix="pivot-checkout")

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 import blake3
 
+from pivot.cache.linked import damaged_objects
 from pivot.cache.runs import decode_record
 from pivot.errors import DefinitionError, PivotError
 from pivot.fingerprint import canonical_json, fingerprint, fingerprint_digest
@@ -236,9 +237,15 @@ class Planner:
 
     def available(self, digest: str, kind: str) -> bool:
         """In the local cache, or on the remote (assumed until the remote is contacted:
-        the lock or record that names it was pushed with it)."""
+        the lock or record that names it was pushed with it). A local object an output
+        shares through a link and that an edit in place damaged is set aside
+        (`cache.linked`), never restored from."""
         if not self.ws.cache.missing(digest, kind):
-            return True
+            bad = damaged_objects(self.ws.state, self.ws.cache, digest, kind)
+            for blob in bad:
+                self.ws.cache.damaged(blob)
+            if not bad:
+                return True
         if self.remote is None:
             return False
         return not self.remote.contacted or self.remote.has_output(digest)

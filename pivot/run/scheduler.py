@@ -64,7 +64,7 @@ class RunOptions:
 
     jobs: int = 1
     keep_going: bool = False
-    link: LinkMode = LinkMode.COPY
+    link: LinkMode | None = None  # None: the config's `cache.link` (the service sets it)
     remote: RemoteAccess | None = None
     fallback: bool = True
     materialize_all: bool = False
@@ -511,7 +511,7 @@ class Runner:
         refetch = self._refetch if self.remote is not None else None
         what = f"the output of {decision.stage.id}"
         for path, out in decision.outs.items():
-            self.ws.place_output(path, out, self.options.link, what, refetch)
+            self.ws.place_output(path, out, self.options.link or LinkMode.COPY, what, refetch)
 
     def _refetch(self, digest: str, kind: str) -> None:
         """Fetch again the blobs of an output whose cached copy was damaged."""

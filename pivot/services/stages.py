@@ -7,6 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from pivot import config
 from pivot.cache.checkout import LinkMode
 from pivot.cache.workspace import open_workspace
 from pivot.discover.scope import Scope, resolve_scope
@@ -61,6 +62,8 @@ def run(
     pushes with `push_outputs` once the run succeeded."""
     ws = open_workspace()
     try:
+        if options.link is None:
+            options.link = LinkMode(config.link_mode(ws.project))
         scope = resolve_scope(ws, targets, all_pipelines)
         forced = set(scope.targets) if force else set()
         remote = RemoteAccess(ws.project, remote_name)
@@ -199,9 +202,11 @@ def list_stages(targets: tuple[str, ...], all_pipelines: bool) -> list[dict[str,
     ]
 
 
-def checkout(targets: tuple[str, ...], all_pipelines: bool, link: str) -> tuple[int, int]:
-    """Place every locked output of the scope; returns (placed, already in place)."""
+def checkout(targets: tuple[str, ...], all_pipelines: bool, link: str | None) -> tuple[int, int]:
+    """Place every locked output of the scope (`link`: default `cache.link`); returns
+    (placed, already in place)."""
     ws = open_workspace()
+    link = config.link_mode(ws.project, link)
     try:
         locks = locks_in_scope(ws, targets, all_pipelines)
         check_disjoint(locks)

@@ -6,6 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from pivot import config
+from pivot.cache.checkout import LinkMode
 from pivot.cache.runs import RunRecords
 from pivot.remote import transfer
 from pivot.run.lockfile import check_disjoint
@@ -64,12 +66,14 @@ def pull(
     remote_name: str | None,
     jobs: int | None,
     progress: Progress | None = None,
+    link_name: str | None = None,
 ) -> Moved:
     """Fetch the scope's outputs and place each complete one in the workspace."""
     project, locks = command_locks(targets, all_pipelines)
     check_disjoint(locks)
     target = open_configured(project, remote_name)
     check_directory(project, target)
+    link = LinkMode(config.link_mode(project, link_name))
     with project.exclusive("pull"):
-        result = transfer.pull_locks(project, target, locks, jobs, progress)
+        result = transfer.pull_locks(project, target, locks, jobs, progress, link)
     return Moved(result.summary, target.display, result.checked_out, result.incomplete)

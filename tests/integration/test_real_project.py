@@ -479,3 +479,58 @@ pipeline.register(best)
     )
     proc = pivot("run", cwd="pick", rc=1)
     assert "'../nothing/*.json'" in proc.stderr and "matches no output" in proc.stderr
+
+
+def _edit_in_place(path) -> None:
+    """Edit a linked output as a user with the rights to would (the object is 0444)."""
+    import os
+
+    target = os.path.realpath(path)
+    os.chmod(target, 0o644)
+    with open(path, "w") as handle:
+        handle.write("EDITED")
+
+
+def test_cache_link_config_and_linked_outputs_edited_in_place(project, pivot, tmp_path) -> None:
+    import os
+
+    _chain(project)
+    (project / ".pivot/config.yaml").write_text("cache:\n  link: symlink\n")
+    pivot("run", cwd="report")
+    store = tmp_path / "store"
+    pivot("remote", "add", "--default", "origin", str(store))
+    pivot("push", "--all")
+    model = project / "train/model.txt"
+    for command in (["checkout"], ["pull"], ["run"]):
+        model.unlink()
+        pivot(*command, cwd="train")
+        assert model.is_symlink(), command  # placed as cache.link says
+    config = project / ".pivot/config.yaml"
+    config.write_text(config.read_text().replace("symlink", "hardlink"))
+    model.unlink()
+    pivot("checkout", cwd="train")
+    assert not model.is_symlink() and os.stat(model).st_nlink == 2
+    _edit_in_place(model)
+    pivot("remote", "remove", "origin")  # no remote: the local object is all there is
+    status = pivot("status", cwd="train").stdout
+    assert "will run" in status and "restorable" not in status, status
+    assert "its outputs are in no cache that can be reached" in status
+    assert list((project / ".pivot/cache/quarantine").iterdir())  # the damaged object
+    pivot("run", cwd="train")
+    assert model.read_text() == "A,B\nmodel"
+    # the re-created object is good: a fresh push and a pull elsewhere give the right bytes
+    pivot("remote", "add", "--default", "clean", str(tmp_path / "clean"))
+    pivot("push", "--all")
+    model.unlink()
+    import shutil
+
+    shutil.rmtree(project / ".pivot/cache")
+    pivot("pull", "--all")
+    assert model.read_text() == "A,B\nmodel"
+
+
+def test_a_bad_cache_link_in_the_config_names_the_key(project, pivot) -> None:
+    (project / ".pivot/config.yaml").write_text("cache:\n  link: reflinky\n")
+    write_files(project, {"pipeline.py": HEADER + "pipeline = pivot.Pipeline('p')\n"})
+    proc = pivot("checkout", rc=1)
+    assert "cache.link" in proc.stderr and "copy, hardlink, symlink" in proc.stderr
