@@ -13,6 +13,7 @@ import click
 from pivot.cli import console
 
 VERBOSE = {"on": False}
+PROG = "pivot"  # also under `python -m pivot`, so that shell completion finds its variable
 STARTED = time.perf_counter()  # as the command line is read: a summary's time counts loading
 
 
@@ -34,6 +35,11 @@ class Lazy(NamedTuple):
 COMMANDS = {
     "checkout": Lazy(
         "pivot.cli.stages:checkout", "Put cached outputs back into the workspace.", True
+    ),
+    "completion": Lazy(
+        "pivot.cli.completion:completion",
+        "Print the shell completion script (bash, zsh, fish).",
+        True,
     ),
     "dag": Lazy("pivot.cli.stages:dag", "Print the stage graph, grouped by pipeline."),
     "fetch": Lazy("pivot.cli.transfer:fetch", "Download outputs into the local cache.", True),
@@ -98,7 +104,7 @@ def main() -> None:
 
     started = time.perf_counter()
     try:
-        cli.main(standalone_mode=False)
+        cli.main(standalone_mode=False, prog_name=PROG)
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
     except click.ClickException as exc:

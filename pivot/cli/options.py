@@ -21,17 +21,31 @@ def json_option(func):
     return click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")(func)
 
 
+def complete_targets(ctx, param, incomplete: str) -> list[str]:
+    """Shell completion of TARGETS: stage ids and pipeline names."""
+    from pivot.services.names import stage_names
+
+    return [name for name in stage_names() if name.startswith(incomplete)]
+
+
+def complete_remotes(ctx, param, incomplete: str) -> list[str]:
+    """Shell completion of a remote's name."""
+    from pivot.services.names import remote_names
+
+    return [name for name in remote_names() if name.startswith(incomplete)]
+
+
 def targets_options(func):
     """TARGETS and -a/--all, for the commands that work on stages."""
     func = click.option(
         "-a", "--all", "all_pipelines", is_flag=True, help="Every pipeline under the project root."
     )(func)
-    return click.argument("targets", nargs=-1)(func)
+    return click.argument("targets", nargs=-1, shell_complete=complete_targets)(func)
 
 
 def transfer_options(func):
     """TARGETS, --all, --json, --quiet, --jobs and --remote, for push, fetch and pull."""
-    func = click.argument("targets", nargs=-1)(func)
+    func = click.argument("targets", nargs=-1, shell_complete=complete_targets)(func)
     func = quiet_option(func)
     func = click.option(
         "-a", "--all", "all_pipelines", is_flag=True, help="Every stage of the project."
@@ -40,4 +54,11 @@ def transfer_options(func):
     func = click.option("-j", "--jobs", type=click.IntRange(min=1), default=None, help=JOBS_HELP)(
         func
     )
-    return click.option("-r", "--remote", "remote_name", default=None, help="Remote name.")(func)
+    return click.option(
+        "-r",
+        "--remote",
+        "remote_name",
+        default=None,
+        help="Remote name.",
+        shell_complete=complete_remotes,
+    )(func)

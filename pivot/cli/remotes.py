@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from pivot.cli import render
+from pivot.cli.options import complete_remotes
 from pivot.services import remotes
 
 
@@ -14,7 +15,7 @@ def remote() -> None:
 
 
 @remote.command("add")
-@click.argument("name")
+@click.argument("name", shell_complete=complete_remotes)
 @click.argument("url")
 @click.option("-d", "--default", "make_default", is_flag=True, help="Make it the default.")
 @click.option("--local", is_flag=True, help="Write to .pivot/config.local.yaml (not committed).")
@@ -54,7 +55,7 @@ def remote_list(as_json: bool) -> None:
 
 
 @remote.command("remove")
-@click.argument("name")
+@click.argument("name", shell_complete=complete_remotes)
 def remote_remove(name: str) -> None:
     """Remove remote NAME (from both config files)."""
     remotes.remove(name)
@@ -62,7 +63,7 @@ def remote_remove(name: str) -> None:
 
 
 @remote.command("default")
-@click.argument("name")
+@click.argument("name", shell_complete=complete_remotes)
 @click.option("--local", is_flag=True, help="Write to .pivot/config.local.yaml.")
 def remote_default(name: str, local: bool) -> None:
     """Make NAME the default remote."""
@@ -71,7 +72,7 @@ def remote_default(name: str, local: bool) -> None:
 
 
 @remote.command("modify")
-@click.argument("name")
+@click.argument("name", shell_complete=complete_remotes)
 @click.argument("key")
 @click.argument("value", required=False)
 @click.option("--local", is_flag=True, help="Write to .pivot/config.local.yaml (for secrets).")
@@ -83,7 +84,7 @@ def remote_modify(name: str, key: str, value: str | None, local: bool, unset: bo
 
 
 @remote.command("clean")
-@click.argument("name", required=False)
+@click.argument("name", required=False, shell_complete=complete_remotes)
 @click.option(
     "--older-than",
     "hours",

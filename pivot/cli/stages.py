@@ -10,7 +10,13 @@ import click
 from pivot.cache.checkout import LinkMode
 from pivot.cli import advice, console, dagview, render
 from pivot.cli.main import elapsed
-from pivot.cli.options import LINK_MODES, json_option, quiet_option, targets_options
+from pivot.cli.options import (
+    LINK_MODES,
+    complete_remotes,
+    json_option,
+    quiet_option,
+    targets_options,
+)
 from pivot.errors import PivotError, StageFailed
 from pivot.project import find_root, init_project
 from pivot.run.scheduler import RunOptions
@@ -64,6 +70,7 @@ def init() -> None:
     "remote_name",
     default=None,
     help="Restore from (and push to) this remote instead of the default one.",
+    shell_complete=complete_remotes,
 )
 @click.option("--no-remote", is_flag=True, help="Stay offline: restore only from the local cache.")
 @click.option(
@@ -181,6 +188,7 @@ def run(
     "-r",
     "--remote-name",
     default=None,
+    shell_complete=complete_remotes,
     help="The remote to consider instead of the default one (as `run -r`).",
 )
 def status(targets, all_pipelines, as_json, quiet, with_remote, remote_name) -> None:
@@ -196,7 +204,14 @@ def status(targets, all_pipelines, as_json, quiet, with_remote, remote_name) -> 
 
 @click.command(short_help="CI gate: fail unless up to date and pushed.")
 @targets_options
-@click.option("-r", "--remote", "remote_name", default=None, help="The remote to check.")
+@click.option(
+    "-r",
+    "--remote",
+    "remote_name",
+    default=None,
+    help="The remote to check.",
+    shell_complete=complete_remotes,
+)
 @json_option
 @quiet_option
 def verify(targets, all_pipelines, remote_name, as_json, quiet) -> None:

@@ -534,3 +534,32 @@ def test_a_bad_cache_link_in_the_config_names_the_key(project, pivot) -> None:
     write_files(project, {"pipeline.py": HEADER + "pipeline = pivot.Pipeline('p')\n"})
     proc = pivot("checkout", rc=1)
     assert "cache.link" in proc.stderr and "copy, hardlink, symlink" in proc.stderr
+
+
+def _complete(pivot, words: str, **env) -> list[str]:
+    """What bash completion offers after `words` (click's protocol, as the script asks)."""
+    cword = str(len(words.split()) - (0 if words.endswith(" ") else 1))
+    proc = pivot(_PIVOT_COMPLETE="bash_complete", COMP_WORDS=words, COMP_CWORD=cword, **env)
+    return [line.partition(",")[2] for line in proc.stdout.splitlines()]
+
+
+def test_shell_completion_of_commands_stages_pipelines_and_remotes(
+    project, pivot, tmp_path
+) -> None:
+    _chain(project)
+    pivot("run", cwd="report")
+    pivot("remote", "add", "--default", "origin", str(tmp_path / "store"))
+    pivot("remote", "add", "backup", str(tmp_path / "backup"))
+    for shell, marker in (
+        ("bash", "complete -o nosort -F"),
+        ("zsh", "#compdef pivot"),
+        ("fish", "complete --no-files --command pivot"),
+    ):
+        script = pivot("completion", shell).stdout
+        assert marker in script and "_PIVOT_COMPLETE" in script, shell
+    assert _complete(pivot, "pivot sta") == ["status"]
+    assert "train/fit" in _complete(pivot, "pivot run ")
+    assert _complete(pivot, "pivot status tr") == ["train/", "train/fit"]
+    assert _complete(pivot, "pivot push -r ") == ["backup", "origin"]
+    assert _complete(pivot, "pivot remote remove o") == ["origin"]
+    assert _complete(pivot, "pivot completion ") == ["bash", "zsh", "fish"]
