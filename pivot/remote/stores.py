@@ -275,10 +275,29 @@ class Remote:
     # ----- operations -----
 
     def list_indexes(self) -> list[str]:
-        """The ids of every index object on the remote (one listing)."""
+        """The ids of every index object on the remote (one listing). A local folder that
+        does not exist is an error, not an empty remote: its url is wrong (often a relative
+        one in a clone placed elsewhere), or nothing was pushed yet."""
+        if isinstance(self.store, LocalStore) and not self.store.root.is_dir():
+            typed = split_protocol(self.url)[1]
+            relative = (
+                ""
+                if os.path.isabs(os.path.expanduser(typed))
+                else (" (a relative url is relative to the project root)")
+            )
+            raise PivotError(
+                f"The remote {self.display} is the directory {self.store.root}{relative}, "
+                f"which does not exist. Fix the remote's url, or push to it first if it is new."
+            )
         with self._errors("list the indexes of"):
             names = self.store.names(INDEX)
         return sorted(n for n in names if is_hash(n))
+
+    def create_folder(self) -> None:
+        """Create a local folder remote that does not exist yet (a push does)."""
+        if isinstance(self.store, LocalStore):
+            with self._errors("create the folder of"):
+                self.store.root.mkdir(parents=True, exist_ok=True)
 
     def get_bytes(self, key: str) -> bytes:
         with self._errors(f"read {key} from"):

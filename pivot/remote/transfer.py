@@ -253,6 +253,7 @@ def push_outputs(
             summary.up_to_date = held
             summary.seconds = time.perf_counter() - started
             return summary
+        remote.create_folder()
         contents = ctx.index.refresh(ctx.jobs)
         damaged = summary.damaged
         wanted, unavailable = _expand(ctx.cache, outputs, contents, trees, damaged)

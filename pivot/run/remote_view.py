@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from pivot.errors import PivotError, RemoteIncomplete
+from pivot.errors import RemoteIncomplete
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
@@ -62,7 +62,6 @@ class RemoteAccess:
         if self._contents is None:
             from pivot.remote.transfer import remote_contents
 
-            check_directory(self.project, self.remote)
             self._contents = remote_contents(self.project, self.remote)
         return self._contents
 
@@ -76,7 +75,6 @@ class RemoteAccess:
         """Bring the outputs' blobs into the local cache; raise if any is unavailable."""
         from pivot.remote.transfer import fetch_outputs
 
-        check_directory(self.project, self.remote)
         summary = fetch_outputs(self.project, self.remote, list(outputs), jobs=self.jobs)
         if summary.missing:
             raise RemoteIncomplete(
@@ -106,24 +104,6 @@ def local_directory(project: Project, url: str) -> str | None:
     if protocol not in LOCAL_PROTOCOLS:
         return None
     return os.path.normpath(os.path.join(project.root, os.path.expanduser(rest)))
-
-
-def check_directory(project: Project, remote: Remote) -> None:
-    """Refuse to read a local remote whose folder does not exist: it is a wrong path
-    (often a relative url in a clone placed elsewhere), not an empty remote."""
-    import os
-
-    folder = local_directory(project, remote.url)
-    if folder is not None and not os.path.isdir(folder):
-        relative = (
-            ""
-            if os.path.isabs(os.path.expanduser(remote.url.split("://")[-1]))
-            else (f" (its url is relative to the project root {project.root})")
-        )
-        raise PivotError(
-            f"The remote {remote.display} is the directory {folder}{relative}, which does "
-            f"not exist. Fix the remote's url, or create the directory if the remote is new."
-        )
 
 
 def open_configured(project: Project, name: str | None) -> Remote:

@@ -11,7 +11,7 @@ from pivot.cache.checkout import LinkMode
 from pivot.cache.runs import RunRecords
 from pivot.remote import transfer
 from pivot.run.lockfile import check_disjoint
-from pivot.run.remote_view import check_directory, open_configured
+from pivot.run.remote_view import open_configured
 from pivot.services.scope import command_locks
 
 if TYPE_CHECKING:
@@ -54,7 +54,6 @@ def fetch(
     """Bring the scope's outputs into the local cache."""
     project, locks = command_locks(targets, all_pipelines)
     target = open_configured(project, remote_name)
-    check_directory(project, target)
     with project.exclusive("fetch"):
         summary = transfer.fetch_locks(project, target, locks, jobs, progress)
     return Moved(summary, target.display)
@@ -72,7 +71,6 @@ def pull(
     project, locks = command_locks(targets, all_pipelines)
     check_disjoint(locks)
     target = open_configured(project, remote_name)
-    check_directory(project, target)
     link = LinkMode(config.link_mode(project, link_name))
     with project.exclusive("pull"):
         result = transfer.pull_locks(project, target, locks, jobs, progress, link)

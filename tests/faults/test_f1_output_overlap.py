@@ -89,6 +89,7 @@ def crafted_manifest(project, relpaths: list[str]) -> dict:
 )
 def test_a_manifest_with_clashing_entries_is_refused(project, pivot, tmp_path, relpaths, needle):
     git_init(project)
+    (tmp_path / "remote").mkdir(exist_ok=True)  # an empty remote (a missing folder is an error)
     pivot("remote", "add", "origin", str(tmp_path / "remote"), "--default")
     write_lock(project, "p/s", {"tree": crafted_manifest(project, relpaths)})
     declare_stage(project, "p/s", ["tree"])
@@ -116,6 +117,7 @@ def test_overlapping_lock_files_are_refused_before_anything_is_placed(first, sec
 
 def test_pull_all_leaves_overlapping_lock_files_of_no_stage_alone(project, pivot, tmp_path):
     git_init(project)
+    (tmp_path / "remote").mkdir(exist_ok=True)  # an empty remote (a missing folder is an error)
     pivot("remote", "add", "origin", str(tmp_path / "remote"), "--default")
     write_lock(project, "p/s", {"a": cache_file(project, b"first\n")})
     write_lock(project, "q/t", {"a/b": cache_file(project, b"second\n")})
@@ -137,6 +139,7 @@ def test_checkout_leaves_a_lock_naming_another_stages_output_alone(project, pivo
 
 
 def test_an_unbounded_size_in_a_lock_file_is_refused(project, pivot, tmp_path):
+    (tmp_path / "remote").mkdir(exist_ok=True)  # an empty remote (a missing folder is an error)
     pivot("remote", "add", "origin", str(tmp_path / "remote"), "--default")
     out = {**cache_file(project, b"x\n"), "size": 10**40}
     lock = write_lock(project, "p/s", {"o.txt": out})

@@ -23,6 +23,7 @@ def make_venv(project, name: str = ".venv") -> None:
 
 def pull_crafted(project, pivot, tmp_path, outs: dict):
     git_init(project)
+    (tmp_path / "remote").mkdir(exist_ok=True)  # an empty remote (a missing folder is an error)
     pivot("remote", "add", "origin", str(tmp_path / "remote"), "--default")
     outs = {**outs, "fine.txt": cache_file(project, b"fine\n")}
     write_lock(project, "p/s", outs)

@@ -243,6 +243,7 @@ def test_remote_unavailable_mid_run_falls_back_to_running(local_machines, tmp_pa
 def test_remote_without_the_blobs_says_so_and_runs(local_machines, tmp_path) -> None:
     local_machines.publish(PARENT_CHILD, cwd="analysis")
     b, pivot_b = local_machines.clone()
+    (tmp_path / "nobody-pushed-here").mkdir()  # an empty remote (a missing folder is an error)
     pivot_b("remote", "add", "empty", str(tmp_path / "nobody-pushed-here"), "--default")
     proc = pivot_b("run", cwd="analysis")
     assert "lacks 2 blob(s)" in proc.stderr and "were they pushed?" in proc.stderr
