@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import fnmatch
+import logging
 import os
 import pathlib
 from typing import TYPE_CHECKING
 
 import msgpack
 
-from pivot import console
 from pivot.discover.loading import (
     PIPELINE_FILES,
     LoadedPipeline,
@@ -17,7 +17,7 @@ from pivot.discover.loading import (
     load_file,
     pipeline_file_in,
 )
-from pivot.errors import DefinitionError
+from pivot.errors import DefinitionError, PivotError
 from pivot.project import Project
 
 if TYPE_CHECKING:
@@ -27,6 +27,7 @@ if TYPE_CHECKING:
 SKIP_DIRS = {"node_modules", "__pycache__", "site-packages", "venv", "env"}
 INDEX_NAMESPACE = "discovery"
 INDEX_KEY = "pipelines"
+log = logging.getLogger(__name__)  # the CLI shows warnings; see pivot.cli.main
 
 
 def _skip_dir(dirpath: str, name: str) -> bool:
@@ -55,6 +56,7 @@ class Discovery:
         self._scan: dict[str, list[str] | str] | None = None
         self._scan_is_fresh = False
         self.broken: dict[str, str] = {}
+        self._load_errors: dict[str, PivotError] = {}
         self._stage_outs: dict[str, list[str]] | None = None
         self._warned: set[str] = set()
 
@@ -65,7 +67,7 @@ class Discovery:
             return self.pipelines[file]
         rel = self.project.rel(file)
         if rel in self.broken:
-            raise PivotError(self.broken[rel])
+            raise self._error(rel)
         return self._add(load_file(self.project, file))
 
     def _load_or_skip(self, file: pathlib.Path) -> LoadedPipeline | None:
@@ -79,6 +81,7 @@ class Discovery:
         try:
             loaded = load_file(self.project, file)
         except PivotError as exc:
+            self._load_errors[rel] = exc
             self._skip(rel, str(exc))
             return None
         return self._add(loaded)
@@ -90,15 +93,24 @@ class Discovery:
         """One warning per pipeline skipped so far, naming it and its error."""
         for rel in sorted(set(self.broken) - self._warned):
             self._warned.add(rel)
-            console.warn(f"Skipping the pipeline {rel}, which does not load: {self.broken[rel]}")
+            log.warning(f"Skipping the pipeline {rel}, which does not load: {self.broken[rel]}")
 
     def check_loaded_all(self) -> None:
         """Fail on a pipeline that was skipped: `--all`, and lookups that may need it."""
         if self.broken:
-            error = self.broken[min(self.broken)]
+            first = min(self.broken)
             more = sorted(self.broken)[1:]
             also = f" Other pipelines that do not load: {', '.join(more)}." if more else ""
-            raise PivotError(error + also)
+            error = self._error(first)
+            raise error.reworded(str(error) + also) if also else error
+
+    def _error(self, rel: str) -> PivotError:
+        """The error the pipeline file `rel` failed to load with (this time, or as the
+        scan's index recorded it)."""
+        found = self._load_errors.get(rel)
+        if found is not None:
+            return found
+        return DefinitionError(self.broken[rel], path=self.project.root / rel)
 
     def _add(self, loaded: LoadedPipeline) -> LoadedPipeline:
         file = loaded.file

@@ -164,7 +164,9 @@ def _load_yaml(file: pathlib.Path) -> Pipeline:
         yaml_file.check(body, dict, at, what, "a mapping with a `python: module.function`")
         _check_keys(yaml_file, body, YAML_STAGE_KEYS, at, what)
         if "python" not in body:
-            raise DefinitionError(f"{yaml_file.where(at)}: {what} needs a `python: module.function`.")
+            raise DefinitionError(
+                f"{yaml_file.where(at)}: {what} needs a `python: module.function`."
+            )
         dotted = body["python"]
         yaml_file.check(dotted, str, (*at, "python"), f"`python` of {what}", "module.function")
         deps = body.get("deps") or {}
@@ -291,7 +293,9 @@ def _register_plain(
             f"argument of that name ({PARAMS_ARG!r} gets `params`)."
         )
     if name in pipeline.registrations:
-        raise DefinitionError(f"The pipeline {pipeline.name!r} registers two stages named {name!r}.")
+        raise DefinitionError(
+            f"The pipeline {pipeline.name!r} registers two stages named {name!r}."
+        )
     pipeline.registrations[name] = Registration(
         name,
         func,

@@ -285,9 +285,11 @@ class Remote:
                 if os.path.isabs(os.path.expanduser(typed))
                 else (" (a relative url is relative to the project root)")
             )
-            raise PivotError(
+            raise RemoteUnreachable(
                 f"The remote {self.display} is the directory {self.store.root}{relative}, "
-                f"which does not exist. Fix the remote's url, or push to it first if it is new."
+                f"which does not exist. Fix the remote's url, or push to it first if it is new.",
+                remote=self.name,
+                display=self.display,
             )
         with self._errors("list the indexes of"):
             names = self.store.names(INDEX)
