@@ -14,6 +14,7 @@ from pivot.remote.stores import Remote, open_remote
 
 
 def _local(request, tmp_path) -> Remote:
+    (tmp_path / "remote").mkdir()  # an empty remote, as a bucket is (a missing folder is refused)
     return open_remote(str(tmp_path / "remote"), name="test")
 
 
