@@ -90,9 +90,6 @@ def init() -> None:
     is_flag=True,
     help="After the run, watch the scope's files and run again on every change (Ctrl-C stops).",
 )
-@click.option(
-    "--json", "as_json", is_flag=True, help="With --watch: one JSON event per line on stdout."
-)
 def run(
     targets,
     all_pipelines,
@@ -109,7 +106,6 @@ def run(
     materialize,
     push,
     watch,
-    as_json,
 ) -> None:
     """Run the stages of this pipeline (or TARGETS) and everything upstream.
 
@@ -132,8 +128,6 @@ def run(
         request = WatchRequest(targets, all_pipelines, force, options, remote_name, not no_remote)
         watching.serve(request, as_json, quiet)
         return
-    if as_json:
-        raise click.UsageError("--json is for --watch (use `pivot status --json` for the plan).")
 
     def show(report) -> None:
         if not quiet and not as_json:

@@ -9,9 +9,7 @@ def test_watch_without_a_pipeline_is_the_error_run_gives(project, pivot) -> None
     assert "Traceback" not in proc.stderr
 
 
-def test_watch_refuses_dry_run_and_push_and_json_needs_watch(project, pivot) -> None:
+def test_watch_refuses_dry_run_and_push(project, pivot) -> None:
     for args in (("--watch", "--dry-run"), ("--watch", "--push")):
         proc = pivot("run", *args, rc=2)
         assert "--watch cannot be combined with --dry-run or --push" in proc.stderr
-    proc = pivot("run", "--json", rc=2)
-    assert "--json is for --watch" in proc.stderr
