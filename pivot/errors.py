@@ -187,10 +187,13 @@ class CacheCorrupt(PivotError):
 
 
 class DamagedBlob(CacheCorrupt):
-    """A local cache object whose bytes do not match its hash (it has been set aside)."""
+    """A local cache object whose bytes do not match its hash (it has been set aside);
+    `path` is the output it was read for, if known."""
 
-    def __init__(self, message: str, digest: str, *, hint: str | None = None) -> None:
-        super().__init__(message, digest, hint=hint)
+    def __init__(
+        self, message: str, digest: str, *, path: object = None, hint: str | None = None
+    ) -> None:
+        super().__init__(message, digest, path=path, hint=hint)
 
 
 class DiskFull(PivotError):

@@ -104,9 +104,7 @@ def checkout(
         try:
             refetch(digest, kind)
         except PivotError as failed:
-            raise DamagedBlob(
-                f"{damage} Fetching it again failed: {failed}", damage.digest
-            ) from failed
+            raise damage.reworded(f"{damage} Fetching it again failed: {failed}") from failed
 
 
 def remove_leftovers(cache: LocalCache, dest: pathlib.Path) -> None:
@@ -132,7 +130,9 @@ def _checkout(
     except _Mismatch as exc:
         raise cache.damaged(exc.digest, dest) from None
     except DamagedBlob as exc:
-        raise DamagedBlob(f"{exc} Nothing was placed at {dest}.", exc.digest) from None
+        error = exc.reworded(f"{exc} Nothing was placed at {dest}.")
+        error.path = dest
+        raise error from None
 
 
 def _checkout_file(cache: LocalCache, digest: str, dest: pathlib.Path, mode: LinkMode) -> None:

@@ -113,7 +113,9 @@ class LocalCache:
         moved = self.quarantine_dir / digest
         with contextlib.suppress(FileNotFoundError):
             os.replace(self._object(digest), moved)
-        return DamagedBlob(_damage_message(digest, output, f"it was moved to {moved}"), digest)
+        return DamagedBlob(
+            _damage_message(digest, output, f"it was moved to {moved}"), digest, path=output
+        )
 
     # ------------------------------------------------------------------ insertion
 

@@ -242,7 +242,8 @@ def _place_outputs(ws, wanted: list[tuple[str, dict, str]], link: LinkMode) -> t
     try:
         placed = sum(ws.place_output(path, out, link, what, refetch) for path, out, what in wanted)
     except DamagedBlob as exc:
-        raise DamagedBlob(str(exc), exc.digest, hint="run-or-pull") from exc
+        exc.hint = "run-or-pull"
+        raise
     return placed, len(wanted) - placed
 
 

@@ -21,7 +21,7 @@ from support import add_blob
 from pivot.cache import checkout as checkout_mod
 from pivot.cache.checkout import LinkMode, checkout
 from pivot.cache.hashing import DIR, FILE, hash_bytes
-from pivot.errors import PivotError
+from pivot.errors import DamagedBlob
 
 
 def test_tree_checkout_is_byte_identical_with_modes(tmp_path, cache, stored, umask_077):
@@ -85,8 +85,9 @@ def test_checkout_with_a_truncated_blob_is_refused(tmp_path, cache, stored):
     path.chmod(0o644)
     path.write_bytes(TREE["sub/deeper/b.bin"][:100])
     dest = _previous(tmp_path)
-    with pytest.raises(PivotError, match="damaged"):
+    with pytest.raises(DamagedBlob, match="damaged") as raised:
         checkout(cache, stored.hash, DIR, dest)
+    assert (raised.value.digest, raised.value.path) == (hash_bytes(TREE["sub/deeper/b.bin"]), dest)
     assert snapshot(dest) == {"kept.txt": (b"previous output", 0o644)}
     assert leftovers(dest.parent) == []
 
