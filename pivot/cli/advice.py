@@ -75,3 +75,10 @@ def with_advice(message: str, hint: str | None, data: dict[str, object] | None =
 def paragraph(exc: PivotError) -> str:
     """What the user reads of `exc`: its message, then the advice for its hint."""
     return with_advice(str(exc), exc.hint, vars(exc))
+
+
+def stage_failure(detail: str, cause: PivotError | None) -> str:
+    """What the user reads of a failed stage: its detail, then the advice for its cause."""
+    if cause is None:
+        return detail
+    return with_advice(detail, cause.hint, vars(cause))

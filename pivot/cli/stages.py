@@ -133,7 +133,7 @@ def run(
         if not quiet and not as_json:
             render.stage_line(report)
         if report.status == "failed":
-            click.echo(advice.with_advice(report.detail, report.hint), err=True)
+            click.echo(advice.stage_failure(report.detail, report.cause), err=True)
 
     result = stages.run(
         targets=targets,

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 import click
 
 from pivot.cli import console, render
-from pivot.cli.advice import paragraph, with_advice
+from pivot.cli.advice import paragraph, stage_failure
 
 if TYPE_CHECKING:
     from pivot.watch.session import WatchEvent, WatchRequest
@@ -41,7 +41,7 @@ class TextEvents:
             if not self.quiet and not (self.changed and report.status == "skipped"):
                 render.stage_line(report)
             if report.status == "failed":
-                click.echo(with_advice(report.detail, report.hint), err=True)
+                click.echo(stage_failure(report.detail, report.cause), err=True)
         elif event.event == "run_finished":
             summary(data)
         elif event.event == "error":
@@ -76,8 +76,8 @@ def json_events(event: WatchEvent) -> None:
     data = event.to_dict()
     if event.error is not None:
         data["message"] = paragraph(event.error)
-    if event.report is not None and event.report.hint and "error" in data:
-        data["error"] = with_advice(event.report.detail, event.report.hint)
+    if event.report is not None and event.report.cause is not None and "error" in data:
+        data["error"] = stage_failure(event.report.detail, event.report.cause)
     _write(data)
 
 

@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 if TYPE_CHECKING:
     import concurrent.futures as cf
 
+    from pivot.errors import PivotError
+
 
 @dataclass
 class Outcome:
@@ -24,7 +26,8 @@ class Outcome:
     outs: dict[str, dict[str, Any]] = field(default_factory=dict)
     stats: list[tuple[str, os.stat_result, str]] = field(default_factory=list)
     error: str = ""
-    hint: str | None = None  # the advice the CLI adds to `error` (pivot.errors.PivotError.hint)
+    # The Pivot error behind a failure (class, data, hint: the CLI's advice), or None.
+    cause: PivotError | None = None
     seconds: float = 0.0
     interrupted: bool = False  # the stage stopped on Ctrl-C (KeyboardInterrupt)
     undeclared: list[str] = field(default_factory=list)  # new paths no stage declares

@@ -151,7 +151,12 @@ class LocalExecutor:
 
 
 class StageContractError(Exception):
-    """The stage ran but broke its declared contract (missing output, bad return)."""
+    """The stage ran but broke its declared contract (missing output, bad return);
+    `cause` is the Pivot error that says how, if one did."""
+
+    def __init__(self, message: str, cause: PivotError | None = None) -> None:
+        super().__init__(message)
+        self.cause = cause
 
 
 class OutputNotSaved(Exception):
@@ -423,7 +428,7 @@ def _execute(stage_id: str, root: pathlib.Path, cache_dir: str, tmp_dir: str) ->
             try:
                 target = project.write_path(out.path, "its output", make_parents=True)
             except PivotError as exc:
-                raise StageContractError(f"cannot run: {exc}") from None
+                raise StageContractError(f"cannot run: {exc}", exc) from None
             remove_path(target)
             remove_leftovers(cache, target)
         with pipeline_context(stage.workdir, root):
@@ -435,15 +440,21 @@ def _execute(stage_id: str, root: pathlib.Path, cache_dir: str, tmp_dir: str) ->
         except DiskFull:
             raise
         except PivotError as exc:
-            raise StageContractError(f"wrote an output Pivot cannot store: {exc}") from None
+            raise StageContractError(f"wrote an output Pivot cannot store: {exc}", exc) from None
         undeclared = sorted(_entries(stage, root) - before)
     except BaseException as exc:
         seconds = time.perf_counter() - start
         error = _format_error(stage, exc)
-        hint = exc.hint if isinstance(exc, DiskFull) else None
+        # Pivot's own errors keep their class, data and advice; the stage's are its traceback.
+        cause = exc.cause if isinstance(exc, StageContractError) else None
         interrupted = isinstance(exc, KeyboardInterrupt)
         return Outcome(
-            stage_id, False, error=error, hint=hint, seconds=seconds, interrupted=interrupted
+            stage_id,
+            False,
+            error=error,
+            cause=exc if isinstance(exc, DiskFull) else cause,
+            seconds=seconds,
+            interrupted=interrupted,
         )
     seconds = time.perf_counter() - start
     return Outcome(stage_id, True, outs, stats, seconds=seconds, undeclared=undeclared)

@@ -11,7 +11,7 @@ import blake3
 
 from pivot.cache.linked import damaged_objects
 from pivot.cache.runs import decode_record
-from pivot.errors import DefinitionError, PivotError
+from pivot.errors import CorruptFile, DefinitionError, UnsafePath
 from pivot.fingerprint import canonical_json, fingerprint, fingerprint_digest
 from pivot.run.lockfile import Lock, declares, read_lock
 
@@ -196,7 +196,7 @@ class Planner:
         if stage_id not in self._locks:
             try:
                 self._locks[stage_id] = read_lock(self.ws.project.stages_dir, stage_id)
-            except PivotError as exc:
+            except (CorruptFile, UnsafePath) as exc:
                 log.warning(f"{exc} Treating stage {stage_id} as stale; it will run again.")
                 self._locks[stage_id] = None
         return self._locks[stage_id]
@@ -227,7 +227,7 @@ class Planner:
             return
         try:
             available = all(self.available(o["hash"], o["kind"]) for o in outs.values())
-        except PivotError as exc:  # a tree manifest in the cache that is refused
+        except (CorruptFile, UnsafePath) as exc:  # a tree manifest in the cache that is refused
             log.warning(f"{exc} Running stage {decision.stage.id} instead of restoring it.")
             available = False
         if available:

@@ -12,7 +12,14 @@ from typing import TYPE_CHECKING, Any
 
 from pivot._fs import remove_path
 from pivot.cache.checkout import LinkMode
-from pivot.errors import PivotError, RemoteIncomplete, RemoteUnreachable
+from pivot.errors import (
+    CacheCorrupt,
+    CorruptFile,
+    PivotError,
+    RemoteIncomplete,
+    RemoteUnreachable,
+    UnsafePath,
+)
 from pivot.run.executor import Executor, Outcome
 from pivot.run.lockfile import write_lock
 from pivot.run.plan import PENDING, RESTORE, RUN, SKIP, Decision, Planner
@@ -36,7 +43,7 @@ class StageReport:
     status: str
     seconds: float = 0.0
     detail: str = ""
-    hint: str | None = None  # for a failure: the advice the CLI adds (PivotError.hint)
+    cause: PivotError | None = None  # for a failure: the Pivot error behind it (its advice)
 
 
 @dataclass
@@ -424,7 +431,7 @@ class Runner:
                 )
         if not outcome.ok:
             self._remove_outputs(decision)
-            failed = StageReport(sid, FAILED, outcome.seconds, outcome.error, outcome.hint)
+            failed = StageReport(sid, FAILED, outcome.seconds, outcome.error, outcome.cause)
             self._finish(failed, done)
             return outcome
         for rel, st, digest in outcome.stats:
@@ -441,7 +448,7 @@ class Runner:
         for out in decision.stage.outs:
             try:
                 path = self.ws.project.write_path(out.path, f"the output of {decision.stage.id}")
-            except PivotError:
+            except UnsafePath:
                 continue
             remove_path(path)
 
@@ -493,7 +500,7 @@ class Runner:
             return False
         try:
             self._check_out(decision)
-        except PivotError as exc:
+        except (CacheCorrupt, CorruptFile, UnsafePath) as exc:
             log.warning(f"Cannot restore {decision.stage.id} from the cache ({exc}); running it.")
             return False
         self._keep_fetched_record(decision)

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
+import sys
 
 import pytest
 from paths_support import assert_refused, cache_file, cache_tree, protected, snapshot, write_lock
-from support import declare_stage, write_files
+from support import PYTHONPATH, declare_stage, write_files
 
 PRECIOUS = b"someone else's file\n"
 
@@ -124,3 +126,33 @@ def test_a_checkout_replaces_a_symlinked_output_without_following_it(project, pi
     assert not (project / "o.txt").is_symlink()
     assert (project / "o.txt").read_text() == "stage output\n"
     assert {**snapshot(outside), **protected(project)} == before
+
+
+REPORT_CAUSE = """
+from pivot.run.scheduler import RunOptions
+from pivot.services import stages
+
+reports = []
+try:
+    stages.run((), False, False, False, RunOptions(), None, False, False, reports.append)
+except Exception as exc:
+    print("raised", type(exc).__name__)
+cause = next(r.cause for r in reports if r.status == "failed")
+print(type(cause).__name__, cause.path)
+"""
+
+
+def test_a_refused_output_reaches_the_run_report_as_its_pivot_error(project, tmp_path):
+    """The executor hands the refusal back with its class and data (not only its text),
+    so the CLI can give that class's advice."""
+    (project / "link").symlink_to(outside_with_a_file(tmp_path))
+    write_files(project, {"pipeline.py": LINKED_OUT})
+    proc = subprocess.run(
+        [sys.executable, "-c", REPORT_CAUSE],
+        cwd=project,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": PYTHONPATH},
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines()[-1] == "UnsafePath link/o.txt", proc.stdout
