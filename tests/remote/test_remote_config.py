@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import importlib.util
+import sys
+
 import pytest
+from fsspec.registry import _registry as fsspec_loaded_classes
 
 from pivot import config
 from pivot.cli.advice import paragraph
-from pivot.errors import DefinitionError, PivotError
+from pivot.errors import DefinitionError, MissingPackage, PivotError
 from pivot.project import Project, init_project
 from pivot.remote.stores import open_remote
 from pivot.urls import redact_url
@@ -109,9 +113,36 @@ def test_redact_url():
     assert redact_url("s3://bucket/prefix") == "s3://bucket/prefix"
 
 
+# fsspec protocols whose package (module and pip name alike) Pivot's extras do not install.
+UNINSTALLED_CANDIDATES = [
+    ("oci", "ocifs"),
+    ("wandb", "wandbfs"),
+    ("tos", "tosfs"),
+    ("box", "boxfs"),
+    ("oss", "ossfs"),
+]
+
+
+def test_a_protocol_whose_package_is_absent_names_the_package(monkeypatch):
+    absent = [c for c in UNINSTALLED_CANDIDATES if importlib.util.find_spec(c[1]) is None]
+    if absent:
+        protocol, package = absent[0]
+    else:  # every candidate installed: make the first one unimportable
+        protocol, package = UNINSTALLED_CANDIDATES[0]
+        monkeypatch.setitem(sys.modules, package, None)
+        monkeypatch.delitem(fsspec_loaded_classes, protocol, raising=False)
+    with pytest.raises(MissingPackage) as caught:
+        open_remote(f"{protocol}://bucket/prefix", name="m")
+    message = str(caught.value)
+    head = (
+        f"The remote 'm' ({protocol}://bucket/prefix) uses the {protocol}:// protocol, whose "
+        f"package is not installed. Install it"
+    )
+    assert message.startswith(head), message
+    assert package in message[len(head) :], message
+
+
 def test_protocol_errors(tmp_path):
-    with pytest.raises(PivotError, match="pip install gcsfs"):
-        open_remote("gs://bucket/prefix", name="g")
     with pytest.raises(PivotError, match="unknown protocol"):
         open_remote("nosuchproto://x/y", name="n")
     with pytest.raises(PivotError, match="no bucket"):
