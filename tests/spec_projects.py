@@ -1,4 +1,5 @@
-"""The example projects of shared/spec/multi-pipeline-projects.txt, file for file."""
+"""The example projects of the multi-pipeline spec, file for file: a parent pipeline at the
+root with a child in `analysis/`, and sibling pipelines under `pipelines/`."""
 
 from __future__ import annotations
 
