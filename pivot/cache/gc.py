@@ -13,11 +13,11 @@ from __future__ import annotations
 import contextlib
 import os
 import pathlib
-import shutil
 import stat
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from pivot._fs import remove_quietly
 from pivot.cache.hashing import DIR, is_hash
 from pivot.cache.objects import LocalCache
 from pivot.cache.runs import RunRecords
@@ -105,10 +105,7 @@ def _collect_leftovers(project: Project, cache: LocalCache, summary: GcSummary) 
         summary.leftovers_removed += 1
         summary.bytes_removed += _size(path)
         if not summary.dry_run:
-            if _is_folder(path):
-                shutil.rmtree(path, ignore_errors=True)  # removes links inside, never follows
-            else:
-                path.unlink(missing_ok=True)
+            remove_quietly(str(path))  # a folder's links are removed, never followed
 
 
 def _is_folder(path: pathlib.Path) -> bool:

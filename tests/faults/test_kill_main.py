@@ -107,7 +107,10 @@ def test_a_lock_whose_holder_died_does_not_block(project: pathlib.Path, pivot: P
     try:
         assert holder.stdout.readline().strip() == "locked"
         busy = pivot("run", rc=1)
-        assert f"`pivot run` (pid {holder.pid}) is running in" in busy.stderr, busy.stderr
+        assert busy.stderr == (
+            f"Error: `pivot run` (pid {holder.pid}) is running in {project} right now; `pivot "
+            f"run` would race with it. Wait for it to finish and try again.\n"
+        )
 
         holder.send_signal(signal.SIGKILL)
         holder.wait(timeout=30)
