@@ -57,7 +57,7 @@ TARGETS = [
     ("pivot.cli.render", "run_summary"),
     # remote: push / fetch / pull (calls made from worker threads add up across threads)
     ("pivot.services.scope", "command_locks"),
-    ("pivot.remote.stores", "_fs_class"),
+    ("pivot.remote.options", "fs_class"),
     ("pivot.remote.stores", "open_remote"),
     ("pivot.remote.index_cache", "RemoteIndexCache.refresh"),
     ("pivot.remote.stores", "Remote.list_indexes"),

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import os
 import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from pivot import _fs
 from pivot.errors import CorruptFile, DefinitionError
+from pivot.urls import is_secret_option
 
 if TYPE_CHECKING:
     import pathlib
@@ -30,6 +32,8 @@ URL_KEYS = ("url", "endpoint_url")
 REMOTE_KEYS = frozenset({"url", "endpoint_url", "region", "profile", "jobs"} | SECRET_KEYS)
 LINK_MODES = ("copy", "hardlink", "symlink")
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+_OPTION_RE = re.compile(r"^[a-z_][a-z0-9_]{0,63}$")
+ENV_PREFIX = "PIVOT_REMOTE_"
 
 
 @dataclass(frozen=True)
@@ -105,7 +109,7 @@ def _checked(data: Any, path: pathlib.Path) -> dict[str, Any]:
     """`data` as a config mapping (names and option keys as strings), or a CorruptFile."""
 
     def fail(key: str, expected: str, value: Any) -> CorruptFile:
-        shown = _kind(value, secret=key.rpartition(".")[2] in SECRET_KEYS)
+        shown = _kind(value, secret=is_secret_option(key.rpartition(".")[2]))
         return CorruptFile(
             f"The config file {path}: `{key}` must be {expected}, not {shown}. Edit the file "
             f"to fix it.",
@@ -216,7 +220,7 @@ def _url_credentials(url: str) -> list[str]:
 
 def _check_no_secrets(data: dict[str, Any], path: pathlib.Path) -> None:
     for name, options in (data.get("remotes") or {}).items():
-        found = sorted(SECRET_KEYS & set(options))
+        found = sorted(k for k in options if is_secret_option(k))
         in_url = [
             f"{what} in its {key}"
             for key in URL_KEYS
@@ -249,7 +253,32 @@ def remotes(project: Project) -> dict[str, RemoteConfig]:
             )
         rest = {k: v for k, v in options.items() if k != "url"}
         result[name] = RemoteConfig(name, str(url), rest)
+    for name, values in _env_options(list(result)).items():
+        result[name].options.update(values)
     return result
+
+
+def env_name(name: str) -> str:
+    """The environment variable prefix of remote `name`'s options:
+    `PIVOT_REMOTE_<NAME>_` (upper case, '.' and '-' as '_')."""
+    return f"{ENV_PREFIX}{re.sub(r'[.-]', '_', name).upper()}_"
+
+
+def _env_options(names: list[str]) -> dict[str, dict[str, str]]:
+    """Options of the remotes `names` from the environment: `PIVOT_REMOTE_ORIGIN_PASSWORD`
+    sets `password` of `origin` (over both files). A variable that two names could claim
+    (`a` and `a_b`) belongs to the longer one."""
+    found: dict[str, dict[str, str]] = {}
+    prefixes = sorted(((env_name(n), n) for n in names), key=lambda p: -len(p[0]))
+    for variable, value in os.environ.items():
+        if not variable.startswith(ENV_PREFIX):
+            continue
+        for prefix, name in prefixes:
+            key = variable[len(prefix) :].lower()
+            if variable.startswith(prefix) and _OPTION_RE.match(key) and key != "url":
+                found.setdefault(name, {})[key] = value
+                break
+    return found
 
 
 def default_remote_name(project: Project) -> str | None:
@@ -286,17 +315,20 @@ def _check_name(name: str) -> None:
 
 
 def _check_value(name: str, key: str, value: Any, local: bool) -> Any:
-    if key not in REMOTE_KEYS:
+    """`value` of option `key` as written to the config, or a DefinitionError. Whether the
+    remote's backend takes `key` is checked by the caller (`remote.options`)."""
+    if not _OPTION_RE.match(key):
         raise DefinitionError(
-            f"Unknown remote option {key!r} for remote {name!r}. "
-            f"Known options: {', '.join(sorted(REMOTE_KEYS))}.",
+            f"Invalid option name {key!r} for remote {name!r}: option names are lower-case "
+            f"letters, digits and '_'.",
             remote=name,
         )
-    if key in SECRET_KEYS and not local:
+    if is_secret_option(key) and not local:
         raise DefinitionError(
             f"Refusing to write {key} of remote {name!r} into the committed "
-            f".pivot/{CONFIG_NAME}: secrets must not be committed. Use --local to store it "
-            f"in .pivot/{LOCAL_CONFIG_NAME}, or use an AWS profile or environment variables.",
+            f".pivot/{CONFIG_NAME}: it looks like a secret, and secrets must not be "
+            f"committed. Use --local to store it in .pivot/{LOCAL_CONFIG_NAME}, or set the "
+            f"environment variable {env_name(name)}{key.upper()}.",
             remote=name,
         )
     if key in URL_KEYS:

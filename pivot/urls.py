@@ -19,6 +19,13 @@ _USER_PASSWORD = re.compile(_SCHEME + r"([^/@?#:]*):([^@?#]*)@")
 _USER_ONLY = re.compile(_SCHEME + r"([^/@?#:]+)@")
 _PATH_PARAM = re.compile(r";([^/;=]*)(?:=([^/;]*))?")
 _BUCKET = re.compile(r"[A-Za-z0-9._-]{1,255}")  # what botocore accepts (ARNs aside)
+# The name of a remote option whose value is a secret (password, account_key, sas_token,
+# client_secret, connection_string, credential, access_key_id, ...).
+_SECRET_OPTION = re.compile(
+    r"(key|secret|token|password|passwd|credential|connection_string)", re.IGNORECASE
+)
+# scheme://user:password@ anywhere in a text (no whitespace or '/' in either part).
+_TEXT_USERINFO = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://)[^\s/@:]*:[^\s/@]*@")
 
 
 def _userinfo_span(url: str) -> tuple[int, int] | None:
@@ -78,6 +85,24 @@ def url_secret_values(url: str) -> tuple[str, ...]:
         values += values[0].split(":", 1)
     values += [value for _, _, value in _secret_pairs(url)]
     return tuple(v for v in values if v)
+
+
+def is_secret_option(key: str) -> bool:
+    """Whether remote option `key` holds a secret: kept out of the committed config and
+    shown as `***`."""
+    return bool(_SECRET_OPTION.search(key))
+
+
+def redact_text(text: str, secrets: tuple[str, ...] = ()) -> str:
+    """`text` (a library's error message) with secrets hidden by structure: the user part
+    of every `scheme://user:password@` in it (as `redact_url` shows it), and each of
+    `secrets` where it stands
+    as a whole token (not inside a longer word: the password `p` leaves `packs` alone)."""
+    text = _TEXT_USERINFO.sub(r"\1***@", text)
+    for secret in sorted({s for s in secrets if s}, key=len, reverse=True):
+        token = re.compile(rf"(?<![A-Za-z0-9_]){re.escape(secret)}(?![A-Za-z0-9_])")
+        text = token.sub("***", text)
+    return text
 
 
 def redact_url(url: str) -> str:

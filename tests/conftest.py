@@ -8,6 +8,13 @@ import subprocess
 import sys
 
 import pytest
+from fsspec_servers import (  # noqa: F401  (fixtures for every test)
+    azure_server,
+    ftp_server,
+    gcs_server,
+    sftp_server,
+    webdav_server,
+)
 from s3_servers import isolated_aws_env, moto_s3, seaweedfs  # noqa: F401  (fixtures for every test)
 from support import PYTHONPATH, PivotCLI
 

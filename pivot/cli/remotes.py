@@ -78,7 +78,7 @@ def remote_default(name: str, local: bool) -> None:
 @click.option("--local", is_flag=True, help="Write to .pivot/config.local.yaml (for secrets).")
 @click.option("--unset", is_flag=True, help="Remove KEY instead of setting it.")
 def remote_modify(name: str, key: str, value: str | None, local: bool, unset: bool) -> None:
-    """Set option KEY of remote NAME (url, endpoint_url, region, profile, jobs, ...)."""
+    """Set option KEY of remote NAME: url, jobs, or a storage option of its backend."""
     shown = remotes.modify(name, key, value, local, unset)
     click.echo(f"Unset {name}.{key}" if unset else f"Set {name}.{key} = {shown}")
 

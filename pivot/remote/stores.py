@@ -15,9 +15,13 @@ import os
 import pathlib
 import shutil
 import tempfile
+import threading
+import time
+import uuid
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO, NoReturn, Protocol, TypeVar
+from urllib.parse import unquote, urlsplit
 
 from pivot import _fs
 from pivot.cache.hashing import CHUNK, is_hash
@@ -31,26 +35,27 @@ from pivot.errors import (
     RemoteUnreachable,
     writing,
 )
-from pivot.urls import redact_url, s3_location, split_protocol, url_secret_values
+from pivot.remote.options import check_option, fs_class
+from pivot.urls import (
+    is_secret_option,
+    redact_text,
+    redact_url,
+    s3_location,
+    split_protocol,
+    url_secret_values,
+)
 
 PACKS = "packs"
 INDEX = "index"
 LOCAL_PROTOCOLS = ("file", "local")
+# Object stores: no directories to create, and each write already atomic (an object
+# appears whole when its upload completes), so objects are written under their own name.
+OBJECT_PROTOCOLS = frozenset({"memory", "gs", "gcs", "az", "abfs", "abfss", "s3", "s3a", "oss"})
+# Filesystems holding one connection that threads must not share: one instance per thread.
+ONE_CONNECTION_PROTOCOLS = frozenset({"ftp"})
+TEMP_SUFFIX = ".tmp"
+CONNECT_TIMEOUT = 5  # seconds to wait for a connection (S3's too), where a backend takes it
 T = TypeVar("T")
-_PACKAGE_HINTS = {
-    "gs": "gcsfs",
-    "gcs": "gcsfs",
-    "az": "adlfs",
-    "abfs": "adlfs",
-    "abfss": "adlfs",
-    "sftp": "paramiko",
-    "ssh": "paramiko",
-    "hf": "huggingface_hub",
-    "webdav": "webdav4",
-    "oss": "ossfs",
-    "http": '"fsspec[http]"',
-    "https": '"fsspec[http]"',
-}
 
 
 class ObjectStore(Protocol):
@@ -201,20 +206,73 @@ class S3Objects:
 
 
 class FsspecObjects:
-    """The objects under `root` of any fsspec filesystem (memory://, gs://, ...)."""
+    """The objects under `root` of any fsspec filesystem (memory://, gs://, ftp://, ...).
 
-    def __init__(self, fs: Any, root: str) -> None:
-        self.fs = fs
+    On an object store (`directories=False`) an object is written under its own name: the
+    store shows it only once complete. On a filesystem with directories (ftp, sftp,
+    webdav, ...) the parent directories are created once each, and an object is written
+    under a temp name in its directory (`.<name>.<unix time>.<random>.tmp`) and renamed
+    into place, so that a reader never sees part of it under its final name.
+    """
+
+    def __init__(
+        self,
+        create: Callable[[], Any],
+        root: str,
+        *,
+        directories: bool = False,
+        per_thread: bool = False,
+    ) -> None:
+        self._create = create
+        self._fs: Any = None
+        self._lock = threading.Lock()
+        self._per_thread = threading.local() if per_thread else None
         self.root = root
+        self.directories = directories
+        self._made: set[str] = set()
+
+    @property
+    def fs(self) -> Any:
+        """The fsspec filesystem, created (and for some, connected) on first use; one per
+        thread for a filesystem that holds one connection (FTP)."""
+        if self._per_thread is not None:
+            if getattr(self._per_thread, "fs", None) is None:
+                self._per_thread.fs = self._create()
+            return self._per_thread.fs
+        with self._lock:
+            if self._fs is None:
+                self._fs = self._create()
+            return self._fs
 
     def _path(self, key: str) -> str:
         return f"{self.root}/{key}" if self.root else key
 
     def names(self, folder: str) -> list[str]:
-        return [p.rstrip("/").rsplit("/", 1)[-1] for p in self.fs.find(self._path(folder))]
+        path = self._path(folder)
+        self.fs.invalidate_cache(path)  # a listing cached earlier would miss new objects
+        try:
+            found = self.fs.find(path)
+        except FileNotFoundError:
+            return []
+        return [p.rstrip("/").rsplit("/", 1)[-1] for p in found]
 
     def get(self, key: str, start: int | None = None, end: int | None = None) -> bytes:
-        return self.fs.cat_file(self._path(key), start=start, end=end)
+        path = self._path(key)
+        if start is None:
+            return self.fs.cat_file(path)
+        if not self.directories:
+            try:
+                return self.fs.cat_file(path, start=start, end=end)
+            except Exception:
+                # Azure refuses a range that starts past the end (416): read as short.
+                if start < self.fs.size(path):
+                    raise
+                return b""
+        # Through a file object: not every such backend honours a range in cat_file
+        # (sshfs reads the whole file).
+        with self.fs.open(path, "rb") as handle:
+            handle.seek(start)
+            return handle.read((end or 0) - start)
 
     def get_file(self, key: str, dest: pathlib.Path) -> None:
         with self.fs.open(self._path(key), "rb") as src, open(dest, "wb") as out:
@@ -227,7 +285,7 @@ class FsspecObjects:
             yield handle
 
     def put(self, key: str, data: bytes) -> None:
-        self.fs.pipe_file(self._path(key), data)
+        self._write(key, lambda path: self.fs.pipe_file(path, data))
 
     def put_parts(self, key: str, parts: Iterable[bytes]) -> None:
         # Spooled locally first: a failing producer must leave no object behind, and
@@ -236,11 +294,81 @@ class FsspecObjects:
             for part in parts:
                 spool.write(part)
             spool.seek(0)
-            with self.fs.open(self._path(key), "wb") as target:
-                shutil.copyfileobj(spool, target, CHUNK)
+
+            def upload(path: str) -> None:
+                with self.fs.open(path, "wb") as target:
+                    shutil.copyfileobj(spool, target, CHUNK)
+
+            self._write(key, upload)
+
+    def _write(self, key: str, upload: Callable[[str], None]) -> None:
+        final = self._path(key)
+        if not self.directories:
+            upload(final)
+            return
+        parent, _, name = final.rpartition("/")
+        if parent and parent not in self._made:
+            self._makedirs(parent)
+            self._made.add(parent)
+        tmp = f"{parent}/.{name}.{int(time.time())}.{uuid.uuid4().hex}{TEMP_SUFFIX}"
+        try:
+            upload(tmp)
+            self._rename(tmp, final)
+        except BaseException:
+            with contextlib.suppress(Exception):
+                self.fs.rm_file(tmp)
+            raise
+
+    def _makedirs(self, folder: str) -> None:
+        """Create `folder` and its parents; one that appeared meanwhile (another thread,
+        another pusher) is fine, and so is a parent that did: then it tries again."""
+        for attempt in range(3):
+            try:
+                self.fs.makedirs(folder, exist_ok=True)
+                return
+            except Exception:
+                self.fs.invalidate_cache()
+                if self.fs.isdir(folder):
+                    return
+                if attempt == 2:
+                    raise
+
+    def _rename(self, tmp: str, final: str) -> None:
+        """Rename `tmp` over `final`; where the server refuses to replace a file (SFTP
+        version 3, WebDAV), the old one is removed first (keys are content-named: only a repair
+        replaces an object with other bytes)."""
+        try:
+            self.fs.mv(tmp, final)
+        except Exception:
+            self.fs.invalidate_cache()
+            if not self.fs.exists(final):
+                raise
+            self.fs.rm_file(final)
+            self.fs.mv(tmp, final)
 
     def clean_uploads(self, max_age: float) -> int:
-        return 0  # uploads are spooled locally first: none is left unfinished
+        """Remove the temp objects of writes (`.<name>.<unix time>.<id>.tmp`) begun over
+        `max_age` seconds ago; none exist on an object store (uploads are spooled locally
+        first and written whole)."""
+        if not self.directories:
+            return 0
+        cutoff = time.time() - max_age
+        removed = 0
+        for folder in (INDEX, PACKS):
+            try:
+                found = self.fs.find(self._path(folder))
+            except FileNotFoundError:
+                continue
+            for path in found:
+                parts = path.rsplit("/", 1)[-1].split(".")
+                if len(parts) < 5 or parts[0] or f".{parts[-1]}" != TEMP_SUFFIX:
+                    continue
+                with contextlib.suppress(ValueError):
+                    if int(parts[-3]) <= cutoff:
+                        with contextlib.suppress(FileNotFoundError):
+                            self.fs.rm_file(path)
+                            removed += 1
+        return removed
 
 
 @dataclass
@@ -351,10 +479,7 @@ class Remote:
             return self.store.clean_uploads(max_age)
 
     def _redact(self, text: str) -> str:
-        for secret in self.secrets:
-            if secret:
-                text = text.replace(secret, "***")
-        return text
+        return redact_text(text, self.secrets)
 
     @contextlib.contextmanager
     def _errors(self, action: str):
@@ -445,31 +570,6 @@ def describe_error(
     return RemoteUnreachable, f"{where}: {kind}: {detail}", None
 
 
-def _fs_class(protocol: str, display: str) -> Any:
-    import fsspec
-    from fsspec.registry import known_implementations
-
-    try:
-        return fsspec.get_filesystem_class(protocol)
-    except ImportError:
-        package = _PACKAGE_HINTS.get(protocol)
-        if package is not None:
-            how = f"Install it with `pip install {package}`."
-        else:
-            err = known_implementations.get(protocol, {}).get("err") or ""
-            how = f"Install it ({err.rstrip('.')})." if err else "Install fsspec's one for it."
-        raise MissingPackage(
-            f"The remote {display} uses the {protocol}:// protocol, whose package is not "
-            f"installed. {how}",
-            package=protocol,
-        ) from None
-    except ValueError:
-        raise DefinitionError(
-            f"The remote {display} uses the unknown protocol {protocol}://. Use s3://, a "
-            f"local path, memory://, or another protocol that fsspec knows."
-        ) from None
-
-
 def open_remote(
     url: str,
     *,
@@ -481,9 +581,7 @@ def open_remote(
     options = dict(options or {})
     protocol, rest = split_protocol(url)
     display = f"{name!r} ({redact_url(url)})"
-    secrets = tuple(
-        str(options[k]) for k in ("secret_access_key", "session_token") if options.get(k)
-    )
+    secrets = tuple(str(v) for k, v in options.items() if is_secret_option(k) and v)
     for where in (url, str(options.get("endpoint_url") or "")):
         secrets = (*secrets, *url_secret_values(where))
 
@@ -524,25 +622,18 @@ def open_remote(
         identity = f"s3://{root}@{redact_url(str(endpoint))}"
     elif protocol == "memory":
         root = "/" + root
-        store = FsspecObjects(_fs_class(protocol, display)(skip_instance_cache=False), root)
+        memory = fs_class(protocol, display)(skip_instance_cache=False)
+        store = FsspecObjects(lambda: memory, root)
         identity = f"memory://{root}"
     else:
-        _fs_class(protocol, display)  # a clear error when its package is missing
-        storage_options = {
-            k: v for k, v in options.items() if k not in ("jobs", "url", "endpoint_url")
-        }
-        try:
-            fs, root = _open_generic(url, storage_options)
-        except PivotError:
-            raise
-        except Exception as exc:
-            raise RemoteUnreachable(
-                f"Cannot open the remote {display}: {type(exc).__name__}: {exc}",
-                remote=name,
-                display=display,
-            ) from None
-        store = FsspecObjects(fs, root.rstrip("/"))
-        identity = f"{protocol}://{root}"
+        factory, root = _generic(url, name, display, options)
+        store = FsspecObjects(
+            factory,
+            root.rstrip("/"),
+            directories=protocol not in OBJECT_PROTOCOLS,
+            per_thread=protocol in ONE_CONNECTION_PROTOCOLS,
+        )
+        identity = f"{protocol}://{redact_url(url).split('://', 1)[1].strip('/')}"
     return Remote(
         store=store,
         root=root.rstrip("/"),
@@ -554,7 +645,46 @@ def open_remote(
     )
 
 
-def _open_generic(url: str, storage_options: dict[str, Any]) -> tuple[Any, str]:
-    from fsspec.core import url_to_fs
+def _generic(
+    url: str, name: str, display: str, options: dict[str, Any]
+) -> tuple[Callable[[], Any], str]:
+    """How to create the fsspec filesystem of `url` (called on first use: FTP and SFTP
+    connect when created) and the root path in it; the options checked and typed."""
+    from pivot.remote.options import PIVOT_OPTIONS, WEBDAV_OPTIONS, WEBDAV_PROTOCOLS
 
-    return url_to_fs(url, **storage_options)
+    protocol = split_protocol(url)[0]
+    cls = fs_class(protocol, display)  # a clear error when its package is missing
+    given = {
+        k: check_option(url, name, k, v)
+        for k, v in options.items()
+        if k not in PIVOT_OPTIONS and v is not None
+    }
+    if protocol in WEBDAV_PROTOCOLS:
+        parts = urlsplit(url)
+        scheme = "https" if protocol.endswith("s") else "http"
+        host = parts.hostname or ""
+        netloc = f"{host}:{parts.port}" if parts.port else host
+        user = given.pop("user", None) or (unquote(parts.username or "") or None)
+        password = given.pop("password", None) or (unquote(parts.password or "") or None)
+        token = given.pop("token", None)
+        if user is not None:
+            given["auth"] = (user, password or "")
+        if token is not None:
+            given["headers"] = {"Authorization": f"Bearer {token}"}
+        for key in WEBDAV_OPTIONS:
+            given.pop(key, None)
+        base_url = f"{scheme}://{netloc}"
+        return (lambda: cls(base_url, **given)), parts.path.strip("/")
+    if protocol in ("sftp", "ssh"):
+        given.setdefault("connect_timeout", CONNECT_TIMEOUT)
+    if protocol in ONE_CONNECTION_PROTOCOLS:
+        given["skip_instance_cache"] = True
+    if protocol in ("gs", "gcs") and given.get("endpoint_url"):
+        # An emulator or proxy speaks only the JSON API: gcsfs's default class would first
+        # ask it over gRPC for the bucket's type and wait a minute for the answer.
+        from gcsfs.core import GCSFileSystem
+
+        cls = GCSFileSystem
+    root = cls._strip_protocol(url)
+    from_url = cls._get_kwargs_from_urls(url)
+    return (lambda: cls(**{**from_url, **given})), root

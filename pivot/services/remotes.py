@@ -10,7 +10,7 @@ from pivot import config
 from pivot.errors import DefinitionError
 from pivot.project import Project
 from pivot.run.remote_view import local_directory, open_configured
-from pivot.urls import redact_url
+from pivot.urls import is_secret_option, redact_url
 
 
 def add(name: str, url: str, default: bool, local: bool) -> dict[str, Any]:
@@ -27,8 +27,9 @@ def list_remotes() -> list[dict[str, Any]]:
     project = Project.discover()
     for cfg, is_default in config.list_remotes(project):
         options = dict(sorted(cfg.options.items()))
-        for key in config.SECRET_KEYS & set(options):
-            options[key] = "***"
+        for key in options:
+            if is_secret_option(key):
+                options[key] = "***"
         for key in set(config.URL_KEYS) & set(options):
             options[key] = redact_url(str(options[key]))
         row = {"name": cfg.name, "url": redact_url(cfg.url), "default": is_default, **options}
@@ -53,8 +54,13 @@ def modify(name: str, key: str, value: str | None, local: bool, unset: bool) -> 
     """Set (or unset) option `key` of remote `name`; returns the value as it may be shown."""
     if value is None and not unset:
         raise DefinitionError(f"Give a value for {key}, or pass --unset to remove it.", remote=name)
-    config.modify_remote(Project.discover(), name, key, value, local=local, unset=unset)
-    return "***" if key in config.SECRET_KEYS else value
+    project = Project.discover()
+    if not unset and key != "url":
+        from pivot.remote.options import check_option
+
+        check_option(config.get_remote(project, name).url, name, key, value)
+    config.modify_remote(project, name, key, value, local=local, unset=unset)
+    return "***" if is_secret_option(key) else value
 
 
 def clean(name: str | None, hours: float) -> tuple[int, str]:

@@ -12,6 +12,7 @@ from pivot import config
 from pivot.cli.advice import paragraph
 from pivot.errors import DefinitionError, MissingPackage, PivotError
 from pivot.project import Project, init_project
+from pivot.remote.options import check_option
 from pivot.remote.stores import open_remote
 from pivot.urls import redact_url
 
@@ -86,8 +87,10 @@ def test_bad_names_keys_and_values(project):
     config.add_remote(project, "origin", "/tmp/x")
     with pytest.raises(PivotError, match="already exists"):
         config.add_remote(project, "origin", "/tmp/y")
-    with pytest.raises(PivotError, match="Unknown remote option"):
-        config.modify_remote(project, "origin", "colour", "blue")
+    with pytest.raises(PivotError, match=r"Unknown option 'colour'.*accepts jobs"):
+        check_option("/tmp/x", "origin", "colour", "blue")
+    with pytest.raises(PivotError, match="Invalid option name"):
+        config.modify_remote(project, "origin", "Colour!", "blue")
     with pytest.raises(PivotError, match="integer"):
         config.modify_remote(project, "origin", "jobs", "many")
     with pytest.raises(PivotError, match="Unknown remote"):

@@ -44,20 +44,44 @@ def _s3(server_fixture: str):
     return opener
 
 
+def _server(server_fixture: str):
+    def opener(request, tmp_path) -> Remote:
+        server = request.getfixturevalue(server_fixture)
+        return open_remote(server.url(), name="test", options=server.options)
+
+    return opener
+
+
 BACKENDS = {
     "local": _local,
     "memory": _memory,
     "moto": _s3("moto_s3"),
     "seaweedfs": _s3("seaweedfs"),
+    "ftp": _server("ftp_server"),
+    "sftp": _server("sftp_server"),
+    "webdav": _server("webdav_server"),
+    "gcs": _server("gcs_server"),
+    "azure": _server("azure_server"),
 }
+# Backends every scenario runs on; the others run the scenarios marked `every_backend`
+# (push, pull, interrupted push, flipped byte, the store contract), which keeps the suite
+# fast while each server still sees each kind of request.
+FULL = ("local", "memory", "moto", "seaweedfs")
 
 
-@pytest.fixture(
-    params=[
-        pytest.param(name, marks=[pytest.mark.s3] if name in ("moto", "seaweedfs") else [])
-        for name in BACKENDS
-    ]
-)
+def pytest_generate_tests(metafunc) -> None:
+    if "remote" in metafunc.fixturenames:
+        every = metafunc.definition.get_closest_marker("every_backend") is not None
+        names = list(BACKENDS) if every else FULL
+        s3 = [pytest.mark.s3]
+        metafunc.parametrize(
+            "remote",
+            [pytest.param(n, marks=s3 if n in ("moto", "seaweedfs") else []) for n in names],
+            indirect=True,
+        )
+
+
+@pytest.fixture
 def remote(request, tmp_path) -> Remote:
     """An empty remote named 'test' on each backend in turn."""
     return BACKENDS[request.param](request, tmp_path)

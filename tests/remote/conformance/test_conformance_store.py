@@ -9,6 +9,8 @@ import pytest
 from pivot.errors import PivotError
 from pivot.remote.stores import Remote
 
+pytestmark = pytest.mark.every_backend  # the contract is cheap: held on every backend
+
 DATA = bytes(range(256)) * 40  # 10240 bytes, every offset distinguishable
 DEEP = "a/b/c/d/e/f/object"
 

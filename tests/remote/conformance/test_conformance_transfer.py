@@ -54,6 +54,7 @@ def flip_byte(remote: Remote, key: str, at: int, mask: int = 0x01) -> None:
     remote.put_bytes(key, bytes(data))
 
 
+@pytest.mark.every_backend
 def test_round_trip_of_small_large_and_directory_outputs(tmp_path, remote):
     """Large outputs above transfer.LARGE in real sizes: a raw one (uploaded in 8 MiB
     parts, downloaded in ranged parts) and a compressible one (streamed through zstd)."""
@@ -106,6 +107,7 @@ def test_noop_push_makes_no_request(tmp_path, remote, monkeypatch):
     assert calls == ["names", "get"] and remote.list_indexes() == indexes
 
 
+@pytest.mark.every_backend
 def test_interrupted_push_leaves_no_index_naming_a_missing_pack(tmp_path, remote, monkeypatch):
     first = make_project(tmp_path / "first", {"one.txt": b"first output\n"}, stage="p/one")
     push_all(first, remote)
@@ -138,6 +140,7 @@ def test_interrupted_push_leaves_no_index_naming_a_missing_pack(tmp_path, remote
     assert files_of(dst2.root) == files_of(src.root)
 
 
+@pytest.mark.every_backend
 @pytest.mark.parametrize("kind", ["small", "large", "raw"])
 def test_damaged_pack_is_detected_and_named(tmp_path, monkeypatch, remote, kind):
     if kind == "large":
@@ -210,6 +213,7 @@ def test_large_outputs_with_the_same_content_are_downloaded_once(tmp_path, monke
     assert (dst.root / "a.bin").stat().st_ino != (dst.root / "b.bin").stat().st_ino
 
 
+@pytest.mark.every_backend
 def test_concurrent_pushes_of_overlapping_data(tmp_path, remote):
     shared = small_files(60, "shared")
     projects = [

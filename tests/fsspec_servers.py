@@ -1,0 +1,265 @@
+"""Real servers on 127.0.0.1 for the fsspec backends: FTP (pyftpdlib), SFTP (asyncssh),
+WebDAV (wsgidav), Google Cloud Storage (gcp-storage-emulator) and Azure Blob (Azurite).
+
+Each is a session fixture yielding a `Server`: a url prefix for a fresh remote root, and
+the options (credentials included) a remote needs. The Python servers run in threads of
+the test process; Azurite runs as a node process, installed from npm into a cache folder
+the first time (node and npm are on every machine of this project).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import pathlib
+import shutil
+import subprocess
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+from support import free_ports
+
+USER = "pivot"
+PASSWORD = "pw-7Hq2-secret"
+READER = "reader"  # may list and read, not write (FTP)
+AZURITE_ACCOUNT = "devstoreaccount1"
+AZURITE_KEY = (
+    "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
+)
+AZURITE_VERSION = "3.35.0"
+AZURITE_CACHE = pathlib.Path(
+    os.environ.get("PIVOT_TEST_CACHE") or pathlib.Path.home() / ".cache" / "pivot-tests"
+)
+
+
+@dataclass(frozen=True)
+class Server:
+    """A test server for one protocol: `url(root)` names a remote root on it, `options`
+    are what `pivot remote modify` would set (secrets included)."""
+
+    protocol: str
+    base: str
+    options: dict[str, Any] = field(default_factory=dict)
+
+    def url(self, root: str | None = None) -> str:
+        return f"{self.base}/{root or uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture(scope="session")
+def ftp_server(tmp_path_factory) -> Iterator[Server]:
+    """pyftpdlib in a thread: user `pivot` may write, `reader` may only read."""
+    from pyftpdlib.authorizers import DummyAuthorizer
+    from pyftpdlib.handlers import FTPHandler
+    from pyftpdlib.servers import ThreadedFTPServer
+
+    home = tmp_path_factory.mktemp("ftp")
+    authorizer = DummyAuthorizer()
+    authorizer.add_user(USER, PASSWORD, str(home), perm="elradfmwMT")
+    authorizer.add_user(READER, PASSWORD, str(home), perm="elr")
+    handler = type("Handler", (FTPHandler,), {"authorizer": authorizer, "auth_failed_timeout": 0})
+    server = ThreadedFTPServer(("127.0.0.1", 0), handler)
+    server.max_cons = 64
+    thread = threading.Thread(
+        target=server.serve_forever, kwargs={"timeout": 0.2, "handle_exit": False}, daemon=True
+    )
+    thread.start()
+    port = server.address[1]
+    try:
+        yield Server("ftp", f"ftp://127.0.0.1:{port}", {"username": USER, "password": PASSWORD})
+    finally:
+        server.close_all()
+        thread.join(5)
+
+
+@pytest.fixture(scope="session")
+def sftp_server(tmp_path_factory) -> Iterator[Server]:
+    """An asyncssh SSH server with SFTP (chrooted to a temp folder) on its own event loop
+    in a thread; password login for `pivot`."""
+    import asyncssh
+
+    home = tmp_path_factory.mktemp("sftp")
+
+    class Auth(asyncssh.SSHServer):
+        def begin_auth(self, username: str) -> bool:
+            return True
+
+        def password_auth_supported(self) -> bool:
+            return True
+
+        def validate_password(self, username: str, password: str) -> bool:
+            return username == USER and password == PASSWORD
+
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+
+    async def start() -> Any:
+        return await asyncssh.create_server(
+            Auth,
+            "127.0.0.1",
+            0,
+            server_host_keys=[asyncssh.generate_private_key("ssh-ed25519")],
+            sftp_factory=lambda chan: asyncssh.SFTPServer(chan, chroot=str(home).encode()),
+        )
+
+    server = asyncio.run_coroutine_threadsafe(start(), loop).result(30)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        yield Server(
+            "sftp",
+            f"sftp://127.0.0.1:{port}",
+            {"username": USER, "password": PASSWORD, "known_hosts": "none"},
+        )
+    finally:
+
+        async def stop() -> None:
+            server.close()
+            await server.wait_closed()
+
+        with contextlib.suppress(Exception):
+            asyncio.run_coroutine_threadsafe(stop(), loop).result(10)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(5)
+
+
+@pytest.fixture(scope="session")
+def webdav_server(tmp_path_factory) -> Iterator[Server]:
+    """wsgidav on cheroot in a thread, serving a temp folder; basic auth for `pivot`."""
+    from cheroot import wsgi
+    from wsgidav.wsgidav_app import WsgiDAVApp
+
+    home = tmp_path_factory.mktemp("webdav")
+    app = WsgiDAVApp(
+        {
+            "provider_mapping": {"/": str(home)},
+            "simple_dc": {"user_mapping": {"*": {USER: {"password": PASSWORD}}}},
+            "http_authenticator": {
+                "accept_basic": True,
+                "accept_digest": False,
+                "default_to_digest": False,
+            },
+            "verbose": 0,
+            "logging": {"enable": False, "enable_loggers": []},
+            "lock_storage": True,
+        }
+    )
+    server = wsgi.Server(("127.0.0.1", 0), app, numthreads=16)
+    server.prepare()
+    port = server.bind_addr[1]
+    thread = threading.Thread(target=server.serve, daemon=True)
+    thread.start()
+    try:
+        yield Server("webdav", f"webdav://127.0.0.1:{port}", {"user": USER, "password": PASSWORD})
+    finally:
+        server.stop()
+        thread.join(5)
+
+
+@pytest.fixture(scope="session")
+def gcs_server() -> Iterator[Server]:
+    """gcp-storage-emulator (in memory) in a thread, with the bucket `pivot`."""
+    from gcp_storage_emulator.server import create_server
+
+    (port,) = free_ports(1)
+    server = create_server("127.0.0.1", port, in_memory=True, default_bucket="pivot")
+    server.start()
+    try:
+        yield Server(
+            "gs",
+            "gs://pivot",
+            {"endpoint_url": f"http://127.0.0.1:{port}", "token": "anon", "project": "test"},
+        )
+    finally:
+        server.stop()
+
+
+def _azurite_binary() -> pathlib.Path:
+    """Azurite's blob server, installed from npm into the test cache when missing."""
+    prefix = AZURITE_CACHE / f"azurite-{AZURITE_VERSION}"
+    binary = prefix / "node_modules" / ".bin" / "azurite-blob"
+    if not binary.exists():
+        if shutil.which("npm") is None:
+            raise RuntimeError("npm is needed to install Azurite for the Azure tests")
+        prefix.mkdir(parents=True, exist_ok=True)
+        subprocess.run(
+            [
+                "npm",
+                "install",
+                "--prefix",
+                str(prefix),
+                "--no-audit",
+                "--no-fund",
+                "--loglevel=error",
+                f"azurite@{AZURITE_VERSION}",
+            ],
+            check=True,
+            stdin=subprocess.DEVNULL,
+            timeout=600,
+        )
+    return binary
+
+
+@pytest.fixture(scope="session")
+def azure_server(tmp_path_factory) -> Iterator[Server]:
+    """Azurite's blob service (node) with the container `pivot`."""
+    binary = _azurite_binary()
+    base = tmp_path_factory.mktemp("azurite")
+    (port,) = free_ports(1)
+    log = base / "azurite.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            [
+                str(binary),
+                "--blobHost",
+                "127.0.0.1",
+                "--blobPort",
+                str(port),
+                "--location",
+                str(base),
+                "--skipApiVersionCheck",
+                "--loose",
+                "--silent",
+            ],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
+    connection = (
+        f"DefaultEndpointsProtocol=http;AccountName={AZURITE_ACCOUNT};"
+        f"AccountKey={AZURITE_KEY};BlobEndpoint=http://127.0.0.1:{port}/{AZURITE_ACCOUNT};"
+    )
+    try:
+        _wait_for_azurite(connection, proc, log)
+        yield Server("az", "az://pivot", {"connection_string": connection})
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def _wait_for_azurite(connection: str, proc: subprocess.Popen, log: pathlib.Path) -> None:
+    """Wait until Azurite answers, then create the container `pivot`."""
+    from adlfs import AzureBlobFileSystem
+
+    deadline = time.monotonic() + 60
+    last: Exception | None = None
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"Azurite exited early:\n{log.read_text()[-3000:]}")
+        try:
+            fs = AzureBlobFileSystem(connection_string=connection, skip_instance_cache=True)
+            fs.mkdir("pivot")
+            return
+        except Exception as exc:  # not up yet
+            last = exc
+            time.sleep(0.3)
+    raise RuntimeError(f"Azurite did not answer in 60 s ({last}):\n{log.read_text()[-3000:]}")
