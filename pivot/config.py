@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from pivot import _fs
 from pivot.errors import CorruptFile, DefinitionError
-from pivot.urls import is_secret_option
+from pivot.urls import ENV_PREFIX, env_name, is_secret_option
 
 if TYPE_CHECKING:
     import pathlib
@@ -33,7 +33,6 @@ REMOTE_KEYS = frozenset({"url", "endpoint_url", "region", "profile", "jobs"} | S
 LINK_MODES = ("copy", "hardlink", "symlink")
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 _OPTION_RE = re.compile(r"^[a-z_][a-z0-9_]{0,63}$")
-ENV_PREFIX = "PIVOT_REMOTE_"
 
 
 @dataclass(frozen=True)
@@ -256,12 +255,6 @@ def remotes(project: Project) -> dict[str, RemoteConfig]:
     for name, values in _env_options(list(result)).items():
         result[name].options.update(values)
     return result
-
-
-def env_name(name: str) -> str:
-    """The environment variable prefix of remote `name`'s options:
-    `PIVOT_REMOTE_<NAME>_` (upper case, '.' and '-' as '_')."""
-    return f"{ENV_PREFIX}{re.sub(r'[.-]', '_', name).upper()}_"
 
 
 def _env_options(names: list[str]) -> dict[str, dict[str, str]]:

@@ -87,6 +87,15 @@ def url_secret_values(url: str) -> tuple[str, ...]:
     return tuple(v for v in values if v)
 
 
+ENV_PREFIX = "PIVOT_REMOTE_"
+
+
+def env_name(name: str) -> str:
+    """The prefix of the environment variables that set options of remote `name`:
+    `PIVOT_REMOTE_<NAME>_` (upper case, '.' and '-' as '_')."""
+    return f"{ENV_PREFIX}{re.sub(r'[.-]', '_', name).upper()}_"
+
+
 def is_secret_option(key: str) -> bool:
     """Whether remote option `key` holds a secret: kept out of the committed config and
     shown as `***`."""

@@ -1,7 +1,8 @@
 """Real servers on 127.0.0.1 for the fsspec backends: FTP (pyftpdlib), SFTP (asyncssh),
 WebDAV (wsgidav), Google Cloud Storage (gcp-storage-emulator) and Azure Blob (Azurite).
 
-Each is a session fixture yielding a `Server`: a url prefix for a fresh remote root, and
+Each is a context manager (`run_ftp`, ..., also used by bench/remote_backends.py) and a
+session fixture yielding a `Server`: a url prefix for a fresh remote root, and
 the options (credentials included) a remote needs. The Python servers run in threads of
 the test process; Azurite runs as a node process, installed from npm into a cache folder
 the first time (node and npm are on every machine of this project).
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import pathlib
 import shutil
@@ -46,19 +48,21 @@ class Server:
     protocol: str
     base: str
     options: dict[str, Any] = field(default_factory=dict)
+    home: pathlib.Path | None = None  # the folder it serves, for a file-backed server
 
     def url(self, root: str | None = None) -> str:
         return f"{self.base}/{root or uuid.uuid4().hex[:12]}"
 
 
-@pytest.fixture(scope="session")
-def ftp_server(tmp_path_factory) -> Iterator[Server]:
-    """pyftpdlib in a thread: user `pivot` may write, `reader` may only read."""
+@contextlib.contextmanager
+def run_ftp(home: pathlib.Path) -> Iterator[Server]:
+    """pyftpdlib in a thread serving `home`: user `pivot` may write, `reader` may only
+    read."""
     from pyftpdlib.authorizers import DummyAuthorizer
     from pyftpdlib.handlers import FTPHandler
     from pyftpdlib.servers import ThreadedFTPServer
 
-    home = tmp_path_factory.mktemp("ftp")
+    logging.getLogger("pyftpdlib").setLevel(logging.WARNING)
     authorizer = DummyAuthorizer()
     authorizer.add_user(USER, PASSWORD, str(home), perm="elradfmwMT")
     authorizer.add_user(READER, PASSWORD, str(home), perm="elr")
@@ -71,19 +75,19 @@ def ftp_server(tmp_path_factory) -> Iterator[Server]:
     thread.start()
     port = server.address[1]
     try:
-        yield Server("ftp", f"ftp://127.0.0.1:{port}", {"username": USER, "password": PASSWORD})
+        yield Server(
+            "ftp", f"ftp://127.0.0.1:{port}", {"username": USER, "password": PASSWORD}, home
+        )
     finally:
         server.close_all()
         thread.join(5)
 
 
-@pytest.fixture(scope="session")
-def sftp_server(tmp_path_factory) -> Iterator[Server]:
-    """An asyncssh SSH server with SFTP (chrooted to a temp folder) on its own event loop
-    in a thread; password login for `pivot`."""
+@contextlib.contextmanager
+def run_sftp(home: pathlib.Path) -> Iterator[Server]:
+    """An asyncssh SSH server with SFTP (chrooted to `home`) on its own event loop in a
+    thread; password login for `pivot`."""
     import asyncssh
-
-    home = tmp_path_factory.mktemp("sftp")
 
     class Auth(asyncssh.SSHServer):
         def begin_auth(self, username: str) -> bool:
@@ -115,6 +119,7 @@ def sftp_server(tmp_path_factory) -> Iterator[Server]:
             "sftp",
             f"sftp://127.0.0.1:{port}",
             {"username": USER, "password": PASSWORD, "known_hosts": "none"},
+            home,
         )
     finally:
 
@@ -128,13 +133,12 @@ def sftp_server(tmp_path_factory) -> Iterator[Server]:
         thread.join(5)
 
 
-@pytest.fixture(scope="session")
-def webdav_server(tmp_path_factory) -> Iterator[Server]:
-    """wsgidav on cheroot in a thread, serving a temp folder; basic auth for `pivot`."""
+@contextlib.contextmanager
+def run_webdav(home: pathlib.Path) -> Iterator[Server]:
+    """wsgidav on cheroot in a thread, serving `home`; basic auth for `pivot`."""
     from cheroot import wsgi
     from wsgidav.wsgidav_app import WsgiDAVApp
 
-    home = tmp_path_factory.mktemp("webdav")
     app = WsgiDAVApp(
         {
             "provider_mapping": {"/": str(home)},
@@ -155,14 +159,16 @@ def webdav_server(tmp_path_factory) -> Iterator[Server]:
     thread = threading.Thread(target=server.serve, daemon=True)
     thread.start()
     try:
-        yield Server("webdav", f"webdav://127.0.0.1:{port}", {"user": USER, "password": PASSWORD})
+        yield Server(
+            "webdav", f"webdav://127.0.0.1:{port}", {"user": USER, "password": PASSWORD}, home
+        )
     finally:
         server.stop()
         thread.join(5)
 
 
-@pytest.fixture(scope="session")
-def gcs_server() -> Iterator[Server]:
+@contextlib.contextmanager
+def run_gcs() -> Iterator[Server]:
     """gcp-storage-emulator (in memory) in a thread, with the bucket `pivot`."""
     from gcp_storage_emulator.server import create_server
 
@@ -205,11 +211,10 @@ def _azurite_binary() -> pathlib.Path:
     return binary
 
 
-@pytest.fixture(scope="session")
-def azure_server(tmp_path_factory) -> Iterator[Server]:
-    """Azurite's blob service (node) with the container `pivot`."""
+@contextlib.contextmanager
+def run_azurite(base: pathlib.Path) -> Iterator[Server]:
+    """Azurite's blob service (node, data under `base`) with the container `pivot`."""
     binary = _azurite_binary()
-    base = tmp_path_factory.mktemp("azurite")
     (port,) = free_ports(1)
     log = base / "azurite.log"
     with open(log, "wb") as out:
@@ -263,3 +268,33 @@ def _wait_for_azurite(connection: str, proc: subprocess.Popen, log: pathlib.Path
             last = exc
             time.sleep(0.3)
     raise RuntimeError(f"Azurite did not answer in 60 s ({last}):\n{log.read_text()[-3000:]}")
+
+
+@pytest.fixture(scope="session")
+def ftp_server(tmp_path_factory) -> Iterator[Server]:
+    with run_ftp(tmp_path_factory.mktemp("ftp")) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def sftp_server(tmp_path_factory) -> Iterator[Server]:
+    with run_sftp(tmp_path_factory.mktemp("sftp")) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def webdav_server(tmp_path_factory) -> Iterator[Server]:
+    with run_webdav(tmp_path_factory.mktemp("webdav")) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def gcs_server() -> Iterator[Server]:
+    with run_gcs() as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def azure_server(tmp_path_factory) -> Iterator[Server]:
+    with run_azurite(tmp_path_factory.mktemp("azurite")) as server:
+        yield server

@@ -37,6 +37,7 @@ from pivot.errors import (
 )
 from pivot.remote.options import check_option, fs_class
 from pivot.urls import (
+    env_name,
     is_secret_option,
     redact_text,
     redact_url,
@@ -534,6 +535,23 @@ def describe_error(
             f"{where}: no usable credentials ({detail}).",
             "s3-credentials",
         )
+    if _login_refused(kind, detail):
+        prefix = env_name(remote.name)
+        return (
+            RemoteUnreachable,
+            f"{where}: the server refused the login ({detail}). Check the user name and "
+            f"password (or key) set for this remote: the options in .pivot/config.local.yaml, "
+            f"or the environment variables {prefix}USERNAME / {prefix}PASSWORD.",
+            None,
+        )
+    if _no_permission(kind, detail):
+        return (
+            RemoteUnreachable,
+            f"{where}: permission denied ({detail}). The account this remote logs in with may "
+            f"not write there: grant it write access to the remote's folder, or use another "
+            f"account or path. Nothing was left under a final name on the remote.",
+            None,
+        )
     if isinstance(exc, PermissionError) or kind == "AccessDenied":
         return (
             RemoteUnreachable,
@@ -642,6 +660,26 @@ def open_remote(
         identity=identity,
         secrets=secrets,
         options=options,
+    )
+
+
+def _login_refused(kind: str, detail: str) -> bool:
+    """Whether the error says the server refused the credentials (FTP 530, SSH, HTTP 401)."""
+    text = detail.lower()
+    return (
+        (kind == "error_perm" and detail.startswith("530"))
+        or kind in ("PermissionDenied", "ClientAuthenticationError")
+        or "401" in detail
+        or "unauthorized" in text
+        or "authentication failed" in text
+    )
+
+
+def _no_permission(kind: str, detail: str) -> bool:
+    """Whether the error says the account may not do this (FTP 550, HTTP 403)."""
+    text = detail.lower()
+    return (kind == "error_perm" and "privileges" in text) or (
+        "403" in detail and "forbidden" in text
     )
 
 
