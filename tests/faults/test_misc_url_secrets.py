@@ -105,7 +105,8 @@ def test_user_and_password_in_an_s3_url_is_a_clear_error(project, pivot) -> None
 
 def test_query_values_are_hidden_in_listings(project, pivot) -> None:
     pivot("remote", "add", "--local", "h", f"https://example.invalid/x?k={SECRET}")
-    pivot("remote", "modify", "--local", "h", "endpoint_url", f"http://u:{SECRET}@h:9000")
+    pivot("remote", "add", "--local", "s", "s3://bucket/prefix")
+    pivot("remote", "modify", "--local", "s", "endpoint_url", f"http://u:{SECRET}@h:9000")
     listed = pivot("remote", "list").stdout
     assert SECRET not in listed and "k=***" in listed and "***@h:9000" in listed
 

@@ -8,6 +8,8 @@ import subprocess
 import sys
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from support import PYTHONPATH
 
 from pivot import config
@@ -155,3 +157,14 @@ def test_a_missing_backend_package_names_the_extra(tmp_path):
         check=True,
     ).stdout
     assert "'g' (gs://bucket/prefix)" in out and "pip install 'pivot[gcs]'" in out
+
+
+@given(
+    words=st.lists(st.from_regex(r"[a-z0-9]{1,8}", fullmatch=True), min_size=1, max_size=12),
+    secret=st.from_regex(r"[A-Za-z0-9]{1,10}", fullmatch=True),
+)
+def test_redaction_hides_each_whole_token_and_keeps_every_other_word(words, secret):
+    text = " ".join([*words, secret, f"({secret})", f"x{secret}x"])
+    redacted = redact_text(text, (secret,))
+    assert redacted.split(" ")[: len(words)] == [w if w != secret else "***" for w in words]
+    assert redacted.split(" ")[len(words) :] == ["***", "(***)", f"x{secret}x"]
