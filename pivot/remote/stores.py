@@ -672,6 +672,7 @@ def _login_refused(kind: str, detail: str) -> bool:
         or "401" in detail
         or "unauthorized" in text
         or "authentication failed" in text
+        or "permission denied for user" in text  # sshfs's word for a refused SSH login
     )
 
 
