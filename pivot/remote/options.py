@@ -35,6 +35,13 @@ EXTRAS = {
     "s3": "s3",
     "s3a": "s3",
 }
+# The package of a protocol Pivot has no extra for.
+_PACKAGES = {
+    "http": '"fsspec[http]"',
+    "https": '"fsspec[http]"',
+    "hf": "huggingface_hub",
+    "oss": "ossfs",
+}
 # Keywords that take objects, or that the url already gives: not settable as options.
 _NOT_OPTIONS = frozenset(
     {
@@ -74,6 +81,8 @@ def missing_package(protocol: str, display: str) -> MissingPackage:
     extra = EXTRAS.get(protocol)
     if extra is not None:
         how = f"Install it with `pip install 'pivot[{extra}]'`."
+    elif protocol in _PACKAGES:
+        how = f"Install it with `pip install {_PACKAGES[protocol]}`."
     else:
         from fsspec.registry import known_implementations
 

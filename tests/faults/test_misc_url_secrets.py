@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import importlib.util
+import os
 
 import pytest
-from support import write_files
+from support import PYTHONPATH, write_files
 
 SECRET = "XSECRETX9/zz"  # AWS secret keys hold '/'
 PIPELINE = """
@@ -111,11 +111,15 @@ def test_query_values_are_hidden_in_listings(project, pivot) -> None:
     assert SECRET not in listed and "k=***" in listed and "***@h:9000" in listed
 
 
-@pytest.mark.skipif(importlib.util.find_spec("aiohttp") is not None, reason="aiohttp installed")
-def test_https_install_hint_names_the_pip_package(project, pivot) -> None:
+def test_https_install_hint_names_the_pip_package(project, pivot, tmp_path) -> None:
+    """aiohttp made unimportable (a package of that name that refuses to load, first on
+    the path), as on a machine without it."""
+    blocker = tmp_path / "blocked" / "aiohttp"
+    blocker.mkdir(parents=True)
+    (blocker / "__init__.py").write_text("raise ImportError('aiohttp is not installed')\n")
     write_files(project, {"pipeline.py": PIPELINE})
     pivot("remote", "add", "h", "https://example.invalid/store")
     pivot("run", "--no-remote")
-    proc = pivot("push", rc=1)
+    proc = pivot("push", rc=1, PYTHONPATH=f"{blocker.parent}{os.pathsep}{PYTHONPATH}")
     assert_clean(proc, 'pip install "fsspec[http]"')
     assert "pip install HTTPFileSystem" not in proc.stderr
