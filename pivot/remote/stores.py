@@ -62,7 +62,8 @@ T = TypeVar("T")
 class ObjectStore(Protocol):
     """Objects named by keys relative to the remote's root: one or more '/'-separated
     levels ("index/<id>", "packs/ab/<id>"). Every backend holds this contract, checked by
-    tests/remote/conformance/ on a local folder, memory://, moto and SeaweedFS.
+    tests/remote/conformance/ on a local folder, memory://, moto, SeaweedFS and real FTP,
+    SFTP, WebDAV, GCS (emulator) and Azure (Azurite) servers.
 
     Errors: a missing object raises FileNotFoundError (a missing bucket too, with "bucket"
     in its message); a refused request raises PermissionError; anything else (no
