@@ -1,7 +1,7 @@
 """Pivot: typed Python pipelines on a content-addressed cache with a remote store.
 
-The public face: `Pipeline`, `Dep`, `Out` and the `loaders` module (loaded on first use,
-so that `pivot --help` stays fast).
+The public face: `Pipeline`, `Dep`, `Out`, `Metric`, `Plot` and the `loaders` module
+(loaded on first use, so that `pivot --help` stays fast).
 """
 
 from __future__ import annotations
@@ -12,14 +12,17 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from pivot.define import loaders
     from pivot.define.pipeline import Pipeline
+    from pivot.define.results import Metric, Plot
     from pivot.define.stage import Dep, Out
 
-__all__ = ["Dep", "Out", "Pipeline", "loaders"]
+__all__ = ["Dep", "Metric", "Out", "Pipeline", "Plot", "loaders"]
 
 _EXPORTS = {
     "Pipeline": ("pivot.define.pipeline", "Pipeline"),
     "Dep": ("pivot.define.stage", "Dep"),
     "Out": ("pivot.define.stage", "Out"),
+    "Metric": ("pivot.define.results", "Metric"),
+    "Plot": ("pivot.define.results", "Plot"),
     "loaders": ("pivot.define.loaders", None),
 }
 

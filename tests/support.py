@@ -116,6 +116,7 @@ HEAVY = (
     "fsspec",
     "yaml",
     "watchfiles",
+    "vl_convert",
 )
 PROBE = """
 import json, sys

@@ -27,7 +27,7 @@ LAYERS = [
     ("define", {"pivot.define"}),
     ("discover", {"pivot.discover"}),
     ("run", {"pivot.run"}),
-    ("watch", {"pivot.watch"}),
+    ("watch, results", {"pivot.watch", "pivot.results"}),
     ("services", {"pivot.services"}),
     ("cli", {"pivot.cli"}),
 ]

@@ -48,6 +48,15 @@ COMMANDS = {
         "pivot.cli.stages:init", "Create .pivot/ in the current directory (the project root)."
     ),
     "list": Lazy("pivot.cli.stages:list_stages", "Stages with their deps and outs."),
+    "metrics": Lazy(
+        "pivot.cli.results:metrics", "Metric values: show them, or compare revisions.", True
+    ),
+    "params": Lazy(
+        "pivot.cli.results:params", "Stage params: show them, or compare revisions.", True
+    ),
+    "plots": Lazy(
+        "pivot.cli.results:plots", "Plots as one HTML page: show or diff revisions.", True
+    ),
     "pull": Lazy("pivot.cli.transfer:pull", "Fetch outputs and check them out.", True),
     "push": Lazy("pivot.cli.transfer:push", "Send outputs and run records to the remote.", True),
     "remote": Lazy(

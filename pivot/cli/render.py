@@ -12,7 +12,6 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from pivot.cli import console
-from pivot.services.reasons import describe_reasons
 
 if TYPE_CHECKING:
     from pivot.cache.gc import GcSummary
@@ -52,7 +51,7 @@ def plan(decisions: dict[str, Decision]) -> None:
     verbs = {RUN: "would run", PENDING: "would run", RESTORE: "would restore"}
     for decision in decisions.values():
         label = verbs.get(decision.action, "up to date")
-        reasons = describe_reasons(decision)
+        reasons = list(decision.reasons)
         if decision.action == RESTORE and not decision.materialize:
             label, reasons = "up to date", [decision.kept]
         why = f"  ({'; '.join(reasons)})" if reasons else ""
@@ -69,7 +68,7 @@ def plan_rows(decisions: dict[str, Decision]) -> list[dict[str, Any]]:
         row = {
             "stage": d.stage.id,
             "action": SKIP if kept else d.action,
-            "reasons": [] if kept else describe_reasons(d),
+            "reasons": [] if kept else list(d.reasons),
         }
         if kept:
             row["kept"] = d.kept

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import pathlib
 import re
 import sys
@@ -78,7 +79,7 @@ def _override(marks: dict, paths: dict[str, str], kind: type, what: str, where: 
             f"{where}: {what} override(s) {', '.join(unknown)} match no annotated "
             f"{noun}; known: {known}."
         )
-    return {k: kind(paths[k], m.loader) if k in paths else m for k, m in marks.items()}
+    return {k: dataclasses.replace(m, path=paths[k]) if k in paths else m for k, m in marks.items()}
 
 
 NAME_PATTERN = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")

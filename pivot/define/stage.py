@@ -67,6 +67,8 @@ class Artifact:
     path: str
     loader: Loader
     group: str = ""
+    mark: Dep | Out | None = None  # as declared: a pivot.Metric or pivot.Plot is shown by
+    # `pivot metrics` / `pivot plots`
 
 
 @dataclass

@@ -347,13 +347,15 @@ def _resolve(
 ) -> StageSpec:
     where = f"stage {pipeline}/{reg.name} ({file})"
 
-    def artifact(key: str, declared: str, loader: Any, group: str = "") -> Artifact:
+    def artifact(
+        key: str, declared: str, loader: Any, group: str = "", mark: Any = None
+    ) -> Artifact:
         try:
             rel = project.rel(declared, base=directory)
         except PivotError as exc:
             raise exc.reworded(f"{where}: {exc}") from None
         safe_relpath(rel, f"the path {declared!r} of {where}")
-        return Artifact(key, declared, rel, loader, group)
+        return Artifact(key, declared, rel, loader, group, mark)
 
     deps = []
     for k, d in reg.deps.items():
@@ -361,7 +363,7 @@ def _resolve(
             deps += [artifact(k, p, d.loader, LIST) for p in d.path]
         else:
             deps.append(artifact(k, d.path, d.loader, GLOB if is_glob(d.path) else ""))
-    outs = [artifact(k, str(o.path), o.loader) for k, o in reg.outs.items()]
+    outs = [artifact(k, str(o.path), o.loader, mark=o) for k, o in reg.outs.items()]
     for out in outs:
         check_not_pipeline(out.path, project.rel(file), f"{where}: its output {out.declared!r}")
     return StageSpec(

@@ -13,6 +13,8 @@ from typing import TYPE_CHECKING, Any
 from pivot._fs import remove_path
 from pivot.cache.checkout import remove_leftovers
 from pivot.cache.objects import LocalCache
+from pivot.define.metric_values import read_metrics_file
+from pivot.define.results import Metric
 from pivot.define.stage import LIST, MATCH
 from pivot.discover.loading import pipeline_context
 from pivot.errors import DiskFull, PivotError
@@ -537,6 +539,16 @@ def _save_outputs(stage: StageSpec, result: Any, root: pathlib.Path) -> None:
             f"did not write its declared output(s) {', '.join(absent)} (relative to "
             f"{stage.workdir}). Write the file(s) or fix the pivot.Out path."
         )
+    for out in stage.outs:
+        if isinstance(out.mark, Metric):
+            try:
+                read_metrics_file(root / out.path, out.path)
+            except IsADirectoryError:
+                raise StageContractError(
+                    f"wrote a folder at its metrics file {out.declared}; write a file."
+                ) from None
+            except PivotError as exc:
+                raise StageContractError(f"wrote a metrics file Pivot cannot read: {exc}") from None
 
 
 def _store_outputs(

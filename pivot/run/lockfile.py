@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from pivot import _fs
 from pivot.cache.hashing import DIR, FILE, is_hash
+from pivot.define.metric_values import check_values
 from pivot.errors import CorruptFile
 from pivot.project import PIVOT_DIR, Project, first_overlap, safe_relpath
 from pivot.untrusted import count
@@ -34,6 +35,7 @@ class Lock:
     params: dict[str, Any]
     deps: dict[str, str]
     outs: dict[str, dict[str, Any]] = field(default_factory=dict)
+    metrics: dict[str, dict[str, Any]] = field(default_factory=dict)  # metrics file -> values
 
     def to_json(self) -> str:
         body = {
@@ -45,6 +47,8 @@ class Lock:
             "deps": self.deps,
             "outs": self.outs,
         }
+        if self.metrics:  # absent otherwise, as in lock files written before metrics
+            body["metrics"] = self.metrics
         return json.dumps(body, indent=2, sort_keys=True, ensure_ascii=False, default=str) + "\n"
 
 
@@ -85,6 +89,10 @@ def parse_lock(text: str, path: pathlib.Path) -> Lock:
                 str(k): {"hash": str(v["hash"]), "size": count(v["size"]), "kind": str(v["kind"])}
                 for k, v in raw["outs"].items()
             },
+            metrics={
+                str(k): check_values(v, f"{k} in the lock file {path}")
+                for k, v in raw.get("metrics", {}).items()
+            },
         )
     except (ValueError, TypeError, KeyError, AttributeError, RecursionError) as exc:
         raise CorruptFile(f"The lock file {path} is unreadable ({exc}).", path=path) from exc
@@ -95,6 +103,11 @@ def parse_lock(text: str, path: pathlib.Path) -> Lock:
         if not is_hash(out["hash"]) or out["kind"] not in (FILE, DIR):
             raise CorruptFile(
                 f"The lock file {path} holds an invalid entry for {out_path}.", path=path
+            )
+    for metrics_path in lock.metrics:
+        if metrics_path not in lock.outs:
+            raise CorruptFile(
+                f"The lock file {path} holds metrics of {metrics_path}, no output.", path=path
             )
     for dep_path in lock.deps:
         safe_relpath(dep_path, f"the dependency path in the lock file {path}")

@@ -11,6 +11,7 @@ import blake3
 
 from pivot.cache.linked import damaged_objects
 from pivot.cache.runs import decode_record
+from pivot.define.metric_values import flatten_params
 from pivot.errors import CorruptFile, DefinitionError, UnsafePath
 from pivot.fingerprint import canonical_json, fingerprint, fingerprint_digest
 from pivot.run.lockfile import Lock, declares, read_lock
@@ -57,7 +58,9 @@ class Decision:
             and declares(self.stage, self.lock.outs)
         )
 
-    def new_lock(self, outs: dict[str, dict[str, Any]]) -> Lock:
+    def new_lock(
+        self, outs: dict[str, dict[str, Any]], metrics: dict[str, dict[str, Any]] | None = None
+    ) -> Lock:
         assert self.run_key is not None
         return Lock(
             stage_id=self.stage.id,
@@ -66,6 +69,7 @@ class Decision:
             params=lock_params(self.stage),
             deps=self.deps,
             outs=outs,
+            metrics=metrics or {},
         )
 
 
@@ -272,10 +276,14 @@ def explain(
         if parts.get(name) != lock.fingerprint.get(name):
             reasons.append(f"code changed: {name}")
     # The lock holds params as JSON: compare canonical forms of JSON-normalised values.
-    params = lock_params(stage)
-    for name in sorted(set(params) | set(lock.params)):
-        if canonical_json(params.get(name)) != canonical_json(lock.params.get(name)):
-            reasons.append(f"param changed: {name}")
+    params, before = flatten_params(lock_params(stage)), flatten_params(lock.params)
+    for name in sorted(set(params) | set(before)):
+        if name not in before:
+            reasons.append(f"param added: {name} = {_shown(params[name])}")
+        elif name not in params:
+            reasons.append(f"param removed: {name} (was {_shown(before[name])})")
+        elif canonical_json(params[name]) != canonical_json(before[name]):
+            reasons.append(f"param changed: {name} {_shown(before[name])} → {_shown(params[name])}")
     for path in sorted(set(deps) | set(lock.deps)):
         if path not in lock.deps:
             reasons.append(f"new dep: {path}")
@@ -286,3 +294,9 @@ def explain(
     if not declares(stage, lock.outs):
         reasons.append("its declared outputs differ from its lock file's")
     return reasons or ["loaders or format version changed"]
+
+
+def _shown(value: Any) -> str:
+    """A param value in a reason: compact JSON, long ones shortened."""
+    text = json.dumps(value, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    return text if len(text) <= 40 else text[:37] + "..."

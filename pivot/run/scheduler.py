@@ -21,7 +21,8 @@ from pivot.errors import (
     UnsafePath,
 )
 from pivot.run.executor import Executor, Outcome
-from pivot.run.lockfile import write_lock
+from pivot.run.lock_metrics import lock_metrics
+from pivot.run.lockfile import Lock, write_lock
 from pivot.run.plan import PENDING, RESTORE, RUN, SKIP, Decision, Planner
 
 if TYPE_CHECKING:
@@ -482,7 +483,7 @@ class Runner:
             decision, outcome = unrecorded.pop(0)
             assert decision.run_key is not None
             self.ws.runs.put(decision.run_key, outcome.outs)
-            write_lock(self.ws.project.stages_dir, decision.new_lock(outcome.outs))
+            write_lock(self.ws.project.stages_dir, self._new_lock(decision, outcome.outs))
 
     def _restore(self, decision: Decision) -> bool:
         """Check out a stage's cached outputs (fetching what is missing); False if unable."""
@@ -529,9 +530,13 @@ class Runner:
             )
 
     def _write_lock_if_changed(self, decision: Decision, outs: dict[str, dict[str, Any]]) -> None:
-        lock = decision.new_lock(outs)
+        lock = self._new_lock(decision, outs)
         if decision.lock != lock:
             write_lock(self.ws.project.stages_dir, lock)
+
+    def _new_lock(self, decision: Decision, outs: dict[str, dict[str, Any]]) -> Lock:
+        metrics = lock_metrics(decision.stage, outs, decision.lock, self.ws.cache)
+        return decision.new_lock(outs, metrics)
 
     def _finish(self, report: StageReport, done: dict[str, str]) -> None:
         done[report.stage_id] = report.status

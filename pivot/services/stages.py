@@ -24,7 +24,6 @@ from pivot.run.scheduler import (
     plan_graph,
 )
 from pivot.services.elsewhere import Elsewhere, stale_elsewhere
-from pivot.services.reasons import describe_reasons
 from pivot.services.scope import locks_in_scope, scope_for, scope_locks
 
 if TYPE_CHECKING:
@@ -122,7 +121,7 @@ def status(
                 "stage": d.stage.id,
                 "file": str(d.stage.source.relative_to(root)),
                 "action": SKIP if kept else d.action,
-                "reasons": [] if kept else describe_reasons(d),
+                "reasons": [] if kept else list(d.reasons),
             }
             if kept:
                 row["kept"] = d.kept

@@ -73,7 +73,7 @@ def test_decisions_follow_what_changed(project: pathlib.Path, pivot: PivotCLI):
 
     (project / "raw.txt").write_text("abc")
     _write(project, times=2)
-    assert _plan(project)["p/clean"] == (RUN, ["param changed: times"])
+    assert _plan(project)["p/clean"] == (RUN, ["param changed: times 1 → 2"])
 
     _write(project, times=1, body="raw.lower()")
     assert _plan(project)["p/clean"] == (RUN, ["code changed: func:clean"])

@@ -176,7 +176,9 @@ def test_nested_dataclass_params_and_an_unrelated_change(project, pivot) -> None
     assert "param changed" not in status, status
     (project / "pipeline.py").write_text(source.replace("zeta: int = 1", "zeta: int = 2"))
     status = pivot("status").stdout
-    assert "param changed: inner" in status and "param changed: title" not in status, status
+    assert "param changed: inner.zeta 1 → 2" in status and "param changed: title" not in status, (
+        status
+    )
 
 
 CONFIG = (
