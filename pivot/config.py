@@ -138,6 +138,7 @@ def _checked(data: Any, path: pathlib.Path) -> dict[str, Any]:
                 raise fail(f"cache.{key}", "absent (the known key is `link`)", value)
             if value not in LINK_MODES:
                 raise fail("cache.link", f"one of {', '.join(LINK_MODES)}", value)
+    _check_executor(data, fail)
     remotes = data.get("remotes")
     if remotes is None:
         data["remotes"] = {}
@@ -174,6 +175,51 @@ def _checked(data: Any, path: pathlib.Path) -> dict[str, Any]:
     return data
 
 
+EXECUTORS = ("local", "dask")
+DASK_KEYS = frozenset({"scheduler", "retries"})
+
+
+def _check_executor(data: dict[str, Any], fail: Any) -> None:
+    """`executor: local|dask` and `dask: {scheduler: ADDRESS, retries: N}`, checked in place."""
+    executor = data.get("executor")
+    if executor is not None and executor not in EXECUTORS:
+        raise fail("executor", f"one of {', '.join(EXECUTORS)}", executor)
+    dask = data.get("dask")
+    if dask is None:
+        return
+    if not isinstance(dask, dict):
+        raise fail("dask", "a mapping (`scheduler`, `retries`)", dask)
+    for key, value in dask.items():
+        if key not in DASK_KEYS:
+            raise fail(f"dask.{key}", f"one of the keys {', '.join(sorted(DASK_KEYS))}", key)
+        if key == "scheduler" and not (isinstance(value, str) and value):
+            raise fail("dask.scheduler", "an address such as tcp://host:8786", value)
+        if key == "retries":
+            number = _whole_number(value)
+            if number is None or number < 0:
+                raise fail("dask.retries", "a whole number of at least 0", value)
+            dask[key] = number
+
+
+@dataclass(frozen=True)
+class ExecutorConfig:
+    """Where `pivot run` executes stages, from the config (the CLI may override)."""
+
+    executor: str = "local"
+    scheduler: str | None = None
+    retries: int = 1
+
+
+def executor_config(project: Project) -> ExecutorConfig:
+    config = load(project)
+    dask = config.get("dask") or {}
+    return ExecutorConfig(
+        executor=config.get("executor") or "local",
+        scheduler=dask.get("scheduler"),
+        retries=dask.get("retries", 1),
+    )
+
+
 def _write(path: pathlib.Path, data: dict[str, Any]) -> None:
     import yaml
 
@@ -183,7 +229,7 @@ def _write(path: pathlib.Path, data: dict[str, Any]) -> None:
 
 
 def merge(shared: dict[str, Any], local: dict[str, Any]) -> dict[str, Any]:
-    """Merge two config mappings; `local` wins, remotes merge key by key."""
+    """Merge two config mappings; `local` wins, remotes and `dask` merge key by key."""
     merged = copy.deepcopy(shared)
     for key, value in local.items():
         if key == "remotes":
@@ -191,6 +237,8 @@ def merge(shared: dict[str, Any], local: dict[str, Any]) -> dict[str, Any]:
             merged["remotes"] = remotes
             for name, options in (value or {}).items():
                 remotes[name] = {**remotes.get(name, {}), **options}
+        elif key == "dask" and isinstance(value, dict):
+            merged["dask"] = {**(merged.get("dask") or {}), **value}
         else:
             merged[key] = copy.deepcopy(value)
     return merged

@@ -117,6 +117,8 @@ HEAVY = (
     "yaml",
     "watchfiles",
     "vl_convert",
+    "dask",
+    "distributed",
 )
 PROBE = """
 import json, sys

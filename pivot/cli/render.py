@@ -39,6 +39,8 @@ def stage_line(report: StageReport) -> None:
     timing = f"{report.seconds:6.2f}s" if report.status in ("ran", "failed") else ""
     shows_detail = report.detail and report.status in NOTED
     note = f"  ({report.detail})" if shows_detail else ""
+    if report.where:
+        note = f"  (on {report.where})"
     line = f"  {click.style(f'{label:<9}', fg=color)} {report.stage_id:<40} {timing}{note}"
     click.echo(line.rstrip())
     sys.stdout.flush()

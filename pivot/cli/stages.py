@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import pathlib
 
 import click
@@ -90,6 +89,18 @@ def init() -> None:
     is_flag=True,
     help="After the run, watch the scope's files and run again on every change (Ctrl-C stops).",
 )
+@click.option(
+    "--executor",
+    type=click.Choice(["local", "dask"]),
+    default=None,
+    help="Where stages run: processes here (default) or a Dask cluster (config: executor).",
+)
+@click.option(
+    "--scheduler",
+    default=None,
+    metavar="ADDRESS",
+    help="The Dask scheduler, e.g. tcp://host:8786 (config: dask.scheduler).",
+)
 def run(
     targets,
     all_pipelines,
@@ -106,6 +117,8 @@ def run(
     materialize,
     push,
     watch,
+    executor,
+    scheduler,
 ) -> None:
     """Run the stages of this pipeline (or TARGETS) and everything upstream.
 
@@ -113,15 +126,19 @@ def run(
     default remote) are restored from the cache instead of running.
     """
     options = RunOptions(
-        jobs=jobs or os.cpu_count() or 1,
+        jobs=jobs,
         keep_going=keep_going,
         link=LinkMode(link) if link else None,
         fallback=not no_fallback,
         materialize_all=materialize,
+        executor=executor,
+        scheduler=scheduler,
     )
     if watch:
         if dry_run or push:
             raise click.UsageError("--watch cannot be combined with --dry-run or --push.")
+        if executor == "dask":
+            raise click.UsageError("--watch runs stages on this machine: not with --executor dask.")
         from pivot.cli import watching
         from pivot.watch.session import WatchRequest
 
@@ -132,6 +149,8 @@ def run(
     def show(report) -> None:
         if not quiet and not as_json:
             render.stage_line(report)
+            if report.output:
+                click.echo(report.output.rstrip("\n"))
         if report.status == "failed":
             click.echo(advice.stage_failure(report.detail, report.cause), err=True)
 

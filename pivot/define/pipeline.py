@@ -24,6 +24,7 @@ class Registration:
     single_out: bool
     params: Any
     outs_as_args: bool = False  # a plain function: outs passed as paths, written by it
+    resources: dict[str, float | str] = field(default_factory=dict)
 
 
 @dataclass
@@ -47,8 +48,12 @@ class Pipeline:
         params: Any = None,
         deps: dict[str, str] | None = None,
         outs: dict[str, str] | None = None,
+        resources: dict[str, float | str] | None = None,
     ) -> Any:
-        """Add `func` as a stage; `deps`/`outs` override annotated paths by argument/key."""
+        """Add `func` as a stage; `deps`/`outs` override annotated paths by argument/key.
+
+        `resources` (`{"GPU": 1, "memory": "8GB"}`) is what a worker of a cluster executor
+        must offer to run the stage; it is not part of the stage's cache key."""
         stage_name = name or func.__name__
         check_name(stage_name, f"stage name in pipeline {self.name!r}")
         where = f"stage {self.name}/{stage_name} (function {func.__qualname__})"
@@ -65,9 +70,40 @@ class Pipeline:
         except TypeError as exc:
             raise DefinitionError(f"{where}: {exc}.") from None
         self.registrations[stage_name] = Registration(
-            stage_name, func, dep_marks, out_marks, single, params
+            stage_name,
+            func,
+            dep_marks,
+            out_marks,
+            single,
+            params,
+            resources=_resources(resources, where),
         )
         return func
+
+
+def _resources(resources: Any, where: str) -> dict[str, float | str]:
+    """`resources` checked: names mapped to positive numbers or sizes such as "8GB"."""
+    if resources is None:
+        return {}
+    if not isinstance(resources, dict):
+        raise DefinitionError(
+            f"{where}: resources must be a mapping such as {{'GPU': 1, 'memory': '8GB'}}, "
+            f"not {type(resources).__name__}."
+        )
+    checked: dict[str, float | str] = {}
+    for name, amount in resources.items():
+        number = isinstance(amount, int | float) and not isinstance(amount, bool)
+        if not isinstance(name, str) or not name:
+            raise DefinitionError(
+                f"{where}: resource names must be non-empty strings, not {name!r}."
+            )
+        if not (number and amount > 0) and not (isinstance(amount, str) and amount.strip()):
+            raise DefinitionError(
+                f"{where}: resource {name!r} must be a positive number or a size such as "
+                f"'8GB', not {amount!r}."
+            )
+        checked[name] = amount
+    return checked
 
 
 def _override(marks: dict, paths: dict[str, str], kind: type, what: str, where: str) -> dict:

@@ -85,6 +85,7 @@ class StageSpec:
     params: Any = None
     single_out: bool = False
     outs_as_args: bool = False  # outs passed to the function as paths, which it writes
+    resources: dict[str, float | str] = field(default_factory=dict)  # for a cluster executor
 
     @property
     def id(self) -> str:

@@ -377,4 +377,5 @@ def _resolve(
         params=reg.params,
         single_out=reg.single_out,
         outs_as_args=reg.outs_as_args,
+        resources=reg.resources,
     )

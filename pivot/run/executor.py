@@ -1,8 +1,9 @@
 """Where stages execute: the interface the scheduler drives, and what a stage reports.
 
 The scheduler decides what runs and in which order; an executor only runs the stage it is
-handed and reports an `Outcome` (its outputs already in the local cache). The local
-process pool (`run/local.py`) is one; another (a cluster) implements the same calls.
+handed and reports an `Outcome`. The local process pool (`run/local.py`) leaves the
+outputs in the project and the local cache; a cluster executor (`run/dask.py`) leaves them
+on the remote, and the scheduler checks out those it needs.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ if TYPE_CHECKING:
     import concurrent.futures as cf
 
     from pivot.errors import PivotError
+    from pivot.run.plan import Decision
 
 
 @dataclass
@@ -32,14 +34,17 @@ class Outcome:
     interrupted: bool = False  # the stage stopped on Ctrl-C (KeyboardInterrupt)
     undeclared: list[str] = field(default_factory=list)  # new paths no stage declares
     executor_lost: bool = False  # the executor itself failed: it can run nothing more
+    output: str = ""  # the end of what the stage printed, when it ran elsewhere
+    where: str = ""  # the machine and process that ran it, when not this one
 
 
 class Executor(Protocol):
     """Runs stages handed to it, as many at once as it was created for."""
 
-    def submit(self, stage_id: str) -> cf.Future[Outcome]:
-        """Start the stage; the future resolves to its outcome (never raises for a stage's
-        own failure: that is an outcome with `ok` False)."""
+    def submit(self, decision: Decision) -> cf.Future[Outcome]:
+        """Start the decided stage (its run key and dep hashes known); the future resolves
+        to its outcome (never raises for a stage's own failure: that is an outcome with
+        `ok` False)."""
         ...
 
     def outcome(self, future: cf.Future[Outcome], stage_id: str) -> Outcome:
@@ -53,5 +58,6 @@ class Executor(Protocol):
         ...
 
     def shutdown(self) -> None:
-        """Wait for what runs, cancel what waits, release the workers."""
+        """Cancel what was submitted and has not finished (after a failure that stops the
+        run or a Ctrl-C), release the workers."""
         ...

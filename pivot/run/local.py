@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     import concurrent.futures as cf
 
     from pivot.define.stage import Artifact, StageSpec
+    from pivot.run.plan import Decision
 
 PACKAGE_DIR = str(pathlib.Path(__file__).resolve().parents[1]) + os.sep  # all of pivot/
 _STAGES: dict[str, StageSpec] = {}
@@ -82,8 +83,8 @@ class LocalExecutor:
             probe.result()
         os.close(started)  # every worker was forked (with a fork context, all at once)
 
-    def submit(self, stage_id: str) -> cf.Future[Outcome]:
-        return self._pool.submit(execute, stage_id, *self._paths)
+    def submit(self, decision: Decision) -> cf.Future[Outcome]:
+        return self._pool.submit(execute, decision.stage.id, *self._paths)
 
     def outcome(self, future: cf.Future[Outcome], stage_id: str) -> Outcome:
         from concurrent.futures.process import BrokenProcessPool
@@ -397,7 +398,7 @@ def _fork_spare() -> _Spare:
                 data = pipe.read()
             if data:
                 stage_id, root, cache_dir, tmp_dir = pickle.loads(data)
-                outcome = _execute(stage_id, pathlib.Path(root), cache_dir, tmp_dir)
+                outcome = execute_here(stage_id, pathlib.Path(root), cache_dir, tmp_dir)
                 with os.fdopen(result_write, "wb") as pipe:
                     pickle.dump(outcome, pipe, protocol=pickle.HIGHEST_PROTOCOL)
         except BaseException:
@@ -416,8 +417,9 @@ def _describe_exit(status: int) -> str:
     return f"exit code {os.waitstatus_to_exitcode(status)}"
 
 
-def _execute(stage_id: str, root: pathlib.Path, cache_dir: str, tmp_dir: str) -> Outcome:
-    """Call the stage in its pipeline directory and move its outputs into the cache."""
+def execute_here(stage_id: str, root: pathlib.Path, cache_dir: str, tmp_dir: str) -> Outcome:
+    """Call the stage (registered by `register_stages`) in its pipeline directory, in this
+    process, and move its outputs into the cache."""
     import time
 
     stage = _STAGES[stage_id]

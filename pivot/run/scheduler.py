@@ -45,6 +45,8 @@ class StageReport:
     seconds: float = 0.0
     detail: str = ""
     cause: PivotError | None = None  # for a failure: the Pivot error behind it (its advice)
+    output: str = ""  # the end of what the stage printed, when it ran on another machine
+    where: str = ""  # the machine and process that ran it, when not this one
 
 
 @dataclass
@@ -70,13 +72,16 @@ class RunReport:
 class RunOptions:
     """How a run behaves beyond which stages it covers."""
 
-    jobs: int = 1
+    jobs: int | None = 1  # None: the CPU count here, unlimited on a cluster
     keep_going: bool = False
     link: LinkMode | None = None  # None: the config's `cache.link` (the service sets it)
     remote: RemoteAccess | None = None
     fallback: bool = True
     materialize_all: bool = False
     targets: set[str] = field(default_factory=set)
+    executor: str | None = None  # "local" (None) or "dask"
+    scheduler: str | None = None  # the Dask scheduler's address
+    retries: int = 0  # resubmissions of a stage whose cluster worker died
 
 
 def plan_graph(
@@ -129,7 +134,9 @@ class Runner:
         self.ws = ws
         self.graph = graph
         self.options = options
-        self.jobs = max(1, options.jobs)
+        self.on_cluster = options.executor == "dask"
+        default_jobs = len(graph.stages) if self.on_cluster else os.cpu_count()
+        self.jobs = max(1, options.jobs or default_jobs or 1)
         self.remote = options.remote
         self.on_stage = on_stage or (lambda report: None)
         self.report = RunReport()
@@ -142,6 +149,7 @@ class Runner:
         self._lock = threading.Lock()
         self._live: dict[str, tuple[cf.Future, Decision]] = {}
         self._cancelled: dict[str, str] = {}
+        self._to_place: list[Decision] = []  # stages run elsewhere whose outputs go here
 
     def halt(self) -> None:
         """Start no more stages (callable from any thread): the running ones finish, the
@@ -176,7 +184,7 @@ class Runner:
         """
         planner, decisions = plan_graph(self.ws, self.graph, force, self.remote)
         if self.remote is not None and _runs_any(decisions):
-            if fork:
+            if fork and not self.on_cluster:
                 self._start_executor(decisions)
             if self._connect():
                 planner, decisions = plan_graph(self.ws, self.graph, force, self.remote)
@@ -191,6 +199,7 @@ class Runner:
             self._start_executor(decisions)
             self._fetch_restores(decisions)
             self._execute(planner, decisions)
+            self._place_ran()
         finally:
             self.ws.state.commit()
             if self._executor is not None:
@@ -220,6 +229,12 @@ class Runner:
 
     def _remote_failed(self, exc: PivotError) -> None:
         label = self._remote_label() if self.remote is not None else "(none)"
+        if self.on_cluster:
+            raise exc.reworded(
+                f"The Dask executor needs the remote {label}, the only storage the cluster's "
+                f"workers share with this machine, and it failed: {exc} Nothing more was "
+                f"submitted; fix the remote, or run the stages with the local executor."
+            ) from exc
         if not self.options.fallback:
             raise exc.reworded(
                 f"Cannot restore from the remote {label}: {exc} "
@@ -270,12 +285,37 @@ class Runner:
     def _start_executor(self, decisions: dict[str, Decision] | None = None) -> Executor | None:
         """Start the workers before remote I/O starts threads (only when a stage may run)."""
         count = self.jobs if decisions is None else _runs_any(decisions)
-        if self._executor is None and count:
+        if self._executor is None and count and self.on_cluster:
+            self._executor = self._start_dask(decisions)
+        elif self._executor is None and count:
             from pivot.run.local import LocalExecutor
 
             workers = min(self.jobs, count)
             self._executor = LocalExecutor(self.graph.stages, workers, self.ws.project)
         return self._executor
+
+    def _start_dask(self, decisions: dict[str, Decision] | None) -> Executor:
+        """Connect to the cluster (the remote was read while planning)."""
+        from pivot.run.dask import DaskExecutor
+
+        if self.remote is None or self._planner is None or not self.remote.contacted:
+            raise PivotError(
+                "The Dask executor needs a remote (the only storage the workers share with "
+                "this machine), and none is in use."
+            )
+        assert self.options.scheduler is not None
+        may_run = [
+            d.stage for d in (decisions or {}).values() if d.action in (RUN, PENDING)
+        ] or list(self.graph.stages.values())
+        return DaskExecutor(
+            self.ws,
+            self.graph.stages,
+            self._planner,
+            self.remote,
+            self.options.scheduler,
+            self.options.retries,
+            may_run,
+        )
 
     # -- execution -------------------------------------------------------------------------
 
@@ -381,7 +421,7 @@ class Runner:
                 elif len(running) < self.jobs:
                     waiting.remove(sid)
                     decision.action = RUN
-                    future = self._submit(sid)
+                    future = self._submit(decision)
                     running[future] = decision
                     with self._lock:
                         self._live[sid] = (future, decision)
@@ -391,10 +431,10 @@ class Runner:
         assert self._executor is not None
         return self._executor.outcome(future, decision.stage.id)
 
-    def _submit(self, sid: str) -> cf.Future:
+    def _submit(self, decision: Decision) -> cf.Future:
         executor = self._start_executor()
         assert executor is not None  # started for `jobs` stages
-        return executor.submit(sid)
+        return executor.submit(decision)
 
     def _redecide(self, planner: Planner, decision: Decision) -> Decision:
         if decision.action != PENDING:
@@ -432,13 +472,23 @@ class Runner:
                 )
         if not outcome.ok:
             self._remove_outputs(decision)
-            failed = StageReport(sid, FAILED, outcome.seconds, outcome.error, outcome.cause)
+            failed = StageReport(
+                sid, FAILED, outcome.seconds, outcome.error, outcome.cause, outcome.output
+            )
             self._finish(failed, done)
             return outcome
         for rel, st, digest in outcome.stats:
             self.ws.state.record(rel, st, digest)
         planner.settle(sid, outcome.outs)
-        self._finish(StageReport(sid, RAN, outcome.seconds, "; ".join(decision.reasons)), done)
+        if self.on_cluster:
+            decision.outs = outcome.outs
+            self._to_place.append(decision)
+            getattr(self._executor, "note_on_remote", lambda outs: None)(outcome.outs)
+        detail = "; ".join(decision.reasons)
+        report = StageReport(
+            sid, RAN, outcome.seconds, detail, output=outcome.output, where=outcome.where
+        )
+        self._finish(report, done)
         self._warn_undeclared(decision.stage, outcome.undeclared)
         return outcome
 
@@ -470,8 +520,13 @@ class Runner:
         )
 
     def _deps_changed_since_planned(self, decision: Decision) -> list[str]:
+        """Deps that are not what the stage was planned with (on a cluster, the outputs of
+        other stages are taken from the remote by hash: only source files are checked)."""
+        links = self.graph.upstream[decision.stage.id]
         changed = []
         for path, planned in decision.deps.items():
+            if self.on_cluster and path in links:
+                continue
             now = self.ws.hasher.hash_path(path)
             if now is None or now.hash != planned:
                 changed.append(path)
@@ -484,6 +539,30 @@ class Runner:
             assert decision.run_key is not None
             self.ws.runs.put(decision.run_key, outcome.outs)
             write_lock(self.ws.project.stages_dir, self._new_lock(decision, outcome.outs))
+
+    def _place_ran(self) -> None:
+        """Check out the outputs of stages that ran on the cluster which this workspace
+        needs (a target's, every one with --materialize, or one whose path exists here and
+        would otherwise be stale), fetched from the remote as one batch."""
+        ran, self._to_place = self._to_place, []
+        for decision in ran:
+            decision.materialize = (
+                self.options.materialize_all
+                or decision.stage.id in self.options.targets
+                or any(os.path.lexists(self.ws.project.root / p) for p in decision.outs)
+            )
+        wanted = [d for d in ran if d.materialize]
+        missing = [
+            (o["hash"], o["kind"])
+            for d in wanted
+            for o in d.outs.values()
+            if self.ws.cache.missing(o["hash"], o["kind"])
+        ]
+        if missing:
+            assert self.remote is not None
+            self.remote.fetch(list(dict.fromkeys(missing)))
+        for decision in wanted:
+            self._check_out(decision)
 
     def _restore(self, decision: Decision) -> bool:
         """Check out a stage's cached outputs (fetching what is missing); False if unable."""

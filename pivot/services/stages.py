@@ -73,6 +73,7 @@ def run(
             )
         options.remote = remote if configured and use_remote else None
         options.targets = set(scope.targets)
+        _choose_executor(ws.project, options, use_remote, configured)
         result = RunResult(ws.project, scope, remote, len(scope.graph.stages))
         if dry_run:
             _, result.decisions = Runner(ws, scope.graph, options).plan(forced, fork=False)
@@ -82,6 +83,41 @@ def run(
         return result
     finally:
         ws.state.close()
+
+
+def _choose_executor(
+    project: Project, options: RunOptions, use_remote: bool, configured: bool
+) -> None:
+    """Fill the executor settings the command line left open from the config, and refuse
+    a Dask run that cannot work before anything is planned or submitted."""
+    from pivot import config
+
+    settings = config.executor_config(project)
+    options.executor = options.executor or settings.executor
+    options.scheduler = options.scheduler or settings.scheduler
+    options.retries = settings.retries
+    if options.executor != "dask":
+        return
+    from pivot.run.dask import require_distributed
+
+    require_distributed()
+    if not options.scheduler:
+        raise DefinitionError(
+            "The Dask executor needs the scheduler's address: pass --scheduler "
+            "tcp://HOST:PORT, or set `dask: {scheduler: tcp://HOST:PORT}` in "
+            ".pivot/config.yaml."
+        )
+    if not use_remote:
+        raise DefinitionError(
+            "--no-remote cannot be used with the Dask executor: the remote is the only "
+            "storage the workers share with this machine."
+        )
+    if not configured:
+        raise DefinitionError(
+            "The Dask executor needs a remote (the workers read inputs from it and write "
+            "outputs to it), and this project has none.",
+            hint="add-default-remote",
+        )
 
 
 def push_outputs(result: RunResult) -> TransferSummary:

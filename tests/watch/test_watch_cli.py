@@ -13,3 +13,5 @@ def test_watch_refuses_dry_run_and_push(project, pivot) -> None:
     for args in (("--watch", "--dry-run"), ("--watch", "--push")):
         proc = pivot("run", *args, rc=2)
         assert "--watch cannot be combined with --dry-run or --push" in proc.stderr
+    proc = pivot("run", "--watch", "--executor", "dask", rc=2)
+    assert "--watch runs stages on this machine: not with --executor dask." in proc.stderr

@@ -1,0 +1,290 @@
+"""The Dask executor against the local one, on a loopback cluster and SeaweedFS.
+
+    .venv/bin/python bench/dask_bench.py [--only indep,chain,fanout] [--workdir DIR]
+
+Starts one `dask scheduler` and two `dask worker` processes (one thread each, separate
+working folders) on 127.0.0.1 and one SeaweedFS server (bench/s3server.py), all stopped
+at the end. Every project is generated fresh; each timing is the wall clock of one
+`python -m pivot run` (a first run: every stage executes).
+
+    indep    40 independent stages of 0.5 s CPU each: `--executor dask` on the 2 workers
+             against `-j 2` locally (ideal: 40 x 0.5 / 2 = 10 s)
+    chain    200 chained tiny stages: wall time per stage, dask against local
+    fanout   one stage writes 256 MB (random), 8 stages read it: the bytes each worker
+             fetched from the remote (from the workers' `.pivot-worker/tasks.log`)
+
+DVC has no cluster executor, so there is no DVC column here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import pathlib
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+
+HERE = pathlib.Path(__file__).resolve().parent
+REPO = HERE.parent
+sys.path.insert(0, str(HERE))
+
+from s3server import ACCESS_KEY, REGION, SECRET_KEY, SeaweedFS  # noqa: E402
+
+INDEP = """
+import time
+from typing import Annotated
+import pivot
+from pivot import Out, loaders
+
+p = pivot.Pipeline("indep")
+
+def _stage(i):
+    def burn() -> Annotated[str, Out(f"out/{i}.txt", loaders.Text())]:
+        start = time.process_time()
+        n = 0
+        while time.process_time() - start < 0.5:
+            n += 1
+        return f"{i}\\n"
+    burn.__name__ = f"s{i}"
+    return burn
+
+for i in range(40):
+    p.register(_stage(i), name=f"s{i}")
+"""
+
+CHAIN = """
+from typing import Annotated
+import pivot
+from pivot import Dep, Out, loaders
+
+p = pivot.Pipeline("chain")
+
+def first() -> Annotated[str, Out("out/0.txt", loaders.Text())]:
+    return "0\\n"
+
+def _stage(i):
+    def step(
+        prev: Annotated[str, Dep(f"out/{i - 1}.txt", loaders.Text())],
+    ) -> Annotated[str, Out(f"out/{i}.txt", loaders.Text())]:
+        return f"{i}\\n"
+    return step
+
+p.register(first, name="s0")
+for i in range(1, {length}):
+    p.register(_stage(i), name=f"s{i}")
+"""
+
+FANOUT = """
+import hashlib, os, pathlib
+from typing import Annotated
+import pivot
+from pivot import Dep, Out, loaders
+
+p = pivot.Pipeline("fan")
+
+def big() -> Annotated[pathlib.Path, Out("big.bin")]:
+    with open("big.bin", "wb") as f:
+        for _ in range(256):
+            f.write(os.urandom(1 << 20))
+    return pathlib.Path("big.bin")
+
+def _reader(i):
+    def read(
+        data: Annotated[pathlib.Path, Dep("big.bin")],
+    ) -> Annotated[str, Out(f"out/{i}.txt", loaders.Text())]:
+        h = hashlib.blake2b()
+        with open(data, "rb") as f:
+            while chunk := f.read(1 << 20):
+                h.update(chunk)
+        return h.hexdigest() + f" {i}\\n"
+    return read
+
+p.register(big)
+for i in range(8):
+    p.register(_reader(i), name=f"r{i}")
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Cluster:
+    """A scheduler and two one-thread workers, each in its own folder."""
+
+    def __init__(self, base: pathlib.Path, env: dict[str, str]) -> None:
+        self.address = f"tcp://127.0.0.1:{free_port()}"
+        self.workers = [base / "worker0", base / "worker1"]
+        self.procs: list[subprocess.Popen] = []
+        port = self.address.rpartition(":")[2]
+        self._start(
+            [
+                "distributed.cli.dask_scheduler",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                port,
+                "--no-dashboard",
+            ],
+            base / "scheduler",
+            env,
+        )
+        for folder in self.workers:
+            self._start(
+                [
+                    "distributed.cli.dask_worker",
+                    self.address,
+                    "--host",
+                    "127.0.0.1",
+                    "--nthreads",
+                    "1",
+                    "--no-dashboard",
+                ],
+                folder,
+                env,
+            )
+        import distributed
+
+        with distributed.Client(self.address, timeout="60s") as client:
+            client.wait_for_workers(2, timeout=120)
+
+    def _start(self, args: list[str], cwd: pathlib.Path, env: dict[str, str]) -> None:
+        cwd.mkdir(parents=True, exist_ok=True)
+        log = open(cwd.parent / f"{cwd.name}.log", "wb")  # noqa: SIM115 (lives with the process)
+        self.procs.append(
+            subprocess.Popen(
+                [sys.executable, "-m", *args],
+                cwd=cwd,
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        )
+
+    def tasks(self, worker: int) -> list[dict]:
+        log = self.workers[worker] / ".pivot-worker" / "tasks.log"
+        return [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
+
+    def stop(self) -> None:
+        for proc in self.procs:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGTERM)
+        for proc in self.procs:
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+
+
+def make_project(root: pathlib.Path, source: str, server: SeaweedFS, bucket: str) -> None:
+    root.mkdir(parents=True)
+    (root / "pipeline.py").write_text(textwrap.dedent(source).lstrip())
+    subprocess.run(
+        [sys.executable, "-m", "pivot", "init"],
+        cwd=root,
+        check=True,
+        capture_output=True,
+        env=pivot_env({}),
+    )
+    shared = {
+        "default_remote": "s3",
+        "remotes": {
+            "s3": {
+                "url": f"s3://{bucket}/{root.name}",
+                "endpoint_url": server.endpoint,
+                "region": REGION,
+            }
+        },
+    }
+    local = {"remotes": {"s3": {"access_key_id": ACCESS_KEY, "secret_access_key": SECRET_KEY}}}
+    (root / ".pivot" / "config.yaml").write_text(json.dumps(shared))
+    (root / ".pivot" / "config.local.yaml").write_text(json.dumps(local))
+
+
+def pivot_env(extra: dict[str, str]) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    env.update(extra)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH")) if p)
+    return env
+
+
+def timed_run(root: pathlib.Path, *args: str) -> float:
+    subprocess.run(["sync"], check=False)
+    start = time.perf_counter()
+    proc = subprocess.run(
+        [sys.executable, "-m", "pivot", "run", "-q", *args],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        env=pivot_env({}),
+    )
+    took = time.perf_counter() - start
+    if proc.returncode != 0:
+        raise RuntimeError(f"pivot run {' '.join(args)} failed in {root}:\n{proc.stderr}")
+    return took
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--only", default="indep,chain,fanout")
+    parser.add_argument("--workdir", default=str(HERE / "work" / "dask"))
+    parser.add_argument("--chain-length", type=int, default=200)
+    args = parser.parse_args()
+    only = set(args.only.split(","))
+    work = pathlib.Path(args.workdir)
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    with SeaweedFS(work / "seaweedfs") as server:
+        server.create_bucket("pivot-dask-bench")
+        cluster = Cluster(work / "cluster", pivot_env(server.env()))
+        dask = ["--executor", "dask", "--scheduler", cluster.address]
+        try:
+            if "indep" in only:
+                make_project(work / "indep-dask", INDEP, server, "pivot-dask-bench")
+                make_project(work / "indep-local", INDEP, server, "pivot-dask-bench")
+                d = timed_run(work / "indep-dask", *dask)
+                loc = timed_run(work / "indep-local", "-j", "2", "--no-remote")
+                print(
+                    f"indep: 40 x 0.5 s CPU  dask (2 workers x 1 thread) {d:.1f} s   "
+                    f"local -j 2 {loc:.1f} s   ideal 10.0 s  (dask/ideal {d / 10:.2f})"
+                )
+            if "chain" in only:
+                n = args.chain_length
+                chain = CHAIN.replace("{length}", str(n))
+                make_project(work / "chain-dask", chain, server, "pivot-dask-bench")
+                make_project(work / "chain-local", chain, server, "pivot-dask-bench")
+                d = timed_run(work / "chain-dask", *dask)
+                loc = timed_run(work / "chain-local", "-j", "2", "--no-remote")
+                print(
+                    f"chain: {n} tiny stages  dask {d:.1f} s ({d / n * 1000:.0f} ms/stage)  "
+                    f"local {loc:.1f} s ({loc / n * 1000:.0f} ms/stage)  "
+                    f"overhead {(d - loc) / n * 1000:.0f} ms/stage"
+                )
+            if "fanout" in only:
+                before = [len(cluster.tasks(i)) for i in range(2)]
+                make_project(work / "fan", FANOUT, server, "pivot-dask-bench")
+                d = timed_run(work / "fan", *dask)
+                for i in range(2):
+                    new = cluster.tasks(i)[before[i] :]
+                    stages = ", ".join(t["stage"].split("/")[1] for t in new)
+                    fetched = sum(t["fetched_bytes"] for t in new)
+                    print(
+                        f"fanout worker{i}: ran {stages}; fetched {fetched / 1e6:.1f} MB "
+                        f"from the remote in {len(new)} task(s)"
+                    )
+                print(f"fanout: run {d:.1f} s")
+        finally:
+            cluster.stop()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,340 @@
+"""One stage on a cluster worker: code and deps fetched from the remote into the
+worker's persistent cache, laid out in a scratch project, the stage run there in a fresh
+process (`run/stage_process.py`), its outputs pushed to the remote.
+
+Runs inside a Dask worker process, but imports no Dask: the executor hands `run_task` a
+`Task` and a `cancelled` callable. The worker's folder is `$PIVOT_WORKER_DIR`, else
+`.pivot-worker` in the worker's working directory: `home/` (a Pivot project whose cache
+and state db persist across tasks: blobs already there are not fetched again) and
+`scratch/` (one folder per running task, removed after it).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import pathlib
+import pickle
+import shutil
+import socket
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from pivot.errors import PivotError
+from pivot.run.executor import Outcome
+
+OUTPUT_TAIL = 4000  # characters of the stage's output sent back
+CANCEL_POLL = 0.5  # seconds between checks for a cancelled run
+
+
+@dataclass(frozen=True)
+class Task:
+    """What a worker needs to run one stage; holds no secret (the worker's own
+    environment supplies the remote's credentials)."""
+
+    stage_id: str
+    source: str  # the stage's pipeline file, project-relative
+    bundle: str  # tree hash of the code bundle
+    deps: dict[str, tuple[str, str]]  # project path -> (hash, kind)
+    fingerprint: dict[str, str]
+    run_key: str
+    project_root: str  # the coordinator's, named in messages instead of the scratch folder
+    remote_url: str
+    remote_name: str | None
+    remote_options: dict[str, Any] = field(default_factory=dict)
+
+
+def worker_dir() -> pathlib.Path:
+    return pathlib.Path(os.environ.get("PIVOT_WORKER_DIR") or ".pivot-worker").resolve()
+
+
+def _home(base: pathlib.Path):
+    """The worker's persistent project (its cache, run records and the remote's index
+    cache), created on first use."""
+    from pivot.project import Project, init_project
+
+    home = base / "home"
+    home.mkdir(parents=True, exist_ok=True)
+    init_project(home)
+    return Project(home)
+
+
+def run_task(task: Task, cancelled: Callable[[], bool] = lambda: False) -> Outcome:
+    """Fetch, lay out, run and push one stage; a failure is a failed `Outcome` naming this
+    worker (never an exception: those are left to the executor for Pivot's own bugs)."""
+    where = f"{socket.gethostname()}:{os.getpid()}"
+    base = worker_dir()
+    start = time.perf_counter()
+    try:
+        home = _home(base)
+        remote = _open_remote(task, home.root)
+        fetched = _fetch(task, home, remote)
+        times = {"fetch": time.perf_counter() - start}
+        outcome = _run_in_scratch(task, home, base, cancelled)
+        times["run"] = time.perf_counter() - start - times["fetch"]
+        if outcome.ok:
+            _push(task, home, remote, outcome)
+        times["push"] = time.perf_counter() - start - times["fetch"] - times["run"]
+        _log(base, task, fetched, outcome, times)
+    except PivotError as exc:
+        outcome = Outcome(
+            task.stage_id, False, error=f"Stage {task.stage_id} failed on worker {where}: {exc}"
+        )
+    if not outcome.ok and not outcome.interrupted:
+        outcome.error = f"{outcome.error}\n(It ran on the Dask worker {where}.)"
+    outcome.where = where
+    return outcome
+
+
+_REMOTES: dict[str, Any] = {}  # opened remotes, kept by the worker process across tasks
+_REMOTES_LOCK = threading.Lock()
+
+
+def _open_remote(task: Task, base: pathlib.Path):
+    """The task's remote, opened once per worker process (its client, e.g. boto3's, is
+    created on first use and then shared by the tasks)."""
+    from pivot.remote.stores import open_remote
+
+    key = json.dumps([task.remote_url, task.remote_name, task.remote_options], sort_keys=True)
+    with _REMOTES_LOCK:
+        if key not in _REMOTES:
+            name = task.remote_name or "remote"
+            _REMOTES[key] = open_remote(
+                task.remote_url, name=name, options=task.remote_options, base=base
+            )
+        return _REMOTES[key]
+
+
+def _fetch(task: Task, home, remote) -> dict[str, Any]:
+    """Bring the bundle and the deps into the worker's cache (what it lacks only)."""
+    from pivot.cache.hashing import DIR
+    from pivot.cache.objects import LocalCache
+    from pivot.errors import RemoteIncomplete
+    from pivot.remote.transfer import fetch_outputs
+
+    cache = LocalCache(home.cache_dir, home.tmp_dir)
+    wanted = [(task.bundle, DIR), *task.deps.values()]
+    missing = [output for output in dict.fromkeys(wanted) if cache.missing(*output)]
+    if not missing:
+        return {"outputs": [], "blobs": 0, "bytes": 0}
+    summary = fetch_outputs(home, remote, missing)
+    if summary.missing:
+        raise RemoteIncomplete(
+            f"the remote {remote.display} lacks {len(summary.missing)} blob(s) the stage "
+            f"needs (first: {summary.missing[0][:16]}).",
+            remote=remote.name,
+            display=remote.display,
+            missing=tuple(summary.missing),
+        )
+    fetched = [digest for digest, _ in missing]
+    return {"outputs": fetched, "blobs": summary.blobs, "bytes": summary.bytes_received}
+
+
+def _run_in_scratch(task: Task, home, base: pathlib.Path, cancelled: Callable[[], bool]) -> Outcome:
+    """Check the bundle and deps out into a fresh scratch project sharing the worker's
+    cache, and run the stage there in a child process."""
+    from pivot.cache.checkout import checkout
+    from pivot.cache.hashing import DIR
+    from pivot.cache.objects import LocalCache
+    from pivot.project import Project
+
+    cache = LocalCache(home.cache_dir, home.tmp_dir)
+    (base / "scratch").mkdir(parents=True, exist_ok=True)
+    root = base / "scratch" / uuid.uuid4().hex
+    try:
+        checkout(cache, task.bundle, DIR, root)
+        (root / ".pivot" / "stages").mkdir(parents=True)
+        (root / ".pivot" / "tmp").mkdir()
+        os.symlink(home.cache_dir, root / ".pivot" / "cache")
+        project = Project(root)
+        for path, (digest, kind) in task.deps.items():
+            dest = project.write_path(path, f"the dep {path} of {task.stage_id}", make_parents=True)
+            checkout(cache, digest, kind, dest)
+        outcome = _run_child(task, project, cancelled)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+    # Paths as the user knows them: the stage's files are in the coordinator's project.
+    outcome.error = outcome.error.replace(str(root), task.project_root)
+    outcome.output = outcome.output.replace(str(root), task.project_root)
+    return outcome
+
+
+def _run_child(task: Task, project, cancelled: Callable[[], bool]) -> Outcome:
+    """Run the stage in a fresh process forked by this thread's stage server (so no state
+    leaks between stages and a stage that kills its process fails alone)."""
+    root = project.root
+    request = root / ".pivot" / "tmp" / "request.json"
+    result = root / ".pivot" / "tmp" / "outcome.pickle"
+    log = root / ".pivot" / "tmp" / "output.log"
+    request.write_text(
+        json.dumps(
+            {
+                "root": str(root),
+                "stage_id": task.stage_id,
+                "source": task.source,
+                "fingerprint": task.fingerprint,
+                "cache_dir": str(project.cache_dir),
+                "tmp_dir": str(project.tmp_dir),
+                "result": str(result),
+            }
+        )
+    )
+    log.touch()
+    server = _server()
+    try:
+        pid = server.start(request, log)
+        while (status := server.status(CANCEL_POLL)) is None:
+            if cancelled():
+                _kill_group(pid)
+                server.status(None)
+                return Outcome(
+                    task.stage_id,
+                    False,
+                    error=f"Stage {task.stage_id} was interrupted.",
+                    interrupted=True,
+                )
+    except BaseException:
+        _SERVERS.server = None
+        server.close()
+        raise
+    output = _tail(log)
+    try:
+        with open(result, "rb") as f:
+            outcome: Outcome = pickle.load(f)
+    except FileNotFoundError:
+        if os.WIFSIGNALED(status):
+            how = f"signal {os.WTERMSIG(status)}"
+        else:
+            how = f"exit code {os.waitstatus_to_exitcode(status)}"
+        outcome = Outcome(
+            task.stage_id,
+            False,
+            error=(
+                f"Stage {task.stage_id} did not finish: its process died ({how}), e.g. "
+                f"killed, out of memory, or os._exit()."
+            ),
+        )
+    outcome.output = output
+    return outcome
+
+
+class _StageServer:
+    """`python -m pivot.run.stage_process`, started once per worker thread."""
+
+    def __init__(self) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "pivot.run.stage_process"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            bufsize=0,
+        )
+        self._pending = b""  # answer bytes read but not yet used
+
+    def start(self, request: pathlib.Path, log: pathlib.Path) -> int:
+        assert self.proc.stdin is not None
+        line = json.dumps({"request": str(request), "log": str(log)}) + "\n"
+        self.proc.stdin.write(line.encode())
+        answer = self._answer(None)
+        assert answer is not None
+        return int(answer["pid"])
+
+    def status(self, timeout: float | None) -> int | None:
+        """The stage child's wait status, or None if it still runs after `timeout`."""
+        answer = self._answer(timeout)
+        return None if answer is None else int(answer["status"])
+
+    def _answer(self, timeout: float | None) -> dict | None:
+        """The server's next answer line; None if none came within `timeout`."""
+        import select
+
+        assert self.proc.stdout is not None
+        fd = self.proc.stdout.fileno()
+        while b"\n" not in self._pending:
+            ready, _, _ = select.select([fd], [], [], timeout)
+            if not ready:
+                return None
+            data = os.read(fd, 4096)
+            if not data:
+                raise PivotError("the worker's stage server exited unexpectedly.")
+            self._pending += data
+        line, _, self._pending = self._pending.partition(b"\n")
+        return json.loads(line)
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self.proc.kill()
+        self.proc.wait()
+
+
+_SERVERS = threading.local()
+
+
+def _server() -> _StageServer:
+    server = getattr(_SERVERS, "server", None)
+    if server is None or server.proc.poll() is not None:
+        server = _SERVERS.server = _StageServer()
+    return server
+
+
+def _kill_group(pid: int) -> None:
+    """Kill the stage child and what it started (its own process group, once it made it)."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pid, 9)
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, 9)
+
+
+def _tail(log: pathlib.Path) -> str:
+    with open(log, "rb") as f:
+        f.seek(0, os.SEEK_END)
+        f.seek(max(0, f.tell() - OUTPUT_TAIL))
+        return f.read().decode("utf-8", "replace")
+
+
+def _push(task: Task, home, remote, outcome: Outcome) -> None:
+    """Send the outputs and the run record to the remote (the coordinator writes its own
+    lock and record; the remote's record lets any clone restore the stage)."""
+    from pivot.cache.runs import RunRecords
+    from pivot.errors import RemoteIncomplete
+    from pivot.remote.transfer import push_outputs
+
+    RunRecords(home.cache_dir).put(task.run_key, outcome.outs)
+    outputs = [(o["hash"], o["kind"]) for o in outcome.outs.values()]
+    summary = push_outputs(home, remote, outputs, [task.run_key])
+    if summary.missing or summary.missing_runs:
+        raise RemoteIncomplete(
+            f"the outputs could not all be pushed to {remote.display}.",
+            remote=remote.name,
+            display=remote.display,
+            missing=tuple(summary.missing),
+        )
+
+
+def _log(
+    base: pathlib.Path,
+    task: Task,
+    fetched: dict[str, Any],
+    outcome: Outcome,
+    times: dict[str, float],
+) -> None:
+    """One JSON line per task in `tasks.log`: what was fetched, how it ended."""
+    line = {
+        "stage": task.stage_id,
+        "run_key": task.run_key,
+        "fetched": fetched["outputs"],  # hashes of the bundle and deps fetched
+        "fetched_blobs": fetched["blobs"],
+        "fetched_bytes": fetched["bytes"],
+        "ok": outcome.ok,
+        "ended": round(time.time(), 3),
+        "stage_seconds": round(outcome.seconds, 4),
+        **{f"{step}_seconds": round(took, 4) for step, took in times.items()},
+    }
+    with open(base / "tasks.log", "a") as f:
+        f.write(json.dumps(line) + "\n")

@@ -1,0 +1,442 @@
+"""`pivot run --executor dask`: stages on a real Dask cluster (a scheduler and two worker
+processes on 127.0.0.1, each in its own temp folder) with SeaweedFS as the remote, the
+only thing the coordinator and the workers share."""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+from dask_cluster import start_cluster, stop_cluster, wait_for_workers
+from s3_servers import ACCESS_KEY, REGION, SECRET_KEY
+from support import PYTHONPATH, PivotCLI, free_ports, write_files
+
+pytestmark = pytest.mark.s3
+
+# Each stage records where it ran (pid, parent pid, cwd) in $PROC_DIR, outside the
+# project (the workers' PROC_DIR is the cluster's; a local run sets its own).
+STAGES = """
+import json, os, pathlib, time
+from typing import Annotated
+import pivot
+from pivot import Dep, Out, loaders
+from helpers import shout
+
+p = pivot.Pipeline("demo")
+
+def _where(name):
+    folder = pathlib.Path(os.environ["PROC_DIR"])
+    folder.mkdir(parents=True, exist_ok=True)
+    record = {"pid": os.getpid(), "ppid": os.getppid(), "cwd": os.getcwd()}
+    (folder / f"{name}.json").write_text(json.dumps(record))
+
+def make_big() -> Annotated[pathlib.Path, Out("big/data.bin")]:
+    _where("make_big")
+    out = pathlib.Path("big/data.bin")
+    out.parent.mkdir(exist_ok=True)
+    out.write_bytes(os.urandom(0) + bytes(range(256)) * 4096)
+    return out
+
+def make_dir(src: Annotated[str, Dep("data/in.txt", loaders.Text())]) -> Annotated[pathlib.Path, Out("tree")]:
+    _where("make_dir")
+    for i in range(3):
+        pathlib.Path("tree/sub").mkdir(parents=True, exist_ok=True)
+        pathlib.Path(f"tree/sub/{i}.txt").write_text(shout(src) * (i + 1))
+    return pathlib.Path("tree")
+
+def _reader(i):
+    def read(big: Annotated[bytes, Dep("big/data.bin", loaders.Bytes())],
+             tree: Annotated[pathlib.Path, Dep("tree", loaders.PathOnly())]) -> Annotated[str, Out(f"out/r{i}.txt", loaders.Text())]:
+        _where(f"read{i}")
+        files = sorted(str(f.relative_to(tree)) for f in tree.rglob("*.txt"))
+        return f"{len(big)} {big[:4].hex()} {files} {i}\\n"
+    read.__name__ = f"read{i}"
+    return read
+
+p.register(make_big)
+p.register(make_dir)
+for i in range(4):
+    p.register(_reader(i), name=f"read{i}")
+
+def total(r0: Annotated[str, Dep("out/r0.txt", loaders.Text())],
+          r3: Annotated[str, Dep("out/r3.txt", loaders.Text())]) -> Annotated[str, Out("out/total.txt", loaders.Text())]:
+    _where("total")
+    print("total sees", len(r0 + r3), "characters")
+    return shout(r0 + r3)
+
+p.register(total)
+"""
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory, seaweedfs):
+    """One cluster for the module; its workers find the remote's credentials in their own
+    environment (the coordinator never sends them). Workers see the `pivotfake`
+    distribution at version 2.0 (the coordinator, in these tests, at 1.0)."""
+    base = tmp_path_factory.mktemp("dask")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    env.update(
+        AWS_ACCESS_KEY_ID=ACCESS_KEY,
+        AWS_SECRET_ACCESS_KEY=SECRET_KEY,
+        AWS_CONFIG_FILE=str(base / "none"),
+        AWS_SHARED_CREDENTIALS_FILE=str(base / "none"),
+        AWS_EC2_METADATA_DISABLED="true",
+        PYTHONPATH=f"{PYTHONPATH}{os.pathsep}{_fake_dist(base / 'site2', '2.0')}",
+    )
+    env["PROC_DIR"] = str(base / "proc")
+    running = start_cluster(base, env)
+    try:
+        yield running
+    finally:
+        stop_cluster(running)
+
+
+def _fake_dist(site: pathlib.Path, version: str) -> pathlib.Path:
+    """A folder holding the distribution `pivotfake` at `version` (module and dist-info)."""
+    (site / "pivotfake").mkdir(parents=True, exist_ok=True)
+    (site / "pivotfake" / "__init__.py").write_text(f"VERSION = {version!r}\n")
+    info = site / f"pivotfake-{version}.dist-info"
+    info.mkdir(exist_ok=True)
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: pivotfake\nVersion: {version}\n")
+    (info / "top_level.txt").write_text("pivotfake\n")
+    return site
+
+
+def _configure(root: pathlib.Path, seaweedfs, cluster, executor_in_config: bool = True) -> None:
+    bucket = seaweedfs.new_bucket()
+    shared = {
+        "default_remote": "weed",
+        "remotes": {
+            "weed": {
+                "url": f"s3://{bucket}/cache",
+                "endpoint_url": seaweedfs.endpoint,
+                "region": REGION,
+            }
+        },
+    }
+    if executor_in_config:
+        shared.update(executor="dask", dask={"scheduler": cluster.address, "retries": 0})
+    (root / ".pivot" / "config.yaml").write_text(json.dumps(shared))
+    local = {"remotes": {"weed": {"access_key_id": ACCESS_KEY, "secret_access_key": SECRET_KEY}}}
+    (root / ".pivot" / "config.local.yaml").write_text(json.dumps(local))
+
+
+def _project(root: pathlib.Path, seaweedfs, cluster) -> PivotCLI:
+    write_files(
+        root,
+        {
+            "helpers.py": "def shout(text):\n    return text.upper()\n",
+            "data/in.txt": "hello\n",
+            "pipeline.py": STAGES,
+        },
+    )
+    _configure(root, seaweedfs, cluster)
+    return PivotCLI(root)
+
+
+def _where(cluster) -> dict[str, dict]:
+    folder = cluster.worker_dirs[0].parent / "proc"
+    return {p.stem: json.loads(p.read_text()) for p in folder.glob("*.json")}
+
+
+def _files(root: pathlib.Path, *folders: str) -> dict[str, bytes]:
+    return {
+        str(p.relative_to(root)): p.read_bytes()
+        for folder in folders
+        for p in sorted((root / folder).rglob("*"))
+        if p.is_file()
+    }
+
+
+def test_stages_run_on_workers_and_match_a_local_run(project, seaweedfs, cluster, tmp_path):
+    pivot = _project(project, seaweedfs, cluster)
+    proc_dir = str(tmp_path / "coordinator-proc")  # stays empty: nothing runs here
+    before = {str(i): len(cluster.tasks(i)) for i in range(2)}
+
+    result = pivot("run", PROC_DIR=proc_dir)
+    assert result.stdout.count(" ran ") == 7, result.stdout
+    assert "total sees" in result.stdout  # the stage's own output, sent back from its worker
+    assert "(on " in result.stdout  # the worker that ran each stage
+
+    # Every stage ran in a worker's scratch folder, in a child of the worker process.
+    where = _where(cluster)
+    assert set(where) == {"make_big", "make_dir", "read0", "read1", "read2", "read3", "total"}
+    worker_dirs = [str(d / ".pivot-worker" / "scratch") for d in cluster.worker_dirs]
+    for record in where.values():
+        assert any(record["cwd"].startswith(d) for d in worker_dirs), record
+        assert record["pid"] != os.getpid()
+    assert not pathlib.Path(proc_dir).exists()
+
+    # The same pipeline run locally gives the same bytes.
+    local = tmp_path / "local"
+    shutil.copytree(project, local, ignore=shutil.ignore_patterns(".pivot", "big", "out", "tree"))
+    subprocess.run(
+        [sys.executable, "-m", "pivot", "init"],
+        cwd=local,
+        check=True,
+        capture_output=True,
+        env={**os.environ, "PYTHONPATH": PYTHONPATH},
+    )
+    PivotCLI(local)("run", "--no-remote", PROC_DIR=str(tmp_path / "local-proc"))
+    assert _files(project, "big", "out", "tree") == _files(local, "big", "out", "tree")
+
+    # A dep already in a worker's cache is not fetched again: each worker fetched the big
+    # output at most once (the worker that made it, never).
+    big_hash = json.loads((project / ".pivot/stages/demo/make_big.lock").read_text())["outs"][
+        "big/data.bin"
+    ]["hash"]
+    for i in range(2):
+        new = cluster.tasks(i)[before[str(i)] :]
+        fetches = [t for t in new for digest in t["fetched"] if digest == big_hash]
+        assert len(fetches) <= 1, new
+        if any(t["stage"] == "demo/make_big" for t in new):
+            assert fetches == []
+
+    # A fresh clone (sources, config and lock files, no cache) restores without running.
+    clone = tmp_path / "clone"
+    shutil.copytree(
+        project,
+        clone,
+        ignore=shutil.ignore_patterns("cache", "state.db*", "tmp", "big", "out", "tree"),
+    )
+    result = PivotCLI(clone)("run", "--executor", "local", PROC_DIR=str(tmp_path / "clone-proc"))
+    assert " ran " not in result.stdout and "restored" in result.stdout, result.stdout
+    assert _files(clone, "out") == _files(project, "out")
+
+    # Nothing to do: nothing is submitted.
+    tasks = len(cluster.all_tasks())
+    assert "up to date" in pivot("run", PROC_DIR=proc_dir).stdout
+    assert len(cluster.all_tasks()) == tasks
+
+    # A code change on the coordinator re-runs on the cluster what it reaches.
+    (project / "helpers.py").write_text("def shout(text):\n    return text.upper() + '!'\n")
+    result = pivot("run", PROC_DIR=proc_dir)
+    assert "make_dir" in result.stdout and "total" in result.stdout
+    assert (project / "out/total.txt").read_text().endswith("!")
+    assert (project / "tree/sub/0.txt").read_text() == "HELLO\n!"
+
+
+def test_fingerprint_mismatch_is_refused(project, seaweedfs, cluster, tmp_path):
+    write_files(
+        project,
+        {
+            "pipeline.py": """
+            from typing import Annotated
+            import pivot, pivotfake
+            from pivot import Out, loaders
+
+            p = pivot.Pipeline("dist")
+
+            def versioned() -> Annotated[str, Out("v.txt", loaders.Text())]:
+                return pivotfake.VERSION
+
+            p.register(versioned)
+            """
+        },
+    )
+    _configure(project, seaweedfs, cluster)
+    site = _fake_dist(tmp_path / "site1", "1.0")
+    result = PivotCLI(project)("run", rc=1, PYTHONPATH=f"{PYTHONPATH}{os.pathsep}{site}")
+    assert "dist/versioned" in result.stderr, result.stderr
+    assert "dist:pivotfake (coordinator: 1.0, worker: 2.0)" in result.stderr, result.stderr
+    assert not (project / "v.txt").exists()
+    assert not (project / ".pivot/stages/dist/versioned.lock").exists()
+
+
+def test_failures_resources_and_keep_going(project, seaweedfs, cluster):
+    write_files(
+        project,
+        {
+            "pipeline.py": """
+            import os
+            from typing import Annotated
+            import pivot
+            from pivot import Dep, Out, loaders
+
+            p = pivot.Pipeline("f")
+
+            def broken() -> Annotated[str, Out("broken.txt", loaders.Text())]:
+                raise ValueError("no good input")
+
+            def after(x: Annotated[str, Dep("broken.txt", loaders.Text())]) -> Annotated[str, Out("after.txt", loaders.Text())]:
+                return x
+
+            def fine() -> Annotated[str, Out("fine.txt", loaders.Text())]:
+                return os.getcwd()
+
+            p.register(broken)
+            p.register(after)
+            p.register(fine, resources={"GPU": 1})
+            """
+        },
+    )
+    _configure(project, seaweedfs, cluster)
+    pivot = PivotCLI(project)
+    result = pivot("run", "--keep-going", rc=1)
+    assert "f/broken" in result.stderr and "raised ValueError" in result.stderr
+    # The user's frame, in the coordinator's project, and the worker that ran it.
+    assert f'File "{project}/pipeline.py", line 9, in broken' in result.stderr, result.stderr
+    assert "It ran on the Dask worker" in result.stderr
+    assert "ValueError: no good input" in result.stderr
+    assert "blocked" in result.stdout and "f/after" in result.stdout
+    # `fine` asked for a GPU: only worker0 offers one.
+    assert (project / "fine.txt").read_text().startswith(str(cluster.worker_dirs[0]))
+    assert not (project / "broken.txt").exists()
+
+    # Resources no worker offers: refused before anything is submitted.
+    text = (
+        (project / "pipeline.py").read_text().replace('{"GPU": 1}', '{"GPU": 1, "memory": "1TB"}')
+    )
+    (project / "pipeline.py").write_text(text)
+    tasks = len(cluster.all_tasks())
+    result = pivot("run", "--force", "f/fine", rc=1)
+    assert "f/fine" in result.stderr and "memory=1TB" in result.stderr
+    assert "Nothing was submitted" in result.stderr
+    assert len(cluster.all_tasks()) == tasks
+
+
+def test_no_reachable_remote_is_an_error_before_submitting(project, seaweedfs, cluster):
+    write_files(
+        project,
+        {
+            "pipeline.py": """
+            from typing import Annotated
+            import pivot
+            from pivot import Out, loaders
+
+            p = pivot.Pipeline("n")
+
+            def one() -> Annotated[str, Out("one.txt", loaders.Text())]:
+                return "1"
+
+            p.register(one)
+            """
+        },
+    )
+    _configure(project, seaweedfs, cluster)
+    config = json.loads((project / ".pivot/config.yaml").read_text())
+    config["remotes"]["weed"]["endpoint_url"] = f"http://127.0.0.1:{free_ports(1)[0]}"
+    (project / ".pivot/config.yaml").write_text(json.dumps(config))
+    tasks = len(cluster.all_tasks())
+    result = PivotCLI(project)("run", rc=1)
+    assert "The Dask executor needs the remote 'weed'" in result.stderr
+    assert len(cluster.all_tasks()) == tasks
+    assert "Traceback" not in result.stderr
+
+
+def test_ctrl_c_cancels_the_running_stage(project, seaweedfs, cluster, tmp_path):
+    marker = tmp_path / "stage.pid"
+    write_files(
+        project,
+        {
+            "pipeline.py": f"""
+            import os, time
+            from typing import Annotated
+            import pivot
+            from pivot import Out, loaders
+
+            p = pivot.Pipeline("c")
+
+            def slow() -> Annotated[str, Out("slow.txt", loaders.Text())]:
+                open({str(marker)!r}, "w").write(str(os.getpid()))
+                time.sleep(120)
+                return "done"
+
+            p.register(slow)
+            """
+        },
+    )
+    _configure(project, seaweedfs, cluster, executor_in_config=False)
+    run = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "pivot",
+            "run",
+            "--executor",
+            "dask",
+            "--scheduler",
+            cluster.address,
+        ],
+        cwd=project,
+        env={**os.environ, "PYTHONPATH": PYTHONPATH},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 60
+    while not marker.exists() or not marker.read_text():
+        assert run.poll() is None and time.monotonic() < deadline, run.communicate()
+        time.sleep(0.1)
+    stage_pid = int(marker.read_text())
+    run.send_signal(signal.SIGINT)
+    _, err = run.communicate(timeout=60)
+    assert run.returncode == 130, err
+    while _alive(stage_pid):  # the worker kills the stage's process
+        assert time.monotonic() < deadline + 60, f"stage process {stage_pid} still runs"
+        time.sleep(0.2)
+    assert not (project / ".pivot/stages/c/slow.lock").exists()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(") ")[1][0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def test_a_killed_worker_is_retried_then_fails(project, seaweedfs, cluster, tmp_path):
+    """Last in the module: it kills workers (their nannies start new ones)."""
+    kills = tmp_path / "kills"
+    write_files(
+        project,
+        {
+            "pipeline.py": f"""
+            import os, pathlib, signal
+            from typing import Annotated
+            import pivot
+            from pivot import Out, loaders
+
+            p = pivot.Pipeline("k")
+
+            def fragile(params: dict) -> Annotated[str, Out("fragile.txt", loaders.Text())]:
+                log = pathlib.Path({str(kills)!r})
+                done = len(log.read_text()) if log.exists() else 0
+                if done < params["kills"]:
+                    with log.open("a") as f:
+                        f.write("x")
+                    # The stage's parent is the worker's stage server, whose parent is
+                    # the worker process.
+                    stat = pathlib.Path(f"/proc/{{os.getppid()}}/stat").read_text()
+                    os.kill(int(stat.rsplit(")", 1)[1].split()[1]), signal.SIGKILL)
+                return f"survived {{done}} kill(s)"
+
+            p.register(fragile, params={{"kills": 1}})
+            """
+        },
+    )
+    _configure(project, seaweedfs, cluster)
+    pivot = PivotCLI(project)
+    config = json.loads((project / ".pivot/config.yaml").read_text())
+    config["dask"]["retries"] = 1
+    (project / ".pivot/config.yaml").write_text(json.dumps(config))
+    pivot("run")
+    assert (project / "fragile.txt").read_text() == "survived 1 kill(s)"
+    wait_for_workers(cluster, 2)
+
+    # With no retries left, the stage fails naming the dead worker.
+    config["dask"]["retries"] = 0
+    (project / ".pivot/config.yaml").write_text(json.dumps(config))
+    kills.unlink()
+    result = pivot("run", "--force", rc=1)
+    assert "k/fragile" in result.stderr and "worker running it died" in result.stderr
+    assert not (project / "fragile.txt").exists()
+    wait_for_workers(cluster, 2)
