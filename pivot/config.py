@@ -124,6 +124,13 @@ def _checked(data: Any, path: pathlib.Path) -> dict[str, Any]:
             path=path,
         )
     data = {str(k): v for k, v in data.items()}
+    if "gitignore" in data and not isinstance(data["gitignore"], bool):
+        raise fail("gitignore", "true or false", data["gitignore"])
+    grace = data.get("gc_grace_hours")
+    if grace is not None and (
+        isinstance(grace, bool) or not isinstance(grace, int | float) or not 0 <= grace < 1e6
+    ):
+        raise fail("gc_grace_hours", "a number of hours (0 or more)", grace)
     default = data.get("default_remote")
     if default is not None:
         if isinstance(default, bool) or not isinstance(default, str | int):
@@ -282,6 +289,22 @@ def _check_no_secrets(data: dict[str, Any], path: pathlib.Path) -> None:
                 path=path,
                 remote=name,
             )
+
+
+def manage_gitignore(project: Project) -> bool:
+    """Whether Pivot lists outputs and tracked data in `.gitignore` files (`gitignore:`,
+    default true)."""
+    return load(project).get("gitignore", True) is not False
+
+
+GC_GRACE_HOURS = 24.0
+
+
+def gc_grace_hours(project: Project) -> float:
+    """How old a remote pack or index must be before `gc --remote` may delete it
+    (`gc_grace_hours:`, default 24)."""
+    value = load(project).get("gc_grace_hours")
+    return GC_GRACE_HOURS if value is None else float(value)
 
 
 def remotes(project: Project) -> dict[str, RemoteConfig]:

@@ -47,13 +47,15 @@ def clone(src: Project, root: pathlib.Path) -> Project:
 
 
 def files_of(root: pathlib.Path) -> dict[str, bytes]:
-    """The outputs in the workspace (every file but Pivot's and the pipeline's)."""
+    """The outputs in the workspace (every file but Pivot's, its `.gitignore` files and
+    the pipeline's)."""
     return {
         p.relative_to(root).as_posix(): p.read_bytes()
         for p in sorted(root.rglob("*"))
         if p.is_file()
         and not {".pivot", "__pycache__"} & set(p.parts)
         and p.relative_to(root).as_posix() != "pipeline.py"
+        and p.name != ".gitignore"  # Pivot's managed lines, not an output
     }
 
 

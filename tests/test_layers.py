@@ -19,6 +19,7 @@ LAYERS = [
             "pivot.project",
             "pivot.config",
             "pivot.urls",
+            "pivot.gitignore",
         },
     ),
     ("cache", {"pivot.cache"}),

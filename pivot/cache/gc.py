@@ -58,14 +58,20 @@ def collect_garbage(
     live_runs: Iterable[str],
     live_outputs: Iterable[tuple[str, str]],
     dry_run: bool = False,
+    runs_named_by_outputs: bool = False,
 ) -> GcSummary:
     """Remove the cache objects and run records that neither `live_runs` (run keys) nor
-    `live_outputs` ((hash, kind) pairs) need."""
+    `live_outputs` ((hash, kind) pairs) need.
+
+    With `runs_named_by_outputs`, the caller vouches that `live_outputs` already hold the
+    outputs of every live run (its lock files name them), so no live record is read; and
+    a record all of whose outputs are live is kept too (it costs nothing)."""
     cache = LocalCache(project.cache_dir, project.tmp_dir)
     runs = RunRecords(project.cache_dir)
     live_runs = set(live_runs)
     outputs = list(live_outputs)
-    for key in live_runs:
+    kept_outputs = set(outputs) if runs_named_by_outputs else set()
+    for key in () if runs_named_by_outputs else live_runs:
         record = runs.get(key)
         if record:
             outputs.extend((o["hash"], o["kind"]) for o in record.values())
@@ -88,13 +94,19 @@ def collect_garbage(
     _collect_packs(cache, live, summary)
     _collect_leftovers(project, cache, summary)
     for key in runs.keys():  # noqa: SIM118 (RunRecords is not a dict)
-        if key in live_runs:
+        if key in live_runs or (kept_outputs and _outputs_kept(runs, key, kept_outputs)):
             summary.runs_kept += 1
             continue
         summary.runs_removed += 1
         if not dry_run:
             os.unlink(runs.path(key))
     return summary
+
+
+def _outputs_kept(runs: RunRecords, key: str, kept: set[tuple[str, str]]) -> bool:
+    """Whether the run record `key` names only outputs in `kept`."""
+    record = runs.get(key)
+    return bool(record) and all((o["hash"], o["kind"]) in kept for o in record.values())
 
 
 def _collect_leftovers(project: Project, cache: LocalCache, summary: GcSummary) -> None:

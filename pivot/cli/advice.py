@@ -52,6 +52,9 @@ HINTS = {
         "Run `pivot pull` to fetch them from the remote, or `pivot run` to rebuild them."
     ),
     "run-or-pull": "Run `pivot run` to rebuild it, or `pivot pull` to fetch it from a remote.",
+    "track-raw-data": (
+        "If it is raw data, track it where it exists (`pivot track {path}`) and commit the record."
+    ),
     "rerun-stage": "Run the stage that produces it again (`pivot run --force STAGE`).",
     "repush": (
         "Re-run the stage that produced it (`pivot run --force STAGE`) or pull it from another "

@@ -43,7 +43,9 @@ COMMANDS = {
     ),
     "dag": Lazy("pivot.cli.stages:dag", "Print the stage graph, grouped by pipeline."),
     "fetch": Lazy("pivot.cli.transfer:fetch", "Download outputs into the local cache.", True),
-    "gc": Lazy("pivot.cli.gc:gc", "Remove cache objects and run records no lock file references."),
+    "gc": Lazy(
+        "pivot.cli.gc:gc", "Remove cache objects (or remote packs) nothing references.", True
+    ),
     "init": Lazy(
         "pivot.cli.stages:init", "Create .pivot/ in the current directory (the project root)."
     ),
@@ -64,6 +66,14 @@ COMMANDS = {
     ),
     "run": Lazy("pivot.cli.stages:run", "Run what changed; restore the rest from the cache.", True),
     "status": Lazy("pivot.cli.stages:status", "What would run, and why."),
+    "track": Lazy(
+        "pivot.cli.track:track",
+        "Record raw data (files or folders) to share it.",
+        True,
+    ),
+    "untrack": Lazy(
+        "pivot.cli.track:untrack", "Stop tracking raw data (the data itself is kept).", True
+    ),
     "verify": Lazy("pivot.cli.stages:verify", "CI gate: fail unless up to date and pushed.", True),
 }
 

@@ -15,6 +15,7 @@ from pivot.cli import console
 
 if TYPE_CHECKING:
     from pivot.cache.gc import GcSummary
+    from pivot.remote.gc import RemoteGcSummary
     from pivot.remote.transfer import TransferSummary
     from pivot.run.plan import Decision
     from pivot.run.scheduler import RunReport, StageReport
@@ -165,6 +166,19 @@ def stale_elsewhere(elsewhere: Elsewhere) -> None:
     )
 
 
+def tracked_changes(rows: list[dict[str, str]]) -> None:
+    """`status`: tracked data whose workspace content differs from its record."""
+    for row in rows:
+        path = row["tracked"]
+        if row["state"] == "modified":
+            label = click.style(f"{'modified':<11}", fg="yellow")
+            why = f"tracked data changed on disk: `pivot track {path}` records it"
+        else:
+            label = click.style(f"{'missing':<11}", fg="cyan")
+            why = "tracked data not in the workspace: `pivot checkout` or `pivot pull` restores it"
+        click.echo(f"  {label} {path}  ({why})")
+
+
 def as_json(data: Any, sort_keys: bool = False) -> None:
     click.echo(json.dumps(data, indent=2, sort_keys=sort_keys, ensure_ascii=False))
 
@@ -203,6 +217,27 @@ def gc_line(summary: GcSummary, dry_run: bool) -> None:
             else ""
         )
     )
+
+
+def remote_gc_line(summary: RemoteGcSummary, dry_run: bool) -> None:
+    """`gc --remote`: what went (or would go) from the remote, and what was repacked."""
+    from pivot.remote.transfer import human_bytes
+
+    verb = "Would remove" if dry_run else "Removed"
+    click.echo(
+        f"{verb} {summary.packs_removed} pack(s) and {summary.indexes_removed} index(es) "
+        f"holding {summary.blobs_removed} dead blob(s) ({human_bytes(summary.bytes_removed)}) "
+        f"and {summary.runs_removed} run record(s) from {summary.remote}; "
+        f"{'would repack' if dry_run else 'repacked'} {summary.blobs_repacked} live blob(s) "
+        f"({human_bytes(summary.bytes_repacked)}) out of {summary.packs_repacked} pack(s); "
+        f"kept {summary.packs_kept} pack(s), {summary.recent_kept} of them or other objects "
+        f"younger than {summary.grace_hours:g} h."
+    )
+    if summary.raced:
+        console.warn(
+            "A push wrote to the remote while gc ran and needs what gc would have removed: "
+            "nothing was deleted. Run `pivot gc --remote` again later."
+        )
 
 
 class Bar:

@@ -31,6 +31,10 @@ def init() -> None:
     pivot_dir, created = init_project(here)
     if created:
         click.echo(f"Initialized a Pivot project in {pivot_dir}")
+        click.echo(
+            "Outputs and tracked data will be listed in the .gitignore next to each "
+            "(`gitignore: false` in .pivot/config.yaml turns that off)."
+        )
     else:
         click.echo(f"{pivot_dir} already exists; nothing to do.")
     if outer is not None:
@@ -46,7 +50,12 @@ def init() -> None:
     default=None,
     help="Stages run at once (default: CPU count).",
 )
-@click.option("-f", "--force", is_flag=True, help="Run the targets even when up to date.")
+@click.option(
+    "-f",
+    "--force",
+    is_flag=True,
+    help="Run the targets even when up to date; restores may discard edited outputs.",
+)
 @click.option("-n", "--dry-run", is_flag=True, help="Say what would run; change nothing.")
 @click.option(
     "-k",
@@ -207,10 +216,12 @@ def run(
 def status(targets, all_pipelines, as_json, quiet, with_remote, remote_name) -> None:
     """What would run, and why."""
     result = stages.status(targets, all_pipelines, remote_name, with_remote)
+    changes = stages.tracked_changes()
     if as_json:
-        render.as_json(result.rows)
+        render.as_json(result.rows + changes)
     else:
         render.status_table(result.rows, quiet)
+        render.tracked_changes(changes)
         if result.elsewhere is not None and result.elsewhere.stages:
             render.stale_elsewhere(result.elsewhere)
 
@@ -271,9 +282,14 @@ def list_stages(targets, all_pipelines, as_json) -> None:
 )
 @json_option
 @quiet_option
-def checkout(targets, all_pipelines, link, as_json, quiet) -> None:
-    """Restore outputs recorded in lock files from the cache into the workspace."""
-    placed, unchanged = stages.checkout(targets, all_pipelines, link)
+@click.option(
+    "-f", "--force", is_flag=True, help="Discard edits to outputs that exist nowhere else."
+)
+def checkout(targets, all_pipelines, link, as_json, quiet, force) -> None:
+    """Restore outputs recorded in lock files (and tracked data) from the cache into the
+    workspace. A file whose content is in neither a lock nor the cache is not
+    overwritten unless --force."""
+    placed, unchanged = stages.checkout(targets, all_pipelines, link, force)
     if as_json:
         render.as_json({"checked_out": placed, "already_in_place": unchanged})
     else:

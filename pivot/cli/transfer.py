@@ -64,11 +64,23 @@ def fetch(remote_name, jobs, as_json, all_pipelines, quiet, targets) -> None:
     default=None,
     help="How outputs are placed (default: the config's cache.link, else copy).",
 )
-def pull(remote_name, jobs, as_json, all_pipelines, quiet, link, targets) -> None:
+@click.option(
+    "-f", "--force", is_flag=True, help="Discard edits to outputs that exist nowhere else."
+)
+def pull(remote_name, jobs, as_json, all_pipelines, quiet, link, targets, force) -> None:
     """Fetch, then check out the outputs of this pipeline and its upstreams (or TARGETS, or
-    --all) into the workspace."""
+    --all) and the tracked data they read into the workspace. A file whose content is in
+    neither a lock nor the cache is not overwritten unless --force."""
     moved = _with_bar(
-        "pull", quiet, transfer.pull, targets, all_pipelines, remote_name, jobs, link_name=link
+        "pull",
+        quiet,
+        transfer.pull,
+        targets,
+        all_pipelines,
+        remote_name,
+        jobs,
+        link_name=link,
+        force=force,
     )
     extra = {"checked_out": moved.checked_out, "incomplete": moved.incomplete}
     render.transfer(moved.summary, as_json, extra)

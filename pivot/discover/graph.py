@@ -7,10 +7,12 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from pivot.cache import tracked
 from pivot.define.stage import GLOB, MATCH, Artifact
 from pivot.errors import DefinitionError
 
 if TYPE_CHECKING:
+    from pivot.cache.tracked import Tracked
     from pivot.define.stage import StageSpec
     from pivot.discover.finder import Discovery
 
@@ -21,6 +23,9 @@ class Graph:
 
     stages: dict[str, StageSpec] = field(default_factory=dict)
     upstream: dict[str, dict[str, str]] = field(default_factory=dict)
+    # Deps that exist nowhere (not on disk, not produced, not tracked), by stage: the
+    # message a stage that must execute fails with.
+    absent: dict[str, dict[str, str]] = field(default_factory=dict)
 
     def downstream(self) -> dict[str, list[str]]:
         down: dict[str, list[str]] = {sid: [] for sid in self.stages}
@@ -50,6 +55,7 @@ class Graph:
 def build_graph(discovery: Discovery, roots: list[StageSpec]) -> Graph:
     """The roots plus every stage they need, found through their dep paths."""
     graph = Graph()
+    records: dict[str, Tracked] | None = None
     queue = deque(roots)
     for stage in roots:
         graph.stages[stage.id] = stage
@@ -70,9 +76,14 @@ def build_graph(discovery: Discovery, roots: list[StageSpec]) -> Graph:
                     f"paths, or a pattern such as '{dep.declared}/*', reads several)."
                 )
             if producer is None and not os.path.lexists(discovery.project.root / dep.path):
+                if records is None:
+                    records = tracked.load_all(discovery.project)
+                if tracked.covering(records, dep.path) is not None:
+                    continue
                 producer = discovery.find_producer_rescanning(dep.path)
                 if producer is None:
-                    raise DefinitionError(_missing_dep(discovery, stage, dep.path, dep.declared))
+                    message = _missing_dep(discovery, stage, dep.path, dep.declared)
+                    graph.absent.setdefault(stage.id, {})[dep.path] = message
             if producer is None:
                 continue
             if producer.id == stage.id:
@@ -123,6 +134,7 @@ def select(graph: Graph, targets: list[str]) -> Graph:
     return Graph(
         {sid: s for sid, s in graph.stages.items() if sid in keep},
         {sid: ups for sid, ups in graph.upstream.items() if sid in keep},
+        {sid: paths for sid, paths in graph.absent.items() if sid in keep},
     )
 
 
@@ -138,8 +150,8 @@ def _missing_dep(discovery: Discovery, stage: StageSpec, path: str, declared: st
         f"Stage {stage.id} ({stage.source}) depends on {declared!r} ({path} in the project), "
         f"which does not exist and which no stage produces. Searched the pipelines "
         f"{', '.join(searched) or '(none)'} from {path} upward and across the project root "
-        f"{discovery.project.root}. Create the file, fix the path, or add the stage that "
-        f"writes it."
+        f"{discovery.project.root}, and it is not tracked data. Create the file, fix the "
+        f"path, or add the stage that writes it."
     )
 
 

@@ -17,6 +17,8 @@ from pivot.errors import RemoteCorrupt
 from pivot.remote.packs import Index, decode_index, index_id
 
 if TYPE_CHECKING:
+    from collections.abc import Iterable
+
     from pivot.cache.encoding import PackedBlob
     from pivot.cache.state import StateDB
     from pivot.remote.stores import Remote
@@ -116,6 +118,11 @@ class RemoteIndexCache:
             )
         decode_index(data, self._what(ident))
         return data
+
+    def decoded(self, ids: Iterable[str]) -> dict[str, Index]:
+        """The cached indexes among `ids`, decoded, by id."""
+        cached = self._cached()
+        return {i: decode_index(cached[i], self._what(i)) for i in ids if i in cached}
 
     def remember(self, ident: str, data: bytes) -> None:
         """Record an index this process has just written to the remote."""

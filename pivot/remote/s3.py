@@ -64,6 +64,22 @@ class S3Store:
             )
             return [item["Key"] for page in pages for item in page.get("Contents", ())]
 
+    def list_stamped(self, prefix: str) -> dict[str, tuple[int, float]]:
+        """Every key under `prefix/`, with its size and last-modified time (epoch s)."""
+        with _translated(prefix):
+            pages = self.client.get_paginator("list_objects_v2").paginate(
+                Bucket=self.bucket, Prefix=f"{prefix}/"
+            )
+            return {
+                item["Key"]: (int(item["Size"]), item["LastModified"].timestamp())
+                for page in pages
+                for item in page.get("Contents", ())
+            }
+
+    def delete(self, key: str) -> None:
+        with _translated(key):
+            self.client.delete_object(Bucket=self.bucket, Key=key)
+
     def get(self, key: str, start: int | None = None, end: int | None = None) -> bytes:
         """The object's bytes, or bytes [start, end) of it."""
         extra = {} if start is None else {"Range": f"bytes={start}-{(end or 0) - 1}"}

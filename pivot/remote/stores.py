@@ -121,6 +121,15 @@ class ObjectStore(Protocol):
         running and is kept."""
         ...
 
+    def stamped(self, folder: str) -> dict[str, tuple[int, float | None]]:
+        """Like `names`, each with its size and last-modified time (epoch seconds; None
+        when the backend does not say, which `gc --remote` reads as just written)."""
+        ...
+
+    def delete(self, key: str) -> None:
+        """Remove object `key`; a missing one is not an error."""
+        ...
+
 
 class LocalStore:
     """A folder on this machine (or a mounted share): files written atomically."""
@@ -133,6 +142,22 @@ class LocalStore:
         if not base.is_dir():
             return []
         return [p.name for p in base.rglob("*") if p.is_file()]
+
+    def stamped(self, folder: str) -> dict[str, tuple[int, float | None]]:
+        base = self.root / folder
+        if not base.is_dir():
+            return {}
+        found: dict[str, tuple[int, float | None]] = {}
+        for p in base.rglob("*"):
+            with contextlib.suppress(FileNotFoundError):
+                st = p.stat()
+                if p.is_file():
+                    found[p.name] = (st.st_size, st.st_mtime)
+        return found
+
+    def delete(self, key: str) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.root / key)
 
     def get(self, key: str, start: int | None = None, end: int | None = None) -> bytes:
         with open(self.root / key, "rb") as handle:
@@ -185,6 +210,13 @@ class S3Objects:
 
     def names(self, folder: str) -> list[str]:
         return [k.rsplit("/", 1)[-1] for k in self.s3.list(self._key(folder))]
+
+    def stamped(self, folder: str) -> dict[str, tuple[int, float | None]]:
+        listed = self.s3.list_stamped(self._key(folder))
+        return {k.rsplit("/", 1)[-1]: v for k, v in listed.items()}
+
+    def delete(self, key: str) -> None:
+        self.s3.delete(self._key(key))
 
     def get(self, key: str, start: int | None = None, end: int | None = None) -> bytes:
         return self.s3.get(self._key(key), start, end)
@@ -257,6 +289,17 @@ class FsspecObjects:
         except FileNotFoundError:
             return []
         return [p.rstrip("/").rsplit("/", 1)[-1] for p in found]
+
+    def stamped(self, folder: str) -> dict[str, tuple[int, float | None]]:
+        found: dict[str, tuple[int, float | None]] = {}
+        for path, info in self.fs.find(self._path(folder), detail=True).items():
+            name = path.rstrip("/").rsplit("/", 1)[-1]
+            found[name] = (int(info.get("size") or 0), _modified(info))
+        return found
+
+    def delete(self, key: str) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            self.fs.rm_file(self._path(key))
 
     def get(self, key: str, start: int | None = None, end: int | None = None) -> bytes:
         path = self._path(key)
@@ -373,6 +416,22 @@ class FsspecObjects:
         return removed
 
 
+def _modified(info: dict[str, Any]) -> float | None:
+    """An fsspec entry's last-modified time (epoch seconds), if the backend gives one."""
+    import datetime
+
+    for key in ("mtime", "LastModified", "last_modified", "updated", "created"):
+        value = info.get(key)
+        if isinstance(value, int | float):
+            return float(value)
+        if isinstance(value, datetime.datetime):
+            return value.timestamp()
+        if isinstance(value, str):
+            with contextlib.suppress(ValueError):
+                return datetime.datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+    return None
+
+
 @dataclass
 class Remote:
     """One remote: its object store, and how to name it to the user."""
@@ -479,6 +538,16 @@ class Remote:
         (S3 multipart uploads, a local remote's temp files); returns how many."""
         with self._errors("clean the unfinished uploads of"):
             return self.store.clean_uploads(max_age)
+
+    def stamped(self, folder: str) -> dict[str, tuple[int, float | None]]:
+        """Every object name under `folder` with its size and last-modified time."""
+        with self._errors(f"list {folder} of"):
+            return self.store.stamped(folder)
+
+    def delete(self, key: str) -> None:
+        """Remove object `key` (a missing one is not an error)."""
+        with self._errors(f"delete {key} from"):
+            self.store.delete(key)
 
     def _redact(self, text: str) -> str:
         return redact_text(text, self.secrets)

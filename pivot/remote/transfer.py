@@ -340,8 +340,10 @@ def push_locks(
     run_keys: Iterable[str] = (),
     jobs: int | None = None,
     progress: Progress | None = None,
+    extra: Iterable[Output] = (),
 ) -> TransferSummary:
-    """Push the outputs of `locks`, their run records and the extra `run_keys`.
+    """Push the outputs of `locks`, their run records, the extra `run_keys` and the
+    `extra` outputs (tracked data, which has no run record).
 
     A lock states what its run key produced, so it stands in for a run record that is
     not in the local cache (after a pull, or in a fresh clone).
@@ -349,9 +351,8 @@ def push_locks(
     locks = list(locks)
     keys = [lock.run_key for lock in locks] + list(run_keys)
     from_locks = {lock.run_key: encode_record(lock.outs) for lock in locks}
-    return push_outputs(
-        project, remote, lock_outputs(locks), keys, jobs, progress, known_records=from_locks
-    )
+    outputs = lock_outputs(locks) + list(extra)
+    return push_outputs(project, remote, outputs, keys, jobs, progress, known_records=from_locks)
 
 
 @dataclass

@@ -9,6 +9,8 @@ from typing import TYPE_CHECKING, Any
 
 import blake3
 
+from pivot.cache import tracked
+from pivot.cache.hashing import DIR, TreeEntry, encode_tree, hash_bytes
 from pivot.cache.linked import damaged_objects
 from pivot.cache.runs import decode_record
 from pivot.define.metric_values import flatten_params
@@ -42,6 +44,7 @@ class Decision:
     materialize: bool = True
     kept: str = ""  # for a restore left unplaced: where its outputs are ("in cache", ...)
     fetched_record: bytes | None = None  # the run record read from the remote, to keep
+    absent_deps: list[str] = field(default_factory=list)  # neither on disk nor tracked
 
     @property
     def kept_up_to_date(self) -> bool:
@@ -132,6 +135,8 @@ class Planner:
         self.known: dict[str, dict[str, Any]] = {}
         self._fingerprints: dict[str, dict[str, str]] = {}
         self._locks: dict[str, Lock | None] = {}
+        self.tracked = tracked.load_all(ws.project)
+        self._absent: dict[str, list[str]] = {}
 
     def settle(self, stage_id: str, outs: dict[str, dict[str, Any]]) -> None:
         """Record the outputs a stage now has, so that its downstreams can be decided."""
@@ -145,9 +150,14 @@ class Planner:
         return self._fingerprints[stage.id]
 
     def dep_hashes(self, stage: StageSpec, upstream: dict[str, str]) -> dict[str, str] | None:
-        """Hashes of the stage's deps, or None while an upstream's output is not in place."""
+        """Hashes of the stage's deps, or None while an upstream's output is not in place.
+
+        A dep absent from the workspace is resolved through its tracked-data record; one
+        that is neither there nor tracked (nor produced) takes the hash its lock recorded,
+        and raises `AbsentDeps` if the lock has none."""
         links = self.graph.upstream[stage.id]
         hashes: dict[str, str] = {}
+        absent: list[str] = []
         for dep in stage.deps:
             if dep.path in self.known:
                 hashes[dep.path] = self.known[dep.path]["hash"]
@@ -155,30 +165,81 @@ class Planner:
             if dep.path in links and upstream.get(links[dep.path], SKIP) != SKIP:
                 return None
             found = self.ws.hasher.hash_path(dep.path)
-            if found is None:
-                raise DefinitionError(
-                    f"Stage {stage.id} ({stage.source}) depends on {dep.path}, which does not "
-                    f"exist. Create it or fix the path in the stage's pivot.Dep.",
-                    path=stage.source,
-                    stage=stage.id,
-                )
-            hashes[dep.path] = found.hash
+            digest = found.hash if found is not None else self.tracked_hash(dep.path)
+            if digest is None and dep.path not in links:
+                lock = self.lock_of(stage.id)
+                digest = lock.deps.get(dep.path) if lock is not None else None
+                absent.append(dep.path)
+            if digest is None:
+                raise AbsentDeps(absent or [dep.path])
+            hashes[dep.path] = digest
+        self._absent[stage.id] = absent
         return hashes
+
+    def tracked_hash(self, path: str) -> str | None:
+        """The hash `path` has by its tracked-data record (a path inside a tracked folder:
+        by the folder's manifest, when that is in the local cache)."""
+        record = tracked.covering(self.tracked, path)
+        if record is None:
+            return None
+        if record.path == path:
+            return record.hash
+        if record.kind != DIR or not self.ws.cache.has(record.hash):
+            return None
+        inner = path[len(record.path) + 1 :]
+        entries = self.ws.cache.tree(record.hash)
+        for entry in entries:
+            if entry.relpath == inner:
+                return entry.hash
+        below = [
+            TreeEntry(e.relpath[len(inner) + 1 :], e.hash, e.size, e.mode)
+            for e in entries
+            if e.relpath.startswith(inner + "/")
+        ]
+        return hash_bytes(encode_tree(below)) if below else None
 
     def decide(self, stage: StageSpec, upstream_actions: dict[str, str]) -> Decision:
         """Decide one stage; `upstream_actions` are the decisions of its upstreams."""
         changed_ups = [u for u, a in upstream_actions.items() if a in (RUN, PENDING)]
-        deps = None if changed_ups else self.dep_hashes(stage, upstream_actions)
         lock = self.lock_of(stage.id)
+        try:
+            deps = None if changed_ups else self.dep_hashes(stage, upstream_actions)
+        except AbsentDeps as exc:
+            why = [f"dep {p} is missing (not tracked, no stage produces it)" for p in exc.paths]
+            return Decision(stage, RUN, why, lock=lock, absent_deps=exc.paths)
         if deps is None:
             why = [f"upstream {u} will run" for u in changed_ups] or ["upstream being restored"]
             return Decision(stage, PENDING, why, lock=lock)
         parts = self.fingerprint_of(stage)
         key = run_key(stage, fingerprint_digest(parts), deps)
         decision = Decision(stage, RUN, [], key, parts, deps, lock=lock)
+        decision.absent_deps = self._absent.pop(stage.id, [])
         if stage.id in self.force:
             decision.reasons = ["forced"]
             return decision
+        decision = self._decide_with_lock(decision)
+        if decision.absent_deps:
+            if decision.action == RUN:
+                decision.reasons[:0] = [
+                    f"dep {p} is missing (not tracked, no stage produces it)"
+                    for p in decision.absent_deps
+                ]
+            else:
+                decision.reasons[:0] = [
+                    f"dep {p} missing, outputs restorable" for p in decision.absent_deps
+                ]
+        return decision
+
+    def _decide_with_lock(self, decision: Decision) -> Decision:
+        """Skip, restore or run `decision`'s stage by its lock and the run records."""
+        stage, lock, key, parts, deps = (
+            decision.stage,
+            decision.lock,
+            decision.run_key,
+            decision.fingerprint,
+            decision.deps,
+        )
+        assert key is not None
         if decision.matches_lock:
             assert lock is not None
             damaged = self._damaged_outputs(lock.outs)
@@ -263,6 +324,14 @@ class Planner:
             elif found.hash != recorded["hash"]:
                 damaged.append((path, "was modified"))
         return damaged
+
+
+class AbsentDeps(Exception):
+    """Deps of a stage that are absent, untracked and unknown to its lock."""
+
+    def __init__(self, paths: list[str]) -> None:
+        super().__init__(", ".join(paths))
+        self.paths = paths
 
 
 def explain(

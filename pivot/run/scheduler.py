@@ -11,10 +11,13 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from pivot._fs import remove_path
+from pivot.cache import tracked
 from pivot.cache.checkout import LinkMode
+from pivot.cache.edits import refuse_unsaved_edits
 from pivot.errors import (
     CacheCorrupt,
     CorruptFile,
+    DefinitionError,
     PivotError,
     RemoteIncomplete,
     RemoteUnreachable,
@@ -28,6 +31,7 @@ from pivot.run.plan import PENDING, RESTORE, RUN, SKIP, Decision, Planner
 if TYPE_CHECKING:
     import concurrent.futures as cf
 
+    from pivot.cache.tracked import Tracked
     from pivot.cache.workspace import Workspace
     from pivot.define.stage import StageSpec
     from pivot.discover.graph import Graph
@@ -82,6 +86,7 @@ class RunOptions:
     executor: str | None = None  # "local" (None) or "dask"
     scheduler: str | None = None  # the Dask scheduler's address
     retries: int = 0  # resubmissions of a stage whose cluster worker died
+    discard_edits: bool = False  # a restore may replace content stored nowhere else
 
 
 def plan_graph(
@@ -197,6 +202,13 @@ class Runner:
         try:
             planner, decisions = self.plan(force)
             self._start_executor(decisions)
+            if self._place_tracked(planner, decisions):
+                planner, decisions = plan_graph(self.ws, self.graph, force, self.remote)
+                self._planner = planner
+                choose_materialized(self.ws, self.graph, decisions, self.options)
+            self._refuse_unsaved_edits(
+                [d for d in decisions.values() if d.action == RESTORE and d.materialize]
+            )
             self._fetch_restores(decisions)
             self._execute(planner, decisions)
             self._place_ran()
@@ -279,6 +291,40 @@ class Runner:
         if not self._fetch(list(dict.fromkeys(wanted))):
             for decision in restores:
                 decision.materialize = True
+
+    def _place_tracked(self, planner: Planner, decisions: dict[str, Decision]) -> bool:
+        """Check out the tracked data that stages which may execute read and the workspace
+        lacks (fetched from the remote if needed); returns whether anything was placed."""
+        wanted: dict[str, Tracked] = {}
+        root = self.ws.project.root
+        for decision in decisions.values():
+            if decision.action not in (RUN, PENDING):
+                continue
+            for dep in decision.stage.deps:
+                record = tracked.covering(planner.tracked, dep.path)
+                if record is not None and not os.path.lexists(root / dep.path):
+                    wanted[record.path] = record
+        if not wanted:
+            return False
+        cache = self.ws.cache
+        self._fetch([(r.hash, r.kind) for r in wanted.values() if cache.missing(r.hash, r.kind)])
+        refetch = self._refetch if self.remote is not None else None
+        for path, record in sorted(wanted.items()):
+            if cache.missing(record.hash, record.kind):
+                file = tracked.shown(self.ws.project, tracked.record_file(self.ws.project, path))
+                raise PivotError(
+                    f"A stage that must run reads the tracked data {path} ({file} records "
+                    f"it), which is not in the workspace, not in the local cache and not on "
+                    f"any remote that could be reached. Fetch it from a remote that holds it, "
+                    f"or track it again where it exists."
+                )
+            self.ws.place_output(path, record.out, self.options.link, "the tracked data", refetch)
+        return True
+
+    def _refuse_unsaved_edits(self, restores: list[Decision]) -> None:
+        """Stop before a restore replaces an output edit that exists nowhere else."""
+        if not self.options.discard_edits:
+            refuse_unsaved_edits(self.ws, [item for d in restores for item in d.outs.items()])
 
     # -- executor ------------------------------------------------------------------------
 
@@ -418,6 +464,17 @@ class Runner:
                 elif decision.action == RESTORE and self._restore(decision):
                     waiting.remove(sid)
                     self._finish(StageReport(sid, RESTORED), done)
+                elif decision.absent_deps:
+                    waiting.remove(sid)
+                    absent = self.graph.absent.get(sid, {})
+                    detail = " ".join(
+                        absent.get(p, f"Stage {sid} depends on {p}, which does not exist.")
+                        for p in decision.absent_deps
+                    )
+                    cause = DefinitionError(
+                        detail, path=decision.absent_deps[0], hint="track-raw-data"
+                    )
+                    self._finish(StageReport(sid, FAILED, detail=detail, cause=cause), done)
                 elif len(running) < self.jobs:
                     waiting.remove(sid)
                     decision.action = RUN
@@ -570,6 +627,7 @@ class Runner:
             self._keep_fetched_record(decision)
             self._write_lock_if_changed(decision, decision.outs)
             return True
+        self._refuse_unsaved_edits([decision])
         cache = self.ws.cache
         missing = [
             (o["hash"], o["kind"])

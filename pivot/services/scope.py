@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import pathlib
 from typing import TYPE_CHECKING
 
+from pivot.cache import tracked
 from pivot.cache.workspace import open_workspace
 from pivot.discover.scope import Scope, resolve_scope
-from pivot.run.lockfile import declared_locks
+from pivot.errors import PivotError
+from pivot.project import PIVOT_DIR, first_overlap
+from pivot.run.lockfile import check_disjoint, declared_locks
 
 if TYPE_CHECKING:
+    from pivot.cache.tracked import Tracked
     from pivot.cache.workspace import Workspace
     from pivot.define.stage import StageSpec
     from pivot.project import Project
@@ -32,15 +37,6 @@ def scope_locks(project: Project, scope: Scope, every: bool = False) -> list[Loc
     return declared_locks(project, stages, every)
 
 
-def locks_in_scope(ws: Workspace, targets: tuple[str, ...], all_pipelines: bool) -> list[Lock]:
-    """The lock files of this pipeline and its upstreams, or of TARGETS; `--all` alone:
-    of every stage of every pipeline, found without building the graph, so that a clone
-    lacking a raw input still gets the outputs made from it."""
-    if all_pipelines and not targets:
-        return declared_locks(ws.project, every_stage(ws), every=True)
-    return scope_locks(ws.project, resolve_scope(ws, targets, all_pipelines))
-
-
 def every_stage(ws: Workspace) -> list[StageSpec]:
     """Every stage of every pipeline under the project root, pipeline by pipeline."""
     from pivot.discover.finder import Discovery
@@ -48,10 +44,65 @@ def every_stage(ws: Workspace) -> list[StageSpec]:
     return [s for p in Discovery(ws.project, ws.state).load_all() for s in p.stages.values()]
 
 
-def command_locks(targets: tuple[str, ...], all_pipelines: bool) -> tuple[Project, list[Lock]]:
-    """The project and the lock files a transfer command works on (`locks_in_scope`)."""
+def data_in_scope(
+    ws: Workspace, targets: tuple[str, ...], all_pipelines: bool
+) -> tuple[list[Lock], list[Tracked]]:
+    """The lock files and the tracked data a command works on: a target may name tracked
+    data (or a path in a tracked folder); the stages in scope bring the tracked data they
+    read, and `--all` every record."""
+    records = tracked.load_all(ws.project)
+    cwd = pathlib.Path.cwd()
+    chosen: dict[str, Tracked] = {}
+    stage_targets = []
+    for target in targets:
+        try:
+            rel = ws.project.rel(cwd / target)
+        except PivotError:
+            rel = None
+        record = tracked.covering(records, rel) if rel else None
+        if record is None:
+            stage_targets.append(target)
+        else:
+            chosen[record.path] = record
+    if all_pipelines and not stage_targets:
+        locks = declared_locks(ws.project, every_stage(ws), every=True)
+        return locks, list(records.values())
+    if chosen and not stage_targets:
+        return [], list(chosen.values())
+    scope = resolve_scope(ws, tuple(stage_targets), all_pipelines)
+    stages = [scope.graph.stages[sid] for sid in scope.graph.order()]
+    for stage in stages:
+        for dep in stage.deps:
+            record = tracked.covering(records, dep.path)
+            if record is not None:
+                chosen[record.path] = record
+    return declared_locks(ws.project, stages), list(chosen.values())
+
+
+def command_locks(
+    targets: tuple[str, ...], all_pipelines: bool
+) -> tuple[Project, list[Lock], list[Tracked]]:
+    """The project, the lock files and the tracked data a transfer command works on
+    (`data_in_scope`)."""
     ws = open_workspace()
     try:
-        return ws.project, locks_in_scope(ws, targets, all_pipelines)
+        return ws.project, *data_in_scope(ws, targets, all_pipelines)
     finally:
         ws.state.close()
+
+
+def check_disjoint_data(locks: list[Lock], records: list[Tracked]) -> None:
+    """Refuse lock files and tracked data that name overlapping paths, before anything is
+    placed (checking both out would overwrite one with the other)."""
+    check_disjoint(locks)
+    outputs = {path: lock.stage_id for lock in locks for path in lock.outs}
+    for record in records:
+        for path, stage_id in outputs.items():
+            if first_overlap([path, record.path]) is not None:
+                raise PivotError(
+                    f"The tracked data {record.path!r} (its record is "
+                    f"{PIVOT_DIR}/{tracked.FOLDER}/{record.path}{tracked.SUFFIX}) overlaps "
+                    f"{path!r}, an output of stage {stage_id}: checking both out would "
+                    f"overwrite one with the other, so nothing was checked out. Delete the "
+                    f"record (a stage's output cannot be tracked data)."
+                )

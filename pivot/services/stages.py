@@ -3,19 +3,24 @@ found or did; the CLI renders it."""
 
 from __future__ import annotations
 
+import posixpath
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from pivot import config
+from pivot import config, gitignore
+from pivot.cache import tracked
 from pivot.cache.checkout import LinkMode
+from pivot.cache.edits import refuse_unsaved_edits
 from pivot.cache.workspace import open_workspace
 from pivot.discover.scope import Scope, resolve_scope
 from pivot.errors import CacheCorrupt, DamagedBlob, DefinitionError, PivotError
-from pivot.run.lockfile import check_disjoint
+from pivot.run.lockfile import load_locks
 from pivot.run.plan import SKIP
 from pivot.run.remote_view import RemoteAccess
 from pivot.run.scheduler import (
+    RAN,
+    RESTORED,
     Runner,
     RunOptions,
     RunReport,
@@ -24,9 +29,15 @@ from pivot.run.scheduler import (
     plan_graph,
 )
 from pivot.services.elsewhere import Elsewhere, stale_elsewhere
-from pivot.services.scope import locks_in_scope, scope_for, scope_locks
+from pivot.services.scope import (
+    check_disjoint_data,
+    data_in_scope,
+    scope_for,
+    scope_locks,
+)
 
 if TYPE_CHECKING:
+    from pivot.discover.graph import Graph
     from pivot.project import Project
     from pivot.remote.transfer import TransferSummary
     from pivot.run.plan import Decision
@@ -74,12 +85,20 @@ def run(
         options.remote = remote if configured and use_remote else None
         options.targets = set(scope.targets)
         _choose_executor(ws.project, options, use_remote, configured)
+        options.discard_edits = force
         result = RunResult(ws.project, scope, remote, len(scope.graph.stages))
         if dry_run:
             _, result.decisions = Runner(ws, scope.graph, options).plan(forced, fork=False)
             return result
         with ws.project.exclusive("run"):
             result.report = Runner(ws, scope.graph, options, on_stage=on_stage).run(forced)
+        placed = [
+            out.path
+            for report in result.report.stages
+            if report.status in (RAN, RESTORED)
+            for out in scope.graph.stages[report.stage_id].outs
+        ]
+        keep_out_of_git(ws.project, placed, scope.graph if all_pipelines else None)
         return result
     finally:
         ws.state.close()
@@ -118,6 +137,23 @@ def _choose_executor(
             "outputs to it), and this project has none.",
             hint="add-default-remote",
         )
+
+
+def keep_out_of_git(project: Project, paths: list[str], every: Graph | None = None) -> None:
+    """List `paths` (outputs or tracked data just placed) in the `.gitignore` next to each,
+    unless the config turns that off; with `every` (the graph of every pipeline), also drop
+    Pivot's lines for paths that are no longer an output or tracked."""
+    if every is None:
+        gitignore.sync(project, paths)
+        return
+    keep = [o.path for stage in every.stages.values() for o in stage.outs]
+    keep += list(tracked.load_all(project))
+    try:
+        known = [path for lock in load_locks(project) for path in lock.outs]
+    except PivotError:  # an unusable lock was reported by the run itself
+        known = []
+    folders = {posixpath.dirname(p) for p in [*keep, *known]}
+    gitignore.sync(project, paths, folders, keep)
 
 
 def push_outputs(result: RunResult) -> TransferSummary:
@@ -171,6 +207,24 @@ def status(
         if not targets and not all_pipelines:
             elsewhere = stale_elsewhere(ws, scope, remote is not None)
         return StatusResult(rows, elsewhere)
+    finally:
+        ws.state.close()
+
+
+def tracked_changes() -> list[dict[str, str]]:
+    """Tracked data whose workspace content is not its record's: `modified` (track it
+    again to record it) or `missing` (restorable from the cache or the remote)."""
+    ws = open_workspace()
+    try:
+        rows = []
+        for path, record in sorted(tracked.load_all(ws.project).items()):
+            found = ws.hasher.hash_path(path)
+            if found is None:
+                rows.append({"tracked": path, "state": "missing"})
+            elif found.hash != record.hash:
+                rows.append({"tracked": path, "state": "modified"})
+        ws.state.commit()
+        return rows
     finally:
         ws.state.close()
 
@@ -237,17 +291,20 @@ def list_stages(targets: tuple[str, ...], all_pipelines: bool) -> list[dict[str,
     ]
 
 
-def checkout(targets: tuple[str, ...], all_pipelines: bool, link: str | None) -> tuple[int, int]:
-    """Place every locked output of the scope (`link`: default `cache.link`); returns
-    (placed, already in place)."""
+def checkout(
+    targets: tuple[str, ...], all_pipelines: bool, link: str | None, force: bool = False
+) -> tuple[int, int]:
+    """Place every locked output and tracked data of the scope (`link`: default
+    `cache.link`); returns (placed, already in place). Edits that exist nowhere else are
+    refused unless `force`."""
     ws = open_workspace()
     link = config.link_mode(ws.project, link)
     try:
-        locks = locks_in_scope(ws, targets, all_pipelines)
-        check_disjoint(locks)
+        locks, records = data_in_scope(ws, targets, all_pipelines)
+        check_disjoint_data(locks, records)
         missing = []
         wanted = []
-        for lock in locks:
+        for lock in [*locks, *records]:
             sid = lock.stage_id
             for path, out in lock.outs.items():
                 what = f"the output of {sid}"
@@ -261,8 +318,12 @@ def checkout(targets: tuple[str, ...], all_pipelines: bool, link: str | None) ->
                 f"These outputs are not in the local cache: {', '.join(missing)}.",
                 hint="pull-or-run",
             )
+        if not force:
+            refuse_unsaved_edits(ws, [(path, out) for path, out, _ in wanted])
         with ws.project.exclusive("checkout"):
-            return _place_outputs(ws, wanted, LinkMode(link))
+            counts = _place_outputs(ws, wanted, LinkMode(link))
+        keep_out_of_git(ws.project, [path for path, _, _ in wanted])
+        return counts
     finally:
         ws.state.close()
 

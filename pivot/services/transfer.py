@@ -8,11 +8,13 @@ from typing import TYPE_CHECKING
 
 from pivot import config
 from pivot.cache.checkout import LinkMode
+from pivot.cache.edits import refuse_unsaved_edits
 from pivot.cache.runs import RunRecords
+from pivot.cache.workspace import workspace_of
 from pivot.remote import transfer
-from pivot.run.lockfile import check_disjoint
 from pivot.run.remote_view import open_configured
-from pivot.services.scope import command_locks
+from pivot.services.scope import check_disjoint_data, command_locks
+from pivot.services.stages import keep_out_of_git
 
 if TYPE_CHECKING:
     from pivot.remote.transfer import Progress, TransferSummary
@@ -37,10 +39,11 @@ def push(
     progress: Progress | None = None,
 ) -> Moved:
     """Send the scope's outputs and run records (with --all, also every local run record)."""
-    project, locks = command_locks(targets, all_pipelines)
+    project, locks, records = command_locks(targets, all_pipelines)
     target = open_configured(project, remote_name)
     run_keys = RunRecords(project.cache_dir).keys() if all_pipelines else []
-    summary = transfer.push_locks(project, target, locks, run_keys, jobs, progress)
+    extra = transfer.lock_outputs(records)
+    summary = transfer.push_locks(project, target, locks, run_keys, jobs, progress, extra)
     return Moved(summary, target.display)
 
 
@@ -51,11 +54,11 @@ def fetch(
     jobs: int | None,
     progress: Progress | None = None,
 ) -> Moved:
-    """Bring the scope's outputs into the local cache."""
-    project, locks = command_locks(targets, all_pipelines)
+    """Bring the scope's outputs and tracked data into the local cache."""
+    project, locks, records = command_locks(targets, all_pipelines)
     target = open_configured(project, remote_name)
     with project.exclusive("fetch"):
-        summary = transfer.fetch_locks(project, target, locks, jobs, progress)
+        summary = transfer.fetch_locks(project, target, [*locks, *records], jobs, progress)
     return Moved(summary, target.display)
 
 
@@ -66,12 +69,23 @@ def pull(
     jobs: int | None,
     progress: Progress | None = None,
     link_name: str | None = None,
+    force: bool = False,
 ) -> Moved:
-    """Fetch the scope's outputs and place each complete one in the workspace."""
-    project, locks = command_locks(targets, all_pipelines)
-    check_disjoint(locks)
+    """Fetch the scope's outputs and tracked data and place each complete one in the
+    workspace; edits that exist nowhere else are refused first, unless `force`."""
+    project, locks, records = command_locks(targets, all_pipelines)
+    check_disjoint_data(locks, records)
+    if not force:
+        ws = workspace_of(project)
+        try:
+            refuse_unsaved_edits(
+                ws, [item for lock in [*locks, *records] for item in lock.outs.items()]
+            )
+        finally:
+            ws.state.close()
     target = open_configured(project, remote_name)
     link = LinkMode(config.link_mode(project, link_name))
     with project.exclusive("pull"):
-        result = transfer.pull_locks(project, target, locks, jobs, progress, link)
+        result = transfer.pull_locks(project, target, [*locks, *records], jobs, progress, link)
+    keep_out_of_git(project, result.checked_out)
     return Moved(result.summary, target.display, result.checked_out, result.incomplete)

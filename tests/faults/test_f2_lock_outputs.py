@@ -47,7 +47,8 @@ def tampered(project, pivot, tmp_path):
 
 def assert_untouched(project) -> None:
     assert (project / "helpers.py").read_text() == "SAFE = True\n"
-    assert not (project / ".gitignore").exists()
+    ignore = project / ".gitignore"  # Pivot's own block may list o.txt; never the crafted `*`
+    assert not ignore.exists() or "*" not in ignore.read_text().splitlines()
 
 
 def test_status_and_verify_call_the_stage_stale(project, pivot, tampered):

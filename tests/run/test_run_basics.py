@@ -151,7 +151,10 @@ def test_hand_edited_output_never_corrupts_the_cache(project, pivot) -> None:
     objects = [p for p in (project / ".pivot/cache/objects").rglob("*") if p.is_file()]
     assert objects and all(not p.stat().st_mode & stat.S_IWUSR for p in objects)
     assert any(p.read_text() == "HELLO\n" for p in objects)
-    pivot("run")
+    refused = pivot("run", rc=1)  # the edit exists nowhere else: never discarded silently
+    assert "clean.txt" in refused.stderr and "--force" in refused.stderr
+    assert (project / "clean.txt").read_text() == "tampered\n"
+    pivot("checkout", "--force")
     assert (project / "clean.txt").read_text() == "HELLO\n"
 
 

@@ -178,7 +178,9 @@ pipeline.register(merge)
     assert "restored" in pivot("run").stdout
     assert (project / "shards/nested/deep.txt").read_text() == "deep\n"
     (project / "shards/part0.txt").write_text("edited\n")
-    pivot("run")
+    refused = pivot("run", rc=1)
+    assert "shards/part0.txt" in refused.stderr and "--force" in refused.stderr
+    pivot("checkout", "--force")
     assert (project / "shards/part0.txt").read_text() == "row 0\n"
     assert (project / "merged.txt").read_text() == merged
     assert executions(project) == ["split", "merge"]
