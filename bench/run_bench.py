@@ -4,6 +4,7 @@
     .venv/bin/python bench/run_bench.py [--only chain,multi] [--reps 5] [--json out.json]
     .venv/bin/python bench/run_bench.py --only remote,restore     # loopback SeaweedFS
     .venv/bin/python bench/run_bench.py --only remote --workdir /dev/shm/pivot-bench
+    .venv/bin/python bench/run_bench.py --only scale [--scale-dvc-max-files 10000]
 
 Pivot is the `pivot` console script next to the running interpreter (override with
 `--pivot "CMD ..."`), DVC the one in bench/work/dvc-venv (override with `--dvc`). Every
@@ -22,6 +23,13 @@ Sections (run in this order; `--only` picks some):
     restore  the multi project run and pushed once; in a fresh `git clone` with an empty
              cache, `pivot run --all` (restoring every stage from the remote) against
              `dvc pull` + `dvc repro -P`
+    scale    (only with `--only scale`: it takes the better part of an hour with DVC) issue
+             #16's sizes: the multi project at 10 x 20, 20 x 50 and 40 x 50 stages (first
+             `run --all -j 1` / `repro -P`, no-op of both), and one stage writing 10,000
+             and 100,000 files of 1 KB into one directory output (first run, no-op run,
+             push, no-op push, pull into a fresh clone); no-op samples of the two tools
+             are taken in turn; a DVC command still running after 15 minutes is killed
+             and its row left empty, and `--scale-dvc-max-stages/-files` skip DVC rows
 
 Before the first section, the folders an earlier run generated are deleted and the script
 waits 370 s: on the development VM's ext4 (no journal), files created within 6 minutes of
@@ -54,6 +62,7 @@ import re
 import resource
 import shlex
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -191,6 +200,10 @@ class BenchError(RuntimeError):
     pass
 
 
+class BenchTimeout(BenchError):
+    """A command ran past its time limit and was killed."""
+
+
 @dataclass
 class Tool:
     """A command prefix (e.g. ['/venv/bin/pivot']) and the environment to run it in."""
@@ -224,22 +237,36 @@ class Bench:
 
     # running and timing
 
-    def call(self, tool: Tool, args: list[str], cwd: pathlib.Path) -> tuple[float, str]:
-        """Run `tool args` in `cwd`; return (wall seconds, stdout+stderr). Fails loudly.
+    def call(
+        self, tool: Tool, args: list[str], cwd: pathlib.Path, timeout: float | None = None
+    ) -> tuple[float, str]:
+        """Run `tool args` in `cwd`; return (wall seconds, stdout+stderr). Fails loudly;
+        after `timeout` seconds the command's whole process group is killed (BenchTimeout).
 
         Also leaves the CPU seconds of the command (and of the S3 server, if one is up) in
         `self.last_cpu`."""
         usage = resource.getrusage(resource.RUSAGE_CHILDREN)
         server_cpu = self._server.cpu_seconds() if self._server is not None else 0.0
         start = time.perf_counter()
-        proc = subprocess.run(
+        proc = subprocess.Popen(
             [*tool.cmd, *args],
             cwd=cwd,
             env=tool.env,
             stdin=subprocess.DEVNULL,
-            capture_output=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
             text=True,
+            start_new_session=True,
         )
+        try:
+            stdout, stderr = proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.communicate()
+            raise BenchTimeout(
+                f"`{tool.name} {' '.join(args)}` in {cwd} took over {timeout:.0f} s; killed."
+            ) from None
+        proc = subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr)
         elapsed = time.perf_counter() - start
         after = resource.getrusage(resource.RUSAGE_CHILDREN)
         self.last_cpu = (
@@ -260,10 +287,11 @@ class Bench:
         cwd: pathlib.Path,
         reps: int | None = None,
         expect: str | None = None,
+        timeout: float | None = None,
     ) -> Timing:
         timing = Timing([])
         for _ in range(reps or self.reps):
-            seconds, output = self.call(tool, args, cwd)
+            seconds, output = self.call(tool, args, cwd, timeout)
             if expect is not None and expect not in output:
                 raise BenchError(
                     f"`{tool.name} {' '.join(args)}` did not say {expect!r}:\n{output}"
@@ -533,45 +561,67 @@ def _set_remote(b: Bench, tool: Tool, root: pathlib.Path, url: str, endpoint: st
 
 
 @dataclass
+class _DataProject:
+    """A data project for `_remote_round`: `make(dest, tool)` writes it and returns its
+    output paths; running its `stages` stages writes `files` files (one directory)."""
+
+    name: str
+    make: Callable[[pathlib.Path, str], list[str]]
+    files: int
+    stages: int
+
+
+@dataclass
 class _RemoteTimes:
     generate: Timing
     push: Timing
     noop: Timing
     pull: Timing
     stored: tuple[int, int]
+    noop_run: Timing | None = None
 
 
-def _remote_round(b: Bench, server, tool: Tool, push_reps: int, pull_reps: int) -> _RemoteTimes:
-    """Generate the data project, push it `push_reps` times (each to an empty prefix),
-    push again with nothing to send, then pull it `pull_reps` times, each into a fresh
-    clone (empty cache and workspace). Every push and pull is checked."""
-    a = b.args
-    name = f"remote-{tool.name}"
+def _remote_round(
+    b: Bench,
+    server,
+    tool: Tool,
+    push_reps: int,
+    pull_reps: int,
+    data: _DataProject,
+    noop_run_reps: int = 0,
+    timeout: float | None = None,
+) -> _RemoteTimes:
+    """Generate the data project, (optionally time no-op runs,) push it `push_reps` times
+    (each to an empty prefix), push again with nothing to send, then pull it `pull_reps`
+    times, each into a fresh clone (empty cache and workspace). Every push and pull is
+    checked. Each command is killed after `timeout` seconds (BenchTimeout)."""
+    name = f"{data.name}-{tool.name}"
     root = b.work / name
     bucket = f"{tool.name}-bench"
     server.create_bucket(bucket)
-    small, big = [], []
+    outputs: list[str] = []
 
     def make(dest: pathlib.Path) -> None:
-        nonlocal small, big
-        small_dir, big = generate.generate_remote(
-            dest, tool.name, a.remote_files, a.remote_file_kb, a.remote_big_mb
-        )
-        small = [small_dir]
+        outputs[:] = data.make(dest, tool.name)
 
-    b.log(f"remote: {tool.name} project, generating the data with the pipeline")
+    b.log(f"{data.name}: {tool.name} project, generating the data with the pipeline")
     b.fresh_project(name, tool.name, make)
     run_args = ["run"] if tool.name == "pivot" else ["repro"]
-    seconds, output = b.call(tool, run_args, root)
+    _settle()
+    seconds, output = b.call(tool, run_args, root, timeout)
     generate_time = Timing([])
     generate_time.add(seconds, b.last_cpu)
     if tool.name == "pivot":
-        _check_ran(output, 2, f"pivot {name}")
-    outputs = [*small, *big]
+        _check_ran(output, data.stages, f"pivot {name}")
     expected = _manifest(root, outputs)
-    if len(expected) != a.remote_files + len(big):
-        raise BenchError(f"{name}: generated {len(expected)} files, expected more.")
-    blobs = a.remote_files + len(big) + 1  # + the directory manifest
+    if len(expected) != data.files:
+        raise BenchError(f"{name}: generated {len(expected)} files, expected {data.files}.")
+    blobs = data.files + 1  # + the directory manifest
+    noop_run = None
+    if noop_run_reps:
+        b.log(f"{data.name}: no-op `{tool.name} {run_args[0]}`")
+        up_to_date = PIVOT_UP_TO_DATE if tool.name == "pivot" else DVC_UP_TO_DATE
+        noop_run = b.repeat(tool, run_args, root, noop_run_reps, up_to_date, timeout)
     # Commit the lock files, as a user would before pushing.
     _git(root, "add", "-A")
     _git(root, "commit", "-q", "-m", "data")
@@ -581,9 +631,9 @@ def _remote_round(b: Bench, server, tool: Tool, push_reps: int, pull_reps: int) 
     for i in range(push_reps):
         prefix = f"{b.run_id}-push{i + 1}"
         _set_remote(b, tool, root, f"s3://{bucket}/{prefix}", server.endpoint, new=i == 0)
-        b.log(f"remote: `{tool.name} push` to an empty prefix ({i + 1}/{push_reps})")
+        b.log(f"{data.name}: `{tool.name} push` to an empty prefix ({i + 1}/{push_reps})")
         _settle()
-        secs, out = b.call(tool, ["push"], root)
+        secs, out = b.call(tool, ["push"], root, timeout)
         if tool.name == "pivot":
             _check_blobs(PIVOT_PUSHED, out, blobs, "pivot push sent")
         elif f"{blobs} files pushed" not in out:
@@ -591,21 +641,21 @@ def _remote_round(b: Bench, server, tool: Tool, push_reps: int, pull_reps: int) 
         push.add(secs, b.last_cpu)
     stored = server.usage(bucket, prefix + "/")
 
-    b.log(f"remote: no-op `{tool.name} push`")
+    b.log(f"{data.name}: no-op `{tool.name} push`")
     noop_expect = "pushed 0 blobs" if tool.name == "pivot" else DVC_NOTHING_TO_PUSH
-    noop = b.repeat(tool, ["push"], root, reps=max(b.reps, 5), expect=noop_expect)
+    noop = b.repeat(tool, ["push"], root, max(b.reps, 5), noop_expect, timeout)
 
     pull = Timing([])
     for i in range(pull_reps):
         # Machine B: a fresh clone (lock files, no outputs, empty cache) with the remote
         # configured. Nothing is deleted before the pull: on this VM's ext4, files created
         # soon after many deletions cost ~20x more, which no fresh machine pays.
-        clone = _pull_clone(b, tool.name, i)
+        clone = _pull_clone(b, data.name, tool.name, i)
         _clone(b, root, clone)
         _copy_remote_config(b, tool, root, clone)
-        b.log(f"remote: `{tool.name} pull` into a fresh clone ({i + 1}/{pull_reps})")
+        b.log(f"{data.name}: `{tool.name} pull` into a fresh clone ({i + 1}/{pull_reps})")
         _settle()
-        secs, out = b.call(tool, ["pull"], clone)
+        secs, out = b.call(tool, ["pull"], clone, timeout)
         if tool.name == "pivot":
             _check_blobs(PIVOT_PULLED, out, blobs, "pivot pull fetched")
         got = _manifest(clone, outputs)
@@ -613,11 +663,11 @@ def _remote_round(b: Bench, server, tool: Tool, push_reps: int, pull_reps: int) 
             diff = sorted(set(expected.items()) ^ set(got.items()))[:5]
             raise BenchError(f"{tool.name} pull: workspace differs from what was pushed: {diff}")
         pull.add(secs, b.last_cpu)
-    return _RemoteTimes(generate_time, push, noop, pull, stored)
+    return _RemoteTimes(generate_time, push, noop, pull, stored, noop_run)
 
 
 # Projects, clones and site caches an earlier run left in WORKDIR (DVC's venv stays).
-GENERATED = ("chain-", "multi-", "remote-", "restore-", "dvc-site-cache", "settle-probe")
+GENERATED = ("chain-", "multi-", "remote-", "restore-", "scale-", "dvc-site-cache", "settle-probe")
 # On ext4 without a journal (this VM's root), a new inode is not taken from those freed in
 # the last 60 s, or 360 s while their inode-table block is dirty (fs/ext4/ialloc.c,
 # RECENTCY_MIN + RECENTCY_DIRTY): until then every file created in that block group scans
@@ -654,8 +704,8 @@ def _settle() -> None:
     os.sync()
 
 
-def _pull_clone(b: Bench, tool: str, rep: int) -> pathlib.Path:
-    return b.work / f"remote-{tool}-pull{rep + 1}"
+def _pull_clone(b: Bench, project: str, tool: str, rep: int) -> pathlib.Path:
+    return b.work / f"{project}-{tool}-pull{rep + 1}"
 
 
 def _copy_remote_config(b: Bench, tool: Tool, src: pathlib.Path, clone: pathlib.Path) -> None:
@@ -675,8 +725,16 @@ def bench_remote(b: Bench) -> list[Row]:
     a = b.args
     note = f"{a.remote_files:,} x {a.remote_file_kb} KB + 4 x {a.remote_big_mb} MB"
     server = b.s3()
-    pvt = _remote_round(b, server, b.with_s3(b.pivot), a.remote_reps, a.remote_reps)
-    dvt = _remote_round(b, server, b.with_s3(b.dvc), a.dvc_remote_reps, a.dvc_remote_reps)
+
+    def make(dest: pathlib.Path, tool: str) -> list[str]:
+        small, big = generate.generate_remote(
+            dest, tool, a.remote_files, a.remote_file_kb, a.remote_big_mb
+        )
+        return [small, *big]
+
+    data = _DataProject("remote", make, a.remote_files + len(generate.BIG_FILES), 2)
+    pvt = _remote_round(b, server, b.with_s3(b.pivot), a.remote_reps, a.remote_reps, data)
+    dvt = _remote_round(b, server, b.with_s3(b.dvc), a.dvc_remote_reps, a.dvc_remote_reps, data)
     b.notes["remote: objects / bytes stored per push"] = (
         f"pivot {pvt.stored[0]:,} objects, {pvt.stored[1] / 1e6:.1f} MB; "
         f"dvc {dvt.stored[0]:,} objects, {dvt.stored[1] / 1e6:.1f} MB"
@@ -850,6 +908,162 @@ def bench_restore(b: Bench) -> list[Row]:
     ]
 
 
+# -- scale ---------------------------------------------------------------------------------
+
+# A DVC command still running after this long is killed and its row left empty.
+SCALE_DVC_TIMEOUT = 15 * 60.0
+# The issue's targets (#16), by total stages and by files in the one directory output.
+SCALE_STAGE_TARGETS = {
+    200: Target(1 / 20, 0.15),
+    1000: Target(seconds=0.2),
+    2000: Target(seconds=0.3),
+}
+SCALE_FILE_TARGETS = {
+    100_000: {
+        "first": Target(ratio=1 / 5),
+        "noop": Target(1 / 15, 0.4),
+        "push": Target(seconds=4.0),
+        "noop push": Target(seconds=0.3),
+        "pull": Target(seconds=6.0),
+    }
+}
+
+
+def _interleaved(
+    b: Bench, runs: list[tuple[Tool, list[str], pathlib.Path, str]], reps: int
+) -> list[Timing | None]:
+    """`reps` samples of each (tool, args, cwd, expected output), taken in turn (one of
+    each, then again), so a change of load on the shared machine hits every tool alike.
+    A DVC command past SCALE_DVC_TIMEOUT gives None."""
+    timings: list[Timing | None] = [Timing([]) for _ in runs]
+    for _ in range(reps):
+        for k, (tool, args, cwd, expect) in enumerate(runs):
+            timing = timings[k]
+            if timing is None:
+                continue
+            limit = SCALE_DVC_TIMEOUT if tool.name == "dvc" else None
+            try:
+                seconds, output = b.call(tool, args, cwd, limit)
+            except BenchTimeout as exc:
+                b.log(str(exc))
+                timings[k] = None
+                continue
+            if expect not in output:
+                raise BenchError(
+                    f"`{tool.name} {' '.join(args)}` did not say {expect!r}:\n{output}"
+                )
+            timing.add(seconds, b.last_cpu)
+    return timings
+
+
+def _scale_stages(b: Bench, pipes: int, stages: int, with_dvc: bool) -> list[Row]:
+    """The multi project at `pipes` x `stages`: one first run of each tool (Pivot with
+    `-j 1`, so the per-stage cost shows), then no-op runs of both, interleaved."""
+    total = pipes * stages
+    name = f"scale-stages{total}"
+    note = f"{pipes} x {stages} = {total:,} stages"
+
+    def make(tool: str) -> Callable[[pathlib.Path], pathlib.Path]:
+        return lambda dest: generate.generate_multi(dest, tool, pipes, stages)
+
+    pv_first = _first_runs(
+        b, f"{name}-pivot", b.pivot, make("pivot"), ["run", "--all", "-j", "1"], 1, total
+    )
+    dvc_first = None
+    dvc_note = "" if with_dvc else "; DVC skipped (--scale-dvc-max-stages)"
+    runs = [(b.pivot, ["run", "--all"], b.work / f"{name}-pivot", PIVOT_UP_TO_DATE)]
+    if with_dvc:
+        b.log(f"{name}: fresh project, first `dvc repro -P`")
+        final = b.fresh_project(f"{name}-dvc", "dvc", make("dvc"))
+        _settle()
+        try:
+            seconds, _ = b.call(b.dvc, ["repro", "-P"], b.work / f"{name}-dvc", SCALE_DVC_TIMEOUT)
+            _check_final(final, total, f"dvc {name}")
+            dvc_first = Timing([seconds])
+            runs.append((b.dvc, ["repro", "-P"], b.work / f"{name}-dvc", DVC_UP_TO_DATE))
+        except BenchTimeout as exc:
+            b.log(str(exc))
+            dvc_note = f"; DVC's first run did not finish in {SCALE_DVC_TIMEOUT / 60:.0f} min"
+    b.log(f"{name}: no-op runs, interleaved")
+    noops = _interleaved(b, runs, b.reps)
+    dvc_noop = noops[1] if len(noops) > 1 else None
+    per_stage = pv_first.median / total * 1000
+    return [
+        Row(
+            "scale",
+            "first `run --all -j 1` / `repro -P`",
+            pv_first,
+            dvc_first,
+            Target(seconds=0.005 * total),
+            f"{note}; Pivot {per_stage:.1f} ms per stage{dvc_note}",
+        ),
+        Row(
+            "scale",
+            "no-op `run --all` / `repro -P`",
+            noops[0],
+            dvc_noop,
+            SCALE_STAGE_TARGETS.get(total, Target()),
+            note + dvc_note,
+        ),
+    ]
+
+
+def _scale_files(b: Bench, files: int, with_dvc: bool) -> list[Row]:
+    """One stage writing `files` files of 1 KB into one directory output: first run,
+    no-op runs, push to an empty remote, no-op push, pull into a fresh clone."""
+    name = f"scale-files{files}"
+    note = f"{files:,} x 1 KB, one output"
+    targets = SCALE_FILE_TARGETS.get(files, {})
+    server = b.s3()
+
+    def make(dest: pathlib.Path, tool: str) -> list[str]:
+        return [generate.generate_files(dest, tool, files)]
+
+    data = _DataProject(name, make, files, 1)
+    pvt = _remote_round(b, server, b.with_s3(b.pivot), 1, 1, data, b.reps)
+    dvt, dvc_note = None, "; DVC skipped (--scale-dvc-max-files)"
+    if with_dvc:
+        try:
+            dvt = _remote_round(b, server, b.with_s3(b.dvc), 1, 1, data, b.reps, SCALE_DVC_TIMEOUT)
+            dvc_note = ""
+        except BenchTimeout as exc:
+            b.log(str(exc))
+            dvc_note = f"; a DVC command did not finish in {SCALE_DVC_TIMEOUT / 60:.0f} min"
+
+    def row(metric: str, key: str, attr: str) -> Row:
+        dvc = getattr(dvt, attr) if dvt is not None else None
+        return Row(
+            "scale", metric, getattr(pvt, attr), dvc, targets.get(key, Target()), note + dvc_note
+        )
+
+    return [
+        row("first `run` / `repro`", "first", "generate"),
+        row("no-op `run` / `repro`", "noop", "noop_run"),
+        row("`push` to an empty remote", "push", "push"),
+        row("no-op `push`", "noop push", "noop"),
+        row("`pull` into a fresh clone", "pull", "pull"),
+    ]
+
+
+@section("scale")
+def bench_scale(b: Bench) -> list[Row]:
+    """Issue #16's sizes: the multi project at 10 x 20, 20 x 50 and 40 x 50 stages, and one
+    stage writing 10,000 and 100,000 files of 1 KB (see `--scale-*`)."""
+    a = b.args
+    rows: list[Row] = []
+    for shape in a.scale_stages.split(","):
+        pipes, stages = (int(x) for x in shape.lower().split("x"))
+        rows += _scale_stages(b, pipes, stages, pipes * stages <= a.scale_dvc_max_stages)
+    for count in a.scale_files.split(","):
+        files = int(count)
+        rows += _scale_files(b, files, files <= a.scale_dvc_max_files)
+    return rows
+
+
+# Sections run when `--only` is not given (scale is long: ask for it).
+DEFAULT_SECTIONS = ("chain", "multi", "remote", "restore")
+
+
 # -- environment ---------------------------------------------------------------------------
 
 
@@ -903,7 +1117,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--only",
         action="append",
         default=[],
-        help=f"comma-separated sections to run (default: all of {', '.join(SECTIONS)})",
+        help=f"comma-separated sections to run (default: {', '.join(DEFAULT_SECTIONS)}; "
+        f"also: {', '.join(s for s in SECTIONS if s not in DEFAULT_SECTIONS)})",
     )
     p.add_argument("--reps", type=int, default=5, help="samples per no-op measurement")
     p.add_argument(
@@ -920,6 +1135,26 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--dvc-remote-reps", type=int, default=2, help="remote: DVC push/pull samples")
     p.add_argument("--restore-reps", type=int, default=3, help="restore: Pivot samples")
     p.add_argument("--dvc-restore-reps", type=int, default=2, help="restore: DVC samples")
+    p.add_argument(
+        "--scale-stages",
+        default="10x20,20x50,40x50",
+        help="scale: PIPELINESxSTAGES shapes of the multi project, comma-separated",
+    )
+    p.add_argument(
+        "--scale-files", default="10000,100000", help="scale: file counts of the one output"
+    )
+    p.add_argument(
+        "--scale-dvc-max-stages",
+        type=int,
+        default=2000,
+        help="scale: skip DVC for projects with more stages than this",
+    )
+    p.add_argument(
+        "--scale-dvc-max-files",
+        type=int,
+        default=100_000,
+        help="scale: skip DVC for outputs with more files than this",
+    )
     p.add_argument("--pivot", help="command that runs pivot (default: `pivot` beside python)")
     p.add_argument("--dvc", default=str(DVC_VENV / "bin" / "dvc"), help="the dvc executable")
     p.add_argument("--workdir", default=str(WORK_DIR), help="where projects are generated")
@@ -941,7 +1176,7 @@ def main(argv: list[str] | None = None) -> int:
     env = environment(b)
     rows: list[Row] = []
     try:
-        for name in chosen or list(SECTIONS):
+        for name in chosen or DEFAULT_SECTIONS:
             rows += SECTIONS[name](b)
     finally:
         b.close()
