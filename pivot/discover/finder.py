@@ -53,6 +53,8 @@ class Discovery:
         self.pipelines: dict[pathlib.Path, LoadedPipeline] = {}
         self.names: dict[str, pathlib.Path] = {}
         self.producers: dict[str, StageSpec] = {}
+        # Every folder above a loaded output -> one output inside it (overlap checks).
+        self._under: dict[str, str] = {}
         self._scan: dict[str, list[str] | str] | None = None
         self._scan_is_fresh = False
         self.broken: dict[str, str] = {}
@@ -133,8 +135,8 @@ class Discovery:
         if clash is None:
             clash = next((self.producers[a] for a in ancestors(path) if a in self.producers), None)
         if clash is None:
-            prefix = path + "/"
-            clash = next((s for p, s in self.producers.items() if p.startswith(prefix)), None)
+            inside = self._under.get(path)
+            clash = self.producers[inside] if inside is not None else None
         if clash is not None:
             raise DefinitionError(
                 f"Two stages write overlapping outputs: {stage.id} ({stage.source}) writes "
@@ -142,6 +144,8 @@ class Discovery:
                 f"Each output path must belong to exactly one stage."
             )
         self.producers[path] = stage
+        for folder in ancestors(path):
+            self._under.setdefault(folder, path)
 
     def _check_pipelines_kept(self, loaded: LoadedPipeline) -> None:
         """Refuse an output of a loaded stage that is a loaded pipeline's file or folder."""
