@@ -175,17 +175,17 @@ class Project:
 
     def rel(self, path: str | os.PathLike[str], base: pathlib.Path | None = None) -> str:
         """Project-relative POSIX form of `path` (relative to `base`, default root)."""
-        absolute = pathlib.Path(os.path.normpath((base or self.root) / path))
-        try:
-            relative = absolute.relative_to(self.root)
-        except ValueError:
+        root = str(self.root)
+        absolute = os.path.normpath(os.path.join(base or root, path))
+        inside = root if root.endswith(os.sep) else root + os.sep
+        if absolute != root and not absolute.startswith(inside):
             raise UnsafePath(
                 f"The path {path} resolves to {absolute}, which is outside the project root "
                 f"{self.root}. Pivot only tracks files inside the project; move the file "
                 f"into the project or fix the path.",
                 path=path,
-            ) from None
-        posix = relative.as_posix()
+            )
+        posix = absolute[len(inside) :].replace(os.sep, "/") if absolute != root else "."
         if posix == ".":
             raise UnsafePath(
                 f"The path {path} names the project root itself; name a file.", path=path

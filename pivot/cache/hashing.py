@@ -180,13 +180,13 @@ class Hasher:
         self.cache = cache
 
     def file_hash(self, rel: str, st: os.stat_result | None = None) -> str:
-        path = self.root / rel
-        st = st or path.stat()
+        path = os.path.join(self.root, rel)
+        st = st or os.stat(path)
         cached = self.cache.lookup(rel, st)
         if cached is not None:
             return cached
         digest = hash_file(path)
-        if _unchanged(st, path.stat()):
+        if _unchanged(st, os.stat(path)):
             self.cache.record(rel, st, digest)
         return digest
 
@@ -204,16 +204,24 @@ class Hasher:
         return PathHash(self.file_hash(rel, st), st.st_size, FILE)
 
     def tree_entries(self, rel: str) -> list[TreeEntry]:
-        base = self.root / rel
+        """Every file under the directory `rel` (links to files count as their target;
+        links to folders are not followed), with one stat call per regular file."""
         entries = []
-        for dirpath, dirnames, filenames in os.walk(base):
-            dirnames.sort()
-            for name in filenames:
-                full = pathlib.Path(dirpath, name)
-                if full.is_symlink():
-                    link_target(str(full), f"The directory {rel}")
-                st = full.stat()
-                inner = full.relative_to(base).as_posix()
+        folders = [""]  # inner paths ("" is `rel` itself), POSIX
+        while folders:
+            inner_dir = folders.pop()
+            prefix = f"{inner_dir}/" if inner_dir else ""
+            with os.scandir(os.path.join(self.root, rel, inner_dir)) as listing:
+                found = list(listing)
+            for entry in found:
+                inner = prefix + entry.name
+                if entry.is_dir():
+                    if not entry.is_symlink():
+                        folders.append(inner)
+                    continue
+                if entry.is_symlink():
+                    link_target(entry.path, f"The directory {rel}")
+                st = entry.stat()
                 digest = self.file_hash(f"{rel}/{inner}", st)
                 entries.append(TreeEntry(inner, digest, st.st_size, file_mode(st)))
         return entries
