@@ -285,6 +285,12 @@ def _canonical(part: str) -> str:
     return _IGNORABLE.sub("", part).split(":", 1)[0].rstrip(". ").casefold()
 
 
+# The common case, settled quickly: ASCII parts of letters, digits, '_', '-' and '.' that
+# do not start with '.' (so no '.', '..', '.git', '.pivot', empty part, '~', ':', space,
+# backslash, NUL or code point a filesystem ignores). Only the Python folders remain.
+_COMMON = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]*(?:/[A-Za-z0-9_-][A-Za-z0-9._-]*)*")
+
+
 def safe_relpath(rel: str, what: str) -> str:
     """Return `rel` if it may name a tracked path, else raise naming `what`.
 
@@ -293,6 +299,15 @@ def safe_relpath(rel: str, what: str) -> str:
     POSIX path (no '..', '.', empty part, backslash or NUL, not absolute, encodable as a
     file name) outside `.pivot/` and not in or at any `.git`.
     """
+    if _COMMON.fullmatch(rel) and not any(
+        p.rstrip(".").lower() in PYTHON_PARTS for p in rel.split("/")
+    ):
+        return rel  # `checked_relpath` could only accept it
+    return checked_relpath(rel, what)
+
+
+def checked_relpath(rel: str, what: str) -> str:
+    """`safe_relpath` without its shortcut for the common case: every check, every time."""
     parts = rel.split("/")
     plain = bool(rel) and not rel.startswith("/") and "\\" not in rel and "\0" not in rel
     if not plain or any(p in ("", ".", "..") for p in parts) or not _encodable(rel):
