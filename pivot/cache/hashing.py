@@ -180,11 +180,11 @@ class Hasher:
         self.cache = cache
 
     def file_hash(self, rel: str, st: os.stat_result | None = None) -> str:
-        path = os.path.join(self.root, rel)
-        st = st or os.stat(path)
+        st = st or os.stat(os.path.join(self.root, rel))
         cached = self.cache.lookup(rel, st)
         if cached is not None:
             return cached
+        path = os.path.join(self.root, rel)
         digest = hash_file(path)
         if _unchanged(st, os.stat(path)):
             self.cache.record(rel, st, digest)

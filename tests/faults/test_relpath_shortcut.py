@@ -14,8 +14,10 @@ from pivot.project import checked_relpath, safe_relpath
 PARTS = st.one_of(
     st.text(alphabet="aZ09_-.~: ", max_size=6),
     st.sampled_from(
-        ["site-packages", "Site-Packages.", "__pycache__", "__PYCACHE__..", "PyVenv.cfg"]
-        + ["dist-packages", ".git", "git~1", ".pivot", "..", ".", "", "data", "f00001.txt"]
+        [
+            *("site-packages", "Site-Packages.", "__pycache__", "__PYCACHE__..", "PyVenv.cfg"),
+            *("dist-packages", ".git", "git~1", ".pivot", "..", ".", "", "data", "f00001.txt"),
+        ]
     ),
     st.text(max_size=4),
 )
