@@ -629,7 +629,7 @@ def _remote_round(
     push = Timing([])
     prefix = ""
     for i in range(push_reps):
-        prefix = f"{b.run_id}-push{i + 1}"
+        prefix = f"{b.run_id}-{data.name}-push{i + 1}"
         _set_remote(b, tool, root, f"s3://{bucket}/{prefix}", server.endpoint, new=i == 0)
         b.log(f"{data.name}: `{tool.name} push` to an empty prefix ({i + 1}/{push_reps})")
         _settle()
