@@ -148,3 +148,14 @@ def add_blob(cache, data: bytes) -> str:
     """Store `data` in the LocalCache `cache` as one blob; returns its hash."""
     with cache.batch() as batch:
         return batch.put_bytes(data)
+
+
+def git(root: pathlib.Path, *args: str) -> str:
+    """Run git in `root` as a fixed committer; returns its stdout."""
+    return subprocess.run(
+        ["git", "-c", "user.name=t", "-c", "user.email=t@t", *args],
+        cwd=root,
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout

@@ -3,9 +3,7 @@ says which objects it removes exist on no remote."""
 
 from __future__ import annotations
 
-import subprocess
-
-from support import write_files
+from support import git, write_files
 
 PIPELINE = """
 from typing import Annotated
@@ -23,16 +21,6 @@ def make() -> Annotated[str, pivot.Out("out.txt", pivot.loaders.Text())]:
 
 pipeline.register(make)
 """
-
-
-def git(root, *args: str) -> str:
-    return subprocess.run(
-        ["git", "-c", "user.name=t", "-c", "user.email=t@t", *args],
-        cwd=root,
-        check=True,
-        capture_output=True,
-        text=True,
-    ).stdout
 
 
 def commit_word(project, pivot, word: str) -> None:

@@ -4,10 +4,9 @@ lacks it; deps that exist nowhere fail only a stage that must execute."""
 from __future__ import annotations
 
 import json
-import subprocess
 
 import pytest
-from support import PivotCLI, write_files
+from support import PivotCLI, git, write_files
 
 PIPELINE = """
 from typing import Annotated
@@ -25,16 +24,6 @@ def clean(
 
 pipeline.register(clean)
 """
-
-
-def git(root, *args: str) -> str:
-    return subprocess.run(
-        ["git", "-c", "user.name=t", "-c", "user.email=t@t", *args],
-        cwd=root,
-        check=True,
-        capture_output=True,
-        text=True,
-    ).stdout
 
 
 @pytest.fixture

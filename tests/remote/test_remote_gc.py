@@ -12,7 +12,7 @@ import sys
 import time
 
 import pytest
-from support import PYTHONPATH, PivotCLI, free_ports, write_files
+from support import PYTHONPATH, PivotCLI, free_ports, git, write_files
 
 STAGES = 6
 PIPELINE = """
@@ -39,16 +39,6 @@ for n in range({stages}):
 def pipeline(changed: dict[int, str] | None = None) -> str:
     versions = {n: (changed or {}).get(n, "v1") for n in range(STAGES)}
     return PIPELINE.format(versions=versions, stages=STAGES)
-
-
-def git(root, *args: str) -> str:
-    return subprocess.run(
-        ["git", "-c", "user.name=t", "-c", "user.email=t@t", *args],
-        cwd=root,
-        check=True,
-        capture_output=True,
-        text=True,
-    ).stdout
 
 
 def s3_remote(cli: PivotCLI, seaweedfs, bucket: str) -> None:
