@@ -147,6 +147,10 @@ def status_table(rows: list[dict[str, Any]], quiet: bool = False) -> None:
         click.echo(f"  {label} {row['stage']:<40} {row['file']}{kept}")
         for reason in row["reasons"]:
             click.echo(f"      - {reason}")
+        for path in row.get("missing", ()):
+            click.echo(
+                f"      (raw data? `pivot track {path}` where it exists, then commit the record)"
+            )
         for path, where in row.get("outputs", {}).items():
             color = {"local": "green", "remote": "cyan", "missing": "red"}[where]
             click.echo(f"      {click.style(f'{where:<8}', fg=color)} {path}")

@@ -401,7 +401,8 @@ class Runner:
         try:
             while True:
                 if not stop and not self._halted:
-                    self._start_ready(planner, decisions, waiting, running, done)
+                    failed = self._start_ready(planner, decisions, waiting, running, done)
+                    stop = failed and not self.options.keep_going
                 # Written after submitting, so that workers compute while this process syncs.
                 self._record(unrecorded)
                 if not running:
@@ -445,16 +446,18 @@ class Runner:
         waiting: list[str],
         running: dict[cf.Future, Decision],
         done: dict[str, str],
-    ) -> None:
+    ) -> bool:
         """Skip, restore or block every waiting stage whose upstreams are done, and submit
         the ones to run while fewer than `jobs` are running (so none starts after a failure
-        that stops the run)."""
+        that stops the run). A stage whose dep is missing fails here; whether one did (then,
+        without `keep_going`, nothing else starts)."""
+        failed = False
         for sid in list(waiting):
             ups = self.graph.upstream[sid].values()
-            failed = [u for u in ups if done.get(u) in (FAILED, BLOCKED)]
-            if failed:
+            failed_ups = [u for u in ups if done.get(u) in (FAILED, BLOCKED)]
+            if failed_ups:
                 waiting.remove(sid)
-                detail = f"upstream {', '.join(failed)} failed"
+                detail = f"upstream {', '.join(failed_ups)} failed"
                 self._finish(StageReport(sid, BLOCKED, detail=detail), done)
             elif all(u in done for u in ups):
                 decision = decisions[sid] = self._redecide(planner, decisions[sid])
@@ -475,6 +478,9 @@ class Runner:
                         detail, path=decision.absent_deps[0], hint="track-raw-data"
                     )
                     self._finish(StageReport(sid, FAILED, detail=detail, cause=cause), done)
+                    if not self.options.keep_going:
+                        return True
+                    failed = True
                 elif len(running) < self.jobs:
                     waiting.remove(sid)
                     decision.action = RUN
@@ -483,6 +489,7 @@ class Runner:
                     with self._lock:
                         self._live[sid] = (future, decision)
                     self.on_start(sid)
+        return failed
 
     def _outcome_of(self, future: cf.Future, decision: Decision) -> Outcome:
         assert self._executor is not None

@@ -16,7 +16,7 @@ from pivot.cache.workspace import open_workspace
 from pivot.discover.scope import Scope, resolve_scope
 from pivot.errors import CacheCorrupt, DamagedBlob, DefinitionError, PivotError
 from pivot.run.lockfile import load_locks
-from pivot.run.plan import SKIP
+from pivot.run.plan import PENDING, RUN, SKIP
 from pivot.run.remote_view import RemoteAccess
 from pivot.run.scheduler import (
     RAN,
@@ -197,6 +197,8 @@ def status(
             }
             if kept:
                 row["kept"] = d.kept
+            if d.absent_deps and not kept and d.action in (RUN, PENDING):
+                row["missing"] = list(d.absent_deps)
             if with_remote:
                 recorded = d.lock.outs if d.lock else {}
                 row["outputs"] = {
