@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import posixpath
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING
 
 from pivot import _fs
@@ -101,8 +101,11 @@ def _by_folder(paths: Iterable[str]) -> dict[str, set[str]]:
 
 
 def add(project: Project, paths: Iterable[str]) -> None:
-    """List each project path in the `.gitignore` next to it."""
-    sync(project, paths)
+    """List each project path in the `.gitignore` next to it (the config is read only if
+    a file would change)."""
+    allowed = _Switch(project)
+    for folder, lines in _by_folder(paths).items():
+        _update(project, folder, lines, set(), allowed)
 
 
 def remove(project: Project, paths: Iterable[str]) -> None:
@@ -112,28 +115,31 @@ def remove(project: Project, paths: Iterable[str]) -> None:
         _update(project, folder, set(), lines, allowed)
 
 
-def sync(
+def prune(
     project: Project,
-    paths: Iterable[str],
-    folders: Iterable[str] = (),
-    keep: Iterable[str] | None = None,
+    folders: Iterable[str],
+    owned: Iterable[str],
+    more_owned: Callable[[], Iterable[str]] = tuple,
 ) -> None:
-    """List each of `paths` in the `.gitignore` next to it; with `keep` (every path that is
-    still an output or tracked), also drop Pivot's lines for any other path from the
-    `.gitignore` files of `folders`. The config is read only if a file would change."""
-    allowed = _Switch(project)
-    for folder, lines in _by_folder(paths).items():
-        _update(project, folder, lines, set(), allowed)
-    if keep is None:
-        return
-    kept = _by_folder(keep)
+    """Drop Pivot's lines, from the `.gitignore` files of `folders`, for every path that is
+    neither in `owned` nor in `more_owned()` (asked only when some line would go)."""
+    kept = _by_folder(owned)
+    stale: dict[str, set[str]] = {}
     for folder in sorted(set(folders)):
-        file = project.root / folder / NAME
         try:
-            text = file.read_text(encoding="utf-8")
-        except (FileNotFoundError, UnicodeDecodeError, OSError):
+            text = (project.root / folder / NAME).read_text(encoding="utf-8")
+        except (FileNotFoundError, NotADirectoryError, UnicodeDecodeError, OSError):
             continue
         _, block, _ = _split(text)
-        stale = set(block) - kept.get(folder, set())
-        if stale:
-            _update(project, folder, set(), stale, allowed)
+        lines = set(block) - kept.get(folder, set())
+        if lines:
+            stale[folder] = lines
+    if not stale:
+        return
+    for folder, lines in _by_folder(more_owned()).items():
+        if folder in stale:
+            stale[folder] -= lines
+    allowed = _Switch(project)
+    for folder, lines in stale.items():
+        if lines:
+            _update(project, folder, set(), lines, allowed)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pathlib
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from pivot.cache import tracked
@@ -15,7 +16,7 @@ from pivot.run.lockfile import check_disjoint, declared_locks
 if TYPE_CHECKING:
     from pivot.cache.tracked import Tracked
     from pivot.cache.workspace import Workspace
-    from pivot.define.stage import StageSpec
+    from pivot.discover.finder import Discovery
     from pivot.project import Project
     from pivot.run.lockfile import Lock
 
@@ -37,19 +38,29 @@ def scope_locks(project: Project, scope: Scope, every: bool = False) -> list[Loc
     return declared_locks(project, stages, every)
 
 
-def every_stage(ws: Workspace) -> list[StageSpec]:
-    """Every stage of every pipeline under the project root, pipeline by pipeline."""
-    from pivot.discover.finder import Discovery
-
-    return [s for p in Discovery(ws.project, ws.state).load_all() for s in p.stages.values()]
-
-
 def data_in_scope(
     ws: Workspace, targets: tuple[str, ...], all_pipelines: bool
 ) -> tuple[list[Lock], list[Tracked]]:
     """The lock files and the tracked data a command works on: a target may name tracked
     data (or a path in a tracked folder); the stages in scope bring the tracked data they
     read, and `--all` every record."""
+    return loaded_data_in_scope(ws, targets, all_pipelines).data
+
+
+@dataclass
+class DataScope:
+    """What `data_in_scope` found, and the pipelines it loaded to find it (`complete`:
+    every pipeline of the project)."""
+
+    data: tuple[list[Lock], list[Tracked]]
+    discovery: Discovery
+    complete: bool
+
+
+def loaded_data_in_scope(ws: Workspace, targets: tuple[str, ...], all_pipelines: bool) -> DataScope:
+    """`data_in_scope`, with the pipelines loaded on the way."""
+    from pivot.discover.finder import Discovery
+
     records = tracked.load_all(ws.project)
     cwd = pathlib.Path.cwd()
     chosen: dict[str, Tracked] = {}
@@ -65,10 +76,12 @@ def data_in_scope(
         else:
             chosen[record.path] = record
     if all_pipelines and not stage_targets:
-        locks = declared_locks(ws.project, every_stage(ws), every=True)
-        return locks, list(records.values())
+        discovery = Discovery(ws.project, ws.state)
+        stages = [s for p in discovery.load_all() for s in p.stages.values()]
+        locks = declared_locks(ws.project, stages, every=True)
+        return DataScope((locks, list(records.values())), discovery, True)
     if chosen and not stage_targets:
-        return [], list(chosen.values())
+        return DataScope(([], list(chosen.values())), Discovery(ws.project, ws.state), False)
     scope = resolve_scope(ws, tuple(stage_targets), all_pipelines)
     stages = [scope.graph.stages[sid] for sid in scope.graph.order()]
     for stage in stages:
@@ -76,7 +89,8 @@ def data_in_scope(
             record = tracked.covering(records, dep.path)
             if record is not None:
                 chosen[record.path] = record
-    return declared_locks(ws.project, stages), list(chosen.values())
+    data = declared_locks(ws.project, stages), list(chosen.values())
+    return DataScope(data, scope.discovery, all_pipelines)
 
 
 def command_locks(

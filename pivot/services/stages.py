@@ -3,7 +3,6 @@ found or did; the CLI renders it."""
 
 from __future__ import annotations
 
-import posixpath
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -15,7 +14,6 @@ from pivot.cache.edits import refuse_unsaved_edits
 from pivot.cache.workspace import open_workspace
 from pivot.discover.scope import Scope, resolve_scope
 from pivot.errors import CacheCorrupt, DamagedBlob, DefinitionError, PivotError
-from pivot.run.lockfile import load_locks
 from pivot.run.plan import PENDING, RUN, SKIP
 from pivot.run.remote_view import RemoteAccess
 from pivot.run.scheduler import (
@@ -29,15 +27,15 @@ from pivot.run.scheduler import (
     plan_graph,
 )
 from pivot.services.elsewhere import Elsewhere, stale_elsewhere
+from pivot.services.ignored import GitIgnored
 from pivot.services.scope import (
     check_disjoint_data,
-    data_in_scope,
+    loaded_data_in_scope,
     scope_for,
     scope_locks,
 )
 
 if TYPE_CHECKING:
-    from pivot.discover.graph import Graph
     from pivot.project import Project
     from pivot.remote.transfer import TransferSummary
     from pivot.run.plan import Decision
@@ -91,14 +89,14 @@ def run(
             _, result.decisions = Runner(ws, scope.graph, options).plan(forced, fork=False)
             return result
         with ws.project.exclusive("run"):
+            ignored = GitIgnored(ws.project, scope.discovery, all_pipelines)
             result.report = Runner(ws, scope.graph, options, on_stage=on_stage).run(forced)
-        placed = [
-            out.path
-            for report in result.report.stages
-            if report.status in (RAN, RESTORED)
-            for out in scope.graph.stages[report.stage_id].outs
-        ]
-        keep_out_of_git(ws.project, placed, scope.graph if all_pipelines else None)
+            ignored.update(
+                out.path
+                for report in result.report.stages
+                if report.status in (RAN, RESTORED)
+                for out in scope.graph.stages[report.stage_id].outs
+            )
         return result
     finally:
         ws.state.close()
@@ -139,21 +137,10 @@ def _choose_executor(
         )
 
 
-def keep_out_of_git(project: Project, paths: list[str], every: Graph | None = None) -> None:
+def keep_out_of_git(project: Project, paths: list[str]) -> None:
     """List `paths` (outputs or tracked data just placed) in the `.gitignore` next to each,
-    unless the config turns that off; with `every` (the graph of every pipeline), also drop
-    Pivot's lines for paths that are no longer an output or tracked."""
-    if every is None:
-        gitignore.sync(project, paths)
-        return
-    keep = [o.path for stage in every.stages.values() for o in stage.outs]
-    keep += list(tracked.load_all(project))
-    try:
-        known = [path for lock in load_locks(project) for path in lock.outs]
-    except PivotError:  # an unusable lock was reported by the run itself
-        known = []
-    folders = {posixpath.dirname(p) for p in [*keep, *known]}
-    gitignore.sync(project, paths, folders, keep)
+    unless the config turns that off."""
+    gitignore.add(project, paths)
 
 
 def push_outputs(result: RunResult) -> TransferSummary:
@@ -302,7 +289,8 @@ def checkout(
     ws = open_workspace()
     link = config.link_mode(ws.project, link)
     try:
-        locks, records = data_in_scope(ws, targets, all_pipelines)
+        found = loaded_data_in_scope(ws, targets, all_pipelines)
+        locks, records = found.data
         check_disjoint_data(locks, records)
         missing = []
         wanted = []
@@ -323,8 +311,9 @@ def checkout(
         if not force:
             refuse_unsaved_edits(ws, [(path, out) for path, out, _ in wanted])
         with ws.project.exclusive("checkout"):
+            ignored = GitIgnored(ws.project, found.discovery, found.complete)
             counts = _place_outputs(ws, wanted, LinkMode(link))
-        keep_out_of_git(ws.project, [path for path, _, _ in wanted])
+            ignored.update(path for path, _, _ in wanted)
         return counts
     finally:
         ws.state.close()

@@ -7,13 +7,13 @@ import os
 import pathlib
 from dataclasses import dataclass
 
-from pivot import gitignore
 from pivot.cache import tracked
 from pivot.cache.tracked import Tracked
 from pivot.cache.workspace import Workspace, open_workspace
+from pivot.discover.finder import Discovery
 from pivot.errors import PivotError
 from pivot.project import first_overlap, safe_relpath
-from pivot.services.scope import every_stage
+from pivot.services.ignored import GitIgnored
 
 
 @dataclass
@@ -39,14 +39,15 @@ def track(paths: tuple[str, ...], cwd: pathlib.Path | None = None) -> list[Track
         records = tracked.load_all(ws.project)
         for rel in rels:
             _refuse_overlap(rel, records)
-        _refuse_outputs(ws, rels)
+        discovery = Discovery(ws.project, ws.state)
+        _refuse_outputs(discovery, rels)
         results = []
         with ws.project.exclusive("track"):
             for rel in rels:
                 record = _store(ws, rel, records.get(rel))
                 results.append(TrackResult(record, tracked.write(ws.project, record)))
             ws.state.commit()
-        gitignore.add(ws.project, rels)
+            GitIgnored(ws.project, discovery, complete=True).update(rels)
         return results
     finally:
         ws.state.close()
@@ -67,9 +68,11 @@ def untrack(paths: tuple[str, ...], cwd: pathlib.Path | None = None) -> list[str
                     f"Nothing was changed."
                 )
             rels.append(rel)
-        for rel in rels:
-            tracked.remove(ws.project, rel)
-        gitignore.remove(ws.project, rels)
+        with ws.project.exclusive("untrack"):
+            for rel in rels:
+                tracked.remove(ws.project, rel)
+            discovery = Discovery(ws.project, ws.state)  # no pipeline loaded
+            GitIgnored(ws.project, discovery, complete=False).update([], dropped=rels)
         return rels
     finally:
         ws.state.close()
@@ -114,9 +117,15 @@ def _refuse_overlap(rel: str, records: dict[str, Tracked]) -> None:
             )
 
 
-def _refuse_outputs(ws: Workspace, rels: list[str]) -> None:
-    """Refuse a path that is, holds or lies in an output of a stage."""
-    outputs = {out.path: stage for stage in every_stage(ws) for out in stage.outs}
+def _refuse_outputs(discovery: Discovery, rels: list[str]) -> None:
+    """Refuse a path that is, holds or lies in an output of a stage (of every pipeline,
+    loaded into `discovery`)."""
+    outputs = {
+        out.path: stage
+        for loaded in discovery.load_all()
+        for stage in loaded.stages.values()
+        for out in stage.outs
+    }
     for rel in rels:
         for out, stage in outputs.items():
             if first_overlap([out, rel]) is not None:
