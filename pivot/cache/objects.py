@@ -129,12 +129,13 @@ class LocalCache:
             return batch.add_file(src)
 
     def add_output(
-        self, path: pathlib.Path, root: pathlib.Path
+        self, path: pathlib.Path, root: pathlib.Path, packed: bool = False
     ) -> tuple[StoredOutput, list[tuple[str, str]]]:
         """Store a file or directory output of the project at `root`; returns it and
         (relative file, hash) pairs. A symbolic link in a directory output is stored as the
         file it points to, which must be inside the project (else its content would be
-        pushed): a dangling one, or one pointing outside, is an error."""
+        pushed): a dangling one, or one pointing outside, is an error. With `packed`, the
+        small files of a directory go into local packs (`folder_packs.py`)."""
         if not path.is_dir():
             digest, size = self.add_file(path)
             return StoredOutput(digest, size, FILE), [("", digest)]
@@ -157,7 +158,12 @@ class LocalCache:
                         path=full,
                     )
         with self.batch() as batch:
-            stored = in_parallel(batch._add_file, found)
+            if packed:
+                from pivot.cache.folder_packs import store_files
+
+                stored = store_files(batch, found)
+            else:
+                stored = in_parallel(batch._add_file, found)
             entries = [
                 TreeEntry(full[base:].replace(os.sep, "/"), digest, size, mode)
                 for full, (digest, size, mode) in zip(found, stored, strict=True)

@@ -145,7 +145,7 @@ def _store(ws: Workspace, rel: str, before: Tracked | None) -> Tracked:
         if current is not None and not ws.cache.missing(current.hash, current.kind):
             return Tracked(rel, current.hash, current.size, current.kind)
     root = ws.project.root
-    stored, files = ws.cache.add_output(root / rel, root)
+    stored, files = ws.cache.add_output(root / rel, root, packed=True)
     for inner, digest in files:
         path = f"{rel}/{inner}" if inner else rel
         ws.state.record(path, (root / path).stat(), digest)
