@@ -2,10 +2,11 @@
 records of the workspace and, read from git, of every local branch and tag (or of every
 commit).
 
-Git is asked in a fixed number of processes whatever the number of revisions: one
-`for-each-ref` (or `rev-list --all`), one `cat-file --batch-check` resolving each
-revision's `.pivot/stages` and `.pivot/tracked` folders to trees, one `ls-tree` per
-distinct tree, and one `cat-file --batch` reading every distinct blob. Everything read
+Git is asked in three processes whatever the number of revisions: one `for-each-ref` (or
+`rev-list --all`), one `cat-file --batch` that reads, in rounds, each revision's
+`.pivot/stages` and `.pivot/tracked` trees and their distinct subtrees, and one
+`cat-file --batch --buffer` that reads every distinct blob (a lock file identical on many
+branches is read and checked once). Everything read
 from git is validated like the workspace's files (`parse_lock`, `tracked.decode`).
 """
 
@@ -62,17 +63,10 @@ def live_data(project: Project, reach: str) -> Live:
     prefix = repo
     revisions = _revisions(project.root, reach)
     live.revisions = len(revisions)
-    folders = _folder_trees(project.root, revisions, prefix)
-    blobs: dict[str, tuple[str, str]] = {}  # blob id -> (folder kind, path in the folder)
-    where: dict[str, str] = {}  # blob id -> "rev:path" for messages
-    for tree, (kind, rev) in folders.items():
-        for oid, path in _ls_tree(project.root, tree):
-            if oid not in blobs:
-                blobs[oid] = (kind, path)
-                where[oid] = f"{rev}:{prefix}{PIVOT_DIR}/{kind}/{path}"
+    with _CatFile(project.root) as git:
+        blobs = _files(git, revisions, prefix)
     for oid, data in _read_blobs(project.root, list(blobs)):
-        kind, path = blobs[oid]
-        shown = where[oid]
+        kind, path, shown = blobs[oid]
         text = _text(data, shown)
         if kind == STAGES:
             if not path.endswith(".lock"):
@@ -158,38 +152,124 @@ def _revisions(root: pathlib.Path, reach: str) -> list[str]:
     return list(dict.fromkeys(out.decode().split()))
 
 
-def _folder_trees(root: pathlib.Path, revisions: list[str], prefix: str) -> dict[str, tuple]:
-    """Distinct trees of `.pivot/stages` and `.pivot/tracked` over `revisions`: tree id ->
-    (folder kind, first revision holding it)."""
+def _files(git: _CatFile, revisions: list[str], prefix: str) -> dict[str, tuple[str, str, str]]:
+    """Every distinct blob under `.pivot/stages` and `.pivot/tracked` of `revisions`:
+    blob id -> (folder kind, path in the folder, "rev:path" for messages). Trees are
+    read a level at a time, each distinct tree once."""
     asked = [(rev, kind) for rev in revisions for kind in (STAGES, TRACKED)]
-    lines = "".join(f"{rev}:{prefix}{PIVOT_DIR}/{kind}\n" for rev, kind in asked)
-    out = _git(root, "cat-file", "--batch-check", stdin=lines.encode()).decode().splitlines()
-    trees: dict[str, tuple[str, str]] = {}
-    for (rev, kind), line in zip(asked, out, strict=True):
-        parts = line.split()
-        if len(parts) == 3 and parts[1] == "tree" and parts[0] not in trees:
-            trees[parts[0]] = (kind, rev[:12])
-    return trees
+    found = git.read([f"{rev}:{prefix}{PIVOT_DIR}/{kind}" for rev, kind in asked])
+    # tree id -> (folder kind, path of the tree in the folder, the revision shown)
+    level: dict[str, tuple[str, str, str]] = {}
+    seen: set[str] = set()
+    pending = [(data, (kind, "", rev[:12])) for (rev, kind), data in zip(asked, found, strict=True)]
+    blobs: dict[str, tuple[str, str, str]] = {}
+    while pending:
+        level = {}
+        for data, (kind, folder, rev) in pending:
+            if data is None:
+                continue
+            shown = f"{rev}:{prefix}{PIVOT_DIR}/{kind}/{folder}"
+            for mode, name, oid in _tree_entries(data, git.oid_size, shown):
+                path = f"{folder}{name}"
+                if mode == b"40000":
+                    if oid not in seen:
+                        seen.add(oid)
+                        level[oid] = (kind, path + "/", rev)
+                elif mode in (b"100644", b"100755") and oid not in blobs:
+                    blobs[oid] = (kind, path, f"{rev}:{prefix}{PIVOT_DIR}/{kind}/{path}")
+        pending = list(zip(git.read(list(level)), level.values(), strict=True))
+    return blobs
 
 
-def _ls_tree(root: pathlib.Path, tree: str) -> list[tuple[str, str]]:
-    """(blob id, path) of every file under `tree`."""
-    found = []
-    for entry in _git(root, "ls-tree", "-r", "-z", tree).split(b"\0"):
-        if not entry:
-            continue
-        meta, _, path = entry.partition(b"\t")
-        _, kind, oid = meta.split()
-        if kind == b"blob":
-            found.append((oid.decode(), os.fsdecode(path)))
-    return found
+def _tree_entries(data: bytes, size: int, shown: str) -> list[tuple[bytes, str, str]]:
+    """(mode, name, object id) of each entry of the raw git tree object `shown` whose
+    ids are `size` bytes long; a malformed tree raises PivotError naming it."""
+    entries = []
+    pos = 0
+    while pos < len(data):
+        space = data.find(b" ", pos)
+        nul = data.find(b"\0", space + 1)
+        if space < 0 or nul < 0 or nul + 1 + size > len(data):
+            raise PivotError(f"The git tree {shown} is malformed (read from git).")
+        oid = data[nul + 1 : nul + 1 + size].hex()
+        entries.append((data[pos:space], os.fsdecode(data[space + 1 : nul]), oid))
+        pos = nul + 1 + size
+    return entries
+
+
+class _CatFile:
+    """One `git cat-file --batch` process, asked in rounds (it answers each object as
+    soon as it is asked: a round's last answer is not held back in a buffer)."""
+
+    def __init__(self, root: pathlib.Path) -> None:
+        try:
+            self.proc = subprocess.Popen(
+                ["git", "cat-file", "--batch"],
+                cwd=root,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+            )
+        except FileNotFoundError:
+            raise PivotError(
+                "git is not installed; use --workspace to read the workspace only."
+            ) from None
+        self.root = root
+        self.oid_size = 20  # bytes of an object id: 32 in a SHA-256 repository
+
+    def __enter__(self) -> _CatFile:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.proc.stdin.close()
+        self.proc.stdout.close()
+        self.proc.stderr.close()
+        self.proc.wait()
+
+    def read(self, names: list[str]) -> list[bytes | None]:
+        """The content of each object `names` names (None for one that does not exist):
+        the requests are written by a thread while the answers are read."""
+        if not names:
+            return []
+        import threading
+
+        request = "".join(f"{name}\n" for name in names).encode()
+        failed: list[OSError] = []
+
+        def write() -> None:
+            try:
+                self.proc.stdin.write(request)
+                self.proc.stdin.flush()
+            except OSError as exc:
+                failed.append(exc)
+
+        writer = threading.Thread(target=write, daemon=True)
+        writer.start()
+        out = self.proc.stdout
+        found: list[bytes | None] = []
+        for _ in names:
+            header = out.readline().split()
+            if not header:
+                writer.join()
+                error = self.proc.stderr.read().decode(errors="replace").strip()
+                raise PivotError(f"git cat-file failed in {self.root}: {error or failed}")
+            if len(header) != 3:
+                found.append(None)  # missing (or ambiguous)
+                continue
+            self.oid_size = len(header[0]) // 2
+            size = int(header[2])
+            data = out.read(size + 1)
+            found.append(data[:size] if header[1] in (b"tree", b"blob") else None)
+        writer.join()
+        return found
 
 
 def _read_blobs(root: pathlib.Path, oids: list[str]) -> list[tuple[str, bytes]]:
-    """The contents of `oids`, read by one `git cat-file --batch`."""
+    """The contents of `oids`, read by one buffered `git cat-file --batch`."""
     if not oids:
         return []
-    out = _git(root, "cat-file", "--batch", stdin="".join(f"{o}\n" for o in oids).encode())
+    request = "".join(f"{o}\n" for o in oids).encode()
+    out = _git(root, "cat-file", "--batch", "--buffer", stdin=request)
     found = []
     pos = 0
     for oid in oids:

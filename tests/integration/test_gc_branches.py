@@ -3,7 +3,7 @@ says which objects it removes exist on no remote."""
 
 from __future__ import annotations
 
-from support import git, write_files
+from support import PivotCLI, git, write_files
 
 PIPELINE = """
 from typing import Annotated
@@ -87,3 +87,22 @@ def test_outside_git_only_the_workspace_is_read(project, pivot):
     pivot("run")
     done = pivot("gc")
     assert "not in a git repository" in done.stderr
+
+
+def test_a_sha256_repository_in_a_subfolder_keeps_its_branches(tmp_path):
+    """Tree objects are parsed by Pivot: 32-byte ids, and the project below the top."""
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    git(repo, "init", "-q", "-b", "main", "--object-format=sha256")
+    project = repo / "sub"
+    project.mkdir()
+    pivot = PivotCLI(project)
+    pivot("init")
+    write_files(project, {"pipeline.py": PIPELINE})
+    commit_word(project, pivot, "main")
+    git(project, "checkout", "-qb", "exp")
+    commit_word(project, pivot, "exp")
+    git(project, "checkout", "-q", "main")
+    pivot("checkout", "--force")
+    assert "Would remove 0 object(s)" in pivot("gc", "-n").stdout
+    assert "Would remove 1 object(s)" in pivot("gc", "-n", "--workspace").stdout
