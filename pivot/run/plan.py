@@ -10,11 +10,11 @@ from typing import TYPE_CHECKING, Any
 import blake3
 
 from pivot.cache import tracked
-from pivot.cache.hashing import DIR, TreeEntry, encode_tree, hash_bytes
+from pivot.cache.hashing import DIR, FILE, TreeEntry, encode_tree, hash_bytes
 from pivot.cache.linked import damaged_objects
 from pivot.cache.runs import decode_record
 from pivot.define.metric_values import flatten_params
-from pivot.errors import CorruptFile, DefinitionError, UnsafePath
+from pivot.errors import CorruptFile, DefinitionError, PivotError, UnsafePath
 from pivot.fingerprint import canonical_json, fingerprint, fingerprint_digest
 from pivot.run.lockfile import Lock, declares, read_lock
 
@@ -169,7 +169,8 @@ class Planner:
             if digest is None and dep.path not in links:
                 lock = self.lock_of(stage.id)
                 digest = lock.deps.get(dep.path) if lock is not None else None
-                absent.append(dep.path)
+                if digest is None or tracked.covering(self.tracked, dep.path) is None:
+                    absent.append(dep.path)  # tracked data stands in by the lock's hash
             if digest is None:
                 raise AbsentDeps(absent or [dep.path])
             hashes[dep.path] = digest
@@ -184,7 +185,7 @@ class Planner:
             return None
         if record.path == path:
             return record.hash
-        if record.kind != DIR or not self.ws.cache.has(record.hash):
+        if record.kind != DIR or not self._has_manifest(record.hash):
             return None
         inner = path[len(record.path) + 1 :]
         entries = self.ws.cache.tree(record.hash)
@@ -197,6 +198,21 @@ class Planner:
             if e.relpath.startswith(inner + "/")
         ]
         return hash_bytes(encode_tree(below)) if below else None
+
+    def _has_manifest(self, digest: str) -> bool:
+        """Whether the tracked folder manifest `digest` is in the local cache, fetched
+        from the remote when it is not and the command may contact the remote (`status`
+        without `--remote` may not: the lock's recorded hash then stands in)."""
+        if self.ws.cache.has(digest):
+            return True
+        if self.remote is None or not self.remote.may_contact:
+            return False
+        try:
+            self.remote.fetch([(digest, FILE)])
+        except PivotError as exc:
+            log.warning(f"{exc} The recorded hash of the deps inside that folder stands in.")
+            return False
+        return self.ws.cache.has(digest)
 
     def decide(self, stage: StageSpec, upstream_actions: dict[str, str]) -> Decision:
         """Decide one stage; `upstream_actions` are the decisions of its upstreams."""

@@ -26,6 +26,9 @@ class RemoteAccess:
         self.jobs = jobs
         self._remote: Remote | None = None
         self._contents: RemoteContents | None = None
+        # False for a command that promises not to contact the remote (`status` without
+        # `--remote`): it is then trusted to hold what lock files name, never read.
+        self.may_contact = True
 
     def is_configured(self) -> bool:
         """Whether there is a remote to use: a name was given or the project has one.

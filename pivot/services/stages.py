@@ -169,6 +169,7 @@ def status(
             remote = _reachable_remote(ws, remote_name)
         else:
             offline = RemoteAccess(ws.project, remote_name)
+            offline.may_contact = False
             remote = offline if offline.is_configured() else None
         _, decisions = plan_graph(ws, scope.graph, set(), remote)
         choose_materialized(ws, scope.graph, decisions, RunOptions(targets=set(scope.targets)))

@@ -204,3 +204,38 @@ def test_a_corrupt_record_is_named(project, pivot):
         failed = pivot(*command, rc=1)
         assert ".pivot/tracked/data/raw.csv.json" in failed.stderr, command
         assert "Traceback" not in failed.stderr
+
+
+def test_a_dep_in_a_tracked_folder_resolves_through_a_manifest_on_the_remote(tmp_path, project):
+    """In a clone without the data, the folder's manifest is read from the remote: a
+    record changed since the lock was written makes the stage stale for `status --remote`,
+    `verify` and `run`, and `pull` brings the new data."""
+    inside = PIPELINE.replace("data/raw.csv", "data/in/raw.csv")
+    write_files(project, {"pipeline.py": inside, "data/in/raw.csv": "x\n", "data/in/o.csv": "y\n"})
+    pivot = PivotCLI(project)
+    git(project, "init", "-q")
+    pivot("remote", "add", "--default", "origin", str(tmp_path / "remote"))
+    pivot("track", "data/in")
+    pivot("run")
+    pivot("push")
+    (project / "data/in/raw.csv").write_text("new\n")
+    pivot("track", "data/in")  # recorded and pushed; the stage not run again
+    pivot("push", "data/in")
+    git(project, "add", "-A")
+    git(project, "commit", "-qm", "folder changed")
+    target, cli = clone(tmp_path, project)
+
+    rows = json.loads(cli("status", "--remote", "--json").stdout)
+    row = next(r for r in rows if r.get("stage") == "p/clean")
+    assert row["action"] == "run" and row["reasons"] == ["dep changed: data/in/raw.csv"]
+    assert "missing" not in row
+    problems = cli("verify", "--json", rc=1).stdout
+    assert "p/clean is not up to date (dep changed: data/in/raw.csv)" in problems
+    cli("pull", "data/in")
+    assert (target / "data/in/raw.csv").read_text() == "new\n"
+    cli("run")
+    assert (target / "clean.txt").read_text() == "NEW\n"
+
+    fresh, again = clone(tmp_path, project, "fresh")  # run alone fetches what it needs
+    again("run")
+    assert (fresh / "clean.txt").read_text() == "NEW\n"
