@@ -174,7 +174,8 @@ def _checkout_tree(
         objects = str(cache.objects)
         symlink = mode is LinkMode.SYMLINK
         packed = cache.packs.blobs()
-        read_packed = cache.packs.read
+        reader = cache.packs.reader()
+        read_packed = reader.read
 
         def put_entry(entry: TreeEntry) -> None:
             src = os.path.join(objects, entry.hash[:2], entry.hash[2:])
@@ -210,7 +211,8 @@ def _checkout_tree(
         # when each creation scans past recently freed inodes, four threads filling one
         # 10,000-file folder burned twice the CPU of one for no less time.
         folders_by_size = sorted(by_folder.values(), key=len, reverse=True)
-        run_slices(put, folders_by_size, len(entries))
+        with reader:
+            run_slices(put, folders_by_size, len(entries))
         _swap(tmp, dest)
     except BaseException:
         remove_quietly(tmp)

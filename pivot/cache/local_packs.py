@@ -106,12 +106,12 @@ class PackStore:
                     self._stamp = stamp
         return self._blobs
 
-    def added(self, pack: str, rows: Iterable[PackedBlob]) -> None:
-        """Learn a pack this process has just made visible (`rows` name no pack yet)."""
-        self.blobs()
+    def added(self, rows: Iterable[PackedBlob]) -> None:
+        """Learn the blobs of a pack this process has just made visible, for when the
+        folder's mtime does not tick; when it does, the next `blobs()` re-reads every index
+        once (not once per pack added: that was quadratic in a fetch)."""
         with self._lock:
-            for row in rows:
-                self._blobs[row.hash] = row._replace(pack=pack)
+            self._blobs.update((row.hash, row) for row in rows)
 
     def _load(self) -> dict[str, PackedBlob]:
         found: dict[str, PackedBlob] = {}
@@ -128,24 +128,35 @@ class PackStore:
     def read(self, digest: str, where: PackedBlob | None = None) -> bytes:
         """The content of a packed blob, verified against its hash: a damaged one is
         dropped from its pack's index (see `drop`) and DamagedBlob raised."""
+        where = where or self.blobs()[digest]
+        # Opened per read (a few us): no descriptor outlives it, whatever the pack count.
+        fd = self._open(where.pack)
+        try:
+            return self._read_at(fd, digest, where)
+        finally:
+            os.close(fd)
+
+    def reader(self) -> PackReader:
+        """Reads of many packed blobs (a tree checkout) that open each pack once."""
+        return PackReader(self)
+
+    def _open(self, pack: str) -> int:
+        try:
+            return os.open(self.pack_path(pack), os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            raise CorruptFile(
+                f"The local pack {self.pack_path(pack)} is missing though its index "
+                f"{self.index_path(pack)} lists it.",
+                path=self.index_path(pack),
+                hint="delete-pack-index",
+            ) from None
+
+    def _read_at(self, fd: int, digest: str, where: PackedBlob) -> bytes:
+        """Read and verify the blob `digest` at `where` in the open pack `fd`."""
         from pivot.cache.encoding import decode_blob
         from pivot.cache.hashing import hash_bytes
 
-        where = where or self.blobs()[digest]
-        # Opened per read (a few us): no descriptor outlives it, whatever the pack count.
-        try:
-            fd = os.open(self.pack_path(where.pack), os.O_RDONLY | os.O_CLOEXEC)
-        except FileNotFoundError:
-            raise CorruptFile(
-                f"The local pack {self.pack_path(where.pack)} is missing though its index "
-                f"{self.index_path(where.pack)} lists it.",
-                path=self.index_path(where.pack),
-                hint="delete-pack-index",
-            ) from None
-        try:
-            stored = os.pread(fd, where.length, where.offset)
-        finally:
-            os.close(fd)
+        stored = os.pread(fd, where.length, where.offset)
         try:
             if len(stored) != where.length:
                 raise ValueError("the pack is shorter than its index says")
@@ -208,3 +219,34 @@ class PackStore:
         for suffix in (INDEX_SUFFIX, PACK_SUFFIX):
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(self.root / f"{pack}{suffix}")
+
+
+class PackReader:
+    """`PackStore.read` for many blobs from any threads: each pack is opened on its first
+    read and stays open until `close` (use as a context manager)."""
+
+    def __init__(self, store: PackStore) -> None:
+        self.store = store
+        self._fds: dict[str, int] = {}
+        self._lock = threading.Lock()
+
+    def __enter__(self) -> PackReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def read(self, digest: str, where: PackedBlob) -> bytes:
+        fd = self._fds.get(where.pack)
+        if fd is None:
+            with self._lock:
+                fd = self._fds.get(where.pack)
+                if fd is None:
+                    fd = self._fds[where.pack] = self.store._open(where.pack)
+        return self.store._read_at(fd, digest, where)
+
+    def close(self) -> None:
+        with self._lock:
+            fds, self._fds = self._fds, {}
+        for fd in fds.values():
+            os.close(fd)
