@@ -34,15 +34,32 @@ class RemoteContents:
     blobs: dict[str, PackedBlob] = field(default_factory=dict)
     runs: dict[str, bytes] = field(default_factory=dict)
     index_ids: set[str] = field(default_factory=set)
+    # The index that lists each pack and run record (the first one read, like `blobs`).
+    pack_index: dict[str, str] = field(default_factory=dict)
+    run_index: dict[str, str] = field(default_factory=dict)
 
-    def add(self, index: Index) -> None:
+    def add(self, index: Index, ident: str) -> None:
+        """Add the index `ident`."""
         blobs = self.blobs
         for pack in index.packs:
+            self.pack_index.setdefault(pack.pack_id, ident)
             for b in pack.blobs:
                 if b.hash not in blobs:
                     blobs[b.hash] = b
         for key, record in index.runs:
             self.runs.setdefault(key, record)
+            self.run_index.setdefault(key, ident)
+        self.index_ids.add(ident)
+
+    def indexes_listing(self, digests: Iterable[str]) -> set[str] | None:
+        """The indexes that list `digests`, or None unless every one is listed."""
+        ids = set()
+        for digest in digests:
+            where = self.blobs.get(digest)
+            if where is None:
+                return None
+            ids.add(self.pack_index[where.pack])
+        return ids
 
     def has_blob(self, digest: str) -> bool:
         return digest in self.blobs
@@ -54,8 +71,8 @@ class RemoteIndexCache:
     def __init__(self, state: StateDB, remote: Remote) -> None:
         self.state = state
         self.remote = remote
-        tag = blake3.blake3(remote.identity.encode()).hexdigest()[:32]
-        self.namespace = f"{NAMESPACE}:{tag}"
+        self.tag = blake3.blake3(remote.identity.encode()).hexdigest()[:32]
+        self.namespace = f"{NAMESPACE}:{self.tag}"
 
     def cached_ids(self) -> list[str]:
         raw = self.state.get(self.namespace, IDS_KEY)
@@ -102,8 +119,7 @@ class RemoteIndexCache:
     def _union(self, ids: list[str], cached: dict[str, bytes]) -> RemoteContents:
         contents = RemoteContents()
         for ident in ids:
-            contents.add(decode_index(cached[ident], self._what(ident)))
-            contents.index_ids.add(ident)
+            contents.add(decode_index(cached[ident], self._what(ident)), ident)
         return contents
 
     def _download(self, ident: str) -> bytes:
