@@ -56,11 +56,12 @@ def write_all(fd: int, data: bytes | memoryview) -> None:
 def write_new(path: str, data: bytes | memoryview | list[bytes | memoryview], mode: int) -> None:
     """Create `path` (which must not exist) holding `data` (or its parts in turn), with
     permission bits `mode` (less the umask); removed again on failure."""
+    if isinstance(data, list):  # one write, not one per part (a pack of 1,000 blobs)
+        data = b"".join(data)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode)
     try:
         try:
-            for part in data if isinstance(data, list) else (data,):
-                write_all(fd, part)
+            write_all(fd, data)
         finally:
             os.close(fd)
     except BaseException:

@@ -112,15 +112,10 @@ class CacheBatch:
         for blob, _ in blobs:
             if not is_hash(blob.hash):
                 raise CorruptFile(f"Refusing to store a blob under the invalid hash {blob.hash!r}.")
-        # What the cache holds is looked up before taking the lock (a stat per blob), what
-        # this batch staged under it; the pack is named now, so its rows need no renaming.
-        packed = self.cache.packs.blobs()
-        isfile = os.path.isfile
-        fresh = [
-            (blob, stored)
-            for blob, stored in blobs
-            if blob.hash not in packed and not isfile(self.cache._object(blob.hash))
-        ]
+        # What the cache holds is looked up before taking the lock, what this batch staged
+        # under it; the pack is named now, so its rows need no renaming.
+        absent = set(self.cache.absent(blob.hash for blob, _ in blobs))
+        fresh = [(blob, stored) for blob, stored in blobs if blob.hash in absent]
         name = uuid.uuid4().hex
         rows = []
         parts = []
