@@ -15,7 +15,9 @@ changed. Part names:
   hashes the normalised source of its assignments. A value with no stable form (a lock, a
   NumPy array, an object of a third-party class) stands as its type's name and the part's
   value starts with `untracked:` (UNTRACKED; see `untracked_parts`).
-- `closure:<function qualname>.<variable>`: a constant captured in a closure.
+- `closure:<function qualname>.<variable>`: a constant captured in a closure. A name local
+  to the function that defines a nested stage (a factory's parameter, read by the stage's
+  annotations or defaults) is never taken for the module global of the same name.
 - `dist:<distribution>`: third-party code; the value is the installed version.
 
 The standard library, builtins and the `pivot` package itself add nothing. Imports inside

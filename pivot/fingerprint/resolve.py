@@ -9,6 +9,7 @@ function bodies are handed to `ImportFollower`.
 
 from __future__ import annotations
 
+import dis
 import functools
 import os
 import sys
@@ -39,14 +40,29 @@ if TYPE_CHECKING:
 _PIVOT_PKG = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _SKIP_DIRS = frozenset({"site-packages", "dist-packages", ".pivot", "__pypackages__"})
 _MISSING = object()
+_GLOBAL_OPS = frozenset(
+    {"LOAD_GLOBAL", "STORE_GLOBAL", "DELETE_GLOBAL", "LOAD_NAME", "STORE_NAME", "DELETE_NAME"}
+)
 
 
 def code_names(code: types.CodeType) -> set[str]:
-    """Global and attribute names used by `code` and the code nested in it."""
-    names = set(code.co_names)
-    for const in code.co_consts:
-        if isinstance(const, types.CodeType):
-            names |= code_names(const)
+    """The names `code` and the code nested in it may read as globals: their global and
+    attribute names, less those only used as attributes where a local has that name (`obj.i`
+    beside a loop's `i` is not the module global `i`)."""
+    codes = [code]
+    for item in codes:  # grows while it is walked
+        codes.extend(c for c in item.co_consts if isinstance(c, types.CodeType))
+    names = set().union(*(c.co_names for c in codes))
+    local = {name for c in codes for name in (*c.co_varnames, *c.co_cellvars)}
+    shadowed = names & local
+    if shadowed:
+        used = {
+            ins.argval
+            for c in codes
+            for ins in dis.get_instructions(c)
+            if ins.opname in _GLOBAL_OPS
+        }
+        names -= shadowed - used
     return names
 
 
@@ -60,6 +76,46 @@ def _code_text(code: types.CodeType, out: list[str]) -> None:
             _code_text(const, out)
         else:
             out.append(repr(const))
+
+
+def enclosing_locals(qual: str, ns: dict) -> frozenset[str] | None:
+    """The local names of the functions enclosing the def or class `qual` (a qualname with
+    `<locals>`), found through their code objects from the module globals `ns`.
+
+    A nested def's decorators, defaults and annotations (and a nested class's body) are
+    evaluated in those functions: a name local there is not the module global of that name
+    (`def make(i): def stage() -> Out(f"{i}.txt")` next to a module-level `for i in ...`).
+    None when an enclosing function cannot be found.
+    """
+    outer, _, _ = qual.rpartition(".<locals>.")
+    names: set[str] = set()
+    obj: Any = ns
+    code = None
+    for segment in outer.split("."):
+        if segment == "<locals>":
+            obj = None
+            continue
+        if code is not None and obj is None:  # a def or class nested in the code seen last
+            found = [
+                c for c in code.co_consts if isinstance(c, types.CodeType) and c.co_name == segment
+            ]
+            if len(found) != 1:
+                return None
+            code = found[0]
+            names.update(code.co_varnames, code.co_cellvars, code.co_freevars)
+            continue
+        obj = obj.get(segment) if isinstance(obj, dict) else vars(obj).get(segment)
+        if isinstance(obj, (staticmethod, classmethod)):
+            obj = obj.__func__
+        while isinstance(obj, types.FunctionType) and "__wrapped__" in obj.__dict__:
+            obj = obj.__dict__["__wrapped__"]
+        if isinstance(obj, types.FunctionType):
+            code = obj.__code__
+            names.update(code.co_varnames, code.co_cellvars, code.co_freevars)
+            obj = None
+        elif not isinstance(obj, type):
+            return None
+    return frozenset(names) if code is not None else None
 
 
 def code_hash(code: types.CodeType) -> str:
@@ -430,8 +486,10 @@ class Fingerprinter:
             info.parts.append((("closure", file, f"{qual}.__defaults__"), value))
         allowed = names.union(closure)
         ns = func.__globals__
+        outer = enclosing_locals(code.co_qualname, ns) if "<locals>" in code.co_qualname else None
         for ref in header:
-            self.resolve(ref, ns, None, file, qual, info)
+            if not outer or ref.partition(".")[0] not in outer:
+                self.resolve(ref, ns, None, file, qual, info)
         imports = entry.imports if entry is not None else ()
         local = local_imports(imports)
         if local:
@@ -466,8 +524,12 @@ class Fingerprinter:
             self.sources.import_dists(entry.imports, file, info)
             self.sources.method_imports(refs, local, file, info)
         if ns is not None and entry is not None:
+            outer = (
+                enclosing_locals(cls.__qualname__, ns) if "<locals>" in cls.__qualname__ else None
+            )
             for ref in refs:
-                self.resolve(ref, ns, None, file, cls.__qualname__, info)
+                if not outer or ref.partition(".")[0] not in outer:
+                    self.resolve(ref, ns, None, file, cls.__qualname__, info)
             return info
         if entry is not None and index is not None:  # its module was dropped: read the source
             for ref in refs:
