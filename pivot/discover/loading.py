@@ -64,9 +64,10 @@ def pipeline_context(directory: pathlib.Path, root: pathlib.Path, imported: set[
     finally:
         os.chdir(cwd)
         sys.path[:] = path
+        inside = os.path.join(str(root), "")  # `/p/app/`: not the sibling `/p/app2`
         for name in set(sys.modules) - before:
             module_file = getattr(sys.modules[name], "__file__", None) or ""
-            if module_file.startswith(str(root)) and not name.startswith("_pivot_pipeline_"):
+            if module_file.startswith(inside) and not name.startswith("_pivot_pipeline_"):
                 if imported is not None:
                     imported.add(module_file)
                 del sys.modules[name]
