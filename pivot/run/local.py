@@ -82,9 +82,17 @@ class LocalExecutor:
         for probe in probes:
             probe.result()
         os.close(started)  # every worker was forked (with a fork context, all at once)
+        self._submitted: dict[cf.Future[Outcome], str] = {}
+        self._signalled: set[int] = set()
+        self._handlers: dict[int, Any] = {}
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._handlers[sig] = signal.signal(sig, self._on_signal)
 
     def submit(self, decision: Decision) -> cf.Future[Outcome]:
-        return self._pool.submit(execute, decision.stage.id, *self._paths)
+        future = self._pool.submit(execute, decision.stage.id, *self._paths)
+        self._submitted[future] = decision.stage.id
+        return future
 
     def outcome(self, future: cf.Future[Outcome], stage_id: str) -> Outcome:
         from concurrent.futures.process import BrokenProcessPool
@@ -92,6 +100,7 @@ class LocalExecutor:
         self._read_started()
         with self._pids_lock:
             self._pids.pop(stage_id, None)
+        self._submitted.pop(future, None)
         try:
             return future.result()
         except BrokenProcessPool:
@@ -108,8 +117,9 @@ class LocalExecutor:
             )
 
     def cancel(self, future: cf.Future[Outcome], stage_id: str) -> None:
-        """Ctrl-C (KeyboardInterrupt) in the process running the stage, SIGKILL if it has
-        not stopped `CANCEL_GRACE` seconds later; waits for its worker to hand it over."""
+        """Ctrl-C (KeyboardInterrupt) in the process group running the stage (the stage and
+        the processes it started), SIGKILL if it has not stopped `CANCEL_GRACE` seconds
+        later; waits for its worker to hand it over."""
         import concurrent.futures as cf
         import select
         import signal
@@ -126,11 +136,48 @@ class LocalExecutor:
             # its own.
             if pid is None or future.done():
                 return
+            self._signalled.add(pid)  # what it started is killed at `shutdown`
             try:
-                os.kill(pid, sig)
+                os.killpg(pid, sig)
             except ProcessLookupError:
                 return
             cf.wait([future], timeout=CANCEL_GRACE)
+
+    def _on_signal(self, signum: int, frame: Any) -> None:
+        """SIGINT or SIGTERM of this process (a Ctrl-C, a `kill`): Ctrl-C goes on to the
+        process group of every running stage (each has its own, see `_fork_spare`, so the
+        terminal's Ctrl-C reaches it only through here), SIGTERM kills them; then the
+        signal does what it did before."""
+        import signal
+
+        previous = self._handlers.get(signum)
+        if previous == signal.SIG_IGN:
+            return
+        self._signal_stages(signal.SIGINT if signum == signal.SIGINT else signal.SIGKILL)
+        if callable(previous):
+            previous(signum, frame)
+        elif signum == signal.SIGINT and previous is None:
+            raise KeyboardInterrupt
+        else:  # the default action: die of the signal, as without this handler
+            signal.signal(signum, signal.SIG_DFL)
+            os.kill(os.getpid(), signum)
+
+    def _signal_stages(self, sig: int) -> None:
+        """Send `sig` to the process group of every stage that has not reported (Ctrl-C
+        once each, with SIGCONT: a stage stopped for reading the terminal, whose
+        foreground group is not its own, then sees it)."""
+        import signal
+
+        if self._pids_lock.acquire(blocking=False):  # not if interrupted while reading
+            self._pids_lock.release()
+            self._read_started()
+        for pid in list(self._pids.values()):
+            if sig != signal.SIGINT or pid not in self._signalled:
+                self._signalled.add(pid)
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(pid, sig)
+                    if sig == signal.SIGINT:
+                        os.killpg(pid, signal.SIGCONT)
 
     def _read_started(self) -> None:
         """Take in the (pid, stage) records the workers wrote."""
@@ -149,8 +196,25 @@ class LocalExecutor:
                 self._pids[stage_id] = int(pid)
 
     def shutdown(self) -> None:
+        """Stop the stages still running (a Ctrl-C or an error stopped the run): Ctrl-C in
+        their process groups, SIGKILL `CANCEL_GRACE` seconds later (at once for what is left
+        in the group of a stage that already stopped: a process that ignores Ctrl-C); then
+        release the workers and give back the signal handlers."""
+        import concurrent.futures as cf
+        import signal
+
+        running = [f for f in self._submitted if not f.done()]
+        if running:
+            self._signal_stages(signal.SIGINT)
+            cf.wait(running, timeout=CANCEL_GRACE)
+        for pid in self._signalled:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(pid, signal.SIGKILL)
         self._pool.shutdown(wait=True, cancel_futures=True)
         os.close(self._started)
+        for sig, handler in self._handlers.items():
+            signal.signal(sig, handler)
+        self._handlers.clear()
 
 
 class StageContractError(Exception):
@@ -184,6 +248,7 @@ _spare: _Spare | None = None
 _unreaped: list[int] = []
 _finalizer: Any = None
 _announce_fd: int | None = None  # where this worker names the process of each stage
+_running: int | None = None  # the child running a stage now (its process group's id)
 
 
 def init_worker(parent: int, announce: int | None = None) -> None:
@@ -194,21 +259,25 @@ def init_worker(parent: int, announce: int | None = None) -> None:
     The worker blocks SIGINT (it is forked with SIGINT already blocked, see
     `Runner._start_pool`) rather than ignoring it: one that reached the process group
     stays pending here, so that a stage handed over later, to a child forked after that
-    Ctrl-C, is not run (see `_hand_over`)."""
+    Ctrl-C, is not run (see `_hand_over`).
+
+    When `parent` dies (even of SIGKILL) the worker gets SIGTERM and kills the process
+    group of the stage it runs, so that the processes the stage started die too."""
     import signal
 
     global _announce_fd
     _announce_fd = announce
-    die_with_parent(parent)
+    signal.signal(signal.SIGTERM, _stop_stage_and_exit)
+    die_with_parent(parent, signal.SIGTERM)
     signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
 
 
-def die_with_parent(parent: int) -> None:
-    """Have the kernel kill this process when `parent` (the process that forked it) dies,
-    so that a killed `pivot run` leaves no worker or stage running; exit at once if it is
-    already gone. Linux only (prctl); elsewhere a worker lives until its pool's pipes
-    close."""
+def die_with_parent(parent: int, sig: int | None = None) -> None:
+    """Have the kernel send `sig` (default SIGKILL) to this process when `parent` (the
+    process that forked it) dies, so that a killed `pivot run` leaves no worker or stage
+    running; exit at once if it is already gone. Linux only (prctl); elsewhere a worker
+    lives until its pool's pipes close."""
     import ctypes
     import signal
     import sys
@@ -217,9 +286,20 @@ def die_with_parent(parent: int) -> None:
         return
     pr_set_pdeathsig = 1
     libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(pr_set_pdeathsig, signal.SIGKILL, 0, 0, 0)
+    libc.prctl(pr_set_pdeathsig, signal.SIGKILL if sig is None else sig, 0, 0, 0)
     if os.getppid() != parent:  # the parent died before the request took effect
         os._exit(1)
+
+
+def _stop_stage_and_exit(signum: int, frame: Any) -> None:
+    """A worker's SIGTERM (its main process died, or the pool ended it): SIGKILL the
+    process group of the stage it runs, then exit."""
+    import signal
+
+    if _running is not None:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(_running, signal.SIGKILL)
+    os._exit(1)
 
 
 class _Interrupted(Exception):
@@ -243,7 +323,7 @@ def execute(stage_id: str, root: str, cache_dir: str, tmp_dir: str) -> Outcome:
     """
     import pickle
 
-    global _spare
+    global _spare, _running
     _reap_at_exit()
     _reap(block=False)
     request = pickle.dumps((stage_id, root, cache_dir, tmp_dir), pickle.HIGHEST_PROTOCOL)
@@ -258,6 +338,7 @@ def execute(stage_id: str, root: str, cache_dir: str, tmp_dir: str) -> Outcome:
         return _failed(stage_id, f"could not start: no process could be forked ({exc})")
     except _Interrupted:
         return _interrupted(stage_id)
+    _running = child.pid
     _announce(stage_id, child.pid)
     try:
         _spare = _fork_spare()
@@ -265,6 +346,7 @@ def execute(stage_id: str, root: str, cache_dir: str, tmp_dir: str) -> Outcome:
         _spare = None
     with os.fdopen(child.result, "rb") as pipe:
         data = pipe.read()
+    _running = None
     if data:
         _unreaped.append(child.pid)
         return pickle.loads(data)
@@ -389,6 +471,9 @@ def _fork_spare() -> _Spare:
     if pid == 0:  # the child: never returns
         code = 0
         try:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)  # not the worker's handler
+            # A process group of its own: pivot stops the stage and what it started as one.
+            os.setpgid(0, 0)
             die_with_parent(worker)
             signal.signal(signal.SIGINT, signal.default_int_handler)
             signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
@@ -406,6 +491,8 @@ def _fork_spare() -> _Spare:
         finally:
             os._exit(code)
     signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+    with contextlib.suppress(OSError):  # also here: the group exists once fork returns
+        os.setpgid(pid, pid)
     os.close(request_read)
     os.close(result_write)
     return _Spare(pid, request_write, result_read)
