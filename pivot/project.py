@@ -234,6 +234,43 @@ class Project:
         self._refuse_venv(self.root / rel, rel, what)
         return self.root / rel
 
+    @contextlib.contextmanager
+    def pinned_folder(self, rel: str, what: str) -> Iterator[pathlib.Path]:
+        """The folder of the tracked path `rel` (after `write_path`), as a path that stays
+        on that folder while the block runs, even if a symbolic link is swapped in for it or
+        for a folder above it after the check: `/proc/self/fd/N` of a descriptor opened
+        one folder at a time from the root, never following a link (one met raises
+        UnsafePath). Where `/proc/self/fd` does not exist, the plain path."""
+        parts = rel.split("/")[:-1]
+        if not os.path.isdir("/proc/self/fd"):
+            yield self.root.joinpath(*parts)
+            return
+        fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            for i, part in enumerate(parts):
+                try:
+                    inner = os.open(
+                        part,
+                        os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC,
+                        dir_fd=fd,
+                    )
+                except OSError as exc:
+                    if exc.errno not in (errno.ELOOP, errno.ENOTDIR):
+                        raise
+                    folder = "/".join(parts[: i + 1])
+                    raise UnsafePath(
+                        f"Refusing {what} {rel!r}: its folder {folder!r} is no longer a "
+                        f"folder (a symbolic link or a file took its place while Pivot was "
+                        f"placing it). Pivot never writes through a symlinked folder; check "
+                        f"what changed {folder!r} and run again.",
+                        path=rel,
+                    ) from None
+                os.close(fd)
+                fd = inner
+            yield pathlib.Path(f"/proc/self/fd/{fd}")
+        finally:
+            os.close(fd)
+
     def _refuse_venv(self, folder: pathlib.Path, rel: str, what: str) -> None:
         if os.path.lexists(folder / VENV_MARKER):
             raise UnsafePath(

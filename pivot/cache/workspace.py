@@ -10,11 +10,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from pivot.cache import linked
-from pivot.cache.checkout import LinkMode, checkout
+from pivot.cache.checkout import LinkMode, checkout, remove_leftovers
 from pivot.cache.hashing import Hasher
 from pivot.cache.objects import LocalCache
 from pivot.cache.runs import RunRecords
 from pivot.cache.state import StateDB
+from pivot.errors import PivotError
 from pivot.project import Project
 
 
@@ -46,13 +47,28 @@ class Workspace:
         if current is not None and current.hash == out["hash"]:
             return False
         root = self.project.root
-        placed = checkout(self.cache, out["hash"], out["kind"], dest, link, refetch)
+        remove_leftovers(self.cache, dest)  # by its own name: descriptor numbers are reused
+        with self.project.pinned_folder(path, what) as folder:
+            # Written into the folder checked above, even if a link replaced it since.
+            pinned = folder / dest.name
+            try:
+                placed = checkout(self.cache, out["hash"], out["kind"], pinned, link, refetch)
+            except PivotError as exc:
+                raise _named(exc, pinned, dest) from exc.__cause__
         for inner, digest in placed:
             rel = f"{path}/{inner}" if inner else path
             self.state.record(rel, (root / rel).stat(), digest)
             if link is not LinkMode.COPY:
                 linked.remember(self.state, self.cache, digest)
         return True
+
+
+def _named(exc: PivotError, pinned: pathlib.Path, dest: pathlib.Path) -> PivotError:
+    """`exc` naming the output's project path, not the descriptor path it was written at."""
+    error = exc.reworded(str(exc).replace(str(pinned), str(dest)))
+    if getattr(error, "path", None) == pinned:
+        error.path = dest
+    return error
 
 
 def open_workspace(start: pathlib.Path | None = None) -> Workspace:
