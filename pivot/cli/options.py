@@ -35,12 +35,16 @@ def complete_remotes(ctx, param, incomplete: str) -> list[str]:
     return [name for name in remote_names() if name.startswith(incomplete)]
 
 
-def targets_options(func):
-    """TARGETS and -a/--all, for the commands that work on stages."""
-    func = click.option(
+def all_option(func):
+    """-a/--all: every pipeline under the project root, not only the nearest one."""
+    return click.option(
         "-a", "--all", "all_pipelines", is_flag=True, help="Every pipeline under the project root."
     )(func)
-    return click.argument("targets", nargs=-1, shell_complete=complete_targets)(func)
+
+
+def targets_options(func):
+    """TARGETS and -a/--all, for the commands that work on stages."""
+    return click.argument("targets", nargs=-1, shell_complete=complete_targets)(all_option(func))
 
 
 def transfer_options(func):

@@ -7,7 +7,7 @@ import pathlib
 import click
 
 from pivot.cli import console
-from pivot.cli.options import targets_options
+from pivot.cli.options import all_option, targets_options
 from pivot.cli.tables import render
 from pivot.services import results
 
@@ -27,15 +27,21 @@ def _format_options(func):
     return func
 
 
+def _revs_options(metavar: str):
+    """REVS (shown as `metavar`) and -a/--all, for the commands that compare revisions."""
+
+    def decorate(func):
+        return click.argument("revs", nargs=-1, metavar=metavar)(all_option(func))
+
+    return decorate
+
+
 def _diff_options(func):
     """[A_REV [B_REV]], -a/--all and -u/--unchanged."""
     func = click.option(
         "-u", "--unchanged", is_flag=True, help="Also list the keys whose value is the same."
     )(func)
-    func = click.option(
-        "-a", "--all", "all_pipelines", is_flag=True, help="Every pipeline under the project root."
-    )(func)
-    return click.argument("revs", nargs=-1, metavar="[A_REV [B_REV]]")(func)
+    return _revs_options("[A_REV [B_REV]]")(func)
 
 
 def _print(compared: results.Compared, fmt: str | None, first: str, diff: bool, precision: int):
@@ -132,10 +138,7 @@ def plots_show(targets, all_pipelines, out_dir, open_page) -> None:
 
 
 @plots.command("diff")
-@click.argument("revs", nargs=-1, metavar="[REVS...]")
-@click.option(
-    "-a", "--all", "all_pipelines", is_flag=True, help="Every pipeline under the project root."
-)
+@_revs_options("[REVS...]")
 @_page_options
 def plots_diff(revs, all_pipelines, out_dir, open_page) -> None:
     """Draw each plot with one series per revision (default: HEAD and the workspace; one
