@@ -18,13 +18,13 @@ import pathlib
 import shutil
 import subprocess
 import threading
-import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
+from loopback import server_process
 from support import free_ports
 
 USER = "pivot"
@@ -216,58 +216,31 @@ def run_azurite(base: pathlib.Path) -> Iterator[Server]:
     """Azurite's blob service (node, data under `base`) with the container `pivot`."""
     binary = _azurite_binary()
     (port,) = free_ports(1)
-    log = base / "azurite.log"
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(
-            [
-                str(binary),
-                "--blobHost",
-                "127.0.0.1",
-                "--blobPort",
-                str(port),
-                "--location",
-                str(base),
-                "--skipApiVersionCheck",
-                "--loose",
-                "--silent",
-            ],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-        )
+    cmd = [
+        str(binary),
+        "--blobHost",
+        "127.0.0.1",
+        "--blobPort",
+        str(port),
+        "--location",
+        str(base),
+        "--skipApiVersionCheck",
+        "--loose",
+        "--silent",
+    ]
     connection = (
         f"DefaultEndpointsProtocol=http;AccountName={AZURITE_ACCOUNT};"
         f"AccountKey={AZURITE_KEY};BlobEndpoint=http://127.0.0.1:{port}/{AZURITE_ACCOUNT};"
     )
-    try:
-        _wait_for_azurite(connection, proc, log)
+
+    def make_container() -> None:
+        from adlfs import AzureBlobFileSystem
+
+        fs = AzureBlobFileSystem(connection_string=connection, skip_instance_cache=True)
+        fs.mkdir("pivot")
+
+    with server_process("Azurite", cmd, base / "azurite.log", make_container):
         yield Server("az", "az://pivot", {"connection_string": connection})
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
-
-def _wait_for_azurite(connection: str, proc: subprocess.Popen, log: pathlib.Path) -> None:
-    """Wait until Azurite answers, then create the container `pivot`."""
-    from adlfs import AzureBlobFileSystem
-
-    deadline = time.monotonic() + 60
-    last: Exception | None = None
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"Azurite exited early:\n{log.read_text()[-3000:]}")
-        try:
-            fs = AzureBlobFileSystem(connection_string=connection, skip_instance_cache=True)
-            fs.mkdir("pivot")
-            return
-        except Exception as exc:  # not up yet
-            last = exc
-            time.sleep(0.3)
-    raise RuntimeError(f"Azurite did not answer in 60 s ({last}):\n{log.read_text()[-3000:]}")
 
 
 @pytest.fixture(scope="session")

@@ -9,13 +9,12 @@ import json
 import os
 import pathlib
 import shutil
-import subprocess
 import sys
-import time
 import uuid
 from dataclasses import dataclass
 
 import pytest
+from loopback import server_process
 from support import free_ports
 
 ACCESS_KEY = "pivot-test-access"
@@ -79,21 +78,6 @@ def _weed_binary() -> str | None:
     return shutil.which("weed")
 
 
-def _wait_for_s3(server: S3Server, proc: subprocess.Popen, log: pathlib.Path) -> None:
-    deadline = time.monotonic() + 60
-    last: Exception | None = None
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"weed mini exited early:\n{log.read_text()[-3000:]}")
-        try:
-            server.client().list_buckets()
-            return
-        except Exception as exc:  # not up yet
-            last = exc
-            time.sleep(0.2)
-    raise RuntimeError(f"SeaweedFS S3 did not answer in 60 s ({last}):\n{log.read_text()[-3000:]}")
-
-
 @pytest.fixture(scope="session")
 def seaweedfs(tmp_path_factory):
     """A `weed mini` server with one S3 identity, on free loopback ports."""
@@ -140,22 +124,10 @@ def seaweedfs(tmp_path_factory):
         f"-s3.config={base / 's3.json'}",
         *args,
     ]
-    log = base / "weed.log"
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(
-            cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=base
-        )
     server = S3Server("seaweedfs", f"http://127.0.0.1:{ports[6]}", ACCESS_KEY, SECRET_KEY)
-    try:
-        _wait_for_s3(server, proc, log)
+    probe = server.client().list_buckets
+    with server_process("SeaweedFS (weed mini)", cmd, base / "weed.log", probe, cwd=base):
         yield server
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 @pytest.fixture(scope="session")
