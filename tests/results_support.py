@@ -12,7 +12,7 @@ import pathlib
 import subprocess
 import sys
 
-from support import PYTHONPATH, PivotCLI, write_files
+from support import PYTHONPATH, PivotCLI, git, write_files
 
 PIPELINE = """
 import dataclasses
@@ -60,21 +60,6 @@ def evaluate(m: Annotated[pathlib.Path, pivot.Dep("metrics.json")]) -> EvalOut:
 pipeline.register(train)
 pipeline.register(evaluate)
 """
-
-GIT_ENV = {
-    "GIT_AUTHOR_NAME": "t",
-    "GIT_AUTHOR_EMAIL": "t@example.com",
-    "GIT_COMMITTER_NAME": "t",
-    "GIT_COMMITTER_EMAIL": "t@example.com",
-}
-
-
-def git(root: pathlib.Path, *args: str) -> str:
-    proc = subprocess.run(
-        ["git", *args], cwd=root, capture_output=True, text=True, check=True,
-        env={**os.environ, **GIT_ENV},
-    )  # fmt: skip
-    return proc.stdout
 
 
 def set_alpha(root: pathlib.Path, alpha: float) -> None:

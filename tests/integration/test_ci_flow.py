@@ -15,14 +15,7 @@ import subprocess
 
 import pytest
 from spec_projects import CHILD_PIPELINE, FEATURES_PIPELINE, MODEL_PIPELINE, ROOT_PIPELINE
-from support import COUNTER, PivotCLI, executions, write_files
-
-GIT_ENV = {
-    "GIT_AUTHOR_NAME": "t",
-    "GIT_AUTHOR_EMAIL": "t@example.invalid",
-    "GIT_COMMITTER_NAME": "t",
-    "GIT_COMMITTER_EMAIL": "t@example.invalid",
-}
+from support import COUNTER, PivotCLI, executions, git, write_files
 
 
 def counted(source: str, function: str) -> str:
@@ -41,12 +34,6 @@ SIBLINGS = {
     "pipelines/features/pipeline.py": counted(FEATURES_PIPELINE, "compute_features"),
     "pipelines/model/pipeline.py": counted(MODEL_PIPELINE, "train_model"),
 }
-
-
-def git(cwd: pathlib.Path, *args: str) -> None:
-    subprocess.run(
-        ["git", *args], cwd=cwd, check=True, capture_output=True, env={**os.environ, **GIT_ENV}
-    )
 
 
 class Machines:
