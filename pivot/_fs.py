@@ -1,6 +1,6 @@
 """File-system helpers shared by every layer: atomic replacement of a file (temp file in
-the same folder, fsync, rename), creation of a new file, and removal of a path of any
-kind."""
+the same folder, fsync, rename; or the temp file alone, for a caller that flushes many at
+once), creation of a new file, and removal of a path of any kind."""
 
 from __future__ import annotations
 
@@ -41,6 +41,26 @@ def write_bytes(
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+def write_temp(path: pathlib.Path, data: bytes, made: set[pathlib.Path] | None = None) -> str:
+    """A new temp file beside `path` holding `data`, not flushed: the caller makes it
+    durable (with others, in one flush) and then renames it over `path`. `made`: folders
+    known to exist (the folder of `path` is created unless it is there, and added)."""
+    with writing(path):
+        if made is None or path.parent not in made:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            if made is not None:
+                made.add(path.parent)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with writing(path), os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    return tmp
 
 
 def write_text(path: pathlib.Path, text: str) -> None:

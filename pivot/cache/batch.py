@@ -23,6 +23,7 @@ from pivot.project import TEMP_PREFIX
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
+    from concurrent.futures import Executor
     from types import TracebackType
 
     import blake3
@@ -66,6 +67,11 @@ class CacheBatch:
         # The first thread writes into the tmp folder, every other one into a subfolder
         # of its own: creating files in one folder is serialized by the kernel.
         self._folders: dict[int, str] = {}
+
+    def __len__(self) -> int:
+        """How many blobs are staged (a local pack counts as one)."""
+        with self._lock:
+            return len(self._staged) + len(self._packs)
 
     def __enter__(self) -> CacheBatch:
         return self
@@ -167,6 +173,18 @@ class CacheBatch:
         os.chmod(tmp, READ_ONLY)
         self._stage(digest, str(tmp))
 
+    def hand_over(self) -> list[tuple[str, str]]:
+        """Give up the staged blobs without publishing them: their (hash, temp file) pairs
+        in staging order, for a batch of another process to `adopt` and commit with other
+        work (the scheduler's group commit). Their temp files stay where they are (staged
+        from one thread: in the tmp folder itself, which outlives the batch)."""
+        with self._lock:
+            if self._packs:
+                raise ValueError("local packs are not handed over")
+            staged, self._staged = self._staged, {}
+            self._folders = {}
+        return list(staged.items())
+
     def add_file(self, src: pathlib.Path | str) -> tuple[str, int]:
         """Stage a copy of `src`, hashing what is copied; returns (hash, size)."""
         digest, size, _ = self._add_file(src)
@@ -223,21 +241,27 @@ class CacheBatch:
         if duplicate:
             remove_quietly(tmp)
 
-    def commit(self) -> int:
-        """Make every staged blob durable, then visible in the cache; returns how many."""
+    def commit(self, sync_also: Sequence[str] = (), pool: Executor | None = None) -> int:
+        """Make every staged blob durable, then visible in the cache; returns how many.
+
+        `sync_also` are other files (outside the cache) made durable in the same flush,
+        e.g. the temp files of the records that will name these blobs; `pool`, threads
+        that fsync concurrently (else some are started for this commit)."""
         with self._lock:
             staged, self._staged = self._staged, {}
             staged_packs, self._packs, self._packed = self._packs, [], set()
         if not staged and not staged_packs:
+            if sync_also:
+                _fsync_files(list(sync_also), pool)
             self._drop_folders()
             return 0
         done = 0
         try:
-            temps = _temp_files(staged, staged_packs)
+            temps = [*_temp_files(staged, staged_packs), *sync_also]
             if len(temps) >= SYNCFS_MIN:
                 _syncfs(self.folder)
             else:
-                _fsync_files(temps)
+                _fsync_files(temps, pool)
             store = self.cache.packs
             while staged_packs:
                 pack_tmp, index_tmp, rows = staged_packs[0]
@@ -332,10 +356,13 @@ def _fsync_path(path: str) -> None:
         os.close(fd)
 
 
-def _fsync_files(paths: list[str]) -> None:
+def _fsync_files(paths: list[str], pool: Executor | None = None) -> None:
     """fsync each file; concurrently, so that a journal commits them together."""
     if len(paths) == 1:
         _fsync_path(paths[0])
+        return
+    if pool is not None:
+        list(pool.map(_fsync_path, paths))
         return
     from concurrent.futures import ThreadPoolExecutor
 

@@ -36,6 +36,9 @@ class Outcome:
     executor_lost: bool = False  # the executor itself failed: it can run nothing more
     output: str = ""  # the end of what the stage printed, when it ran elsewhere
     where: str = ""  # the machine and process that ran it, when not this one
+    # Blobs of the outputs left staged, not yet in the cache: (hash, temp file) pairs the
+    # scheduler commits with the run record and lock file (its group commit).
+    staged: list[tuple[str, str]] = field(default_factory=list)
 
 
 class Executor(Protocol):

@@ -11,8 +11,10 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from pivot._fs import remove_path
+from pivot.cache.batch import SYNCFS_MIN
 from pivot.cache.checkout import remove_leftovers
-from pivot.cache.objects import LocalCache
+from pivot.cache.hashing import FILE
+from pivot.cache.objects import LocalCache, StoredOutput
 from pivot.define.metric_values import read_metrics_file
 from pivot.define.results import Metric
 from pivot.define.stage import LIST, MATCH
@@ -24,6 +26,7 @@ from pivot.run.executor import Outcome
 if TYPE_CHECKING:
     import concurrent.futures as cf
 
+    from pivot.cache.batch import CacheBatch
     from pivot.define.stage import Artifact, StageSpec
     from pivot.run.plan import Decision
 
@@ -249,6 +252,7 @@ _unreaped: list[int] = []
 _finalizer: Any = None
 _announce_fd: int | None = None  # where this worker names the process of each stage
 _running: int | None = None  # the child running a stage now (its process group's id)
+_prctl: Any = None  # libc's prctl, for `die_with_parent`
 
 
 def init_worker(parent: int, announce: int | None = None) -> None:
@@ -282,11 +286,13 @@ def die_with_parent(parent: int, sig: int | None = None) -> None:
     import signal
     import sys
 
+    global _prctl
     if not sys.platform.startswith("linux"):
         return
     pr_set_pdeathsig = 1
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(pr_set_pdeathsig, signal.SIGKILL if sig is None else sig, 0, 0, 0)
+    if _prctl is None:  # looked up once per worker, inherited by the stages' children
+        _prctl = ctypes.CDLL(None, use_errno=True).prctl
+    _prctl(pr_set_pdeathsig, signal.SIGKILL if sig is None else sig, 0, 0, 0)
     if os.getppid() != parent:  # the parent died before the request took effect
         os._exit(1)
 
@@ -483,7 +489,9 @@ def _fork_spare() -> _Spare:
                 data = pipe.read()
             if data:
                 stage_id, root, cache_dir, tmp_dir = pickle.loads(data)
-                outcome = execute_here(stage_id, pathlib.Path(root), cache_dir, tmp_dir)
+                outcome = execute_here(
+                    stage_id, pathlib.Path(root), cache_dir, tmp_dir, hand_over=True
+                )
                 with os.fdopen(result_write, "wb") as pipe:
                     pickle.dump(outcome, pipe, protocol=pickle.HIGHEST_PROTOCOL)
         except BaseException:
@@ -504,9 +512,15 @@ def _describe_exit(status: int) -> str:
     return f"exit code {os.waitstatus_to_exitcode(status)}"
 
 
-def execute_here(stage_id: str, root: pathlib.Path, cache_dir: str, tmp_dir: str) -> Outcome:
+def execute_here(
+    stage_id: str, root: pathlib.Path, cache_dir: str, tmp_dir: str, hand_over: bool = False
+) -> Outcome:
     """Call the stage (registered by `register_stages`) in its pipeline directory, in this
-    process, and move its outputs into the cache."""
+    process, and move its outputs into the cache.
+
+    With `hand_over`, the blobs of the stage's file outputs (fewer than `SYNCFS_MIN`) are
+    left staged (temp files named in `Outcome.staged`) for the scheduler to commit with
+    other stages' in one flush; a directory output is committed here, as it is stored."""
     import time
 
     stage = _STAGES[stage_id]
@@ -526,13 +540,22 @@ def execute_here(stage_id: str, root: pathlib.Path, cache_dir: str, tmp_dir: str
             result = _call(stage, root)
             os.chdir(stage.workdir)  # the stage may have changed directory
             _save_outputs(stage, result, root)
+        batch = cache.batch()
         try:
-            outs, stats = _store_outputs(stage, root, cache)
-        except DiskFull:
+            try:
+                outs, stats = _store_outputs(stage, root, cache, batch)
+            except DiskFull:
+                raise
+            except PivotError as exc:
+                raise StageContractError(
+                    f"wrote an output Pivot cannot store: {exc}", exc
+                ) from None
+            undeclared = sorted(_entries(stage, root) - before)
+            staged = batch.hand_over() if hand_over and len(batch) < SYNCFS_MIN else []
+            batch.commit()
+        except BaseException:
+            batch.discard()
             raise
-        except PivotError as exc:
-            raise StageContractError(f"wrote an output Pivot cannot store: {exc}", exc) from None
-        undeclared = sorted(_entries(stage, root) - before)
     except BaseException as exc:
         seconds = time.perf_counter() - start
         error = _format_error(stage, exc)
@@ -548,7 +571,9 @@ def execute_here(stage_id: str, root: pathlib.Path, cache_dir: str, tmp_dir: str
             interrupted=interrupted,
         )
     seconds = time.perf_counter() - start
-    return Outcome(stage_id, True, outs, stats, seconds=seconds, undeclared=undeclared)
+    return Outcome(
+        stage_id, True, outs, stats, seconds=seconds, undeclared=undeclared, staged=staged
+    )
 
 
 def _entries(stage: StageSpec, root: pathlib.Path) -> set[str]:
@@ -641,13 +666,18 @@ def _save_outputs(stage: StageSpec, result: Any, root: pathlib.Path) -> None:
 
 
 def _store_outputs(
-    stage: StageSpec, root: pathlib.Path, cache: LocalCache
+    stage: StageSpec, root: pathlib.Path, cache: LocalCache, batch: CacheBatch
 ) -> tuple[dict[str, dict[str, Any]], list[tuple[str, os.stat_result, str]]]:
+    """Store each output: a file staged in `batch`, a directory committed at once."""
     outs: dict[str, dict[str, Any]] = {}
     stats = []
     for out in stage.outs:
         path = root / out.path
-        stored, files = cache.add_output(path, root)
+        if path.is_dir():
+            stored, files = cache.add_output(path, root)
+        else:
+            digest, size = batch.add_file(path)
+            stored, files = StoredOutput(digest, size, FILE), [("", digest)]
         outs[out.path] = {"hash": stored.hash, "size": stored.size, "kind": stored.kind}
         for inner, digest in files:
             rel = f"{out.path}/{inner}" if inner else out.path

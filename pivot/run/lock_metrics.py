@@ -18,6 +18,11 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)  # the CLI shows warnings; see pivot.cli.main
 
 
+def reads_cache(stage: StageSpec) -> bool:
+    """Whether `lock_metrics` may read `stage`'s outputs from the cache (it has metrics)."""
+    return any(isinstance(art.mark, Metric) for art in stage.outs)
+
+
 def lock_metrics(
     stage: StageSpec, outs: dict[str, dict[str, Any]], old: Lock | None, cache: LocalCache
 ) -> dict[str, dict[str, Any]]:

@@ -27,6 +27,8 @@ from pivot.run.executor import Executor, Outcome
 from pivot.run.lock_metrics import lock_metrics
 from pivot.run.lockfile import Lock, write_lock
 from pivot.run.plan import PENDING, RESTORE, RUN, SKIP, Decision, Planner
+from pivot.run.ready import ReadyQueue
+from pivot.run.recording import Recorder, discard
 
 if TYPE_CHECKING:
     import concurrent.futures as cf
@@ -155,6 +157,8 @@ class Runner:
         self._live: dict[str, tuple[cf.Future, Decision]] = {}
         self._cancelled: dict[str, str] = {}
         self._to_place: list[Decision] = []  # stages run elsewhere whose outputs go here
+        self._recorder = Recorder(ws, self._new_lock)  # stages that ran, recorded in batches
+        self._ready: ReadyQueue | None = None  # the stages that may start, while scheduling
 
     def halt(self) -> None:
         """Start no more stages (callable from any thread): the running ones finish, the
@@ -392,22 +396,27 @@ class Runner:
     def _schedule(
         self, planner: Planner, decisions: dict[str, Decision], done: dict[str, str]
     ) -> None:
-        waiting = [sid for sid in self.graph.order() if sid not in done]
+        order = self.graph.order()
+        self._ready = ReadyQueue(self.graph, order, [s for s in order if s not in done], set(done))
         running: dict[cf.Future, Decision] = {}
-        unrecorded: list[tuple[Decision, Outcome]] = []
+        recorder = self._recorder
         stop = False
         import concurrent.futures as cf
 
         try:
             while True:
                 if not stop and not self._halted:
-                    failed = self._start_ready(planner, decisions, waiting, running, done)
+                    failed = self._start_ready(planner, decisions, running, done)
                     stop = failed and not self.options.keep_going
-                # Written after submitting, so that workers compute while this process syncs.
-                self._record(unrecorded)
+                # Recorded after submitting, so that workers compute while this process
+                # syncs; in batches (see recording.py), the last one when nothing runs.
+                if not running or recorder.due():
+                    recorder.flush()
                 if not running:
                     break
-                finished, _ = cf.wait(running, return_when=cf.FIRST_COMPLETED)
+                finished, _ = cf.wait(
+                    running, timeout=recorder.wait_at_most(), return_when=cf.FIRST_COMPLETED
+                )
                 interrupted = False
                 for future in finished:
                     decision = running.pop(future)
@@ -416,6 +425,7 @@ class Runner:
                         self._live.pop(decision.stage.id, None)
                         reason = self._cancelled.get(decision.stage.id)
                     if reason is not None:
+                        discard(outcome)
                         self._remove_outputs(decision)
                         report = StageReport(decision.stage.id, CANCELLED, outcome.seconds, reason)
                         self._finish(report, done)
@@ -428,22 +438,26 @@ class Runner:
                         continue
                     outcome = self._complete(planner, decision, outcome, done)
                     if outcome.ok:
-                        unrecorded.append((decision, outcome))
+                        recorder.add(decision, outcome)
                     elif not self.options.keep_going or outcome.executor_lost:
                         stop = True
                 if interrupted:  # after the batch: stages that finished are recorded
                     raise KeyboardInterrupt
         except KeyboardInterrupt:
-            self._record(unrecorded)
+            recorder.flush()
             for decision in running.values():
                 self._remove_outputs(decision)
             raise
+        except BaseException:
+            recorder.flush()  # the stages that finished keep their records
+            raise
+        finally:
+            recorder.close()
 
     def _start_ready(
         self,
         planner: Planner,
         decisions: dict[str, Decision],
-        waiting: list[str],
         running: dict[cf.Future, Decision],
         done: dict[str, str],
     ) -> bool:
@@ -451,24 +465,22 @@ class Runner:
         the ones to run while fewer than `jobs` are running (so none starts after a failure
         that stops the run). A stage whose dep is missing fails here; whether one did (then,
         without `keep_going`, nothing else starts)."""
+        assert self._ready is not None
         failed = False
-        for sid in list(waiting):
+        unstarted = []
+        while (sid := self._ready.pop()) is not None:
             ups = self.graph.upstream[sid].values()
             failed_ups = [u for u in ups if done.get(u) in (FAILED, BLOCKED)]
             if failed_ups:
-                waiting.remove(sid)
                 detail = f"upstream {', '.join(failed_ups)} failed"
                 self._finish(StageReport(sid, BLOCKED, detail=detail), done)
-            elif all(u in done for u in ups):
+            else:
                 decision = decisions[sid] = self._redecide(planner, decisions[sid])
                 if decision.action == SKIP:
-                    waiting.remove(sid)
                     self._finish(StageReport(sid, SKIPPED), done)
                 elif decision.action == RESTORE and self._restore(decision):
-                    waiting.remove(sid)
                     self._finish(StageReport(sid, RESTORED), done)
                 elif decision.absent_deps:
-                    waiting.remove(sid)
                     absent = self.graph.absent.get(sid, {})
                     detail = " ".join(
                         absent.get(p, f"Stage {sid} depends on {p}, which does not exist.")
@@ -478,17 +490,19 @@ class Runner:
                         detail, path=decision.absent_deps[0], hint="track-raw-data"
                     )
                     self._finish(StageReport(sid, FAILED, detail=detail, cause=cause), done)
-                    if not self.options.keep_going:
-                        return True
                     failed = True
+                    if not self.options.keep_going:
+                        break
                 elif len(running) < self.jobs:
-                    waiting.remove(sid)
                     decision.action = RUN
                     future = self._submit(decision)
                     running[future] = decision
                     with self._lock:
                         self._live[sid] = (future, decision)
                     self.on_start(sid)
+                else:
+                    unstarted.append(sid)
+        self._ready.put_back(unstarted)
         return failed
 
     def _outcome_of(self, future: cf.Future, decision: Decision) -> Outcome:
@@ -516,9 +530,11 @@ class Runner:
     ) -> Outcome:
         """Report a finished stage; a success whose deps changed meanwhile is a failure."""
         sid = decision.stage.id
+        original = outcome
         if outcome.ok:
             changed = self._deps_changed_since_planned(decision)
             if changed and self._halted:  # watch mode: the change is planned next
+                discard(outcome)
                 self._remove_outputs(decision)
                 reason = f"its input {', '.join(changed)} changed while it ran"
                 self._finish(StageReport(sid, CANCELLED, outcome.seconds, reason), done)
@@ -535,6 +551,7 @@ class Runner:
                     ),
                 )
         if not outcome.ok:
+            discard(original)
             self._remove_outputs(decision)
             failed = StageReport(
                 sid, FAILED, outcome.seconds, outcome.error, outcome.cause, outcome.output
@@ -595,14 +612,6 @@ class Runner:
             if now is None or now.hash != planned:
                 changed.append(path)
         return changed
-
-    def _record(self, unrecorded: list[tuple[Decision, Outcome]]) -> None:
-        """Write run records and locks of finished stages (their blobs are already cached)."""
-        while unrecorded:
-            decision, outcome = unrecorded.pop(0)
-            assert decision.run_key is not None
-            self.ws.runs.put(decision.run_key, outcome.outs)
-            write_lock(self.ws.project.stages_dir, self._new_lock(decision, outcome.outs))
 
     def _place_ran(self) -> None:
         """Check out the outputs of stages that ran on the cluster which this workspace
@@ -684,6 +693,8 @@ class Runner:
 
     def _finish(self, report: StageReport, done: dict[str, str]) -> None:
         done[report.stage_id] = report.status
+        if self._ready is not None:
+            self._ready.settled(report.stage_id, report.status in (FAILED, BLOCKED))
         self.report.stages.append(report)
         self.on_stage(report)
 

@@ -1,0 +1,147 @@
+"""The scheduler's group commit: the stages a run executed are recorded a batch at a time.
+
+A finished stage leaves its output blobs staged (temp files in the cache's tmp folder,
+see `Outcome.staged`). One flush makes the blobs of every stage finished since the last
+flush durable together with their run records and lock files (one round of concurrent
+fsyncs, so the journal commits them together), then publishes them in order: the blobs
+under their hash names, then the run records, then the lock files. A lock file or run
+record is therefore never visible before every blob it names is durable and in the cache;
+a kill between flushes loses only the records of the last stages (they run again), never
+leaves one half-written. A lock that records metric values read from the cache is written
+after the blobs are published, in a second round.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import pathlib
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from pivot import _fs
+from pivot.cache.batch import FSYNC_WORKERS
+from pivot.cache.runs import encode_record
+from pivot.run.lock_metrics import reads_cache
+from pivot.run.lockfile import Lock, lock_path
+
+if TYPE_CHECKING:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from pivot.cache.workspace import Workspace
+    from pivot.run.executor import Outcome
+    from pivot.run.plan import Decision
+
+# A finished stage waits at most this long (while others run) to be recorded, and a batch
+# holds at most this many stages: what a kill of the run can make run again.
+WINDOW = 0.2
+MAX_BATCH = 256
+
+
+class Recorder:
+    """Finished stages waiting to be recorded, and their flush (`new_lock` makes a
+    stage's lock from its decision and outputs)."""
+
+    def __init__(
+        self, ws: Workspace, new_lock: Callable[[Decision, dict[str, dict[str, Any]]], Lock]
+    ) -> None:
+        self.ws = ws
+        self._new_lock = new_lock
+        self._pending: list[tuple[Decision, Outcome]] = []
+        self._since = 0.0
+        self._made: set[pathlib.Path] = set()  # folders of records and locks made so far
+        self._pool: ThreadPoolExecutor | None = None  # fsync threads, kept until `close`
+
+    def add(self, decision: Decision, outcome: Outcome) -> None:
+        """Queue a stage that ran to completion (its run key set)."""
+        if not self._pending:
+            self._since = time.monotonic()
+        self._pending.append((decision, outcome))
+
+    def wait_at_most(self) -> float | None:
+        """Seconds until the oldest queued stage is due (None: nothing queued)."""
+        if not self._pending:
+            return None
+        return max(0.0, self._since + WINDOW - time.monotonic())
+
+    def due(self) -> bool:
+        return bool(self._pending) and (
+            len(self._pending) >= MAX_BATCH or time.monotonic() - self._since >= WINDOW
+        )
+
+    def flush(self) -> None:
+        """Record every queued stage: blobs, run records and locks made durable, then
+        renamed into place in that order."""
+        pending, self._pending = self._pending, []
+        if not pending:
+            return
+        stages_dir = self.ws.project.stages_dir
+        temps: list[tuple[str, pathlib.Path]] = []  # (temp file, its final path)
+        try:
+            with self.ws.cache.batch() as batch:
+                for _, outcome in pending:
+                    for digest, tmp in outcome.staged:
+                        batch.adopt(tmp, digest)
+                    outcome.staged = []
+                for decision, outcome in pending:
+                    assert decision.run_key is not None
+                    path = self.ws.runs.path(decision.run_key)
+                    data = encode_record(outcome.outs)
+                    temps.append((_fs.write_temp(path, data, self._made), path))
+                later = []
+                for decision, outcome in pending:
+                    if reads_cache(decision.stage):
+                        later.append((decision, outcome))
+                        continue
+                    temps.append(self._lock_temp(stages_dir, decision, outcome))
+                batch.commit(sync_also=[tmp for tmp, _ in temps], pool=self._fsyncs())
+            _publish(temps)
+            if later:  # their metric values are read from the blobs published above
+                temps = [self._lock_temp(stages_dir, d, o) for d, o in later]
+                with self.ws.cache.batch() as batch:
+                    batch.commit(sync_also=[tmp for tmp, _ in temps], pool=self._fsyncs())
+                _publish(temps)
+        except BaseException:
+            for _, outcome in pending:
+                discard(outcome)
+            for tmp, _ in temps:
+                _fs.remove_quietly(tmp)
+            raise
+
+    def _fsyncs(self) -> ThreadPoolExecutor:
+        if self._pool is None:
+            from concurrent.futures import ThreadPoolExecutor
+
+            self._pool = ThreadPoolExecutor(FSYNC_WORKERS, thread_name_prefix="pivot-fsync")
+        return self._pool
+
+    def close(self) -> None:
+        """Stop the fsync threads (call once nothing more is flushed: before a fork)."""
+        if self._pool is not None:
+            self._pool.shutdown()
+            self._pool = None
+
+    def _lock_temp(
+        self, stages_dir: pathlib.Path, decision: Decision, outcome: Outcome
+    ) -> tuple[str, pathlib.Path]:
+        lock = self._new_lock(decision, outcome.outs)
+        path = lock_path(stages_dir, lock.stage_id)
+        return _fs.write_temp(path, lock.to_json().encode(), self._made), path
+
+
+def _publish(temps: list[tuple[str, pathlib.Path]]) -> None:
+    """Rename each durable temp file over its final path, in order (a renamed one is
+    dropped from `temps`, so that a failure leaves only the others to remove)."""
+    while temps:
+        tmp, path = temps[0]
+        os.replace(tmp, path)
+        temps.pop(0)
+
+
+def discard(outcome: Outcome) -> None:
+    """Remove the staged blobs of a stage that is not recorded (it failed or was stopped)."""
+    for _, tmp in outcome.staged:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+    outcome.staged = []
