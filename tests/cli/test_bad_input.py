@@ -536,6 +536,10 @@ pipeline.register(count)
     proc = pivot("run", rc=1)
     assert "data.txt changed while the stage ran" in proc.stderr
     assert stage_files(project) == [] and not (project / "n.txt").exists()
+    # Nor is its output cached: the blob it staged is dropped, not left in .pivot/tmp.
+    cached = project / ".pivot" / "cache" / "objects"
+    assert not cached.exists() or [p for p in cached.rglob("*") if p.is_file()] == []
+    assert list((project / ".pivot" / "tmp").glob("blob.*")) == []
 
 
 def test_invalid_stage_names_are_refused(project, pivot) -> None:

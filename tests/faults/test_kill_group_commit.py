@@ -1,0 +1,139 @@
+"""kill -9 of `pivot run` while stages that finished wait for the scheduler's group commit
+(their blobs staged, their run records and lock files not yet written): every lock file
+and run record left behind names blobs that are whole in the cache, none is half-written,
+and the next run records what the kill lost."""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import signal
+import subprocess
+import sys
+import time
+
+from support import PYTHONPATH, PivotCLI, write_files
+
+from pivot.cache.hashing import DIR
+from pivot.cache.objects import LocalCache
+from pivot.cache.runs import RunRecords
+from pivot.run.lockfile import all_locks, read_lock
+
+CHAIN = 24
+
+HEADER = """
+import pathlib
+from typing import Annotated
+
+import pivot
+from pivot.define.loaders import PathOnly, Text
+
+pipeline = pivot.Pipeline("p")
+"""
+
+STAGE = """
+
+def s{i}(src: Annotated[str, pivot.Dep({dep!r}, Text())]) -> Annotated[str, pivot.Out("out_{i}.txt", Text())]:
+    return f"{{int(src) + 1}}\\n"
+
+
+pipeline.register(s{i})
+"""
+
+EXTRA = """
+
+def tree(src: Annotated[str, pivot.Dep("out_3.txt", Text())]) -> Annotated[pathlib.Path, pivot.Out("tree", PathOnly())]:
+    for k in range(5):
+        pathlib.Path("tree/sub").mkdir(parents=True, exist_ok=True)
+        pathlib.Path(f"tree/sub/f{k}.txt").write_text(f"{src.strip()} {k}\\n")
+    return pathlib.Path("tree")
+
+
+def score(src: Annotated[str, pivot.Dep("out_5.txt", Text())]) -> Annotated[dict, pivot.Metric("score.json")]:
+    return {"value": int(src)}
+
+
+pipeline.register(tree)
+pipeline.register(score)
+"""
+
+
+def _pipeline() -> str:
+    text = HEADER
+    for i in range(CHAIN):
+        text += STAGE.format(i=i, dep="seed.txt" if i == 0 else f"out_{i - 1}.txt")
+    return text + EXTRA
+
+
+def _start(root: pathlib.Path) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "pivot", "run", "-j", "1"],
+        cwd=root,
+        env={**os.environ, "PYTHONPATH": PYTHONPATH},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+
+
+def _kill_when_written(proc: subprocess.Popen, path: pathlib.Path) -> bool:
+    """kill -9 the run's process group once `path` exists; False if it finished first."""
+    try:
+        while proc.poll() is None:
+            if path.exists():
+                os.killpg(proc.pid, signal.SIGKILL)
+                return True
+            time.sleep(0.001)
+        return False
+    finally:
+        proc.wait()
+
+
+def _check_recorded(root: pathlib.Path) -> int:
+    """Every lock file and run record parses and names blobs that are whole in the cache
+    (read back verified, tree manifests and their entries too); returns how many locks."""
+    cache = LocalCache(root / ".pivot" / "cache", root / ".pivot" / "tmp")
+
+    def whole(outs: dict) -> None:
+        for out in outs.values():
+            cache.read_bytes(out["hash"])  # raises if absent or not matching its hash
+            if out["kind"] == DIR:
+                for entry in cache.tree(out["hash"]):
+                    cache.read_bytes(entry.hash)
+
+    stages = root / ".pivot" / "stages"
+    locks = 0
+    for stage_id in all_locks(stages):
+        lock = read_lock(stages, stage_id)
+        assert lock is not None
+        whole(lock.outs)
+        locks += 1
+    records = RunRecords(root / ".pivot" / "cache")
+    for key in records.keys():  # noqa: SIM118 (a method of RunRecords, not a dict)
+        outs = records.get(key)
+        assert outs is not None, f"run record {key} is damaged"
+        whole(outs)
+    return locks
+
+
+def test_a_kill_during_the_group_commit_window_leaves_only_whole_records(
+    project: pathlib.Path, pivot: PivotCLI
+):
+    write_files(project, {"seed.txt": "0\n", "pipeline.py": _pipeline()})
+    killed = 0
+    # Kill as stage s3 (then s11, s19) writes its output: the stages before it finished
+    # less than the commit window ago, so some are recorded and some not yet.
+    for i in range(3, CHAIN, 8):
+        if _kill_when_written(_start(project), project / f"out_{i}.txt"):
+            killed += 1
+        _check_recorded(project)
+    assert killed, "every run finished before it could be killed"
+    pivot("run", "-j", "1")
+    assert _check_recorded(project) == CHAIN + 2
+    assert (project / f"out_{CHAIN - 1}.txt").read_text() == f"{CHAIN}\n"
+    assert json.loads((project / "score.json").read_text()) == {"value": 6}
+    lock = json.loads((project / ".pivot" / "stages" / "p" / "score.lock").read_text())
+    assert lock["metrics"]["score.json"] == {"value": 6}
+    assert "Every stage is up to date" in pivot("run").stdout
+    assert list((project / ".pivot" / "tmp").glob("blob.*")) == []
