@@ -198,15 +198,34 @@ class Hasher:
         except FileNotFoundError:
             return None
         if stat.S_ISDIR(st.st_mode):
-            entries = self.tree_entries(rel)
-            manifest = encode_tree(entries)
-            return PathHash(hash_bytes(manifest), sum(e.size for e in entries), DIR)
+            return self.tree_hash(rel)
         return PathHash(self.file_hash(rel, st), st.st_size, FILE)
 
-    def tree_entries(self, rel: str) -> list[TreeEntry]:
-        """Every file under the directory `rel` (links to files count as their target;
-        links to folders are not followed), with one stat call per regular file."""
-        entries = []
+    def tree_hash(self, rel: str) -> PathHash:
+        """The hash of the tree manifest of the directory `rel`, and its total size."""
+        return self.manifest_hash(rel, self.tree_files(rel))
+
+    def manifest_hash(self, rel: str, files: list[tuple[str, os.stat_result]]) -> PathHash:
+        """The hash of the tree manifest of the directory `rel` whose `tree_files` are
+        `files`, each file hashed through the stat cache."""
+        entries = self.tree_entries(rel, files)
+        manifest = encode_tree(entries)
+        return PathHash(hash_bytes(manifest), sum(e.size for e in entries), DIR)
+
+    def tree_entries(
+        self, rel: str, files: list[tuple[str, os.stat_result]] | None = None
+    ) -> list[TreeEntry]:
+        """The manifest entries of the directory `rel` (of `files`, its `tree_files`, if
+        already listed), each file's hash through the stat cache."""
+        return [
+            TreeEntry(inner, self.file_hash(f"{rel}/{inner}", st), st.st_size, file_mode(st))
+            for inner, st in (self.tree_files(rel) if files is None else files)
+        ]
+
+    def tree_files(self, rel: str) -> list[tuple[str, os.stat_result]]:
+        """Every file under the directory `rel` with its stat (links to files count as
+        their target; links to folders are not followed), one stat call per file."""
+        files = []
         folders = [""]  # inner paths ("" is `rel` itself), POSIX
         while folders:
             inner_dir = folders.pop()
@@ -221,10 +240,8 @@ class Hasher:
                     continue
                 if entry.is_symlink():
                     link_target(entry.path, f"The directory {rel}")
-                st = entry.stat()
-                digest = self.file_hash(f"{rel}/{inner}", st)
-                entries.append(TreeEntry(inner, digest, st.st_size, file_mode(st)))
-        return entries
+                files.append((inner, entry.stat()))
+        return files
 
 
 def link_target(link: str, what: str) -> str:

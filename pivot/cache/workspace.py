@@ -14,6 +14,7 @@ from pivot.cache.checkout import LinkMode, checkout, remove_leftovers
 from pivot.cache.hashing import Hasher
 from pivot.cache.objects import LocalCache
 from pivot.cache.runs import RunRecords
+from pivot.cache.snapshot import SnapshotHasher
 from pivot.cache.state import StateDB
 from pivot.errors import PivotError
 from pivot.project import Project
@@ -82,7 +83,7 @@ def workspace_of(project: Project) -> Workspace:
     return Workspace(
         project=project,
         state=state,
-        hasher=Hasher(project.root, state),
+        hasher=SnapshotHasher(project.root, state),
         cache=LocalCache(project.cache_dir, project.tmp_dir),
         runs=RunRecords(project.cache_dir),
     )

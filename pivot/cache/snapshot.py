@@ -1,0 +1,150 @@
+"""Directory snapshots: for each directory whose tree manifest hash was computed, the
+(path, size, mtime, ctime, inode, mode) of every file at that moment, kept in the state db
+with the hash. A later listing whose stats are the same, byte for byte, reuses the hash: one
+`stat` per file and one comparison of two byte strings, instead of a stat-cache lookup, a
+manifest entry, the manifest's encoding and its hash. Any difference, and any snapshot that
+is absent, damaged or not this format, means the full check through the stat cache, after
+which the snapshot is written anew (one sqlite transaction, so never half-written).
+
+Why each field: a same-size rewrite that keeps the mtime (`cp -p`, `tar -x`, `touch -r`)
+still changes the ctime, which no program can set; a file replaced by another changes the
+inode; a chmod changes the ctime and the mode; an added, removed or renamed file changes
+the paths. A directory's own mtime proves nothing about the content of its files (a rewrite
+in place leaves it unchanged), so every file is still stat-ed."""
+
+from __future__ import annotations
+
+import logging
+import os
+import struct
+import time
+from array import array
+from dataclasses import dataclass
+from itertools import chain
+from operator import attrgetter
+from typing import TYPE_CHECKING
+
+import blake3
+
+from pivot.cache.hashing import DIR, Hasher, PathHash
+from pivot.errors import DiskFull
+
+if TYPE_CHECKING:
+    import pathlib
+
+    from pivot.cache.state import StateDB
+
+log = logging.getLogger(__name__)
+
+NAMESPACE = "tree-snapshot"  # the state db's key/value namespace, keyed by directory path
+MAGIC = b"pivot-tree-snapshot-1\n"
+# The manifest hash (raw), the total size, the lengths of the paths and of the stats.
+HEADER = struct.Struct("<32sQQQ")
+CHECKSUM = 32  # BLAKE3 of header + paths + stats, after MAGIC
+FIELDS = 5  # stats per file: size, mtime_ns, ctime_ns, inode, mode
+_FIELDS = attrgetter("st_size", "st_mtime_ns", "st_ctime_ns", "st_ino", "st_mode")
+ITEM = array("q").itemsize
+# A file changed this recently (ctime) may be written again within the same timestamp
+# tick after its stat, unseen by a later stat; a snapshot is not written while the
+# directory holds such a file (2 s covers coarse clocks and 1-2 s file systems).
+RACY_NS = 2_000_000_000
+
+
+@dataclass(frozen=True, slots=True)
+class Listing:
+    """The files of a directory as a snapshot compares them."""
+
+    paths: bytes  # inner POSIX paths joined by NUL, UTF-8 (undecodable bytes kept)
+    stats: bytes  # FIELDS signed 64-bit integers per file, in the order of `paths`
+    newest_ctime: int
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """A directory's listing when its tree manifest had `hash` and total `size`."""
+
+    hash: str
+    size: int
+    paths: bytes
+    stats: bytes
+
+    def matches(self, listing: Listing) -> bool:
+        return self.stats == listing.stats and self.paths == listing.paths
+
+
+def listing(files: list[tuple[str, os.stat_result]]) -> Listing | None:
+    """The listing of `Hasher.tree_files`; None if a value does not fit 64 bits (such a
+    directory is always checked in full)."""
+    paths = "\0".join([inner for inner, _ in files]).encode("utf-8", "surrogateescape")
+    try:
+        stats = array("q", chain.from_iterable(map(_FIELDS, [st for _, st in files])))
+    except OverflowError:
+        return None
+    return Listing(paths, stats.tobytes(), max(stats[2::FIELDS], default=0))
+
+
+def encode(snapshot: Snapshot) -> bytes:
+    body = (
+        HEADER.pack(
+            bytes.fromhex(snapshot.hash), snapshot.size, len(snapshot.paths), len(snapshot.stats)
+        )
+        + snapshot.paths
+        + snapshot.stats
+    )
+    return MAGIC + blake3.blake3(body).digest() + body
+
+
+def decode(blob: bytes) -> Snapshot | None:
+    """The snapshot `blob` holds, or None if it is not an intact one of this format (the
+    caller then checks the directory in full)."""
+    start = len(MAGIC) + CHECKSUM
+    if len(blob) < start + HEADER.size or not blob.startswith(MAGIC):
+        return None
+    body = memoryview(blob)[start:]
+    if blake3.blake3(body).digest() != blob[len(MAGIC) : start]:
+        return None
+    digest, size, paths_len, stats_len = HEADER.unpack_from(body)
+    if HEADER.size + paths_len + stats_len != len(body) or stats_len % (FIELDS * ITEM):
+        return None
+    paths = bytes(body[HEADER.size : HEADER.size + paths_len])
+    stats = bytes(body[HEADER.size + paths_len :])
+    files = stats_len // (FIELDS * ITEM)
+    if (paths.count(b"\0") + 1 if paths else 0) != files:
+        return None
+    return Snapshot(digest.hex(), size, paths, stats)
+
+
+def load(state: StateDB, rel: str) -> Snapshot | None:
+    blob = state.get(NAMESPACE, rel)
+    return decode(blob) if isinstance(blob, bytes) else None
+
+
+def save(state: StateDB, rel: str, snapshot: Snapshot) -> None:
+    """Store the snapshot of `rel` (a disk too full for it only costs the next command a
+    full check)."""
+    try:
+        state.put(NAMESPACE, rel, encode(snapshot))
+    except DiskFull as exc:
+        log.debug(f"No snapshot of {rel}: {exc}")
+
+
+class SnapshotHasher(Hasher):
+    """A `Hasher` that settles a directory by its snapshot when the files' stats match."""
+
+    def __init__(self, root: pathlib.Path, state: StateDB, racy_ns: int = RACY_NS) -> None:
+        super().__init__(root, state)
+        self.state = state
+        self.racy_ns = racy_ns
+
+    def tree_hash(self, rel: str) -> PathHash:
+        started = time.time_ns()
+        files = self.tree_files(rel)
+        current = listing(files)
+        if current is not None:
+            known = load(self.state, rel)
+            if known is not None and known.matches(current):
+                return PathHash(known.hash, known.size, DIR)
+        found = self.manifest_hash(rel, files)
+        if current is not None and current.newest_ctime < started - self.racy_ns:
+            save(self.state, rel, Snapshot(found.hash, found.size, current.paths, current.stats))
+        return found
