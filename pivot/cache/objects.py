@@ -35,6 +35,13 @@ from pivot.project import safe_relpath
 if TYPE_CHECKING:
     from collections.abc import Iterable
 
+# A directory output of at least this many files keeps its small ones in local packs
+# (`folder_packs.store_files`, as `track` stores a folder): creating a file per blob is what
+# storing costs at that size. Smaller outputs stay loose, so that `--link hardlink/symlink`
+# checkouts share every file; a packed blob is placed as a copy, as the small blobs a pull
+# fetched are.
+PACKED_TREE = 1000
+
 
 @dataclass(frozen=True, slots=True)
 class StoredOutput:
@@ -152,8 +159,9 @@ class LocalCache:
         """Store a file or directory output of the project at `root`; returns it and
         (relative file, hash) pairs. A symbolic link in a directory output is stored as the
         file it points to, which must be inside the project (else its content would be
-        pushed): a dangling one, or one pointing outside, is an error. With `packed`, the
-        small files of a directory go into local packs (`folder_packs.py`)."""
+        pushed): a dangling one, or one pointing outside, is an error. With `packed`, or
+        for a directory of PACKED_TREE files or more, its small files go into local packs
+        (`folder_packs.py`)."""
         if not path.is_dir():
             digest, size = self.add_file(path)
             return StoredOutput(digest, size, FILE), [("", digest)]
@@ -176,7 +184,7 @@ class LocalCache:
                         path=full,
                     )
         with self.batch() as batch:
-            if packed:
+            if packed or len(found) >= PACKED_TREE:
                 from pivot.cache.folder_packs import store_files
 
                 stored = store_files(batch, found)
