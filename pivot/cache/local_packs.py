@@ -4,6 +4,8 @@ A fetch stores the small blobs of each range it reads from a remote pack as one 
 pack (the stored bytes as fetched, zstd or raw, each blob verified before) instead of a
 file per blob: on the filesystems where creating a file is the dominant cost, a pull of
 10,000 small files then creates 10,000 files (the workspace copies), not 20,000.
+`track` of a folder, and storing a directory output of many files, pack their small files
+the same way, raw (`folder_packs.py`).
 
 A pack becomes visible when its index file appears; the index is renamed into place only
 after the pack itself, and both are durable first (see `CacheBatch.commit`). The index is
