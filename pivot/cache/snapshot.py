@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import os
 import struct
+import threading
 import time
 from array import array
 from dataclasses import dataclass
@@ -135,16 +136,21 @@ class SnapshotHasher(Hasher):
         super().__init__(root, state)
         self.state = state
         self.racy_ns = racy_ns
+        self._lock = threading.Lock()  # pull places outputs from several threads
 
     def tree_hash(self, rel: str) -> PathHash:
         started = time.time_ns()
         files = self.tree_files(rel)
         current = listing(files)
         if current is not None:
-            known = load(self.state, rel)
+            with self._lock:
+                known = load(self.state, rel)
             if known is not None and known.matches(current):
                 return PathHash(known.hash, known.size, DIR)
         found = self.manifest_hash(rel, files)
         if current is not None and current.newest_ctime < started - self.racy_ns:
-            save(self.state, rel, Snapshot(found.hash, found.size, current.paths, current.stats))
+            with self._lock:
+                save(
+                    self.state, rel, Snapshot(found.hash, found.size, current.paths, current.stats)
+                )
         return found
