@@ -7,11 +7,11 @@ from __future__ import annotations
 import os
 import time
 
+from support import executions, write_files
 from test_dir_output_rewrite import PIPELINE
 
 from pivot.cache import snapshot
 from pivot.cache.state import StateDB
-from support import executions, write_files
 
 
 def _snapshot(project) -> snapshot.Snapshot | None:
