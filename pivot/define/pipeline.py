@@ -76,12 +76,12 @@ class Pipeline:
             out_marks,
             single,
             params,
-            resources=_resources(resources, where),
+            resources=checked_resources(resources, where),
         )
         return func
 
 
-def _resources(resources: Any, where: str) -> dict[str, float | str]:
+def checked_resources(resources: Any, where: str) -> dict[str, float | str]:
     """`resources` checked: names mapped to positive numbers or sizes such as "8GB"."""
     if resources is None:
         return {}

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from pivot.define.loaders import PathOnly
-from pivot.define.pipeline import Pipeline, Registration, check_name
+from pivot.define.pipeline import Pipeline, Registration, check_name, checked_resources
 from pivot.define.stage import GLOB, LIST, PARAMS_ARG, Artifact, Dep, Out, StageSpec, is_glob
 from pivot.errors import DefinitionError, PivotError
 from pivot.project import Project, safe_relpath
@@ -24,7 +24,7 @@ PIPELINE_PY = "pipeline.py"
 PIVOT_YAML = "pivot.yaml"
 PIPELINE_FILES = (PIPELINE_PY, PIVOT_YAML)
 YAML_PIPELINE_KEYS = {"name", "stages"}
-YAML_STAGE_KEYS = {"python", "deps", "outs", "params"}
+YAML_STAGE_KEYS = {"python", "deps", "outs", "params", "resources"}
 
 
 @dataclass
@@ -177,14 +177,27 @@ def _load_yaml(file: pathlib.Path) -> Pipeline:
         params = body.get("params")
         if params is not None:
             yaml_file.check(params, dict, (*at, "params"), f"`params` of {what}", "a mapping")
+        resources = body.get("resources")
+        if resources is not None:
+            yaml_file.check(
+                resources, dict, (*at, "resources"), f"`resources` of {what}", "a mapping"
+            )
         where = f"{yaml_file.where(at)}: {what}"
+        resources = checked_resources(resources, where)
         func = _import_function(dotted, where)
         if isinstance(outs, str):
             outs = {"": outs}
         if has_markers(func):
-            pipeline.register(func, name=str(stage_name), params=params, deps=deps, outs=outs)
+            pipeline.register(
+                func,
+                name=str(stage_name),
+                params=params,
+                deps=deps,
+                outs=outs,
+                resources=resources,
+            )
         else:
-            _register_plain(pipeline, func, str(stage_name), params, deps, outs, where)
+            _register_plain(pipeline, func, str(stage_name), params, deps, outs, where, resources)
     return pipeline
 
 
@@ -262,6 +275,7 @@ def _register_plain(
     deps: dict[str, str],
     outs: dict[str, str],
     where: str,
+    resources: dict[str, float | str],
 ) -> None:
     """A plain function named in a pivot.yaml: each dep and out is passed by its key as a
     path (as `PathOnly` does), and the function writes its outs itself."""
@@ -305,6 +319,7 @@ def _register_plain(
         False,
         params,
         outs_as_args=True,
+        resources=resources,
     )
 
 

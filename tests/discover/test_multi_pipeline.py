@@ -172,6 +172,18 @@ def test_yaml_unknown_function_and_key(project, pivot) -> None:
     assert "unknown key 'cmd'" in proc.stderr and "pivot.yaml" in proc.stderr
 
 
+def test_yaml_bad_resources(project, pivot) -> None:
+    write_files(project, {"y/stages.py": "def real(out):\n    pass\n"})
+    body = "stages:\n  s:\n    python: stages.real\n    outs: {out: o.txt}\n    resources: %s\n"
+    (project / "y/pivot.yaml").write_text(body % "[GPU]")
+    proc = pivot("run", cwd="y", rc=1)
+    assert "pivot.yaml, line 5: `resources` of stage 's' must be a mapping" in proc.stderr
+    (project / "y/pivot.yaml").write_text(body % "{GPU: -1}")
+    proc = pivot("run", cwd="y", rc=1)
+    assert "pivot.yaml, line 2: stage 's'" in proc.stderr and "'GPU'" in proc.stderr
+    assert "positive number" in proc.stderr and "Traceback" not in proc.stderr
+
+
 def test_pipeline_py_and_pivot_yaml_in_one_directory(project, pivot) -> None:
     write_files(project, {"d/pipeline.py": producer("d", "x.txt"), "d/pivot.yaml": "stages: {}\n"})
     proc = pivot("run", cwd="d", rc=1)

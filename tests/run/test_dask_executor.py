@@ -302,6 +302,52 @@ def test_failures_resources_and_keep_going(project, seaweedfs, cluster):
     assert len(cluster.all_tasks()) == tasks
 
 
+def test_resources_from_pivot_yaml(project, seaweedfs, cluster):
+    """`resources:` in a pivot.yaml, for an annotated and a plain function, as from
+    `register(..., resources=...)`: GPU=1 runs only on worker0, which offers it."""
+    write_files(
+        project,
+        {
+            "stages.py": """
+            import os
+            from typing import Annotated
+            from pivot import Out, loaders
+
+            def annotated() -> Annotated[str, Out("a.txt", loaders.Text())]:
+                return os.getcwd()
+
+            def plain(out):
+                with open(out, "w") as f:
+                    f.write(os.getcwd())
+            """,
+            "pivot.yaml": """
+            name: y
+            stages:
+              annotated:
+                python: stages.annotated
+                resources: {GPU: 1}
+              plain:
+                python: stages.plain
+                outs: {out: p.txt}
+                resources: {GPU: 1}
+            """,
+        },
+    )
+    _configure(project, seaweedfs, cluster)
+    pivot = PivotCLI(project)
+    pivot("run")
+    for name in ("a.txt", "p.txt"):
+        assert (project / name).read_text().startswith(str(cluster.worker_dirs[0])), name
+
+    text = (project / "pivot.yaml").read_text().replace("{GPU: 1}\n", "{GPU: 1, memory: 1TB}\n", 1)
+    (project / "pivot.yaml").write_text(text)
+    tasks = len(cluster.all_tasks())
+    result = pivot("run", "--force", rc=1)
+    assert "y/annotated" in result.stderr and "memory=1TB" in result.stderr
+    assert "Nothing was submitted" in result.stderr and "Traceback" not in result.stderr
+    assert len(cluster.all_tasks()) == tasks
+
+
 def test_no_reachable_remote_is_an_error_before_submitting(project, seaweedfs, cluster):
     write_files(
         project,
