@@ -130,6 +130,8 @@ class TransferSummary:
     missing_runs: list[str] = field(default_factory=list)
     damaged: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    # Where the blobs a push sent now lie on the remote (hash -> location).
+    stored: dict[str, PackedBlob] = field(default_factory=dict, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     def add(self, **counts: int) -> None:
@@ -138,7 +140,9 @@ class TransferSummary:
                 setattr(self, key, getattr(self, key) + value)
 
     def to_dict(self) -> dict[str, Any]:
-        data = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "_lock"}
+        data = {
+            f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("_lock", "stored")
+        }
         data["missing"] = list(self.missing)
         data["missing_runs"] = list(self.missing_runs)
         data["damaged"] = list(self.damaged)
@@ -260,11 +264,14 @@ def push_outputs(
     jobs: int | None = None,
     progress: Progress | None = None,
     known_records: dict[str, bytes] | None = None,
+    contents: RemoteContents | None = None,
 ) -> TransferSummary:
     """Send the blobs of `outputs` and the run records `run_keys` the remote lacks.
 
-    A record missing from the local cache is taken from `known_records` (encoded from a
-    lock file). A run record is sent only when every blob it names is on the remote
+    `contents` is what the caller knows the remote holds: given, the remote is not listed
+    and whatever it does not name is sent (a blob already there is sent again, which is
+    harmless). A record missing from the local cache is taken from `known_records`
+    (encoded from a lock file). A run record is sent only when every blob it names is on the remote
     afterwards. Blobs absent both locally and on the remote are listed in
     `summary.missing`. A local blob found damaged is set aside and not sent; everything
     else is, the index names what was stored, and then DamagedBlob is raised.
@@ -278,19 +285,25 @@ def push_outputs(
         # Indexes are immutable: when the cached ones already list everything, the remote
         # holds it, and a no-op push needs no request at all. The memo says so without
         # decoding the indexes and manifests, else they are checked (and the memo fed).
-        memo = HeldMemo(ctx.state, ctx.index.tag)
-        held = memo.held(outputs, run_keys, set(ctx.index.cached_ids()))
-        if held is None:
-            cached = ctx.index.load()
-            held = _held_by(ctx.cache, cached, outputs, run_keys, trees)
-            if held is not None:
-                memo.record(cached, outputs, run_keys, trees)
+        # What a caller says the remote holds (`contents`) is checked as given and not
+        # remembered: the memo vouches only through the cached indexes.
+        memo = None if contents is not None else HeldMemo(ctx.state, ctx.index.tag)
+        if memo is None:
+            held = _held_by(ctx.cache, contents, outputs, run_keys, trees)
+        else:
+            held = memo.held(outputs, run_keys, set(ctx.index.cached_ids()))
+            if held is None:
+                cached = ctx.index.load()
+                held = _held_by(ctx.cache, cached, outputs, run_keys, trees)
+                if held is not None:
+                    memo.record(cached, outputs, run_keys, trees)
         if held is not None:
             summary.up_to_date = held
             summary.seconds = time.perf_counter() - started
             return summary
         remote.create_folder()
-        contents = ctx.index.refresh(ctx.jobs)
+        if contents is None:
+            contents = ctx.index.refresh(ctx.jobs)
         damaged = summary.damaged
         wanted, unavailable = _expand(ctx.cache, outputs, contents, trees, damaged)
         pending: list[tuple[str, bytes, dict[str, None]]] = []
@@ -332,7 +345,8 @@ def push_outputs(
         )
         if send or records:
             summary.runs = _Pusher(ctx, summary, contents).run(send, local, records)
-        memo.record(contents, outputs, run_keys, trees)
+        if memo is not None:
+            memo.record(contents, outputs, run_keys, trees)
     finally:
         ctx.close()
     summary.seconds = time.perf_counter() - started
@@ -490,6 +504,8 @@ class _Pusher:
         sent = len(info.blobs)
         raw = sum(entry.size for entry in info.blobs)
         self.summary.add(blobs=sent, raw_bytes=raw, bytes_sent=stored, packs=1)
+        with self.summary._lock:
+            self.summary.stored.update((entry.hash, entry) for entry in info.blobs)
         self.ctx.progress.advance(len(task.digests), task.raw)
         return info
 
@@ -564,17 +580,21 @@ def fetch_outputs(
     run_keys: Iterable[str] = (),
     jobs: int | None = None,
     progress: Progress | None = None,
+    contents: RemoteContents | None = None,
 ) -> TransferSummary:
     """Bring the blobs of `outputs` (and of the run records `run_keys`) into the cache.
 
-    Run records found on the remote are stored locally. Blobs the remote does not hold
-    are listed in `summary.missing`, unknown run keys in `summary.missing_runs`.
+    `contents` is what the caller knows the remote holds (where its blobs lie): given, the
+    remote is not listed. Run records found on the remote are stored locally. Blobs the
+    remote does not hold are listed in `summary.missing`, unknown run keys in
+    `summary.missing_runs`.
     """
     started = time.perf_counter()
     ctx = _Context(project, remote, jobs, progress)
     summary = TransferSummary("fetch", remote.display)
     try:
-        contents = ctx.index.refresh(ctx.jobs)
+        if contents is None:
+            contents = ctx.index.refresh(ctx.jobs)
         outputs = list(outputs)
         for key in dict.fromkeys(run_keys):
             data = ctx.runs.get_bytes(key)

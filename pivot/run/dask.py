@@ -68,6 +68,9 @@ class DaskExecutor:
         self.retries = retries
         self._outputs = {out.path for stage in stages.values() for out in stage.outs}
         self._on_remote: set[str] = set()  # blobs known to be on the remote
+        # Output hash -> where its blobs lie on the remote (told by workers, or pushed here).
+        self._locations: dict[str, dict[str, Any]] = {}
+        self._pushed: dict[str, Any] = {}  # blob -> location, of what this process pushed
         self._bundle: str | None = None
         self._lock = threading.Lock()
         self._futures: dict[Any, cf.Future[Outcome]] = {}
@@ -135,7 +138,9 @@ class DaskExecutor:
             if self._futures.pop(future, None) is None:
                 return  # cancelled by shutdown
         if future.status == "finished":
-            result.set_result(future.result())
+            outcome: Outcome = future.result()
+            self._locations.update(outcome.locations)
+            result.set_result(outcome)
             return
         if future.status == "cancelled":
             result.set_result(_interrupted(task.stage_id))
@@ -168,7 +173,11 @@ class DaskExecutor:
             from pivot.run.bundle import build_bundle
 
             self._bundle = build_bundle(self.ws, self._outputs)
-        self._ensure_on_remote([(self._bundle, DIR), *deps.values()], deps)
+        needed = [(self._bundle, DIR), *deps.values()]
+        self._ensure_on_remote(needed, deps)
+        locations: dict[str, Any] = {}
+        for digest, kind in needed:
+            locations.update(self._where(digest, kind))
         url, name, options = self._remote_spec
         return Task(
             stage_id=stage.id,
@@ -181,7 +190,24 @@ class DaskExecutor:
             remote_url=url,
             remote_name=name,
             remote_options=options,
+            locations=locations,
         )
+
+    def _where(self, digest: str, kind: str) -> dict[str, Any]:
+        """Where the blobs of an output lie on the remote, if this process knows them all
+        (else the worker lists the remote to find them)."""
+        if digest not in self._locations:
+            blobs = [digest]
+            if kind == DIR:
+                if not self.ws.cache.has(digest):
+                    return {}
+                blobs += [entry.hash for entry in self.ws.cache.tree(digest)]
+            listed = self.remote.contents().blobs
+            found = {b: self._pushed.get(b) or listed.get(b) for b in blobs}
+            if not all(found.values()):
+                return {}
+            self._locations[digest] = found
+        return self._locations[digest]
 
     def _kind(self, path: str, digest: str) -> str:
         known = self.planner.known.get(path)
@@ -221,6 +247,7 @@ class DaskExecutor:
                 missing=tuple(summary.missing),
             )
         self._on_remote.update(digest for digest, _ in wanted)
+        self._pushed.update(summary.stored)
 
     def note_on_remote(self, outs: dict[str, dict[str, Any]]) -> None:
         """Outputs a worker pushed: their blobs need no upload for downstream stages."""

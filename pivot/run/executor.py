@@ -39,6 +39,9 @@ class Outcome:
     # Blobs of the outputs left staged, not yet in the cache: (hash, temp file) pairs the
     # scheduler commits with the run record and lock file (its group commit).
     staged: list[tuple[str, str]] = field(default_factory=list)
+    # Output hash -> where its blobs lie on the remote (hash -> PackedBlob), when a
+    # cluster worker pushed them.
+    locations: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 class Executor(Protocol):

@@ -89,10 +89,15 @@ def run_child(request_file: str, log_file: str) -> None:
 
 def serve() -> None:
     """Answer requests on stdin until it closes (the worker went away)."""
-    from pivot.run import local  # imported once, for every child
+    # Imported once here, for every child: what loading a pipeline, checking its
+    # fingerprint and running a stage use (a child importing them paid ~50 ms per stage).
+    from pivot import fingerprint
+    from pivot.discover import loading
+    from pivot.fingerprint import source_imports
+    from pivot.run import local
     from pivot.run.local import die_with_parent
 
-    del local
+    del fingerprint, loading, local, source_imports
     die_with_parent(os.getppid())
     for line in sys.stdin:
         request = json.loads(line)

@@ -31,6 +31,8 @@ from pivot.errors import PivotError
 from pivot.run.executor import Outcome
 
 OUTPUT_TAIL = 4000  # characters of the stage's output sent back
+UNLISTED_PUSH = 8 << 20  # outputs up to this size are pushed without listing the remote
+MAX_LOCATIONS = 10_000  # blobs of one output whose locations go back to the coordinator
 CANCEL_POLL = 0.5  # seconds between checks for a cancelled run
 
 
@@ -49,6 +51,9 @@ class Task:
     remote_url: str
     remote_name: str | None
     remote_options: dict[str, Any] = field(default_factory=dict)
+    # Where blobs of the bundle and deps lie on the remote (hash -> PackedBlob), as far
+    # as the coordinator knows: the worker reads them without listing the remote.
+    locations: dict[str, Any] = field(default_factory=dict)
 
 
 def worker_dir() -> pathlib.Path:
@@ -71,18 +76,20 @@ def run_task(task: Task, cancelled: Callable[[], bool] = lambda: False) -> Outco
     worker (never an exception: those are left to the executor for Pivot's own bugs)."""
     where = f"{socket.gethostname()}:{os.getpid()}"
     base = worker_dir()
+    started = time.time()
     start = time.perf_counter()
     try:
         home = _home(base)
-        remote = _open_remote(task, home.root)
-        fetched = _fetch(task, home, remote)
+        opened = _open_remote(task, home.root)
+        fetched = _fetch(task, home, opened)
         times = {"fetch": time.perf_counter() - start}
         outcome = _run_in_scratch(task, home, base, cancelled)
         times["run"] = time.perf_counter() - start - times["fetch"]
+        pushed = {"push_listed": False}
         if outcome.ok:
-            _push(task, home, remote, outcome)
+            pushed = _push(task, home, opened, outcome)
         times["push"] = time.perf_counter() - start - times["fetch"] - times["run"]
-        _log(base, task, fetched, outcome, times)
+        _log(base, task, {**fetched, **pushed, "started": round(started, 3)}, outcome, times)
     except PivotError as exc:
         outcome = Outcome(
             task.stage_id, False, error=f"Stage {task.stage_id} failed on worker {where}: {exc}"
@@ -93,27 +100,57 @@ def run_task(task: Task, cancelled: Callable[[], bool] = lambda: False) -> Outco
     return outcome
 
 
-_REMOTES: dict[str, Any] = {}  # opened remotes, kept by the worker process across tasks
+class _Opened:
+    """A remote as this worker process keeps it across tasks: the store (its client, e.g.
+    boto3's, made once) and where the worker knows blobs lie on it (named by tasks, pushed
+    here, or read from its indexes), so that most tasks need no listing of the remote."""
+
+    def __init__(self, remote: Any) -> None:
+        from pivot.remote.index_cache import RemoteContents
+
+        self.remote = remote
+        self.known = RemoteContents()
+        self._lock = threading.Lock()
+
+    def learn(self, locations: dict[str, Any]) -> None:
+        with self._lock:
+            for digest, location in locations.items():
+                self.known.blobs.setdefault(digest, location)
+
+    def refresh(self, home) -> Any:
+        """List the remote (reading only the indexes not cached yet): what it holds now
+        replaces what the worker knew, which fills in only what the listing lacks."""
+        from pivot.remote.transfer import remote_contents
+
+        contents = remote_contents(home, self.remote)
+        with self._lock:
+            for digest, location in self.known.blobs.items():
+                contents.blobs.setdefault(digest, location)
+            self.known = contents
+        return contents
+
+
+_REMOTES: dict[str, _Opened] = {}  # kept by the worker process across tasks
 _REMOTES_LOCK = threading.Lock()
 
 
-def _open_remote(task: Task, base: pathlib.Path):
-    """The task's remote, opened once per worker process (its client, e.g. boto3's, is
-    created on first use and then shared by the tasks)."""
+def _open_remote(task: Task, base: pathlib.Path) -> _Opened:
+    """The task's remote, opened once per worker process."""
     from pivot.remote.stores import open_remote
 
     key = json.dumps([task.remote_url, task.remote_name, task.remote_options], sort_keys=True)
     with _REMOTES_LOCK:
         if key not in _REMOTES:
             name = task.remote_name or "remote"
-            _REMOTES[key] = open_remote(
-                task.remote_url, name=name, options=task.remote_options, base=base
+            _REMOTES[key] = _Opened(
+                open_remote(task.remote_url, name=name, options=task.remote_options, base=base)
             )
         return _REMOTES[key]
 
 
-def _fetch(task: Task, home, remote) -> dict[str, Any]:
-    """Bring the bundle and the deps into the worker's cache (what it lacks only)."""
+def _fetch(task: Task, home, opened: _Opened) -> dict[str, Any]:
+    """Bring the bundle and the deps into the worker's cache (what it lacks only): from
+    the locations the task names without listing the remote, else after a listing."""
     from pivot.cache.hashing import DIR
     from pivot.cache.objects import LocalCache
     from pivot.errors import RemoteIncomplete
@@ -123,8 +160,19 @@ def _fetch(task: Task, home, remote) -> dict[str, Any]:
     wanted = [(task.bundle, DIR), *task.deps.values()]
     missing = [output for output in dict.fromkeys(wanted) if cache.missing(*output)]
     if not missing:
-        return {"outputs": [], "blobs": 0, "bytes": 0}
-    summary = fetch_outputs(home, remote, missing)
+        return {"outputs": [], "blobs": 0, "bytes": 0, "fetch_listed": False}
+    opened.learn(task.locations)
+    remote = opened.remote
+    summaries = []
+    if all(digest in opened.known.blobs for digest, _ in missing):
+        # A failure (e.g. a pack merged away by a remote gc since) falls back to a listing.
+        with contextlib.suppress(PivotError):
+            summaries.append(fetch_outputs(home, remote, missing, contents=opened.known))
+    listed = not summaries or bool(summaries[0].missing)
+    if listed:
+        contents = opened.refresh(home)
+        summaries.append(fetch_outputs(home, remote, missing, contents=contents))
+    summary = summaries[-1]
     if summary.missing:
         raise RemoteIncomplete(
             f"the remote {remote.display} lacks {len(summary.missing)} blob(s) the stage "
@@ -133,8 +181,12 @@ def _fetch(task: Task, home, remote) -> dict[str, Any]:
             display=remote.display,
             missing=tuple(summary.missing),
         )
-    fetched = [digest for digest, _ in missing]
-    return {"outputs": fetched, "blobs": summary.blobs, "bytes": summary.bytes_received}
+    return {
+        "outputs": [digest for digest, _ in missing],
+        "blobs": sum(s.blobs for s in summaries),
+        "bytes": sum(s.bytes_received for s in summaries),
+        "fetch_listed": listed,
+    }
 
 
 def _run_in_scratch(task: Task, home, base: pathlib.Path, cancelled: Callable[[], bool]) -> Outcome:
@@ -298,16 +350,24 @@ def _tail(log: pathlib.Path) -> str:
         return f.read().decode("utf-8", "replace")
 
 
-def _push(task: Task, home, remote, outcome: Outcome) -> None:
+def _push(task: Task, home, opened: _Opened, outcome: Outcome) -> dict[str, Any]:
     """Send the outputs and the run record to the remote (the coordinator writes its own
-    lock and record; the remote's record lets any clone restore the stage)."""
+    lock and record; the remote's record lets any clone restore the stage), and note in
+    the outcome where their blobs lie, for the tasks that read them.
+
+    Outputs of up to `UNLISTED_PUSH` bytes are sent without listing the remote first:
+    sending again a blob that is already there costs less than the listing."""
+    from pivot.cache.objects import LocalCache
     from pivot.cache.runs import RunRecords
     from pivot.errors import RemoteIncomplete
     from pivot.remote.transfer import push_outputs
 
+    remote = opened.remote
     RunRecords(home.cache_dir).put(task.run_key, outcome.outs)
     outputs = [(o["hash"], o["kind"]) for o in outcome.outs.values()]
-    summary = push_outputs(home, remote, outputs, [task.run_key])
+    small = sum(o.get("size", 0) for o in outcome.outs.values()) <= UNLISTED_PUSH
+    known = opened.known if small else None
+    summary = push_outputs(home, remote, outputs, [task.run_key], contents=known)
     if summary.missing or summary.missing_runs:
         raise RemoteIncomplete(
             f"the outputs could not all be pushed to {remote.display}.",
@@ -315,23 +375,45 @@ def _push(task: Task, home, remote, outcome: Outcome) -> None:
             display=remote.display,
             missing=tuple(summary.missing),
         )
+    opened.learn(summary.stored)
+    outcome.locations = _locations(LocalCache(home.cache_dir, home.tmp_dir), outputs, opened)
+    return {"push_listed": not small}
+
+
+def _locations(cache, outputs: list[tuple[str, str]], opened: _Opened) -> dict[str, dict]:
+    """Output hash -> where each of its blobs lies on the remote, for outputs whose blobs
+    the worker knows all of (and has at most `MAX_LOCATIONS`)."""
+    from pivot.cache.hashing import DIR
+
+    found = {}
+    known = opened.known.blobs
+    for digest, kind in outputs:
+        blobs = [digest]
+        if kind == DIR:
+            blobs += [entry.hash for entry in cache.tree(digest)]
+        if len(blobs) <= MAX_LOCATIONS and all(b in known for b in blobs):
+            found[digest] = {b: known[b] for b in blobs}
+    return found
 
 
 def _log(
     base: pathlib.Path,
     task: Task,
-    fetched: dict[str, Any],
+    facts: dict[str, Any],
     outcome: Outcome,
     times: dict[str, float],
 ) -> None:
-    """One JSON line per task in `tasks.log`: what was fetched, how it ended."""
+    """One JSON line per task in `tasks.log`: what was fetched, how it ended, its times."""
     line = {
         "stage": task.stage_id,
         "run_key": task.run_key,
-        "fetched": fetched["outputs"],  # hashes of the bundle and deps fetched
-        "fetched_blobs": fetched["blobs"],
-        "fetched_bytes": fetched["bytes"],
+        "fetched": facts["outputs"],  # hashes of the bundle and deps fetched
+        "fetched_blobs": facts["blobs"],
+        "fetched_bytes": facts["bytes"],
+        "fetch_listed": facts["fetch_listed"],  # whether the remote was listed
+        "push_listed": facts["push_listed"],
         "ok": outcome.ok,
+        "started": facts["started"],
         "ended": round(time.time(), 3),
         "stage_seconds": round(outcome.seconds, 4),
         **{f"{step}_seconds": round(took, 4) for step, took in times.items()},
