@@ -187,6 +187,7 @@ class DaskExecutor:
             fingerprint=decision.fingerprint,
             run_key=decision.run_key,
             project_root=str(self.ws.project.root),
+            run_id=self._cancel_name,
             remote_url=url,
             remote_name=name,
             remote_options=options,

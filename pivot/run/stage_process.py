@@ -8,6 +8,11 @@ pickled to the file the request names. The server answers `{"pid": N}` when the 
 starts and `{"status": S}` (a wait status) when it ends; it dies with its worker, and
 each child with the server. Forking from a server that never ran a stage gives each stage
 a clean process without paying for an interpreter start and Pivot's imports.
+
+Like the local executor, which imports the pipelines once per run before it forks its
+workers, the server imports a pipeline file once per run (and scratch folder: the worker
+gives one server the same folder for every task, laid out afresh each time) and forks
+the children of its stages from there.
 """
 
 from __future__ import annotations
@@ -17,8 +22,12 @@ import os
 import pathlib
 import pickle
 import sys
+from typing import TYPE_CHECKING
 
 from pivot.run.executor import Outcome
+
+if TYPE_CHECKING:
+    from pivot.discover.loading import LoadedPipeline
 
 
 def fingerprint_difference(planned: dict[str, str], here: dict[str, str]) -> list[str]:
@@ -30,18 +39,27 @@ def fingerprint_difference(planned: dict[str, str], here: dict[str, str]) -> lis
     ]
 
 
-def run(request: dict) -> Outcome:
+def load(request: dict) -> LoadedPipeline:
+    """The request's pipeline file, imported in this process."""
     from pivot.discover.loading import load_file
+    from pivot.project import Project
+
+    root = pathlib.Path(request["root"])
+    return load_file(Project(root), root / request["source"])
+
+
+def run(request: dict, loaded: LoadedPipeline | None = None) -> Outcome:
+    """Run the requested stage of `loaded` (its pipeline file, when the server imported it
+    already), after checking its code fingerprint here."""
     from pivot.errors import PivotError
     from pivot.fingerprint import fingerprint
-    from pivot.project import Project
     from pivot.run import local
 
     root = pathlib.Path(request["root"])
     stage_id = request["stage_id"]
-    project = Project(root)
     try:
-        loaded = load_file(project, root / request["source"])
+        if loaded is None:
+            loaded = load(request)
         stage = loaded.stages.get(stage_id.rpartition("/")[2])
         if stage is None or stage.id != stage_id:
             raise PivotError(f"{request['source']} does not define the stage {stage_id} here.")
@@ -64,7 +82,7 @@ def run(request: dict) -> Outcome:
     return local.execute_here(stage_id, root, request["cache_dir"], request["tmp_dir"])
 
 
-def run_child(request_file: str, log_file: str) -> None:
+def run_child(request: dict, log_file: str, loaded: LoadedPipeline | None) -> None:
     """In the forked child: own process group, output to the log, run, save, exit (through
     SystemExit, so that the interpreter flushes what the stage printed)."""
     code = 1
@@ -77,8 +95,7 @@ def run_child(request_file: str, log_file: str) -> None:
         os.dup2(fd, 1)
         os.dup2(fd, 2)
         os.close(fd)
-        request = json.loads(pathlib.Path(request_file).read_text())
-        outcome = run(request)
+        outcome = run(request, loaded)
         outcome.stats = []  # stat results of the scratch copies mean nothing elsewhere
         with open(request["result"], "wb") as f:
             pickle.dump(outcome, f, protocol=pickle.HIGHEST_PROTOCOL)
@@ -99,16 +116,46 @@ def serve() -> None:
 
     del fingerprint, loading, local, source_imports
     die_with_parent(os.getppid())
+    pipelines: dict[tuple[str, str, str], LoadedPipeline | None] = {}
     for line in sys.stdin:
-        request = json.loads(line)
+        paths = json.loads(line)
+        request = json.loads(pathlib.Path(paths["request"]).read_text())
+        key = (request["run"], request["root"], request["source"])
+        if key not in pipelines:
+            pipelines = {k: v for k, v in pipelines.items() if k[0] == request["run"]}
+            pipelines[key] = _load_quietly(request, paths["log"])
         server = os.getpid()
         pid = os.fork()
         if pid == 0:
             die_with_parent(server)
-            run_child(request["request"], request["log"])
+            run_child(request, paths["log"], pipelines[key])
         _answer({"pid": pid})
         _, status = os.waitpid(pid, 0)
         _answer({"status": status})
+
+
+def _load_quietly(request: dict, log_file: str) -> LoadedPipeline | None:
+    """The pipeline file imported here, once per run, so that each child forked for one
+    of its stages starts with it (importing it cost each stage as much as a small stage
+    runs). What its import prints goes to the log (this process's stdout is the answer
+    pipe). None if it fails: the child imports it again and reports the error."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = os.dup(1), os.dup(2)
+    fd = os.open(log_file, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    try:
+        os.dup2(fd, 1)
+        os.dup2(fd, 2)
+        return load(request)
+    except Exception:
+        return None
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os.dup2(saved[0], 1)
+        os.dup2(saved[1], 2)
+        for opened in (fd, *saved):
+            os.close(opened)
 
 
 def _answer(message: dict) -> None:

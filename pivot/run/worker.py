@@ -48,6 +48,7 @@ class Task:
     fingerprint: dict[str, str]
     run_key: str
     project_root: str  # the coordinator's, named in messages instead of the scratch folder
+    run_id: str  # the coordinator's run: a worker imports each pipeline file once per run
     remote_url: str
     remote_name: str | None
     remote_options: dict[str, Any] = field(default_factory=dict)
@@ -113,9 +114,9 @@ class _Opened:
         self._lock = threading.Lock()
 
     def learn(self, locations: dict[str, Any]) -> None:
+        """Locations just told (by a task, or a push here): newer than those known."""
         with self._lock:
-            for digest, location in locations.items():
-                self.known.blobs.setdefault(digest, location)
+            self.known.blobs.update(locations)
 
     def refresh(self, home) -> Any:
         """List the remote (reading only the indexes not cached yet): what it holds now
@@ -198,9 +199,10 @@ def _run_in_scratch(task: Task, home, base: pathlib.Path, cancelled: Callable[[]
     from pivot.project import Project
 
     cache = LocalCache(home.cache_dir, home.tmp_dir)
-    (base / "scratch").mkdir(parents=True, exist_ok=True)
-    root = base / "scratch" / uuid.uuid4().hex
+    server = _server(task.bundle, base / "scratch")
+    root = server.root
     try:
+        shutil.rmtree(root, ignore_errors=True)  # what a killed task may have left
         checkout(cache, task.bundle, DIR, root)
         (root / ".pivot" / "stages").mkdir(parents=True)
         (root / ".pivot" / "tmp").mkdir()
@@ -209,7 +211,7 @@ def _run_in_scratch(task: Task, home, base: pathlib.Path, cancelled: Callable[[]
         for path, (digest, kind) in task.deps.items():
             dest = project.write_path(path, f"the dep {path} of {task.stage_id}", make_parents=True)
             checkout(cache, digest, kind, dest)
-        outcome = _run_child(task, project, cancelled)
+        outcome = _run_child(task, project, server, cancelled)
     finally:
         shutil.rmtree(root, ignore_errors=True)
     # Paths as the user knows them: the stage's files are in the coordinator's project.
@@ -218,7 +220,7 @@ def _run_in_scratch(task: Task, home, base: pathlib.Path, cancelled: Callable[[]
     return outcome
 
 
-def _run_child(task: Task, project, cancelled: Callable[[], bool]) -> Outcome:
+def _run_child(task: Task, project, server: _StageServer, cancelled: Callable[[], bool]) -> Outcome:
     """Run the stage in a fresh process forked by this thread's stage server (so no state
     leaks between stages and a stage that kills its process fails alone)."""
     root = project.root
@@ -229,6 +231,7 @@ def _run_child(task: Task, project, cancelled: Callable[[], bool]) -> Outcome:
         json.dumps(
             {
                 "root": str(root),
+                "run": task.run_id,
                 "stage_id": task.stage_id,
                 "source": task.source,
                 "fingerprint": task.fingerprint,
@@ -239,7 +242,6 @@ def _run_child(task: Task, project, cancelled: Callable[[], bool]) -> Outcome:
         )
     )
     log.touch()
-    server = _server()
     try:
         pid = server.start(request, log)
         while (status := server.status(CANCEL_POLL)) is None:
@@ -278,9 +280,14 @@ def _run_child(task: Task, project, cancelled: Callable[[], bool]) -> Outcome:
 
 
 class _StageServer:
-    """`python -m pivot.run.stage_process`, started once per worker thread."""
+    """`python -m pivot.run.stage_process`, started once per worker thread and code
+    bundle, with the scratch folder `root` its tasks run in (always the same, since the
+    server keeps the pipeline files it imported from there)."""
 
-    def __init__(self) -> None:
+    def __init__(self, bundle: str, scratch: pathlib.Path) -> None:
+        self.bundle = bundle
+        scratch.mkdir(parents=True, exist_ok=True)
+        self.root = scratch / uuid.uuid4().hex
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "pivot.run.stage_process"],
             stdin=subprocess.PIPE,
@@ -323,15 +330,22 @@ class _StageServer:
         with contextlib.suppress(OSError):
             self.proc.kill()
         self.proc.wait()
+        shutil.rmtree(self.root, ignore_errors=True)
 
 
 _SERVERS = threading.local()
 
 
-def _server() -> _StageServer:
+def _server(bundle: str, scratch: pathlib.Path) -> _StageServer:
+    """This thread's stage server for `bundle` (a new one when the code changed: the old
+    one imported the old code)."""
     server = getattr(_SERVERS, "server", None)
-    if server is None or server.proc.poll() is not None:
-        server = _SERVERS.server = _StageServer()
+    if server is not None and (server.bundle != bundle or server.proc.poll() is not None):
+        _SERVERS.server = None
+        server.close()
+        server = None
+    if server is None:
+        server = _SERVERS.server = _StageServer(bundle, scratch)
     return server
 
 

@@ -198,6 +198,9 @@ def test_stages_run_on_workers_and_match_a_local_run(project, seaweedfs, cluster
         assert len(fetches) <= 1, new
         if any(t["stage"] == "demo/make_big" for t in new):
             assert fetches == []
+        # Each task named where its inputs lie on the remote (the coordinator pushed the
+        # code and data.txt, the workers the outputs): no worker listed the remote.
+        assert not any(t["fetch_listed"] or t["push_listed"] for t in new), new
 
     # A fresh clone (sources, config and lock files, no cache) restores without running.
     clone = tmp_path / "clone"
