@@ -83,8 +83,10 @@ def run(request: dict, loaded: LoadedPipeline | None = None) -> Outcome:
 
 
 def run_child(request: dict, log_file: str, loaded: LoadedPipeline | None) -> None:
-    """In the forked child: own process group, output to the log, run, save, exit (through
-    SystemExit, so that the interpreter flushes what the stage printed)."""
+    """In the forked child: own process group, output to the log, run, save, exit: after
+    the atexit handlers (logging's flush among them) and a flush of what the stage printed,
+    but without the interpreter's teardown of every module, which cost each stage more CPU
+    than a small stage itself (the outputs are already in the cache by then)."""
     code = 1
     try:
         os.setsid()
@@ -101,7 +103,14 @@ def run_child(request: dict, log_file: str, loaded: LoadedPipeline | None) -> No
             pickle.dump(outcome, f, protocol=pickle.HIGHEST_PROTOCOL)
         code = 0
     finally:
-        raise SystemExit(code)  # the child never returns to the server's loop
+        import atexit
+
+        try:
+            atexit._run_exitfuncs()
+            sys.stdout.flush()
+            sys.stderr.flush()
+        finally:
+            os._exit(code)  # the child never returns to the server's loop
 
 
 def serve() -> None:
