@@ -5,13 +5,18 @@
 Starts one `dask scheduler` and two `dask worker` processes (one thread each, separate
 working folders) on 127.0.0.1 and one SeaweedFS server (bench/s3server.py), all stopped
 at the end. Every project is generated fresh; each timing is the wall clock of one
-`python -m pivot run` (a first run: every stage executes).
+`python -m pivot run` (a first run: every stage executes), next to the CPU seconds of
+everything involved (the `pivot run` process tree; with Dask also the scheduler, the
+workers with their stage servers, and SeaweedFS), which a loaded machine distorts less.
 
     indep    40 independent stages of 0.5 s CPU each: `--executor dask` on the 2 workers
-             against `-j 2` locally (ideal: 40 x 0.5 / 2 = 10 s)
-    chain    200 chained tiny stages: wall time per stage, dask against local
+             against `-j 2` locally (target: within 15 % of 40 x 0.5 / 2 = 10 s)
+    chain    200 chained tiny stages: time per stage, dask against local (target: under
+             30 ms per stage more than local), and the medians of a task's steps from
+             the workers' `.pivot-worker/tasks.log`
     fanout   one stage writes 256 MB (random), 8 stages read it: the bytes each worker
-             fetched from the remote (from the workers' `.pivot-worker/tasks.log`)
+             fetched from the remote (target: the output crosses to each worker at most
+             once)
 
 DVC has no cluster executor, so there is no DVC column here.
 """
@@ -19,12 +24,15 @@ DVC has no cluster executor, so there is no DVC column here.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import pathlib
+import resource
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import textwrap
@@ -170,6 +178,11 @@ class Cluster:
             )
         )
 
+    def cpu_seconds(self) -> float:
+        """CPU the scheduler and the workers (with every process they started) used."""
+        sessions = {os.getsid(proc.pid) for proc in self.procs if proc.poll() is None}
+        return sum(cpu for sid, cpu in _process_cpu() if sid in sessions)
+
     def tasks(self, worker: int) -> list[dict]:
         log = self.workers[worker] / ".pivot-worker" / "tasks.log"
         return [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
@@ -183,6 +196,20 @@ class Cluster:
                 proc.wait(timeout=20)
             except subprocess.TimeoutExpired:
                 os.killpg(proc.pid, signal.SIGKILL)
+
+
+def _process_cpu() -> list[tuple[int, float]]:
+    """(session id, user + system CPU of it and its waited children) of every process."""
+    found = []
+    tick = os.sysconf("SC_CLK_TCK")
+    for pid in os.listdir("/proc"):
+        if pid.isdigit():
+            try:
+                fields = pathlib.Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            found.append((int(fields[3]), sum(int(f) for f in fields[11:15]) / tick))
+    return found
 
 
 def make_project(root: pathlib.Path, source: str, server: SeaweedFS, bucket: str) -> None:
@@ -217,8 +244,12 @@ def pivot_env(extra: dict[str, str]) -> dict[str, str]:
     return env
 
 
-def timed_run(root: pathlib.Path, *args: str) -> float:
+def timed_run(root: pathlib.Path, *args: str, others=()) -> tuple[float, float]:
+    """Wall and CPU seconds of one `pivot run`: the CPU of its process tree and of the
+    `others` (objects with `cpu_seconds()`) while it ran."""
     subprocess.run(["sync"], check=False)
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    others_before = sum(o.cpu_seconds() for o in others)
     start = time.perf_counter()
     proc = subprocess.run(
         [sys.executable, "-m", "pivot", "run", "-q", *args],
@@ -228,9 +259,32 @@ def timed_run(root: pathlib.Path, *args: str) -> float:
         env=pivot_env({}),
     )
     took = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime
+    cpu += sum(o.cpu_seconds() for o in others) - others_before
     if proc.returncode != 0:
         raise RuntimeError(f"pivot run {' '.join(args)} failed in {root}:\n{proc.stderr}")
-    return took
+    return took, cpu
+
+
+def step_medians(tasks: list[dict]) -> str:
+    """Medians (ms) of a task's steps, and of the gap between one task's end and the next
+    one's start (the coordinator and the Dask scheduler in between)."""
+    ordered = sorted(tasks, key=lambda t: t["started"])
+    steps = {
+        step: statistics.median(t[f"{step}_seconds"] for t in tasks) * 1000
+        for step in ("fetch", "run", "stage", "push")
+    }
+    steps["gap"] = (
+        statistics.median(b["started"] - a["ended"] for a, b in itertools.pairwise(ordered)) * 1000
+    )
+    listed = sum(bool(t["fetch_listed"] or t["push_listed"]) for t in tasks)
+    shown = ", ".join(f"{step} {ms:.0f}" for step, ms in steps.items())
+    return f"{shown} ms; {listed} of {len(tasks)} tasks listed the remote"
+
+
+def verdict(met: bool) -> str:
+    return "met" if met else "NOT met"
 
 
 def main() -> None:
@@ -247,41 +301,56 @@ def main() -> None:
         server.create_bucket("pivot-dask-bench")
         cluster = Cluster(work / "cluster", pivot_env(server.env()))
         dask = ["--executor", "dask", "--scheduler", cluster.address]
+        involved = (cluster, server)
         try:
             if "indep" in only:
                 make_project(work / "indep-dask", INDEP, server, "pivot-dask-bench")
                 make_project(work / "indep-local", INDEP, server, "pivot-dask-bench")
-                d = timed_run(work / "indep-dask", *dask)
-                loc = timed_run(work / "indep-local", "-j", "2", "--no-remote")
+                d, dcpu = timed_run(work / "indep-dask", *dask, others=involved)
+                loc, lcpu = timed_run(work / "indep-local", "-j", "2", "--no-remote")
                 print(
-                    f"indep: 40 x 0.5 s CPU  dask (2 workers x 1 thread) {d:.1f} s   "
-                    f"local -j 2 {loc:.1f} s   ideal 10.0 s  (dask/ideal {d / 10:.2f})"
+                    f"indep: 40 x 0.5 s CPU  dask (2 workers x 1 thread) {d:.1f} s "
+                    f"(CPU {dcpu:.1f} s)   local -j 2 {loc:.1f} s (CPU {lcpu:.1f} s)   "
+                    f"ideal 10.0 s   dask/ideal {d / 10:.2f}: within 15 % "
+                    f"{verdict(d <= 11.5)}"
                 )
             if "chain" in only:
                 n = args.chain_length
                 chain = CHAIN.replace("{length}", str(n))
                 make_project(work / "chain-dask", chain, server, "pivot-dask-bench")
                 make_project(work / "chain-local", chain, server, "pivot-dask-bench")
-                d = timed_run(work / "chain-dask", *dask)
-                loc = timed_run(work / "chain-local", "-j", "2", "--no-remote")
+                before = [len(cluster.tasks(i)) for i in range(2)]
+                d, dcpu = timed_run(work / "chain-dask", *dask, others=involved)
+                loc, lcpu = timed_run(work / "chain-local", "-j", "2", "--no-remote")
+                overhead = (d - loc) / n * 1000
                 print(
-                    f"chain: {n} tiny stages  dask {d:.1f} s ({d / n * 1000:.0f} ms/stage)  "
-                    f"local {loc:.1f} s ({loc / n * 1000:.0f} ms/stage)  "
-                    f"overhead {(d - loc) / n * 1000:.0f} ms/stage"
+                    f"chain: {n} tiny stages  dask {d:.1f} s ({d / n * 1000:.0f} ms/stage, "
+                    f"CPU {dcpu / n * 1000:.0f} ms/stage)  local {loc:.1f} s "
+                    f"({loc / n * 1000:.0f} ms/stage, CPU {lcpu / n * 1000:.0f} ms/stage)  "
+                    f"overhead {overhead:.0f} ms/stage (CPU {(dcpu - lcpu) / n * 1000:.0f}): "
+                    f"under 30 ms {verdict(overhead < 30)}"
                 )
+                tasks = [t for i in range(2) for t in cluster.tasks(i)[before[i] :]]
+                print(f"chain: task steps (medians) {step_medians(tasks)}")
             if "fanout" in only:
                 before = [len(cluster.tasks(i)) for i in range(2)]
                 make_project(work / "fan", FANOUT, server, "pivot-dask-bench")
-                d = timed_run(work / "fan", *dask)
+                d, dcpu = timed_run(work / "fan", *dask, others=involved)
+                size = (work / "fan" / "big.bin").stat().st_size
+                once = True
                 for i in range(2):
                     new = cluster.tasks(i)[before[i] :]
                     stages = ", ".join(t["stage"].split("/")[1] for t in new)
                     fetched = sum(t["fetched_bytes"] for t in new)
+                    once = once and fetched <= size * 1.01  # packs add a few bytes
                     print(
                         f"fanout worker{i}: ran {stages}; fetched {fetched / 1e6:.1f} MB "
                         f"from the remote in {len(new)} task(s)"
                     )
-                print(f"fanout: run {d:.1f} s")
+                print(
+                    f"fanout: run {d:.1f} s (CPU {dcpu:.1f} s); the {size / 1e6:.1f} MB "
+                    f"output crossed to each worker at most once: {verdict(once)}"
+                )
         finally:
             cluster.stop()
 

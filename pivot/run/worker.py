@@ -132,6 +132,7 @@ class _Opened:
 
 
 _REMOTES: dict[str, _Opened] = {}  # kept by the worker process across tasks
+_BUNDLES: set[tuple[str, str]] = set()  # (cache, code bundle) found whole in that cache
 _REMOTES_LOCK = threading.Lock()
 
 
@@ -158,9 +159,13 @@ def _fetch(task: Task, home, opened: _Opened) -> dict[str, Any]:
     from pivot.remote.transfer import fetch_outputs
 
     cache = LocalCache(home.cache_dir, home.tmp_dir)
-    wanted = [(task.bundle, DIR), *task.deps.values()]
+    wanted = list(task.deps.values())
+    bundle = (str(home.cache_dir), task.bundle)
+    if bundle not in _BUNDLES:
+        wanted.insert(0, (task.bundle, DIR))
     missing = [output for output in dict.fromkeys(wanted) if cache.missing(*output)]
     if not missing:
+        _BUNDLES.add(bundle)
         return {"outputs": [], "blobs": 0, "bytes": 0, "fetch_listed": False}
     opened.learn(task.locations)
     remote = opened.remote
@@ -182,6 +187,7 @@ def _fetch(task: Task, home, opened: _Opened) -> dict[str, Any]:
             display=remote.display,
             missing=tuple(summary.missing),
         )
+    _BUNDLES.add(bundle)
     return {
         "outputs": [digest for digest, _ in missing],
         "blobs": sum(s.blobs for s in summaries),
