@@ -120,13 +120,11 @@ class _Opened:
 
     def refresh(self, home) -> Any:
         """List the remote (reading only the indexes not cached yet): what it holds now
-        replaces what the worker knew, which fills in only what the listing lacks."""
+        replaces what the worker knew (stale locations among it)."""
         from pivot.remote.transfer import remote_contents
 
         contents = remote_contents(home, self.remote)
         with self._lock:
-            for digest, location in self.known.blobs.items():
-                contents.blobs.setdefault(digest, location)
             self.known = contents
         return contents
 
@@ -375,19 +373,22 @@ def _push(task: Task, home, opened: _Opened, outcome: Outcome) -> dict[str, Any]
     lock and record; the remote's record lets any clone restore the stage), and note in
     the outcome where their blobs lie, for the tasks that read them.
 
-    Outputs of up to `UNLISTED_PUSH` bytes are sent without listing the remote first:
-    sending again a blob that is already there costs less than the listing."""
+    Outputs of up to `UNLISTED_PUSH` bytes are sent whole without listing the remote
+    first: sending again a blob that is already there costs less than the listing (and
+    what the worker knows of the remote may be stale: a blob a remote gc removed since
+    must be sent again)."""
     from pivot.cache.objects import LocalCache
     from pivot.cache.runs import RunRecords
     from pivot.errors import RemoteIncomplete
+    from pivot.remote.index_cache import RemoteContents
     from pivot.remote.transfer import push_outputs
 
     remote = opened.remote
     RunRecords(home.cache_dir).put(task.run_key, outcome.outs)
     outputs = [(o["hash"], o["kind"]) for o in outcome.outs.values()]
     small = sum(o.get("size", 0) for o in outcome.outs.values()) <= UNLISTED_PUSH
-    known = opened.known if small else None
-    summary = push_outputs(home, remote, outputs, [task.run_key], contents=known)
+    nothing = RemoteContents() if small else None  # else: the remote is listed
+    summary = push_outputs(home, remote, outputs, [task.run_key], contents=nothing)
     if summary.missing or summary.missing_runs:
         raise RemoteIncomplete(
             f"the outputs could not all be pushed to {remote.display}.",
