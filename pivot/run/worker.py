@@ -246,18 +246,20 @@ def _run_child(task: Task, project, server: _StageServer, cancelled: Callable[[]
         )
     )
     log.touch()
+    interrupted = Outcome(
+        task.stage_id, False, error=f"Stage {task.stage_id} was interrupted.", interrupted=True
+    )
     try:
-        pid = server.start(request, log)
+        pid = server.start(request, log, cancelled)
+        if pid is None:  # cancelled while the server imported the pipeline file
+            _SERVERS.server = None
+            server.close()
+            return interrupted
         while (status := server.status(CANCEL_POLL)) is None:
             if cancelled():
                 _kill_group(pid)
                 server.status(None)
-                return Outcome(
-                    task.stage_id,
-                    False,
-                    error=f"Stage {task.stage_id} was interrupted.",
-                    interrupted=True,
-                )
+                return interrupted
     except BaseException:
         _SERVERS.server = None
         server.close()
@@ -300,12 +302,17 @@ class _StageServer:
         )
         self._pending = b""  # answer bytes read but not yet used
 
-    def start(self, request: pathlib.Path, log: pathlib.Path) -> int:
+    def start(
+        self, request: pathlib.Path, log: pathlib.Path, cancelled: Callable[[], bool]
+    ) -> int | None:
+        """The pid of the stage's child; None if the run was cancelled before it started
+        (the server may first import the pipeline file, which can take a while)."""
         assert self.proc.stdin is not None
         line = json.dumps({"request": str(request), "log": str(log)}) + "\n"
         self.proc.stdin.write(line.encode())
-        answer = self._answer(None)
-        assert answer is not None
+        while (answer := self._answer(CANCEL_POLL)) is None:
+            if cancelled():
+                return None
         return int(answer["pid"])
 
     def status(self, timeout: float | None) -> int | None:

@@ -434,6 +434,55 @@ def test_ctrl_c_cancels_the_running_stage(project, seaweedfs, cluster, tmp_path)
     assert not (project / ".pivot/stages/c/slow.lock").exists()
 
 
+def test_ctrl_c_while_a_worker_imports_the_pipeline(project, seaweedfs, cluster, tmp_path):
+    """The worker's stage server imports the pipeline file before it forks the stage; a
+    Ctrl-C during that import stops it too."""
+    marker = tmp_path / "importer.pid"
+    write_files(
+        project,
+        {
+            "pipeline.py": f"""
+            import os, time
+            from typing import Annotated
+            import pivot
+            from pivot import Out, loaders
+
+            if ".pivot-worker" in os.getcwd():  # on a worker only
+                open({str(marker)!r}, "w").write(str(os.getpid()))
+                time.sleep(120)
+
+            p = pivot.Pipeline("i")
+
+            def one() -> Annotated[str, Out("one.txt", loaders.Text())]:
+                return "1"
+
+            p.register(one)
+            """
+        },
+    )
+    _configure(project, seaweedfs, cluster)
+    run = subprocess.Popen(
+        [sys.executable, "-m", "pivot", "run"],
+        cwd=project,
+        env={**os.environ, "PYTHONPATH": PYTHONPATH},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 60
+    while not marker.exists() or not marker.read_text():
+        assert run.poll() is None and time.monotonic() < deadline, run.communicate()
+        time.sleep(0.1)
+    importer = int(marker.read_text())
+    run.send_signal(signal.SIGINT)
+    _, err = run.communicate(timeout=60)
+    assert run.returncode == 130, err
+    while _alive(importer):  # the worker stops its stage server
+        assert time.monotonic() < deadline + 60, f"stage server {importer} still runs"
+        time.sleep(0.2)
+    assert not (project / ".pivot/stages/i/one.lock").exists()
+
+
 def _alive(pid: int) -> bool:
     try:
         with open(f"/proc/{pid}/stat") as f:
