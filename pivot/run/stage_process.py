@@ -156,7 +156,7 @@ def _load_quietly(request: dict, log_file: str) -> LoadedPipeline | None:
         os.dup2(fd, 1)
         os.dup2(fd, 2)
         return load(request)
-    except Exception:
+    except (Exception, SystemExit):  # e.g. sys.exit() at import: the child reports it
         return None
     finally:
         sys.stdout.flush()
