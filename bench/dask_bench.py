@@ -161,8 +161,12 @@ class Cluster:
             )
         import distributed
 
-        with distributed.Client(self.address, timeout="60s") as client:
-            client.wait_for_workers(2, timeout=120)
+        try:
+            with distributed.Client(self.address, timeout="60s") as client:
+                client.wait_for_workers(2, timeout=120)
+        except BaseException:
+            self.stop()
+            raise
 
     def _start(self, args: list[str], cwd: pathlib.Path, env: dict[str, str]) -> None:
         cwd.mkdir(parents=True, exist_ok=True)
