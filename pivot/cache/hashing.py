@@ -192,9 +192,8 @@ class Hasher:
 
     def hash_path(self, rel: str) -> PathHash | None:
         """Hash a file or directory; None when it does not exist."""
-        path = self.root / rel
         try:
-            st = path.stat()
+            st = os.stat(os.path.join(self.root, rel))
         except FileNotFoundError:
             return None
         if stat.S_ISDIR(st.st_mode):

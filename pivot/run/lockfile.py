@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import pathlib
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -57,21 +59,64 @@ def lock_path(stages_dir: pathlib.Path, stage_id: str) -> pathlib.Path:
 
 
 def write_lock(stages_dir: pathlib.Path, lock: Lock) -> None:
-    _fs.write_text(lock_path(stages_dir, lock.stage_id), lock.to_json())
+    path = lock_path(stages_dir, lock.stage_id)
+    _READ.pop(str(path), None)
+    _fs.write_text(path, lock.to_json())
+
+
+# Lock files already read by this process, by path: the file's stat key when it was read
+# and the validated lock. A command reads a lock file in several places (the plan, the
+# `.gitignore` upkeep, `status`'s other pipelines): the second read is one `stat`.
+_READ: dict[str, tuple[tuple[int, int, int, int], Lock]] = {}
+# A file changed less than this long ago may change again with the same stat key on a
+# file system of coarse timestamps (git's "racy" entries): it is not memoised.
+_RACY_NS = 3_000_000_000
 
 
 def read_lock(stages_dir: pathlib.Path, stage_id: str) -> Lock | None:
-    """The stage's lock, or None when absent. Raises PivotError when it is unusable."""
-    path = lock_path(stages_dir, stage_id)
+    """The stage's lock, or None when absent. Raises PivotError when it is unusable.
+
+    A lock file this process read before is parsed again only if its size, mtime, ctime
+    or inode changed (ctime: a rewrite that keeps size and mtime is still seen)."""
+    name = os.path.join(stages_dir, f"{stage_id}.lock")
     try:
-        text = path.read_bytes().decode("utf-8")
+        hit = _READ.get(name)
+        if hit is not None and hit[0] == _stat_key(os.stat(name)):
+            return _copy(hit[1])
+        with open(name, "rb") as f:
+            st = os.fstat(f.fileno())
+            data = f.read()
     except FileNotFoundError:
         return None
+    path = pathlib.Path(name)
+    try:
+        text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise CorruptFile(
             f"The lock file {path} is unreadable: not UTF-8 text ({exc}).", path=path
         ) from None
-    return parse_lock(text, path)
+    lock = parse_lock(text, path)
+    if time.time_ns() - max(st.st_mtime_ns, st.st_ctime_ns) > _RACY_NS:
+        _READ[name] = (_stat_key(st), lock)
+        return _copy(lock)
+    return lock
+
+
+def _stat_key(st: os.stat_result) -> tuple[int, int, int, int]:
+    return (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
+
+
+def _copy(lock: Lock) -> Lock:
+    """A copy of a memoised lock that its caller may change freely."""
+    return Lock(
+        lock.stage_id,
+        lock.run_key,
+        dict(lock.fingerprint),
+        json.loads(json.dumps(lock.params)) if lock.params else {},
+        dict(lock.deps),
+        {path: dict(out) for path, out in lock.outs.items()},
+        {path: dict(values) for path, values in lock.metrics.items()},
+    )
 
 
 def parse_lock(text: str, path: pathlib.Path) -> Lock:
@@ -203,11 +248,21 @@ def live(locks: list[Lock]) -> tuple[set[str], list[tuple[str, str]]]:
     ]
 
 
-def all_locks(stages_dir: pathlib.Path) -> dict[str, pathlib.Path]:
-    """Every lock file in the project, by stage id."""
-    if not stages_dir.is_dir():
-        return {}
-    return {
-        p.relative_to(stages_dir).with_suffix("").as_posix(): p
-        for p in sorted(stages_dir.rglob("*.lock"))
-    }
+def all_locks(stages_dir: pathlib.Path) -> dict[str, str]:
+    """The path of every lock file in the project, by stage id."""
+    found: dict[str, str] = {}
+    folders = [""]  # below stages_dir, POSIX; one scandir each, no link followed
+    while folders:
+        folder = folders.pop()
+        prefix = f"{folder}/" if folder else ""
+        try:
+            with os.scandir(os.path.join(stages_dir, folder)) as listing:
+                entries = list(listing)
+        except (FileNotFoundError, NotADirectoryError):
+            continue
+        for entry in entries:
+            if entry.is_dir(follow_symlinks=False):
+                folders.append(prefix + entry.name)
+            elif entry.name.endswith(".lock") and entry.name != ".lock":
+                found[prefix + entry.name[: -len(".lock")]] = entry.path
+    return {sid: found[sid] for sid in sorted(found, key=lambda sid: sid.split("/"))}

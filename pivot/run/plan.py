@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 from dataclasses import dataclass, field
@@ -92,8 +93,8 @@ def run_key(stage: StageSpec, code_digest: str, deps: dict[str, str]) -> str:
     """
     try:
         params = canonical_json(stage.params_dict())
-        dep_loaders = sorted((d.path, canonical_json(d.loader)) for d in stage.deps)
-        out_loaders = sorted((o.path, canonical_json(o.loader)) for o in stage.outs)
+        dep_loaders = sorted((d.path, loader_text(d.loader)) for d in stage.deps)
+        out_loaders = sorted((o.path, loader_text(o.loader)) for o in stage.outs)
     except TypeError as exc:
         raise DefinitionError(
             f"Stage {stage.id} ({stage.source}): its params and loaders must be plain data "
@@ -116,6 +117,32 @@ def run_key(stage: StageSpec, code_digest: str, deps: dict[str, str]) -> str:
         body["fan_in"] = fan_in
     text = json.dumps(body, sort_keys=True, separators=(",", ":"))
     return blake3.blake3(text.encode()).hexdigest()
+
+
+# The canonical text of loaders, by their class and field values: a run key names a
+# loader per dep and output, and most are the same few (`PathOnly()`, `JSON(indent=2)`).
+_LOADER_TEXTS: dict[tuple, str] = {}
+# Field values whose equality is identity of canonical text (not floats: 0.0 == -0.0).
+_PLAIN = (str, int, bool, type(None))
+_MISSING = object()
+
+
+def loader_text(loader: Any) -> str:
+    """`canonical_json(loader)`, memoised for dataclass loaders whose fields hold only
+    strings, integers, booleans or None (for them it depends on nothing else)."""
+    kind = type(loader)
+    if not dataclasses.is_dataclass(kind):
+        return canonical_json(loader)
+    values = tuple((f.name, getattr(loader, f.name, _MISSING)) for f in dataclasses.fields(kind))
+    if not all(type(value) in _PLAIN for _, value in values):
+        return canonical_json(loader)
+    key = (kind, tuple((name, type(value), value) for name, value in values))
+    text = _LOADER_TEXTS.get(key)
+    if text is None:
+        text = canonical_json(loader)
+        if text.startswith('{"dataclass":'):  # not a container or enum that is a dataclass
+            _LOADER_TEXTS[key] = text
+    return text
 
 
 class Planner:
