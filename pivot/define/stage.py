@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import inspect
 import pathlib
 import types
@@ -88,8 +89,9 @@ class StageSpec:
     outs_as_args: bool = False  # outs passed to the function as paths, which it writes
     resources: dict[str, float | str] = field(default_factory=dict)  # for a cluster executor
 
-    @property
+    @functools.cached_property
     def id(self) -> str:
+        """`pipeline/name` (asked for many times per stage by a run: computed once)."""
         return f"{self.pipeline}/{self.name}"
 
     def params_dict(self) -> dict[str, Any]:

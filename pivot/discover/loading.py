@@ -109,8 +109,9 @@ def load_file(project: Project, file: pathlib.Path) -> LoadedPipeline:
             pipeline = _load_yaml(file) if is_yaml else _load_py(project, file)
         except Exception as exc:
             raise _user_error(file, exc) from exc
+    file_rel = project.rel(file)
     stages = {
-        reg.name: _resolve(project, pipeline.name, file, directory, reg)
+        reg.name: _resolve(project, pipeline.name, file, file_rel, directory, reg)
         for reg in pipeline.registrations.values()
     }
     return LoadedPipeline(pipeline.name, file, directory, stages, frozenset(imported))
@@ -359,7 +360,12 @@ def _import_function(dotted: str, where: str) -> Any:
 
 
 def _resolve(
-    project: Project, pipeline: str, file: pathlib.Path, directory: pathlib.Path, reg: Registration
+    project: Project,
+    pipeline: str,
+    file: pathlib.Path,
+    file_rel: str,
+    directory: pathlib.Path,
+    reg: Registration,
 ) -> StageSpec:
     where = f"stage {pipeline}/{reg.name} ({file})"
 
@@ -381,7 +387,7 @@ def _resolve(
             deps.append(artifact(k, d.path, d.loader, GLOB if is_glob(d.path) else ""))
     outs = [artifact(k, str(o.path), o.loader, mark=o) for k, o in reg.outs.items()]
     for out in outs:
-        check_not_pipeline(out.path, project.rel(file), f"{where}: its output {out.declared!r}")
+        check_not_pipeline(out.path, file_rel, f"{where}: its output {out.declared!r}")
     return StageSpec(
         pipeline=pipeline,
         name=reg.name,
