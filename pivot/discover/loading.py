@@ -7,6 +7,7 @@ import importlib.util
 import inspect
 import os
 import pathlib
+import posixpath
 import re
 import sys
 import traceback
@@ -110,8 +111,10 @@ def load_file(project: Project, file: pathlib.Path) -> LoadedPipeline:
         except Exception as exc:
             raise _user_error(file, exc) from exc
     file_rel = project.rel(file)
+    folder = posixpath.dirname(file_rel)
+    paths = DeclaredPaths(project, directory, f"{folder}/" if folder else "", file_rel)
     stages = {
-        reg.name: _resolve(project, pipeline.name, file, file_rel, directory, reg)
+        reg.name: _resolve(paths, pipeline.name, file, reg)
         for reg in pipeline.registrations.values()
     }
     return LoadedPipeline(pipeline.name, file, directory, stages, frozenset(imported))
@@ -359,21 +362,38 @@ def _import_function(dotted: str, where: str) -> Any:
     return func
 
 
+# A declared path of plain parts (no '.', '..', empty part or leading '/'): its project
+# path is the pipeline folder's joined to it, with no normalisation to do.
+_PLAIN_PATH = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]*(?:/[A-Za-z0-9_-][A-Za-z0-9._-]*)*")
+
+
+@dataclass
+class DeclaredPaths:
+    """What resolving the paths of one pipeline file's stages needs: the project, the
+    pipeline's folder (absolute, and as a project path prefix) and the file's project path."""
+
+    project: Project
+    directory: pathlib.Path
+    prefix: str  # "" at the root, else "folder/"
+    file_rel: str
+
+    def rel(self, declared: str) -> str:
+        if _PLAIN_PATH.fullmatch(declared):
+            return self.prefix + declared
+        return self.project.rel(declared, base=self.directory)
+
+
 def _resolve(
-    project: Project,
-    pipeline: str,
-    file: pathlib.Path,
-    file_rel: str,
-    directory: pathlib.Path,
-    reg: Registration,
+    paths: DeclaredPaths, pipeline: str, file: pathlib.Path, reg: Registration
 ) -> StageSpec:
     where = f"stage {pipeline}/{reg.name} ({file})"
+    directory = paths.directory
 
     def artifact(
         key: str, declared: str, loader: Any, group: str = "", mark: Any = None
     ) -> Artifact:
         try:
-            rel = project.rel(declared, base=directory)
+            rel = paths.rel(declared)
         except PivotError as exc:
             raise exc.reworded(f"{where}: {exc}") from None
         safe_relpath(rel, f"the path {declared!r} of {where}")
@@ -387,7 +407,7 @@ def _resolve(
             deps.append(artifact(k, d.path, d.loader, GLOB if is_glob(d.path) else ""))
     outs = [artifact(k, str(o.path), o.loader, mark=o) for k, o in reg.outs.items()]
     for out in outs:
-        check_not_pipeline(out.path, file_rel, f"{where}: its output {out.declared!r}")
+        check_not_pipeline(out.path, paths.file_rel, f"{where}: its output {out.declared!r}")
     return StageSpec(
         pipeline=pipeline,
         name=reg.name,

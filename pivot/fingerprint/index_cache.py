@@ -144,7 +144,18 @@ def _int(v: Any) -> int:
 
 
 def _strs(v: Any) -> tuple[str, ...]:
-    return tuple(_str(x) for x in _list(v))
+    if type(v) is not list or not set(map(type, v)) <= _STR:
+        raise _Invalid
+    return tuple(v)
+
+
+def _ints(v: Any) -> tuple[int, ...]:
+    if type(v) is not list or not set(map(type, v)) <= _INT or (v and min(v) < 0):
+        raise _Invalid
+    return tuple(v)
+
+
+_STR, _INT = frozenset({str}), frozenset({int})
 
 
 def _import(v: Any) -> Import:
@@ -163,7 +174,7 @@ def _entry(v: Any) -> Entry:
         _str(digest),
         _strs(header),
         _strs(body),
-        tuple(_int(x) for x in _list(lines)),
+        _ints(lines),
         _int(col),
         tuple(_import(x) for x in _list(imports)),
     )
