@@ -88,14 +88,13 @@ def read_lock(stages_dir: pathlib.Path, stage_id: str) -> Lock | None:
             data = f.read()
     except FileNotFoundError:
         return None
-    path = pathlib.Path(name)
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise CorruptFile(
-            f"The lock file {path} is unreadable: not UTF-8 text ({exc}).", path=path
+            f"The lock file {name} is unreadable: not UTF-8 text ({exc}).", path=name
         ) from None
-    lock = parse_lock(text, path)
+    lock = parse_lock(text, name)
     if time.time_ns() - max(st.st_mtime_ns, st.st_ctime_ns) > _RACY_NS:
         _READ[name] = (_stat_key(st), lock)
         return _copy(lock)
@@ -119,7 +118,7 @@ def _copy(lock: Lock) -> Lock:
     )
 
 
-def parse_lock(text: str, path: pathlib.Path) -> Lock:
+def parse_lock(text: str, path: pathlib.Path | str) -> Lock:
     try:
         raw = json.loads(text)
         if raw.get("schema") != SCHEMA_VERSION:
