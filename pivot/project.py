@@ -328,6 +328,10 @@ def _canonical(part: str) -> str:
 _COMMON = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]*(?:/[A-Za-z0-9_-][A-Za-z0-9._-]*)*")
 
 
+# Text every name of PYTHON_PARTS contains, in any case: a path without it names none.
+_PYTHONISH = re.compile(r"packages|__pycache__|pyvenv", re.IGNORECASE)
+
+
 def safe_relpath(rel: str, what: str) -> str:
     """Return `rel` if it may name a tracked path, else raise naming `what`.
 
@@ -336,8 +340,9 @@ def safe_relpath(rel: str, what: str) -> str:
     POSIX path (no '..', '.', empty part, backslash or NUL, not absolute, encodable as a
     file name) outside `.pivot/` and not in or at any `.git`.
     """
-    if _COMMON.fullmatch(rel) and not any(
-        p.rstrip(".").lower() in PYTHON_PARTS for p in rel.split("/")
+    if _COMMON.fullmatch(rel) and (
+        not _PYTHONISH.search(rel)
+        or not any(p.rstrip(".").lower() in PYTHON_PARTS for p in rel.split("/"))
     ):
         return rel  # `checked_relpath` could only accept it
     return checked_relpath(rel, what)

@@ -27,6 +27,12 @@ class Graph:
     # message a stage that must execute fails with.
     absent: dict[str, dict[str, str]] = field(default_factory=dict)
 
+    # The last order computed, with the stage ids and edges it was computed from: a run
+    # asks for the order several times, and the graph is not changed meanwhile.
+    _ordered: tuple[list[str], dict[str, dict[str, str]], list[str]] | None = field(
+        default=None, init=False, repr=False, compare=False
+    )
+
     def downstream(self) -> dict[str, list[str]]:
         down: dict[str, list[str]] = {sid: [] for sid in self.stages}
         for sid, ups in self.upstream.items():
@@ -36,6 +42,18 @@ class Graph:
 
     def order(self) -> list[str]:
         """Topological order, stable: stages keep the order they were added in."""
+        memo = self._ordered
+        if memo is not None and memo[1] == self.upstream and memo[0] == list(self.stages):
+            return list(memo[2])
+        ordered = self._order()
+        self._ordered = (
+            list(self.stages),
+            {sid: dict(ups) for sid, ups in self.upstream.items()},
+            list(ordered),
+        )
+        return ordered
+
+    def _order(self) -> list[str]:
         pending = {sid: set(ups.values()) for sid, ups in self.upstream.items()}
         down = self.downstream()
         ready = deque(sid for sid in self.stages if not pending[sid])
