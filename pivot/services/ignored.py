@@ -22,6 +22,7 @@ from pivot import gitignore
 from pivot.cache import tracked
 from pivot.errors import PivotError
 from pivot.project import safe_relpath
+from pivot.run.lockfile import read_lock
 
 if TYPE_CHECKING:
     from pivot.discover.finder import Discovery
@@ -84,9 +85,19 @@ def _lock_outs(project: Project, pipelines: Iterable[str]) -> list[str]:
     outs = []
     for name in sorted(pipelines):
         for folder, _, files in os.walk(project.stages_dir / name):
+            prefix = os.path.relpath(folder, project.stages_dir).replace(os.sep, "/")
             for file in files:
                 if not file.endswith(".lock"):
                     continue
+                # Read through `read_lock` first: the plan reads the same lock files next,
+                # and finds them parsed (one `stat` each).
+                try:
+                    lock = read_lock(project.stages_dir, f"{prefix}/{file[:-5]}")
+                    if lock is not None:
+                        outs += lock.outs
+                        continue
+                except PivotError:
+                    pass  # a lenient read of the paths alone, below
                 try:
                     with open(os.path.join(folder, file), "rb") as handle:
                         recorded = json.loads(handle.read())["outs"]
