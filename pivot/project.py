@@ -170,8 +170,16 @@ class Project:
                 handle.truncate(0)
 
     def stale_temps(self) -> list[pathlib.Path]:
-        """Cache temp files and folders in `tmp/` (only stale while the lock is held)."""
-        return sorted(self.tmp_dir.glob(f"{TEMP_PREFIX}*"))
+        """Cache temp files and folders in `tmp/`, and lock-file temps (`.NAME.XXXX.tmp`)
+        a killed command left among the lock files (only stale while the lock is held)."""
+        found = list(self.tmp_dir.glob(f"{TEMP_PREFIX}*"))
+        for folder, _, filenames in os.walk(self.stages_dir):
+            found.extend(
+                pathlib.Path(folder, name)
+                for name in filenames
+                if name.startswith(".") and name.endswith(".tmp")
+            )
+        return sorted(found)
 
     def rel(self, path: str | os.PathLike[str], base: pathlib.Path | None = None) -> str:
         """Project-relative POSIX form of `path` (relative to `base`, default root)."""

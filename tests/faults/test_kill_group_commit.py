@@ -137,3 +137,21 @@ def test_a_kill_during_the_group_commit_window_leaves_only_whole_records(
     assert lock["metrics"]["score.json"] == {"value": 6}
     assert "Every stage is up to date" in pivot("run").stdout
     assert list((project / ".pivot" / "tmp").glob("blob.*")) == []
+
+
+def test_lock_temps_a_kill_left_are_removed_by_the_next_command(
+    project: pathlib.Path, pivot: PivotCLI
+):
+    write_files(project, {"seed.txt": "0\n", "pipeline.py": _pipeline()})
+    pivot("run", "-j", "1")
+    stages = project / ".pivot" / "stages" / "p"
+    # What a kill between writing and renaming a lock file leaves (`_fs.write_temp`).
+    left = [stages / ".s0.lock.k3j2h1x9.tmp", stages / ".score.lock.a_b7c8d9.tmp"]
+    for path in left:
+        path.write_text('{"half": ')
+    kept = stages / "notes.txt"
+    kept.write_text("not Pivot's\n")
+    assert "Every stage is up to date" in pivot("run").stdout
+    assert [p for p in left if p.exists()] == []
+    assert kept.read_text() == "not Pivot's\n"
+    assert read_lock(project / ".pivot" / "stages", "p/s0") is not None
