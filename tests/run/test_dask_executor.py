@@ -403,34 +403,9 @@ def test_ctrl_c_cancels_the_running_stage(project, seaweedfs, cluster, tmp_path)
         },
     )
     _configure(project, seaweedfs, cluster, executor_in_config=False)
-    run = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "pivot",
-            "run",
-            "--executor",
-            "dask",
-            "--scheduler",
-            cluster.address,
-        ],
-        cwd=project,
-        env={**os.environ, "PYTHONPATH": PYTHONPATH},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
+    _ctrl_c_once_marked(
+        project, ["--executor", "dask", "--scheduler", cluster.address], marker, "stage process"
     )
-    deadline = time.monotonic() + 60
-    while not marker.exists() or not marker.read_text():
-        assert run.poll() is None and time.monotonic() < deadline, run.communicate()
-        time.sleep(0.1)
-    stage_pid = int(marker.read_text())
-    run.send_signal(signal.SIGINT)
-    _, err = run.communicate(timeout=60)
-    assert run.returncode == 130, err
-    while _alive(stage_pid):  # the worker kills the stage's process
-        assert time.monotonic() < deadline + 60, f"stage process {stage_pid} still runs"
-        time.sleep(0.2)
     assert not (project / ".pivot/stages/c/slow.lock").exists()
 
 
@@ -461,25 +436,7 @@ def test_ctrl_c_while_a_worker_imports_the_pipeline(project, seaweedfs, cluster,
         },
     )
     _configure(project, seaweedfs, cluster)
-    run = subprocess.Popen(
-        [sys.executable, "-m", "pivot", "run"],
-        cwd=project,
-        env={**os.environ, "PYTHONPATH": PYTHONPATH},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    deadline = time.monotonic() + 60
-    while not marker.exists() or not marker.read_text():
-        assert run.poll() is None and time.monotonic() < deadline, run.communicate()
-        time.sleep(0.1)
-    importer = int(marker.read_text())
-    run.send_signal(signal.SIGINT)
-    _, err = run.communicate(timeout=60)
-    assert run.returncode == 130, err
-    while _alive(importer):  # the worker stops its stage server
-        assert time.monotonic() < deadline + 60, f"stage server {importer} still runs"
-        time.sleep(0.2)
+    _ctrl_c_once_marked(project, [], marker, "stage server")
     assert not (project / ".pivot/stages/i/one.lock").exists()
 
 
@@ -538,3 +495,27 @@ def test_a_killed_worker_is_retried_then_fails(project, seaweedfs, cluster, tmp_
     assert "k/fragile" in result.stderr and "worker running it died" in result.stderr
     assert not (project / "fragile.txt").exists()
     wait_for_workers(cluster, 2)
+
+
+def _ctrl_c_once_marked(project, run_args, marker, what) -> None:
+    """Start `pivot run RUN_ARGS`, press Ctrl-C once a process on a worker wrote its pid to
+    `marker`: pivot exits 130 and that process (`what`) is stopped."""
+    run = subprocess.Popen(
+        [sys.executable, "-m", "pivot", "run", *run_args],
+        cwd=project,
+        env={**os.environ, "PYTHONPATH": PYTHONPATH},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 60
+    while not marker.exists() or not marker.read_text():
+        assert run.poll() is None and time.monotonic() < deadline, run.communicate()
+        time.sleep(0.1)
+    pid = int(marker.read_text())
+    run.send_signal(signal.SIGINT)
+    _, err = run.communicate(timeout=60)
+    assert run.returncode == 130, err
+    while _alive(pid):
+        assert time.monotonic() < deadline + 60, f"{what} {pid} still runs"
+        time.sleep(0.2)
