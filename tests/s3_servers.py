@@ -120,6 +120,13 @@ def seaweedfs(tmp_path_factory):
         "-webdav=false",
         "-s3.port.iceberg=0",
         "-s3.port.lance=0",
+        # Every test bucket is a SeaweedFS collection holding at least one volume of its
+        # own. Left to itself, `weed mini` allows free disk / volume size volumes (about 45
+        # on a disk with 50 GB free), and the suite's later buckets then fail with
+        # InternalError ("No writable volumes and no free volumes left"). Volumes are
+        # sparse files, so many small ones cost no disk up front.
+        "-volume.max=2000",
+        "-master.volumeSizeLimitMB=256",
         f"-dir={base / 'data'}",
         f"-s3.config={base / 's3.json'}",
         *args,
