@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import logging
 from dataclasses import dataclass, field
@@ -80,9 +81,10 @@ class Decision:
 def lock_params(stage: StageSpec) -> dict[str, Any]:
     """The stage's params as the lock file holds them: JSON, a value JSON lacks (a function,
     a set) as its canonical form, which is the same in every process."""
-    return json.loads(
-        json.dumps(stage.params_dict(), default=lambda v: json.loads(canonical_json(v)))
-    )
+    params = stage.params_dict()
+    if not params:
+        return {}
+    return json.loads(json.dumps(params, default=lambda v: json.loads(canonical_json(v))))
 
 
 def run_key(stage: StageSpec, code_digest: str, deps: dict[str, str]) -> str:
@@ -92,7 +94,8 @@ def run_key(stage: StageSpec, code_digest: str, deps: dict[str, str]) -> str:
     every machine (no set order, no memory address).
     """
     try:
-        params = canonical_json(stage.params_dict())
+        values = stage.params_dict()
+        params = canonical_json(values) if values else _no_params()
         dep_loaders = sorted((d.path, loader_text(d.loader)) for d in stage.deps)
         out_loaders = sorted((o.path, loader_text(o.loader)) for o in stage.outs)
     except TypeError as exc:
@@ -115,13 +118,23 @@ def run_key(stage: StageSpec, code_digest: str, deps: dict[str, str]) -> str:
     fan_in = [(d.key, d.group, d.path) for d in stage.deps if d.group]
     if fan_in:  # which argument gets which paths, in which order (absent otherwise)
         body["fan_in"] = fan_in
-    text = json.dumps(body, sort_keys=True, separators=(",", ":"))
-    return blake3.blake3(text.encode()).hexdigest()
+    return blake3.blake3(_KEY_JSON.encode(body).encode()).hexdigest()
+
+
+# What `json.dumps(body, sort_keys=True, separators=(",", ":"))` uses, made once.
+_KEY_JSON = json.JSONEncoder(sort_keys=True, separators=(",", ":"))
+
+
+@functools.cache
+def _no_params() -> str:
+    """`canonical_json({})`: the params of most stages."""
+    return canonical_json({})
 
 
 # The canonical text of loaders, by their class and field values: a run key names a
 # loader per dep and output, and most are the same few (`PathOnly()`, `JSON(indent=2)`).
 _LOADER_TEXTS: dict[tuple, str] = {}
+_FIELD_NAMES: dict[type, tuple[str, ...]] = {}  # a dataclass loader's field names
 # Field values whose equality is identity of canonical text (not floats: 0.0 == -0.0).
 _PLAIN = (str, int, bool, type(None))
 _MISSING = object()
@@ -133,7 +146,10 @@ def loader_text(loader: Any) -> str:
     kind = type(loader)
     if not dataclasses.is_dataclass(kind):
         return canonical_json(loader)
-    values = tuple((f.name, getattr(loader, f.name, _MISSING)) for f in dataclasses.fields(kind))
+    names = _FIELD_NAMES.get(kind)
+    if names is None:
+        names = _FIELD_NAMES[kind] = tuple(f.name for f in dataclasses.fields(kind))
+    values = tuple((name, getattr(loader, name, _MISSING)) for name in names)
     if not all(type(value) in _PLAIN for _, value in values):
         return canonical_json(loader)
     key = (kind, tuple((name, type(value), value) for name, value in values))
