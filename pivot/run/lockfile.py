@@ -83,9 +83,7 @@ def read_lock(stages_dir: pathlib.Path, stage_id: str) -> Lock | None:
         hit = _READ.get(name)
         if hit is not None and hit[0] == _stat_key(os.stat(name)):
             return _copy(hit[1])
-        with open(name, "rb") as f:
-            st = os.fstat(f.fileno())
-            data = f.read()
+        st, data = _read_file(name)
     except FileNotFoundError:
         return None
     try:
@@ -99,6 +97,23 @@ def read_lock(stages_dir: pathlib.Path, stage_id: str) -> Lock | None:
         _READ[name] = (_stat_key(st), lock)
         return _copy(lock)
     return lock
+
+
+def _read_file(name: str) -> tuple[os.stat_result, bytes]:
+    """The file's stat and bytes, in a few system calls (no buffered file object: that
+    costs more than parsing a lock file)."""
+    fd = os.open(name, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        st = os.fstat(fd)
+        data = os.read(fd, st.st_size + 1)
+        if len(data) > st.st_size:  # it grew since the fstat: read the rest
+            chunks = [data]
+            while chunk := os.read(fd, 1 << 16):
+                chunks.append(chunk)
+            data = b"".join(chunks)
+        return st, data
+    finally:
+        os.close(fd)
 
 
 def _stat_key(st: os.stat_result) -> tuple[int, int, int, int]:
