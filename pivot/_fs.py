@@ -7,9 +7,7 @@ from __future__ import annotations
 import contextlib
 import os
 import pathlib
-import shutil
 import stat
-import tempfile
 from typing import TYPE_CHECKING
 
 from pivot.errors import writing
@@ -24,6 +22,8 @@ def write_bytes(
     """Replace `path` with `data` (bytes, or parts written in turn) so that readers see the
     old or the new file, never half; durable before the rename unless not `sync` (a cache
     that is only slower without the file)."""
+    import tempfile  # not imported by a command that writes nothing
+
     with writing(path):
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -47,6 +47,8 @@ def write_temp(path: pathlib.Path, data: bytes, made: set[pathlib.Path] | None =
     """A new temp file beside `path` holding `data`, not flushed: the caller makes it
     durable (with others, in one flush) and then renames it over `path`. `made`: folders
     known to exist (the folder of `path` is created unless it is there, and added)."""
+    import tempfile
+
     with writing(path):
         if made is None or path.parent not in made:
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -96,6 +98,8 @@ def remove_path(path: pathlib.Path) -> None:
     except FileNotFoundError:
         return
     if stat.S_ISDIR(st.st_mode):
+        import shutil
+
         shutil.rmtree(path)
     else:
         path.unlink()

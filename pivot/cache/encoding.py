@@ -4,9 +4,10 @@ compression does not pay (docs/remote-format.md)."""
 from __future__ import annotations
 
 import threading
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
-import zstandard
+if TYPE_CHECKING:
+    import zstandard
 
 RAW = 0
 ZSTD = 1
@@ -37,6 +38,8 @@ class PackedBlob(NamedTuple):
 def _cctx() -> zstandard.ZstdCompressor:
     cctx = getattr(_local, "cctx", None)
     if cctx is None:
+        import zstandard  # not imported by a command that packs and unpacks nothing
+
         cctx = _local.cctx = zstandard.ZstdCompressor(level=LEVEL)
     return cctx
 
@@ -44,6 +47,8 @@ def _cctx() -> zstandard.ZstdCompressor:
 def _dctx() -> zstandard.ZstdDecompressor:
     dctx = getattr(_local, "dctx", None)
     if dctx is None:
+        import zstandard
+
         dctx = _local.dctx = zstandard.ZstdDecompressor()
     return dctx
 
@@ -62,6 +67,8 @@ def decode_blob(stored: bytes | memoryview, codec: int, size: int) -> bytes:
     """The blob bytes from its stored form (not yet verified)."""
     if codec == RAW:
         return bytes(stored)
+    import zstandard
+
     try:
         if zstandard.frame_content_size(stored) != size:
             raise ValueError("zstd frame header does not give the indexed size")
