@@ -45,7 +45,10 @@ def line_for(name: str) -> str | None:
     name a gitignore line cannot hold: one with a line break)."""
     if "\n" in name or "\r" in name:
         return None
-    escaped = "".join(f"\\{c}" if c in _SPECIAL else c for c in name)
+    if _SPECIAL.isdisjoint(name):
+        escaped = name
+    else:
+        escaped = "".join(f"\\{c}" if c in _SPECIAL else c for c in name)
     if escaped.endswith(" "):
         escaped = escaped[:-1] + "\\ "
     return "/" + escaped
