@@ -170,7 +170,10 @@ class Planner:
         graph: Graph,
         force: set[str] | None = None,
         remote: RemoteAccess | None = None,
+        locks: dict[str, Lock] | None = None,
     ) -> None:
+        """`locks`: lock files the command has just read (this planner takes each one it
+        uses out of the dict, so it owns them; it reads the others)."""
         self.ws = ws
         self.graph = graph
         self.force = force or set()
@@ -178,6 +181,7 @@ class Planner:
         self.known: dict[str, dict[str, Any]] = {}
         self._fingerprints: dict[str, dict[str, str]] = {}
         self._locks: dict[str, Lock | None] = {}
+        self._given = locks if locks is not None else {}
         self.tracked = tracked.load_all(ws.project)
         self._absent: dict[str, list[str]] = {}
 
@@ -318,6 +322,10 @@ class Planner:
     def lock_of(self, stage_id: str) -> Lock | None:
         """The stage's lock file, read once; an unusable one is reported and ignored."""
         if stage_id not in self._locks:
+            given = self._given.pop(stage_id, None)
+            if given is not None:
+                self._locks[stage_id] = given
+                return given
             try:
                 self._locks[stage_id] = read_lock(self.ws.project.stages_dir, stage_id)
             except (CorruptFile, UnsafePath) as exc:

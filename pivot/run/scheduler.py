@@ -92,10 +92,15 @@ class RunOptions:
 
 
 def plan_graph(
-    ws: Workspace, graph: Graph, force: set[str], remote: RemoteAccess | None = None
+    ws: Workspace,
+    graph: Graph,
+    force: set[str],
+    remote: RemoteAccess | None = None,
+    locks: dict[str, Lock] | None = None,
 ) -> tuple[Planner, dict[str, Decision]]:
-    """Decide every stage in topological order, before anything executes."""
-    planner = Planner(ws, graph, force, remote)
+    """Decide every stage in topological order, before anything executes (`locks`: see
+    `Planner`)."""
+    planner = Planner(ws, graph, force, remote, locks)
     decisions: dict[str, Decision] = {}
     for sid in graph.order():
         ups = {u: decisions[u].action for u in graph.upstream[sid].values()}
@@ -137,8 +142,12 @@ class Runner:
         options: RunOptions,
         on_stage: Callable[[StageReport], None] | None = None,
         on_start: Callable[[str], None] | None = None,
+        locks: dict[str, Lock] | None = None,
     ) -> None:
+        """`locks`: lock files the command has just read, by stage id, handed to the first
+        plan (so that it does not read them again)."""
         self.ws = ws
+        self._read_locks = locks if locks is not None else {}
         self.graph = graph
         self.options = options
         self.on_cluster = options.executor == "dask"
@@ -191,7 +200,7 @@ class Runner:
 
         The workers are forked (`fork`) before the remote's client may start threads.
         """
-        planner, decisions = plan_graph(self.ws, self.graph, force, self.remote)
+        planner, decisions = plan_graph(self.ws, self.graph, force, self.remote, self._read_locks)
         if self.remote is not None and _runs_any(decisions):
             if fork and not self.on_cluster:
                 self._start_executor(decisions)

@@ -27,6 +27,7 @@ from pivot.run.lockfile import read_lock
 if TYPE_CHECKING:
     from pivot.discover.finder import Discovery
     from pivot.project import Project
+    from pivot.run.lockfile import Lock
 
 
 class GitIgnored:
@@ -39,7 +40,9 @@ class GitIgnored:
         self.project = project
         self.discovery = discovery
         self.complete = complete
-        self.before = _lock_outs(project, self._names())
+        # The lock files read for `before`, by stage id: the plan that follows takes them.
+        self.locks: dict[str, Lock] = {}
+        self.before = _lock_outs(project, self._names(), self.locks)
 
     def _names(self) -> set[str]:
         if self.discovery is None:
@@ -78,10 +81,13 @@ class GitIgnored:
         return owned
 
 
-def _lock_outs(project: Project, pipelines: Iterable[str]) -> list[str]:
-    """The output paths the lock files of `pipelines` name. Only the paths are read (each
-    checked as any path from a lock file); a lock file that does not parse is skipped
-    here, the commands that use it report it."""
+def _lock_outs(
+    project: Project, pipelines: Iterable[str], keep: dict[str, Lock] | None = None
+) -> list[str]:
+    """The output paths the lock files of `pipelines` name; the locks that parse are put
+    in `keep`, by stage id. Of a lock file that does not parse only the paths are read
+    (each checked as any path from a lock file), or it is skipped: the commands that use
+    it report it."""
     outs = []
     for name in sorted(pipelines):
         for folder, _, files in os.walk(project.stages_dir / name):
@@ -89,12 +95,14 @@ def _lock_outs(project: Project, pipelines: Iterable[str]) -> list[str]:
             for file in files:
                 if not file.endswith(".lock"):
                     continue
-                # Read through `read_lock` first: the plan reads the same lock files next,
-                # and finds them parsed (one `stat` each).
+                # Read through `read_lock` first: the plan uses the same lock files next.
+                stage_id = f"{prefix}/{file[:-5]}"
                 try:
-                    lock = read_lock(project.stages_dir, f"{prefix}/{file[:-5]}")
+                    lock = read_lock(project.stages_dir, stage_id)
                     if lock is not None:
                         outs += lock.outs
+                        if keep is not None:
+                            keep[stage_id] = lock
                         continue
                 except PivotError:
                     pass  # a lenient read of the paths alone, below

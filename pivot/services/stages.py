@@ -90,7 +90,8 @@ def run(
             return result
         with ws.project.exclusive("run"):
             ignored = GitIgnored(ws.project, scope.discovery, all_pipelines)
-            result.report = Runner(ws, scope.graph, options, on_stage=on_stage).run(forced)
+            runner = Runner(ws, scope.graph, options, on_stage=on_stage, locks=ignored.locks)
+            result.report = runner.run(forced)
             ignored.update(
                 out.path
                 for report in result.report.stages
