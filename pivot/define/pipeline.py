@@ -107,6 +107,8 @@ def checked_resources(resources: Any, where: str) -> dict[str, float | str]:
 
 
 def _override(marks: dict, paths: dict[str, str], kind: type, what: str, where: str) -> dict:
+    if not paths:
+        return marks
     unknown = sorted(set(paths) - set(marks))
     if unknown:
         noun = "parameter" if kind is Dep else "output"
