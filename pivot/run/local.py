@@ -587,16 +587,19 @@ def _entries(stage: StageSpec, root: pathlib.Path) -> set[str]:
     folders = {stage.workdir} | {(root / out.path).parent for out in stage.outs}
     found = set()
     for folder in folders:
+        rel = os.path.relpath(folder, root).replace(os.sep, "/")
+        if rel == ".." or rel.startswith("../"):
+            continue
         try:
             names = os.listdir(folder)
         except OSError:
             continue
-        rel = pathlib.PurePosixPath(os.path.relpath(folder, root).replace(os.sep, "/"))
+        prefix = "" if rel == "." else f"{rel}/"
         for name in names:
             if name.startswith(".") or name == "__pycache__":
                 continue
-            path = (rel / name).as_posix()
-            if path not in _DECLARED and not path.startswith("../"):
+            path = prefix + name
+            if path not in _DECLARED:
                 found.add(path)
     return found
 
