@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import os
 import pathlib
+import struct
 import traceback
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -47,21 +48,37 @@ def register_stages(stages: dict[str, StageSpec]) -> None:
             _DECLARED.update(p.as_posix() for p in pathlib.PurePosixPath(out.path).parents)
 
 
+class WorkerLost(Exception):
+    """A worker process died (killed, out of memory): the executor can run nothing more."""
+
+
+@dataclass
+class _Worker:
+    """The main process's end of one worker: it writes stage ids to `requests` and reads
+    each stage's pickled `Outcome` from `results`, one length-prefixed frame each."""
+
+    pid: int
+    requests: int
+    results: int
+    future: cf.Future[Outcome] | None = None  # the stage it runs
+    received: bytes = b""
+
+
 class LocalExecutor:
     """`workers` forked worker processes on this machine (see `Executor`).
 
     Created before the command starts any thread (remote clients do): the workers are
-    forked at once, with Ctrl-C blocked until their initializer has run."""
+    forked at once, with Ctrl-C blocked until their initializer has run. Each worker
+    takes one stage at a time over a pipe and forks a fresh child for it (`execute`);
+    one thread of this process reads the outcomes and resolves the futures."""
 
     def __init__(self, stages: dict[str, StageSpec], workers: int, project: Project) -> None:
-        import concurrent.futures as cf
-        import multiprocessing
         import signal
         import threading
 
         register_stages(stages)
         self._stages = stages
-        self._paths = (str(project.root), str(project.cache_dir), str(project.tmp_dir))
+        paths = (str(project.root), str(project.cache_dir), str(project.tmp_dir))
         # Workers name the process running each stage here (`_announce`), for `cancel`.
         self._started, started = os.pipe()
         os.set_blocking(self._started, False)
@@ -69,22 +86,24 @@ class LocalExecutor:
         self._pids: dict[str, int] = {}
         self._unread = b""
         self._pids_lock = threading.Lock()
-        self._pool = cf.ProcessPoolExecutor(
-            max_workers=workers,
-            mp_context=multiprocessing.get_context("fork"),
-            initializer=init_worker,
-            initargs=(os.getpid(), started),
-        )
-        # The workers (forked by the first submit) start with Ctrl-C blocked, kept blocked
-        # by their initializer: one that lands before it ran cannot raise there.
+        self._workers: list[_Worker] = []
+        self._backlog: list[tuple[cf.Future[Outcome], str]] = []  # submitted, no worker free
+        self._state = threading.Lock()  # guards the workers' futures and the backlog
+        self._broken = False
+        self._closing = False
+        # The workers start with Ctrl-C blocked, kept blocked by their initializer: one
+        # that lands before it ran cannot raise there.
         mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
         try:
-            probes = [self._pool.submit(os.getpid) for _ in range(workers)]
+            for _ in range(workers):
+                self._workers.append(self._fork_worker(started, paths))
         finally:
             signal.pthread_sigmask(signal.SIG_SETMASK, mask)
-        for probe in probes:
-            probe.result()
-        os.close(started)  # every worker was forked (with a fork context, all at once)
+            os.close(started)
+        self._reader = threading.Thread(
+            target=self._read_outcomes, name="pivot-outcomes", daemon=True
+        )
+        self._reader.start()
         self._submitted: dict[cf.Future[Outcome], str] = {}
         self._signalled: set[int] = set()
         self._handlers: dict[int, Any] = {}
@@ -92,21 +111,98 @@ class LocalExecutor:
             for sig in (signal.SIGINT, signal.SIGTERM):
                 self._handlers[sig] = signal.signal(sig, self._on_signal)
 
+    def _fork_worker(self, started: int, paths: tuple[str, str, str]) -> _Worker:
+        parent = os.getpid()
+        requests_read, requests_write = os.pipe()
+        results_read, results_write = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # the worker: never returns
+            # Only its own pipes: a worker holding another's request pipe would keep that
+            # one from seeing the pipe close at `shutdown`.
+            for fd in (self._started, requests_write, results_read):
+                os.close(fd)
+            for other in self._workers:
+                os.close(other.requests)
+                os.close(other.results)
+            serve(parent, started, requests_read, results_write, paths)
+        os.close(requests_read)
+        os.close(results_write)
+        return _Worker(pid, requests_write, results_read)
+
     def submit(self, decision: Decision) -> cf.Future[Outcome]:
-        future = self._pool.submit(execute, decision.stage.id, *self._paths)
-        self._submitted[future] = decision.stage.id
+        import concurrent.futures as cf
+
+        future: cf.Future[Outcome] = cf.Future()
+        stage_id = decision.stage.id
+        self._submitted[future] = stage_id
+        with self._state:
+            if self._broken:
+                future.set_exception(WorkerLost())
+                return future
+            idle = next((w for w in self._workers if w.future is None), None)
+            if idle is None:
+                self._backlog.append((future, stage_id))
+                return future
+            idle.future = future
+        _send_request(idle, stage_id)
         return future
 
-    def outcome(self, future: cf.Future[Outcome], stage_id: str) -> Outcome:
-        from concurrent.futures.process import BrokenProcessPool
+    def _read_outcomes(self) -> None:
+        """The reader thread: resolve each worker's future as its outcome arrives; a worker
+        whose pipe closed before it answered died, which breaks the executor."""
+        import pickle
+        import select
 
+        live = {w.results: w for w in self._workers}
+        while live:
+            ready, _, _ = select.select(list(live), [], [])
+            for fd in ready:
+                worker = live[fd]
+                data = os.read(fd, 1 << 16)
+                if not data:
+                    del live[fd]
+                    self._lost(worker)
+                    continue
+                worker.received += data
+                while (frame := _take_frame(worker)) is not None:
+                    with self._state:
+                        future, worker.future = worker.future, None
+                        queued = self._backlog.pop(0) if self._backlog else None
+                        if queued is not None:
+                            worker.future = queued[0]
+                    if queued is not None:
+                        _send_request(worker, queued[1])
+                    if future is not None:
+                        future.set_result(pickle.loads(frame))
+
+    def _lost(self, worker: _Worker) -> None:
+        """A worker's pipe closed: at `shutdown`, as asked; else it died, and, as a broken
+        pool, the executor stops the other workers (each kills its stage's process group)
+        and fails every stage submitted."""
+        import signal
+
+        with self._state:
+            failed = [worker.future] if worker.future is not None else []
+            worker.future = None
+            if not self._closing and not self._broken:
+                self._broken = True
+                for other in self._workers:
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(other.pid, signal.SIGTERM)
+            failed += [future for future, _ in self._backlog]
+            self._backlog.clear()
+        for future in failed:
+            if not future.done():
+                future.set_exception(WorkerLost())
+
+    def outcome(self, future: cf.Future[Outcome], stage_id: str) -> Outcome:
         self._read_started()
         with self._pids_lock:
             self._pids.pop(stage_id, None)
         self._submitted.pop(future, None)
         try:
             return future.result()
-        except BrokenProcessPool:
+        except WorkerLost:
             stage = self._stages[stage_id]
             return Outcome(
                 stage_id,
@@ -202,7 +298,8 @@ class LocalExecutor:
         """Stop the stages still running (a Ctrl-C or an error stopped the run): Ctrl-C in
         their process groups, SIGKILL `CANCEL_GRACE` seconds later (at once for what is left
         in the group of a stage that already stopped: a process that ignores Ctrl-C); then
-        release the workers and give back the signal handlers."""
+        release the workers (their request pipes close: each exits once its stage is done)
+        and give back the signal handlers."""
         import concurrent.futures as cf
         import signal
 
@@ -213,11 +310,89 @@ class LocalExecutor:
         for pid in self._signalled:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(pid, signal.SIGKILL)
-        self._pool.shutdown(wait=True, cancel_futures=True)
+        with self._state:
+            self._closing = True
+            for future, _ in self._backlog:
+                future.cancel()
+            self._backlog.clear()
+        for worker in self._workers:
+            os.close(worker.requests)
+        for worker in self._workers:
+            os.waitpid(worker.pid, 0)
+        self._reader.join()
+        for worker in self._workers:
+            os.close(worker.results)
         os.close(self._started)
         for sig, handler in self._handlers.items():
             signal.signal(sig, handler)
         self._handlers.clear()
+
+
+def _send_request(worker: _Worker, stage_id: str) -> None:
+    """Hand a stage to a worker; one that died already fails it when its pipe closes."""
+    with contextlib.suppress(BrokenPipeError):
+        _write_frame(worker.requests, stage_id.encode())
+
+
+_FRAME = struct.Struct("!I")  # the length of the frame's payload
+
+
+def _write_frame(fd: int, payload: bytes) -> None:
+    data = memoryview(_FRAME.pack(len(payload)) + payload)
+    while data:
+        data = data[os.write(fd, data) :]
+
+
+def _take_frame(worker: _Worker) -> bytes | None:
+    """The next whole frame received from `worker`, if one is there."""
+    if len(worker.received) < _FRAME.size:
+        return None
+    (size,) = _FRAME.unpack_from(worker.received)
+    end = _FRAME.size + size
+    if len(worker.received) < end:
+        return None
+    frame, worker.received = worker.received[_FRAME.size : end], worker.received[end:]
+    return frame
+
+
+def _read_exactly(fd: int, size: int) -> bytes | None:
+    """`size` bytes from `fd`; None if it closed first."""
+    data = b""
+    while len(data) < size:
+        chunk = os.read(fd, size - len(data))
+        if not chunk:
+            return None
+        data += chunk
+    return data
+
+
+def serve(parent: int, announce: int, requests: int, results: int, paths: tuple[str, ...]) -> None:
+    """A worker's life: run each stage named on `requests` (`execute`) and write its
+    pickled outcome to `results`, until `requests` closes (or the main process dies);
+    then let the spare child go, reap every child and exit. Never returns."""
+    import sys
+
+    global _worker_pipes
+    code = 0
+    try:
+        _worker_pipes = (requests, results)
+        if sys.stdin is not None:  # a stage's `input()` reads end of file, not the terminal
+            with contextlib.suppress(OSError, ValueError):
+                sys.stdin.close()
+                sys.stdin = open(os.devnull)  # noqa: SIM115 (the process's stdin)
+        init_worker(parent, announce)
+        while (header := _read_exactly(requests, _FRAME.size)) is not None:
+            stage_id = _read_exactly(requests, _FRAME.unpack(header)[0])
+            if stage_id is None:
+                break
+            _write_frame(results, execute(stage_id.decode(), *paths))
+    except BaseException:
+        code = 1
+    finally:
+        try:
+            _release_children()
+        finally:
+            os._exit(code)
 
 
 class StageContractError(Exception):
@@ -249,19 +424,19 @@ class _Spare:
 
 _spare: _Spare | None = None
 _unreaped: list[int] = []
-_finalizer: Any = None
+_worker_pipes: tuple[int, ...] = ()  # this worker's request and result pipes
 _announce_fd: int | None = None  # where this worker names the process of each stage
 _running: int | None = None  # the child running a stage now (its process group's id)
 _prctl: Any = None  # libc's prctl, for `die_with_parent`
 
 
 def init_worker(parent: int, announce: int | None = None) -> None:
-    """Pool initializer: die with the main process `parent`, and leave Ctrl-C to the main
+    """A worker's setup: die with the main process `parent`, and leave Ctrl-C to the main
     process and the stage children (each sets its own handler); a worker that raised
     mid-hand-over would lose track of its child.
 
     The worker blocks SIGINT (it is forked with SIGINT already blocked, see
-    `Runner._start_pool`) rather than ignoring it: one that reached the process group
+    `LocalExecutor`) rather than ignoring it: one that reached the process group
     stays pending here, so that a stage handed over later, to a child forked after that
     Ctrl-C, is not run (see `_hand_over`).
 
@@ -281,7 +456,7 @@ def die_with_parent(parent: int, sig: int | None = None) -> None:
     """Have the kernel send `sig` (default SIGKILL) to this process when `parent` (the
     process that forked it) dies, so that a killed `pivot run` leaves no worker or stage
     running; exit at once if it is already gone. Linux only (prctl); elsewhere a worker
-    lives until its pool's pipes close."""
+    lives until its request pipe closes."""
     import ctypes
     import signal
     import sys
@@ -298,7 +473,7 @@ def die_with_parent(parent: int, sig: int | None = None) -> None:
 
 
 def _stop_stage_and_exit(signum: int, frame: Any) -> None:
-    """A worker's SIGTERM (its main process died, or the pool ended it): SIGKILL the
+    """A worker's SIGTERM (its main process died, or another worker did): SIGKILL the
     process group of the stage it runs, then exit."""
     import signal
 
@@ -318,7 +493,7 @@ def _ctrl_c_pending() -> bool:
     return signal.SIGINT in signal.sigpending()
 
 
-def execute(stage_id: str, root: str, cache_dir: str, tmp_dir: str) -> Outcome:
+def execute(stage_id: str, root: str, cache_dir: str, tmp_dir: str) -> bytes:
     """Run one stage in a fresh child forked from this worker, so that no global state
     (module settings, environment, RNG seeds) leaks from one stage into the next and a
     stage that kills its process fails alone.
@@ -326,11 +501,11 @@ def execute(stage_id: str, root: str, cache_dir: str, tmp_dir: str) -> Outcome:
     A fork and a process exit cost ~1 ms each on a VM; neither is on a chain's critical
     path: the stage goes to a spare child forked while the previous stage ran, the next
     spare is forked while this one runs, and a child that sent its outcome is reaped later.
+    Returns the pickled `Outcome`: the child's bytes are passed on as they came.
     """
     import pickle
 
     global _spare, _running
-    _reap_at_exit()
     _reap(block=False)
     request = pickle.dumps((stage_id, root, cache_dir, tmp_dir), pickle.HIGHEST_PROTOCOL)
     child = _spare if _spare is not None and _waiting(_spare) else None
@@ -339,11 +514,11 @@ def execute(stage_id: str, root: str, cache_dir: str, tmp_dir: str) -> Outcome:
         if child is None or not _hand_over(child, request):
             child = _fork_spare()  # no spare yet, or it died: a fresh child takes the stage
             if not _hand_over(child, request):
-                return _failed(stage_id, "could not start: its process died at once")
+                return _pickled(_failed(stage_id, "could not start: its process died at once"))
     except OSError as exc:  # no process could be forked (a limit was reached)
-        return _failed(stage_id, f"could not start: no process could be forked ({exc})")
+        return _pickled(_failed(stage_id, f"could not start: no process could be forked ({exc})"))
     except _Interrupted:
-        return _interrupted(stage_id)
+        return _pickled(_interrupted(stage_id))
     _running = child.pid
     _announce(stage_id, child.pid)
     try:
@@ -355,14 +530,16 @@ def execute(stage_id: str, root: str, cache_dir: str, tmp_dir: str) -> Outcome:
     _running = None
     if data:
         _unreaped.append(child.pid)
-        return pickle.loads(data)
+        return data
     _, status = os.waitpid(child.pid, 0)
     if _ctrl_c_pending():  # Ctrl-C stopped the child before it read its request
-        return _interrupted(stage_id)
-    return _failed(
-        stage_id,
-        f"did not finish: its process died ({_describe_exit(status)}), e.g. killed, out of "
-        f"memory, or os._exit()",
+        return _pickled(_interrupted(stage_id))
+    return _pickled(
+        _failed(
+            stage_id,
+            f"did not finish: its process died ({_describe_exit(status)}), e.g. killed, "
+            f"out of memory, or os._exit()",
+        )
     )
 
 
@@ -378,6 +555,12 @@ def _announce(stage_id: str, pid: int) -> None:
 def _failed(stage_id: str, what: str) -> Outcome:
     stage = _STAGES[stage_id]
     return Outcome(stage_id, False, error=f"Stage {stage_id} ({stage.source}) {what}.")
+
+
+def _pickled(outcome: Outcome) -> bytes:
+    import pickle
+
+    return pickle.dumps(outcome, pickle.HIGHEST_PROTOCOL)
 
 
 def _interrupted(stage_id: str) -> Outcome:
@@ -407,16 +590,6 @@ def _send(child: _Spare, request: bytes) -> bool:
         os.waitpid(child.pid, 0)
         return False
     return True
-
-
-def _reap_at_exit() -> None:
-    """Have this worker collect its children when it exits, so that none is left to an
-    init process that may not reap (a container without one)."""
-    from multiprocessing import util
-
-    global _finalizer
-    if _finalizer is None:
-        _finalizer = util.Finalize(None, _release_children, exitpriority=10)
 
 
 def _release_children() -> None:
@@ -485,6 +658,8 @@ def _fork_spare() -> _Spare:
             signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
             os.close(request_write)
             os.close(result_read)
+            for fd in _worker_pipes:  # the stage holds no pipe of its worker's
+                os.close(fd)
             with os.fdopen(request_read, "rb") as pipe:
                 data = pipe.read()
             if data:
