@@ -154,12 +154,15 @@ class LocalExecutor:
         import select
 
         live = {w.results: w for w in self._workers}
+        poller = select.poll()
+        for fd in live:
+            poller.register(fd, select.POLLIN)
         while live:
-            ready, _, _ = select.select(list(live), [], [])
-            for fd in ready:
+            for fd, _ in poller.poll():
                 worker = live[fd]
                 data = os.read(fd, 1 << 16)
                 if not data:
+                    poller.unregister(fd)
                     del live[fd]
                     self._lost(worker)
                     continue
@@ -172,8 +175,12 @@ class LocalExecutor:
                             worker.future = queued[0]
                     if queued is not None:
                         _send_request(worker, queued[1])
-                    if future is not None:
+                    if future is None:
+                        continue
+                    try:
                         future.set_result(pickle.loads(frame))
+                    except Exception as exc:  # raised by `outcome`, as a pool's future does
+                        future.set_exception(exc)
 
     def _lost(self, worker: _Worker) -> None:
         """A worker's pipe closed: at `shutdown`, as asked; else it died, and, as a broken
