@@ -1,7 +1,7 @@
 """Where stages execute: the interface the scheduler drives, and what a stage reports.
 
 The scheduler decides what runs and in which order; an executor only runs the stage it is
-handed and reports an `Outcome`. The local process pool (`run/local.py`) leaves the
+handed and reports an `Outcome`. The local executor (`run/local.py`) leaves the
 outputs in the project and the local cache; a cluster executor (`run/dask.py`) leaves them
 on the remote, and the scheduler checks out those it needs.
 """
