@@ -45,17 +45,19 @@ def _is_damage(exc: sqlite3.DatabaseError) -> bool:
 
 
 def _rebuilt_if_damaged(method: F) -> F:
-    """Run `method`; if the database file is damaged, rebuild it empty and run it again."""
+    """Run `method` holding the db's lock (one connection serves every thread); if the
+    database file is damaged, rebuild it empty and run it again."""
 
     @functools.wraps(method)
     def wrapper(self: StateDB, *args: Any, **kwargs: Any) -> Any:
-        try:
-            return method(self, *args, **kwargs)
-        except sqlite3.DatabaseError as exc:
-            if not _is_damage(exc):
-                raise
-            self.rebuild(exc)
-            return method(self, *args, **kwargs)
+        with self._lock:
+            try:
+                return method(self, *args, **kwargs)
+            except sqlite3.DatabaseError as exc:
+                if not _is_damage(exc):
+                    raise
+                self.rebuild(exc)
+                return method(self, *args, **kwargs)
 
     return wrapper  # type: ignore[return-value]
 
@@ -63,8 +65,11 @@ def _rebuilt_if_damaged(method: F) -> F:
 class StateDB:
     """Per-machine state under `.pivot/state.db`; writes are batched until `commit`.
 
-    The stat cache may be consulted and fed from several threads (pull's checkouts): the
-    connection is opened and the stat table loaded under a lock.
+    Thread-safe: the stat cache is consulted and fed from several threads (pull's
+    checkouts) while others read and write cached indexes. One connection serves them
+    all, each use of it under one lock (sqlite3 allows a connection in one thread at a
+    time: a `BEGIN` of one thread would otherwise take in another's statements); stat
+    entries are recorded under it too, so a commit takes them whole.
     """
 
     def __init__(self, path: pathlib.Path) -> None:
@@ -130,7 +135,8 @@ class StateDB:
         return rel in self._pending or rel in self._load_stats()
 
     def record(self, rel: str, st: os.stat_result, digest: str) -> None:
-        self._pending[rel] = (*_key(st), digest)
+        with self._lock:
+            self._pending[rel] = (*_key(st), digest)
 
     @_rebuilt_if_damaged
     def get(self, namespace: str, key: str) -> bytes | None:
@@ -187,10 +193,11 @@ class StateDB:
             raise DiskFull(self.path) from exc
 
     def close(self) -> None:
-        self.commit()
-        if self._conn is not None:
-            self._conn.close()
-            self._conn = None
+        with self._lock:
+            self.commit()
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
 
 
 def _key(st: os.stat_result) -> tuple[int, int, int, int]:
