@@ -17,6 +17,7 @@ from pivot.errors import ProjectError, UnsafePath
 PIVOT_DIR = ".pivot"
 # Names of the cache's temp files and folders in `.pivot/tmp/` (see pivot/cache/batch.py).
 TEMP_PREFIX = "blob."
+TRACKED_DIR = "tracked"  # tracked-data records, `.pivot/tracked/` (cache/tracked.py)
 PIVOT_GITIGNORE = "/cache\n/tmp/\n/state.db\n/state.db-*\n/config.local.yaml\n"
 # Pivot's own state: folders under `.pivot/` and under the cache, and files under
 # `.pivot/`, that must never be links (a write or a gc delete through one lands wherever
@@ -170,15 +171,20 @@ class Project:
                 handle.truncate(0)
 
     def stale_temps(self) -> list[pathlib.Path]:
-        """Cache temp files and folders in `tmp/`, and lock-file temps (`.NAME.XXXX.tmp`)
-        a killed command left among the lock files (only stale while the lock is held)."""
+        """Cache temp files and folders in `tmp/`, and the temps of atomic writes
+        (`.NAME.XXXX.tmp`, `_fs.write_bytes` / `write_temp`) a killed command left among
+        the lock files, the run records and the tracked-data records (only stale while the
+        command lock is held). Linked folders below those are not entered."""
         found = list(self.tmp_dir.glob(f"{TEMP_PREFIX}*"))
-        for folder, _, filenames in os.walk(self.stages_dir):
-            found.extend(
-                pathlib.Path(folder, name)
-                for name in filenames
-                if name.startswith(".") and name.endswith(".tmp")
-            )
+        for top in (self.stages_dir, self.cache_dir / "runs", self.pivot_dir / TRACKED_DIR):
+            if os.path.islink(top):
+                continue
+            for folder, _, filenames in os.walk(top):
+                found.extend(
+                    pathlib.Path(folder, name)
+                    for name in filenames
+                    if name.startswith(".") and name.endswith(".tmp")
+                )
         return sorted(found)
 
     def rel(self, path: str | os.PathLike[str], base: pathlib.Path | None = None) -> str:

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 from pivot import _fs
 from pivot.cache.hashing import DIR, FILE, is_hash
 from pivot.errors import PivotError
-from pivot.project import PIVOT_DIR, first_overlap, safe_relpath
+from pivot.project import PIVOT_DIR, TRACKED_DIR, first_overlap, safe_relpath
 from pivot.untrusted import count
 
 if TYPE_CHECKING:
@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 
 SCHEMA = 1
 SUFFIX = ".json"
-FOLDER = "tracked"
+FOLDER = TRACKED_DIR
 
 
 @dataclass(frozen=True)

@@ -155,3 +155,44 @@ def test_lock_temps_a_kill_left_are_removed_by_the_next_command(
     assert [p for p in left if p.exists()] == []
     assert kept.read_text() == "not Pivot's\n"
     assert read_lock(project / ".pivot" / "stages", "p/s0") is not None
+
+
+# A process that writes a run record's and a tracked-data record's temp files the way
+# Pivot does (`_fs.write_temp`, the group commit's first step), says where, and waits to
+# be killed before it renames them.
+WRITER = """
+import pathlib, sys, time
+from pivot import _fs
+from pivot.cache.runs import RunRecords, encode_record
+root = pathlib.Path(sys.argv[1])
+record = RunRecords(root / ".pivot" / "cache").path("ab" * 32)
+tracked = root / ".pivot" / "tracked" / "data" / "raw.csv.json"
+for path in (record, tracked):
+    print(_fs.write_temp(path, encode_record({})), flush=True)
+time.sleep(600)
+"""
+
+
+def test_record_temps_a_kill_left_are_removed_by_the_next_command(
+    project: pathlib.Path, pivot: PivotCLI
+):
+    write_files(project, {"seed.txt": "0\n", "pipeline.py": _pipeline()})
+    pivot("run", "-j", "1")
+    records = RunRecords(project / ".pivot" / "cache")
+    keys = sorted(records.keys())
+    writer = subprocess.Popen(
+        [sys.executable, "-c", WRITER, str(project)],
+        env={**os.environ, "PYTHONPATH": PYTHONPATH},
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert writer.stdout is not None
+    left = [pathlib.Path(writer.stdout.readline().strip()) for _ in range(2)]
+    writer.kill()  # SIGKILL: the temps stay, as after a kill inside the group commit
+    writer.wait()
+    assert all(path.is_file() for path in left)
+    assert left[0].parent.parent == records.root
+    assert "Every stage is up to date" in pivot("run").stdout
+    assert [str(p) for p in left if p.exists()] == []
+    assert sorted(records.keys()) == keys
+    assert all(records.get(key) is not None for key in keys)
