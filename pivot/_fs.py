@@ -1,6 +1,7 @@
 """File-system helpers shared by every layer: atomic replacement of a file (temp file in
-the same folder, fsync, rename; or the temp file alone, for a caller that flushes many at
-once), creation of a new file, and removal of a path of any kind."""
+the same folder, fsync, rename, fsync of the folder; or the temp file alone, for a caller
+that flushes many at once and then syncs the folders it renamed into), creation of a new
+file, and removal of a path of any kind."""
 
 from __future__ import annotations
 
@@ -14,18 +15,20 @@ from pivot.errors import writing
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
+    from concurrent.futures import Executor
 
 
 def write_bytes(
     path: pathlib.Path, data: bytes | Iterable[bytes], mode: int | None = None, sync: bool = True
 ) -> None:
     """Replace `path` with `data` (bytes, or parts written in turn) so that readers see the
-    old or the new file, never half; durable before the rename unless not `sync` (a cache
-    that is only slower without the file)."""
+    old or the new file, never half; durable before the rename, and the rename itself
+    durable once this returns (its folder fsynced), unless not `sync` (a cache that is
+    only slower without the file)."""
     import tempfile  # not imported by a command that writes nothing
 
     with writing(path):
-        path.parent.mkdir(parents=True, exist_ok=True)
+        changed = make_folder(path.parent)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with writing(path), os.fdopen(fd, "wb") as handle:
@@ -41,12 +44,49 @@ def write_bytes(
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+    if sync:
+        with writing(path):
+            sync_folders([path.parent, *changed])
+
+
+def make_folder(folder: pathlib.Path) -> list[pathlib.Path]:
+    """Create `folder` and its missing parents; returns the folders whose entries that
+    changed (the parent of each one created), to sync for the new folders to stay."""
+    missing = []
+    probe = folder
+    while not probe.is_dir() and probe != probe.parent:
+        missing.append(probe)
+        probe = probe.parent
+    if missing:
+        folder.mkdir(parents=True, exist_ok=True)
+    return [made.parent for made in missing]
+
+
+def sync_folders(folders: Iterable[pathlib.Path | str], pool: Executor | None = None) -> None:
+    """fsync each distinct folder once, so that the renames and creations in it survive a
+    power loss (an fsync of a file makes its content durable, not its name); on `pool`'s
+    threads when given, so that the journal commits them together."""
+    unique = list(dict.fromkeys(os.fspath(folder) for folder in folders))
+    if pool is not None and len(unique) > 1:
+        list(pool.map(_sync_folder, unique))
+        return
+    for folder in unique:
+        _sync_folder(folder)
+
+
+def _sync_folder(folder: str) -> None:
+    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def write_temp(path: pathlib.Path, data: bytes, made: set[pathlib.Path] | None = None) -> str:
     """A new temp file beside `path` holding `data`, not flushed: the caller makes it
-    durable (with others, in one flush) and then renames it over `path`. `made`: folders
-    known to exist (the folder of `path` is created unless it is there, and added)."""
+    durable (with others, in one flush), renames it over `path` and syncs the folder
+    (`sync_folders`, once per folder for all its renames). `made`: folders known to exist
+    (the folder of `path` is created unless it is there, and added)."""
     import tempfile
 
     with writing(path):

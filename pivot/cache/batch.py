@@ -14,7 +14,7 @@ import threading
 import uuid
 from typing import TYPE_CHECKING
 
-from pivot._fs import remove_quietly, write_all, write_new
+from pivot._fs import make_folder, remove_quietly, sync_folders, write_all, write_new
 from pivot.cache.encoding import PackedBlob
 from pivot.cache.hashing import CHUNK, copy_hashing, file_mode, hash_bytes, is_hash, new_hasher
 from pivot.cache.local_packs import encode_index
@@ -242,7 +242,8 @@ class CacheBatch:
             remove_quietly(tmp)
 
     def commit(self, sync_also: Sequence[str] = (), pool: Executor | None = None) -> int:
-        """Make every staged blob durable, then visible in the cache; returns how many.
+        """Make every staged blob durable, then visible in the cache (the renames durable
+        too once this returns); returns how many.
 
         `sync_also` are other files (outside the cache) made durable in the same flush,
         e.g. the temp files of the records that will name these blobs; `pool`, threads
@@ -258,14 +259,17 @@ class CacheBatch:
         done = 0
         try:
             temps = [*_temp_files(staged, staged_packs), *sync_also]
-            if len(temps) >= SYNCFS_MIN:
+            large = len(temps) >= SYNCFS_MIN
+            if large:
                 _syncfs(self.folder)
             else:
                 _fsync_files(temps, pool)
+            renamed_into: list[pathlib.Path] = []  # folders whose entries changed
             store = self.cache.packs
             while staged_packs:
                 pack_tmp, index_tmp, rows = staged_packs[0]
-                store.root.mkdir(parents=True, exist_ok=True)
+                if not renamed_into:
+                    renamed_into += [store.root, *make_folder(store.root)]
                 name = rows[0].pack
                 os.replace(pack_tmp, store.pack_path(name))
                 os.replace(index_tmp, store.index_path(name))  # the pack is now visible
@@ -277,11 +281,18 @@ class CacheBatch:
             for digest, tmp in list(staged.items()):
                 parent = os.path.join(objects, digest[:2])
                 if parent not in made:
-                    os.makedirs(parent, exist_ok=True)
+                    shard = pathlib.Path(parent)
+                    renamed_into += [shard, *make_folder(shard)]
                     made.add(parent)
                 os.replace(tmp, os.path.join(parent, digest[2:]))
                 del staged[digest]
                 done += 1
+            # The renames made durable too (one syncfs, or each folder once), before the
+            # caller publishes a record naming these blobs.
+            if large:
+                _syncfs(self.folder)
+            else:
+                sync_folders(renamed_into, pool)
         except BaseException:
             for tmp in _temp_files(staged, staged_packs):
                 remove_quietly(tmp)

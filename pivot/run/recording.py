@@ -4,7 +4,9 @@ A finished stage leaves its output blobs staged (temp files in the cache's tmp f
 see `Outcome.staged`). One flush makes the blobs of every stage finished since the last
 flush durable together with their run records and lock files (one round of concurrent
 fsyncs, so the journal commits them together), then publishes them in order: the blobs
-under their hash names, then the run records, then the lock files. A lock file or run
+under their hash names, then the run records, then the lock files, and fsyncs the
+folders renamed into (each once per flush: blobs' before the records are renamed, then
+those of the records and locks), so the renames survive a power loss. A lock file or run
 record is therefore never visible before every blob it names is durable and in the cache;
 a kill between flushes loses only the records of the last stages (they run again), never
 leaves one half-written. A lock that records metric values read from the cache is written
@@ -51,6 +53,7 @@ class Recorder:
         self._pending: list[tuple[Decision, Outcome]] = []
         self._since = 0.0
         self._made: set[pathlib.Path] = set()  # folders of records and locks made so far
+        self._synced: set[pathlib.Path] = set()  # of those, ones whose parent was synced
         self._pool: ThreadPoolExecutor | None = None  # fsync threads, kept until `close`
 
     def add(self, decision: Decision, outcome: Outcome) -> None:
@@ -96,18 +99,28 @@ class Recorder:
                         continue
                     temps.append(self._lock_temp(stages_dir, decision, outcome))
                 batch.commit(sync_also=[tmp for tmp, _ in temps], pool=self._fsyncs())
-            _publish(temps)
+            self._publish(temps)
             if later:  # their metric values are read from the blobs published above
                 temps = [self._lock_temp(stages_dir, d, o) for d, o in later]
                 with self.ws.cache.batch() as batch:
                     batch.commit(sync_also=[tmp for tmp, _ in temps], pool=self._fsyncs())
-                _publish(temps)
+                self._publish(temps)
         except BaseException:
             for _, outcome in pending:
                 discard(outcome)
             for tmp, _ in temps:
                 _fs.remove_quietly(tmp)
             raise
+
+    def _publish(self, temps: list[tuple[str, pathlib.Path]]) -> None:
+        """Rename the durable temp files into place, then fsync each folder renamed into
+        once (and, the first time this recorder renames into a folder, the folder holding
+        it: it may have just been created)."""
+        folders = {path.parent for _, path in temps}
+        _publish(temps)
+        fresh = folders - self._synced
+        self._synced |= fresh
+        _fs.sync_folders([*folders, *(folder.parent for folder in fresh)], self._fsyncs())
 
     def _fsyncs(self) -> ThreadPoolExecutor:
         if self._pool is None:

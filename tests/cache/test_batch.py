@@ -12,6 +12,7 @@ from cache_support import (
     objects,
 )
 
+from pivot import _fs
 from pivot.cache import batch as batch_mod
 from pivot.cache.hashing import hash_bytes
 from pivot.errors import PivotError
@@ -31,19 +32,33 @@ def test_batch_publishes_only_at_commit(cache):
 
 @pytest.mark.parametrize("count", [3, 100])
 def test_batch_is_flushed_before_any_rename(cache, monkeypatch, count):
-    """A small batch fsyncs its files, a large one flushes the filesystem, always first."""
+    """A small batch fsyncs its files, a large one flushes the filesystem, always first;
+    then the renames, then the folders renamed into are synced (each once) or, for a
+    large batch, the filesystem flushed again."""
     events = []
     real_replace = os.replace
+    real_sync_folder = _fs._sync_folder
     monkeypatch.setattr(batch_mod, "_syncfs", lambda folder: events.append("syncfs"))
     monkeypatch.setattr(batch_mod, "_fsync_path", lambda path: events.append("fsync"))
     monkeypatch.setattr(
         batch_mod.os, "replace", lambda a, b: (events.append("rename"), real_replace(a, b))
     )
+    monkeypatch.setattr(
+        _fs, "_sync_folder", lambda f: (events.append(f"dir {f}"), real_sync_folder(f))
+    )
+    digests = []
     with cache.batch() as batch:
         for i in range(count):
-            batch.put_bytes(f"blob {i}".encode())
-    flushes = ["syncfs"] if count >= batch_mod.SYNCFS_MIN else ["fsync"] * count
-    assert events == [*flushes, *["rename"] * count]
+            digests.append(batch.put_bytes(f"blob {i}".encode()))
+    large = count >= batch_mod.SYNCFS_MIN
+    flushes = ["syncfs"] if large else ["fsync"] * count
+    assert events[: len(flushes) + count] == [*flushes, *["rename"] * count]
+    after = events[len(flushes) + count :]
+    if large:
+        assert after == ["syncfs"]
+    else:
+        shards = {f"dir {cache.objects / d[:2]}" for d in digests}
+        assert shards <= set(after) and len(after) == len(set(after))
 
 
 def test_interrupted_batch_leaves_nothing(cache):
