@@ -7,7 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from pivot import config, gitignore
+from pivot import config
 from pivot.cache import tracked
 from pivot.cache.checkout import LinkMode
 from pivot.cache.edits import refuse_unsaved_edits
@@ -136,12 +136,6 @@ def _choose_executor(
             "outputs to it), and this project has none.",
             hint="add-default-remote",
         )
-
-
-def keep_out_of_git(project: Project, paths: list[str]) -> None:
-    """List `paths` (outputs or tracked data just placed) in the `.gitignore` next to each,
-    unless the config turns that off."""
-    gitignore.add(project, paths)
 
 
 def push_outputs(result: RunResult) -> TransferSummary:

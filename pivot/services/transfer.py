@@ -10,11 +10,11 @@ from pivot import config
 from pivot.cache.checkout import LinkMode
 from pivot.cache.edits import refuse_unsaved_edits
 from pivot.cache.runs import RunRecords
-from pivot.cache.workspace import workspace_of
+from pivot.cache.workspace import open_workspace, workspace_of
 from pivot.remote import transfer
 from pivot.run.remote_view import open_configured
-from pivot.services.scope import check_disjoint_data, command_locks
-from pivot.services.stages import keep_out_of_git
+from pivot.services.ignored import GitIgnored
+from pivot.services.scope import check_disjoint_data, command_locks, loaded_data_in_scope
 
 if TYPE_CHECKING:
     from pivot.remote.transfer import Progress, TransferSummary
@@ -72,8 +72,16 @@ def pull(
     force: bool = False,
 ) -> Moved:
     """Fetch the scope's outputs and tracked data and place each complete one in the
-    workspace; edits that exist nowhere else are refused first, unless `force`."""
-    project, locks, records = command_locks(targets, all_pipelines)
+    workspace; edits that exist nowhere else are refused first, unless `force`. Like
+    `checkout`, lists what it placed in git's ignore files and drops Pivot's lines for
+    paths nothing owns."""
+    ws = open_workspace()
+    try:
+        found = loaded_data_in_scope(ws, targets, all_pipelines)
+    finally:
+        ws.state.close()
+    project = ws.project
+    locks, records = found.data
     check_disjoint_data(locks, records)
     if not force:
         ws = workspace_of(project)
@@ -86,6 +94,7 @@ def pull(
     target = open_configured(project, remote_name)
     link = LinkMode(config.link_mode(project, link_name))
     with project.exclusive("pull"):
+        ignored = GitIgnored(project, found.discovery, found.complete)
         result = transfer.pull_locks(project, target, [*locks, *records], jobs, progress, link)
-    keep_out_of_git(project, result.checked_out)
+        ignored.update(result.checked_out)
     return Moved(result.summary, target.display, result.checked_out, result.incomplete)

@@ -115,3 +115,39 @@ def test_untrack_and_a_tracked_only_checkout_keep_the_outputs_lines(project, piv
     seen = untracked(project)
     assert "data/a.csv" in seen and "data/b.csv" in seen
     assert "data/c.csv" not in seen and "data/s.txt" not in seen
+
+
+def test_pull_in_a_fresh_clone_keeps_git_ignore_files_as_checkout_does(
+    project, pivot, tmp_path
+) -> None:
+    git(project, "init", "-q")
+    write_files(
+        project,
+        {
+            "a/pipeline.py": pipeline("a", {"one": "../out/one.txt", "two": "../out/two.txt"}),
+            "b/pipeline.py": pipeline("b", {"three": "../out/three.txt"}),
+            "out/.gitignore": "# mine\n/notes.txt\n",
+        },
+    )
+    pivot("remote", "add", "origin", str(tmp_path / "store"), "--default")
+    pivot("run", "--all")
+    pivot("push", "--all")
+    git(project, "add", "-A")
+    git(project, "commit", "-qm", "first")
+    clone = tmp_path / "clone"
+    git(tmp_path, "clone", "-q", str(project), str(clone))
+    in_clone = type(pivot)(clone)
+    # A later commit drops stage two; its lock file and .gitignore line came with the clone.
+    write_files(clone, {"a/pipeline.py": pipeline("a", {"one": "../out/one.txt"})})
+    in_clone("pull", cwd="a")  # loads pipeline a only
+    assert (clone / "out/one.txt").read_text() == "one"
+    assert block(clone, "out") == ["/one.txt", "/three.txt"]
+    assert (clone / "out/.gitignore").read_text().startswith("# mine\n/notes.txt\n")
+    assert ignored(clone, "out/one.txt") and ignored(clone, "out/three.txt")
+    assert not ignored(clone, "out/two.txt")
+    changed = sorted(line[3:] for line in git(clone, "status", "--porcelain").splitlines())
+    assert changed == ["a/pipeline.py", "out/.gitignore"]
+    in_clone("pull", "--all")  # b's output placed; its line kept, nothing else changes
+    assert (clone / "out/three.txt").read_text() == "three"
+    assert block(clone, "out") == ["/one.txt", "/three.txt"]
+    assert untracked(clone) == []
