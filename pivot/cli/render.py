@@ -144,8 +144,15 @@ def status_table(rows: list[dict[str, Any]], quiet: bool = False) -> None:
         "restore": "restorable",
         "run": "will run",
         "pending": "will run",
+        "not-local": "not local",
     }
-    colors = {"skip": None, "restore": "cyan", "run": "yellow", "pending": "yellow"}
+    colors = {
+        "skip": None,
+        "restore": "cyan",
+        "run": "yellow",
+        "pending": "yellow",
+        "not-local": "magenta",
+    }
     for row in [] if quiet else rows:
         label = click.style(f"{labels[row['action']]:<11}", fg=colors[row["action"]])
         kept = f"  ({row['kept']})" if row.get("kept") else ""
@@ -156,14 +163,25 @@ def status_table(rows: list[dict[str, Any]], quiet: bool = False) -> None:
             click.echo(
                 f"      (raw data? `pivot track {path}` where it exists, then commit the record)"
             )
+        if row.get("not_local"):
+            click.echo(
+                "      (`pivot status --remote` reads the folder's manifest from the remote; "
+                "`pivot fetch` keeps it)"
+            )
         for path, where in row.get("outputs", {}).items():
             color = {"local": "green", "remote": "cyan", "missing": "red"}[where]
             click.echo(f"      {click.style(f'{where:<8}', fg=color)} {path}")
-    stale = sum(1 for r in rows if r["action"] != "skip")
+    stale = sum(1 for r in rows if r["action"] not in ("skip", "not-local"))
+    unknown = sum(1 for r in rows if r["action"] == "not-local")
     stages = f"{len(rows)} stage{'s' * (len(rows) != 1)}"
-    click.echo(
-        f"{stages}, {stale} not up to date." if stale else f"Every stage is up to date ({stages})."
-    )
+    if unknown:
+        click.echo(f"{stages}, {stale} not up to date, {unknown} not decidable offline.")
+    else:
+        click.echo(
+            f"{stages}, {stale} not up to date."
+            if stale
+            else f"Every stage is up to date ({stages})."
+        )
 
 
 def stale_elsewhere(elsewhere: Elsewhere) -> None:

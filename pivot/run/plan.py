@@ -47,6 +47,9 @@ class Decision:
     kept: str = ""  # for a restore left unplaced: where its outputs are ("in cache", ...)
     fetched_record: bytes | None = None  # the run record read from the remote, to keep
     absent_deps: list[str] = field(default_factory=list)  # neither on disk nor tracked
+    # Deps inside a tracked folder whose manifest is not in the local cache (and was not
+    # fetched): the lock's hash stood in, so "up to date" is a guess. (dep, its folder)
+    not_local: list[tuple[str, str]] = field(default_factory=list)
 
     @property
     def kept_up_to_date(self) -> bool:
@@ -184,6 +187,7 @@ class Planner:
         self._given = locks if locks is not None else {}
         self.tracked = tracked.load_all(ws.project)
         self._absent: dict[str, list[str]] = {}
+        self._guessed: dict[str, list[tuple[str, str]]] = {}
 
     def settle(self, stage_id: str, outs: dict[str, dict[str, Any]]) -> None:
         """Record the outputs a stage now has, so that its downstreams can be decided."""
@@ -205,6 +209,7 @@ class Planner:
         links = self.graph.upstream[stage.id]
         hashes: dict[str, str] = {}
         absent: list[str] = []
+        guessed: list[tuple[str, str]] = []
         for dep in stage.deps:
             if dep.path in self.known:
                 hashes[dep.path] = self.known[dep.path]["hash"]
@@ -216,12 +221,16 @@ class Planner:
             if digest is None and dep.path not in links:
                 lock = self.lock_of(stage.id)
                 digest = lock.deps.get(dep.path) if lock is not None else None
-                if digest is None or tracked.covering(self.tracked, dep.path) is None:
-                    absent.append(dep.path)  # tracked data stands in by the lock's hash
+                record = tracked.covering(self.tracked, dep.path)
+                if digest is None or record is None:
+                    absent.append(dep.path)
+                elif record.kind == DIR and not self.ws.cache.has(record.hash):
+                    guessed.append((dep.path, record.path))  # the lock's hash stands in
             if digest is None:
                 raise AbsentDeps(absent or [dep.path])
             hashes[dep.path] = digest
         self._absent[stage.id] = absent
+        self._guessed[stage.id] = guessed
         return hashes
 
     def tracked_hash(self, path: str) -> str | None:
@@ -277,6 +286,7 @@ class Planner:
         key = run_key(stage, fingerprint_digest(parts), deps)
         decision = Decision(stage, RUN, [], key, parts, deps, lock=lock)
         decision.absent_deps = self._absent.pop(stage.id, [])
+        decision.not_local = self._guessed.pop(stage.id, [])
         if stage.id in self.force:
             decision.reasons = ["forced"]
             return decision

@@ -14,7 +14,7 @@ from pivot.cache.edits import refuse_unsaved_edits
 from pivot.cache.workspace import open_workspace
 from pivot.discover.scope import Scope, resolve_scope
 from pivot.errors import CacheCorrupt, DamagedBlob, DefinitionError, PivotError
-from pivot.run.plan import PENDING, RUN, SKIP
+from pivot.run.plan import PENDING, RESTORE, RUN, SKIP
 from pivot.run.remote_view import RemoteAccess
 from pivot.run.scheduler import (
     RAN,
@@ -152,6 +152,10 @@ class StatusResult:
     elsewhere: Elsewhere | None
 
 
+# `status`'s action for a stage it cannot decide offline (see `Decision.not_local`).
+NOT_LOCAL = "not-local"
+
+
 def status(
     targets: tuple[str, ...], all_pipelines: bool, remote_name: str | None, with_remote: bool
 ) -> StatusResult:
@@ -182,6 +186,15 @@ def status(
                 row["kept"] = d.kept
             if d.absent_deps and not kept and d.action in (RUN, PENDING):
                 row["missing"] = list(d.absent_deps)
+            if d.not_local and (kept or d.action in (SKIP, RESTORE)):
+                row["action"] = NOT_LOCAL  # the verdict rested on the lock's own hashes
+                row.pop("kept", None)
+                row["reasons"] = [
+                    f"dep {dep} lies in the tracked folder {folder}, whose manifest is not in "
+                    f"the local cache: whether it changed is not known"
+                    for dep, folder in d.not_local
+                ]
+                row["not_local"] = [dep for dep, _ in d.not_local]
             if with_remote:
                 recorded = d.lock.outs if d.lock else {}
                 row["outputs"] = {

@@ -239,3 +239,43 @@ def test_a_dep_in_a_tracked_folder_resolves_through_a_manifest_on_the_remote(tmp
     fresh, again = clone(tmp_path, project, "fresh")  # run alone fetches what it needs
     again("run")
     assert (fresh / "clean.txt").read_text() == "NEW\n"
+
+
+def test_status_offline_says_not_local_for_a_dep_in_a_tracked_folder_without_its_manifest(
+    tmp_path, project
+):
+    """In a fresh clone, `status` without `--remote` cannot read the manifest of a tracked
+    folder it lacks: a stage reading a file in it is `not local`, not a guess from its
+    lock; once the manifest is fetched, the real verdict shows."""
+    inside = PIPELINE.replace("data/raw.csv", "data/in/raw.csv")
+    write_files(project, {"pipeline.py": inside, "data/in/raw.csv": "x\n", "data/in/o.csv": "y\n"})
+    pivot = PivotCLI(project)
+    git(project, "init", "-q")
+    pivot("remote", "add", "--default", "origin", str(tmp_path / "remote"))
+    pivot("track", "data/in")
+    pivot("run")
+    (project / "data/in/raw.csv").write_text("new\n")
+    pivot("track", "data/in")  # recorded and pushed; the stage not run again
+    pivot("push", "--all")
+    git(project, "add", "-A")
+    git(project, "commit", "-qm", "folder changed")
+    target, cli = clone(tmp_path, project)
+
+    rows = json.loads(cli("status", "--json").stdout)
+    row = next(r for r in rows if r.get("stage") == "p/clean")
+    assert row["action"] == "not-local"
+    assert row["not_local"] == ["data/in/raw.csv"]
+    assert row["reasons"] == [
+        "dep data/in/raw.csv lies in the tracked folder data/in, whose manifest is not in the "
+        "local cache: whether it changed is not known"
+    ]
+    text = cli("status").stdout
+    assert "not local   p/clean" in text
+    assert "1 stage, 0 not up to date, 1 not decidable offline." in text
+    assert "Every stage is up to date" not in text
+
+    cli("fetch", "data/in")  # the manifest (and data) now local, the workspace untouched
+    assert not (target / "data/in").exists()
+    rows = json.loads(cli("status", "--json").stdout)
+    row = next(r for r in rows if r.get("stage") == "p/clean")
+    assert row["action"] == "run" and row["reasons"] == ["dep changed: data/in/raw.csv"]
