@@ -285,6 +285,19 @@ class Project:
         finally:
             os.close(fd)
 
+    def remove_output(self, rel: str, what: str) -> None:
+        """Remove what is at the tracked path `rel` (after `write_path`), in the folder that
+        was checked even if a symbolic link took its place or that of a folder above it
+        since (`pinned_folder`): the entry is removed without following a link, a folder
+        with `shutil.rmtree`, which never follows one either. A missing path is no error."""
+        from pivot._fs import remove_path
+
+        try:
+            with self.pinned_folder(rel, what) as folder:
+                remove_path(folder / rel.rsplit("/", 1)[-1])
+        except FileNotFoundError:  # a folder on the way is missing: nothing to remove
+            pass
+
     def _refuse_venv(self, folder: pathlib.Path, rel: str, what: str) -> None:
         if os.path.lexists(folder / VENV_MARKER):
             raise UnsafePath(

@@ -11,7 +11,6 @@ import traceback
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from pivot._fs import remove_path
 from pivot.cache.batch import SYNCFS_MIN
 from pivot.cache.checkout import remove_leftovers
 from pivot.cache.hashing import FILE
@@ -714,9 +713,9 @@ def execute_here(
         for out in stage.outs:
             try:
                 target = project.write_path(out.path, "its output", make_parents=True)
+                project.remove_output(out.path, "its output")  # never through a swapped link
             except PivotError as exc:
                 raise StageContractError(f"cannot run: {exc}", exc) from None
-            remove_path(target)
             remove_leftovers(cache, target)
         with pipeline_context(stage.workdir, root):
             result = _call(stage, root)

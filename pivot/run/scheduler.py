@@ -10,7 +10,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from pivot._fs import remove_path
 from pivot.cache import tracked
 from pivot.cache.checkout import LinkMode
 from pivot.cache.edits import refuse_unsaved_edits
@@ -587,11 +586,12 @@ class Runner:
         folder (the stage refuses such an output before it runs; one that made the link
         itself keeps what it wrote)."""
         for out in decision.stage.outs:
+            what = f"the output of {decision.stage.id}"
             try:
-                path = self.ws.project.write_path(out.path, f"the output of {decision.stage.id}")
+                self.ws.project.write_path(out.path, what)
+                self.ws.project.remove_output(out.path, what)  # never through a swapped link
             except UnsafePath:
                 continue
-            remove_path(path)
 
     def _warn_undeclared(self, stage: StageSpec, paths: list[str]) -> None:
         """Name the files that appeared while `stage` ran and that no stage declares (each

@@ -3,17 +3,22 @@ under `.pivot/tracked/`, or its record removed."""
 
 from __future__ import annotations
 
+import errno
 import os
 import pathlib
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from pivot.cache import tracked
 from pivot.cache.tracked import Tracked
 from pivot.cache.workspace import Workspace, open_workspace
 from pivot.discover.finder import Discovery
-from pivot.errors import PivotError
+from pivot.errors import PivotError, UnsafePath
 from pivot.project import first_overlap, safe_relpath
 from pivot.services.ignored import GitIgnored
+
+if TYPE_CHECKING:
+    from pivot.cache.objects import StoredOutput
 
 
 @dataclass
@@ -145,8 +150,40 @@ def _store(ws: Workspace, rel: str, before: Tracked | None) -> Tracked:
         if current is not None and not ws.cache.missing(current.hash, current.kind):
             return Tracked(rel, current.hash, current.size, current.kind)
     root = ws.project.root
-    stored, files = ws.cache.add_output(root / rel, root, packed=True)
+    stored, files = _add_pinned(ws, rel)
     for inner, digest in files:
         path = f"{rel}/{inner}" if inner else rel
         ws.state.record(path, (root / path).stat(), digest)
     return Tracked(rel, stored.hash, stored.size, stored.kind)
+
+
+def _add_pinned(ws: Workspace, rel: str) -> tuple[StoredOutput, list[tuple[str, str]]]:
+    """Store `rel` into the cache as `_checked` saw it: read through its folder pinned
+    (`Project.pinned_folder`) and the path itself opened without following a link, so a
+    symbolic link swapped in since the check (for it or a folder above it) is refused,
+    never followed to a file outside the project that would be stored and pushed."""
+    what = "the path to track"
+    full = ws.project.root / rel
+    with ws.project.pinned_folder(rel, what) as folder:
+        try:
+            fd = os.open(folder / full.name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except OSError as exc:
+            if exc.errno != errno.ELOOP:
+                raise
+            raise UnsafePath(
+                f"Refusing {what} {rel!r}: it became a symbolic link while Pivot was "
+                f"tracking it. Pivot never follows a link there; check what changed it and "
+                f"track again. Nothing was recorded.",
+                path=rel,
+            ) from None
+        try:
+            proc = pathlib.Path(f"/proc/self/fd/{fd}")
+            pinned = proc if os.path.isdir("/proc/self/fd") else full
+            try:
+                return ws.cache.add_output(pinned, ws.project.root, packed=True)
+            except PivotError as exc:
+                if pinned == full:
+                    raise
+                raise exc.reworded(str(exc).replace(str(pinned), str(full))) from exc.__cause__
+        finally:
+            os.close(fd)
