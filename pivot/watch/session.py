@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from pivot import fingerprint
-from pivot.cache.hashing import Hasher
+from pivot.cache.snapshot import SnapshotHasher
 from pivot.discover.finder import Discovery
 from pivot.discover.scope import resolve_scope
 from pivot.errors import PivotError
@@ -76,16 +76,6 @@ class WatchRequest:
     cwd: pathlib.Path = field(default_factory=pathlib.Path.cwd)
 
 
-class _NoStatCache:
-    """Hash from the files themselves (the watcher's thread has no state db)."""
-
-    def lookup(self, rel: str, st: os.stat_result) -> str | None:
-        return None
-
-    def record(self, rel: str, st: os.stat_result, digest: str) -> None:
-        return None
-
-
 class Session:
     """The watch loop. `serve` blocks until Ctrl-C; the watcher threads deliver changed
     paths to a dispatcher thread, which classifies them, and while a run is going on
@@ -109,7 +99,9 @@ class Session:
         self._inputs_seen: dict[str, str | None] = {}  # input file -> hash at its last change
         self._queue: queue.SimpleQueue[set[str] | None] = queue.SimpleQueue()
         self._watcher = Watcher(str(self.root), self._queue.put)
-        self._thread_hasher = Hasher(self.root, _NoStatCache())
+        # The dispatcher thread's own hasher, on the same (thread-safe) state db as `run`:
+        # a write in a large folder dep re-hashes the changed files only.
+        self._thread_hasher = SnapshotHasher(self.root, ws.state)
 
     # -- the main thread -------------------------------------------------------------------
 
