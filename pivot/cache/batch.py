@@ -15,7 +15,7 @@ import uuid
 from typing import TYPE_CHECKING
 
 from pivot._fs import make_folder, remove_quietly, sync_folders, write_all, write_new
-from pivot.cache.encoding import PackedBlob
+from pivot.cache.encoding import RAW, PackedBlob
 from pivot.cache.hashing import CHUNK, copy_hashing, file_mode, hash_bytes, is_hash, new_hasher
 from pivot.cache.local_packs import encode_index
 from pivot.errors import CorruptFile, writing
@@ -121,20 +121,44 @@ class CacheBatch:
         # What the cache holds is looked up before taking the lock, what this batch staged
         # under it; the pack is named now, so its rows need no renaming.
         absent = set(self.cache.absent(blob.hash for blob, _ in blobs))
-        fresh = [(blob, stored) for blob, stored in blobs if blob.hash in absent]
         name = uuid.uuid4().hex
         rows = []
         parts = []
         offset = 0
         with self._lock:
-            for blob, stored in fresh:
+            for blob, stored in blobs:
                 digest = blob.hash
-                if digest in self._packed or digest in self._staged:
+                if digest not in absent or digest in self._packed or digest in self._staged:
                     continue
                 self._packed.add(digest)
                 rows.append(PackedBlob(name, offset, len(stored), blob.size, blob.codec, digest))
                 parts.append(stored)
                 offset += len(stored)
+        return self._write_pack(rows, parts)
+
+    def put_new_packed(self, blobs: Sequence[tuple[str, bytes]]) -> int:
+        """`put_packed` of blobs read here: (BLAKE3 hex, content) pairs, stored as they are
+        (the caller hashed them). Returns how many blobs the pack holds."""
+        absent = set(self.cache.absent(digest for digest, _ in blobs))
+        name = uuid.uuid4().hex
+        rows = []
+        parts = []
+        offset = 0
+        with self._lock:
+            packed, staged = self._packed, self._staged
+            for digest, data in blobs:
+                if digest not in absent or digest in packed or digest in staged:
+                    continue
+                packed.add(digest)
+                size = len(data)
+                rows.append(PackedBlob(name, offset, size, size, RAW, digest))
+                parts.append(data)
+                offset += size
+        return self._write_pack(rows, parts)
+
+    def _write_pack(self, rows: list[PackedBlob], parts: list[bytes | memoryview]) -> int:
+        """Write the pack `rows` describe (their content: `parts`) and its index as temp
+        files, staged to be renamed into place on commit."""
         if not rows:
             return 0
         pack_tmp, index_tmp = self._temp(), self._temp()
@@ -194,20 +218,23 @@ class CacheBatch:
         """(hash, size, checkout mode) of `src`, staged unless the cache has it."""
         fd = os.open(src, os.O_RDONLY | os.O_CLOEXEC)
         try:
-            st = os.fstat(fd)
-            mode = file_mode(st)
-            if st.st_size <= SMALL_FILE:
-                data = read_small(fd, st.st_size)
-                if len(data) <= SMALL_FILE:
-                    return self.put_bytes(data), len(data), mode
-                hasher = new_hasher(data)
-                first: bytes | None = data
-            else:
-                hasher = new_hasher()
-                first = None
-            return (*self._stream(fd, hasher, first), mode)
+            return self._add_open(fd, os.fstat(fd))
         finally:
             os.close(fd)
+
+    def _add_open(self, fd: int, st: os.stat_result) -> tuple[str, int, int]:
+        """`_add_file` of the file open at `fd` (at its start), whose stat is `st`."""
+        mode = file_mode(st)
+        if st.st_size <= SMALL_FILE:
+            data = read_small(fd, st.st_size)
+            if len(data) <= SMALL_FILE:
+                return self.put_bytes(data), len(data), mode
+            hasher = new_hasher(data)
+            first: bytes | None = data
+        else:
+            hasher = new_hasher()
+            first = None
+        return (*self._stream(fd, hasher, first), mode)
 
     def _stream(self, fd: int, hasher: blake3.blake3, first: bytes | None) -> tuple[str, int]:
         """Copy the rest of `fd` to a temp file while hashing it (bounded memory)."""

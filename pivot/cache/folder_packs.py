@@ -1,6 +1,7 @@
-"""Storing the small files of a tracked folder as local packs (`pivot track`).
+"""Storing the small files of a folder as local packs (`pivot track`, and directory
+outputs of many files).
 
-A loose object per file costs a create and a rename each, which dominate when tracking a
+A loose object per file costs a create and a rename each, which dominate when storing a
 folder of many small files; packing them costs one pack and one index per `PACK_BYTES` of
 content. The packs are the same local packs a fetch writes (`local_packs.py`): every cache
 query reads them, a checkout places their blobs as copies, `gc` keeps a pack while any of
@@ -10,12 +11,14 @@ its blobs is live. Files over `PACK_FILE_MAX` are stored loose, as any output's.
 from __future__ import annotations
 
 import os
+import threading
+from stat import S_IXUSR
 from typing import TYPE_CHECKING
 
+from blake3 import blake3
+
 from pivot.cache.batch import read_small
-from pivot.cache.encoding import RAW, PackedBlob
-from pivot.cache.hashing import file_mode, hash_bytes
-from pivot.cache.parallel import in_parallel
+from pivot.cache.parallel import SLICE, run_slices
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -26,62 +29,76 @@ if TYPE_CHECKING:
 PACK_FILE_MAX = 1 << 20
 # Content read, held in memory and written per pack.
 PACK_BYTES = 64 << 20
+# (hash, size, checkout mode, the stat under which the file had that content, or None if
+# it changed while it was read) of one stored file.
+Stored = tuple[str, int, int, os.stat_result | None]
 
 
-def store_files(batch: CacheBatch, files: Sequence[str]) -> list[tuple[str, int, int]]:
-    """(hash, size, checkout mode) of each file, staged in `batch`: the small ones packed,
-    `PACK_BYTES` at a time, the rest loose."""
-    sizes = in_parallel(lambda path: os.stat(path).st_size, files)
-    results: list[tuple[str, int, int] | None] = [None] * len(files)
-    loose: list[int] = []
-    chunk: list[int] = []
-    held = 0
-    for i, size in enumerate(sizes):
-        if size > PACK_FILE_MAX:
-            loose.append(i)
-            continue
-        chunk.append(i)
-        held += size
-        if held >= PACK_BYTES:
-            loose += _pack(batch, files, sizes, chunk, results)
-            chunk, held = [], 0
-    loose += _pack(batch, files, sizes, chunk, results)
-    for i, stored in zip(
-        loose, in_parallel(batch._add_file, [files[i] for i in loose]), strict=True
-    ):
-        results[i] = stored
-    return results  # type: ignore[return-value]
+def store_files(batch: CacheBatch, files: Sequence[str]) -> list[Stored]:
+    """What each of `files` is, staged in `batch`: the small ones packed, `PACK_BYTES` at a
+    time, the rest loose. One pass over the files on the cache's threads: each is opened,
+    stat-ed and read once."""
+    results: list[Stored] = [None] * len(files)  # type: ignore[list-item]
+    pack = _Pack(batch)
+
+    def store(part: range) -> None:
+        blobs = []
+        for i in part:
+            fd = os.open(files[i], os.O_RDONLY | os.O_CLOEXEC)
+            try:
+                st = os.fstat(fd)
+                mode = 0o755 if st.st_mode & S_IXUSR else 0o644  # as `file_mode`
+                if st.st_size <= PACK_FILE_MAX:
+                    data = os.read(fd, st.st_size + 1)
+                    if len(data) == st.st_size:  # read whole, as the stat found it
+                        digest = blake3(data).hexdigest()
+                        blobs.append((digest, data))
+                        results[i] = (digest, len(data), mode, st)
+                        continue
+                    data += read_small(fd, 0, limit=PACK_FILE_MAX)  # changed since the stat
+                    if len(data) <= PACK_FILE_MAX:
+                        digest = blake3(data).hexdigest()
+                        blobs.append((digest, data))
+                        results[i] = (digest, len(data), mode, None)
+                        continue
+                    os.lseek(fd, 0, os.SEEK_SET)  # it grew past the limit: store it loose
+                    st = os.fstat(fd)
+                digest, size, mode = batch._add_open(fd, st)
+                results[i] = (digest, size, mode, st if size == st.st_size else None)
+            finally:
+                os.close(fd)
+        pack.add(blobs)
+
+    indexes = range(len(files))  # a pool task stores SLICE files
+    run_slices(store, [[indexes[i : i + SLICE]] for i in indexes[::SLICE]], len(files))
+    pack.flush()
+    return results
 
 
-def _pack(
-    batch: CacheBatch,
-    files: Sequence[str],
-    sizes: list[int],
-    chunk: list[int],
-    results: list[tuple[str, int, int] | None],
-) -> list[int]:
-    """Read and hash the files `chunk` indexes and stage them as one pack; returns those
-    that grew past `PACK_FILE_MAX` since their size was read (to be stored loose)."""
-    if not chunk:
-        return []
+class _Pack:
+    """The blobs read for the next local pack, staged as one whenever they reach
+    `PACK_BYTES` (so about that much content is held at a time)."""
 
-    def read(i: int) -> tuple[bytes, str, int] | None:
-        fd = os.open(files[i], os.O_RDONLY | os.O_CLOEXEC)
-        try:
-            mode = file_mode(os.fstat(fd))
-            data = read_small(fd, sizes[i], limit=PACK_FILE_MAX)
-        finally:
-            os.close(fd)
-        return None if len(data) > PACK_FILE_MAX else (data, hash_bytes(data), mode)
+    def __init__(self, batch: CacheBatch) -> None:
+        self.batch = batch
+        self._lock = threading.Lock()
+        self._blobs: list[tuple[str, bytes]] = []
+        self._held = 0
 
-    blobs = []
-    grew = []
-    for i, found in zip(chunk, in_parallel(read, chunk), strict=True):
-        if found is None:
-            grew.append(i)
-            continue
-        data, digest, mode = found
-        results[i] = (digest, len(data), mode)
-        blobs.append((PackedBlob("", 0, len(data), len(data), RAW, digest), data))
-    batch.put_packed(blobs)
-    return grew
+    def add(self, blobs: list[tuple[str, bytes]]) -> None:
+        full = []
+        with self._lock:
+            for blob in blobs:
+                self._blobs.append(blob)
+                self._held += len(blob[1])
+                if self._held >= PACK_BYTES:
+                    full.append(self._blobs)
+                    self._blobs, self._held = [], 0
+        for pack in full:
+            self.batch.put_new_packed(pack)
+
+    def flush(self) -> None:
+        with self._lock:
+            rest, self._blobs, self._held = self._blobs, [], 0
+        if rest:
+            self.batch.put_new_packed(rest)

@@ -124,8 +124,12 @@ class TreeEntry:
 
 def encode_tree(entries: Iterable[TreeEntry]) -> bytes:
     """Deterministic msgpack manifest of a tree, sorted by relpath."""
-    rows = sorted((e.relpath, e.hash, e.size, e.mode) for e in entries)
-    return msgpack.packb(rows, use_bin_type=True)
+    return encode_tree_rows([(e.relpath, e.hash, e.size, e.mode) for e in entries])
+
+
+def encode_tree_rows(rows: list[tuple[str, str, int, int]]) -> bytes:
+    """`encode_tree` of (relpath, hash, size, checkout mode) rows (sorted here)."""
+    return msgpack.packb(sorted(rows), use_bin_type=True)
 
 
 def decode_tree(data: bytes, what: str) -> list[TreeEntry]:

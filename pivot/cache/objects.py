@@ -22,18 +22,21 @@ from pivot.cache.hashing import (
     FILE,
     TreeEntry,
     decode_tree,
-    encode_tree,
+    encode_tree_rows,
     hash_bytes,
     is_hash,
     link_target,
 )
 from pivot.cache.local_packs import pack_store
 from pivot.cache.parallel import in_parallel
+from pivot.cache.state import Row, stat_row
 from pivot.errors import CorruptFile, DamagedBlob, UnsafePath
-from pivot.project import safe_relpath
+from pivot.project import safe_relpaths
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
+
+    from pivot.cache.folder_packs import Stored
 
 # A directory output of at least this many files keeps its small ones in local packs
 # (`folder_packs.store_files`, as `track` stores a folder): creating a file per blob is what
@@ -154,52 +157,60 @@ class LocalCache:
             return batch.add_file(src)
 
     def add_output(
-        self, path: pathlib.Path, root: pathlib.Path, packed: bool = False
-    ) -> tuple[StoredOutput, list[tuple[str, str]]]:
-        """Store a file or directory output of the project at `root`; returns it and
-        (relative file, hash) pairs. A symbolic link in a directory output is stored as the
-        file it points to, which must be inside the project (else its content would be
-        pushed): a dangling one, or one pointing outside, is an error. With `packed`, or
-        for a directory of PACKED_TREE files or more, its small files go into local packs
-        (`folder_packs.py`)."""
+        self,
+        path: pathlib.Path,
+        root: pathlib.Path,
+        packed: bool = False,
+        rel: str | None = None,
+    ) -> tuple[StoredOutput, list[Row]]:
+        """Store a file or directory output of the project at `root`; returns it and the
+        stat-cache rows of its files (the stat each had when it was read; a file that
+        changed while it was read has none). A symbolic link in a directory output is
+        stored as the file it points to, which must be inside the project (else its content
+        would be pushed): a dangling one, or one pointing outside, is an error. With
+        `packed`, or for a directory of PACKED_TREE files or more, its small files go into
+        local packs (`folder_packs.py`). `rel` is the output's path in the project when
+        `path` does not name it (a pinned descriptor's `/proc/self/fd/N`)."""
+        if rel is None:
+            rel = path.relative_to(root).as_posix()
         if not path.is_dir():
+            st = os.stat(path)
             digest, size = self.add_file(path)
-            return StoredOutput(digest, size, FILE), [("", digest)]
-        found = []
-        for dirpath, dirnames, filenames in os.walk(path):
-            dirnames.sort()
-            found.extend(os.path.join(dirpath, name) for name in filenames)
-        base = len(str(path)) + 1
+            return StoredOutput(digest, size, FILE), [stat_row(rel, st, digest)]
+        top = str(path)
+        inner, links = _tree_files(top)
+        # Refused before anything is stored, as a checkout would refuse them.
+        safe_relpaths(inner, f"a file of the output {path}")
         inside = os.path.realpath(root)
-        for full in found:  # refused before anything is stored, as a checkout would refuse it
-            safe_relpath(full[base:].replace(os.sep, "/"), f"a file of the output {path}")
-            if os.path.islink(full):
-                target = link_target(full, f"The output {path}")
-                if os.path.commonpath([inside, target]) != inside:
-                    raise UnsafePath(
-                        f"The output {path} holds the symbolic link {full} -> "
-                        f"{os.readlink(full)}, which points outside the project (to {target}): "
-                        f"Pivot would store and push that file's content. Copy the file into "
-                        f"the output instead, or remove the link.",
-                        path=full,
-                    )
+        for link in links:
+            full = os.path.join(top, link)
+            target = link_target(full, f"The output {path}")
+            if os.path.commonpath([inside, target]) != inside:
+                raise UnsafePath(
+                    f"The output {path} holds the symbolic link {full} -> "
+                    f"{os.readlink(full)}, which points outside the project (to {target}): "
+                    f"Pivot would store and push that file's content. Copy the file into "
+                    f"the output instead, or remove the link.",
+                    path=full,
+                )
+        found = [f"{top}/{name}" for name in inner]
         with self.batch() as batch:
             if packed or len(found) >= PACKED_TREE:
                 from pivot.cache.folder_packs import store_files
 
                 stored = store_files(batch, found)
             else:
-                stored = in_parallel(batch._add_file, found)
-            entries = [
-                TreeEntry(full[base:].replace(os.sep, "/"), digest, size, mode)
-                for full, (digest, size, mode) in zip(found, stored, strict=True)
-            ]
+                stored = in_parallel(lambda full: _add_stated(batch, full), found)
+            manifest = [(name, s[0], s[1], s[2]) for name, s in zip(inner, stored, strict=True)]
             # Staged last, so it is renamed into place after every entry it names.
-            digest = batch.put_bytes(encode_tree(entries))
-        total = sum(e.size for e in entries)
-        return StoredOutput(digest, total, DIR, len(entries)), [
-            (e.relpath, e.hash) for e in entries
+            digest = batch.put_bytes(encode_tree_rows(manifest))
+        total = sum(s[1] for s in stored)
+        rows = [
+            (f"{rel}/{name}", st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns, s[0])
+            for name, s in zip(inner, stored, strict=True)
+            if (st := s[3]) is not None
         ]
+        return StoredOutput(digest, total, DIR, len(stored)), rows
 
     # ------------------------------------------------------------------ queries
 
@@ -224,6 +235,46 @@ class LocalCache:
                 return [digest]
             return self.absent(e.hash for e in entries)
         return []
+
+
+def _tree_files(top: str) -> tuple[list[str], list[str]]:
+    """The inner POSIX paths of the files under the folder `top` (links to files included,
+    links to folders not followed), and those of them that are symbolic links."""
+    files: list[str] = []
+    links: list[str] = []
+    folders = [""]
+    while folders:
+        folder = folders.pop()
+        prefix = f"{folder}/" if folder else ""
+        with os.scandir(f"{top}/{folder}" if folder else top) as listing:
+            entries = list(listing)
+        regular = [e.name for e in entries if e.is_file(follow_symlinks=False)]
+        files += [prefix + name for name in regular] if prefix else regular
+        if len(regular) == len(entries):
+            continue
+        for entry in entries:
+            if entry.is_file(follow_symlinks=False):
+                continue
+            if entry.is_symlink():
+                if not entry.is_dir():
+                    links.append(prefix + entry.name)
+                    files.append(prefix + entry.name)
+            elif entry.is_dir():
+                folders.append(prefix + entry.name)
+            else:  # a FIFO, socket or device: stored as a file is, as `os.walk` lists it
+                files.append(prefix + entry.name)
+    return files, links
+
+
+def _add_stated(batch: CacheBatch, path: str) -> Stored:
+    """`CacheBatch._add_file` of `path`, with the stat under which it was read."""
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        st = os.fstat(fd)
+        digest, size, mode = batch._add_open(fd, st)
+    finally:
+        os.close(fd)
+    return digest, size, mode, st if size == st.st_size else None
 
 
 def _damage_message(digest: str, output: pathlib.Path | None, done: str) -> str:

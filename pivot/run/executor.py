@@ -8,7 +8,6 @@ on the remote, and the scheduler checks out those it needs.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -26,7 +25,9 @@ class Outcome:
     stage_id: str
     ok: bool
     outs: dict[str, dict[str, Any]] = field(default_factory=dict)
-    stats: list[tuple[str, os.stat_result, str]] = field(default_factory=list)
+    # The stat-cache rows (`state.Row`) of the output files as the stage's child read
+    # them, pickled by the child: a worker relays them as bytes, the scheduler records them.
+    stats: bytes = b""
     error: str = ""
     # The Pivot error behind a failure (class, data, hint: the CLI's advice), or None.
     cause: PivotError | None = None

@@ -15,6 +15,7 @@ from pivot.cache.batch import SYNCFS_MIN
 from pivot.cache.checkout import remove_leftovers
 from pivot.cache.hashing import FILE
 from pivot.cache.objects import LocalCache, StoredOutput
+from pivot.cache.state import stat_row
 from pivot.define.metric_values import read_metrics_file
 from pivot.define.results import Metric
 from pivot.define.stage import LIST, MATCH
@@ -27,6 +28,7 @@ if TYPE_CHECKING:
     import concurrent.futures as cf
 
     from pivot.cache.batch import CacheBatch
+    from pivot.cache.state import Row
     from pivot.define.stage import Artifact, StageSpec
     from pivot.run.plan import Decision
 
@@ -851,22 +853,25 @@ def _save_outputs(stage: StageSpec, result: Any, root: pathlib.Path) -> None:
 
 def _store_outputs(
     stage: StageSpec, root: pathlib.Path, cache: LocalCache, batch: CacheBatch
-) -> tuple[dict[str, dict[str, Any]], list[tuple[str, os.stat_result, str]]]:
-    """Store each output: a file staged in `batch`, a directory committed at once."""
+) -> tuple[dict[str, dict[str, Any]], bytes]:
+    """Store each output: a file staged in `batch`, a directory committed at once.
+    Returns them and the stat-cache rows of their files, pickled (`Outcome.stats`)."""
+    import pickle
+
     outs: dict[str, dict[str, Any]] = {}
-    stats = []
+    rows: list[Row] = []
     for out in stage.outs:
         path = root / out.path
         if path.is_dir():
-            stored, files = cache.add_output(path, root)
+            stored, found = cache.add_output(path, root)
+            rows += found
         else:
+            st = os.stat(path)
             digest, size = batch.add_file(path)
-            stored, files = StoredOutput(digest, size, FILE), [("", digest)]
+            stored = StoredOutput(digest, size, FILE)
+            rows.append(stat_row(out.path, st, digest))
         outs[out.path] = {"hash": stored.hash, "size": stored.size, "kind": stored.kind}
-        for inner, digest in files:
-            rel = f"{out.path}/{inner}" if inner else out.path
-            stats.append((rel, (root / rel).stat(), digest))
-    return outs, stats
+    return outs, pickle.dumps(rows, pickle.HIGHEST_PROTOCOL)
 
 
 def _format_error(stage: StageSpec, exc: BaseException) -> str:

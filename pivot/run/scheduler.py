@@ -566,8 +566,10 @@ class Runner:
             )
             self._finish(failed, done)
             return outcome
-        for rel, st, digest in outcome.stats:
-            self.ws.state.record(rel, st, digest)
+        if outcome.stats:
+            import pickle
+
+            self.ws.state.record_rows(pickle.loads(outcome.stats))
         planner.settle(sid, outcome.outs)
         if self.on_cluster:
             decision.outs = outcome.outs

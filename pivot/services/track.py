@@ -19,6 +19,7 @@ from pivot.services.ignored import GitIgnored
 
 if TYPE_CHECKING:
     from pivot.cache.objects import StoredOutput
+    from pivot.cache.state import Row
 
 
 @dataclass
@@ -149,15 +150,12 @@ def _store(ws: Workspace, rel: str, before: Tracked | None) -> Tracked:
         current = ws.hasher.hash_path(rel)
         if current is not None and not ws.cache.missing(current.hash, current.kind):
             return Tracked(rel, current.hash, current.size, current.kind)
-    root = ws.project.root
-    stored, files = _add_pinned(ws, rel)
-    for inner, digest in files:
-        path = f"{rel}/{inner}" if inner else rel
-        ws.state.record(path, (root / path).stat(), digest)
+    stored, rows = _add_pinned(ws, rel)
+    ws.state.record_rows(rows)
     return Tracked(rel, stored.hash, stored.size, stored.kind)
 
 
-def _add_pinned(ws: Workspace, rel: str) -> tuple[StoredOutput, list[tuple[str, str]]]:
+def _add_pinned(ws: Workspace, rel: str) -> tuple[StoredOutput, list[Row]]:
     """Store `rel` into the cache as `_checked` saw it: read through its folder pinned
     (`Project.pinned_folder`) and the path itself opened without following a link, so a
     symbolic link swapped in since the check (for it or a folder above it) is refused,
@@ -180,7 +178,7 @@ def _add_pinned(ws: Workspace, rel: str) -> tuple[StoredOutput, list[tuple[str, 
             proc = pathlib.Path(f"/proc/self/fd/{fd}")
             pinned = proc if os.path.isdir("/proc/self/fd") else full
             try:
-                return ws.cache.add_output(pinned, ws.project.root, packed=True)
+                return ws.cache.add_output(pinned, ws.project.root, packed=True, rel=rel)
             except PivotError as exc:
                 if pinned == full:
                     raise

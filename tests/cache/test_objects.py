@@ -22,10 +22,19 @@ from pivot.cache.state import StateDB
 
 def test_add_output_stores_every_file_read_only(tmp_path, cache):
     src = write_tree(tmp_path / "src", TREE)
-    output, files = cache.add_output(src, tmp_path)
+    output, rows = cache.add_output(src, tmp_path)
     assert output.kind == DIR and output.nfiles == len(TREE)
     assert output.size == sum(len(v) for v in TREE.values())
-    assert dict(files) == {rel: hash_bytes(data) for rel, data in TREE.items()}
+    # The stat-cache rows: each file's project path, its stat key when read, its hash.
+    assert {r[0]: r[5] for r in rows} == {f"src/{rel}": hash_bytes(d) for rel, d in TREE.items()}
+    for path, size, mtime, inode, ctime, _ in rows:
+        st = (tmp_path / path).stat()
+        assert (size, mtime, inode, ctime) == (
+            st.st_size,
+            st.st_mtime_ns,
+            st.st_ino,
+            st.st_ctime_ns,
+        )
     entries = {e.relpath: e for e in cache.tree(output.hash)}
     assert entries["run.sh"].mode == 0o755 and entries["a.txt"].mode == 0o644
     assert len(objects(cache)) == len(set(TREE.values())) + 1  # duplicates stored once
@@ -45,9 +54,11 @@ def test_add_output_does_not_rewrite_blobs_it_has(tmp_path, cache, stored):
 def test_add_output_of_a_single_file(tmp_path, cache):
     path = tmp_path / "model.bin"
     path.write_bytes(b"weights" * 1000)
-    output, files = cache.add_output(path, tmp_path)
+    output, rows = cache.add_output(path, tmp_path)
     assert output.kind == FILE and output.size == 7000
-    assert files == [("", hash_bytes(b"weights" * 1000))]
+    st = path.stat()
+    digest = hash_bytes(b"weights" * 1000)
+    assert rows == [("model.bin", 7000, st.st_mtime_ns, st.st_ino, st.st_ctime_ns, digest)]
     assert cache.read_bytes(output.hash) == b"weights" * 1000
 
 
@@ -55,8 +66,9 @@ def test_large_files_stream_through_the_cache(tmp_path, cache, monkeypatch):
     monkeypatch.setattr(batch_mod, "SMALL_FILE", 1000)
     data = os.urandom(50_000)
     src = write_tree(tmp_path / "src", {"big.bin": data, "twin.bin": data, "small": b"s"})
-    _, files = cache.add_output(src, tmp_path)
-    assert dict(files)["big.bin"] == hash_bytes(data) == dict(files)["twin.bin"]
+    _, rows = cache.add_output(src, tmp_path)
+    hashes = {r[0]: r[5] for r in rows}
+    assert hashes["src/big.bin"] == hash_bytes(data) == hashes["src/twin.bin"]
     assert cache.read_bytes(hash_bytes(data)) == data
     assert cache.add_file(src / "big.bin") == (hash_bytes(data), len(data))
     assert leftovers(cache.tmp_dir) == []

@@ -27,9 +27,17 @@ def _packs(cache) -> list[str]:
 def test_small_files_of_a_large_tree_are_packed_and_check_out_exactly(tmp_path, cache):
     assert len(MANY) >= PACKED_TREE
     src = write_tree(tmp_path / "src", TREE)
-    stored, files = cache.add_output(src, tmp_path)
+    stored, rows = cache.add_output(src, tmp_path)
     assert stored.kind == DIR and stored.nfiles == len(TREE)
-    assert dict(files) == {rel: hash_bytes(data) for rel, data in TREE.items()}
+    assert {r[0]: r[5] for r in rows} == {f"src/{rel}": hash_bytes(d) for rel, d in TREE.items()}
+    for path, size, mtime, inode, ctime, _ in rows:
+        st = (tmp_path / path).stat()
+        assert (size, mtime, inode, ctime) == (
+            st.st_size,
+            st.st_mtime_ns,
+            st.st_ino,
+            st.st_ctime_ns,
+        )
     # Only the large file and the manifest are loose; the rest lies in one pack.
     loose = {p.parent.name + p.name for p in objects(cache)}
     assert loose == {hash_bytes(BIG), stored.hash}
