@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING
 
 import blake3
 
-from pivot.cache.hashing import DIR, Hasher, PathHash
+from pivot.cache.hashing import DIR, Hasher, PathHash, link_target
 from pivot.errors import DiskFull
 
 if TYPE_CHECKING:
@@ -45,6 +45,7 @@ CHECKSUM = 32  # BLAKE3 of header + paths + stats, after MAGIC
 FIELDS = 5  # stats per file: size, mtime_ns, ctime_ns, inode, mode
 _FIELDS = attrgetter("st_size", "st_mtime_ns", "st_ctime_ns", "st_ino", "st_mode")
 ITEM = array("q").itemsize
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
 # A file changed this recently (ctime) may be written again within the same timestamp
 # tick after its stat, unseen by a later stat; a snapshot is not written while the
 # directory holds such a file (2 s covers coarse clocks and 1-2 s file systems).
@@ -73,15 +74,52 @@ class Snapshot:
         return self.stats == listing.stats and self.paths == listing.paths
 
 
-def listing(files: list[tuple[str, os.stat_result]]) -> Listing | None:
-    """The listing of `Hasher.tree_files`; None if a value does not fit 64 bits (such a
+def scan(top: str, what: str) -> tuple[list[str], list[os.stat_result]]:
+    """The files of `Hasher.tree_files` under the folder `top` (`what` names it in an
+    error), as two lists: inner paths and stats. Each folder is listed through a
+    descriptor and its files stat-ed relative to it (`fstatat`: the kernel does not walk
+    the whole path again for each file), its regular files in bulk."""
+    names: list[str] = []
+    stats: list[os.stat_result] = []
+    folders = [""]
+    while folders:
+        folder = folders.pop()
+        prefix = f"{folder}/" if folder else ""
+        fd = os.open(f"{top}/{folder}" if folder else top, _DIR_FLAGS)
+        try:
+            with os.scandir(fd) as found:
+                entries = list(found)
+            regular = [e for e in entries if e.is_file(follow_symlinks=False)]
+            stats += [e.stat() for e in regular]
+            names += [prefix + e.name for e in regular] if prefix else [e.name for e in regular]
+            if len(regular) == len(entries):
+                continue
+            for entry in entries:
+                if entry.is_file(follow_symlinks=False):
+                    continue
+                inner = prefix + entry.name
+                if entry.is_dir():
+                    if not entry.is_symlink():
+                        folders.append(inner)
+                    continue
+                if entry.is_symlink():
+                    link_target(os.path.join(top, inner), what)
+                names.append(inner)
+                stats.append(entry.stat())
+        finally:
+            os.close(fd)
+    return names, stats
+
+
+def listing(names: list[str], stats: list[os.stat_result]) -> Listing | None:
+    """The listing of the files `scan` found; None if a value does not fit 64 bits (such a
     directory is always checked in full)."""
-    paths = "\0".join([inner for inner, _ in files]).encode("utf-8", "surrogateescape")
+    paths = "\0".join(names).encode("utf-8", "surrogateescape")
     try:
-        stats = array("q", chain.from_iterable(map(_FIELDS, [st for _, st in files])))
+        values = array("q", chain.from_iterable(map(_FIELDS, stats)))
     except OverflowError:
         return None
-    return Listing(paths, stats.tobytes(), max(stats[2::FIELDS], default=0))
+    return Listing(paths, values.tobytes(), max(values[2::FIELDS], default=0))
 
 
 def encode(snapshot: Snapshot) -> bytes:
@@ -140,14 +178,14 @@ class SnapshotHasher(Hasher):
 
     def tree_hash(self, rel: str) -> PathHash:
         started = time.time_ns()
-        files = self.tree_files(rel)
-        current = listing(files)
+        names, stats = scan(os.path.join(self.root, rel), f"The directory {rel}")
+        current = listing(names, stats)
         if current is not None:
             with self._lock:
                 known = load(self.state, rel)
             if known is not None and known.matches(current):
                 return PathHash(known.hash, known.size, DIR)
-        found = self.manifest_hash(rel, files)
+        found = self.manifest_hash(rel, list(zip(names, stats, strict=True)))
         if current is not None and current.newest_ctime < started - self.racy_ns:
             with self._lock:
                 save(
