@@ -853,11 +853,9 @@ def _save_outputs(stage: StageSpec, result: Any, root: pathlib.Path) -> None:
 
 def _store_outputs(
     stage: StageSpec, root: pathlib.Path, cache: LocalCache, batch: CacheBatch
-) -> tuple[dict[str, dict[str, Any]], bytes]:
+) -> tuple[dict[str, dict[str, Any]], list[Row]]:
     """Store each output: a file staged in `batch`, a directory committed at once.
-    Returns them and the stat-cache rows of their files, pickled (`Outcome.stats`)."""
-    import pickle
-
+    Returns them and the stat-cache rows of their files (`Outcome.stats`)."""
     outs: dict[str, dict[str, Any]] = {}
     rows: list[Row] = []
     for out in stage.outs:
@@ -871,7 +869,7 @@ def _store_outputs(
             stored = StoredOutput(digest, size, FILE)
             rows.append(stat_row(out.path, st, digest))
         outs[out.path] = {"hash": stored.hash, "size": stored.size, "kind": stored.kind}
-    return outs, pickle.dumps(rows, pickle.HIGHEST_PROTOCOL)
+    return outs, rows
 
 
 def _format_error(stage: StageSpec, exc: BaseException) -> str:

@@ -566,10 +566,7 @@ class Runner:
             )
             self._finish(failed, done)
             return outcome
-        if outcome.stats:
-            import pickle
-
-            self.ws.state.record_rows(pickle.loads(outcome.stats))
+        self.ws.state.record_rows(outcome.stats)
         planner.settle(sid, outcome.outs)
         if self.on_cluster:
             decision.outs = outcome.outs

@@ -98,7 +98,7 @@ def run_child(request: dict, log_file: str, loaded: LoadedPipeline | None) -> No
         os.dup2(fd, 2)
         os.close(fd)
         outcome = run(request, loaded)
-        outcome.stats = b""  # stat results of the scratch copies mean nothing elsewhere
+        outcome.stats = []  # stat results of the scratch copies mean nothing elsewhere
         with open(request["result"], "wb") as f:
             pickle.dump(outcome, f, protocol=pickle.HIGHEST_PROTOCOL)
         code = 0
