@@ -509,7 +509,10 @@ def execute(stage_id: str, root: str, cache_dir: str, tmp_dir: str) -> bytes:
     A fork and a process exit cost ~1 ms each on a VM; neither is on a chain's critical
     path: the stage goes to a spare child forked while the previous stage ran, the next
     spare is forked while this one runs, and a child that sent its outcome is reaped later.
-    Returns the pickled `Outcome`: the child's bytes are passed on as they came.
+    A spare that died before it took the request (killed while it waited: its death may
+    not show yet when the request is written) is replaced by a fresh child; one that took
+    it and died fails the stage. Returns the pickled `Outcome`: the child's bytes after
+    its acknowledgement are passed on as they came.
     """
     import pickle
 
@@ -518,30 +521,38 @@ def execute(stage_id: str, root: str, cache_dir: str, tmp_dir: str) -> bytes:
     request = pickle.dumps((stage_id, root, cache_dir, tmp_dir), pickle.HIGHEST_PROTOCOL)
     child = _spare if _spare is not None and _waiting(_spare) else None
     _spare = None
-    try:
-        if child is None or not _hand_over(child, request):
-            child = _fork_spare()  # no spare yet, or it died: a fresh child takes the stage
-            if not _hand_over(child, request):
-                return _pickled(_failed(stage_id, "could not start: its process died at once"))
-    except OSError as exc:  # no process could be forked (a limit was reached)
-        return _pickled(_failed(stage_id, f"could not start: no process could be forked ({exc})"))
-    except _Interrupted:
-        return _pickled(_interrupted(stage_id))
-    _running = child.pid
-    _announce(stage_id, child.pid)
-    try:
-        _spare = _fork_spare()
-    except OSError:  # the next stage forks its own
-        _spare = None
-    with os.fdopen(child.result, "rb") as pipe:
-        data = pipe.read()
-    _running = None
-    if data:
-        _unreaped.append(child.pid)
-        return data
-    _, status = os.waitpid(child.pid, 0)
-    if _ctrl_c_pending():  # Ctrl-C stopped the child before it read its request
-        return _pickled(_interrupted(stage_id))
+    fresh = child is None
+    while True:
+        try:
+            if child is None or not _hand_over(child, request):
+                fresh = True
+                child = _fork_spare()  # no spare yet, or it died: a fresh child takes it
+                if not _hand_over(child, request):
+                    return _pickled(_failed(stage_id, "could not start: its process died at once"))
+        except OSError as exc:  # no process could be forked (a limit was reached)
+            reason = f"could not start: no process could be forked ({exc})"
+            return _pickled(_failed(stage_id, reason))
+        except _Interrupted:
+            return _pickled(_interrupted(stage_id))
+        _running = child.pid
+        _announce(stage_id, child.pid)
+        if _spare is None:
+            try:
+                _spare = _fork_spare()
+            except OSError:  # the next stage forks its own
+                _spare = None
+        with os.fdopen(child.result, "rb") as pipe:
+            data = pipe.read()
+        _running = None
+        if len(data) > 1:
+            _unreaped.append(child.pid)
+            return data[1:]
+        _, status = os.waitpid(child.pid, 0)
+        if _ctrl_c_pending():  # Ctrl-C stopped the child before it read its request
+            return _pickled(_interrupted(stage_id))
+        if data or fresh:
+            break
+        child = None  # the spare died before it took the request: the stage never began
     return _pickled(
         _failed(
             stage_id,
@@ -632,6 +643,10 @@ def _waiting(spare: _Spare) -> bool:
     return False
 
 
+# The byte a child writes on its result pipe once it has read its stage request.
+_TAKEN = b"+"
+
+
 def _fork_spare() -> _Spare:
     """Fork a child that waits for one stage request, runs it, sends the outcome, exits.
 
@@ -671,6 +686,7 @@ def _fork_spare() -> _Spare:
             with os.fdopen(request_read, "rb") as pipe:
                 data = pipe.read()
             if data:
+                os.write(result_write, _TAKEN)  # from here on, the stage has begun
                 stage_id, root, cache_dir, tmp_dir = pickle.loads(data)
                 outcome = execute_here(
                     stage_id, pathlib.Path(root), cache_dir, tmp_dir, hand_over=True
