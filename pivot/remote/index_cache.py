@@ -102,27 +102,37 @@ class RemoteIndexCache:
             self.state.delete(self.namespace, ident)
             del cached[ident]
         new = [i for i in listed if i not in cached]
+        decoded: dict[str, Index] = {}
         if new:
             with ThreadPoolExecutor(max(1, min(jobs, len(new)))) as pool:
                 fetched = list(pool.map(self._download, new))
-            for ident, data in zip(new, fetched, strict=True):
+            for ident, (data, index) in zip(new, fetched, strict=True):
                 self.state.put(self.namespace, ident, data)
                 cached[ident] = data
+                decoded[ident] = index
         if set(self.cached_ids()) != on_remote:
             self._set_ids(listed)
-        return self._union(listed, cached)
+        return self._union(listed, cached, decoded)
 
     def _cached(self) -> dict[str, bytes]:
         """Every index object held in the state db for this remote, by id."""
         return {k: v for k, v in self.state.items(self.namespace) if k != IDS_KEY}
 
-    def _union(self, ids: list[str], cached: dict[str, bytes]) -> RemoteContents:
+    def _union(
+        self, ids: list[str], cached: dict[str, bytes], decoded: dict[str, Index] | None = None
+    ) -> RemoteContents:
+        """The union of the indexes `ids`: those in `decoded` as they are, the others
+        decoded from `cached`."""
         contents = RemoteContents()
         for ident in ids:
-            contents.add(decode_index(cached[ident], self._what(ident)), ident)
+            index = (decoded or {}).get(ident)
+            if index is None:
+                index = decode_index(cached[ident], self._what(ident))
+            contents.add(index, ident)
         return contents
 
-    def _download(self, ident: str) -> bytes:
+    def _download(self, ident: str) -> tuple[bytes, Index]:
+        """An index object's bytes, checked against its name, and decoded."""
         data = self.remote.get_bytes(self.remote.index_key(ident))
         if index_id(data) != ident:
             raise RemoteCorrupt(
@@ -132,8 +142,7 @@ class RemoteIndexCache:
                 display=self.remote.display,
                 key=self.remote.index_key(ident),
             )
-        decode_index(data, self._what(ident))
-        return data
+        return data, decode_index(data, self._what(ident))
 
     def decoded(self, ids: Iterable[str]) -> dict[str, Index]:
         """The cached indexes among `ids`, decoded, by id."""

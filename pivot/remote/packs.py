@@ -19,7 +19,7 @@ from pivot.cache.encoding import CODECS, LEVEL, MIN_SAVING, RAW, ZSTD, PackedBlo
 from pivot.cache.hashing import CHUNK, is_hash, new_hasher, stream_hashing
 from pivot.cache.runs import decode_record
 from pivot.errors import CorruptFile
-from pivot.untrusted import count
+from pivot.untrusted import LIMIT, count
 
 if TYPE_CHECKING:
     import pathlib
@@ -128,19 +128,20 @@ class PackBuilder:
 
     def __init__(self) -> None:
         self.parts: list[bytes] = []
-        self.entries: list[PackedBlob] = []  # named by `finish`
+        # (offset, length, size, codec, hash) of each blob, made PackedBlobs by `finish`
+        self.entries: list[tuple[int, int, int, int, str]] = []
         self.offset = 0
 
     def add(self, digest: str, data: bytes) -> None:
         stored, codec = encode_blob(data)
         self.parts.append(stored)
-        self.entries.append(PackedBlob("", self.offset, len(stored), len(data), codec, digest))
+        self.entries.append((self.offset, len(stored), len(data), codec, digest))
         self.offset += len(stored)
 
     def finish(self) -> tuple[bytes, PackInfo]:
         data = b"".join(self.parts)
         pack_id = blake3.blake3(data).hexdigest()
-        blobs = tuple(e._replace(pack=pack_id) for e in self.entries)
+        blobs = tuple(PackedBlob(pack_id, *entry) for entry in self.entries)
         return data, PackInfo(pack_id, blobs)
 
 
@@ -206,9 +207,22 @@ def _decode_pack(item: object) -> PackInfo:
     end = 0
     for row in blobs_raw:
         digest, offset, length, size, codec = row
-        entry = PackedBlob(
-            pack_id, count(offset), count(length), count(size), count(codec), _hex(digest)
-        )
+        # The plain case checked inline (a call per field was most of reading the index
+        # of a 100,000-blob push); anything else gets `count`'s and `_hex`'s checks.
+        if not (
+            type(offset) is int
+            and type(length) is int
+            and type(size) is int
+            and type(codec) is int
+            and 0 <= offset < LIMIT
+            and 0 <= length < LIMIT
+            and 0 <= size < LIMIT
+            and type(digest) is bytes
+            and len(digest) == 32
+        ):
+            offset, length, size, codec = count(offset), count(length), count(size), count(codec)
+            _hex(digest)
+        entry = PackedBlob(pack_id, offset, length, size, codec, digest.hex())
         if entry.offset < end or entry.length < 0 or entry.size < 0:
             raise ValueError(f"pack {pack_id[:12]} has overlapping or negative ranges")
         if entry.codec not in CODECS or (entry.codec == RAW and entry.length != entry.size):
