@@ -301,6 +301,8 @@ class CacheBatch:
                 os.replace(pack_tmp, store.pack_path(name))
                 os.replace(index_tmp, store.index_path(name))  # the pack is now visible
                 store.added(rows)
+                if self.cache.trusting:
+                    self.cache.trusted_packs.add(name)
                 staged_packs.pop(0)
                 done += len(rows)
             objects = str(self.cache.objects)

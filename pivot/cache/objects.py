@@ -34,9 +34,11 @@ from pivot.errors import CorruptFile, DamagedBlob, UnsafePath
 from pivot.project import safe_relpaths
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable
+    from collections.abc import Iterable, Iterator
 
+    from pivot.cache.encoding import PackedBlob
     from pivot.cache.folder_packs import Stored
+    from pivot.cache.local_packs import PackReader
 
 # A directory output of at least this many files keeps its small ones in local packs
 # (`folder_packs.store_files`, as `track` stores a folder): creating a file per blob is what
@@ -44,6 +46,8 @@ if TYPE_CHECKING:
 # checkouts share every file; a packed blob is placed as a copy, as the small blobs a pull
 # fetched are.
 PACKED_TREE = 1000
+# Packed blobs read together with one `pread` (`LocalCache.read_each`) up to this many bytes.
+RUN_BYTES = 4 << 20
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +72,11 @@ class LocalCache:
         # Tree manifests decoded so far (verified, immutable): pull, fetch and checkout
         # read each several times, and decoding a 100,000-entry one takes a quarter second.
         self._trees: dict[str, list[TreeEntry]] = {}
+        # Local packs committed through this cache while `trusting` (a pull, between its
+        # fetch and its checkouts) from bytes their writer had just verified: a checkout
+        # decodes their blobs and checks sizes but does not hash them a second time.
+        self.trusting = False
+        self.trusted_packs: set[str] = set()
 
     def path(self, digest: str) -> pathlib.Path:
         if not is_hash(digest):
@@ -133,6 +142,47 @@ class LocalCache:
         if hash_bytes(data) != digest:
             raise self.damaged(digest)
         return data
+
+    def read_each(self, digests: Iterable[str]) -> Iterator[tuple[str, bytes | DamagedBlob]]:
+        """(digest, verified content) of each of `digests` (held blobs, valid hashes) in
+        the order given, or (digest, DamagedBlob) for one found damaged (set aside as
+        `read_bytes` does). Packed blobs that lie back to back in a local pack, in that
+        order, are read with one `pread` per run of up to RUN_BYTES."""
+        packed = self.packs.blobs()
+        with self.packs.reader() as reader:
+            run: list[PackedBlob] = []
+            run_bytes = 0
+            for digest in digests:
+                where = packed.get(digest)
+                if run and (
+                    where is None
+                    or where.pack != run[-1].pack
+                    or where.offset != run[-1].offset + run[-1].length
+                    or run_bytes + where.length > RUN_BYTES
+                ):
+                    yield from self._read_run(reader, run)
+                    run, run_bytes = [], 0
+                if where is not None:
+                    run.append(where)
+                    run_bytes += where.length
+                    continue
+                try:
+                    yield digest, self.read_bytes(digest)
+                except DamagedBlob as exc:
+                    yield digest, exc
+            if run:
+                yield from self._read_run(reader, run)
+
+    def _read_run(
+        self, reader: PackReader, run: list[PackedBlob]
+    ) -> Iterator[tuple[str, bytes | DamagedBlob]]:
+        for where, found in zip(run, reader.read_run(run), strict=True):
+            if isinstance(found, DamagedBlob):
+                # A loose copy of the same blob may still be intact (the packed one is
+                # dropped from its index now, so this reads the loose one, or fails).
+                with contextlib.suppress(DamagedBlob, FileNotFoundError, KeyError):
+                    found = self.read_bytes(where.hash)
+            yield where.hash, found
 
     def damaged(self, digest: str, output: pathlib.Path | None = None) -> DamagedBlob:
         """Set aside the loose object `digest`, found not to match its hash: it is moved to

@@ -4,6 +4,7 @@ pull put a cached output in the workspace (the stat cache learns every placed fi
 
 from __future__ import annotations
 
+import os
 import pathlib
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -56,9 +57,10 @@ class Workspace:
                 placed = checkout(self.cache, out["hash"], out["kind"], pinned, link, refetch)
             except PivotError as exc:
                 raise _named(exc, pinned, dest) from exc.__cause__
+        base = os.fspath(root)
         for inner, digest in placed:
             rel = f"{path}/{inner}" if inner else path
-            self.state.record(rel, (root / rel).stat(), digest)
+            self.state.record(rel, os.stat(os.path.join(base, rel)), digest)
             if link is not LinkMode.COPY:
                 linked.remember(self.state, self.cache, digest)
         return True

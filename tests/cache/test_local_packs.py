@@ -13,7 +13,7 @@ from pivot.cache.gc import collect_garbage
 from pivot.cache.hashing import hash_bytes
 from pivot.cache.objects import LocalCache
 from pivot.cli.advice import paragraph
-from pivot.errors import CorruptFile, PivotError
+from pivot.errors import CorruptFile, DamagedBlob, PivotError
 from pivot.remote import transfer
 from pivot.remote.stores import open_remote
 from pivot.run.lockfile import live, load_locks
@@ -144,3 +144,60 @@ def test_pull_failing_midway_says_what_was_checked_out(tmp_path):
         transfer.pull_locks(dst, remote, load_locks(dst))
     assert (dst.root / "small.txt").read_bytes() == files["small.txt"]
     assert not (dst.root / "huge.bin").exists()
+
+
+def _spoil(cache: LocalCache, digest: str) -> None:
+    """Flip the last stored byte of the packed blob `digest` in its local pack."""
+    where = cache.packs.blobs()[digest]
+    pack = cache.packs.pack_path(where.pack)
+    os.chmod(pack, 0o644)
+    with open(pack, "r+b") as handle:
+        handle.seek(where.offset + where.length - 1)
+        last = handle.read(1)
+        handle.seek(where.offset + where.length - 1)
+        handle.write(bytes([last[0] ^ 0x01]))
+
+
+def test_read_each_reads_neighbours_together_and_sets_aside_a_damaged_one(pulled):
+    _, dst, _ = pulled
+    cache = LocalCache(dst.cache_dir, dst.tmp_dir)
+    packed = cache.packs.blobs()
+    parts = sorted(
+        (d for d in {hash_bytes(v) for k, v in FILES.items() if k.startswith("data/")}),
+        key=packed.__getitem__,
+    )
+    bad = parts[len(parts) // 2]
+    _spoil(cache, bad)
+    by_hash = {hash_bytes(v): v for v in FILES.values()}
+    found = dict(LocalCache(dst.cache_dir, dst.tmp_dir).read_each(parts))
+    assert list(found) == parts
+    assert isinstance(found.pop(bad), DamagedBlob)
+    assert found == {d: by_hash[d] for d in parts if d != bad}
+    assert not cache.has(bad)  # dropped from its pack's index
+
+
+def test_push_from_packs_sends_all_but_a_damaged_blob(pulled, tmp_path):
+    _, dst, _ = pulled
+    cache = LocalCache(dst.cache_dir, dst.tmp_dir)
+    bad = hash_bytes(FILES["data/part050.txt"])
+    _spoil(cache, bad)
+    mirror = open_remote(str(tmp_path / "mirror"), name="mirror")
+    with pytest.raises(DamagedBlob, match=rf"{bad} does not match its hash"):
+        transfer.push_locks(dst, mirror, load_locks(dst))
+    held = transfer.remote_contents(dst, mirror).blobs
+    assert bad not in held
+    assert {hash_bytes(v) for v in FILES.values()} - {bad} <= set(held)
+
+
+def test_checkout_hashes_packed_blobs_it_did_not_just_fetch(pulled):
+    """A pull trusts the packs it has just written from verified bytes; any other
+    checkout (another command) verifies every packed blob it places."""
+    _, dst, _ = pulled
+    cache = LocalCache(dst.cache_dir, dst.tmp_dir)
+    _spoil(cache, hash_bytes(FILES["data/part050.txt"]))
+    (lock,) = load_locks(dst)
+    out = lock.outs["data"]
+    target = dst.root / "again"
+    with pytest.raises(DamagedBlob, match=r"part050\.txt|is damaged"):
+        checkout(LocalCache(dst.cache_dir, dst.tmp_dir), out["hash"], out["kind"], target)
+    assert not target.exists() and [p.name for p in dst.root.glob(".again*")] == []
