@@ -15,12 +15,13 @@ import os
 import pathlib
 import threading
 import uuid
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from pivot.cache.hashing import DIR
 from pivot.errors import DefinitionError, MissingPackage, PivotError, RemoteIncomplete
 from pivot.run.executor import Outcome
-from pivot.run.worker import Task, run_task
+from pivot.run.worker import Task, chained, run_task
 
 if TYPE_CHECKING:
     from pivot.cache.workspace import Workspace
@@ -44,6 +45,65 @@ def require_distributed() -> None:
         )
 
 
+class Connection:
+    """Importing `distributed`, connecting to the scheduler at `address` and readying its
+    workers (`worker.warm`: the remote's client, a stage server), in a thread started
+    while the coordinator still reads the remote and plans: what the first tasks would
+    otherwise wait for, about a second each on the coordinator and on every worker."""
+
+    def __init__(self, address: str, spec: tuple[str, str | None, dict[str, Any]] | None):
+        self.address = address
+        self._spec = spec
+        self._client: Any = None
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._connect, name="pivot-dask-connect")
+        self._thread.start()
+
+    def _connect(self) -> None:
+        try:
+            import distributed
+
+            self._client = distributed.Client(
+                self.address, timeout=CONNECT_TIMEOUT, set_as_default=False
+            )
+            if self._spec is not None:
+                self._client.run(_warm, *self._spec, wait=False)
+        except BaseException as exc:  # raised by `client()` in the main thread
+            self._error = exc
+
+    def client(self) -> Any:
+        """The connected client; raises what connecting raised."""
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        return self._client
+
+    def close(self) -> None:
+        """Disconnect (a run that ended up submitting nothing)."""
+        self._thread.join()
+        if self._client is not None:
+            self._client.close(timeout=5)
+
+
+def connect(ws: Workspace, remote: RemoteAccess, address: str) -> Connection:
+    """Start connecting to the cluster in the background (see `Connection`)."""
+    require_distributed()
+    try:
+        spec = _remote_spec(ws, remote)
+    except PivotError:
+        spec = None  # refused again, with its message, when the executor starts
+    return Connection(address, spec)
+
+
+async def _warm(url: str, name: str | None, options: dict[str, Any]) -> None:
+    """Run on each worker by `Connection`, off its event loop."""
+    import asyncio
+
+    from pivot.run.worker import warm
+
+    await asyncio.to_thread(warm, url, name, options)
+
+
 class DaskExecutor:
     """Stages as tasks on the Dask scheduler at `address` (see `Executor`)."""
 
@@ -56,6 +116,7 @@ class DaskExecutor:
         address: str,
         retries: int,
         may_run: list[StageSpec],
+        connection: Connection | None = None,
     ) -> None:
         require_distributed()
         import distributed
@@ -74,9 +135,19 @@ class DaskExecutor:
         self._bundle: str | None = None
         self._lock = threading.Lock()
         self._futures: dict[Any, cf.Future[Outcome]] = {}
-        self._remote_spec = _remote_spec(ws, remote)
+        # Output hash -> (address of the worker whose cache holds it, its size in bytes).
+        self._holders: dict[str, tuple[str, int]] = {}
+        self._dask_of: dict[str, Any] = {}  # stage id -> its latest Dask future
+        self._chained: dict[cf.Future, Any] = {}  # chained, not yet ended -> Dask future
         try:
-            self.client = distributed.Client(address, timeout=CONNECT_TIMEOUT, set_as_default=False)
+            self._remote_spec = _remote_spec(ws, remote)
+        except BaseException:
+            if connection is not None:
+                connection.close()
+            raise
+        connection = connection or Connection(address, None)
+        try:
+            self.client = connection.client()
         except (OSError, TimeoutError) as exc:
             raise PivotError(
                 f"Cannot connect to the Dask scheduler at {address}: {exc}. Start it "
@@ -103,6 +174,83 @@ class DaskExecutor:
     def outcome(self, future: cf.Future[Outcome], stage_id: str) -> Outcome:
         return future.result()
 
+    def chain(
+        self,
+        stage: StageSpec,
+        deps: dict[str, str],
+        upstreams: list[str],
+        fingerprint: dict[str, str],
+        avoid: set[str],
+    ) -> cf.Future[tuple[Outcome | None, str]] | None:
+        """Submit `stage` before its `upstreams` (stages submitted in this run) finish,
+        with their Dask tasks as dependencies: Dask starts it as soon as they end, on
+        the worker that holds their outputs, without a round trip through this process.
+        `deps` are the hashes of its other deps. The worker computes its run key from the
+        upstreams' outputs and runs it unless that key is in `avoid`. The future resolves
+        to (its outcome or None when it did not run, the run key it ran under); `adopt`
+        turns it into the stage's outcome once the stage is decided. None when an
+        upstream's task is unknown (nothing is submitted)."""
+        from pivot.fingerprint import fingerprint_digest
+        from pivot.run.plan import run_key_body
+
+        with self._lock:
+            parents = [self._dask_of.get(sid) for sid in upstreams]
+        if not all(parents):
+            return None
+        pending = tuple(d.path for d in stage.deps if d.path not in deps)
+        task = self._make_task(stage, deps, fingerprint, run_key="")
+        task = replace(
+            task,
+            pending=pending,
+            key_body=run_key_body(stage, fingerprint_digest(fingerprint)),
+            avoid=frozenset(avoid),
+        )
+        result: cf.Future[tuple[Outcome | None, str]] = cf.Future()
+        result.set_running_or_notify_cancel()
+        future = self.client.submit(
+            _dask_task,
+            task,
+            self._cancel_name,
+            *parents,
+            key=f"pivot-{task.stage_id}-{uuid.uuid4().hex[:12]}",
+            resources=dask_resources(stage.resources) or None,
+            pure=False,
+        )
+        with self._lock:
+            self._futures[future] = result
+            self._dask_of[stage.id] = future
+            self._chained[result] = future
+        future.add_done_callback(lambda f: self._settle_chained(f, result))
+        return result
+
+    def adopt(
+        self, chained: cf.Future[tuple[Outcome | None, str]], decision: Decision
+    ) -> cf.Future[Outcome]:
+        """The outcome of a chained stage now decided to run: the worker's, if it ran the
+        stage under the decided run key, else one asking the scheduler to submit it."""
+        adopted: cf.Future[Outcome] = cf.Future()
+        adopted.set_running_or_notify_cancel()
+        sid = decision.stage.id
+
+        def settle(done: cf.Future[tuple[Outcome | None, str]]) -> None:
+            outcome, key = done.result()
+            if outcome is None or key != decision.run_key:
+                outcome = Outcome(sid, False, error=f"Stage {sid} did not run.", resubmit=True)
+            adopted.set_result(outcome)
+
+        chained.add_done_callback(settle)
+        return adopted
+
+    def drop(self, chained: cf.Future[tuple[Outcome | None, str]]) -> None:
+        """Cancel a chained stage decided not to run (skipped, restored or blocked): a
+        worker already running it finishes it, and the result is ignored."""
+        with self._lock:
+            future = self._chained.pop(chained, None)
+            if future is not None:
+                self._futures.pop(future, None)
+        if future is not None:
+            self.client.cancel([future], force=True)
+
     def shutdown(self) -> None:
         """Cancel every task still submitted (also those running: their worker kills the
         stage's process), then disconnect."""
@@ -119,16 +267,28 @@ class DaskExecutor:
     # -- submitting ------------------------------------------------------------------------
 
     def _send(self, task: Task, stage: StageSpec, result: cf.Future[Outcome], attempt: int):
+        """Submit `task`, preferably to the worker whose cache holds most of its deps'
+        bytes (it then fetches nothing: a chain stays on one worker); another worker
+        takes it when that one is busy or lacks the stage's resources."""
+        held: dict[str, int] = {}
+        for digest, _ in task.deps.values():
+            if digest in self._holders:
+                address, size = self._holders[digest]
+                held[address] = held.get(address, 0) + size + 1
+        preferred = [max(held, key=held.__getitem__)] if held else None
         future = self.client.submit(
             _dask_task,
             task,
             self._cancel_name,
             key=f"pivot-{task.stage_id}-{uuid.uuid4().hex[:12]}",
             resources=dask_resources(stage.resources) or None,
+            workers=preferred,
+            allow_other_workers=preferred is not None,
             pure=False,
         )
         with self._lock:
             self._futures[future] = result
+            self._dask_of[stage.id] = future
         future.add_done_callback(lambda f: self._settle(f, task, stage, result, attempt))
 
     def _settle(self, future: Any, task: Task, stage: StageSpec, result, attempt: int) -> None:
@@ -138,8 +298,8 @@ class DaskExecutor:
             if self._futures.pop(future, None) is None:
                 return  # cancelled by shutdown
         if future.status == "finished":
-            outcome: Outcome = future.result()
-            self._locations.update(outcome.locations)
+            outcome, address, _ = future.result()
+            self._learn(outcome, address)
             result.set_result(outcome)
             return
         if future.status == "cancelled":
@@ -164,11 +324,44 @@ class DaskExecutor:
             )
         result.set_result(Outcome(task.stage_id, False, error=error))
 
+    def _settle_chained(self, future: Any, result: cf.Future[tuple[Outcome | None, str]]):
+        """A chained task ended: its outcome if it ran the stage (anything else, an
+        upstream's failure included, leaves the stage to its decision)."""
+        with self._lock:
+            if self._futures.pop(future, None) is None:
+                return  # cancelled by shutdown or `drop`
+            self._chained.pop(result, None)
+        if future.status == "finished":
+            outcome, address, key = future.result()
+            if outcome is not None:
+                self._learn(outcome, address)
+            result.set_result((outcome, key))
+        else:
+            result.set_result((None, ""))
+
+    def _learn(self, outcome: Outcome, address: str) -> None:
+        """Where a finished task's outputs are: on the remote, and in `address`'s cache."""
+        self._locations.update(outcome.locations)
+        for out in outcome.outs.values():
+            self._holders[out["hash"]] = (address, out.get("size", 0))
+
     def _task(self, decision: Decision) -> Task:
         """The task of a decided stage, once its code and deps are on the remote."""
-        stage = decision.stage
         assert decision.run_key is not None
-        deps = {path: (digest, self._kind(path, digest)) for path, digest in decision.deps.items()}
+        return self._make_task(
+            decision.stage, decision.deps, decision.fingerprint, decision.run_key
+        )
+
+    def _make_task(
+        self,
+        stage: StageSpec,
+        dep_hashes: dict[str, str],
+        fingerprint: dict[str, str],
+        run_key: str,
+    ) -> Task:
+        """The task of `stage` with deps of these hashes, once its code and those deps
+        are on the remote."""
+        deps = {path: (digest, self._kind(path, digest)) for path, digest in dep_hashes.items()}
         if self._bundle is None:
             from pivot.run.bundle import build_bundle
 
@@ -184,8 +377,8 @@ class DaskExecutor:
             source=self.ws.project.rel(stage.source),
             bundle=self._bundle,
             deps=deps,
-            fingerprint=decision.fingerprint,
-            run_key=decision.run_key,
+            fingerprint=fingerprint,
+            run_key=run_key,
             project_root=str(self.ws.project.root),
             run_id=self._cancel_name,
             remote_url=url,
@@ -255,12 +448,24 @@ class DaskExecutor:
         self._on_remote.update(o["hash"] for o in outs.values())
 
 
-def _dask_task(task: Task, cancel_name: str) -> Outcome:
-    """The function Dask runs on a worker: `run_task`, cancelled by the run's event."""
+def _dask_task(
+    task: Task, cancel_name: str, *upstreams: tuple[Outcome | None, str, str]
+) -> tuple[Outcome | None, str, str]:
+    """The function Dask runs on a worker: `run_task`, cancelled by the run's event (for
+    a chained task, completed with its upstreams' results first: None if it must not
+    run); the outcome, the address of the worker (whose cache now holds the outputs)
+    and the run key it ran under."""
     import distributed
 
+    address = distributed.get_worker().address
+    if upstreams:
+        outcomes = [outcome for outcome, _, _ in upstreams]
+        ready = chained(task, outcomes) if all(outcomes) else None  # type: ignore[arg-type]
+        if ready is None:
+            return None, address, ""
+        task = ready
     event = distributed.Event(cancel_name)
-    return run_task(task, cancelled=event.is_set)
+    return run_task(task, cancelled=event.is_set), address, task.run_key
 
 
 def _interrupted(stage_id: str) -> Outcome:

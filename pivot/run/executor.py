@@ -44,6 +44,9 @@ class Outcome:
     # Output hash -> where its blobs lie on the remote (hash -> PackedBlob), when a
     # cluster worker pushed them.
     locations: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # A stage a cluster executor started before its decision did not run as decided: the
+    # scheduler submits it again.
+    resubmit: bool = False
 
 
 class Executor(Protocol):

@@ -96,6 +96,18 @@ def run_key(stage: StageSpec, code_digest: str, deps: dict[str, str]) -> str:
     Params and loaders enter through `canonical_json`: the same in every process and on
     every machine (no set order, no memory address).
     """
+    return run_key_of(run_key_body(stage, code_digest), deps)
+
+
+def run_key_of(body: dict[str, Any], deps: dict[str, str]) -> str:
+    """The run key of a stage whose `run_key_body` is `body`, with deps of these hashes
+    (a cluster worker computes it for a stage submitted before its upstreams finished)."""
+    text = _KEY_JSON.encode({**body, "deps": sorted(deps.items())})
+    return blake3.blake3(text.encode()).hexdigest()
+
+
+def run_key_body(stage: StageSpec, code_digest: str) -> dict[str, Any]:
+    """What a stage's run key hashes besides its deps' hashes (JSON data)."""
     try:
         values = stage.params_dict()
         params = canonical_json(values) if values else _no_params()
@@ -110,18 +122,17 @@ def run_key(stage: StageSpec, code_digest: str, deps: dict[str, str]) -> str:
             path=stage.source,
             stage=stage.id,
         ) from exc
-    body = {
+    body: dict[str, Any] = {
         "v": RUN_KEY_VERSION,
         "code": code_digest,
         "params": params,
-        "deps": sorted(deps.items()),
         "dep_loaders": dep_loaders,
         "outs": out_loaders,
     }
     fan_in = [(d.key, d.group, d.path) for d in stage.deps if d.group]
     if fan_in:  # which argument gets which paths, in which order (absent otherwise)
         body["fan_in"] = fan_in
-    return blake3.blake3(_KEY_JSON.encode(body).encode()).hexdigest()
+    return body
 
 
 # What `json.dumps(body, sort_keys=True, separators=(",", ":"))` uses, made once.

@@ -24,7 +24,7 @@ from pivot.errors import (
 )
 from pivot.run.executor import Executor, Outcome
 from pivot.run.lock_metrics import lock_metrics
-from pivot.run.lockfile import Lock, write_lock
+from pivot.run.lockfile import Lock, declares, write_lock
 from pivot.run.plan import PENDING, RESTORE, RUN, SKIP, Decision, Planner
 from pivot.run.ready import ReadyQueue
 from pivot.run.recording import Recorder, discard
@@ -167,6 +167,10 @@ class Runner:
         self._to_place: list[Decision] = []  # stages run elsewhere whose outputs go here
         self._recorder = Recorder(ws, self._new_lock)  # stages that ran, recorded in batches
         self._ready: ReadyQueue | None = None  # the stages that may start, while scheduling
+        self._connection: Any = None  # run.dask.Connection, started while planning
+        # On a cluster: stages submitted before their upstreams finished (`_chain_after`),
+        # not yet decided, and their futures.
+        self._chained: dict[str, cf.Future] = {}
 
     def halt(self) -> None:
         """Start no more stages (callable from any thread): the running ones finish, the
@@ -203,6 +207,10 @@ class Runner:
         if self.remote is not None and _runs_any(decisions):
             if fork and not self.on_cluster:
                 self._start_executor(decisions)
+            elif fork and self._connection is None and self.options.scheduler is not None:
+                from pivot.run.dask import connect
+
+                self._connection = connect(self.ws, self.remote, self.options.scheduler)
             if self._connect():
                 planner, decisions = plan_graph(self.ws, self.graph, force, self.remote)
         self._planner = planner
@@ -228,6 +236,8 @@ class Runner:
             self.ws.state.commit()
             if self._executor is not None:
                 self._executor.shutdown()
+            elif self._connection is not None:
+                self._connection.close()
         self.report.seconds = time.perf_counter() - start
         return self.report
 
@@ -373,6 +383,7 @@ class Runner:
             self.options.scheduler,
             self.options.retries,
             may_run,
+            self._connection,
         )
 
     # -- execution -------------------------------------------------------------------------
@@ -406,6 +417,7 @@ class Runner:
     ) -> None:
         order = self.graph.order()
         self._ready = ReadyQueue(self.graph, order, [s for s in order if s not in done], set(done))
+        self._downstream = self.graph.downstream()
         running: dict[cf.Future, Decision] = {}
         recorder = self._recorder
         stop = False
@@ -416,6 +428,10 @@ class Runner:
                 if not stop and not self._halted:
                     failed = self._start_ready(planner, decisions, running, done)
                     stop = failed and not self.options.keep_going
+                if (stop or self._halted) and self._chained:
+                    for chained in self._chained.values():
+                        self._cluster().drop(chained)
+                    self._chained.clear()
                 # Recorded after submitting, so that workers compute while this process
                 # syncs; in batches (see recording.py), the last one when nothing runs.
                 if not running or recorder.due():
@@ -429,6 +445,15 @@ class Runner:
                 for future in finished:
                     decision = running.pop(future)
                     outcome = self._outcome_of(future, decision)
+                    if outcome.resubmit:  # a chained stage that did not run as decided
+                        with self._lock:
+                            self._live.pop(decision.stage.id, None)
+                        if not stop and not self._halted:
+                            again = self._submit(decision)
+                            running[again] = decision
+                            with self._lock:
+                                self._live[decision.stage.id] = (again, decision)
+                        continue
                     with self._lock:
                         self._live.pop(decision.stage.id, None)
                         reason = self._cancelled.get(decision.stage.id)
@@ -476,7 +501,12 @@ class Runner:
         assert self._ready is not None
         failed = False
         unstarted = []
+        chained = None
         while (sid := self._ready.pop()) is not None:
+            chained = self._chained.pop(sid, None)
+            if chained is not None and len(running) >= self.jobs:
+                self._chained[sid] = chained  # counted among the running already
+                chained = None
             ups = self.graph.upstream[sid].values()
             failed_ups = [u for u in ups if done.get(u) in (FAILED, BLOCKED)]
             if failed_ups:
@@ -501,17 +531,88 @@ class Runner:
                     failed = True
                     if not self.options.keep_going:
                         break
-                elif len(running) < self.jobs:
+                elif chained is not None or len(running) < self.jobs:
                     decision.action = RUN
-                    future = self._submit(decision)
+                    if chained is not None:
+                        future = self._cluster().adopt(chained, decision)
+                        chained = None
+                    else:
+                        future = self._submit(decision)
                     running[future] = decision
                     with self._lock:
                         self._live[sid] = (future, decision)
                     self.on_start(sid)
+                    self._chain_after(sid, planner, decisions, done)
                 else:
                     unstarted.append(sid)
+            if chained is not None:  # decided not to run
+                self._cluster().drop(chained)
+                chained = None
+        if chained is not None:  # the stage failed and stopped the run
+            self._cluster().drop(chained)
         self._ready.put_back(unstarted)
         return failed
+
+    def _cluster(self) -> Any:
+        """The executor, as the Dask executor (which alone chains stages)."""
+        return self._executor
+
+    def _chain_after(
+        self, sid: str, planner: Planner, decisions: dict[str, Decision], done: dict[str, str]
+    ) -> None:
+        """On a cluster, submit the stages downstream of `sid` (just submitted) at once,
+        and theirs in turn, each with the tasks of its running upstreams as dependencies
+        (`DaskExecutor.chain`): Dask starts one as soon as they end, on the worker holding
+        their outputs. Each is still decided when its upstreams finish, as any stage; the
+        executor keeps the worker's outcome only if the decision is to run it with the
+        same run key. Stages whose other deps cannot be hashed now are left to the usual
+        path."""
+        chain = getattr(self._executor, "chain", None)
+        if chain is None:
+            return
+        down = self._downstream
+        todo = [sid]
+        while todo:
+            for child in down.get(todo.pop(), ()):
+                if child in self._chained or child in done or child in self._live:
+                    continue
+                if len(self._live) + len(self._chained) >= self.jobs:
+                    return
+                if decisions[child].action != PENDING:
+                    continue
+                handle = self._chain(child, planner, done, chain)
+                if handle is not None:
+                    self._chained[child] = handle
+                    todo.append(child)
+
+    def _chain(self, sid: str, planner: Planner, done: dict[str, str], chain: Callable) -> Any:
+        """Submit one stage ahead of its decision (see `_chain_after`), or return None."""
+        stage = self.graph.stages[sid]
+        links = self.graph.upstream[sid]
+        waiting = sorted({u for u in links.values() if u in self._live or u in self._chained})
+        if any(
+            u not in waiting and done.get(u) not in (RAN, SKIPPED, RESTORED) for u in links.values()
+        ):
+            return None
+        deps: dict[str, str] = {}
+        for dep in stage.deps:
+            if dep.path in links and links[dep.path] in waiting:
+                continue
+            if dep.path in planner.known:
+                deps[dep.path] = planner.known[dep.path]["hash"]
+                continue
+            found = self.ws.hasher.hash_path(dep.path)
+            if found is None:
+                return None
+            deps[dep.path] = found.hash
+        lock = planner.lock_of(sid)
+        avoid = set()
+        if lock is not None and sid not in planner.force and declares(stage, lock.outs):
+            avoid.add(lock.run_key)
+        try:
+            return chain(stage, deps, waiting, planner.fingerprint_of(stage), avoid)
+        except PivotError:
+            return None
 
     def _outcome_of(self, future: cf.Future, decision: Decision) -> Outcome:
         assert self._executor is not None

@@ -55,6 +55,40 @@ class Task:
     # Where blobs of the bundle and deps lie on the remote (hash -> PackedBlob), as far
     # as the coordinator knows: the worker reads them without listing the remote.
     locations: dict[str, Any] = field(default_factory=dict)
+    # A task submitted before its upstreams finished (`chained`): the deps whose hashes
+    # the upstreams' outcomes give, what its run key hashes besides the deps
+    # (`plan.run_key_body`), and the run keys it must not run under (its lock's: the
+    # coordinator skips the stage then).
+    pending: tuple[str, ...] = ()
+    key_body: dict[str, Any] | None = None
+    avoid: frozenset[str] = frozenset()
+
+
+def chained(task: Task, upstreams: list[Outcome]) -> Task | None:
+    """The task completed with what its upstreams produced: their output hashes and
+    where the blobs lie, and its run key; None when it must not run here (an upstream
+    failed, or its run key is one to avoid): the coordinator then decides it."""
+    from dataclasses import replace
+
+    from pivot.run.plan import run_key_of
+
+    if not all(outcome.ok for outcome in upstreams):
+        return None
+    produced = {path: out for outcome in upstreams for path, out in outcome.outs.items()}
+    if any(path not in produced for path in task.pending):
+        return None
+    deps = dict(task.deps)
+    locations = dict(task.locations)
+    for path in task.pending:
+        deps[path] = (produced[path]["hash"], produced[path]["kind"])
+    for outcome in upstreams:
+        for where in outcome.locations.values():
+            locations.update(where)
+    assert task.key_body is not None
+    key = run_key_of(task.key_body, {path: digest for path, (digest, _) in deps.items()})
+    if key in task.avoid:
+        return None
+    return replace(task, deps=deps, locations=locations, run_key=key, pending=(), key_body=None)
 
 
 def worker_dir() -> pathlib.Path:
@@ -81,7 +115,7 @@ def run_task(task: Task, cancelled: Callable[[], bool] = lambda: False) -> Outco
     start = time.perf_counter()
     try:
         home = _home(base)
-        opened = _open_remote(task, home.root)
+        opened = _open_remote(task.remote_url, task.remote_name, task.remote_options, home.root)
         fetched = _fetch(task, home, opened)
         times = {"fetch": time.perf_counter() - start}
         outcome = _run_in_scratch(task, home, base, cancelled)
@@ -134,18 +168,34 @@ _BUNDLES: set[tuple[str, str]] = set()  # (cache, code bundle) found whole in th
 _REMOTES_LOCK = threading.Lock()
 
 
-def _open_remote(task: Task, base: pathlib.Path) -> _Opened:
-    """The task's remote, opened once per worker process."""
+def _open_remote(
+    url: str, name: str | None, options: dict[str, Any], base: pathlib.Path
+) -> _Opened:
+    """A task's remote, opened once per worker process."""
     from pivot.remote.stores import open_remote
 
-    key = json.dumps([task.remote_url, task.remote_name, task.remote_options], sort_keys=True)
+    key = json.dumps([url, name, options], sort_keys=True)
     with _REMOTES_LOCK:
         if key not in _REMOTES:
-            name = task.remote_name or "remote"
             _REMOTES[key] = _Opened(
-                open_remote(task.remote_url, name=name, options=task.remote_options, base=base)
+                open_remote(url, name=name or "remote", options=options, base=base)
             )
         return _REMOTES[key]
+
+
+def warm(remote_url: str, remote_name: str | None, remote_options: dict[str, Any]) -> None:
+    """Ready this worker process for a run before its first task arrives: the remote's
+    client made (boto3's costs a first task most of a second) and a spare stage server
+    started, which the first thread without one adopts. The coordinator asks for it
+    while it still plans; a failure is left for the task to report."""
+    base = worker_dir()
+    with contextlib.suppress(Exception):
+        home = _home(base)
+        _open_remote(remote_url, remote_name, remote_options, home.root)
+    with _REMOTES_LOCK:
+        if _SPARES:
+            return
+        _SPARES.append(_StageServer(None, base / "scratch"))
 
 
 def _fetch(task: Task, home, opened: _Opened) -> dict[str, Any]:
@@ -290,8 +340,8 @@ class _StageServer:
     bundle, with the scratch folder `root` its tasks run in (always the same, since the
     server keeps the pipeline files it imported from there)."""
 
-    def __init__(self, bundle: str, scratch: pathlib.Path) -> None:
-        self.bundle = bundle
+    def __init__(self, bundle: str | None, scratch: pathlib.Path) -> None:
+        self.bundle = bundle  # None: a spare, which has imported no project code yet
         scratch.mkdir(parents=True, exist_ok=True)
         self.root = scratch / uuid.uuid4().hex
         self.proc = subprocess.Popen(
@@ -345,18 +395,28 @@ class _StageServer:
 
 
 _SERVERS = threading.local()
+_SPARES: list[_StageServer] = []  # started by `warm`, not yet any thread's
 
 
 def _server(bundle: str, scratch: pathlib.Path) -> _StageServer:
     """This thread's stage server for `bundle` (a new one when the code changed: the old
-    one imported the old code)."""
+    one imported the old code); a spare one when there is one."""
     server = getattr(_SERVERS, "server", None)
     if server is not None and (server.bundle != bundle or server.proc.poll() is not None):
         _SERVERS.server = None
         server.close()
         server = None
     if server is None:
-        server = _SERVERS.server = _StageServer(bundle, scratch)
+        with _REMOTES_LOCK:
+            spare = _SPARES.pop() if _SPARES else None
+        if spare is not None and spare.proc.poll() is None and spare.root.parent == scratch:
+            spare.bundle = bundle
+            server = spare
+        else:
+            if spare is not None:
+                spare.close()
+            server = _StageServer(bundle, scratch)
+        _SERVERS.server = server
     return server
 
 

@@ -226,6 +226,76 @@ def test_stages_run_on_workers_and_match_a_local_run(project, seaweedfs, cluster
     assert (project / "tree/sub/0.txt").read_text() == "HELLO\n!"
 
 
+CHAIN = """
+from typing import Annotated
+import pivot
+from pivot import Dep, Out, loaders
+
+p = pivot.Pipeline("chain")
+
+def first() -> Annotated[str, Out("c/0.txt", loaders.Text())]:
+    return "zero\\n"
+
+def second(prev: Annotated[str, Dep("c/0.txt", loaders.Text())]) -> Annotated[str, Out("c/1.txt", loaders.Text())]:
+    return prev + "one\\n"
+
+def third(prev: Annotated[str, Dep("c/1.txt", loaders.Text())]) -> Annotated[str, Out("c/2.txt", loaders.Text())]:
+    return prev + "two\\n"
+
+p.register(first)
+p.register(second)
+p.register(third)
+"""
+
+
+def test_a_chain_runs_on_the_worker_holding_its_deps(project, seaweedfs, cluster):
+    """Downstream stages are submitted with their upstream's task as a Dask dependency:
+    they run on the worker that made their dep (fetching nothing), each once; one whose
+    upstream re-ran to the same output is skipped, never run on a worker."""
+    write_files(project, {"pipeline.py": CHAIN})
+    _configure(project, seaweedfs, cluster)
+    pivot = PivotCLI(project)
+
+    def new_tasks(before: list[int]) -> list[list[dict]]:
+        return [
+            [t for t in cluster.tasks(i)[before[i] :] if t["stage"].startswith("chain/")]
+            for i in range(2)
+        ]
+
+    def out_hash(stage: str, path: str) -> str:
+        lock = json.loads((project / f".pivot/stages/chain/{stage}.lock").read_text())
+        return lock["outs"][path]["hash"]
+
+    before = [len(cluster.tasks(i)) for i in range(2)]
+    result = pivot("run")
+    assert result.stdout.count(" ran ") == 3, result.stdout
+    assert (project / "c/2.txt").read_text() == "zero\none\ntwo\n"
+    ran = new_tasks(before)
+    # All three on one worker, each once; the downstream ones fetched none of their deps.
+    assert sorted(len(tasks) for tasks in ran) == [0, 3], ran
+    tasks = {t["stage"]: t for t in ran[0] + ran[1]}
+    assert out_hash("first", "c/0.txt") not in tasks["chain/second"]["fetched"]
+    assert out_hash("second", "c/1.txt") not in tasks["chain/third"]["fetched"]
+
+    # `first` changes but gives the same output: it runs, the others are skipped (the
+    # worker holding the chained tasks saw their lock's run key and did not run them).
+    (project / "pipeline.py").write_text(CHAIN.replace('return "zero', 'return "ze" + "ro'))
+    before = [len(cluster.tasks(i)) for i in range(2)]
+    result = pivot("run")
+    assert result.stdout.count(" ran ") == 1 and "chain/first" in result.stdout, result.stdout
+    assert [t["stage"] for tasks in new_tasks(before) for t in tasks] == ["chain/first"]
+
+    # A new output re-runs the chain, each stage once, with what the worker computed.
+    (project / "pipeline.py").write_text(CHAIN.replace('return "zero', 'return "ZERO'))
+    before = [len(cluster.tasks(i)) for i in range(2)]
+    result = pivot("run")
+    assert result.stdout.count(" ran ") == 3, result.stdout
+    assert (project / "c/2.txt").read_text() == "ZERO\none\ntwo\n"
+    stages = sorted(t["stage"] for tasks in new_tasks(before) for t in tasks)
+    assert stages == ["chain/first", "chain/second", "chain/third"]
+    assert "up to date" in pivot("run").stdout
+
+
 def test_fingerprint_mismatch_is_refused(project, seaweedfs, cluster, tmp_path):
     write_files(
         project,
