@@ -56,7 +56,10 @@ class Connection:
         self._spec = spec
         self._client: Any = None
         self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._connect, name="pivot-dask-connect")
+        self._abandoned = False  # closed before connecting finished: the thread closes it
+        self._thread = threading.Thread(
+            target=self._connect, name="pivot-dask-connect", daemon=True
+        )
         self._thread.start()
 
     def _connect(self) -> None:
@@ -66,7 +69,9 @@ class Connection:
             self._client = distributed.Client(
                 self.address, timeout=CONNECT_TIMEOUT, set_as_default=False
             )
-            if self._spec is not None:
+            if self._abandoned:
+                self._client.close(timeout=5)
+            elif self._spec is not None:
                 self._client.run(_warm, *self._spec, wait=False)
         except BaseException as exc:  # raised by `client()` in the main thread
             self._error = exc
@@ -79,9 +84,11 @@ class Connection:
         return self._client
 
     def close(self) -> None:
-        """Disconnect (a run that ended up submitting nothing)."""
-        self._thread.join()
-        if self._client is not None:
+        """Disconnect (a run that ended up submitting nothing: it does not wait for a
+        scheduler that does not answer)."""
+        self._abandoned = True
+        self._thread.join(timeout=2)
+        if not self._thread.is_alive() and self._client is not None:
             self._client.close(timeout=5)
 
 
