@@ -26,6 +26,7 @@ from pivot.run.worker import Task, chained, run_task
 if TYPE_CHECKING:
     from pivot.cache.workspace import Workspace
     from pivot.define.stage import StageSpec
+    from pivot.remote.index_cache import RemoteContents
     from pivot.run.plan import Decision, Planner
     from pivot.run.remote_view import RemoteAccess
 
@@ -449,6 +450,18 @@ class DaskExecutor:
             )
         self._on_remote.update(digest for digest, _ in wanted)
         self._pushed.update(summary.stored)
+
+    def known_contents(self, outputs: list[tuple[str, str]]) -> RemoteContents | None:
+        """Where the blobs of `outputs` lie on the remote, if the workers told all of them
+        (the scheduler then fetches them without listing the remote), else None."""
+        from pivot.remote.index_cache import RemoteContents
+
+        if not all(digest in self._locations for digest, _ in outputs):
+            return None
+        known = RemoteContents()
+        for digest, _ in outputs:
+            known.blobs.update(self._locations[digest])
+        return known
 
     def note_on_remote(self, outs: dict[str, dict[str, Any]]) -> None:
         """Outputs a worker pushed: their blobs need no upload for downstream stages."""

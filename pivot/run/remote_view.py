@@ -74,11 +74,27 @@ class RemoteAccess:
     def has_output(self, digest: str) -> bool:
         return self.contents().has_blob(digest)
 
-    def fetch(self, outputs: Iterable[Output]) -> TransferSummary:
-        """Bring the outputs' blobs into the local cache; raise if any is unavailable."""
+    def fetch(
+        self, outputs: Iterable[Output], known: RemoteContents | None = None
+    ) -> TransferSummary:
+        """Bring the outputs' blobs into the local cache; raise if any is unavailable.
+        `known`: where the caller knows all their blobs lie (told by the cluster workers
+        that pushed them): read from there without listing the remote, which a stale
+        location or a failed read falls back to."""
+        from pivot.errors import PivotError
         from pivot.remote.transfer import fetch_outputs
 
-        summary = fetch_outputs(self.project, self.remote, list(outputs), jobs=self.jobs)
+        outputs = list(outputs)
+        summary = None
+        if known is not None:
+            try:
+                summary = fetch_outputs(
+                    self.project, self.remote, outputs, jobs=self.jobs, contents=known
+                )
+            except PivotError:
+                summary = None
+        if summary is None or summary.missing:
+            summary = fetch_outputs(self.project, self.remote, outputs, jobs=self.jobs)
         if summary.missing:
             raise RemoteIncomplete(
                 f"The remote {self.display} lacks {len(summary.missing)} blob(s) needed to "

@@ -742,7 +742,8 @@ class Runner:
         ]
         if missing:
             assert self.remote is not None
-            self.remote.fetch(list(dict.fromkeys(missing)))
+            outputs = list(dict.fromkeys(missing))
+            self.remote.fetch(outputs, self._cluster().known_contents(outputs))
         for decision in wanted:
             self._check_out(decision)
 
