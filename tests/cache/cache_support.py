@@ -54,3 +54,15 @@ def interrupt(*args) -> None:
 
 def objects(cache: LocalCache) -> list[pathlib.Path]:
     return [p for p in cache.objects.rglob("*") if p.is_file()]
+
+
+def assert_rows_are_current(rows, root: pathlib.Path) -> None:
+    """Each stat-cache row `add_output` returned pairs a file with its current stat."""
+    for path, size, mtime, inode, ctime, _ in rows:
+        st = (root / path).stat()
+        assert (size, mtime, inode, ctime) == (
+            st.st_size,
+            st.st_mtime_ns,
+            st.st_ino,
+            st.st_ctime_ns,
+        )

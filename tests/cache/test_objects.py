@@ -9,6 +9,7 @@ import blake3
 import pytest
 from cache_support import (
     TREE,
+    assert_rows_are_current,
     leftovers,
     objects,
     write_tree,
@@ -27,14 +28,7 @@ def test_add_output_stores_every_file_read_only(tmp_path, cache):
     assert output.size == sum(len(v) for v in TREE.values())
     # The stat-cache rows: each file's project path, its stat key when read, its hash.
     assert {r[0]: r[5] for r in rows} == {f"src/{rel}": hash_bytes(d) for rel, d in TREE.items()}
-    for path, size, mtime, inode, ctime, _ in rows:
-        st = (tmp_path / path).stat()
-        assert (size, mtime, inode, ctime) == (
-            st.st_size,
-            st.st_mtime_ns,
-            st.st_ino,
-            st.st_ctime_ns,
-        )
+    assert_rows_are_current(rows, tmp_path)
     entries = {e.relpath: e for e in cache.tree(output.hash)}
     assert entries["run.sh"].mode == 0o755 and entries["a.txt"].mode == 0o644
     assert len(objects(cache)) == len(set(TREE.values())) + 1  # duplicates stored once

@@ -8,7 +8,14 @@ import os
 import stat
 
 import pytest
-from cache_support import expected, leftovers, objects, snapshot, write_tree
+from cache_support import (
+    assert_rows_are_current,
+    expected,
+    leftovers,
+    objects,
+    snapshot,
+    write_tree,
+)
 
 from pivot.cache import folder_packs
 from pivot.cache.checkout import LinkMode, checkout
@@ -30,14 +37,7 @@ def test_small_files_of_a_large_tree_are_packed_and_check_out_exactly(tmp_path, 
     stored, rows = cache.add_output(src, tmp_path)
     assert stored.kind == DIR and stored.nfiles == len(TREE)
     assert {r[0]: r[5] for r in rows} == {f"src/{rel}": hash_bytes(d) for rel, d in TREE.items()}
-    for path, size, mtime, inode, ctime, _ in rows:
-        st = (tmp_path / path).stat()
-        assert (size, mtime, inode, ctime) == (
-            st.st_size,
-            st.st_mtime_ns,
-            st.st_ino,
-            st.st_ctime_ns,
-        )
+    assert_rows_are_current(rows, tmp_path)
     # Only the large file and the manifest are loose; the rest lies in one pack.
     loose = {p.parent.name + p.name for p in objects(cache)}
     assert loose == {hash_bytes(BIG), stored.hash}
