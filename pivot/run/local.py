@@ -169,13 +169,11 @@ class LocalExecutor:
                     continue
                 worker.received += data
                 while (frame := _take_frame(worker)) is not None:
-                    with self._state:
+                    with self._state:  # `shutdown` closes the request pipes under it
                         future, worker.future = worker.future, None
-                        queued = self._backlog.pop(0) if self._backlog else None
-                        if queued is not None:
-                            worker.future = queued[0]
-                    if queued is not None:
-                        _send_request(worker, queued[1])
+                        if self._backlog and not self._closing:
+                            worker.future, queued = self._backlog.pop(0)
+                            _send_request(worker, queued)
                     if future is None:
                         continue
                     try:
@@ -323,8 +321,8 @@ class LocalExecutor:
             for future, _ in self._backlog:
                 future.cancel()
             self._backlog.clear()
-        for worker in self._workers:
-            os.close(worker.requests)
+            for worker in self._workers:
+                os.close(worker.requests)
         for worker in self._workers:
             os.waitpid(worker.pid, 0)
         self._reader.join()
@@ -511,8 +509,8 @@ def execute(stage_id: str, root: str, cache_dir: str, tmp_dir: str) -> bytes:
     spare is forked while this one runs, and a child that sent its outcome is reaped later.
     A spare that died before it took the request (killed while it waited: its death may
     not show yet when the request is written) is replaced by a fresh child; one that took
-    it and died fails the stage. Returns the pickled `Outcome`: the child's bytes after
-    its acknowledgement are passed on as they came.
+    it and died (also while writing its outcome: the outcome is length-prefixed) fails the
+    stage. Returns the pickled `Outcome`: the child's bytes are passed on as they came.
     """
     import pickle
 
@@ -535,22 +533,24 @@ def execute(stage_id: str, root: str, cache_dir: str, tmp_dir: str) -> bytes:
         except _Interrupted:
             return _pickled(_interrupted(stage_id))
         _running = child.pid
-        _announce(stage_id, child.pid)
-        if _spare is None:
-            try:
-                _spare = _fork_spare()
-            except OSError:  # the next stage forks its own
-                _spare = None
         with os.fdopen(child.result, "rb") as pipe:
-            data = pipe.read()
+            taken = pipe.read(1) == _TAKEN
+            if taken:  # announced only now: a spare that died unseen has no stage to cancel
+                _announce(stage_id, child.pid)
+                if _spare is None:
+                    try:
+                        _spare = _fork_spare()
+                    except OSError:  # the next stage forks its own
+                        _spare = None
+            data = pipe.read() if taken else b""
         _running = None
-        if len(data) > 1:
+        if len(data) > 8 and int.from_bytes(data[:8], "little") == len(data) - 8:
             _unreaped.append(child.pid)
-            return data[1:]
+            return data[8:]
         _, status = os.waitpid(child.pid, 0)
         if _ctrl_c_pending():  # Ctrl-C stopped the child before it read its request
             return _pickled(_interrupted(stage_id))
-        if data or fresh:
+        if taken or fresh:  # it died in the stage, or while writing its outcome
             break
         child = None  # the spare died before it took the request: the stage never began
     return _pickled(
@@ -691,8 +691,9 @@ def _fork_spare() -> _Spare:
                 outcome = execute_here(
                     stage_id, pathlib.Path(root), cache_dir, tmp_dir, hand_over=True
                 )
+                payload = pickle.dumps(outcome, pickle.HIGHEST_PROTOCOL)
                 with os.fdopen(result_write, "wb") as pipe:
-                    pickle.dump(outcome, pipe, protocol=pickle.HIGHEST_PROTOCOL)
+                    pipe.write(len(payload).to_bytes(8, "little") + payload)
         except BaseException:
             code = 1
         finally:
