@@ -42,9 +42,9 @@ def block(root, folder: str) -> list[str]:
     return lines[lines.index(BEGIN) + 1 : lines.index(END)] if BEGIN in lines else []
 
 
-def test_a_run_of_one_pipeline_drops_its_removed_stage_and_keeps_the_other_pipeline_s(
-    project, pivot
-) -> None:
+def _two_pipelines_sharing_out(project) -> None:
+    """A git project whose pipelines a (stages one, two) and b (three) write into `out/`,
+    where the user's `.gitignore` already has a line of its own."""
     git(project, "init", "-q")
     write_files(
         project,
@@ -54,6 +54,12 @@ def test_a_run_of_one_pipeline_drops_its_removed_stage_and_keeps_the_other_pipel
             "out/.gitignore": "# mine\n/notes.txt\n",
         },
     )
+
+
+def test_a_run_of_one_pipeline_drops_its_removed_stage_and_keeps_the_other_pipeline_s(
+    project, pivot
+) -> None:
+    _two_pipelines_sharing_out(project)
     pivot("run", "--all")
     assert block(project, "out") == ["/one.txt", "/three.txt", "/two.txt"]
 
@@ -120,15 +126,7 @@ def test_untrack_and_a_tracked_only_checkout_keep_the_outputs_lines(project, piv
 def test_pull_in_a_fresh_clone_keeps_git_ignore_files_as_checkout_does(
     project, pivot, tmp_path
 ) -> None:
-    git(project, "init", "-q")
-    write_files(
-        project,
-        {
-            "a/pipeline.py": pipeline("a", {"one": "../out/one.txt", "two": "../out/two.txt"}),
-            "b/pipeline.py": pipeline("b", {"three": "../out/three.txt"}),
-            "out/.gitignore": "# mine\n/notes.txt\n",
-        },
-    )
+    _two_pipelines_sharing_out(project)
     pivot("remote", "add", "origin", str(tmp_path / "store"), "--default")
     pivot("run", "--all")
     pivot("push", "--all")

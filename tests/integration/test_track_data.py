@@ -206,10 +206,10 @@ def test_a_corrupt_record_is_named(project, pivot):
         assert "Traceback" not in failed.stderr
 
 
-def test_a_dep_in_a_tracked_folder_resolves_through_a_manifest_on_the_remote(tmp_path, project):
-    """In a clone without the data, the folder's manifest is read from the remote: a
-    record changed since the lock was written makes the stage stale for `status --remote`,
-    `verify` and `run`, and `pull` brings the new data."""
+def _clone_after_the_tracked_folder_changed(tmp_path, project):
+    """A project whose stage reads `data/in/raw.csv` of the tracked folder `data/in`, run,
+    then the folder changed and tracked again (the stage not run), everything pushed and
+    committed; returns a clone without the data and its runner."""
     inside = PIPELINE.replace("data/raw.csv", "data/in/raw.csv")
     write_files(project, {"pipeline.py": inside, "data/in/raw.csv": "x\n", "data/in/o.csv": "y\n"})
     pivot = PivotCLI(project)
@@ -217,13 +217,19 @@ def test_a_dep_in_a_tracked_folder_resolves_through_a_manifest_on_the_remote(tmp
     pivot("remote", "add", "--default", "origin", str(tmp_path / "remote"))
     pivot("track", "data/in")
     pivot("run")
-    pivot("push")
     (project / "data/in/raw.csv").write_text("new\n")
-    pivot("track", "data/in")  # recorded and pushed; the stage not run again
-    pivot("push", "data/in")
+    pivot("track", "data/in")
+    pivot("push", "--all")
     git(project, "add", "-A")
     git(project, "commit", "-qm", "folder changed")
-    target, cli = clone(tmp_path, project)
+    return clone(tmp_path, project)
+
+
+def test_a_dep_in_a_tracked_folder_resolves_through_a_manifest_on_the_remote(tmp_path, project):
+    """In a clone without the data, the folder's manifest is read from the remote: a
+    record changed since the lock was written makes the stage stale for `status --remote`,
+    `verify` and `run`, and `pull` brings the new data."""
+    target, cli = _clone_after_the_tracked_folder_changed(tmp_path, project)
 
     rows = json.loads(cli("status", "--remote", "--json").stdout)
     row = next(r for r in rows if r.get("stage") == "p/clean")
@@ -247,19 +253,7 @@ def test_status_offline_says_not_local_for_a_dep_in_a_tracked_folder_without_its
     """In a fresh clone, `status` without `--remote` cannot read the manifest of a tracked
     folder it lacks: a stage reading a file in it is `not local`, not a guess from its
     lock; once the manifest is fetched, the real verdict shows."""
-    inside = PIPELINE.replace("data/raw.csv", "data/in/raw.csv")
-    write_files(project, {"pipeline.py": inside, "data/in/raw.csv": "x\n", "data/in/o.csv": "y\n"})
-    pivot = PivotCLI(project)
-    git(project, "init", "-q")
-    pivot("remote", "add", "--default", "origin", str(tmp_path / "remote"))
-    pivot("track", "data/in")
-    pivot("run")
-    (project / "data/in/raw.csv").write_text("new\n")
-    pivot("track", "data/in")  # recorded and pushed; the stage not run again
-    pivot("push", "--all")
-    git(project, "add", "-A")
-    git(project, "commit", "-qm", "folder changed")
-    target, cli = clone(tmp_path, project)
+    target, cli = _clone_after_the_tracked_folder_changed(tmp_path, project)
 
     rows = json.loads(cli("status", "--json").stdout)
     row = next(r for r in rows if r.get("stage") == "p/clean")
