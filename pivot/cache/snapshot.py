@@ -17,12 +17,15 @@ from __future__ import annotations
 import logging
 import os
 import struct
+import sys
 import threading
 import time
 from array import array
 from dataclasses import dataclass
+from functools import partial
 from itertools import chain
 from operator import attrgetter
+from stat import S_ISDIR, S_ISLNK, S_ISREG
 from typing import TYPE_CHECKING
 
 import blake3
@@ -43,9 +46,28 @@ MAGIC = b"pivot-tree-snapshot-1\n"
 HEADER = struct.Struct("<32sQQQ")
 CHECKSUM = 32  # BLAKE3 of header + paths + stats, after MAGIC
 FIELDS = 5  # stats per file: size, mtime_ns, ctime_ns, inode, mode
-_FIELDS = attrgetter("st_size", "st_mtime_ns", "st_ctime_ns", "st_ino", "st_mode")
+_STAT_FIELDS = ("st_size", "st_mtime_ns", "st_ctime_ns", "st_ino", "st_mode")
+_FIELDS = attrgetter(*_STAT_FIELDS)
 ITEM = array("q").itemsize
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
+# A folder with at least this many entries per process is stat-ed in parts, one by this
+# process and the others by helper processes at the same time (the kernel's `fstatat` is
+# most of a large no-op: on 2 cores this takes about 40 % off the listing's wall time).
+HELPER_MIN = 20_000
+MAX_HELPERS = 3
+# A helper: stats the NUL-separated names on its stdin relative to the folder descriptor it
+# inherited, without following links, and writes their packed rows (the rows `_rows` makes).
+_HELPER = f"""\
+import os, sys
+from array import array
+from functools import partial
+from itertools import chain
+from operator import attrgetter
+fields = attrgetter(*{_STAT_FIELDS!r})
+lstat = partial(os.stat, dir_fd=int(sys.argv[1]), follow_symlinks=False)
+names = sys.stdin.buffer.read().split(b"\\0")
+sys.stdout.buffer.write(array("q", chain.from_iterable(map(fields, map(lstat, names)))).tobytes())
+"""
 # A file changed this recently (ctime) may be written again within the same timestamp
 # tick after its stat, unseen by a later stat; a snapshot is not written while the
 # directory holds such a file (2 s covers coarse clocks and 1-2 s file systems).
@@ -74,52 +96,147 @@ class Snapshot:
         return self.stats == listing.stats and self.paths == listing.paths
 
 
-def scan(top: str, what: str) -> tuple[list[str], list[os.stat_result]]:
+def scan(top: str, what: str, helper_min: int = HELPER_MIN) -> tuple[list[str], array]:
     """The files of `Hasher.tree_files` under the folder `top` (`what` names it in an
-    error), as two lists: inner paths and stats. Each folder is listed through a
-    descriptor and its files stat-ed relative to it (`fstatat`: the kernel does not walk
-    the whole path again for each file), its regular files in bulk."""
-    names: list[str] = []
-    stats: list[os.stat_result] = []
+    error): their inner paths and their packed stat rows (FIELDS values each, no
+    `os.stat_result` kept). Each folder is listed by name through a descriptor and its
+    entries stat-ed relative to it (`fstatat`, links not followed) in one pass in C; a
+    folder of `helper_min` entries or more per process is stat-ed in parts at the same
+    time by helper processes. Raises OverflowError if a value does not fit 64 bits."""
+    paths: list[str] = []
+    rows = array("q")
     folders = [""]
     while folders:
         folder = folders.pop()
         prefix = f"{folder}/" if folder else ""
         fd = os.open(f"{top}/{folder}" if folder else top, _DIR_FLAGS)
         try:
-            with os.scandir(fd) as found:
-                entries = list(found)
-            regular = [e for e in entries if e.is_file(follow_symlinks=False)]
-            stats += [e.stat() for e in regular]
-            names += [prefix + e.name for e in regular] if prefix else [e.name for e in regular]
-            if len(regular) == len(entries):
-                continue
-            for entry in entries:
-                if entry.is_file(follow_symlinks=False):
-                    continue
-                inner = prefix + entry.name
-                if entry.is_dir():
-                    if not entry.is_symlink():
-                        folders.append(inner)
-                    continue
-                if entry.is_symlink():
-                    link_target(os.path.join(top, inner), what)
-                names.append(inner)
-                stats.append(entry.stat())
+            names = os.listdir(fd)
+            found = _rows_in_parts(fd, names, helper_min)
+            if not all(map(S_ISREG, found[FIELDS - 1 :: FIELDS])):
+                names, found = _files_only(top, fd, prefix, names, found, what, folders)
         finally:
             os.close(fd)
-    return names, stats
+        paths += map(prefix.__add__, names) if prefix else names
+        rows += found
+    return paths, rows
 
 
-def listing(names: list[str], stats: list[os.stat_result]) -> Listing | None:
-    """The listing of the files `scan` found; None if a value does not fit 64 bits (such a
-    directory is always checked in full)."""
-    paths = "\0".join(names).encode("utf-8", "surrogateescape")
+def _rows(fd: int, names: list[str]) -> array:
+    """The packed stat rows of the entries `names` of the folder `fd`, links not followed."""
+    lstat = partial(os.stat, dir_fd=fd, follow_symlinks=False)
+    return array("q", chain.from_iterable(map(_FIELDS, map(lstat, names))))
+
+
+def _files_only(
+    top: str, fd: int, prefix: str, names: list[str], rows: array, what: str, folders: list[str]
+) -> tuple[list[str], array]:
+    """The entries of a folder that are not all regular files, as `Hasher.tree_files`
+    counts them: a subfolder goes to `folders`, a link to a folder is not followed, a link
+    to a file counts as that file (a link to nothing is a DefinitionError)."""
+    kept: list[str] = []
+    kept_rows = array("q")
+    for k, name in enumerate(names):
+        row = rows[k * FIELDS : (k + 1) * FIELDS]
+        if S_ISDIR(row[FIELDS - 1]):
+            folders.append(prefix + name)
+            continue
+        if S_ISLNK(row[FIELDS - 1]):
+            try:
+                target = os.stat(name, dir_fd=fd)
+            except OSError:
+                link_target(os.path.join(top, prefix + name), what)
+                raise
+            if S_ISDIR(target.st_mode):
+                continue
+            row = array("q", _FIELDS(target))
+        kept.append(name)
+        kept_rows += row
+    return kept, kept_rows
+
+
+def _rows_in_parts(fd: int, names: list[str], helper_min: int) -> array:
+    """`_rows(fd, names)`, the kernel's work shared with helper processes when the folder
+    is large enough and there are cores for them; a helper that fails has its part done
+    here (which raises the real error, if any)."""
+    parts = min(len(names) // helper_min, _cores(), MAX_HELPERS + 1) if helper_min else 1
+    if parts < 2 or not sys.executable:
+        return _rows(fd, names)
+    # This process starts at once, each helper after an interpreter's start-up (about as
+    # long as stat-ing a fifth of `helper_min` names): this process takes that many more.
+    first = -(-len(names) // parts) + helper_min // 5 * (parts - 1) // parts
+    step = -(-(len(names) - first) // (parts - 1))
+    chunks = [names[:first]] + [names[k : k + step] for k in range(first, len(names), step)]
+    helpers = [_Helper(fd, chunk) for chunk in chunks[1:]]
     try:
-        values = array("q", chain.from_iterable(map(_FIELDS, stats)))
-    except OverflowError:
-        return None
-    return Listing(paths, values.tobytes(), max(values[2::FIELDS], default=0))
+        rows = _rows(fd, chunks[0])
+    finally:
+        outputs = [helper.output() for helper in helpers]
+    for chunk, out in zip(chunks[1:], outputs, strict=True):
+        if out is None or len(out) != len(chunk) * FIELDS * ITEM:
+            out = _rows(fd, chunk).tobytes()
+        rows.frombytes(out)
+    return rows
+
+
+def _cores() -> int:
+    """The cores this process may run on."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
+class _Helper:
+    """A helper process stat-ing `names` in the folder `fd` (which it inherits), fed and
+    read by a thread of this process so that both work at once."""
+
+    def __init__(self, fd: int, names: list[str]) -> None:
+        self._result: list[bytes] = []
+        self._thread = threading.Thread(
+            target=self._run, args=(fd, "\0".join(names).encode("utf-8", "surrogateescape"))
+        )
+        self._thread.start()
+
+    def _run(self, fd: int, names: bytes) -> None:
+        import subprocess  # only large folders start helpers
+
+        try:
+            proc = subprocess.Popen(
+                [sys.executable, "-I", "-S", "-c", _HELPER, str(fd)],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.DEVNULL,
+                pass_fds=(fd,),
+            )
+            out, _ = proc.communicate(names)
+        except OSError as exc:
+            log.debug(f"No stat helper: {exc}")
+            return
+        if proc.returncode == 0:
+            self._result.append(out)
+
+    def output(self) -> bytes | None:
+        """The packed rows the helper wrote, or None if it failed."""
+        self._thread.join()
+        return self._result[0] if self._result else None
+
+
+def listing(paths: list[str], rows: array) -> Listing:
+    """The listing of the files `scan` found."""
+    encoded = "\0".join(paths).encode("utf-8", "surrogateescape")
+    return Listing(encoded, rows.tobytes(), max(rows[2::FIELDS], default=0))
+
+
+def as_stat(rows: array, k: int) -> os.stat_result:
+    """The `k`-th row of `rows` as an `os.stat_result` for the full check: the fields the
+    stat cache and the manifest read (size, mtime_ns, ctime_ns, inode, mode), the others
+    zero."""
+    size, mtime, ctime, ino, mode = rows[k * FIELDS : (k + 1) * FIELDS]
+    second = 1_000_000_000
+    return os.stat_result(
+        (mode, ino, 0, 0, 0, 0, size, 0, mtime // second, ctime // second),
+        {"st_mtime_ns": mtime, "st_ctime_ns": ctime},
+    )
 
 
 def encode(snapshot: Snapshot) -> bytes:
@@ -170,23 +287,35 @@ def save(state: StateDB, rel: str, snapshot: Snapshot) -> None:
 class SnapshotHasher(Hasher):
     """A `Hasher` that settles a directory by its snapshot when the files' stats match."""
 
-    def __init__(self, root: pathlib.Path, state: StateDB, racy_ns: int = RACY_NS) -> None:
+    def __init__(
+        self,
+        root: pathlib.Path,
+        state: StateDB,
+        racy_ns: int = RACY_NS,
+        helper_min: int = HELPER_MIN,
+    ) -> None:
         super().__init__(root, state)
         self.state = state
         self.racy_ns = racy_ns
+        self.helper_min = helper_min
         self._lock = threading.Lock()  # pull places outputs from several threads
 
     def tree_hash(self, rel: str) -> PathHash:
         started = time.time_ns()
-        names, stats = scan(os.path.join(self.root, rel), f"The directory {rel}")
-        current = listing(names, stats)
-        if current is not None:
-            with self._lock:
-                known = load(self.state, rel)
-            if known is not None and known.matches(current):
-                return PathHash(known.hash, known.size, DIR)
-        found = self.manifest_hash(rel, list(zip(names, stats, strict=True)))
-        if current is not None and current.newest_ctime < started - self.racy_ns:
+        try:
+            paths, rows = scan(
+                os.path.join(self.root, rel), f"The directory {rel}", self.helper_min
+            )
+        except OverflowError:  # a value beyond 64 bits: such a directory is always checked in full
+            return super().tree_hash(rel)
+        current = listing(paths, rows)
+        with self._lock:
+            known = load(self.state, rel)
+        if known is not None and known.matches(current):
+            return PathHash(known.hash, known.size, DIR)
+        files = [(path, as_stat(rows, k)) for k, path in enumerate(paths)]
+        found = self.manifest_hash(rel, files)
+        if current.newest_ctime < started - self.racy_ns:
             with self._lock:
                 save(
                     self.state, rel, Snapshot(found.hash, found.size, current.paths, current.stats)
