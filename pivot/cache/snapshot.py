@@ -79,7 +79,7 @@ class Listing:
     """The files of a directory as a snapshot compares them."""
 
     paths: bytes  # inner POSIX paths joined by NUL, UTF-8 (undecodable bytes kept)
-    stats: bytes  # FIELDS signed 64-bit integers per file, in the order of `paths`
+    rows: array  # FIELDS signed 64-bit integers per file, in the order of `paths`
     newest_ctime: int
 
 
@@ -91,9 +91,6 @@ class Snapshot:
     size: int
     paths: bytes
     stats: bytes
-
-    def matches(self, listing: Listing) -> bool:
-        return self.stats == listing.stats and self.paths == listing.paths
 
 
 def scan(top: str, what: str, helper_min: int = HELPER_MIN) -> tuple[list[str], array]:
@@ -117,8 +114,11 @@ def scan(top: str, what: str, helper_min: int = HELPER_MIN) -> tuple[list[str], 
                 names, found = _files_only(top, fd, prefix, names, found, what, folders)
         finally:
             os.close(fd)
-        paths += map(prefix.__add__, names) if prefix else names
-        rows += found
+        if paths or prefix:
+            paths += map(prefix.__add__, names) if prefix else names
+            rows += found
+        else:  # the top folder's own lists, not copies (most outputs have one folder)
+            paths, rows = names, found
     return paths, rows
 
 
@@ -224,7 +224,7 @@ class _Helper:
 def listing(paths: list[str], rows: array) -> Listing:
     """The listing of the files `scan` found."""
     encoded = "\0".join(paths).encode("utf-8", "surrogateescape")
-    return Listing(encoded, rows.tobytes(), max(rows[2::FIELDS], default=0))
+    return Listing(encoded, rows, max(rows[2::FIELDS], default=0))
 
 
 def as_stat(rows: array, k: int) -> os.stat_result:
@@ -250,9 +250,9 @@ def encode(snapshot: Snapshot) -> bytes:
     return MAGIC + blake3.blake3(body).digest() + body
 
 
-def decode(blob: bytes) -> Snapshot | None:
-    """The snapshot `blob` holds, or None if it is not an intact one of this format (the
-    caller then checks the directory in full)."""
+def _layout(blob: bytes) -> tuple[bytes, int, int, int] | None:
+    """(raw manifest hash, total size, offset of the paths, offset of the stats) of the
+    snapshot `blob`, or None if it is not an intact one of this format."""
     start = len(MAGIC) + CHECKSUM
     if len(blob) < start + HEADER.size or not blob.startswith(MAGIC):
         return None
@@ -262,12 +262,39 @@ def decode(blob: bytes) -> Snapshot | None:
     digest, size, paths_len, stats_len = HEADER.unpack_from(body)
     if HEADER.size + paths_len + stats_len != len(body) or stats_len % (FIELDS * ITEM):
         return None
-    paths = bytes(body[HEADER.size : HEADER.size + paths_len])
-    stats = bytes(body[HEADER.size + paths_len :])
+    at = start + HEADER.size
     files = stats_len // (FIELDS * ITEM)
-    if (paths.count(b"\0") + 1 if paths else 0) != files:
+    if (blob.count(b"\0", at, at + paths_len) + 1 if paths_len else 0) != files:
         return None
-    return Snapshot(digest.hex(), size, paths, stats)
+    return digest, size, at, at + paths_len
+
+
+def decode(blob: bytes) -> Snapshot | None:
+    """The snapshot `blob` holds, or None if it is not an intact one of this format (the
+    caller then checks the directory in full)."""
+    layout = _layout(blob)
+    if layout is None:
+        return None
+    digest, size, at, stats_at = layout
+    return Snapshot(digest.hex(), size, blob[at:stats_at], blob[stats_at:])
+
+
+def settles(blob: bytes, current: Listing) -> PathHash | None:
+    """The directory's hash if `blob` is an intact snapshot of exactly the listing
+    `current` (compared in place: the stored listing is not copied out)."""
+    layout = _layout(blob)
+    if layout is None:
+        return None
+    digest, size, at, stats_at = layout
+    stats_len = len(current.rows) * ITEM
+    if (
+        stats_at - at == len(current.paths)
+        and len(blob) - stats_at == stats_len
+        and blob.startswith(current.paths, at)
+        and blob.startswith(current.rows, stats_at)
+    ):
+        return PathHash(digest.hex(), size, DIR)
+    return None
 
 
 def load(state: StateDB, rel: str) -> Snapshot | None:
@@ -310,14 +337,17 @@ class SnapshotHasher(Hasher):
             return super().tree_hash(rel)
         current = listing(paths, rows)
         with self._lock:
-            known = load(self.state, rel)
-        if known is not None and known.matches(current):
-            return PathHash(known.hash, known.size, DIR)
+            blob = self.state.get(NAMESPACE, rel)
+        settled = settles(blob, current) if isinstance(blob, bytes) else None
+        if settled is not None:
+            return settled
         files = [(path, as_stat(rows, k)) for k, path in enumerate(paths)]
         found = self.manifest_hash(rel, files)
         if current.newest_ctime < started - self.racy_ns:
             with self._lock:
                 save(
-                    self.state, rel, Snapshot(found.hash, found.size, current.paths, current.stats)
+                    self.state,
+                    rel,
+                    Snapshot(found.hash, found.size, current.paths, current.rows.tobytes()),
                 )
         return found

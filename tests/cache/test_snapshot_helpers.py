@@ -1,6 +1,7 @@
 """Large folders stat-ed in parts by helper processes (`cache.snapshot`): the listing is the
 one a single process makes, a change in a helper's part is seen, a link to nothing is
-still named, and a helper that cannot start or fails costs only speed."""
+still named, and a helper that cannot start or fails costs only speed. And the in-place
+comparison of a stored snapshot with a listing, fuzzed like the decoder."""
 
 from __future__ import annotations
 
@@ -8,11 +9,24 @@ import os
 import pathlib
 import sys
 import time
+from array import array
 
 import pytest
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
 
 from pivot.cache.hashing import Hasher, PathHash
-from pivot.cache.snapshot import SnapshotHasher, scan
+from pivot.cache.snapshot import (
+    FIELDS,
+    ITEM,
+    Listing,
+    Snapshot,
+    SnapshotHasher,
+    decode,
+    encode,
+    scan,
+    settles,
+)
 from pivot.cache.state import StateDB
 from pivot.errors import DefinitionError
 
@@ -101,3 +115,47 @@ def test_helper_that_cannot_start_or_fails_costs_only_speed(root, monkeypatch, i
     assert scan(top, "out", helper_min=HELPER_MIN) == scan(top, "out", helper_min=0)
     found, _ = _hash(root)
     assert found == _truth(root)
+
+
+# ----- comparing a stored snapshot in place ----------------------------------------------
+
+
+def _listing(paths: bytes, stats: bytes) -> Listing:
+    rows = array("q")
+    rows.frombytes(stats[: len(stats) // ITEM * ITEM])
+    return Listing(paths, rows, 0)
+
+
+VALID_PATHS = b"a.txt\0sub/c.txt"
+VALID_STATS = bytes(range(2 * FIELDS * ITEM))
+VALID = encode(Snapshot("cd" * 32, 8, VALID_PATHS, VALID_STATS))
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.binary(max_size=300), st.binary(max_size=40), st.binary(max_size=120))
+@example(VALID, VALID_PATHS, VALID_STATS)
+@example(VALID, VALID_PATHS, VALID_STATS[:-ITEM])
+@example(VALID, VALID_PATHS + b"\0", VALID_STATS)
+def test_in_place_comparison_settles_only_an_intact_snapshot_of_that_listing(blob, paths, stats):
+    """`settles` never crashes, and gives a hash only where the decoder reads an intact
+    snapshot whose paths and stats are exactly the listing's."""
+    current = _listing(paths, stats)
+    found = settles(blob, current)
+    decoded = decode(blob)
+    if found is None:
+        assert decoded is None or (decoded.paths, decoded.stats) != (
+            current.paths,
+            current.rows.tobytes(),
+        )
+    else:
+        assert decoded is not None
+        assert (decoded.paths, decoded.stats) == (current.paths, current.rows.tobytes())
+        assert (found.hash, found.size) == (decoded.hash, decoded.size)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.integers(min_value=0, max_value=len(VALID) - 1), st.integers(1, 255))
+def test_in_place_comparison_refuses_any_changed_byte(position, flip):
+    damaged = bytearray(VALID)
+    damaged[position] ^= flip
+    assert settles(bytes(damaged), _listing(VALID_PATHS, VALID_STATS)) is None
