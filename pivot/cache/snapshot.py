@@ -26,7 +26,7 @@ from functools import partial
 from itertools import chain
 from operator import attrgetter
 from stat import S_ISDIR, S_ISLNK, S_ISREG
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, BinaryIO
 
 import blake3
 
@@ -187,38 +187,47 @@ def _cores() -> int:
 
 
 class _Helper:
-    """A helper process stat-ing `names` in the folder `fd` (which it inherits), fed and
-    read by a thread of this process so that both work at once."""
+    """A helper process stat-ing `names` in the folder `fd` (which it inherits). It reads
+    the names from a file in memory, so starting it never waits on it, and its rows wait
+    in its output pipe until this process is done with its own part."""
 
     def __init__(self, fd: int, names: list[str]) -> None:
-        self._result: list[bytes] = []
-        self._thread = threading.Thread(
-            target=self._run, args=(fd, "\0".join(names).encode("utf-8", "surrogateescape"))
-        )
-        self._thread.start()
-
-    def _run(self, fd: int, names: bytes) -> None:
         import subprocess  # only large folders start helpers
 
+        self._proc: subprocess.Popen[bytes] | None = None
         try:
-            proc = subprocess.Popen(
-                [sys.executable, "-I", "-S", "-c", _HELPER, str(fd)],
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.DEVNULL,
-                pass_fds=(fd,),
-            )
-            out, _ = proc.communicate(names)
+            with _memory_file("\0".join(names).encode("utf-8", "surrogateescape")) as names_in:
+                self._proc = subprocess.Popen(
+                    [sys.executable, "-I", "-S", "-c", _HELPER, str(fd)],
+                    stdin=names_in,
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.DEVNULL,
+                    pass_fds=(fd,),
+                )
         except OSError as exc:
             log.debug(f"No stat helper: {exc}")
-            return
-        if proc.returncode == 0:
-            self._result.append(out)
 
     def output(self) -> bytes | None:
         """The packed rows the helper wrote, or None if it failed."""
-        self._thread.join()
-        return self._result[0] if self._result else None
+        if self._proc is None:
+            return None
+        with self._proc:  # closes the pipe and waits for the helper
+            assert self._proc.stdout is not None
+            out = self._proc.stdout.read()
+        return out if self._proc.returncode == 0 else None
+
+
+def _memory_file(data: bytes) -> BinaryIO:
+    """A file holding `data`, positioned at its start; in memory where the system allows."""
+    if hasattr(os, "memfd_create"):
+        file: BinaryIO = open(os.memfd_create("pivot-names", os.MFD_CLOEXEC), "w+b")  # noqa: SIM115
+    else:
+        import tempfile
+
+        file = tempfile.TemporaryFile()  # noqa: SIM115
+    file.write(data)
+    file.seek(0)
+    return file
 
 
 def listing(paths: list[str], rows: array) -> Listing:
