@@ -15,6 +15,7 @@ LAYERS = [
         {
             "pivot.errors",
             "pivot._fs",
+            "pivot._gcpause",
             "pivot.untrusted",
             "pivot.project",
             "pivot.config",

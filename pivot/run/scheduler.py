@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import threading
@@ -10,6 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from pivot._gcpause import collector_paused
 from pivot.cache import tracked
 from pivot.cache.checkout import LinkMode
 from pivot.cache.edits import refuse_unsaved_edits
@@ -142,10 +144,13 @@ class Runner:
         on_stage: Callable[[StageReport], None] | None = None,
         on_start: Callable[[str], None] | None = None,
         locks: dict[str, Lock] | None = None,
+        pause_collector: bool = False,
     ) -> None:
         """`locks`: lock files the command has just read, by stage id, handed to the first
-        plan (so that it does not read them again)."""
+        plan (so that it does not read them again). `pause_collector`: a one-shot command
+        plans with Python's cyclic garbage collector paused (`pivot._gcpause`)."""
         self.ws = ws
+        self._pause_collector = pause_collector
         self._read_locks = locks if locks is not None else {}
         self.graph = graph
         self.options = options
@@ -220,7 +225,8 @@ class Runner:
     def run(self, force: set[str]) -> RunReport:
         start = time.perf_counter()
         try:
-            planner, decisions = self.plan(force)
+            with collector_paused() if self._pause_collector else contextlib.nullcontext():
+                planner, decisions = self.plan(force)
             self._start_executor(decisions)
             if self._place_tracked(planner, decisions):
                 planner, decisions = plan_graph(self.ws, self.graph, force, self.remote)

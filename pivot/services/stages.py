@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from pivot import config
+from pivot._gcpause import collector_paused
 from pivot.cache import tracked
 from pivot.cache.checkout import LinkMode
 from pivot.cache.edits import refuse_unsaved_edits
@@ -72,7 +73,8 @@ def run(
     try:
         if options.link is None:
             options.link = LinkMode(config.link_mode(ws.project))
-        scope = resolve_scope(ws, targets, all_pipelines)
+        with collector_paused():
+            scope = resolve_scope(ws, targets, all_pipelines)
         forced = set(scope.targets) if force else set()
         remote = RemoteAccess(ws.project, remote_name)
         configured = (use_remote or push) and remote.is_configured()
@@ -89,8 +91,16 @@ def run(
             _, result.decisions = Runner(ws, scope.graph, options).plan(forced, fork=False)
             return result
         with ws.project.exclusive("run"):
-            ignored = GitIgnored(ws.project, scope.discovery, all_pipelines)
-            runner = Runner(ws, scope.graph, options, on_stage=on_stage, locks=ignored.locks)
+            with collector_paused():
+                ignored = GitIgnored(ws.project, scope.discovery, all_pipelines)
+            runner = Runner(
+                ws,
+                scope.graph,
+                options,
+                on_stage=on_stage,
+                locks=ignored.locks,
+                pause_collector=True,
+            )
             result.report = runner.run(forced)
             ignored.update(
                 out.path

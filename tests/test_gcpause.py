@@ -1,0 +1,48 @@
+"""The collector pause of one-shot commands: it always ends with the collector on, and a
+process forked during it (a worker running stage code) has its collector on."""
+
+from __future__ import annotations
+
+import gc
+import os
+
+import pytest
+
+from pivot._gcpause import collector_paused
+
+
+def test_pause_turns_the_collector_back_on_even_after_an_error() -> None:
+    assert gc.isenabled()
+    with pytest.raises(RuntimeError), collector_paused():
+        assert not gc.isenabled()
+        with collector_paused():  # nested: still paused inside, not resumed by the inner
+            pass
+        assert not gc.isenabled()
+        raise RuntimeError("stage definition failed")
+    assert gc.isenabled()
+    gc.unfreeze()
+
+
+def test_a_child_forked_during_the_pause_collects() -> None:
+    read, write = os.pipe()
+    with collector_paused():
+        pid = os.fork()
+        if pid == 0:  # the child reports and leaves at once
+            os.write(write, b"1" if gc.isenabled() else b"0")
+            os._exit(0)
+        assert not gc.isenabled()
+    os.close(write)
+    assert os.read(read, 1) == b"1"
+    os.close(read)
+    assert os.waitpid(pid, 0)[1] == 0
+    gc.unfreeze()
+
+
+def test_a_program_that_turned_the_collector_off_keeps_it_off() -> None:
+    gc.disable()
+    try:
+        with collector_paused():
+            pass
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
