@@ -150,6 +150,7 @@ class Fingerprinter:
         self.labels: dict[str, str] = {}
         self.module_files: dict[tuple[str, str | None], str | None] = {}
         self.resolved: dict[tuple[int, str, str], tuple[dict, Info]] = {}
+        self.resolved_sets: dict[tuple[int, tuple[str, ...], str], tuple[dict, Info]] = {}
         self.sources = ImportFollower(self)  # imports inside function bodies
 
     # project membership and names
@@ -432,6 +433,21 @@ class Fingerprinter:
             return
         self._follow(obj, names, const_key, file, info)
 
+    def resolve_globals(self, refs: tuple[str, ...], ns: dict, file: str, info: Info) -> None:
+        """`resolve` of each of `refs` through the module globals `ns` alone: the functions
+        of one module mostly read the same names, so the whole set is memoised too."""
+        if not refs:
+            return
+        memo_key = (id(ns), refs, file)
+        hit = self.resolved_sets.get(memo_key)
+        if hit is None or hit[0] is not ns:
+            sub = Info()
+            for ref in refs:
+                self.resolve(ref, ns, None, file, "", sub)
+            hit = self.resolved_sets[memo_key] = (ns, sub)
+        info.parts.extend(hit[1].parts)
+        info.children.extend(hit[1].children)
+
     def _follow(self, obj: Any, names: list[str], const_key: Key, file: str, info: Info):
         for attr in names[1:]:
             if not isinstance(obj, types.ModuleType) or not self.is_project_module(obj):
@@ -487,20 +503,24 @@ class Fingerprinter:
         allowed = names.union(closure)
         ns = func.__globals__
         outer = enclosing_locals(code.co_qualname, ns) if "<locals>" in code.co_qualname else None
-        for ref in header:
-            if not outer or ref.partition(".")[0] not in outer:
-                self.resolve(ref, ns, None, file, qual, info)
+        if outer:
+            header = tuple(ref for ref in header if ref.partition(".")[0] not in outer)
+        self.resolve_globals(header, ns, file, info)
         imports = entry.imports if entry is not None else ()
         local = local_imports(imports)
         if local:
             self.sources.resolve_local("", imports, ns, file, info)
+        global_refs = []
         for ref in body:
             root = ref.partition(".")[0]
             if local and root in local:
                 # Bound by an import inside the function: it shadows the globals.
                 self.sources.resolve_local(ref, imports, ns, file, info)
-            elif root in allowed:
+            elif root in closure:
                 self.resolve(ref, ns, closure, file, qual, info)
+            elif root in allowed:
+                global_refs.append(ref)
+        self.resolve_globals(tuple(global_refs), ns, file, info)
         wrapped = func.__dict__.get("__wrapped__")
         if wrapped is not None:
             self.classify(wrapped, None, info, file)
