@@ -141,10 +141,38 @@ def parameter_names(func: Any) -> list[str]:
     return order
 
 
+def _type_hints(func: Any) -> dict[str, Any]:
+    """`typing.get_type_hints(func, include_extras=True)`. When every annotation of a plain
+    function is a class or `Annotated[class, ...]` (a stage's usual
+    `Annotated[pathlib.Path, pivot.Dep(...)]`), that walk returns each unchanged (there is no
+    forward reference to evaluate), so they are taken as they are."""
+    if type(func) is types.FunctionType and not getattr(func, "__no_type_check__", None):
+        annotations = func.__annotations__
+        hints = {}
+        for name, value in annotations.items():
+            if value is None:
+                value = type(None)
+            elif type(value) is not type and not _annotated_class(value):
+                return typing.get_type_hints(func, include_extras=True)
+            hints[name] = value
+        return hints
+    return typing.get_type_hints(func, include_extras=True)
+
+
+def _annotated_class(value: Any) -> bool:
+    """Whether `value` is `Annotated[C, ...]` of a class `C` (no forward reference in it)."""
+    origin = getattr(value, "__origin__", None)
+    return (
+        type(origin) is type
+        and hasattr(value, "__metadata__")
+        and getattr(value, "__args__", None) == (origin,)
+    )
+
+
 def read_signature(func: Any, where: str) -> tuple[dict[str, Dep], dict[str, Out], bool, Any]:
     """Deps by argument, outs by key, whether the return is a single Out, params type."""
     try:
-        hints = typing.get_type_hints(func, include_extras=True)
+        hints = _type_hints(func)
     except Exception as exc:
         raise DefinitionError(f"Cannot read the annotations of {where}: {exc}") from exc
     deps: dict[str, Dep] = {}
