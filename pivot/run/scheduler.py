@@ -422,10 +422,17 @@ class Runner:
         self, planner: Planner, decisions: dict[str, Decision], done: dict[str, str]
     ) -> None:
         order = self.graph.order()
-        self._ready = ReadyQueue(self.graph, order, [s for s in order if s not in done], set(done))
+        pending = [s for s in order if s not in done]
+        recorder = self._recorder
+        if not pending:  # every stage settled without running (a no-op run)
+            try:
+                recorder.flush()
+            finally:
+                recorder.close()
+            return
+        self._ready = ReadyQueue(self.graph, order, pending, set(done))
         self._downstream = self.graph.downstream()
         running: dict[cf.Future, Decision] = {}
-        recorder = self._recorder
         stop = False
         import concurrent.futures as cf
 
