@@ -8,7 +8,7 @@ import os
 import pathlib
 import struct
 import traceback
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from pivot.cache.batch import SYNCFS_MIN
@@ -62,7 +62,7 @@ class _Worker:
     requests: int
     results: int
     future: cf.Future[Outcome] | None = None  # the stage it runs
-    received: bytes = b""
+    received: bytearray = field(default_factory=bytearray)  # the start of the next frame
 
 
 class LocalExecutor:
@@ -357,7 +357,8 @@ def _take_frame(worker: _Worker) -> bytes | None:
     end = _FRAME.size + size
     if len(worker.received) < end:
         return None
-    frame, worker.received = worker.received[_FRAME.size : end], worker.received[end:]
+    frame = bytes(worker.received[_FRAME.size : end])
+    del worker.received[:end]
     return frame
 
 
@@ -380,6 +381,7 @@ def serve(parent: int, announce: int, requests: int, results: int, paths: tuple[
 
     global _worker_pipes
     code = 0
+    stage_id: str | None = None  # the stage this worker runs now
     try:
         _worker_pipes = (requests, results)
         if sys.stdin is not None:  # a stage's `input()` reads end of file, not the terminal
@@ -388,17 +390,42 @@ def serve(parent: int, announce: int, requests: int, results: int, paths: tuple[
                 sys.stdin = open(os.devnull)  # noqa: SIM115 (the process's stdin)
         init_worker(parent, announce)
         while (header := _read_exactly(requests, _FRAME.size)) is not None:
-            stage_id = _read_exactly(requests, _FRAME.unpack(header)[0])
-            if stage_id is None:
+            request = _read_exactly(requests, _FRAME.unpack(header)[0])
+            if request is None:
                 break
-            _write_frame(results, execute(stage_id.decode(), *paths))
-    except BaseException:
+            stage_id = request.decode()
+            _write_frame(results, execute(stage_id, *paths))
+            stage_id = None
+    except BaseException as exc:
         code = 1
+        _report_crash(results, stage_id, exc)
     finally:
         try:
             _release_children()
         finally:
             os._exit(code)
+
+
+def _report_crash(results: int, stage_id: str | None, exc: BaseException) -> None:
+    """An error of the worker itself (a bug in Pivot, not in a stage): fail the stage it
+    was running with the traceback (the main process then stops the run, as for a worker
+    that died); logged when no stage was running or the main process cannot be told."""
+    import logging
+
+    text = "".join(traceback.format_exception(exc)).rstrip()
+    if stage_id is not None and stage_id in _STAGES:
+        stage = _STAGES[stage_id]
+        error = (
+            f"Stage {stage_id} ({stage.source}) did not finish: the worker process running "
+            f"it failed (an error in Pivot, please report it):\n{text}"
+        )
+        with contextlib.suppress(Exception):
+            _write_frame(
+                results, _pickled(Outcome(stage_id, False, error=error, executor_lost=True))
+            )
+            return
+    with contextlib.suppress(Exception):
+        logging.getLogger(__name__).error(f"A Pivot worker process failed:\n{text}")
 
 
 class StageContractError(Exception):
