@@ -716,7 +716,7 @@ def _fork_spare() -> _Spare:
                 os.write(result_write, _TAKEN)  # from here on, the stage has begun
                 stage_id, root, cache_dir, tmp_dir = pickle.loads(data)
                 outcome = execute_here(
-                    stage_id, pathlib.Path(root), cache_dir, tmp_dir, hand_over=True
+                    stage_id, pathlib.Path(root), cache_dir, tmp_dir, hand_over=True, exits=True
                 )
                 payload = pickle.dumps(outcome, pickle.HIGHEST_PROTOCOL)
                 with os.fdopen(result_write, "wb") as pipe:
@@ -740,10 +740,16 @@ def _describe_exit(status: int) -> str:
 
 
 def execute_here(
-    stage_id: str, root: pathlib.Path, cache_dir: str, tmp_dir: str, hand_over: bool = False
+    stage_id: str,
+    root: pathlib.Path,
+    cache_dir: str,
+    tmp_dir: str,
+    hand_over: bool = False,
+    exits: bool = False,
 ) -> Outcome:
     """Call the stage (registered by `register_stages`) in its pipeline directory, in this
-    process, and move its outputs into the cache.
+    process, and move its outputs into the cache. With `exits` (a stage's child, which
+    exits once it has reported), the directory and `sys.path` are left as the stage ran.
 
     With `hand_over`, the blobs of the stage's file outputs (fewer than `SYNCFS_MIN`) are
     left staged (temp files named in `Outcome.staged`) for the scheduler to commit with
@@ -763,7 +769,9 @@ def execute_here(
             except PivotError as exc:
                 raise StageContractError(f"cannot run: {exc}", exc) from None
             remove_leftovers(cache, target)
-        with pipeline_context(stage.workdir, root):
+        with contextlib.nullcontext() if exits else pipeline_context(stage.workdir, root):
+            if exits:
+                _enter_stage_dir(stage, root)
             result = _call(stage, root)
             os.chdir(stage.workdir)  # the stage may have changed directory
             _save_outputs(stage, result, root)
@@ -801,6 +809,17 @@ def execute_here(
     return Outcome(
         stage_id, True, outs, stats, seconds=seconds, undeclared=undeclared, staged=staged
     )
+
+
+def _enter_stage_dir(stage: StageSpec, root: pathlib.Path) -> None:
+    """Run the stage as its pipeline file was loaded (`pipeline_context`): in its directory,
+    with it, then the project root, first on `sys.path`; for a process that exits after the
+    stage, so nothing is restored (`pipeline_context`'s set of every loaded module's name
+    costs a forked child the pages it touches)."""
+    import sys
+
+    os.chdir(stage.workdir)
+    sys.path[:0] = list(dict.fromkeys([str(stage.workdir), str(root)]))
 
 
 def _entries(stage: StageSpec, root: pathlib.Path) -> set[str]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import json
@@ -210,6 +211,16 @@ class Planner:
                 stage.func, self.ws.project.root, stage.params
             )
         return self._fingerprints[stage.id]
+
+    def prepare(self, stage: StageSpec) -> bool:
+        """Compute the stage's code fingerprint ahead of its decision (the scheduler does
+        this while its upstreams run); an error is left for `decide` to raise. Whether
+        there was one to compute."""
+        if stage.id in self._fingerprints:
+            return False
+        with contextlib.suppress(Exception):
+            self.fingerprint_of(stage)
+        return True
 
     def dep_hashes(self, stage: StageSpec, upstream: dict[str, str]) -> dict[str, str] | None:
         """Hashes of the stage's deps, or None while an upstream's output is not in place.

@@ -11,6 +11,10 @@ record is therefore never visible before every blob it names is durable and in t
 a kill between flushes loses only the records of the last stages (they run again), never
 leaves one half-written. A lock that records metric values read from the cache is written
 after the blobs are published, in a second round.
+
+While stages run, a due batch is flushed on a thread of its own (`flush_in_background`,
+one batch at a time), so that the scheduler meanwhile hands out the next stages; at the
+end of a run, on a failure and on Ctrl-C, `flush` waits for it and records the rest.
 """
 
 from __future__ import annotations
@@ -29,7 +33,7 @@ from pivot.run.lock_metrics import reads_cache
 from pivot.run.lockfile import Lock, lock_path
 
 if TYPE_CHECKING:
-    from concurrent.futures import ThreadPoolExecutor
+    from concurrent.futures import Future, ThreadPoolExecutor
 
     from pivot.cache.workspace import Workspace
     from pivot.run.executor import Outcome
@@ -55,6 +59,8 @@ class Recorder:
         self._made: set[pathlib.Path] = set()  # folders of records and locks made so far
         self._synced: set[pathlib.Path] = set()  # of those, ones whose parent was synced
         self._pool: ThreadPoolExecutor | None = None  # fsync threads, kept until `close`
+        self._thread: ThreadPoolExecutor | None = None  # runs `flush_in_background`
+        self._flushing: Future[None] | None = None  # the batch flushed there now
 
     def add(self, decision: Decision, outcome: Outcome) -> None:
         """Queue a stage that ran to completion (its run key set)."""
@@ -63,20 +69,54 @@ class Recorder:
         self._pending.append((decision, outcome))
 
     def wait_at_most(self) -> float | None:
-        """Seconds until the oldest queued stage is due (None: nothing queued)."""
-        if not self._pending:
+        """Seconds until the oldest queued stage is due (None: nothing queued, or a flush
+        is in progress: wait for it too, see `flushing`)."""
+        if not self._pending or self._flushing is not None:
             return None
         return max(0.0, self._since + WINDOW - time.monotonic())
 
     def due(self) -> bool:
-        return bool(self._pending) and (
-            len(self._pending) >= MAX_BATCH or time.monotonic() - self._since >= WINDOW
+        """Whether the queued stages should be flushed now (not while a flush runs)."""
+        return (
+            bool(self._pending)
+            and self._flushing is None
+            and (len(self._pending) >= MAX_BATCH or time.monotonic() - self._since >= WINDOW)
         )
 
-    def flush(self) -> None:
-        """Record every queued stage: blobs, run records and locks made durable, then
-        renamed into place in that order."""
+    def flushing(self) -> list[Future[None]]:
+        """The background flush in progress, if any: the scheduler waits for it alongside
+        its stages, so that the next due batch is not left waiting for a stage to end."""
+        return [self._flushing] if self._flushing is not None else []
+
+    def check(self) -> None:
+        """Take the result of a background flush that has finished: raises its error."""
+        if self._flushing is not None and self._flushing.done():
+            future, self._flushing = self._flushing, None
+            future.result()
+
+    def flush_in_background(self) -> None:
+        """Start recording every queued stage on the recorder's thread (see `flush`)."""
+        self.check()
+        if self._flushing is not None or not self._pending:
+            return
+        if self._thread is None:
+            from concurrent.futures import ThreadPoolExecutor
+
+            self._thread = ThreadPoolExecutor(1, thread_name_prefix="pivot-record")
         pending, self._pending = self._pending, []
+        self._flushing = self._thread.submit(self._flush, pending)
+
+    def flush(self) -> None:
+        """Record every queued stage (after the background flush in progress, whose error
+        it raises): blobs, run records and locks made durable, then renamed into place in
+        that order."""
+        if self._flushing is not None:
+            future, self._flushing = self._flushing, None
+            future.result()
+        pending, self._pending = self._pending, []
+        self._flush(pending)
+
+    def _flush(self, pending: list[tuple[Decision, Outcome]]) -> None:
         if not pending:
             return
         stages_dir = self.ws.project.stages_dir
@@ -130,7 +170,16 @@ class Recorder:
         return self._pool
 
     def close(self) -> None:
-        """Stop the fsync threads (call once nothing more is flushed: before a fork)."""
+        """Stop the recorder's threads (call once nothing more is flushed: before a fork).
+        A background flush still in progress (the run is failing already: `flush` was not
+        reached) is waited for, its error left to its own cleanup."""
+        if self._flushing is not None:
+            future, self._flushing = self._flushing, None
+            with contextlib.suppress(BaseException):
+                future.result()
+        if self._thread is not None:
+            self._thread.shutdown()
+            self._thread = None
         if self._pool is not None:
             self._pool.shutdown()
             self._pool = None

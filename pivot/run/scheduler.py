@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import logging
 import os
@@ -176,6 +177,8 @@ class Runner:
         # On a cluster: stages submitted before their upstreams finished (`_chain_after`),
         # not yet decided, and their futures.
         self._chained: dict[str, cf.Future] = {}
+        # Stages downstream of the ones submitted, to fingerprint while those run.
+        self._to_prepare: collections.deque[str] = collections.deque()
 
     def halt(self) -> None:
         """Start no more stages (callable from any thread): the running ones finish, the
@@ -432,6 +435,7 @@ class Runner:
             return
         self._ready = ReadyQueue(self.graph, order, pending, set(done))
         self._downstream = self.graph.downstream()
+        self._to_prepare.clear()
         running: dict[cf.Future, Decision] = {}
         stop = False
         import concurrent.futures as cf
@@ -445,17 +449,24 @@ class Runner:
                     for chained in self._chained.values():
                         self._cluster().drop(chained)
                     self._chained.clear()
-                # Recorded after submitting, so that workers compute while this process
-                # syncs; in batches (see recording.py), the last one when nothing runs.
-                if not running or recorder.due():
-                    recorder.flush()
+                # Recorded after submitting, in batches (see recording.py) on the
+                # recorder's thread while stages run, the last one when nothing runs.
                 if not running:
+                    recorder.flush()
                     break
+                if recorder.due():
+                    recorder.flush_in_background()
+                self._prepare_next(planner, decisions, running)
                 finished, _ = cf.wait(
-                    running, timeout=recorder.wait_at_most(), return_when=cf.FIRST_COMPLETED
+                    [*running, *recorder.flushing()],
+                    timeout=recorder.wait_at_most(),
+                    return_when=cf.FIRST_COMPLETED,
                 )
+                recorder.check()
                 interrupted = False
                 for future in finished:
+                    if future not in running:  # the recorder's flush
+                        continue
                     decision = running.pop(future)
                     outcome = self._outcome_of(future, decision)
                     if outcome.resubmit:  # a chained stage that did not run as decided
@@ -552,6 +563,7 @@ class Runner:
                     else:
                         future = self._submit(decision)
                     running[future] = decision
+                    self._to_prepare.extend(self._downstream.get(sid, ()))
                     with self._lock:
                         self._live[sid] = (future, decision)
                     self.on_start(sid)
@@ -565,6 +577,19 @@ class Runner:
             self._cluster().drop(chained)
         self._ready.put_back(unstarted)
         return failed
+
+    def _prepare_next(
+        self, planner: Planner, decisions: dict[str, Decision], running: dict[cf.Future, Decision]
+    ) -> None:
+        """While stages run and none has finished, fingerprint the code of one stage waiting
+        on them (`Planner.prepare`), so that deciding it once they finish, on the path of a
+        chain of stages, costs less."""
+        if any(future.done() for future in running):
+            return
+        while self._to_prepare:
+            decision = decisions[self._to_prepare.popleft()]
+            if decision.action == PENDING and planner.prepare(decision.stage):
+                return
 
     def _cluster(self) -> Any:
         """The executor, as the Dask executor (which alone chains stages)."""
