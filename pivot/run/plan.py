@@ -227,7 +227,8 @@ class Planner:
 
         A dep absent from the workspace is resolved through its tracked-data record; one
         that is neither there nor tracked (nor produced) takes the hash its lock recorded,
-        and raises `AbsentDeps` if the lock has none."""
+        and raises `AbsentDeps` if the lock has none. So does one that a tracked record in
+        hand lacks (a folder tracked again without it): it is known to be gone."""
         links = self.graph.upstream[stage.id]
         hashes: dict[str, str] = {}
         absent: list[str] = []
@@ -241,9 +242,9 @@ class Planner:
             found = self.ws.hasher.hash_path(dep.path)
             digest = found.hash if found is not None else self.tracked_hash(dep.path)
             if digest is None and dep.path not in links:
-                lock = self.lock_of(stage.id)
-                digest = lock.deps.get(dep.path) if lock is not None else None
                 record = tracked.covering(self.tracked, dep.path)
+                lock = None if self._record_lacks(record) else self.lock_of(stage.id)
+                digest = lock.deps.get(dep.path) if lock is not None else None
                 if digest is None or record is None:
                     absent.append(dep.path)
                 elif record.kind == DIR and not self.ws.cache.has(record.hash):
@@ -254,6 +255,13 @@ class Planner:
         self._absent[stage.id] = absent
         self._guessed[stage.id] = guessed
         return hashes
+
+    def _record_lacks(self, record: tracked.Tracked | None) -> bool:
+        """Whether `record`, covering a dep that `tracked_hash` did not find, is known to
+        lack it: a tracked file (the dep lies below it) or a folder whose manifest is local."""
+        if record is None:
+            return False
+        return record.kind != DIR or self.ws.cache.has(record.hash)
 
     def tracked_hash(self, path: str) -> str | None:
         """The hash `path` has by its tracked-data record (a path inside a tracked folder:
@@ -299,7 +307,7 @@ class Planner:
         try:
             deps = None if changed_ups else self.dep_hashes(stage, upstream_actions)
         except AbsentDeps as exc:
-            why = [f"dep {p} is missing (not tracked, no stage produces it)" for p in exc.paths]
+            why = [self._missing_reason(p) for p in exc.paths]
             return Decision(stage, RUN, why, lock=lock, absent_deps=exc.paths)
         if deps is None:
             why = [f"upstream {u} will run" for u in changed_ups] or ["upstream being restored"]
@@ -324,6 +332,14 @@ class Planner:
                     f"dep {p} missing, outputs restorable" for p in decision.absent_deps
                 ]
         return decision
+
+    def _missing_reason(self, path: str) -> str:
+        """Why the absent dep `path` is missing, for a stage that must execute."""
+        record = tracked.covering(self.tracked, path)
+        if record is None:
+            return f"dep {path} is missing (not tracked, no stage produces it)"
+        kind = "folder" if record.kind == DIR else "file"
+        return f"dep {path} is missing (the tracked {kind} {record.path} does not hold it)"
 
     def _decide_with_lock(self, decision: Decision) -> Decision:
         """Skip, restore or run `decision`'s stage by its lock and the run records."""
