@@ -52,24 +52,28 @@ class LinkMode(enum.StrEnum):
 
 class Leftovers:
     """The hidden temp siblings that killed checkouts left, found by listing each folder
-    once (the leftovers are those of earlier commands); one per LocalCache."""
+    once (the leftovers are those of earlier commands); one per LocalCache. Folders are
+    known by their (device, inode), so a folder reached through a descriptor path
+    (`/proc/self/fd/N`, whose number is reused) is never taken for another."""
 
     def __init__(self) -> None:
-        # folder -> output name -> its leftover siblings
-        self._found: dict[str, dict[str, list[str]]] = {}
+        # folder (st_dev, st_ino) -> output name -> its leftover siblings
+        self._found: dict[tuple[int, int], dict[str, list[str]]] = {}
         self._lock = threading.Lock()
 
-    def take(self, folder: str, name: str) -> list[str]:
-        """The leftover siblings of `folder/name`, each returned once."""
+    def take(self, folder_fd: int, name: str) -> list[str]:
+        """The leftover siblings of `name` in the open folder `folder_fd`, each returned
+        once."""
+        st = os.fstat(folder_fd)
+        key = (st.st_dev, st.st_ino)
         with self._lock:
-            found = self._found.get(folder)
+            found = self._found.get(key)
             if found is None:
                 found = {}
-                with contextlib.suppress(FileNotFoundError, NotADirectoryError):
-                    for entry in os.listdir(folder):
-                        if match := _LEFTOVER.fullmatch(entry):
-                            found.setdefault(match.group(1), []).append(entry)
-                self._found[folder] = found
+                for entry in os.listdir(folder_fd):
+                    if match := _LEFTOVER.fullmatch(entry):
+                        found.setdefault(match.group(1), []).append(entry)
+                self._found[key] = found
             return found.pop(name, [])
 
 
@@ -112,10 +116,31 @@ def checkout(
 def remove_leftovers(cache: LocalCache, dest: pathlib.Path) -> None:
     """Remove the hidden temp siblings of `dest` that a killed checkout left (callers
     hold the project's command lock, so none is in use). Each folder is listed once:
-    the leftovers are those of earlier commands."""
-    folder = str(dest.parent)
-    for name in cache.leftovers.take(folder, dest.name):
-        remove_quietly(os.path.join(folder, name))
+    the leftovers are those of earlier commands. `dest` lies in a folder the caller
+    pinned (`Project.pinned_folder`): the folder is opened once and every leftover is
+    removed relative to it, never following a link."""
+    try:
+        fd = os.open(dest.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except (FileNotFoundError, NotADirectoryError):
+        return
+    try:
+        for name in cache.leftovers.take(fd, dest.name):
+            _remove_at(fd, name)
+    finally:
+        os.close(fd)
+
+
+def _remove_at(folder_fd: int, name: str) -> None:
+    """Remove the entry `name` of the open folder `folder_fd` (a folder tree with
+    `shutil.rmtree`), following no link; one that cannot be removed stays."""
+    import shutil
+
+    with contextlib.suppress(OSError):
+        st = os.stat(name, dir_fd=folder_fd, follow_symlinks=False)
+        if stat.S_ISDIR(st.st_mode):
+            shutil.rmtree(name, dir_fd=folder_fd)
+        else:
+            os.unlink(name, dir_fd=folder_fd)
 
 
 def _checkout(

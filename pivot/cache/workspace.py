@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from pivot.cache import linked
-from pivot.cache.checkout import LinkMode, checkout, remove_leftovers
+from pivot.cache.checkout import LinkMode, checkout
 from pivot.cache.hashing import Hasher
 from pivot.cache.objects import LocalCache
 from pivot.cache.runs import RunRecords
@@ -49,9 +49,9 @@ class Workspace:
         if current is not None and current.hash == out["hash"]:
             return False
         root = self.project.root
-        remove_leftovers(self.cache, dest)  # by its own name: descriptor numbers are reused
         with self.project.pinned_folder(path, what) as folder:
-            # Written into the folder checked above, even if a link replaced it since.
+            # Written into the folder checked above, even if a link replaced it since
+            # (and its leftovers removed there: `checkout` does it first).
             pinned = folder / dest.name
             try:
                 placed = checkout(self.cache, out["hash"], out["kind"], pinned, link, refetch)

@@ -766,9 +766,10 @@ def execute_here(
             try:
                 target = project.write_path(out.path, "its output", make_parents=True)
                 project.remove_output(out.path, "its output")  # never through a swapped link
+                with project.pinned_folder(out.path, "its output") as folder:
+                    remove_leftovers(cache, folder / target.name)
             except PivotError as exc:
                 raise StageContractError(f"cannot run: {exc}", exc) from None
-            remove_leftovers(cache, target)
         with contextlib.nullcontext() if exits else pipeline_context(stage.workdir, root):
             if exits:
                 _enter_stage_dir(stage, root)
