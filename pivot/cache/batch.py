@@ -287,8 +287,9 @@ class CacheBatch:
         try:
             temps = [*_temp_files(staged, staged_packs), *sync_also]
             large = len(temps) >= SYNCFS_MIN
-            if large:
-                _syncfs(self.folder)
+            if large:  # `sync_also` may lie on another filesystem (a linked cache)
+                for folder in _filesystems([self.folder, *map(os.path.dirname, sync_also)]):
+                    _syncfs(folder)
             else:
                 _fsync_files(temps, pool)
             renamed_into: list[pathlib.Path] = []  # folders whose entries changed
@@ -371,7 +372,16 @@ def read_small(fd: int, size: int, limit: int | None = SMALL_FILE) -> bytes:
     return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
-def _syncfs(folder: pathlib.Path) -> None:
+def _filesystems(folders: Sequence[str | pathlib.Path]) -> list[str | pathlib.Path]:
+    """One of `folders` per filesystem they lie on (by device), in their order: a
+    `syncfs` of each flushes them all."""
+    chosen: dict[int, str | pathlib.Path] = {}
+    for folder in dict.fromkeys(folders):
+        chosen.setdefault(os.stat(folder).st_dev, folder)
+    return list(chosen.values())
+
+
+def _syncfs(folder: str | pathlib.Path) -> None:
     """Flush the filesystem holding `folder` (falls back to a global sync)."""
     import ctypes
 

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import pathlib
 import stat
+import tempfile
 import threading
 
 import pytest
@@ -174,3 +176,28 @@ def test_concurrent_puts_from_many_threads(cache):
 
 
 # ----------------------------------------------------------------------------- checkout
+
+
+def test_a_large_batch_flushes_each_filesystem_of_the_files_it_makes_durable(
+    cache, monkeypatch, tmp_path
+):
+    """A large batch whose `sync_also` files (lock temps beside the workspace) lie on
+    another filesystem than the cache (a linked cache) flushes both, once each, before
+    any rename; a tmpfs (`/dev/shm`) is that other filesystem here."""
+    assert os.stat("/dev/shm").st_dev != os.stat(tmp_path).st_dev, "needs /dev/shm as tmpfs"
+    synced = []
+    monkeypatch.setattr(batch_mod, "_syncfs", lambda folder: synced.append(os.stat(folder)))
+    with tempfile.TemporaryDirectory(dir="/dev/shm") as elsewhere:
+        locks = [os.path.join(elsewhere, f".s{i}.lock.tmp") for i in range(3)]
+        for path in locks:
+            pathlib.Path(path).write_text("{}")
+        near = tmp_path / ".near.lock.tmp"
+        near.write_text("{}")
+        batch = cache.batch()
+        for i in range(batch_mod.SYNCFS_MIN):
+            batch.put_bytes(f"blob {i}".encode())
+        assert batch.commit(sync_also=[*locks, str(near)]) == batch_mod.SYNCFS_MIN
+    devices = [st.st_dev for st in synced]
+    cache_dev, shm_dev = os.stat(cache.tmp_dir).st_dev, os.stat("/dev/shm").st_dev
+    assert devices[:2] == [cache_dev, shm_dev]  # before the renames, each once
+    assert devices[2:] == [cache_dev]  # after them, the cache's again
