@@ -21,7 +21,7 @@ from pivot.cache.batch import read_small
 from pivot.cache.parallel import SLICE, run_slices
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Callable, Sequence
 
     from pivot.cache.batch import CacheBatch
 
@@ -34,17 +34,19 @@ PACK_BYTES = 64 << 20
 Stored = tuple[str, int, int, os.stat_result | None]
 
 
-def store_files(batch: CacheBatch, files: Sequence[str]) -> list[Stored]:
+def store_files(
+    batch: CacheBatch, files: Sequence[str], open_file: Callable[[str], int]
+) -> list[Stored]:
     """What each of `files` is, staged in `batch`: the small ones packed, `PACK_BYTES` at a
-    time, the rest loose. One pass over the files on the cache's threads: each is opened,
-    stat-ed and read once."""
+    time, the rest loose. One pass over the files on the cache's threads: each is opened
+    (`open_file`, a read descriptor), stat-ed and read once."""
     results: list[Stored] = [None] * len(files)  # type: ignore[list-item]
     pack = _Pack(batch)
 
     def store(part: range) -> None:
         blobs = []
         for i in part:
-            fd = os.open(files[i], os.O_RDONLY | os.O_CLOEXEC)
+            fd = open_file(files[i])
             try:
                 st = os.fstat(fd)
                 mode = 0o755 if st.st_mode & S_IXUSR else 0o644  # as `file_mode`

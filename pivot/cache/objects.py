@@ -30,6 +30,7 @@ from pivot.cache.hashing import (
 from pivot.cache.local_packs import pack_store
 from pivot.cache.parallel import in_parallel
 from pivot.cache.state import Row, stat_row
+from pivot.cache.tree_files import TreeFiles
 from pivot.errors import CorruptFile, DamagedBlob, UnsafePath
 from pivot.project import safe_relpaths
 
@@ -228,7 +229,15 @@ class LocalCache:
             digest, size = self.add_file(path)
             return StoredOutput(digest, size, FILE), [stat_row(rel, st, digest)]
         top = str(path)
-        inner, links = _tree_files(top)
+        with TreeFiles(top, rel) as tree:
+            return self._add_tree(path, root, packed, rel, tree)
+
+    def _add_tree(
+        self, path: pathlib.Path, root: pathlib.Path, packed: bool, rel: str, tree: TreeFiles
+    ) -> tuple[StoredOutput, list[Row]]:
+        """`add_output` of the folder `path`, its files listed and opened by `tree`."""
+        top = tree.top
+        inner, links = tree.walk()
         # Refused before anything is stored, as a checkout would refuse them.
         safe_relpaths(inner, f"a file of the output {path}")
         inside = os.path.realpath(root)
@@ -243,14 +252,13 @@ class LocalCache:
                     f"the output instead, or remove the link.",
                     path=full,
                 )
-        found = [f"{top}/{name}" for name in inner]
         with self.batch() as batch:
-            if packed or len(found) >= PACKED_TREE:
+            if packed or len(inner) >= PACKED_TREE:
                 from pivot.cache.folder_packs import store_files
 
-                stored = store_files(batch, found)
+                stored = store_files(batch, inner, tree.open)
             else:
-                stored = in_parallel(lambda full: _add_stated(batch, full), found)
+                stored = in_parallel(lambda name: _add_stated(batch, tree.open(name)), inner)
             manifest = [(name, s[0], s[1], s[2]) for name, s in zip(inner, stored, strict=True)]
             # Staged last, so it is renamed into place after every entry it names.
             digest = batch.put_bytes(encode_tree_rows(manifest))
@@ -287,38 +295,9 @@ class LocalCache:
         return []
 
 
-def _tree_files(top: str) -> tuple[list[str], list[str]]:
-    """The inner POSIX paths of the files under the folder `top` (links to files included,
-    links to folders not followed), and those of them that are symbolic links."""
-    files: list[str] = []
-    links: list[str] = []
-    folders = [""]
-    while folders:
-        folder = folders.pop()
-        prefix = f"{folder}/" if folder else ""
-        with os.scandir(f"{top}/{folder}" if folder else top) as listing:
-            entries = list(listing)
-        regular = [e.name for e in entries if e.is_file(follow_symlinks=False)]
-        files += [prefix + name for name in regular] if prefix else regular
-        if len(regular) == len(entries):
-            continue
-        for entry in entries:
-            if entry.is_file(follow_symlinks=False):
-                continue
-            if entry.is_symlink():
-                if not entry.is_dir():
-                    links.append(prefix + entry.name)
-                    files.append(prefix + entry.name)
-            elif entry.is_dir():
-                folders.append(prefix + entry.name)
-            else:  # a FIFO, socket or device: stored as a file is, as `os.walk` lists it
-                files.append(prefix + entry.name)
-    return files, links
-
-
-def _add_stated(batch: CacheBatch, path: str) -> Stored:
-    """`CacheBatch._add_file` of `path`, with the stat under which it was read."""
-    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+def _add_stated(batch: CacheBatch, fd: int) -> Stored:
+    """`CacheBatch._add_file` of the open file `fd` (closed here), with the stat under
+    which it was read."""
     try:
         st = os.fstat(fd)
         digest, size, mode = batch._add_open(fd, st)

@@ -21,6 +21,7 @@ from pivot.cache import folder_packs
 from pivot.cache.checkout import LinkMode, checkout
 from pivot.cache.hashing import DIR, hash_bytes
 from pivot.cache.objects import PACKED_TREE
+from pivot.cache.tree_files import TreeFiles
 
 MANY = {f"d{i % 9}/f{i:04d}.txt": f"file {i}\n".encode() * (1 + i % 13) for i in range(1200)}
 BIG = os.urandom(folder_packs.PACK_FILE_MAX + 1)
@@ -76,7 +77,8 @@ def test_pending_blobs_are_staged_as_several_bounded_packs(tmp_path, cache, monk
 def test_an_interrupted_store_leaves_nothing(tmp_path, cache):
     src = write_tree(tmp_path / "src", MANY)
     with pytest.raises(KeyboardInterrupt), cache.batch() as batch:
-        folder_packs.store_files(batch, [str(src / rel) for rel in MANY])
+        with TreeFiles(str(src), "src") as tree:
+            folder_packs.store_files(batch, list(MANY), tree.open)
         raise KeyboardInterrupt
     assert _packs(cache) == [] and objects(cache) == []
     assert not cache.tmp_dir.exists() or leftovers(cache.tmp_dir) == []
