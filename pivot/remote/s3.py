@@ -71,7 +71,7 @@ class S3Store:
                 Bucket=self.bucket, Prefix=f"{prefix}/"
             )
             return {
-                item["Key"]: (int(item["Size"]), item["LastModified"].timestamp())
+                item["Key"]: (int(item["Size"]), _epoch(item["LastModified"]))
                 for page in pages
                 for item in page.get("Contents", ())
             }
@@ -172,9 +172,9 @@ class S3Store:
     def abort_uploads(self, prefix: str, max_age: float) -> int:
         """Abort the multipart uploads under `prefix` begun over `max_age` seconds ago
         (those of pushes killed before they could abort them); returns how many."""
-        import datetime
+        import time
 
-        cutoff = datetime.datetime.now(datetime.UTC) - datetime.timedelta(seconds=max_age)
+        cutoff = time.time() - max_age
         aborted = 0
         with _translated(prefix):
             pages = self.client.get_paginator("list_multipart_uploads").paginate(
@@ -184,7 +184,7 @@ class S3Store:
                 upload
                 for page in pages
                 for upload in page.get("Uploads", ())
-                if upload["Initiated"] <= cutoff
+                if _epoch(upload["Initiated"]) <= cutoff
             ]
             for upload in stale:
                 self.client.abort_multipart_upload(
@@ -194,11 +194,35 @@ class S3Store:
         return aborted
 
 
+def _epoch(stamp: Any) -> float:
+    """A timestamp of a response (left as its text: see `_make_client`) in epoch seconds."""
+    import datetime
+
+    if isinstance(stamp, str):
+        try:  # S3 listings give ISO 8601 (`2026-12-03T20:44:21.000Z`)
+            parsed = datetime.datetime.fromisoformat(stamp)
+        except ValueError:
+            from botocore.utils import parse_timestamp
+
+            parsed = parse_timestamp(stamp)
+        if parsed.tzinfo is None:
+            parsed = parsed.replace(tzinfo=datetime.UTC)
+        return parsed.timestamp()
+    return stamp.timestamp()
+
+
 def _make_client(options: dict[str, Any]) -> Any:
     import boto3
+    import botocore.session
     from botocore.config import Config
 
+    # Timestamps stay the text of the response (as the AWS CLI keeps them): botocore
+    # would parse one per key of every listing, which most listings never read
+    # (`list_stamped` parses its own, `_epoch`).
+    core = botocore.session.get_session()
+    core.get_component("response_parser_factory").set_parser_defaults(timestamp_parser=str)
     session = boto3.session.Session(
+        botocore_session=core,
         profile_name=_opt(options, "profile"),
         aws_access_key_id=_opt(options, "access_key_id"),
         aws_secret_access_key=_opt(options, "secret_access_key"),
