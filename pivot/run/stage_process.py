@@ -17,6 +17,7 @@ the children of its stages from there.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import pathlib
@@ -123,15 +124,19 @@ def serve() -> None:
     from pivot.run import local
     from pivot.run.local import die_with_parent
 
-    del fingerprint, loading, local, source_imports
+    del loading, local, source_imports
     die_with_parent(os.getppid())
     pipelines: dict[tuple[str, str, str], LoadedPipeline | None] = {}
+    run_id = None
     for line in sys.stdin:
         paths = json.loads(line)
         request = json.loads(pathlib.Path(paths["request"]).read_text())
+        if request["run"] != run_id:  # what a run learnt is not trusted by the next one
+            run_id = request["run"]
+            pipelines = {}
+            fingerprint.clear_cache()
         key = (request["run"], request["root"], request["source"])
         if key not in pipelines:
-            pipelines = {k: v for k, v in pipelines.items() if k[0] == request["run"]}
             pipelines[key] = _load_quietly(request, paths["log"])
         server = os.getpid()
         pid = os.fork()
@@ -146,8 +151,9 @@ def serve() -> None:
 def _load_quietly(request: dict, log_file: str) -> LoadedPipeline | None:
     """The pipeline file imported here, once per run, so that each child forked for one
     of its stages starts with it (importing it cost each stage as much as a small stage
-    runs). What its import prints goes to the log (this process's stdout is the answer
-    pipe). None if it fails: the child imports it again and reports the error."""
+    runs), and the requested stage's fingerprint computed here once (`_warm`). What its
+    import prints goes to the log (this process's stdout is the answer pipe). None if it
+    fails: the child imports it again and reports the error."""
     sys.stdout.flush()
     sys.stderr.flush()
     saved = os.dup(1), os.dup(2)
@@ -155,9 +161,12 @@ def _load_quietly(request: dict, log_file: str) -> LoadedPipeline | None:
     try:
         os.dup2(fd, 1)
         os.dup2(fd, 2)
-        return load(request)
+        loaded = load(request)
     except (Exception, SystemExit):  # e.g. sys.exit() at import: the child reports it
         return None
+    else:
+        _warm(request, loaded)
+        return loaded
     finally:
         sys.stdout.flush()
         sys.stderr.flush()
@@ -165,6 +174,23 @@ def _load_quietly(request: dict, log_file: str) -> LoadedPipeline | None:
         os.dup2(saved[1], 2)
         for opened in (fd, *saved):
             os.close(opened)
+
+
+def _warm(request: dict, loaded: LoadedPipeline) -> None:
+    """Fingerprint the requested stage here, so that every child starts with what that
+    needs imported (`tempfile` among it) and the pipeline file's source index in memory:
+    each child otherwise paid ~20 ms of CPU to import, parse and store it again (its
+    scratch project, where the index's disk cache lives, is laid out afresh per task).
+    Each child still computes and checks its own stage's fingerprint: the index in memory
+    is used only for a file whose content hashes to the one it was built from. A failure
+    is left for the child to report."""
+    from pivot.fingerprint import fingerprint
+
+    stage = loaded.stages.get(request["stage_id"].rpartition("/")[2])
+    if stage is None:
+        return
+    with contextlib.suppress(Exception):
+        fingerprint(stage.func, pathlib.Path(request["root"]), stage.params)
 
 
 def _answer(message: dict) -> None:

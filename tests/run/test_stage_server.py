@@ -1,0 +1,103 @@
+"""The cluster worker's stage server (`python -m pivot.run.stage_process`) as a real
+process: what it learns while it fingerprints a run's stages never outlives the run."""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import pickle
+import subprocess
+import sys
+
+from support import PYTHONPATH, write_files
+
+PIPELINE = """
+from typing import Annotated
+import pivot, pivotfake
+from pivot import Out, loaders
+
+p = pivot.Pipeline("dist")
+
+def versioned() -> Annotated[str, Out("v.txt", loaders.Text())]:
+    return pivotfake.VERSION
+
+p.register(versioned)
+"""
+
+
+def _install(site: pathlib.Path, version: str) -> None:
+    """`pivotfake` at `version` in `site` (an earlier version's dist-info removed)."""
+    (site / "pivotfake").mkdir(parents=True, exist_ok=True)
+    (site / "pivotfake" / "__init__.py").write_text(f"VERSION = {version!r}\n")
+    for old in site.glob("pivotfake-*.dist-info"):
+        for f in old.iterdir():
+            f.unlink()
+        old.rmdir()
+    info = site / f"pivotfake-{version}.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: pivotfake\nVersion: {version}\n")
+    (info / "top_level.txt").write_text("pivotfake\n")
+
+
+class _Server:
+    """The stage server, fed requests as the worker feeds it."""
+
+    def __init__(self, site: pathlib.Path) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "pivot.run.stage_process"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            env={**os.environ, "PYTHONPATH": f"{PYTHONPATH}{os.pathsep}{site}"},
+        )
+
+    def run(self, root: pathlib.Path, run_id: str) -> object:
+        """Run the stage dist/versioned of `root` as part of run `run_id` with an empty
+        planned fingerprint; the child's Outcome."""
+        tmp = root / ".pivot" / "tmp"
+        tmp.mkdir(exist_ok=True)
+        result = tmp / "outcome.pickle"
+        result.unlink(missing_ok=True)
+        request = {
+            "root": str(root),
+            "run": run_id,
+            "stage_id": "dist/versioned",
+            "source": "pipeline.py",
+            "fingerprint": {},
+            "cache_dir": str(root / ".pivot" / "cache"),
+            "tmp_dir": str(tmp),
+            "result": str(result),
+        }
+        (tmp / "request.json").write_text(json.dumps(request))
+        line = {"request": str(tmp / "request.json"), "log": str(tmp / "output.log")}
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        self.proc.stdin.write((json.dumps(line) + "\n").encode())
+        self.proc.stdin.flush()
+        assert "pid" in json.loads(self.proc.stdout.readline())
+        assert "status" in json.loads(self.proc.stdout.readline())
+        return pickle.loads(result.read_bytes())
+
+    def close(self) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.close()
+        self.proc.wait(timeout=30)
+
+
+def test_a_package_upgraded_between_runs_is_seen_by_the_next_run(project, tmp_path):
+    write_files(project, {"pipeline.py": PIPELINE})
+    site = tmp_path / "site"
+    _install(site, "2.0")
+    server = _Server(site)
+    try:
+        first = server.run(project, "run-1")
+        again = server.run(project, "run-1")
+        _install(site, "3.0")  # on the worker, while its stage server lives
+        second = server.run(project, "run-2")
+    finally:
+        server.close()
+    for outcome in (first, again):
+        assert not outcome.ok
+        assert "dist:pivotfake (coordinator: absent, worker: 2.0)" in outcome.error, outcome.error
+    assert not second.ok
+    assert "dist:pivotfake (coordinator: absent, worker: 3.0)" in second.error, second.error
+    assert not (project / "v.txt").exists()
