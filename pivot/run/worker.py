@@ -253,7 +253,7 @@ def _run_in_scratch(task: Task, home, base: pathlib.Path, cancelled: Callable[[]
     from pivot.project import Project
 
     cache = LocalCache(home.cache_dir, home.tmp_dir)
-    server = _server(task.bundle, base / "scratch")
+    server = _server((task.bundle, task.run_id), base / "scratch")
     root = server.root
     try:
         shutil.rmtree(root, ignore_errors=True)  # what a killed task may have left
@@ -336,12 +336,13 @@ def _run_child(task: Task, project, server: _StageServer, cancelled: Callable[[]
 
 
 class _StageServer:
-    """`python -m pivot.run.stage_process`, started once per worker thread and code
-    bundle, with the scratch folder `root` its tasks run in (always the same, since the
+    """`python -m pivot.run.stage_process`, started once per worker thread, code bundle
+    and run, with the scratch folder `root` its tasks run in (always the same, since the
     server keeps the pipeline files it imported from there)."""
 
-    def __init__(self, bundle: str | None, scratch: pathlib.Path) -> None:
-        self.bundle = bundle  # None: a spare, which has imported no project code yet
+    def __init__(self, serves: tuple[str, str] | None, scratch: pathlib.Path) -> None:
+        # (code bundle, run id); None: a spare, which has imported no project code yet
+        self.serves = serves
         scratch.mkdir(parents=True, exist_ok=True)
         self.root = scratch / uuid.uuid4().hex
         self.proc = subprocess.Popen(
@@ -398,11 +399,14 @@ _SERVERS = threading.local()
 _SPARES: list[_StageServer] = []  # started by `warm`, not yet any thread's
 
 
-def _server(bundle: str, scratch: pathlib.Path) -> _StageServer:
-    """This thread's stage server for `bundle` (a new one when the code changed: the old
-    one imported the old code); a spare one when there is one."""
+def _server(serves: tuple[str, str], scratch: pathlib.Path) -> _StageServer:
+    """This thread's stage server for `serves` (code bundle, run id); a spare one when
+    there is one. A new one when the code changed (the old one imported the old code) or
+    a new run began: the modules a run's pipeline files imported (a third-party package
+    among them) stay in the server, and a package upgraded on the worker since must not
+    run its old code in memory while the fingerprint check reads its new version."""
     server = getattr(_SERVERS, "server", None)
-    if server is not None and (server.bundle != bundle or server.proc.poll() is not None):
+    if server is not None and (server.serves != serves or server.proc.poll() is not None):
         _SERVERS.server = None
         server.close()
         server = None
@@ -410,12 +414,12 @@ def _server(bundle: str, scratch: pathlib.Path) -> _StageServer:
         with _REMOTES_LOCK:
             spare = _SPARES.pop() if _SPARES else None
         if spare is not None and spare.proc.poll() is None and spare.root.parent == scratch:
-            spare.bundle = bundle
+            spare.serves = serves
             server = spare
         else:
             if spare is not None:
                 spare.close()
-            server = _StageServer(bundle, scratch)
+            server = _StageServer(serves, scratch)
         _SERVERS.server = server
     return server
 

@@ -1,5 +1,6 @@
-"""The cluster worker's stage server (`python -m pivot.run.stage_process`) as a real
-process: what it learns while it fingerprints a run's stages never outlives the run."""
+"""The cluster worker's stage server (`python -m pivot.run.stage_process`), as a real
+process and behind a real one-worker Dask cluster: what it learns while it fingerprints
+a run's stages, and the packages its pipeline files imported, never outlive the run."""
 
 from __future__ import annotations
 
@@ -10,7 +11,10 @@ import pickle
 import subprocess
 import sys
 
-from support import PYTHONPATH, write_files
+import pytest
+from dask_cluster import start_cluster, stop_cluster
+from s3_servers import ACCESS_KEY, REGION, SECRET_KEY
+from support import PYTHONPATH, PivotCLI, write_files
 
 PIPELINE = """
 from typing import Annotated
@@ -101,3 +105,51 @@ def test_a_package_upgraded_between_runs_is_seen_by_the_next_run(project, tmp_pa
     assert not second.ok
     assert "dist:pivotfake (coordinator: absent, worker: 3.0)" in second.error, second.error
     assert not (project / "v.txt").exists()
+
+
+@pytest.mark.s3
+def test_a_package_upgraded_on_the_worker_between_runs_runs_its_new_code(
+    project, seaweedfs, tmp_path
+):
+    """One worker (so both runs land on the same worker thread): the stage server of the
+    first run imported `pivotfake` 2.0; after an upgrade to 3.0 on the worker and the
+    coordinator, the second run runs 3.0's code, not the module left in memory."""
+    worker_site, coordinator_site = tmp_path / "worker-site", tmp_path / "coordinator-site"
+    for site in (worker_site, coordinator_site):
+        _install(site, "2.0")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    env.update(
+        AWS_ACCESS_KEY_ID=ACCESS_KEY,
+        AWS_SECRET_ACCESS_KEY=SECRET_KEY,
+        AWS_CONFIG_FILE=str(tmp_path / "none"),
+        AWS_SHARED_CREDENTIALS_FILE=str(tmp_path / "none"),
+        AWS_EC2_METADATA_DISABLED="true",
+        PYTHONPATH=f"{PYTHONPATH}{os.pathsep}{worker_site}",
+    )
+    cluster = start_cluster(tmp_path / "dask", env, workers=1)
+    try:
+        write_files(project, {"pipeline.py": PIPELINE})
+        remote = {"url": f"s3://{seaweedfs.new_bucket()}/cache"}
+        remote.update(endpoint_url=seaweedfs.endpoint, region=REGION)
+        shared = {
+            "default_remote": "weed",
+            "remotes": {"weed": remote},
+            "executor": "dask",
+            "dask": {"scheduler": cluster.address, "retries": 0},
+        }
+        (project / ".pivot" / "config.yaml").write_text(json.dumps(shared))
+        secrets = {"access_key_id": ACCESS_KEY, "secret_access_key": SECRET_KEY}
+        local = {"remotes": {"weed": secrets}}
+        (project / ".pivot" / "config.local.yaml").write_text(json.dumps(local))
+        pivot = PivotCLI(project)
+        path = f"{PYTHONPATH}{os.pathsep}{coordinator_site}"
+        pivot("run", PYTHONPATH=path)
+        assert (project / "v.txt").read_text() == "2.0"
+        for site in (worker_site, coordinator_site):
+            _install(site, "3.0")
+        result = pivot("run", PYTHONPATH=path)
+        assert "dist/versioned" in result.stdout, result.stdout
+        assert (project / "v.txt").read_text() == "3.0"
+        assert len(cluster.tasks(0)) == 2
+    finally:
+        stop_cluster(cluster)
