@@ -12,8 +12,9 @@ workers with their stage servers, and SeaweedFS), which a loaded machine distort
     indep    40 independent stages of 0.5 s CPU each: `--executor dask` on the 2 workers
              against `-j 2` locally (target: within 15 % of 40 x 0.5 / 2 = 10 s)
     chain    200 chained tiny stages: time per stage, dask against local (target: under
-             30 ms per stage more than local), and the medians of a task's steps from
-             the workers' `.pivot-worker/tasks.log`
+             30 ms per stage more than local), the medians of a task's steps from the
+             workers' `.pivot-worker/tasks.log`, and Dask's own floor: the same number of
+             chained no-op Dask tasks on the same cluster, without Pivot
     fanout   one stage writes 256 MB (random), 8 stages read it: the bytes each worker
              fetched from the remote (target: the output crosses to each worker at most
              once)
@@ -287,6 +288,35 @@ def step_medians(tasks: list[dict]) -> str:
     return f"{shown} ms; {listed} of {len(tasks)} tasks listed the remote"
 
 
+def _stamped(*upstream: tuple[float, float]) -> tuple[float, float]:
+    """A no-op Dask task: when it started and ended (its upstream's result unused)."""
+    return time.time(), time.time()
+
+
+def dask_floor(address: str, n: int) -> str:
+    """Dask's own cost of a chain, without Pivot: `n` no-op tasks each depending on the
+    previous one, submitted at once as the executor submits a chain, on the same
+    cluster; the median gap between one task's end and the next one's start, the wall
+    time per task, and the scheduler's and workers' CPU per task."""
+    import distributed
+
+    with distributed.Client(address, timeout="60s") as client:
+        client.run(time.time)  # connected and every worker answering
+        start = time.perf_counter()
+        futures = [client.submit(_stamped, key=f"floor-0-{time.time_ns()}", pure=False)]
+        for i in range(1, n):
+            futures.append(
+                client.submit(_stamped, futures[-1], key=f"floor-{i}-{time.time_ns()}", pure=False)
+            )
+        stamps = client.gather(futures)
+        took = time.perf_counter() - start
+    gaps = [b[0] - a[1] for a, b in itertools.pairwise(stamps)]
+    return (
+        f"gap {statistics.median(gaps) * 1000:.1f} ms (median), "
+        f"{took / n * 1000:.1f} ms wall per task"
+    )
+
+
 def verdict(met: bool) -> str:
     return "met" if met else "NOT met"
 
@@ -336,6 +366,13 @@ def main() -> None:
                 )
                 tasks = [t for i in range(2) for t in cluster.tasks(i)[before[i] :]]
                 print(f"chain: task steps (medians) {step_medians(tasks)}")
+                before_cpu = cluster.cpu_seconds()
+                floor = dask_floor(cluster.address, n)
+                floor_cpu = (cluster.cpu_seconds() - before_cpu) / n * 1000
+                print(
+                    f"chain: Dask alone, {n} chained no-op tasks: {floor}, "
+                    f"CPU {floor_cpu:.1f} ms per task (scheduler and workers)"
+                )
             if "fanout" in only:
                 before = [len(cluster.tasks(i)) for i in range(2)]
                 make_project(work / "fan", FANOUT, server, "pivot-dask-bench")
