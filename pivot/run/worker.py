@@ -185,17 +185,17 @@ def _open_remote(
 
 def warm(remote_url: str, remote_name: str | None, remote_options: dict[str, Any]) -> None:
     """Ready this worker process for a run before its first task arrives: the remote's
-    client made (boto3's costs a first task most of a second) and a spare stage server
-    started, which the first thread without one adopts. The coordinator asks for it
-    while it still plans; a failure is left for the task to report."""
+    client made (boto3's costs a first task most of a second) and spare stage servers
+    started, which the threads adopt: one, or one per thread holding a server (each
+    needs a new one for a new run). The coordinator asks for it while it still plans; a
+    failure is left for the task to report."""
     base = worker_dir()
     with contextlib.suppress(Exception):
         home = _home(base)
         _open_remote(remote_url, remote_name, remote_options, home.root)
     with _REMOTES_LOCK:
-        if _SPARES:
-            return
-        _SPARES.append(_StageServer(None, base / "scratch"))
+        for _ in range(max(1, len(_SERVING)) - len(_SPARES)):
+            _SPARES.append(_StageServer(None, base / "scratch"))
 
 
 def _fetch(task: Task, home, opened: _Opened) -> dict[str, Any]:
@@ -389,6 +389,8 @@ class _StageServer:
         return json.loads(line)
 
     def close(self) -> None:
+        with _REMOTES_LOCK:
+            _SERVING.discard(self)
         with contextlib.suppress(OSError):
             self.proc.kill()
         self.proc.wait()
@@ -397,6 +399,7 @@ class _StageServer:
 
 _SERVERS = threading.local()
 _SPARES: list[_StageServer] = []  # started by `warm`, not yet any thread's
+_SERVING: set[_StageServer] = set()  # the threads' servers
 
 
 def _server(serves: tuple[str, str], scratch: pathlib.Path) -> _StageServer:
@@ -421,6 +424,8 @@ def _server(serves: tuple[str, str], scratch: pathlib.Path) -> _StageServer:
                 spare.close()
             server = _StageServer(serves, scratch)
         _SERVERS.server = server
+        with _REMOTES_LOCK:
+            _SERVING.add(server)
     return server
 
 
