@@ -453,14 +453,18 @@ def _push(task: Task, home, opened: _Opened, outcome: Outcome) -> dict[str, Any]
     first: sending again a blob that is already there costs less than the listing (and
     what the worker knows of the remote may be stale: a blob a remote gc removed since
     must be sent again)."""
+    from pivot._fs import write_bytes
     from pivot.cache.objects import LocalCache
-    from pivot.cache.runs import RunRecords
+    from pivot.cache.runs import RunRecords, encode_record
     from pivot.errors import RemoteIncomplete
     from pivot.remote.index_cache import RemoteContents
     from pivot.remote.transfer import push_outputs
 
     remote = opened.remote
-    RunRecords(home.cache_dir).put(task.run_key, outcome.outs)
+    # Not fsynced (two fsyncs cost a tiny stage several ms): the worker's copy is only
+    # what the push reads, and the remote's copy is durable before the task returns.
+    record = RunRecords(home.cache_dir).path(task.run_key)
+    write_bytes(record, encode_record(outcome.outs), sync=False)
     outputs = [(o["hash"], o["kind"]) for o in outcome.outs.values()]
     small = sum(o.get("size", 0) for o in outcome.outs.values()) <= UNLISTED_PUSH
     nothing = RemoteContents() if small else None  # else: the remote is listed
