@@ -127,8 +127,6 @@ class DaskExecutor:
         connection: Connection | None = None,
     ) -> None:
         require_distributed()
-        import distributed
-
         self.ws = ws
         self.stages = stages
         self.planner = planner
@@ -164,11 +162,10 @@ class DaskExecutor:
             ) from None
         try:
             check_resources(self.client.scheduler_info(), may_run, address)
-            self._cancel_name = f"pivot-cancel-{uuid.uuid4().hex}"
-            self._cancel = distributed.Event(self._cancel_name, client=self.client)
         except BaseException:
             self.client.close()
             raise
+        self._run_id = f"pivot-run-{uuid.uuid4().hex}"
 
     # -- the Executor calls ----------------------------------------------------------------
 
@@ -215,18 +212,8 @@ class DaskExecutor:
         )
         result: cf.Future[tuple[Outcome | None, str]] = cf.Future()
         result.set_running_or_notify_cancel()
-        future = self.client.submit(
-            _dask_task,
-            task,
-            self._cancel_name,
-            *parents,
-            key=f"pivot-{task.stage_id}-{uuid.uuid4().hex[:12]}",
-            resources=dask_resources(stage.resources) or None,
-            pure=False,
-        )
+        future = self._submit_task(task, stage, result, parents=tuple(parents))
         with self._lock:
-            self._futures[future] = result
-            self._dask_of[stage.id] = future
             self._chained[result] = future
         future.add_done_callback(lambda f: self._settle_chained(f, result))
         return result
@@ -251,7 +238,7 @@ class DaskExecutor:
 
     def drop(self, chained: cf.Future[tuple[Outcome | None, str]]) -> None:
         """Cancel a chained stage decided not to run (skipped, restored or blocked): a
-        worker already running it finishes it, and the result is ignored."""
+        worker already running it kills the stage's process (see `_dask_task`)."""
         with self._lock:
             future = self._chained.pop(chained, None)
             if future is not None:
@@ -261,13 +248,12 @@ class DaskExecutor:
 
     def shutdown(self) -> None:
         """Cancel every task still submitted (also those running: their worker kills the
-        stage's process), then disconnect."""
+        stage's process, see `_dask_task`), then disconnect."""
         with self._lock:
             pending = list(self._futures)
             self._futures.clear()
         try:
             if pending:
-                self._cancel.set()
                 self.client.cancel(pending, force=True)
         finally:
             self.client.close(timeout=5)
@@ -284,20 +270,33 @@ class DaskExecutor:
                 address, size = self._holders[digest]
                 held[address] = held.get(address, 0) + size + 1
         preferred = [max(held, key=held.__getitem__)] if held else None
+        future = self._submit_task(task, stage, result, workers=preferred)
+        future.add_done_callback(lambda f: self._settle(f, task, stage, result, attempt))
+
+    def _submit_task(
+        self,
+        task: Task,
+        stage: StageSpec,
+        result: cf.Future,
+        parents: tuple[Any, ...] = (),
+        workers: list[str] | None = None,
+    ) -> Any:
+        """Submit `task` as a Dask task (after `parents`, the Dask futures of its chained
+        upstreams), on `workers` if any is free, and note its future as `stage`'s."""
         future = self.client.submit(
             _dask_task,
             task,
-            self._cancel_name,
+            *parents,
             key=f"pivot-{task.stage_id}-{uuid.uuid4().hex[:12]}",
             resources=dask_resources(stage.resources) or None,
-            workers=preferred,
-            allow_other_workers=preferred is not None,
+            workers=workers,
+            allow_other_workers=workers is not None,
             pure=False,
         )
         with self._lock:
             self._futures[future] = result
             self._dask_of[stage.id] = future
-        future.add_done_callback(lambda f: self._settle(f, task, stage, result, attempt))
+        return future
 
     def _settle(self, future: Any, task: Task, stage: StageSpec, result, attempt: int) -> None:
         """Turn a finished Dask future into the stage's outcome (resubmitting a stage whose
@@ -388,7 +387,7 @@ class DaskExecutor:
             fingerprint=fingerprint,
             run_key=run_key,
             project_root=str(self.ws.project.root),
-            run_id=self._cancel_name,
+            run_id=self._run_id,
             remote_url=url,
             remote_name=name,
             remote_options=options,
@@ -469,23 +468,33 @@ class DaskExecutor:
 
 
 def _dask_task(
-    task: Task, cancel_name: str, *upstreams: tuple[Outcome | None, str, str]
+    task: Task, *upstreams: tuple[Outcome | None, str, str]
 ) -> tuple[Outcome | None, str, str]:
-    """The function Dask runs on a worker: `run_task`, cancelled by the run's event (for
-    a chained task, completed with its upstreams' results first: None if it must not
-    run); the outcome, the address of the worker (whose cache now holds the outputs)
-    and the run key it ran under."""
+    """The function Dask runs on a worker: `run_task` (for a chained task, completed with
+    its upstreams' results first: None if it must not run); the outcome, the address of
+    the worker (whose cache now holds the outputs) and the run key it ran under.
+
+    The stage is stopped once Dask no longer wants this task: the coordinator cancelled
+    it (`Client.cancel`, on Ctrl-C or for a chained stage decided not to run) or its
+    client went away. Dask itself cannot stop a running task's thread; the worker's own
+    state of the task, read locally, says it (no request to the scheduler per check)."""
     import distributed
 
-    address = distributed.get_worker().address
+    worker = distributed.get_worker()
+    address = worker.address
     if upstreams:
         outcomes = [outcome for outcome, _, _ in upstreams]
         ready = chained(task, outcomes) if all(outcomes) else None  # type: ignore[arg-type]
         if ready is None:
             return None, address, ""
         task = ready
-    event = distributed.Event(cancel_name)
-    return run_task(task, cancelled=event.is_set), address, task.run_key
+    key = worker.get_current_task()
+
+    def cancelled() -> bool:
+        state = worker.state.tasks.get(key)
+        return state is None or state.state in ("cancelled", "released", "forgotten")
+
+    return run_task(task, cancelled=cancelled), address, task.run_key
 
 
 def _interrupted(stage_id: str) -> Outcome:

@@ -296,6 +296,61 @@ def test_a_chain_runs_on_the_worker_holding_its_deps(project, seaweedfs, cluster
     assert "up to date" in pivot("run").stdout
 
 
+def test_a_chained_stage_decided_not_to_run_is_stopped_on_its_worker(
+    project, seaweedfs, cluster, tmp_path
+):
+    """A stage chained onto its upstream's task starts on the worker as soon as the
+    upstream ends; when the coordinator then restores it instead (its run record is on
+    the remote, its lock is gone), the cancelled task's stage process is killed, not left
+    to run to its end."""
+    marker = tmp_path / "second.pid"
+    slow = tmp_path / "slow"
+    pipeline = f"""
+        import os, pathlib, time
+        from typing import Annotated
+        import pivot
+        from pivot import Dep, Out, loaders
+
+        p = pivot.Pipeline("drop")
+
+        def first() -> Annotated[str, Out("c/0.txt", loaders.Text())]:
+            return "zero"
+
+        def second(prev: Annotated[str, Dep("c/0.txt", loaders.Text())]) -> Annotated[pathlib.Path, Out("c/1.bin")]:
+            pathlib.Path({str(marker)!r}).write_text(str(os.getpid()))
+            if os.path.exists({str(slow)!r}):
+                time.sleep(120)
+            pathlib.Path("c/1.bin").write_bytes(bytes(range(256)) * (1 << 18))  # 64 MB
+            return pathlib.Path("c/1.bin")
+
+        p.register(first)
+        p.register(second)
+        """
+    write_files(project, {"pipeline.py": pipeline})
+    _configure(project, seaweedfs, cluster)
+    pivot = PivotCLI(project)
+    assert pivot("run").stdout.count(" ran ") == 2
+
+    # `first` changes but gives the same output; `second` has its run record on the
+    # remote only (no lock, an empty local cache), so the coordinator restores it, and
+    # fetching its 64 MB takes longer than the worker takes to start it.
+    (project / "pipeline.py").write_text(
+        (project / "pipeline.py").read_text().replace('return "zero"', 'return "ze" + "ro"')
+    )
+    (project / ".pivot/stages/drop/second.lock").unlink()
+    shutil.rmtree(project / ".pivot/cache")
+    marker.unlink()
+    slow.touch()
+    result = pivot("run")
+    assert "drop/first" in result.stdout and "restored" in result.stdout, result.stdout
+    assert (project / "c/1.bin").stat().st_size == 64 << 20
+    pid = int(marker.read_text())  # the cancelled task had started the stage
+    deadline = time.monotonic() + 30
+    while _alive(pid):
+        assert time.monotonic() < deadline, f"the cancelled stage process {pid} still runs"
+        time.sleep(0.2)
+
+
 def test_fingerprint_mismatch_is_refused(project, seaweedfs, cluster, tmp_path):
     write_files(
         project,
