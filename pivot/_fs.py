@@ -115,15 +115,25 @@ def write_all(fd: int, data: bytes | memoryview) -> None:
         view = view[os.write(fd, view) :]
 
 
-def write_new(path: str, data: bytes | memoryview | list[bytes | memoryview], mode: int) -> None:
+def write_new(
+    path: str,
+    data: bytes | memoryview | list[bytes | memoryview],
+    mode: int,
+    exact_mode: bool = False,
+) -> os.stat_result:
     """Create `path` (which must not exist) holding `data` (or its parts in turn), with
-    permission bits `mode` (less the umask); removed again on failure."""
+    permission bits `mode` (less the umask, unless `exact_mode`); removed again on failure.
+    Returns the file's stat once written (taken on its descriptor: a stat cache can record
+    it without looking the path up again)."""
     if isinstance(data, list):  # one write, not one per part (a pack of 1,000 blobs)
         data = b"".join(data)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode)
     try:
         try:
             write_all(fd, data)
+            if exact_mode:
+                os.fchmod(fd, mode)
+            return os.fstat(fd)
         finally:
             os.close(fd)
     except BaseException:

@@ -299,9 +299,10 @@ class CacheBatch:
                 if not renamed_into:
                     renamed_into += [store.root, *make_folder(store.root)]
                 name = rows[0].pack
+                index_stat = os.stat(index_tmp)  # a rename keeps inode, mtime and size
                 os.replace(pack_tmp, store.pack_path(name))
                 os.replace(index_tmp, store.index_path(name))  # the pack is now visible
-                store.added(rows)
+                store.added(name, rows, index_stat)
                 if self.cache.trusting:
                     self.cache.trusted_packs.add(name)
                 staged_packs.pop(0)

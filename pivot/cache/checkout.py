@@ -77,6 +77,11 @@ class Leftovers:
             return found.pop(name, [])
 
 
+# One placed file: its path relative to the output ("" for a file output), its hash, and
+# its stat as written when the checkout took it on the file's descriptor (else None).
+Placed = tuple[str, str, "os.stat_result | None"]
+
+
 def checkout(
     cache: LocalCache,
     digest: str,
@@ -84,8 +89,8 @@ def checkout(
     dest: pathlib.Path,
     mode: LinkMode = LinkMode.COPY,
     refetch: Callable[[str, str], object] | None = None,
-) -> list[tuple[str, str]]:
-    """Place an output at `dest` from the cache; returns (relative file, hash) pairs.
+) -> list[Placed]:
+    """Place an output at `dest` from the cache; returns a `Placed` per file.
 
     `dest` is replaced atomically: it holds the old content until the new content is
     complete; an interrupted or failed checkout leaves it as it was and removes its
@@ -145,15 +150,15 @@ def _remove_at(folder_fd: int, name: str) -> None:
 
 def _checkout(
     cache: LocalCache, digest: str, kind: str, dest: pathlib.Path, mode: LinkMode
-) -> list[tuple[str, str]]:
+) -> list[Placed]:
     try:
         with writing(dest):
             if kind == DIR:
                 entries = cache.tree(digest)
-                _checkout_tree(cache, digest, entries, dest, mode)
-                return [(e.relpath, e.hash) for e in entries]
+                stats = _checkout_tree(cache, digest, entries, dest, mode)
+                return [(e.relpath, e.hash, stats.get(e.relpath)) for e in entries]
             _checkout_file(cache, digest, dest, mode)
-            return [("", digest)]
+            return [("", digest, None)]
     except _Mismatch as exc:
         raise cache.damaged(exc.digest, dest) from None
     except DamagedBlob as exc:
@@ -179,7 +184,10 @@ def _checkout_file(cache: LocalCache, digest: str, dest: pathlib.Path, mode: Lin
 
 def _checkout_tree(
     cache: LocalCache, digest: str, entries: list[TreeEntry], dest: pathlib.Path, mode: LinkMode
-) -> None:
+) -> dict[str, os.stat_result]:
+    """Build the tree in a hidden sibling, then swap it in; returns the stats of the files
+    written from packed blobs, taken on their descriptors once complete (nothing changes
+    them after: the swap renames their folder, not them)."""
     tmp = _sibling(dest, "tmp")
     os.mkdir(tmp)
     try:
@@ -205,6 +213,7 @@ def _checkout_tree(
         read_packed = reader.read
 
         copy = mode is LinkMode.COPY
+        stats: dict[str, os.stat_result] = {}
         # Paths built by concatenation (relpaths are validated and use "/"): three
         # `os.path.join` per file were a tenth of placing 100,000 packed blobs.
         tmp_slash = f"{tmp}/"
@@ -219,9 +228,8 @@ def _checkout_tree(
             if where is None or (not copy and os.path.exists(src)):
                 place(src, target, digest, entry.mode, entry.size, entry.mode & umask)
             else:  # packed blobs are always placed as copies
-                write_new(target, read_packed(digest, where), entry.mode)
-                if entry.mode & umask:
-                    os.chmod(target, entry.mode)
+                data = read_packed(digest, where)
+                stats[entry.relpath] = write_new(target, data, entry.mode, bool(entry.mode & umask))
 
         def put(entry: TreeEntry) -> None:
             try:
@@ -248,6 +256,7 @@ def _checkout_tree(
     except BaseException:
         remove_quietly(tmp)
         raise
+    return stats
 
 
 class _Mismatch(Exception):

@@ -94,14 +94,18 @@ class PackStore:
     """The local packs of one cache: a lazily loaded map hash -> location, and reads.
 
     The map is re-read when the folder's mtime changes (another process added or removed
-    a pack between two commands); packs added or removed by this process update it
-    directly, as the folder's mtime may not tick between two changes.
+    a pack between two commands), decoding only the indexes whose (inode, mtime, size)
+    differ from when they were last decoded (index files are only ever replaced whole);
+    packs added or removed by this process update it directly, as the folder's mtime may
+    not tick between two changes.
     """
 
     def __init__(self, root: pathlib.Path) -> None:
         self.root = root
         self._stamp: int | None = None
         self._blobs: dict[str, PackedBlob] = {}
+        # pack -> (the stat key of its index when it was decoded, that index's rows)
+        self._indexes: dict[str, tuple[_IndexKey, dict[str, PackedBlob]]] = {}
         self._lock = threading.Lock()
         self._drop_lock = threading.Lock()
 
@@ -118,17 +122,42 @@ class PackStore:
                     self._stamp = stamp
         return self._blobs
 
-    def added(self, rows: Iterable[PackedBlob]) -> None:
-        """Learn the blobs of a pack this process has just made visible, for when the
-        folder's mtime does not tick; when it does, the next `blobs()` re-reads every index
-        once (not once per pack added: that was quadratic in a fetch)."""
+    def added(self, pack: str, rows: Iterable[PackedBlob], index: os.stat_result) -> None:
+        """Learn the blobs of a pack this process has just made visible, whose index file
+        had the stat `index` when it was written: the next `blobs()` after the folder's
+        mtime ticked does not decode that index again (decoding every index after each
+        fetch was 0.2-0.3 s of CPU in a 100,000-file pull)."""
+        found = {row.hash: row for row in rows}
         with self._lock:
-            self._blobs.update((row.hash, row) for row in rows)
+            self._blobs.update(found)
+            self._indexes[pack] = (_index_key(index), found)
 
     def _load(self) -> dict[str, PackedBlob]:
+        """The union of every index in the folder, decoding those not decoded before as
+        they are now."""
+        known, fresh = self._indexes, {}
+        try:
+            names = sorted(os.listdir(self.root))
+        except FileNotFoundError:
+            names = []
+        for name in names:
+            if not name.endswith(INDEX_SUFFIX) or name.startswith("."):
+                continue
+            pack = name[: -len(INDEX_SUFFIX)]
+            path = self.root / name
+            try:
+                key = _index_key(os.stat(path))
+                held = known.get(pack)
+                if held is None or held[0] != key:
+                    # stat first: rows read after it are at least as new as its key says
+                    held = (key, _decode_index(path, pack))
+            except FileNotFoundError:  # removed since the listing
+                continue
+            fresh[pack] = held
+        self._indexes = fresh
         found: dict[str, PackedBlob] = {}
-        for index in sorted(self.root.glob(f"*{INDEX_SUFFIX}")):
-            found.update(_decode_index(index, index.name[: -len(INDEX_SUFFIX)]))
+        for _, rows in fresh.values():
+            found.update(rows)
         return found
 
     def pack_path(self, pack: str) -> pathlib.Path:
@@ -236,9 +265,18 @@ class PackStore:
         """Drop a pack: its index first, so no reader is left with a dangling entry."""
         with self._lock:
             self._blobs = {d: w for d, w in self._blobs.items() if w.pack != pack}
+            self._indexes.pop(pack, None)
         for suffix in (INDEX_SUFFIX, PACK_SUFFIX):
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(self.root / f"{pack}{suffix}")
+
+
+_IndexKey = tuple[int, int, int]
+
+
+def _index_key(st: os.stat_result) -> _IndexKey:
+    """What identifies one version of an index file (a rewrite is a new file: new inode)."""
+    return (st.st_ino, st.st_mtime_ns, st.st_size)
 
 
 class PackReader:

@@ -58,9 +58,9 @@ class Workspace:
             except PivotError as exc:
                 raise _named(exc, pinned, dest) from exc.__cause__
         base = os.fspath(root)
-        for inner, digest in placed:
+        for inner, digest, st in placed:
             rel = f"{path}/{inner}" if inner else path
-            self.state.record(rel, os.stat(os.path.join(base, rel)), digest)
+            self.state.record(rel, st or os.stat(os.path.join(base, rel)), digest)
             if link is not LinkMode.COPY:
                 linked.remember(self.state, self.cache, digest)
         return True

@@ -28,7 +28,7 @@ def test_tree_checkout_is_byte_identical_with_modes(tmp_path, cache, stored, uma
     dest = tmp_path / "ws" / "out"
     placed = checkout(cache, stored.hash, DIR, dest)
     assert snapshot(dest) == expected(TREE)
-    assert dict(placed) == {rel: hash_bytes(data) for rel, data in TREE.items()}
+    assert {rel: h for rel, h, _ in placed} == {rel: hash_bytes(data) for rel, data in TREE.items()}
     assert leftovers(dest.parent) == []
     # Workspace copies are independent of the read-only cache objects.
     (dest / "a.txt").write_bytes(b"edited")
@@ -191,7 +191,7 @@ def test_file_checkout(tmp_path, cache, mode, previous, umask_077):
         dest.write_bytes(b"old")
     elif previous == "tree":
         write_tree(dest, {"x/y": b"old"})
-    assert checkout(cache, digest, FILE, dest, mode) == [("", digest)]
+    assert checkout(cache, digest, FILE, dest, mode) == [("", digest, None)]
     assert dest.read_bytes() == b"model weights"
     if mode is LinkMode.COPY:
         assert stat.S_IMODE(dest.stat().st_mode) == 0o644

@@ -54,6 +54,23 @@ def test_small_files_of_a_large_tree_are_packed_and_check_out_exactly(tmp_path, 
     assert snapshot(copy) == expected(TREE)  # run.sh executable, the rest 0o644
 
 
+def test_packed_copies_come_with_their_current_stat(tmp_path, cache, umask_077):
+    """The stats a checkout returns for the files it wrote from packs (which the stat
+    cache records) are those the files have once in place, also where the umask made a
+    chmod necessary (run.sh); the others are left for the caller to stat."""
+    stored, _ = cache.add_output(write_tree(tmp_path / "src", TREE), tmp_path)
+    dest = tmp_path / "ws" / "out"
+    placed = checkout(cache, stored.hash, DIR, dest)
+    assert snapshot(dest) == expected(TREE)
+    with_stat = {rel: st for rel, _, st in placed if st is not None}
+    assert set(with_stat) == set(MANY) | {"dup.txt", "run.sh"}  # big.bin is loose
+    rows = [
+        (f"out/{rel}", st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns, "")
+        for rel, st in with_stat.items()
+    ]
+    assert_rows_are_current(rows, dest.parent)
+
+
 def test_storing_the_same_tree_again_adds_nothing(tmp_path, cache):
     src = write_tree(tmp_path / "src", TREE)
     first = cache.add_output(src, tmp_path)[0]
