@@ -650,9 +650,13 @@ class _Read:
     def start(self) -> int:
         return self.items[0][0].offset
 
-    @property
-    def end(self) -> int:
+    @functools.cached_property
+    def end(self) -> int:  # items are not changed once planned
         return max(loc.offset + loc.length for loc, _ in self.items)
+
+
+def _offset(item: tuple[PackedBlob, str]) -> int:
+    return item[0].offset
 
 
 class _Fetcher:
@@ -671,7 +675,7 @@ class _Fetcher:
                 by_pack[loc.pack].append((loc, digest))
         reads: list[_Read] = []
         for pack_id, items in by_pack.items():
-            items.sort()
+            items.sort(key=_offset)  # one pack: by offset (comparing whole rows was slower)
             current: list[tuple[PackedBlob, str]] = []
             for loc, digest in items:
                 if _is_large(loc):
