@@ -20,7 +20,8 @@ import pathlib
 import threading
 from typing import TYPE_CHECKING
 
-from pivot.cache.encoding import PackedBlob
+from pivot.cache.encoding import PackedBlob, decode_blob
+from pivot.cache.hashing import hash_bytes
 from pivot.errors import CorruptFile, DamagedBlob
 from pivot.untrusted import LIMIT, count
 
@@ -203,9 +204,6 @@ class PackStore:
         """The blob `digest` from its `stored` bytes read at `where`, checked against its
         hash (or, when `trusted`, its size only): a damaged one is dropped from its pack's
         index (see `drop`) and DamagedBlob raised."""
-        from pivot.cache.encoding import decode_blob
-        from pivot.cache.hashing import hash_bytes
-
         try:
             if len(stored) != where.length:
                 raise ValueError("the pack is shorter than its index says")
