@@ -16,7 +16,7 @@ from pivot.cache.hashing import Hasher
 from pivot.cache.objects import LocalCache
 from pivot.cache.runs import RunRecords
 from pivot.cache.snapshot import SnapshotHasher
-from pivot.cache.state import StateDB
+from pivot.cache.state import StateDB, stat_row
 from pivot.errors import PivotError
 from pivot.project import Project
 
@@ -58,11 +58,13 @@ class Workspace:
             except PivotError as exc:
                 raise _named(exc, pinned, dest) from exc.__cause__
         base = os.fspath(root)
+        rows = []
         for inner, digest, st in placed:
             rel = f"{path}/{inner}" if inner else path
-            self.state.record(rel, st or os.stat(os.path.join(base, rel)), digest)
+            rows.append(stat_row(rel, st or os.stat(os.path.join(base, rel)), digest))
             if link is not LinkMode.COPY:
                 linked.remember(self.state, self.cache, digest)
+        self.state.record_rows(rows)  # one hand-over, not a locked call per file
         return True
 
 
