@@ -396,7 +396,14 @@ def checked_relpath(rel: str, what: str) -> str:
     """`safe_relpath` without its shortcut for the common case: every check, every time."""
     parts = rel.split("/")
     plain = bool(rel) and not rel.startswith("/") and "\\" not in rel and "\0" not in rel
-    if not plain or any(p in ("", ".", "..") for p in parts) or not _encodable(rel):
+    if not _utf8(rel):
+        raise UnsafePath(
+            f"Refusing {what}: the name {rel!r} is not valid UTF-8 text. Pivot records paths "
+            f"as UTF-8 (lock files, manifests, remote indexes), so such a name could not be "
+            f"restored anywhere: rename the file to a UTF-8 name.",
+            path=rel,
+        )
+    if not plain or any(p in ("", ".", "..") for p in parts):
         raise UnsafePath(
             f"Refusing {what}: {rel!r} is not a plain relative path inside the project "
             f"(absolute paths, '..', '.', empty parts, backslashes and NUL are never accepted "
@@ -444,9 +451,10 @@ def first_overlap(paths: Iterable[str]) -> tuple[str, str] | None:
     return None
 
 
-def _encodable(rel: str) -> bool:
+def _utf8(rel: str) -> bool:
+    """Whether `rel` is UTF-8 text (not a name `os.fsdecode` carried as lone surrogates)."""
     try:
-        os.fsencode(rel)
+        rel.encode("utf-8")
     except UnicodeEncodeError:
         return False
     return True
