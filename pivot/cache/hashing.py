@@ -129,8 +129,10 @@ def encode_tree(entries: Iterable[TreeEntry]) -> bytes:
 
 
 def encode_tree_rows(rows: list[tuple[str, str, int, int]]) -> bytes:
-    """`encode_tree` of (relpath, hash, size, checkout mode) rows (sorted here)."""
-    return msgpack.packb(sorted(rows), use_bin_type=True)
+    """`encode_tree` of (relpath, hash, size, checkout mode) rows (sorted here). A name
+    that is not UTF-8 is encoded by its bytes, so a workspace tree holding one hashes to a
+    manifest no stored tree has (storing refuses such names, `project.checked_relpath`)."""
+    return msgpack.packb(sorted(rows), use_bin_type=True, unicode_errors="surrogateescape")
 
 
 def decode_tree(data: bytes, what: str) -> list[TreeEntry]:

@@ -181,6 +181,18 @@ class StateDB:
         if not self._pending:
             return
         rows = [(k, *v) for k, v in self._pending.items()]
+        try:
+            self._insert(rows)
+        except UnicodeEncodeError:  # a name that is not UTF-8 (no lock names it): not cached
+            for rel in [r[0] for r in rows if not _utf8(r[0])]:
+                del self._pending[rel]
+            self._insert([(k, *v) for k, v in self._pending.items()])
+        if self._stats is not None:
+            self._stats.update(self._pending)
+        self._pending.clear()
+
+    def _insert(self, rows: list[tuple[str, int, int, int, int, str]]) -> None:
+        """Insert or replace stat rows in one transaction."""
         with self._writing(), self.conn:
             self.conn.execute("BEGIN")
             self.conn.executemany(
@@ -188,9 +200,6 @@ class StateDB:
                 "(path, size, mtime_ns, inode, ctime_ns, hash) VALUES (?, ?, ?, ?, ?, ?)",
                 rows,
             )
-        if self._stats is not None:
-            self._stats.update(self._pending)
-        self._pending.clear()
 
     @contextlib.contextmanager
     def _writing(self) -> Iterator[None]:
@@ -217,3 +226,12 @@ def _key(st: os.stat_result) -> tuple[int, int, int, int]:
 def stat_row(rel: str, st: os.stat_result, digest: str) -> Row:
     """The stat-cache row saying that `rel`, while its stat is `st`, hashes to `digest`."""
     return (rel, st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns, digest)
+
+
+def _utf8(rel: str) -> bool:
+    """Whether `rel` can be stored as sqlite text (not a name carried as lone surrogates)."""
+    try:
+        rel.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
