@@ -155,7 +155,7 @@ class Session:
         it changes which folders are watched."""
         watch = self._watch
         assert watch is not None
-        code = {rel for rel, kind in items.items() if kind == CODE}
+        code = {rel for rel, kind in items.items() if kind == CODE and self._input_changed(rel)}
         paths = {rel for rel, kind in items.items() if kind == INPUT and self._input_changed(rel)}
         outputs = {watch.output_of(rel) for rel, kind in items.items() if kind == OUTPUT}
         for folder in (rel for rel, kind in items.items() if kind == FOLDER):
@@ -176,9 +176,9 @@ class Session:
         return paths, code
 
     def _input_changed(self, rel: str) -> bool:
-        """Whether an input file differs from when it was last seen changing (an event
-        delivered twice, or a file saved unchanged, is no change). Folders always count:
-        the plan hashes them anyway."""
+        """Whether an input or code file differs from when it was last seen changing (an
+        event delivered twice, or a file saved unchanged, is no change). Folders always
+        count: the plan hashes them anyway."""
         if not (self.root / rel).is_file():
             self._inputs_seen.pop(rel, None)
             return True
