@@ -426,8 +426,12 @@ class Fingerprinter:
             if obj is _MISSING:
                 return  # builtin, local or undefined
             sub = Info()
-            self.resolved[memo_key] = (ns, sub)
-            self._follow(obj, names, ("const", file, root), file, sub)
+            self.resolved[memo_key] = (ns, sub)  # in place first: a name may lead back to it
+            try:
+                self._follow(obj, names, ("const", file, root), file, sub)
+            except BaseException:  # never a half-filled entry for a later stage to trust
+                del self.resolved[memo_key]
+                raise
             info.parts.extend(sub.parts)
             info.children.extend(sub.children)
             return

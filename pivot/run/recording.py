@@ -61,6 +61,7 @@ class Recorder:
         self._pool: ThreadPoolExecutor | None = None  # fsync threads, kept until `close`
         self._thread: ThreadPoolExecutor | None = None  # runs `flush_in_background`
         self._flushing: Future[None] | None = None  # the batch flushed there now
+        self._handed: list[tuple[Decision, Outcome]] | None = None  # that batch
 
     def add(self, decision: Decision, outcome: Outcome) -> None:
         """Queue a stage that ran to completion (its run key set)."""
@@ -99,20 +100,48 @@ class Recorder:
         self.check()
         if self._flushing is not None or not self._pending:
             return
-        if self._thread is None:
-            from concurrent.futures import ThreadPoolExecutor
+        from concurrent.futures import Future, ThreadPoolExecutor
 
+        if self._thread is None:
             self._thread = ThreadPoolExecutor(1, thread_name_prefix="pivot-record")
-        pending, self._pending = self._pending, []
-        self._flushing = self._thread.submit(self._flush, pending)
+        # A Ctrl-C may land between any two of these lines: the batch stays reachable
+        # (`_pending`, then `_handed`), and `flush` takes it back if the thread never began.
+        pending = self._pending
+        future: Future[None] = Future()
+        self._handed = pending
+        self._flushing = future
+        self._pending = []
+        self._thread.submit(self._flush_handed, future, pending)
+
+    def _flush_handed(self, future: Future[None], pending: list[tuple[Decision, Outcome]]) -> None:
+        """`_flush` on the recorder's thread, unless `flush` took the batch back first."""
+        if not future.set_running_or_notify_cancel():
+            return
+        try:
+            self._flush(pending)
+        except BaseException as exc:
+            future.set_exception(exc)
+        else:
+            future.set_result(None)
 
     def flush(self) -> None:
         """Record every queued stage (after the background flush in progress, whose error
-        it raises): blobs, run records and locks made durable, then renamed into place in
-        that order."""
+        it raises, discarding what is queued): blobs, run records and locks made durable,
+        then renamed into place in that order."""
         if self._flushing is not None:
-            future, self._flushing = self._flushing, None
-            future.result()
+            future, handed = self._flushing, self._handed
+            self._flushing = self._handed = None
+            if future.cancel():  # the thread never began it: flushed here
+                if self._pending is not handed:
+                    self._pending = handed + self._pending
+            else:
+                try:
+                    future.result()
+                except BaseException:
+                    pending, self._pending = self._pending, []
+                    for _, outcome in pending:
+                        discard(outcome)
+                    raise
         pending, self._pending = self._pending, []
         self._flush(pending)
 

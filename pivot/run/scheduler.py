@@ -501,9 +501,11 @@ class Runner:
                 if interrupted:  # after the batch: stages that finished are recorded
                     raise KeyboardInterrupt
         except KeyboardInterrupt:
-            recorder.flush()
-            for decision in running.values():
-                self._remove_outputs(decision)
+            try:
+                recorder.flush()
+            finally:  # a flush error still leaves no half-written output
+                for decision in running.values():
+                    self._remove_outputs(decision)
             raise
         except BaseException:
             recorder.flush()  # the stages that finished keep their records
