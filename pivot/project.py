@@ -396,7 +396,7 @@ def checked_relpath(rel: str, what: str) -> str:
     """`safe_relpath` without its shortcut for the common case: every check, every time."""
     parts = rel.split("/")
     plain = bool(rel) and not rel.startswith("/") and "\\" not in rel and "\0" not in rel
-    if not _utf8(rel):
+    if not is_utf8(rel):
         raise UnsafePath(
             f"Refusing {what}: the name {rel!r} is not valid UTF-8 text. Pivot records paths "
             f"as UTF-8 (lock files, manifests, remote indexes), so such a name could not be "
@@ -451,7 +451,7 @@ def first_overlap(paths: Iterable[str]) -> tuple[str, str] | None:
     return None
 
 
-def _utf8(rel: str) -> bool:
+def is_utf8(rel: str) -> bool:
     """Whether `rel` is UTF-8 text (not a name `os.fsdecode` carried as lone surrogates)."""
     try:
         rel.encode("utf-8")

@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Any, TypeVar
 
 from pivot.errors import DiskFull
+from pivot.project import is_utf8
 
 log = logging.getLogger(__name__)  # the CLI shows warnings; see pivot.cli.main
 F = TypeVar("F", bound=Callable[..., Any])
@@ -184,7 +185,7 @@ class StateDB:
         try:
             self._insert(rows)
         except UnicodeEncodeError:  # a name that is not UTF-8 (no lock names it): not cached
-            for rel in [r[0] for r in rows if not _utf8(r[0])]:
+            for rel in [r[0] for r in rows if not is_utf8(r[0])]:
                 del self._pending[rel]
             self._insert([(k, *v) for k, v in self._pending.items()])
         if self._stats is not None:
@@ -226,12 +227,3 @@ def _key(st: os.stat_result) -> tuple[int, int, int, int]:
 def stat_row(rel: str, st: os.stat_result, digest: str) -> Row:
     """The stat-cache row saying that `rel`, while its stat is `st`, hashes to `digest`."""
     return (rel, st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns, digest)
-
-
-def _utf8(rel: str) -> bool:
-    """Whether `rel` can be stored as sqlite text (not a name carried as lone surrogates)."""
-    try:
-        rel.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
