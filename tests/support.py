@@ -159,3 +159,12 @@ def git(root: pathlib.Path, *args: str) -> str:
         capture_output=True,
         text=True,
     ).stdout
+
+
+def process_alive(pid: int) -> bool:
+    """Whether `pid` runs (a zombie, dead but not yet collected by its parent, does not)."""
+    try:
+        state = pathlib.Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"

@@ -7,8 +7,9 @@ import json
 import os
 import pathlib
 import subprocess
+import sys
 
-from support import add_blob
+from support import PYTHONPATH, add_blob
 
 from pivot.cache.hashing import TreeEntry, encode_tree, hash_bytes
 from pivot.cache.objects import LocalCache
@@ -115,3 +116,56 @@ def assert_refused(proc, *needles: str) -> None:
     assert "Traceback" not in proc.stderr, proc.stderr
     for needle in needles:
         assert needle in proc.stderr, (needle, proc.stderr)
+
+
+# One stage writing `data/inner/x.txt`, for the tests that swap `data` for a link.
+SWAP_PIPELINE = """
+from typing import Annotated
+
+import pivot
+
+pipeline = pivot.Pipeline("p")
+
+
+def s() -> Annotated[str, pivot.Out("data/inner/x.txt", pivot.loaders.Text())]:
+    return "fresh"
+
+
+pipeline.register(s)
+"""
+
+# Runs stage p/s in this process the way a worker does (`local.execute_here`), after the
+# hook file in argv[2] patched Pivot.
+_EXECUTE = """
+import json, pathlib, sys
+from pivot.cache.state import StateDB
+from pivot.discover.finder import Discovery
+from pivot.project import Project
+from pivot.run import local
+
+root = pathlib.Path(sys.argv[1])
+project = Project(root)
+stages = {st.id: st for p in Discovery(project, StateDB(project.state_path)).load_all()
+          for st in p.stages.values()}
+local.register_stages(stages)
+exec(open(sys.argv[2]).read())
+outcome = local.execute_here("p/s", root, str(project.cache_dir), str(project.tmp_dir))
+print(json.dumps({"ok": outcome.ok, "error": outcome.error}))
+"""
+
+
+def execute_with_hook(
+    project: pathlib.Path, hook: str, outside: pathlib.Path, tmp_path: pathlib.Path
+) -> dict:
+    """Stage p/s of `SWAP_PIPELINE` run in a fresh process patched by `hook` (which finds
+    the link target in $OUTSIDE): its outcome's `ok` and `error`."""
+    hook_file = tmp_path / "hook.py"
+    hook_file.write_text(hook)
+    done = subprocess.run(
+        [sys.executable, "-c", _EXECUTE, str(project), str(hook_file)],
+        env={**os.environ, "PYTHONPATH": PYTHONPATH, "OUTSIDE": str(outside)},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return json.loads(done.stdout.splitlines()[-1])

@@ -10,7 +10,7 @@ import subprocess
 import sys
 import time
 
-from support import PYTHONPATH, PivotCLI, write_files
+from support import PYTHONPATH, PivotCLI, process_alive, write_files
 
 PIPELINE = """
 import os
@@ -42,15 +42,6 @@ def _wait_for(predicate, what: str, seconds: float = 30) -> None:
         time.sleep(0.05)
 
 
-def _alive(pid: int) -> bool:
-    """Whether `pid` runs (a zombie, dead but not yet collected by its parent, does not)."""
-    try:
-        state = pathlib.Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except FileNotFoundError:
-        return False
-    return state != "Z"
-
-
 def _parent(pid: int) -> int:
     return int(pathlib.Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
 
@@ -72,11 +63,13 @@ def test_workers_and_stages_die_with_a_killed_run(project: pathlib.Path, pivot: 
     _wait_for(lambda: pid_file.exists() and pid_file.read_text(), "the stage to start")
     stage = int(pid_file.read_text())
     worker = _parent(stage)
-    assert worker != main.pid and _alive(worker)
+    assert worker != main.pid and process_alive(worker)
 
     main.send_signal(signal.SIGKILL)
     main.wait(timeout=30)
-    _wait_for(lambda: not _alive(stage) and not _alive(worker), "the orphans to die", 10)
+    _wait_for(
+        lambda: not process_alive(stage) and not process_alive(worker), "the orphans to die", 10
+    )
 
     (project / "hold").unlink()
     rerun = pivot("run")

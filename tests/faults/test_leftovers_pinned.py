@@ -4,14 +4,12 @@ deterministic hook right after the check): a file of that name outside survives.
 
 from __future__ import annotations
 
-import json
 import os
 import pathlib
-import subprocess
-import sys
 
 import pytest
-from support import PYTHONPATH, add_blob, write_files
+from paths_support import SWAP_PIPELINE, execute_with_hook
+from support import add_blob, write_files
 
 from pivot.cache.checkout import LinkMode
 from pivot.cache.workspace import workspace_of
@@ -20,20 +18,6 @@ from pivot.project import Project
 
 LEFTOVER = ".x.txt.pivot-tmp-0123456789ab"
 
-PIPELINE = """
-from typing import Annotated
-
-import pivot
-
-pipeline = pivot.Pipeline("p")
-
-
-def s() -> Annotated[str, pivot.Out("data/inner/x.txt", pivot.loaders.Text())]:
-    return "fresh"
-
-
-pipeline.register(s)
-"""
 
 # Swaps `data` for a link to `outside` right after the stage's old output was removed.
 HOOK = """
@@ -48,24 +32,6 @@ def remove_output(self, rel, what):
     os.symlink(os.environ["OUTSIDE"], self.root / "data")
 
 Project.remove_output = remove_output
-"""
-
-# Runs stage p/s in this process the way a worker does (`local.execute_here`).
-EXECUTE = """
-import json, pathlib, sys
-from pivot.cache.state import StateDB
-from pivot.discover.finder import Discovery
-from pivot.project import Project
-from pivot.run import local
-
-root = pathlib.Path(sys.argv[1])
-project = Project(root)
-stages = {st.id: st for p in Discovery(project, StateDB(project.state_path)).load_all()
-          for st in p.stages.values()}
-local.register_stages(stages)
-exec(open(sys.argv[2]).read())
-outcome = local.execute_here("p/s", root, str(project.cache_dir), str(project.tmp_dir))
-print(json.dumps({"ok": outcome.ok, "error": outcome.error}))
 """
 
 
@@ -118,17 +84,8 @@ def test_checkout_still_removes_the_leftovers_of_the_folder_it_checked(project: 
 def test_a_stage_removes_no_leftover_through_a_folder_swapped_after_its_old_output_went(
     project: pathlib.Path, outside: pathlib.Path, tmp_path: pathlib.Path
 ):
-    write_files(project, {"pipeline.py": PIPELINE, f"data/inner/{LEFTOVER}": "left\n"})
-    hook = tmp_path / "hook.py"
-    hook.write_text(HOOK)
-    done = subprocess.run(
-        [sys.executable, "-c", EXECUTE, str(project), str(hook)],
-        env={**os.environ, "PYTHONPATH": PYTHONPATH, "OUTSIDE": str(outside)},
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    outcome = json.loads(done.stdout.splitlines()[-1])
+    write_files(project, {"pipeline.py": SWAP_PIPELINE, f"data/inner/{LEFTOVER}": "left\n"})
+    outcome = execute_with_hook(project, HOOK, outside, tmp_path)
     assert not outcome["ok"]
     assert "'data'" in outcome["error"] and "data/inner/x.txt" in outcome["error"]
     assert (outside / "inner" / LEFTOVER).read_text() == "victim\n"

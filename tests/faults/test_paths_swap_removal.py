@@ -4,13 +4,13 @@ reads a path to track: nothing is removed or read through the link."""
 
 from __future__ import annotations
 
-import json
 import os
 import pathlib
 import subprocess
 import sys
 
 import pytest
+from paths_support import SWAP_PIPELINE, execute_with_hook
 from support import PYTHONPATH, write_files
 
 from pivot.cache.hashing import hash_bytes
@@ -37,39 +37,6 @@ def write_path(self, rel, what, make_parents=False):
 Project.write_path = write_path
 """
 
-PIPELINE = """
-from typing import Annotated
-
-import pivot
-
-pipeline = pivot.Pipeline("p")
-
-
-def s() -> Annotated[str, pivot.Out("data/inner/x.txt", pivot.loaders.Text())]:
-    return "fresh"
-
-
-pipeline.register(s)
-"""
-
-# Runs stage p/s in this process the way a worker does (`local.execute_here`).
-EXECUTE = """
-import json, pathlib, sys
-from pivot.cache.state import StateDB
-from pivot.discover.finder import Discovery
-from pivot.project import Project
-from pivot.run import local
-
-root = pathlib.Path(sys.argv[1])
-project = Project(root)
-stages = {st.id: st for p in Discovery(project, StateDB(project.state_path)).load_all()
-          for st in p.stages.values()}
-local.register_stages(stages)
-exec(open(sys.argv[2]).read())
-outcome = local.execute_here("p/s", root, str(project.cache_dir), str(project.tmp_dir))
-print(json.dumps({"ok": outcome.ok, "error": outcome.error}))
-"""
-
 
 @pytest.fixture
 def outside(tmp_path: pathlib.Path) -> pathlib.Path:
@@ -83,17 +50,8 @@ def outside(tmp_path: pathlib.Path) -> pathlib.Path:
 def test_a_stage_s_old_output_is_not_removed_through_a_swapped_link(
     project: pathlib.Path, outside: pathlib.Path, tmp_path: pathlib.Path
 ):
-    write_files(project, {"pipeline.py": PIPELINE, "data/inner/x.txt": "old\n"})
-    hook = tmp_path / "hook.py"
-    hook.write_text(HOOK)
-    done = subprocess.run(
-        [sys.executable, "-c", EXECUTE, str(project), str(hook)],
-        env={**os.environ, "PYTHONPATH": PYTHONPATH, "OUTSIDE": str(outside)},
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    outcome = json.loads(done.stdout.splitlines()[-1])
+    write_files(project, {"pipeline.py": SWAP_PIPELINE, "data/inner/x.txt": "old\n"})
+    outcome = execute_with_hook(project, HOOK, outside, tmp_path)
     assert not outcome["ok"]
     assert "'data'" in outcome["error"] and "data/inner/x.txt" in outcome["error"]
     assert (outside / "inner" / "x.txt").read_text() == "victim\n"  # not removed, not written

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from support import write_files
+from support import process_alive, write_files
 
 # `slow` waits for `fast`'s lock file: it appears only if `fast` is recorded while `slow`
 # still runs.
@@ -73,14 +73,4 @@ def test_a_failed_flush_stops_the_run_without_waiting_for_the_running_stage(proj
     assert ".pivot/stages/p" in result.stderr
     assert not (project / "slow.txt").exists()
     if (project / "slow.pid").exists():  # it had started: it was stopped
-        assert not _alive(int((project / "slow.pid").read_text()))
-
-
-def _alive(pid: int) -> bool:
-    import pathlib
-
-    try:
-        stat = pathlib.Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+        assert not process_alive(int((project / "slow.pid").read_text()))

@@ -16,7 +16,7 @@ import time
 import pytest
 from dask_cluster import start_cluster, stop_cluster, wait_for_workers
 from s3_servers import ACCESS_KEY, REGION, SECRET_KEY
-from support import PYTHONPATH, PivotCLI, free_ports, write_files
+from support import PYTHONPATH, PivotCLI, free_ports, process_alive, write_files
 
 pytestmark = pytest.mark.s3
 
@@ -346,7 +346,7 @@ def test_a_chained_stage_decided_not_to_run_is_stopped_on_its_worker(
     assert (project / "c/1.bin").stat().st_size == 64 << 20
     pid = int(marker.read_text())  # the cancelled task had started the stage
     deadline = time.monotonic() + 30
-    while _alive(pid):
+    while process_alive(pid):
         assert time.monotonic() < deadline, f"the cancelled stage process {pid} still runs"
         time.sleep(0.2)
 
@@ -565,14 +565,6 @@ def test_ctrl_c_while_a_worker_imports_the_pipeline(project, seaweedfs, cluster,
     assert not (project / ".pivot/stages/i/one.lock").exists()
 
 
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().split(") ")[1][0] != "Z"
-    except FileNotFoundError:
-        return False
-
-
 def test_a_killed_worker_is_retried_then_fails(project, seaweedfs, cluster, tmp_path):
     """Last in the module: it kills workers (their nannies start new ones)."""
     kills = tmp_path / "kills"
@@ -641,6 +633,6 @@ def _ctrl_c_once_marked(project, run_args, marker, what) -> None:
     run.send_signal(signal.SIGINT)
     _, err = run.communicate(timeout=60)
     assert run.returncode == 130, err
-    while _alive(pid):
+    while process_alive(pid):
         assert time.monotonic() < deadline + 60, f"{what} {pid} still runs"
         time.sleep(0.2)

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import os
-import pathlib
 
-from support import write_files
+from support import process_alive, write_files
 
 PIPELINE = """
 import os, pathlib, signal, time
@@ -32,21 +31,13 @@ pipeline.register(fragile)
 """
 
 
-def _alive(pid: int) -> bool:
-    try:
-        stat = pathlib.Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
-
-
 def test_a_killed_worker_fails_its_stage_and_stops_the_others(project, pivot) -> None:
     write_files(project, {"pipeline.py": PIPELINE})
     result = pivot("run", "-j", "2", rc=1)
     assert "Stage w/fragile" in result.stderr
     assert "the worker process running it died" in result.stderr
     # The other stage was stopped with its worker, not waited for, and nothing recorded.
-    assert not _alive(int((project / "slow.pid").read_text()))
+    assert not process_alive(int((project / "slow.pid").read_text()))
     assert not (project / "slow.txt").exists() and not (project / "fragile.txt").exists()
     assert not list((project / ".pivot" / "stages").glob("**/*.lock"))
     # A second run starts afresh and gets as far again.
