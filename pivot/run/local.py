@@ -35,6 +35,7 @@ if TYPE_CHECKING:
 PACKAGE_DIR = str(pathlib.Path(__file__).resolve().parents[1]) + os.sep  # all of pivot/
 _STAGES: dict[str, StageSpec] = {}
 _DECLARED: set[str] = set()  # every output of the run, and the folders they lie in
+_NEXT: dict[str, str] = {}  # a stage -> the first stage that reads one of its outputs
 CANCEL_GRACE = 2.0  # seconds a cancelled stage gets to stop on Ctrl-C before SIGKILL
 
 
@@ -43,10 +44,17 @@ def register_stages(stages: dict[str, StageSpec]) -> None:
     _STAGES.clear()
     _STAGES.update(stages)
     _DECLARED.clear()
+    _NEXT.clear()
+    made: dict[str, str] = {}
     for stage in stages.values():
         for out in stage.outs:
+            made[out.path] = stage.id
             _DECLARED.add(out.path)
             _DECLARED.update(p.as_posix() for p in pathlib.PurePosixPath(out.path).parents)
+    for stage in stages.values():
+        for dep in stage.deps:
+            if dep.path in made:
+                _NEXT.setdefault(made[dep.path], stage.id)
 
 
 class WorkerLost(Exception):
@@ -566,7 +574,7 @@ def execute(stage_id: str, root: str, cache_dir: str, tmp_dir: str) -> bytes:
                 _announce(stage_id, child.pid)
                 if _spare is None:
                     try:
-                        _spare = _fork_spare()
+                        _spare = _fork_spare((_NEXT.get(stage_id), root, cache_dir, tmp_dir))
                     except OSError:  # the next stage forks its own
                         _spare = None
             data = pipe.read() if taken else b""
@@ -674,13 +682,16 @@ def _waiting(spare: _Spare) -> bool:
 _TAKEN = b"+"
 
 
-def _fork_spare() -> _Spare:
+def _fork_spare(expected: tuple[str | None, str, str, str] | None = None) -> _Spare:
     """Fork a child that waits for one stage request, runs it, sends the outcome, exits.
 
     Without a request (its worker exited: the pipe closes) or on Ctrl-C while it waits, it
-    exits at once.
+    exits at once. With `expected` (the stage likely to come next, and the project's root,
+    cache and tmp folders), it first does what needs none of that stage's deps
+    (`_prepare`), unless its request is already there.
     """
     import pickle
+    import select
     import signal
 
     request_read, request_write = os.pipe()
@@ -710,6 +721,8 @@ def _fork_spare() -> _Spare:
             os.close(result_read)
             for fd in _worker_pipes:  # the stage holds no pipe of its worker's
                 os.close(fd)
+            if expected is not None and not select.select([request_read], [], [], 0)[0]:
+                _prepare(*expected)
             with os.fdopen(request_read, "rb") as pipe:
                 data = pipe.read()
             if data:
@@ -731,6 +744,32 @@ def _fork_spare() -> _Spare:
     os.close(request_read)
     os.close(result_write)
     return _Spare(pid, request_write, result_read)
+
+
+def _prepare(stage_id: str | None, root: str, cache_dir: str, tmp_dir: str) -> None:
+    """In a spare child, while the stage before runs: the first steps of `execute_here`
+    that write no file and need no dep, done once for nothing (the cache and project
+    objects, the outcome's pickling; for `stage_id`, the stage expected next, the listing
+    of its folders, the checks of its output paths, its deps' paths), so that most of the
+    pages a stage's child writes (reference counts: each first write copies a page it
+    shares with its worker) are copied here, off a chain's critical path, not after its
+    request. Whatever stage then comes runs in full, as in any child; a failure here is
+    left for that run to meet."""
+    import pickle
+
+    with contextlib.suppress(Exception):
+        folder = pathlib.Path(root)
+        LocalCache(pathlib.Path(cache_dir), pathlib.Path(tmp_dir)).batch()
+        project = Project(folder)
+        pickle.dumps(Outcome("", True, {}, [], seconds=0.0, undeclared=[], staged=[]))
+        stage = _STAGES.get(stage_id) if stage_id is not None else None
+        if stage is None:
+            return
+        _entries(stage, folder)
+        for out in stage.outs:
+            project.write_path(out.path, "its output")  # checks only: no folder is made
+        for dep in stage.deps:
+            _local(folder, stage, dep.path)
 
 
 def _describe_exit(status: int) -> str:
@@ -831,14 +870,14 @@ def _entries(stage: StageSpec, root: pathlib.Path) -> set[str]:
     Comparing this before and after the stage finds the files it wrote without declaring
     them, cheaply: deeper folders, and files it changed rather than created, are not seen.
     """
-    folders = {stage.workdir} | {(root / out.path).parent for out in stage.outs}
+    top = os.path.relpath(stage.workdir, root).replace(os.sep, "/")
+    folders = {top} | {out.path.rpartition("/")[0] or "." for out in stage.outs}
     found = set()
-    for folder in folders:
-        rel = os.path.relpath(folder, root).replace(os.sep, "/")
+    for rel in folders:
         if rel == ".." or rel.startswith("../"):
             continue
         try:
-            names = os.listdir(folder)
+            names = os.listdir(os.path.join(root, rel))
         except OSError:
             continue
         prefix = "" if rel == "." else f"{rel}/"
