@@ -15,7 +15,8 @@ import pivot
 pipeline = pivot.Pipeline("w")
 
 def slow() -> Annotated[str, pivot.Out("slow.txt", pivot.loaders.Text())]:
-    pathlib.Path("slow.pid").write_text(str(os.getpid()))
+    pathlib.Path("slow.pid.tmp").write_text(str(os.getpid()))
+    os.replace("slow.pid.tmp", "slow.pid")  # never seen empty by `fragile`
     time.sleep(60)
     return "finished"
 
