@@ -26,7 +26,7 @@ import uuid
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from pivot._fs import remove_path, remove_quietly, write_new
+from pivot._fs import remove_path, remove_quietly, write_all, write_new
 from pivot.cache.hashing import DIR, TreeEntry, copy_hashing, hash_file
 from pivot.cache.parallel import run_slices
 from pivot.errors import CacheCorrupt, DamagedBlob, PivotError, writing
@@ -37,6 +37,7 @@ if TYPE_CHECKING:
 _RENAME_EXCHANGE = 2
 _FICLONE = 0x40049409  # ioctl: share `source`'s extents (reflink)
 _AT_FDCWD = -100
+_CREATE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 # The hidden siblings a checkout builds `.<name>.pivot-tmp-<id>` in (and moves the old
 # output aside to, `-old-`): left behind only by a killed process.
 _LEFTOVER = re.compile(r"\.(.+)\.pivot-(?:tmp|old)-[0-9a-f]{12}")
@@ -188,35 +189,91 @@ def _checkout_tree(
     """Build the tree in a hidden sibling, then swap it in; returns the stats of the files
     written from packed blobs, taken on their descriptors once complete (nothing changes
     them after: the swap renames their folder, not them)."""
-    tmp = _sibling(dest, "tmp")
-    os.mkdir(tmp)
+    build = TreeBuild(cache, digest, entries, dest, mode)
     try:
+        build.place(entries)
+        build.swap()
+    except BaseException:
+        build.discard()
+        raise
+    return build.stats
+
+
+class TreeBuild:
+    """A tree output being built in a hidden sibling of `dest` (its folders made at once),
+    then swapped into place: `dest` is either the old output or the complete new one,
+    never a mix. Entries are placed from the cache (`place`, verified as they are copied or
+    linked) or from content the caller verified against the entry's hash (`write`); both
+    from any thread. `stats` holds the stat of each file written from bytes (packed or
+    given), taken on its descriptor. `discard` removes what was built."""
+
+    def __init__(
+        self,
+        cache: LocalCache,
+        digest: str,
+        entries: list[TreeEntry],
+        dest: pathlib.Path,
+        mode: LinkMode,
+    ) -> None:
+        self.cache = cache
+        self.digest = digest
+        self.dest = dest
+        self.tmp = _sibling(dest, "tmp")
+        self.stats: dict[str, os.stat_result] = {}
+        os.mkdir(self.tmp)
+        try:
+            folders: set[str] = set()
+            for parent in {entry.relpath.rpartition("/")[0] for entry in entries}:
+                while parent and parent not in folders:
+                    folders.add(parent)
+                    parent = parent.rpartition("/")[0]
+            for folder in sorted(folders):  # parents sort before their children
+                os.mkdir(os.path.join(self.tmp, folder))
+            # Files written from bytes are created relative to this descriptor of the new
+            # tree: no lookup of the (possibly `/proc/self/fd/N`) path above it per file.
+            self._fd = os.open(
+                self.tmp, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+            )
+        except BaseException:
+            remove_quietly(self.tmp)
+            raise
+        self._umask = _umask()
+        self._mode = mode
+        # Files of the previous output that are already right are linked into the new
+        # tree rather than copied: no new inode, and none freed when the old tree goes.
+        self._old = str(dest) if mode is not LinkMode.HARDLINK and _is_folder(dest) else None
+
+    def write(self, entry: TreeEntry, data: bytes | memoryview) -> None:
+        """Create `entry`'s file holding `data`, which the caller verified against
+        `entry.hash` (a size other than the manifest's is the manifest's fault)."""
+        if len(data) != entry.size:
+            raise self._wrong_size(entry, len(data))
+        self.stats[entry.relpath] = _write_at(
+            self._fd, entry.relpath, data, entry.mode, bool(entry.mode & self._umask)
+        )
+
+    def place(self, entries: list[TreeEntry]) -> None:
+        """Place `entries` from the cache, one thread per folder, largest first: the kernel
+        serializes the creations in a folder, and threads waiting for it spin. On ext4
+        shortly after many deletions, when each creation scans past recently freed
+        inodes, four threads filling one 10,000-file folder burned twice the CPU of one
+        for no less time."""
         by_folder: dict[str, list[TreeEntry]] = {}
         for entry in entries:
             by_folder.setdefault(entry.relpath.rpartition("/")[0], []).append(entry)
-        folders: set[str] = set()
-        for parent in by_folder:
-            while parent and parent not in folders:
-                folders.add(parent)
-                parent = parent.rpartition("/")[0]
-        for folder in sorted(folders):  # parents sort before their children
-            os.mkdir(os.path.join(tmp, folder))
-        place = _PLACE[mode]
-        umask = _umask()
-        # Files of the previous output that are already right are linked into the new
-        # tree rather than copied: no new inode, and none freed when the old tree goes.
-        old = str(dest) if mode is not LinkMode.HARDLINK and _is_folder(dest) else None
-        objects = str(cache.objects)
-        symlink = mode is LinkMode.SYMLINK
-        packed = cache.packs.blobs()
-        reader = cache.packs.reader(frozenset(cache.trusted_packs))
+        place = _PLACE[self._mode]
+        umask = self._umask
+        old = self._old
+        objects = str(self.cache.objects)
+        symlink = self._mode is LinkMode.SYMLINK
+        copy = self._mode is LinkMode.COPY
+        packed = self.cache.packs.blobs()
+        reader = self.cache.packs.reader(frozenset(self.cache.trusted_packs))
         read_packed = reader.read
-
-        copy = mode is LinkMode.COPY
-        stats: dict[str, os.stat_result] = {}
+        stats = self.stats
         # Paths built by concatenation (relpaths are validated and use "/"): three
         # `os.path.join` per file were a tenth of placing 100,000 packed blobs.
-        tmp_slash = f"{tmp}/"
+        tmp_slash = f"{self.tmp}/"
 
         def put_entry(entry: TreeEntry) -> None:
             digest = entry.hash
@@ -235,28 +292,55 @@ def _checkout_tree(
             try:
                 put_entry(entry)
             except _WrongSize as exc:
-                raise CacheCorrupt(
-                    f"The tree manifest {digest} of {dest} records {entry.size} bytes for "
-                    f"{entry.relpath!r}, but the cache object {entry.hash} it names holds "
-                    f"{exc.size} bytes and matches its hash: the manifest is wrong, the "
-                    f"object is good. Nothing was placed at {dest}.",
-                    digest,
-                    path=dest,
-                    hint="rerun-stage",
-                ) from None
+                raise self._wrong_size(entry, exc.size) from None
 
-        # One thread per folder, largest first: the kernel serializes the creations in a
-        # folder, and threads waiting for it spin. On ext4 shortly after many deletions,
-        # when each creation scans past recently freed inodes, four threads filling one
-        # 10,000-file folder burned twice the CPU of one for no less time.
         folders_by_size = sorted(by_folder.values(), key=len, reverse=True)
         with reader:
             run_slices(put, folders_by_size, len(entries))
-        _swap(tmp, dest)
+
+    def _wrong_size(self, entry: TreeEntry, size: int) -> CacheCorrupt:
+        return CacheCorrupt(
+            f"The tree manifest {self.digest} of {self.dest} records {entry.size} bytes for "
+            f"{entry.relpath!r}, but the cache object {entry.hash} it names holds "
+            f"{size} bytes and matches its hash: the manifest is wrong, the "
+            f"object is good. Nothing was placed at {self.dest}.",
+            self.digest,
+            path=self.dest,
+            hint="rerun-stage",
+        )
+
+    def swap(self) -> None:
+        """Put the complete tree at `dest`, replacing what is there."""
+        os.close(self._fd)
+        self._fd = -1
+        _swap(self.tmp, self.dest)
+
+    def discard(self) -> None:
+        """Remove the tree built so far (`dest` stays as it was)."""
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+        remove_quietly(self.tmp)
+
+
+def _write_at(
+    folder_fd: int, rel: str, data: bytes | memoryview, mode: int, exact: bool
+) -> os.stat_result:
+    """`write_new` of `rel` in the open folder `folder_fd`, following no link at its end."""
+    fd = os.open(rel, _CREATE, mode, dir_fd=folder_fd)
+    try:
+        try:
+            if (done := os.write(fd, data)) < len(data):
+                write_all(fd, memoryview(data)[done:])
+            if exact:
+                os.fchmod(fd, mode)
+            return os.fstat(fd)
+        finally:
+            os.close(fd)
     except BaseException:
-        remove_quietly(tmp)
+        with contextlib.suppress(OSError):
+            os.unlink(rel, dir_fd=folder_fd)
         raise
-    return stats
 
 
 class _Mismatch(Exception):

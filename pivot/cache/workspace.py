@@ -4,6 +4,7 @@ pull put a cached output in the workspace (the stat cache learns every placed fi
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pathlib
 from collections.abc import Callable
@@ -11,13 +12,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from pivot.cache import linked
-from pivot.cache.checkout import LinkMode, checkout
-from pivot.cache.hashing import Hasher
+from pivot.cache.checkout import LinkMode, Placed, checkout
+from pivot.cache.hashing import DIR, Hasher
 from pivot.cache.objects import LocalCache
 from pivot.cache.runs import RunRecords
 from pivot.cache.snapshot import SnapshotHasher
 from pivot.cache.state import StateDB, stat_row
-from pivot.errors import PivotError
+from pivot.cache.streamed import StreamedTree
+from pivot.errors import DamagedBlob, PivotError
 from pivot.project import Project
 
 
@@ -48,7 +50,6 @@ class Workspace:
         current = self.hasher.hash_path(path)
         if current is not None and current.hash == out["hash"]:
             return False
-        root = self.project.root
         with self.project.pinned_folder(path, what) as folder:
             # Written into the folder checked above, even if a link replaced it since
             # (and its leftovers removed there: `checkout` does it first).
@@ -57,7 +58,40 @@ class Workspace:
                 placed = checkout(self.cache, out["hash"], out["kind"], pinned, link, refetch)
             except PivotError as exc:
                 raise _named(exc, pinned, dest) from exc.__cause__
-        base = os.fspath(root)
+        self.record_placed(path, placed, link)
+        return True
+
+    def stream_output(
+        self, path: str, out: dict[str, Any], link: LinkMode, what: str, min_files: int = 0
+    ) -> StreamedOutput | None:
+        """The checkout of the tree output `out` at `path` built while its blobs are
+        fetched (see `streamed.StreamedTree`), when nothing is at `path` yet and the
+        cache holds its manifest, of at least `min_files` files; else None
+        (`place_output` then checks what is there and replaces it). Its folder is pinned
+        until the stream is finished or discarded."""
+        if out["kind"] != DIR or not self.cache.has(out["hash"]):
+            return None
+        dest = self.project.write_path(path, what, make_parents=True)
+        if os.path.lexists(dest):
+            return None
+        try:
+            entries = self.cache.tree(out["hash"])
+        except DamagedBlob:  # set aside: `place_output` fetches it again
+            return None
+        if len(entries) < min_files:
+            return None
+        pinned = contextlib.ExitStack()
+        try:
+            folder = pinned.enter_context(self.project.pinned_folder(path, what))
+            tree = StreamedTree(self.cache, out["hash"], entries, folder / dest.name, link)
+        except BaseException:
+            pinned.close()
+            raise
+        return StreamedOutput(self, path, link, tree, pinned, dest)
+
+    def record_placed(self, path: str, placed: list[Placed], link: LinkMode) -> None:
+        """Teach the stat cache the files of an output just placed at `path`."""
+        base = os.fspath(self.project.root)
         rows = []
         for inner, digest, st in placed:
             rel = f"{path}/{inner}" if inner else path
@@ -65,7 +99,35 @@ class Workspace:
             if link is not LinkMode.COPY:
                 linked.remember(self.state, self.cache, digest)
         self.state.record_rows(rows)  # one hand-over, not a locked call per file
-        return True
+
+
+@dataclass
+class StreamedOutput:
+    """A tree output being checked out while it is fetched (`Workspace.stream_output`):
+    `offer` verified blobs, then `finish` (after the fetch is committed) or `discard`."""
+
+    ws: Workspace
+    path: str
+    link: LinkMode
+    tree: StreamedTree
+    pinned: contextlib.ExitStack
+    dest: pathlib.Path
+
+    def offer(self, blobs: list[tuple[str, bytes]]) -> None:
+        self.tree.offer(blobs)
+
+    def finish(self) -> None:
+        """Swap the complete tree in and record its stat rows; on error nothing moved."""
+        with self.pinned:
+            try:
+                placed = self.tree.finish()
+            except PivotError as exc:
+                raise _named(exc, self.tree.dest, self.dest) from exc.__cause__
+        self.ws.record_placed(self.path, placed, self.link)
+
+    def discard(self) -> None:
+        with self.pinned:
+            self.tree.discard()
 
 
 def _named(exc: PivotError, pinned: pathlib.Path, dest: pathlib.Path) -> PivotError:

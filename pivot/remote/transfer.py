@@ -35,7 +35,7 @@ from pivot.cache.hashing import (
 from pivot.cache.objects import LocalCache
 from pivot.cache.runs import decode_record, encode_record
 from pivot.cache.state import StateDB
-from pivot.cache.workspace import workspace_of
+from pivot.cache.workspace import StreamedOutput, Workspace, workspace_of
 from pivot.errors import DamagedBlob, PivotError, RemoteCorrupt, RemoteIncomplete, writing
 from pivot.remote import packs
 from pivot.remote.held import HeldMemo
@@ -70,6 +70,10 @@ DEFAULT_JOBS = 8
 # Large blobs moving at once: each holds up to ~s3.CHUNK x s3.CONCURRENCY in buffers, and
 # loopback servers gain nothing from more; this keeps RSS flat whatever the output sizes.
 LARGE_PARALLEL = 2
+# Tree outputs of at least STREAM_MIN files are checked out while they are fetched (each
+# with a thread creating its files), at most STREAMS of them per pull.
+STREAM_MIN = 1000
+STREAMS = 2
 _large_slots = threading.BoundedSemaphore(LARGE_PARALLEL)
 
 Output = tuple[str, str]  # (hash, kind)
@@ -664,6 +668,9 @@ class _Fetcher:
         self.ctx = ctx
         self.contents = contents
         self.summary = summary
+        # Called with the (hash, content) pairs of each verified range as it arrives,
+        # before they are committed (a pull checks them out meanwhile).
+        self.arrived: Callable[[list[tuple[str, bytes]]], object] | None = None
 
     def plan(self, digests: list[str]) -> list[_Read]:
         by_pack: dict[str, list[tuple[PackedBlob, str]]] = defaultdict(list)
@@ -693,8 +700,12 @@ class _Fetcher:
         reads.sort(key=lambda r: -(r.end - r.start))
         return reads
 
-    def fetch_outputs(self, outputs: Iterable[Output]) -> None:
-        """Fetch what the cache lacks of `outputs`: tree manifests first, then entries."""
+    def fetch_outputs(
+        self, outputs: Iterable[Output], before: Callable[[], object] | None = None
+    ) -> None:
+        """Fetch what the cache lacks of `outputs`: tree manifests first, then entries.
+        `before` is called before each of the two rounds (the trees whose manifests are
+        in the cache by then may start their checkouts)."""
         cache = self.ctx.cache
         need: dict[str, None] = {}
         trees: list[str] = []
@@ -707,6 +718,8 @@ class _Fetcher:
                 missing = cache.missing(digest, kind)
                 need.update(dict.fromkeys(missing))
                 local.update(_blobs_of(cache, digest, kind) - set(missing))
+        if before is not None:
+            before()
         self.fetch(list(need))
         need = {}
         for digest in trees:
@@ -715,6 +728,8 @@ class _Fetcher:
                 need.update(dict.fromkeys(missing))
                 local.update(_blobs_of(cache, digest, DIR) - {digest, *missing})
         self.summary.add(up_to_date=len(local - set(need)))
+        if before is not None:
+            before()
         self.fetch(list(need))
 
     def fetch(self, digests: list[str]) -> None:
@@ -763,6 +778,7 @@ class _Fetcher:
         view = memoryview(data)
         raw = 0
         verified = []
+        arrived = []
         for loc, digest in read.items:
             stored = view[loc.offset - start : loc.offset - start + loc.length]
             try:
@@ -772,9 +788,12 @@ class _Fetcher:
             if len(blob) != loc.size or hash_bytes(blob) != digest:
                 raise self._corrupt(read.pack_id, digest, "does not match its BLAKE3 hash")
             verified.append((loc, stored))
+            arrived.append((digest, blob))
             raw += loc.size
         # Kept as fetched, one local pack per read: one file instead of one per blob.
         batch.put_packed(verified)
+        if self.arrived is not None:
+            self.arrived(arrived)
         self.summary.add(blobs=len(read.items), raw_bytes=raw, bytes_received=end - start)
         self.ctx.progress.advance(len(read.items), raw)
 
@@ -854,9 +873,10 @@ def pull_locks(
 
     Each large file is fetched on its own and checked out as soon as it is in the cache,
     while the directories and small files are fetched together, then checked out
-    (creating many files is bound by the filesystem, downloading by the network). Every
-    output is placed by `Workspace.place_output`, as `run` and `checkout` place theirs, so
-    the stat cache learns the pulled files.
+    (creating many files is bound by the filesystem, downloading by the network); a large
+    directory output new to the workspace is written as its blobs arrive (`_Streams`).
+    Every other output is placed by `Workspace.place_output`, as `run` and `checkout`
+    place theirs; either way the stat cache learns the pulled files.
     """
     started = time.perf_counter()
     locks = list(locks)
@@ -884,18 +904,29 @@ def pull_locks(
 
     def checkout(item: tuple[str, dict]) -> str | None:
         path, out = item
+        stream = streams.take(path)
         if cache.missing(out["hash"], out["kind"]):
+            if stream is not None:
+                stream.discard()
             incomplete.append(path)
             return None
+        if stream is not None:
+            try:
+                stream.finish()
+                return path
+            except DamagedBlob:  # a local object set aside: fetch it, then as below
+                refetch(out["hash"], out["kind"])
         ctx.ws.place_output(path, out, link, owners[path], refetch)
         return path
 
+    streams = _Streams(ctx.ws, small, link, owners)
     pool = ThreadPoolExecutor(max(1, ctx.jobs), thread_name_prefix="pivot-checkout")
     # Each fetched blob is verified once, as it arrives: the checkouts below place the
     # blobs of the packs this pull writes without hashing them again.
     cache.trusting = True
     try:
         fetcher = _Fetcher(ctx, ctx.index.refresh(ctx.jobs), summary)
+        fetcher.arrived = streams.offer
 
         def fetch_then_checkout(item: tuple[str, dict], lock: threading.Lock) -> str | None:
             with lock:  # outputs with the same content download it once
@@ -909,9 +940,10 @@ def pull_locks(
             futures.append(pool.submit(fetch_then_checkout, item, lock))
         failure: PivotError | None = None
         try:
-            fetcher.fetch_outputs((out["hash"], out["kind"]) for _, out in small)
+            fetcher.fetch_outputs(((out["hash"], out["kind"]) for _, out in small), streams.start)
         except PivotError as exc:
             failure = exc
+            streams.discard()
         else:
             futures.extend(pool.submit(checkout, item) for item in small)
         wait(futures)
@@ -936,8 +968,68 @@ def pull_locks(
             ) from failure
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
+        streams.discard()
         cache.trusting = False
         cache.trusted_packs.clear()
         ctx.close()
     summary.seconds = time.perf_counter() - started
     return PullResult(summary, sorted(placed), sorted(incomplete))
+
+
+class _Streams:
+    """The tree outputs of a pull checked out while their blobs are fetched (see
+    `cache/streamed.py`): those of at least STREAM_MIN files whose manifests are in the
+    cache and whose paths hold nothing yet, the first STREAMS found. The others are
+    checked out after the fetch, by `Workspace.place_output`."""
+
+    def __init__(
+        self, ws: Workspace, items: list[tuple[str, dict]], link: LinkMode, owners: dict
+    ) -> None:
+        self.ws = ws
+        self.link = link
+        self.owners = owners
+        self.trees = [(path, out) for path, out in items if out["kind"] == DIR]
+        self.tried: set[str] = set()
+        self.open: dict[str, StreamedOutput] = {}
+        self.by_blob: dict[str, list[StreamedOutput]] = {}
+        self.lock = threading.Lock()
+
+    def start(self) -> None:
+        """Start the checkouts of the trees whose manifests the cache holds now."""
+        for path, out in self.trees:
+            if len(self.open) >= STREAMS:
+                return
+            if path in self.tried or not self.ws.cache.has(out["hash"]):
+                continue
+            self.tried.add(path)
+            stream = self.ws.stream_output(path, out, self.link, self.owners[path], STREAM_MIN)
+            if stream is None:
+                continue
+            with self.lock:
+                self.open[path] = stream
+                for entry in stream.tree.entries:
+                    self.by_blob.setdefault(entry.hash, []).append(stream)
+
+    def offer(self, blobs: list[tuple[str, bytes]]) -> None:
+        """Hand verified blobs to the checkouts whose trees hold them."""
+        by_blob = self.by_blob
+        if not by_blob:
+            return
+        found: dict[int, tuple[StreamedOutput, list[tuple[str, bytes]]]] = {}
+        for digest, data in blobs:
+            for stream in by_blob.get(digest, ()):
+                found.setdefault(id(stream), (stream, []))[1].append((digest, data))
+        for stream, taken in found.values():
+            stream.offer(taken)
+
+    def take(self, path: str) -> StreamedOutput | None:
+        """The open checkout of `path` (the caller finishes or discards it)."""
+        with self.lock:
+            return self.open.pop(path, None)
+
+    def discard(self) -> None:
+        """Discard every checkout not taken: nothing of them reaches the workspace."""
+        with self.lock:
+            streams, self.open = list(self.open.values()), {}
+        for stream in streams:
+            stream.discard()
