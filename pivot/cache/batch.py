@@ -114,10 +114,9 @@ class CacheBatch:
     def put_packed(self, blobs: Sequence[tuple[PackedBlob, bytes | memoryview]]) -> int:
         """Stage blobs as one local pack: each is where it lay in another pack (a remote's)
         and its stored bytes from there (see `encoding.encode_blob`). Returns how many
-        blobs the pack holds."""
-        for blob, _ in blobs:
-            if not is_hash(blob.hash):
-                raise CorruptFile(f"Refusing to store a blob under the invalid hash {blob.hash!r}.")
+        blobs the pack holds. Each blob's content was verified against its hash by the
+        caller, so the hashes are well formed: not checked again (a regular expression
+        per blob, about 1 us each)."""
         # What the cache holds is looked up before taking the lock, what this batch staged
         # under it; the pack is named now, so its rows need no renaming.
         absent = set(self.cache.absent(blob.hash for blob, _ in blobs))

@@ -79,12 +79,16 @@ def copy_hashing(
     """Copy file descriptor `source` to `target` from their offsets while hashing what is
     copied (only hash it when `target` is None); returns (bytes copied, BLAKE3 hex).
 
-    `size` (if known) sizes the buffer. `hasher` continues a hash begun on earlier bytes
+    `size` (if known, else the source's size now) sizes the buffer: a 4 MB one per small
+    file cost more than copying it. `hasher` continues a hash begun on earlier bytes
     (default: a new one on the calling thread, which starts no thread pool, so the process
     may fork afterwards).
     """
     hasher = hasher or blake3.blake3()
-    buffer = bytearray(CHUNK if size < 0 else min(CHUNK, size + 1))
+    if size < 0:  # a file that grew meanwhile is read on in the loop
+        st = os.fstat(source)
+        size = st.st_size if stat.S_ISREG(st.st_mode) else CHUNK
+    buffer = bytearray(min(CHUNK, size + 1))
     view = memoryview(buffer)
     copied = 0
     while n := os.readv(source, [buffer]):
