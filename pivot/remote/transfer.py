@@ -74,6 +74,9 @@ LARGE_PARALLEL = 2
 # with a thread creating its files), at most STREAMS of them per pull.
 STREAM_MIN = 1000
 STREAMS = 2
+# While a checkout takes blobs as they arrive, ranges are read in parts of at most this
+# much: the first verified blobs reach it sooner than when every job reads a whole pack.
+STREAM_RANGE = 1 << 20
 _large_slots = threading.BoundedSemaphore(LARGE_PARALLEL)
 
 Output = tuple[str, str]  # (hash, kind)
@@ -671,6 +674,7 @@ class _Fetcher:
         # Called with the (hash, content) pairs of each verified range as it arrives,
         # before they are committed (a pull checks them out meanwhile).
         self.arrived: Callable[[list[tuple[str, bytes]]], object] | None = None
+        self.range_max = RANGE_MAX
 
     def plan(self, digests: list[str]) -> list[_Read]:
         by_pack: dict[str, list[tuple[PackedBlob, str]]] = defaultdict(list)
@@ -691,7 +695,8 @@ class _Fetcher:
                 if current:
                     first = current[0][0].offset
                     last_end = current[-1][0].offset + current[-1][0].length
-                    if loc.offset - last_end > GAP or loc.offset + loc.length - first > RANGE_MAX:
+                    too_long = loc.offset + loc.length - first > self.range_max
+                    if loc.offset - last_end > GAP or too_long:
                         reads.append(_Read(pack_id, current))
                         current = []
                 current.append((loc, digest))
@@ -928,6 +933,11 @@ def pull_locks(
         fetcher = _Fetcher(ctx, ctx.index.refresh(ctx.jobs), summary)
         fetcher.arrived = streams.offer
 
+        def before_round() -> None:
+            streams.start()
+            if streams.open:
+                fetcher.range_max = STREAM_RANGE
+
         def fetch_then_checkout(item: tuple[str, dict], lock: threading.Lock) -> str | None:
             with lock:  # outputs with the same content download it once
                 fetcher.fetch_outputs([(item[1]["hash"], item[1]["kind"])])
@@ -940,7 +950,7 @@ def pull_locks(
             futures.append(pool.submit(fetch_then_checkout, item, lock))
         failure: PivotError | None = None
         try:
-            fetcher.fetch_outputs(((out["hash"], out["kind"]) for _, out in small), streams.start)
+            fetcher.fetch_outputs(((out["hash"], out["kind"]) for _, out in small), before_round)
         except PivotError as exc:
             failure = exc
             streams.discard()
@@ -991,7 +1001,6 @@ class _Streams:
         self.trees = [(path, out) for path, out in items if out["kind"] == DIR]
         self.tried: set[str] = set()
         self.open: dict[str, StreamedOutput] = {}
-        self.by_blob: dict[str, list[StreamedOutput]] = {}
         self.lock = threading.Lock()
 
     def start(self) -> None:
@@ -1007,20 +1016,11 @@ class _Streams:
                 continue
             with self.lock:
                 self.open[path] = stream
-                for entry in stream.tree.entries:
-                    self.by_blob.setdefault(entry.hash, []).append(stream)
 
     def offer(self, blobs: list[tuple[str, bytes]]) -> None:
-        """Hand verified blobs to the checkouts whose trees hold them."""
-        by_blob = self.by_blob
-        if not by_blob:
-            return
-        found: dict[int, tuple[StreamedOutput, list[tuple[str, bytes]]]] = {}
-        for digest, data in blobs:
-            for stream in by_blob.get(digest, ()):
-                found.setdefault(id(stream), (stream, []))[1].append((digest, data))
-        for stream, taken in found.values():
-            stream.offer(taken)
+        """Hand verified blobs to the open checkouts (each takes those its tree holds)."""
+        for stream in list(self.open.values()):
+            stream.offer(blobs)
 
     def take(self, path: str) -> StreamedOutput | None:
         """The open checkout of `path` (the caller finishes or discards it)."""
