@@ -8,7 +8,6 @@ lock file, which is untrusted.
 
 from __future__ import annotations
 
-import csv
 import io
 import json
 import math
@@ -162,6 +161,8 @@ def _refuse(path: str, key: str, value: Any) -> None:
 def _csv_values(text: str) -> dict[str, Any]:
     """A CSV of one header row: one data row gives column -> value, several give
     `row.column` -> value."""
+    import csv  # here: a run that reads no CSV metrics does not load it
+
     rows = list(csv.DictReader(io.StringIO(text)))
     if len(rows) > MAX_KEYS:
         raise ValueError(f"more than {MAX_KEYS} rows")
@@ -200,6 +201,8 @@ def read_metrics_file(file: pathlib.Path, path: str) -> dict[str, Scalar]:
 
 def csv_text(values: dict[str, Any]) -> str:
     """A flat mapping as a metrics CSV: a header row and one row of values."""
+    import csv
+
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(list(values))

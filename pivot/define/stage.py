@@ -108,8 +108,13 @@ def params_as_dict(params: Any) -> dict[str, Any]:
     raise TypeError(f"params must be a dict or a dataclass instance, not {type(params).__name__}")
 
 
+# The type of `Annotated[...]` aliases: `typing.get_origin(x) is Annotated` exactly when x is
+# an instance of it, and this check is the one a registration makes per annotation.
+_ANNOTATED = type(typing.Annotated[int, None])
+
+
 def _marker(hint: Any, kind: type) -> Any:
-    if typing.get_origin(hint) is typing.Annotated:
+    if isinstance(hint, _ANNOTATED):
         for meta in hint.__metadata__:
             if isinstance(meta, kind):
                 return meta
@@ -161,12 +166,10 @@ def _type_hints(func: Any) -> dict[str, Any]:
 
 def _annotated_class(value: Any) -> bool:
     """Whether `value` is `Annotated[C, ...]` of a class `C` (no forward reference in it)."""
-    origin = getattr(value, "__origin__", None)
-    return (
-        type(origin) is type
-        and hasattr(value, "__metadata__")
-        and getattr(value, "__args__", None) == (origin,)
-    )
+    if not isinstance(value, _ANNOTATED):
+        return False
+    origin = value.__origin__
+    return type(origin) is type and value.__args__ == (origin,)
 
 
 def read_signature(func: Any, where: str) -> tuple[dict[str, Dep], dict[str, Out], bool, Any]:

@@ -55,6 +55,8 @@ class Discovery:
         self.producers: dict[str, StageSpec] = {}
         # Every folder above a loaded output -> one output inside it (overlap checks).
         self._under: dict[str, str] = {}
+        # A loaded pipeline file -> its project path and the folders above it.
+        self._file_paths: dict[pathlib.Path, tuple[str, ...]] = {}
         self._scan: dict[str, list[str] | str] | None = None
         self._scan_is_fresh = False
         self.broken: dict[str, str] = {}
@@ -150,13 +152,16 @@ class Discovery:
     def _check_pipelines_kept(self, loaded: LoadedPipeline) -> None:
         """Refuse an output of a loaded stage that is a loaded pipeline's file or folder."""
         for file in (loaded.file, *self.pipelines):
-            rel = self.project.rel(file)
-            for path in (rel, *ancestors(rel)):
+            paths = self._file_paths.get(file)
+            if paths is None:  # each file's once, not once per pipeline loaded after it
+                rel = self.project.rel(file)
+                paths = self._file_paths[file] = (rel, *ancestors(rel))
+            for path in paths:
                 stage = self.producers.get(path)
                 if stage is not None:
                     out = next(o for o in stage.outs if o.path == path)
                     where = f"stage {stage.id} ({stage.source}): its output {out.declared!r}"
-                    check_not_pipeline(path, rel, where)
+                    check_not_pipeline(path, paths[0], where)
 
     def nearest_pipeline(self, start: pathlib.Path) -> pathlib.Path | None:
         """The pipeline file at or above `start`, up to the project root."""

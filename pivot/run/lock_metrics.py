@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 from pivot.cache.hashing import FILE
 from pivot.define.metric_values import MAX_FILE_BYTES, parse_metrics
-from pivot.define.results import Metric
+from pivot.define.stage import Out
 from pivot.errors import PivotError
 
 if TYPE_CHECKING:
@@ -18,9 +18,19 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)  # the CLI shows warnings; see pivot.cli.main
 
 
+def _is_metric(mark: object) -> bool:
+    """Whether an output's mark is a `pivot.Metric`. A plain `Out` (most outputs) is settled
+    without importing `pivot.define.results`, which a no-op run then never loads."""
+    if mark is None or type(mark) is Out:
+        return False
+    from pivot.define.results import Metric
+
+    return isinstance(mark, Metric)
+
+
 def reads_cache(stage: StageSpec) -> bool:
     """Whether `lock_metrics` may read `stage`'s outputs from the cache (it has metrics)."""
-    return any(isinstance(art.mark, Metric) for art in stage.outs)
+    return any(_is_metric(art.mark) for art in stage.outs)
 
 
 def lock_metrics(
@@ -32,7 +42,7 @@ def lock_metrics(
     metrics: dict[str, dict[str, Any]] = {}
     for art in stage.outs:
         out = outs.get(art.path)
-        if not isinstance(art.mark, Metric) or out is None or out["kind"] != FILE:
+        if out is None or out["kind"] != FILE or not _is_metric(art.mark):
             continue
         same = old is not None and old.outs.get(art.path, {}).get("hash") == out["hash"]
         if same and art.path in old.metrics:

@@ -10,7 +10,7 @@ import sys
 import click
 import pytest
 from spec_projects import PARENT_CHILD
-from support import PYTHONPATH, imported_heavy_modules, write_files
+from support import PROBE, PYTHONPATH, imported_heavy_modules, write_files
 
 from pivot.cli.main import COMMANDS, cli
 
@@ -24,6 +24,25 @@ def test_noop_run_imports_nothing_heavy(project, pivot) -> None:
     write_files(project, PARENT_CHILD)
     pivot("run", cwd="analysis")
     assert imported_heavy_modules(project / "analysis", "run") == []
+
+
+# Loaded only when a stage declares a pivot.Metric or pivot.Plot, or a metrics CSV is read.
+RESULTS_ONLY = ("pivot.define.results", "csv")
+
+
+def test_noop_run_without_metrics_skips_the_results_modules(project, pivot) -> None:
+    write_files(project, PARENT_CHILD)
+    pivot("run", cwd="analysis")
+    proc = subprocess.run(
+        [sys.executable, "-c", PROBE.format(args=["run"], heavy=RESULTS_ONLY)],
+        cwd=project / "analysis",
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": PYTHONPATH},
+        check=False,
+    )
+    assert "up to date" in proc.stdout
+    assert proc.stderr.strip().splitlines()[-1] == "[]"
 
 
 COMMAND_MODULES = ("pivot.cli.stages", "pivot.cli.remotes", "pivot.cli.transfer", "pivot.cli.gc")
