@@ -92,11 +92,10 @@ def source_files(
 
 def fingerprint_digest(parts: dict[str, str]) -> str:
     """One BLAKE3 hex digest (64 chars, `blake3` package) over the sorted parts."""
-    hasher = blake3.blake3()
-    for name in sorted(parts):
-        value = parts[name]
-        hasher.update(f"{len(name)}:{name}={len(value)}:{value}\n".encode())
-    return hasher.hexdigest()
+    text = "".join(
+        f"{len(name)}:{name}={len(value)}:{value}\n" for name, value in sorted(parts.items())
+    )
+    return blake3.blake3(text.encode()).hexdigest()
 
 
 def clear_cache() -> None:

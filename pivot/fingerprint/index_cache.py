@@ -164,19 +164,30 @@ def _import(v: Any) -> Import:
 
 
 def _entry(v: Any) -> Entry:
+    # The checks of _str / _int / _list inlined: a pipeline file of many stages has as many
+    # entries, and every one is checked on every read.
     kind, match, qualname, digest, header, body, lines, col, imports = _list(v, 9)
-    if kind not in ("func", "class") or not lines:
+    if (
+        kind not in ("func", "class")
+        or type(match) is not str
+        or type(qualname) is not str
+        or type(digest) is not str
+        or type(col) is not int
+        or col < 0
+        or type(imports) is not list
+        or not lines
+    ):
         raise _Invalid
     return Entry(
         kind,
-        _str(match),
-        _str(qualname),
-        _str(digest),
+        match,
+        qualname,
+        digest,
         _strs(header),
         _strs(body),
         _ints(lines),
-        _int(col),
-        tuple(_import(x) for x in _list(imports)),
+        col,
+        tuple(map(_import, imports)) if imports else (),
     )
 
 

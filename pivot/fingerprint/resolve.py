@@ -51,10 +51,16 @@ def code_names(code: types.CodeType) -> set[str]:
     beside a loop's `i` is not the module global `i`)."""
     codes = [code]
     for item in codes:  # grows while it is walked
-        codes.extend(c for c in item.co_consts if isinstance(c, types.CodeType))
-    names = set().union(*(c.co_names for c in codes))
-    local = {name for c in codes for name in (*c.co_varnames, *c.co_cellvars)}
-    shadowed = names & local
+        for const in item.co_consts:
+            if type(const) is types.CodeType:  # (a final type: no subclass to miss)
+                codes.append(const)
+    if len(codes) == 1:  # a stage function without nested code: the common case
+        names = set(code.co_names)
+        shadowed = names.intersection(code.co_varnames + code.co_cellvars)
+    else:
+        names = set().union(*(c.co_names for c in codes))
+        local = {name for c in codes for name in (*c.co_varnames, *c.co_cellvars)}
+        shadowed = names & local
     if shadowed:
         used = {
             ins.argval
@@ -619,12 +625,8 @@ class Fingerprinter:
     def reach(self, top: Info, stage_file: str) -> dict[str, set[str]]:
         """The values of every part of `top` and of the code its children reach, by name."""
         values: dict[str, set[str]] = {}
-
-        def add(parts: list[tuple[Key, str]]) -> None:
-            for key, value in parts:
-                values.setdefault(self.render(key, stage_file), set()).add(value)
-
-        add(top.parts)
+        render = self.render
+        pending = [top.parts]
         stack = list(top.children)
         seen: set[int] = set()
         while stack:
@@ -633,8 +635,11 @@ class Fingerprinter:
                 continue
             seen.add(id(obj))
             info = self.info(obj)
-            add(info.parts)
+            pending.append(info.parts)
             stack.extend(info.children)
+        for parts in pending:
+            for key, value in parts:
+                values.setdefault(render(key, stage_file), set()).add(value)
         return values
 
 
