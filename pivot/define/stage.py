@@ -44,7 +44,7 @@ class Dep:
 
 
 def is_glob(path: str) -> bool:
-    return any(c in path for c in GLOB_CHARS)
+    return any(map(path.__contains__, GLOB_CHARS))
 
 
 @dataclass(frozen=True)

@@ -40,8 +40,12 @@ def _skip_dir(dirpath: str, name: str) -> bool:
 
 def ancestors(path: str) -> list[str]:
     """Project-relative ancestors of a project-relative path, nearest first."""
-    parts = path.split("/")
-    return ["/".join(parts[:i]) for i in range(len(parts) - 1, 0, -1)]
+    found = []
+    cut = path.rfind("/")
+    while cut >= 0:
+        found.append(path[:cut])
+        cut = path.rfind("/", 0, cut)
+    return found
 
 
 class Discovery:
@@ -134,8 +138,9 @@ class Discovery:
 
     def _add_producer(self, path: str, stage: StageSpec) -> None:
         clash = self.producers.get(path)
+        above = ancestors(path)
         if clash is None:
-            clash = next((self.producers[a] for a in ancestors(path) if a in self.producers), None)
+            clash = next((self.producers[a] for a in above if a in self.producers), None)
         if clash is None:
             inside = self._under.get(path)
             clash = self.producers[inside] if inside is not None else None
@@ -146,7 +151,7 @@ class Discovery:
                 f"Each output path must belong to exactly one stage."
             )
         self.producers[path] = stage
-        for folder in ancestors(path):
+        for folder in above:
             self._under.setdefault(folder, path)
 
     def _check_pipelines_kept(self, loaded: LoadedPipeline) -> None:
