@@ -9,6 +9,10 @@ skip it, and forked workers share those pages untouched) and turns it back on. M
 still freed by reference counting meanwhile; only objects in reference cycles made during
 the pause stay until exit, so it is for one-shot commands, not for a long-lived process
 such as `watch`. A process forked during the pause (a worker) starts with the collector on.
+
+The CLI also pauses it while it imports click and the module of the command that runs
+(modules, classes and functions live as long as the process anyway): about 30 collections
+of a no-op `run` that freed nothing.
 """
 
 from __future__ import annotations

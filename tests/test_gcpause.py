@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import gc
 import os
+import subprocess
+import sys
 
 import pytest
+from support import PYTHONPATH
 
 from pivot._gcpause import collector_paused
 
@@ -46,3 +49,24 @@ def test_a_program_that_turned_the_collector_off_keeps_it_off() -> None:
         assert not gc.isenabled()
     finally:
         gc.enable()
+
+
+IMPORT_PROBE = """
+import gc
+from pivot.cli.main import cli
+import click
+cli.get_command(click.Context(cli), "run")
+print(gc.isenabled(), gc.get_freeze_count() > 0)
+"""
+
+
+def test_the_cli_imports_its_command_with_the_collector_paused_then_on() -> None:
+    """Importing the command's modules freezes them, and leaves the collector on."""
+    proc = subprocess.run(
+        [sys.executable, "-c", IMPORT_PROBE],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": PYTHONPATH},
+        check=True,
+    )
+    assert proc.stdout.split() == ["True", "True"]

@@ -8,9 +8,12 @@ import sys
 import time
 from typing import NamedTuple
 
-import click
+from pivot._gcpause import collector_paused
 
-from pivot.cli import console
+with collector_paused():  # click's modules live as long as the process (see `get_command`)
+    import click
+
+    from pivot.cli import console
 
 VERBOSE = {"on": False}
 PROG = "pivot"  # also under `python -m pivot`, so that shell completion finds its variable
@@ -93,7 +96,13 @@ class LazyGroup(click.Group):
         if cmd_name not in self.lazy:
             return super().get_command(ctx, cmd_name)
         module, _, attribute = self.lazy[cmd_name].target.partition(":")
-        return getattr(importlib.import_module(module), attribute)
+        if module in sys.modules:
+            return getattr(sys.modules[module], attribute)
+        # A command's modules live until the process exits: collecting while they are
+        # imported only traverses them (about 30 collections for `run`), and frozen after
+        # it, later collections skip them.
+        with collector_paused():
+            return getattr(importlib.import_module(module), attribute)
 
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
         limit = formatter.width - 6 - max(map(len, self.lazy))
