@@ -167,11 +167,14 @@ def _rows_in_parts(fd: int, names: list[str], helper_min: int) -> array:
     first = -(-len(names) // parts) + helper_min // 5 * (parts - 1) // parts
     step = -(-(len(names) - first) // (parts - 1))
     chunks = [names[:first]] + [names[k : k + step] for k in range(first, len(names), step)]
-    helpers = [_Helper(fd, chunk) for chunk in chunks[1:]]
+    helpers: list[_Helper] = []
     try:
+        helpers += (_Helper(fd, chunk) for chunk in chunks[1:])
         rows = _rows(fd, chunks[0])
-    finally:
         outputs = [helper.output() for helper in helpers]
+    finally:  # on any exit (a Ctrl-C too): no helper is left running or unreaped
+        for helper in helpers:
+            helper.close()
     for chunk, out in zip(chunks[1:], outputs, strict=True):
         if out is None or len(out) != len(chunk) * FIELDS * ITEM:
             out = _rows(fd, chunk).tobytes()
@@ -211,10 +214,19 @@ class _Helper:
         """The packed rows the helper wrote, or None if it failed."""
         if self._proc is None:
             return None
-        with self._proc:  # closes the pipe and waits for the helper
-            assert self._proc.stdout is not None
-            out = self._proc.stdout.read()
-        return out if self._proc.returncode == 0 else None
+        assert self._proc.stdout is not None
+        out = self._proc.stdout.read()
+        return out if self._proc.wait() == 0 else None
+
+    def close(self) -> None:
+        """End the helper if it still runs, reap it and close its pipe."""
+        if self._proc is None:
+            return
+        if self._proc.returncode is None:
+            self._proc.kill()  # a no-op once it has exited; it is reaped just below
+        self._proc.wait()
+        assert self._proc.stdout is not None
+        self._proc.stdout.close()
 
 
 def _memory_file(data: bytes) -> BinaryIO:

@@ -1,13 +1,16 @@
 """Large folders stat-ed in parts by helper processes (`cache.snapshot`): the listing is the
 one a single process makes, a change in a helper's part is seen, a link to nothing is
-still named, and a helper that cannot start or fails costs only speed. And the in-place
-comparison of a stored snapshot with a listing, fuzzed like the decoder."""
+still named, a helper that cannot start or fails costs only speed, and a Ctrl-C leaves no
+helper behind. And the in-place comparison of a stored snapshot with a listing, fuzzed like
+the decoder."""
 
 from __future__ import annotations
 
 import os
 import pathlib
+import subprocess
 import sys
+import textwrap
 import time
 from array import array
 
@@ -29,6 +32,7 @@ from pivot.cache.snapshot import (
 )
 from pivot.cache.state import StateDB
 from pivot.errors import DefinitionError
+from tests.support import PYTHONPATH
 
 HELPER_MIN = 10  # a folder of 20 entries or more is stat-ed in parts (on 2 cores or more)
 MARGIN_NS = 50_000_000
@@ -115,6 +119,49 @@ def test_helper_that_cannot_start_or_fails_costs_only_speed(root, monkeypatch, i
     assert scan(top, "out", helper_min=HELPER_MIN) == scan(top, "out", helper_min=0)
     found, _ = _hash(root)
     assert found == _truth(root)
+
+
+# A process that stats a split folder with helpers that never finish (an interpreter that
+# only sleeps), gets a real SIGINT while it waits for their rows, and then prints the pids
+# of its child processes, running or unreaped.
+_INTERRUPTED = textwrap.dedent(
+    """
+    import os, signal, sys, threading
+    from pivot.cache.snapshot import scan
+    top, sys.executable = sys.argv[1], sys.argv[2]
+    threading.Timer(1.0, os.kill, (os.getpid(), signal.SIGINT)).start()
+    try:
+        scan(top, "out", helper_min=10)
+    except KeyboardInterrupt:
+        me = str(os.getpid())
+        children = []
+        for pid in filter(str.isdigit, os.listdir("/proc")):
+            try:
+                with open(f"/proc/{pid}/stat") as handle:
+                    fields = handle.read().rpartition(")")[2].split()
+            except OSError:
+                continue
+            if fields[1] == me:
+                children.append(pid)
+        print("interrupted; children:", *children)
+    """
+)
+
+
+def test_ctrl_c_while_waiting_for_helpers_leaves_none_behind(root):
+    """A Ctrl-C while the helpers' rows are awaited ends and reaps every helper at once
+    (none is left running or as a zombie until the process exits)."""
+    sleeper = root / "sleeping-python"
+    sleeper.write_text("#!/bin/sh\nexec sleep 60\n")
+    sleeper.chmod(0o755)
+    done = subprocess.run(
+        [sys.executable, "-c", _INTERRUPTED, str(root / "out"), str(sleeper)],
+        env={**os.environ, "PYTHONPATH": PYTHONPATH},
+        capture_output=True,
+        text=True,
+        timeout=50,
+    )
+    assert done.stdout.split() == ["interrupted;", "children:"], done.stdout + done.stderr
 
 
 # ----- comparing a stored snapshot in place ----------------------------------------------
