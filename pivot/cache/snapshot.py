@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, BinaryIO
 
 import blake3
 
+from pivot.cache import prestat
 from pivot.cache.hashing import DIR, Hasher, PathHash, link_target
 from pivot.errors import DiskFull
 
@@ -99,7 +100,8 @@ def scan(top: str, what: str, helper_min: int = HELPER_MIN) -> tuple[list[str], 
     `os.stat_result` kept). Each folder is listed by name through a descriptor and its
     entries stat-ed relative to it (`fstatat`, links not followed) in one pass in C; a
     folder of `helper_min` entries or more per process is stat-ed in parts at the same
-    time by helper processes. Raises OverflowError if a value does not fit 64 bits."""
+    time by helper processes (the top folder's by the one `prestat` started, if any).
+    Raises OverflowError if a value does not fit 64 bits."""
     paths: list[str] = []
     rows = array("q")
     folders = [""]
@@ -108,8 +110,12 @@ def scan(top: str, what: str, helper_min: int = HELPER_MIN) -> tuple[list[str], 
         prefix = f"{folder}/" if folder else ""
         fd = os.open(f"{top}/{folder}" if folder else top, _DIR_FLAGS)
         try:
-            names = os.listdir(fd)
-            found = _rows_in_parts(fd, names, helper_min)
+            ahead = None if folder else prestat.claim(top, fd)
+            if ahead is None:
+                names = os.listdir(fd)
+                found = _rows_in_parts(fd, names, helper_min)
+            else:
+                names, found = ahead
             if not all(map(S_ISREG, found[FIELDS - 1 :: FIELDS])):
                 names, found = _files_only(top, fd, prefix, names, found, what, folders)
         finally:

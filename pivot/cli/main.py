@@ -3,12 +3,17 @@ errors become one paragraph and an exit code."""
 
 from __future__ import annotations
 
-import importlib
 import sys
-import time
-from typing import NamedTuple
 
-from pivot._gcpause import collector_paused
+from pivot.cache import prestat
+
+prestat.start(sys.argv)  # first: its helpers work while the command imports and plans
+
+import importlib  # noqa: E402
+import time  # noqa: E402
+from typing import NamedTuple  # noqa: E402
+
+from pivot._gcpause import collector_paused  # noqa: E402
 
 with collector_paused():  # click's modules live as long as the process (see `get_command`)
     import click

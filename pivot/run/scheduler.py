@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from pivot._gcpause import collector_paused
-from pivot.cache import tracked
+from pivot.cache import prestat, tracked
 from pivot.cache.checkout import LinkMode
 from pivot.cache.edits import refuse_unsaved_edits
 from pivot.errors import (
@@ -230,6 +230,7 @@ class Runner:
         try:
             with collector_paused() if self._pause_collector else contextlib.nullcontext():
                 planner, decisions = self.plan(force)
+            prestat.close_window()  # stages may write into the folders from here on
             self._start_executor(decisions)
             if self._place_tracked(planner, decisions):
                 planner, decisions = plan_graph(self.ws, self.graph, force, self.remote)
