@@ -55,6 +55,11 @@ HINTS = {
     "track-raw-data": (
         "If it is raw data, track it where it exists (`pivot track {path}`) and commit the record."
     ),
+    "retrack-folder": (
+        "If its record should hold the file, put the folder back (`pivot checkout {path}`, or "
+        "`pivot pull {path}` when the local cache lacks it); else track the folder again where "
+        "it holds the file (`pivot track {path}`) and commit the record."
+    ),
     "rerun-stage": "Run the stage that produces it again (`pivot run --force STAGE`).",
     "repush": (
         "Re-run the stage that produced it (`pivot run --force STAGE`) or pull it from another "

@@ -551,9 +551,13 @@ class Runner:
                         absent.get(p, f"Stage {sid} depends on {p}, which does not exist.")
                         for p in decision.absent_deps
                     )
-                    cause = DefinitionError(
-                        detail, path=decision.absent_deps[0], hint="track-raw-data"
-                    )
+                    first = decision.absent_deps[0]
+                    folder = tracked.covering(planner.tracked, first)
+                    if folder is None:
+                        cause = DefinitionError(detail, path=first, hint="track-raw-data")
+                    else:
+                        detail += f" It lies inside the tracked folder {folder.path}."
+                        cause = DefinitionError(detail, path=folder.path, hint="retrack-folder")
                     self._finish(StageReport(sid, FAILED, detail=detail, cause=cause), done)
                     failed = True
                     if not self.options.keep_going:

@@ -77,3 +77,16 @@ def test_status_reason_is_the_plan_s_and_the_advice_the_cli_s(project, pivot) ->
     assert "(raw data? `pivot track data/raw.csv` where it exists, then commit the record)" in (
         shown
     )
+
+
+def test_a_dep_missing_inside_a_tracked_folder_names_the_folder(project, pivot) -> None:
+    """The folder is tracked (its record lacks the file): the advice is to put the folder
+    back or track it again, not to track the missing file on its own."""
+    write_files(project, {"pipeline.py": PIPELINE, "data/other.csv": "o\n"})
+    pivot("track", "data")
+    proc = pivot("run", "-j", "1", rc=1)
+    assert executions(project) == []
+    assert "p/needs_raw" in proc.stderr and "data/raw.csv" in proc.stderr
+    assert "the tracked folder data" in proc.stderr
+    assert "`pivot checkout data`" in proc.stderr and "`pivot track data`" in proc.stderr
+    assert "`pivot track data/raw.csv`" not in proc.stderr
