@@ -65,7 +65,11 @@ class Executor(Protocol):
 
     def cancel(self, future: cf.Future[Outcome], stage_id: str) -> None:
         """Stop the running stage (called from another thread than the one waiting on
-        `future`); returns once it stopped. Its future then resolves to a failed outcome."""
+        `future`); returns once it stopped. Its future then resolves to a failed outcome.
+        Only `pivot run --watch` stops a single stage (its dispatcher, through
+        `Runner.cancel`), and watch mode runs stages on this machine (`--watch` refuses
+        `--executor dask`), so only the local executor implements it: the cluster one
+        (`DaskExecutor`) has no `cancel`."""
         ...
 
     def shutdown(self) -> None:
