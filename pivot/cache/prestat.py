@@ -25,6 +25,7 @@ from typing import Any
 SNAPSHOTS = "tree-snapshot"  # snapshot.NAMESPACE, not imported: this runs before imports
 MIN_FILES = 5_000  # a snapshot of fewer files is not worth a helper
 MAX_FOLDERS = 2
+MIN_CORES = 2  # with one core the helper would only take turns with this process
 CHUNK = 2_000  # entries this process stats between two looks at the helper's progress
 # Stat fields per entry as `snapshot.scan` packs them; the helper writes them in reverse
 # (and its entries in reverse), so one `array.reverse` puts its rows in scan's order.
@@ -149,7 +150,7 @@ def start(argv: list[str]) -> None:
         return
     if not hasattr(os, "memfd_create") or not sys.executable:
         return
-    if not hasattr(os, "sched_getaffinity") or len(os.sched_getaffinity(0)) < 2:
+    if not hasattr(os, "sched_getaffinity") or len(os.sched_getaffinity(0)) < MIN_CORES:
         return
     try:
         root = _root(os.getcwd())
