@@ -61,6 +61,7 @@ def lock_path(stages_dir: pathlib.Path, stage_id: str) -> pathlib.Path:
 def write_lock(stages_dir: pathlib.Path, lock: Lock) -> None:
     path = lock_path(stages_dir, lock.stage_id)
     _READ.pop(str(path), None)
+    _FETCHED.pop(str(path), None)
     _fs.write_text(path, lock.to_json())
 
 
@@ -68,6 +69,8 @@ def write_lock(stages_dir: pathlib.Path, lock: Lock) -> None:
 # and the validated lock. A command reads a lock file in several places (the plan, the
 # `.gitignore` upkeep, `status`'s other pipelines): the second read is one `stat`.
 _READ: dict[str, tuple[tuple[int, int, int, int], Lock]] = {}
+# Lock files read and validated by a helper process (`remember`), by path, until read.
+_FETCHED: dict[str, tuple[tuple[int, ...], Lock]] = {}
 # A file changed less than this long ago may change again with the same stat key on a
 # file system of coarse timestamps (git's "racy" entries): it is not memoised.
 _RACY_NS = 3_000_000_000
@@ -80,12 +83,27 @@ def read_lock(stages_dir: pathlib.Path, stage_id: str) -> Lock | None:
     or inode changed (ctime: a rewrite that keeps size and mtime is still seen)."""
     name = os.path.join(stages_dir, f"{stage_id}.lock")
     try:
+        fetched = _FETCHED.pop(name, None) if _FETCHED else None
+        if fetched is not None and fetched[0] == _stat_key(os.stat(name)):
+            return fetched[1]
         hit = _READ.get(name)
         if hit is not None and hit[0] == _stat_key(os.stat(name)):
             return _copy(hit[1])
-        st, data = _read_file(name)
+        got = read_validated(name)
     except FileNotFoundError:
         return None
+    key, lock = got
+    if key is not None:
+        _READ[name] = (key, lock)
+        return _copy(lock)
+    return lock
+
+
+def read_validated(name: str) -> tuple[tuple[int, int, int, int] | None, Lock]:
+    """The lock file `name` read and validated, with the stat key of what was read (None
+    when it changed too recently to be memoised). Raises FileNotFoundError when it is
+    absent, PivotError when it is unusable."""
+    st, data = _read_file(name)
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -94,9 +112,18 @@ def read_lock(stages_dir: pathlib.Path, stage_id: str) -> Lock | None:
         ) from None
     lock = parse_lock(text, name)
     if time.time_ns() - max(st.st_mtime_ns, st.st_ctime_ns) > _RACY_NS:
-        _READ[name] = (_stat_key(st), lock)
-        return _copy(lock)
-    return lock
+        return _stat_key(st), lock
+    return None, lock
+
+
+def remember(rows: Iterable[tuple]) -> None:
+    """Keep locks read and validated by `read_validated` in another process (see
+    `run.lock_prefetch`): rows of (name, stat key, then the Lock's fields in order). Each
+    is handed out by the first `read_lock` of its file, and only while the file's stat key
+    is unchanged."""
+    _FETCHED.clear()
+    for name, key, *fields in rows:
+        _FETCHED[name] = (tuple(key), Lock(*fields))
 
 
 def _read_file(name: str) -> tuple[os.stat_result, bytes]:

@@ -15,6 +15,7 @@ from pivot.cache.edits import refuse_unsaved_edits
 from pivot.cache.workspace import open_workspace
 from pivot.discover.scope import Scope, resolve_scope
 from pivot.errors import CacheCorrupt, DamagedBlob, DefinitionError, PivotError
+from pivot.run import lock_prefetch
 from pivot.run.plan import PENDING, RESTORE, RUN, SKIP
 from pivot.run.remote_view import RemoteAccess
 from pivot.run.scheduler import (
@@ -70,11 +71,14 @@ def run(
     `dry_run`, only plan. `push` only checks here that a remote is configured: the caller
     pushes with `push_outputs` once the run succeeded."""
     ws = open_workspace()
+    prefetch = lock_prefetch.start(ws.project.stages_dir)  # works while the pipelines load
     try:
         if options.link is None:
             options.link = LinkMode(config.link_mode(ws.project))
         with collector_paused():
             scope = resolve_scope(ws, targets, all_pipelines)
+        if prefetch is not None:
+            prefetch.finish()
         forced = set(scope.targets) if force else set()
         remote = RemoteAccess(ws.project, remote_name)
         configured = (use_remote or push) and remote.is_configured()
@@ -110,6 +114,8 @@ def run(
             )
         return result
     finally:
+        if prefetch is not None:
+            prefetch.cancel()
         ws.state.close()
 
 

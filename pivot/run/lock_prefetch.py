@@ -1,0 +1,166 @@
+"""Reading and validating a project's lock files in a helper process, while this process
+loads the pipelines.
+
+A run of many stages reads and validates every lock file of the loaded pipelines (their
+paths and hashes are untrusted), Python work per stage on the command's path. `start`
+starts a `python -I -S` helper on the other core that lists the lock files and reads each
+one with `lockfile.read_validated`, the validation `read_lock` does, writing the fields of
+the locks that passed, with the stat key of the file it read, in chunks to a file in
+memory. `finish` never waits: it stops the helper if it still runs and hands the complete
+chunks to `lockfile.remember`; every lock file the helper did not get to, could not read
+or refused is read here as before (and reported here if unusable).
+
+A lock from the helper is used as `read_lock`'s memo is: only while its file's size, mtime,
+ctime and inode are those the helper read (one `stat` at use, after the command took the
+project's lock), and never for a file changed within the last 3 s.
+"""
+
+from __future__ import annotations
+
+import logging
+import marshal
+import os
+import struct
+import sys
+from typing import IO, TYPE_CHECKING
+
+from pivot.cache.snapshot import _cores, _memory_file
+from pivot.run import lockfile
+
+if TYPE_CHECKING:
+    import pathlib
+    import subprocess
+
+log = logging.getLogger(__name__)
+
+# Below about this many lock files the helper's start (an interpreter and the validator's
+# imports: 40-50 ms of the other core) is not worth it: reading and validating one lock
+# file here costs 30-50 us.
+HELPER_MIN = 150
+CHUNK = 64  # locks per chunk the helper writes
+_LENGTH = struct.Struct("<I")  # a chunk: its length, then the marshal bytes of its rows
+# The helper: reads (sys.path, the stages folder) from stdin, writes chunks to stdout.
+_HELPER = """\
+import marshal, sys
+path, stages_dir = marshal.load(sys.stdin.buffer)
+sys.path[:0] = path
+from pivot.run.lock_prefetch import serve
+serve(stages_dir, sys.stdout.buffer)
+"""
+
+
+class Prefetch:
+    """A helper process reading lock files into `out`; `finish` takes what it read."""
+
+    def __init__(self, proc: subprocess.Popen[bytes], out: IO[bytes]) -> None:
+        self._proc = proc
+        self._out = out
+
+    def finish(self) -> int:
+        """Stop the helper if it still runs and keep the locks it validated for
+        `read_lock`; how many."""
+        self._stop()
+        with self._out:
+            self._out.seek(0)
+            data = self._out.read()
+        found = []
+        at = 0
+        try:
+            while at + _LENGTH.size <= len(data):
+                (size,) = _LENGTH.unpack_from(data, at)
+                at += _LENGTH.size
+                if at + size > len(data):
+                    break  # the chunk the helper was writing when it was stopped
+                found += marshal.loads(data[at : at + size])
+                at += size
+        except (ValueError, EOFError, TypeError) as exc:
+            log.debug(f"The lock file helper's output is unusable: {exc}")
+            return 0
+        lockfile.remember(found)
+        return len(found)
+
+    def cancel(self) -> None:
+        """Stop the helper if it still runs, and drop what it read."""
+        self._stop()
+        self._out.close()
+
+    def _stop(self) -> None:
+        proc = self._proc
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def start(stages_dir: pathlib.Path, helper_min: int = HELPER_MIN) -> Prefetch | None:
+    """A helper reading the lock files under `stages_dir`, or None when there are fewer
+    than about `helper_min` of them, one core, or no interpreter to start."""
+    if not sys.executable or _cores() < 2 or _about(str(stages_dir)) < helper_min:
+        return None
+    import subprocess
+
+    here = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    request = marshal.dumps(([here, *sys.path], str(stages_dir)))
+    out = _memory_file(b"")
+    try:
+        with _memory_file(request) as request_in:
+            proc = subprocess.Popen(
+                [sys.executable, "-I", "-S", "-c", _HELPER],
+                stdin=request_in,
+                stdout=out,
+                stderr=subprocess.DEVNULL,
+            )
+    except OSError as exc:
+        out.close()
+        log.debug(f"No lock file helper: {exc}")
+        return None
+    return Prefetch(proc, out)
+
+
+def _about(stages_dir: str) -> int:
+    """About how many lock files `stages_dir` holds, in a few system calls: the entries of
+    each pipeline's folder (a folder of nested pipelines counts as one)."""
+    try:
+        with os.scandir(stages_dir) as listing:
+            folders = [entry.path for entry in listing if entry.is_dir(follow_symlinks=False)]
+        return sum(len(os.listdir(folder)) for folder in folders)
+    except OSError:
+        return 0
+
+
+def serve(stages_dir: str, out: IO[bytes]) -> None:
+    """The helper's work: each lock file under `stages_dir` that reads and validates, as
+    the rows `lockfile.remember` takes, written to `out` in chunks of `CHUNK` (files that
+    fail are left out: this process reads and reports them)."""
+    rows = []
+    for stage_id in lockfile.all_locks(stages_dir):
+        name = os.path.join(stages_dir, f"{stage_id}.lock")
+        try:
+            key, lock = lockfile.read_validated(name)
+        except Exception:  # read and reported by the command itself
+            continue
+        if key is None:  # changed too recently to be memoised
+            continue
+        rows.append(
+            (
+                name,
+                key,
+                lock.stage_id,
+                lock.run_key,
+                lock.fingerprint,
+                lock.params,
+                lock.deps,
+                lock.outs,
+                lock.metrics,
+            )
+        )
+        if len(rows) == CHUNK:
+            _write_chunk(out, rows)
+            rows = []
+    _write_chunk(out, rows)
+
+
+def _write_chunk(out: IO[bytes], rows: list[tuple]) -> None:
+    if rows:
+        data = marshal.dumps(rows)
+        out.write(_LENGTH.pack(len(data)) + data)
+        out.flush()

@@ -1,0 +1,167 @@
+"""Lock files read and validated by a helper process while the pipelines load: a real
+helper on real files. What it hands over equals what `read_lock` reads itself, a lock
+file it refused or could not read is read and reported here, a file changed after the
+helper read it (or within the racy window) is read again, and a helper that failed or was
+stopped early only leaves more files to read here. End to end: `pivot run` in a project
+with enough lock files for the helper still says "up to date" only when it is, and names
+a crafted lock file."""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import time
+
+import pytest
+from support import COUNTER, executions, write_files
+
+from pivot.errors import PivotError
+from pivot.run import lock_prefetch, lockfile
+from pivot.run.lockfile import Lock, read_lock, write_lock
+
+A, B, K1, K2 = "a" * 64, "b" * 64, "c" * 64, "d" * 64
+GOOD = ["p/s0", "p/s1", "q/r/s2"]
+
+
+def _lock(stage_id: str, run_key: str = K1) -> Lock:
+    return Lock(
+        stage_id=stage_id,
+        run_key=run_key,
+        fingerprint={"func:s": "1" * 8},
+        params={"limit": [1, 2.5, None], "name": "été"},
+        deps={"raw.txt": B},
+        outs={"out.txt": {"hash": A, "size": 5, "kind": "file"}},
+        metrics={"out.txt": {"acc": 0.5}},
+    )
+
+
+@pytest.fixture(scope="module")
+def old_stages(tmp_path_factory) -> pathlib.Path:
+    """A stages folder of three good lock files and two unusable ones, all changed more
+    than the racy window (3 s) ago."""
+    stages = tmp_path_factory.mktemp("stages")
+    for stage_id in GOOD:
+        write_lock(stages, _lock(stage_id))
+    (stages / "p" / "broken.lock").write_text("{")
+    crafted = _lock("p/crafted").to_json().replace('"out.txt"', '"../outside.txt"')
+    (stages / "p" / "crafted.lock").write_text(crafted)
+    time.sleep(3.2)
+    return stages
+
+
+@pytest.fixture(autouse=True)
+def fresh_memo(monkeypatch):
+    monkeypatch.setattr(lockfile, "_READ", {})
+    monkeypatch.setattr(lockfile, "_FETCHED", {})
+
+
+def _finished(prefetch: lock_prefetch.Prefetch | None) -> int:
+    """What the helper handed over once it ran to its end."""
+    assert prefetch is not None
+    prefetch._proc.wait(timeout=60)
+    return prefetch.finish()
+
+
+def test_the_helper_hands_over_exactly_the_locks_read_lock_reads(old_stages):
+    assert _finished(lock_prefetch.start(old_stages, helper_min=1)) == len(GOOD)
+    for stage_id in GOOD:
+        assert read_lock(old_stages, stage_id) == _lock(stage_id)
+    with pytest.raises(PivotError, match=r"broken\.lock"):
+        read_lock(old_stages, "p/broken")
+    with pytest.raises(PivotError, match=r"\.\./outside\.txt"):
+        read_lock(old_stages, "p/crafted")
+
+
+def test_a_lock_file_changed_after_the_helper_read_it_is_read_again(old_stages, tmp_path):
+    stages = tmp_path / "stages"
+    (stages / "p").mkdir(parents=True)
+    for stage_id in ("p/s0", "p/s1"):
+        (stages / f"{stage_id}.lock").write_text(_lock(stage_id).to_json())
+        old = time.time() - 60
+        os.utime(stages / f"{stage_id}.lock", (old, old))
+    time.sleep(3.2)  # the ctime, which no program can set back, leaves the racy window
+    assert _finished(lock_prefetch.start(stages, helper_min=1)) == 2
+    path = stages / "p" / "s0.lock"
+    before = os.stat(path)
+    with open(path, "r+b") as f:  # in place: same inode, same size, mtime set back
+        f.write(path.read_bytes().replace(K1.encode(), K2.encode()))
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+    assert read_lock(stages, "p/s0").run_key == K2
+    assert read_lock(stages, "p/s1").run_key == K1
+
+
+def test_a_lock_file_inside_the_racy_window_is_left_to_this_process(old_stages):
+    write_lock(old_stages, _lock("p/new", K2))
+    try:
+        assert _finished(lock_prefetch.start(old_stages, helper_min=1)) == len(GOOD)
+        assert "p/new" not in {lock.stage_id for _, lock in lockfile._FETCHED.values()}
+        assert read_lock(old_stages, "p/new") == _lock("p/new", K2)
+    finally:
+        (old_stages / "p" / "new.lock").unlink()
+
+
+def test_a_helper_stopped_at_once_or_failing_leaves_the_files_to_this_process(
+    old_stages, monkeypatch
+):
+    prefetch = lock_prefetch.start(old_stages, helper_min=1)
+    assert prefetch is not None
+    assert prefetch.finish() in (0, len(GOOD))  # stopped at once: nothing, or all if it won
+    assert [read_lock(old_stages, s) for s in GOOD] == [_lock(s) for s in GOOD]
+    monkeypatch.setattr(lockfile, "_FETCHED", {})
+    monkeypatch.setattr(lock_prefetch, "_HELPER", "import sys; sys.exit(3)")
+    assert _finished(lock_prefetch.start(old_stages, helper_min=1)) == 0
+    assert [read_lock(old_stages, s) for s in GOOD] == [_lock(s) for s in GOOD]
+
+
+def test_no_helper_for_a_few_lock_files(old_stages):
+    assert lock_prefetch.start(old_stages) is None  # five files, below HELPER_MIN
+    assert lock_prefetch.start(old_stages / "absent", helper_min=1) is None
+
+
+PIPELINE = (
+    """
+from typing import Annotated
+
+import pivot
+"""
+    + COUNTER
+    + """
+pipeline = pivot.Pipeline("p")
+
+
+def first() -> Annotated[str, pivot.Out("first.txt", pivot.loaders.Text())]:
+    _count("first")
+    return "1"
+
+
+def second(
+    x: Annotated[str, pivot.Dep("first.txt", pivot.loaders.Text())],
+) -> Annotated[str, pivot.Out("second.txt", pivot.loaders.Text())]:
+    _count("second")
+    return x + "2"
+
+
+pipeline.register(first)
+pipeline.register(second)
+"""
+)
+
+
+def test_a_run_with_the_helper_trusts_only_what_it_would_read_itself(project, pivot):
+    write_files(project, {"pipeline.py": PIPELINE})
+    pivot("run")
+    stages = project / ".pivot" / "stages"
+    # Lock files of a pipeline no longer in the project: enough for the helper to start.
+    for k in range(lock_prefetch.HELPER_MIN):
+        write_lock(stages, _lock(f"gone/s{k}"))
+    lock = stages / "p" / "first.lock"
+    lock.write_text(lock.read_text().replace('"first.txt"', '"../first.txt"'))
+    time.sleep(3.2)  # every lock file leaves the racy window: the helper reads them all
+    again = pivot("run")
+    assert "Every stage is up to date" not in again.stdout
+    assert "first.lock" in again.stderr and "../first.txt" in again.stderr
+    assert "restored  p/first" in again.stdout  # from its run record: the lock is refused
+    assert not (project.parent / "first.txt").exists()
+    assert "Every stage is up to date" in pivot("run").stdout
+    assert executions(project) == ["first", "second"]
+    assert (project / "second.txt").read_text() == "12"
