@@ -151,7 +151,7 @@ def _no_params() -> str:
 _LOADER_TEXTS: dict[tuple, str] = {}
 _FIELD_NAMES: dict[type, tuple[str, ...]] = {}  # a dataclass loader's field names
 # Field values whose equality is identity of canonical text (not floats: 0.0 == -0.0).
-_PLAIN = (str, int, bool, type(None))
+_PLAIN = frozenset((str, int, bool, type(None)))
 _MISSING = object()
 
 
@@ -159,20 +159,22 @@ def loader_text(loader: Any) -> str:
     """`canonical_json(loader)`, memoised for dataclass loaders whose fields hold only
     strings, integers, booleans or None (for them it depends on nothing else)."""
     kind = type(loader)
-    if not dataclasses.is_dataclass(kind):
-        return canonical_json(loader)
     names = _FIELD_NAMES.get(kind)
     if names is None:
+        if not dataclasses.is_dataclass(kind):
+            return canonical_json(loader)
         names = _FIELD_NAMES[kind] = tuple(f.name for f in dataclasses.fields(kind))
-    values = tuple((name, getattr(loader, name, _MISSING)) for name in names)
-    if not all(type(value) in _PLAIN for _, value in values):
-        return canonical_json(loader)
-    key = (kind, tuple((name, type(value), value) for name, value in values))
-    text = _LOADER_TEXTS.get(key)
+    key: list[Any] = [kind]
+    for name in names:
+        value = getattr(loader, name, _MISSING)
+        if type(value) not in _PLAIN:
+            return canonical_json(loader)
+        key += (name, type(value), value)
+    text = _LOADER_TEXTS.get(memo := tuple(key))
     if text is None:
         text = canonical_json(loader)
         if text.startswith('{"dataclass":'):  # not a container or enum that is a dataclass
-            _LOADER_TEXTS[key] = text
+            _LOADER_TEXTS[memo] = text
     return text
 
 
