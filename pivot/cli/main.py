@@ -103,6 +103,10 @@ class LazyGroup(click.Group):
         module, _, attribute = self.lazy[cmd_name].target.partition(":")
         if module in sys.modules:
             return getattr(sys.modules[module], attribute)
+        if cmd_name == "run":  # its lock files are read while its modules import
+            from pivot.run.lock_prefetch import start_early
+
+            start_early()
         # A command's modules live until the process exits: collecting while they are
         # imported only traverses them (about 30 collections for `run`), and frozen after
         # it, later collections skip them.

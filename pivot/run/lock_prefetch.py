@@ -91,6 +91,37 @@ class Prefetch:
             proc.wait()
 
 
+# The helper `start_early` started, with the stages folder it reads, until `take`n.
+_EARLY: dict[str, Prefetch] = {}
+
+
+def start_early() -> None:
+    """Start the helper for the project around the current directory, before `pivot run`
+    imports its modules (`take` hands it to the run)."""
+    import atexit
+    import pathlib
+
+    from pivot.project import Project, find_root
+
+    root = find_root(pathlib.Path.cwd().resolve())
+    if root is None:
+        return
+    stages_dir = Project(root).stages_dir
+    prefetch = start(stages_dir)
+    if prefetch is not None:
+        _EARLY[str(stages_dir)] = prefetch
+        atexit.register(prefetch.cancel)
+
+
+def take(stages_dir: pathlib.Path) -> Prefetch | None:
+    """The helper reading `stages_dir`: the one `start_early` started, else a new one."""
+    early = _EARLY.pop(str(stages_dir), None)
+    for other in _EARLY.values():  # the run's project is not the one around the cwd
+        other.cancel()
+    _EARLY.clear()
+    return early if early is not None else start(stages_dir)
+
+
 def start(stages_dir: pathlib.Path, helper_min: int = HELPER_MIN) -> Prefetch | None:
     """A helper reading the lock files under `stages_dir`, or None when there are fewer
     than about `helper_min` of them, one core, or no interpreter to start."""

@@ -71,7 +71,7 @@ def run(
     `dry_run`, only plan. `push` only checks here that a remote is configured: the caller
     pushes with `push_outputs` once the run succeeded."""
     ws = open_workspace()
-    prefetch = lock_prefetch.start(ws.project.stages_dir)  # works while the pipelines load
+    prefetch = lock_prefetch.take(ws.project.stages_dir)  # works while the pipelines load
     try:
         if options.link is None:
             options.link = LinkMode(config.link_mode(ws.project))

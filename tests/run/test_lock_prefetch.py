@@ -165,3 +165,19 @@ def test_a_run_with_the_helper_trusts_only_what_it_would_read_itself(project, pi
     assert "Every stage is up to date" in pivot("run").stdout
     assert executions(project) == ["first", "second"]
     assert (project / "second.txt").read_text() == "12"
+
+
+def test_the_helper_started_before_the_imports_is_handed_to_its_projects_run(tmp_path, monkeypatch):
+    stages = tmp_path / "proj" / ".pivot" / "stages"
+    for k in range(lock_prefetch.HELPER_MIN):
+        write_lock(stages, _lock(f"p/s{k}"))
+    monkeypatch.chdir(tmp_path / "proj" / ".pivot")  # anywhere inside the project
+    lock_prefetch.start_early()
+    early = lock_prefetch._EARLY.get(str(stages.resolve()))
+    assert early is not None
+    assert lock_prefetch.take(stages.resolve()) is early
+    early.cancel()
+    lock_prefetch.start_early()
+    other = lock_prefetch._EARLY[str(stages.resolve())]
+    assert lock_prefetch.take(tmp_path / "absent") is None  # another project: none read it
+    assert other._proc.returncode is not None and lock_prefetch._EARLY == {}
