@@ -33,10 +33,12 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-# Below about this many lock files the helper's start (an interpreter and the validator's
-# imports: 40-50 ms of the other core) is not worth it: reading and validating one lock
-# file here costs 30-50 us.
-HELPER_MIN = 150
+# Below about this many lock files the helper is not worth starting: it costs this
+# process 5-10 ms (finding the project, starting it, taking its rows), and reading and
+# validating a lock file here costs 30-50 us; at a few hundred stages the helper (an
+# interpreter and the validator's imports first, 40-80 ms of the other core) may also
+# not get far before the run needs the locks.
+HELPER_MIN = 500
 CHUNK = 64  # locks per chunk the helper writes
 _LENGTH = struct.Struct("<I")  # a chunk: its length, then the marshal bytes of its rows
 # The helper: reads (sys.path, the stages folder) from stdin, writes chunks to stdout.

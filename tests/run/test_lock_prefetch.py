@@ -152,8 +152,9 @@ def test_a_run_with_the_helper_trusts_only_what_it_would_read_itself(project, pi
     pivot("run")
     stages = project / ".pivot" / "stages"
     # Lock files of a pipeline no longer in the project: enough for the helper to start.
+    (stages / "gone").mkdir()
     for k in range(lock_prefetch.HELPER_MIN):
-        write_lock(stages, _lock(f"gone/s{k}"))
+        (stages / "gone" / f"s{k}.lock").write_text(_lock(f"gone/s{k}").to_json())
     lock = stages / "p" / "first.lock"
     lock.write_text(lock.read_text().replace('"first.txt"', '"../first.txt"'))
     time.sleep(3.2)  # every lock file leaves the racy window: the helper reads them all
@@ -169,8 +170,9 @@ def test_a_run_with_the_helper_trusts_only_what_it_would_read_itself(project, pi
 
 def test_the_helper_started_before_the_imports_is_handed_to_its_projects_run(tmp_path, monkeypatch):
     stages = tmp_path / "proj" / ".pivot" / "stages"
+    (stages / "p").mkdir(parents=True)
     for k in range(lock_prefetch.HELPER_MIN):
-        write_lock(stages, _lock(f"p/s{k}"))
+        (stages / "p" / f"s{k}.lock").write_text(_lock(f"p/s{k}").to_json())
     monkeypatch.chdir(tmp_path / "proj" / ".pivot")  # anywhere inside the project
     lock_prefetch.start_early()
     early = lock_prefetch._EARLY.get(str(stages.resolve()))
