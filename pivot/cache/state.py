@@ -130,7 +130,10 @@ class StateDB:
         ctime counts because tools like `tar -x` or `cp -p` restore size and mtime, and
         may reuse the inode, but cannot set the ctime.
         """
-        row = self._pending.get(rel) or self._load_stats().get(rel)
+        stats = self._stats  # loaded once; no lock or wrapper per lookup after that
+        if stats is None:
+            stats = self._load_stats()
+        row = self._pending.get(rel) or stats.get(rel)
         if row and row[:4] == _key(st):
             return row[4]
         return None
