@@ -166,6 +166,9 @@ class DaskExecutor:
             self.client.close()
             raise
         self._run_id = f"pivot-run-{uuid.uuid4().hex}"
+        from pivot.run.pushes import PushWaits
+
+        self._pushes = PushWaits(self.client, self._run_id)
 
     # -- the Executor calls ----------------------------------------------------------------
 
@@ -255,6 +258,7 @@ class DaskExecutor:
         try:
             if pending:
                 self.client.cancel(pending, force=True)
+            self._pushes.close()
         finally:
             self.client.close(timeout=5)
 
@@ -306,8 +310,18 @@ class DaskExecutor:
                 return  # cancelled by shutdown
         if future.status == "finished":
             outcome, address, _ = future.result()
-            self._learn(outcome, address)
-            result.set_result(outcome)
+            if not outcome.pushing:
+                result.set_result(outcome)
+                return
+
+            def pushed(confirmed: Outcome | None) -> None:
+                if confirmed is None:
+                    self._died(task, stage, result, attempt, f"it left the cluster ({address})")
+                    return
+                self._learn(confirmed, address)
+                result.set_result(confirmed)
+
+            self._pushes.wait(future.key, address, outcome, pushed)
             return
         if future.status == "cancelled":
             result.set_result(_interrupted(task.stage_id))
@@ -316,19 +330,25 @@ class DaskExecutor:
         from distributed import KilledWorker
 
         if isinstance(exc, KilledWorker):
-            if attempt < self.retries:
-                self._send(task, stage, result, attempt + 1)
-                return
-            error = (
-                f"Stage {task.stage_id} ({stage.source}) did not finish: the Dask worker "
-                f"running it died ({exc}), {attempt + 1} time(s) with Pivot's retries "
-                f"(`dask.retries` in .pivot/config.yaml, now {self.retries})."
-            )
-        else:
-            error = (
-                f"Stage {task.stage_id} ({stage.source}) failed on the Dask cluster: "
-                f"{type(exc).__name__}: {exc}"
-            )
+            self._died(task, stage, result, attempt, str(exc))
+            return
+        error = (
+            f"Stage {task.stage_id} ({stage.source}) failed on the Dask cluster: "
+            f"{type(exc).__name__}: {exc}"
+        )
+        result.set_result(Outcome(task.stage_id, False, error=error))
+
+    def _died(self, task: Task, stage: StageSpec, result, attempt: int, how: str) -> None:
+        """The worker running `task` died before its outputs were surely on the remote:
+        submit it again, up to `retries` times, then fail the stage."""
+        if attempt < self.retries:
+            self._send(task, stage, result, attempt + 1)
+            return
+        error = (
+            f"Stage {task.stage_id} ({stage.source}) did not finish: the Dask worker "
+            f"running it died ({how}), {attempt + 1} time(s) with Pivot's retries "
+            f"(`dask.retries` in .pivot/config.yaml, now {self.retries})."
+        )
         result.set_result(Outcome(task.stage_id, False, error=error))
 
     def _settle_chained(self, future: Any, result: cf.Future[tuple[Outcome | None, str]]):
@@ -338,13 +358,22 @@ class DaskExecutor:
             if self._futures.pop(future, None) is None:
                 return  # cancelled by shutdown or `drop`
             self._chained.pop(result, None)
-        if future.status == "finished":
-            outcome, address, key = future.result()
-            if outcome is not None:
-                self._learn(outcome, address)
-            result.set_result((outcome, key))
-        else:
+        if future.status != "finished":
             result.set_result((None, ""))
+            return
+        outcome, address, key = future.result()
+        if outcome is None or not outcome.pushing:
+            result.set_result((outcome, key))
+            return
+
+        def pushed(confirmed: Outcome | None) -> None:
+            if confirmed is None:  # its worker left: the scheduler submits the stage again
+                result.set_result((None, ""))
+                return
+            self._learn(confirmed, address)
+            result.set_result((confirmed, key))
+
+        self._pushes.wait(future.key, address, outcome, pushed)
 
     def _learn(self, outcome: Outcome, address: str) -> None:
         """Where a finished task's outputs are: on the remote, and in `address`'s cache."""
@@ -480,9 +509,15 @@ def _dask_task(
     state of the task, read locally, says it (no request to the scheduler per check)."""
     import distributed
 
+    from pivot.run.pushes import topic
+
     worker = distributed.get_worker()
     address = worker.address
     if upstreams:
+        if any(o is not None and o.pushing and at != address for o, at, _ in upstreams):
+            # Outputs of another worker that may not be on the remote yet: the
+            # coordinator submits this stage once they are.
+            return None, address, ""
         outcomes = [outcome for outcome, _, _ in upstreams]
         ready = chained(task, outcomes) if all(outcomes) else None  # type: ignore[arg-type]
         if ready is None:
@@ -494,7 +529,10 @@ def _dask_task(
         state = worker.state.tasks.get(key)
         return state is None or state.state in ("cancelled", "released", "forgotten")
 
-    return run_task(task, cancelled=cancelled), address, task.run_key
+    def announce(message: dict[str, Any]) -> None:
+        worker.log_event(topic(task.run_id), {**message, "key": key})
+
+    return run_task(task, announce, cancelled=cancelled), address, task.run_key
 
 
 def _interrupted(stage_id: str) -> Outcome:

@@ -47,6 +47,9 @@ class Outcome:
     # A stage a cluster executor started before its decision did not run as decided: the
     # scheduler submits it again.
     resubmit: bool = False
+    # A cluster worker still pushes the outputs after its task returned: the executor
+    # hands the outcome to the scheduler only once the worker said they are on the remote.
+    pushing: bool = False
 
 
 class Executor(Protocol):

@@ -1,9 +1,12 @@
 """One stage on a cluster worker: code and deps fetched from the remote into the
 worker's persistent cache, laid out in a scratch project, the stage run there in a fresh
-process (`run/stage_process.py`), its outputs pushed to the remote.
+process (`run/stage_process.py`), its outputs pushed to the remote behind the task (the
+task returns once they are in the worker's cache; the coordinator waits for the push's
+confirmation before it records the stage).
 
 Runs inside a Dask worker process, but imports no Dask: the executor hands `run_task` a
-`Task` and a `cancelled` callable. The worker's folder is `$PIVOT_WORKER_DIR`, else
+`Task`, an `announce` callable (the push's end, told to the coordinator) and a
+`cancelled` callable. The worker's folder is `$PIVOT_WORKER_DIR`, else
 `.pivot-worker` in the worker's working directory: `home/` (a Pivot project whose cache
 and state db persist across tasks: blobs already there are not fetched again) and
 `scratch/` (one folder per running task, removed after it).
@@ -24,7 +27,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from pivot.errors import PivotError
@@ -34,6 +37,7 @@ OUTPUT_TAIL = 4000  # characters of the stage's output sent back
 UNLISTED_PUSH = 8 << 20  # outputs up to this size are pushed without listing the remote
 MAX_LOCATIONS = 10_000  # blobs of one output whose locations go back to the coordinator
 CANCEL_POLL = 0.5  # seconds between checks for a cancelled run
+PUSH_THREADS = 4  # pushes a worker process makes at once, behind its tasks
 
 
 @dataclass(frozen=True)
@@ -68,8 +72,6 @@ def chained(task: Task, upstreams: list[Outcome]) -> Task | None:
     """The task completed with what its upstreams produced: their output hashes and
     where the blobs lie, and its run key; None when it must not run here (an upstream
     failed, or its run key is one to avoid): the coordinator then decides it."""
-    from dataclasses import replace
-
     from pivot.run.plan import run_key_of
 
     if not all(outcome.ok for outcome in upstreams):
@@ -106,9 +108,18 @@ def _home(base: pathlib.Path):
     return Project(home)
 
 
-def run_task(task: Task, cancelled: Callable[[], bool] = lambda: False) -> Outcome:
-    """Fetch, lay out, run and push one stage; a failure is a failed `Outcome` naming this
-    worker (never an exception: those are left to the executor for Pivot's own bugs)."""
+def run_task(
+    task: Task,
+    announce: Callable[[dict[str, Any]], None],
+    cancelled: Callable[[], bool] = lambda: False,
+) -> Outcome:
+    """Fetch, lay out and run one stage; a failure is a failed `Outcome` naming this
+    worker (never an exception: those are left to the executor for Pivot's own bugs).
+
+    A stage that ran returns at once with `pushing` set: its outputs are in this worker's
+    cache, and a stage downstream may run here on them while they are pushed in the
+    background. `announce` then gets what the coordinator waits for before it records the
+    stage (`pushed`): the output hashes and where their blobs lie, or the push's error."""
     where = f"{socket.gethostname()}:{os.getpid()}"
     base = worker_dir()
     started = time.time()
@@ -120,11 +131,14 @@ def run_task(task: Task, cancelled: Callable[[], bool] = lambda: False) -> Outco
         times = {"fetch": time.perf_counter() - start}
         outcome = _run_in_scratch(task, home, base, cancelled)
         times["run"] = time.perf_counter() - start - times["fetch"]
-        pushed = {"push_listed": False}
+        facts = {**fetched, "started": round(started, 3)}
         if outcome.ok:
-            pushed = _push(task, home, opened, outcome)
-        times["push"] = time.perf_counter() - start - times["fetch"] - times["run"]
-        _log(base, task, {**fetched, **pushed, "started": round(started, 3)}, outcome, times)
+            outcome.pushing = True
+            facts["ended"] = round(time.time(), 3)  # the task's end: the push follows
+            pushed = replace(outcome, where=where)  # the copy the push fills in
+            _pusher().submit(_push_behind, task, home, base, opened, pushed, facts, times, announce)
+        else:
+            _log(base, task, {**facts, "push_listed": False}, outcome, times)
     except PivotError as exc:
         outcome = Outcome(
             task.stage_id, False, error=f"Stage {task.stage_id} failed on worker {where}: {exc}"
@@ -133,6 +147,68 @@ def run_task(task: Task, cancelled: Callable[[], bool] = lambda: False) -> Outco
         outcome.error = f"{outcome.error}\n(It ran on the Dask worker {where}.)"
     outcome.where = where
     return outcome
+
+
+def pushed(outcome: Outcome, message: dict[str, Any]) -> Outcome | None:
+    """The outcome of a stage whose task returned while its push went on, completed with
+    the worker's word on the push (`message`, from `_push_behind`): with the locations of
+    its blobs, or failed with the push's error; None when the word is about other outputs
+    (the task ran again elsewhere and the stage gave other bytes)."""
+    ran = {path: out["hash"] for path, out in outcome.outs.items()}
+    if message.get("outs") != ran:
+        return None
+    if not message.get("ok"):
+        error = str(message.get("error") or f"Stage {outcome.stage_id}'s push failed.")
+        return replace(outcome, ok=False, outs={}, stats=[], error=error, pushing=False)
+    return replace(outcome, locations=pickle.loads(message["locations"]), pushing=False)
+
+
+_PUSHER: list[Any] = []  # the worker process's pool of push threads, made on first use
+
+
+def _pusher() -> Any:
+    import concurrent.futures as cf
+
+    with _REMOTES_LOCK:
+        if not _PUSHER:
+            _PUSHER.append(cf.ThreadPoolExecutor(PUSH_THREADS, thread_name_prefix="pivot-push"))
+        return _PUSHER[0]
+
+
+def _push_behind(
+    task: Task,
+    home,
+    base: pathlib.Path,
+    opened: _Opened,
+    outcome: Outcome,
+    facts: dict[str, Any],
+    times: dict[str, float],
+    announce: Callable[[dict[str, Any]], None],
+) -> None:
+    """Push a stage's outputs after its task returned, then tell the coordinator how it
+    went: always, whatever fails here (the coordinator waits for this word)."""
+    message: dict[str, Any] = {
+        "stage": task.stage_id,
+        "outs": {path: out["hash"] for path, out in outcome.outs.items()},
+        "ok": False,
+    }
+    start = time.perf_counter()
+    try:
+        facts = {**facts, **_push(task, home, opened, outcome)}
+        times["push"] = time.perf_counter() - start
+        _log(base, task, facts, outcome, times)
+        message.update(ok=True, locations=pickle.dumps(outcome.locations))
+    except PivotError as exc:
+        message["error"] = (
+            f"Stage {task.stage_id} ran, but its outputs could not be pushed from worker "
+            f"{outcome.where}: {exc}"
+        )
+    except BaseException as exc:  # a bug in Pivot: still reported, never left unanswered
+        message["error"] = (
+            f"Stage {task.stage_id} ran, but pushing its outputs from worker "
+            f"{outcome.where} failed: {type(exc).__name__}: {exc}"
+        )
+    announce(message)
 
 
 class _Opened:
@@ -462,7 +538,8 @@ def _push(task: Task, home, opened: _Opened, outcome: Outcome) -> dict[str, Any]
 
     remote = opened.remote
     # Not fsynced (two fsyncs cost a tiny stage several ms): the worker's copy is only
-    # what the push reads, and the remote's copy is durable before the task returns.
+    # what the push reads, and the coordinator records the stage only once the remote's
+    # copy is stored.
     record = RunRecords(home.cache_dir).path(task.run_key)
     write_bytes(record, encode_record(outcome.outs), sync=False)
     outputs = [(o["hash"], o["kind"]) for o in outcome.outs.values()]
@@ -504,7 +581,8 @@ def _log(
     outcome: Outcome,
     times: dict[str, float],
 ) -> None:
-    """One JSON line per task in `tasks.log`: what was fetched, how it ended, its times."""
+    """One JSON line per task in `tasks.log` (written once its push ended, if any): what
+    was fetched, how it ended, its times."""
     line = {
         "stage": task.stage_id,
         "run_key": task.run_key,
@@ -515,7 +593,8 @@ def _log(
         "push_listed": facts["push_listed"],
         "ok": outcome.ok,
         "started": facts["started"],
-        "ended": round(time.time(), 3),
+        "ended": facts.get("ended", round(time.time(), 3)),  # when the task returned
+        "pushed": round(time.time(), 3) if "push" in times else None,  # the push's end
         "stage_seconds": round(outcome.seconds, 4),
         **{f"{step}_seconds": round(took, 4) for step, took in times.items()},
     }

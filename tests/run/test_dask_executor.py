@@ -4,14 +4,18 @@ only thing the coordinator and the workers share."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import pathlib
 import shutil
 import signal
+import socket
 import subprocess
 import sys
+import threading
 import time
+import urllib.parse
 
 import pytest
 from dask_cluster import start_cluster, stop_cluster, wait_for_workers
@@ -563,6 +567,142 @@ def test_ctrl_c_while_a_worker_imports_the_pipeline(project, seaweedfs, cluster,
     _configure(project, seaweedfs, cluster)
     _ctrl_c_once_marked(project, [], marker, "stage server")
     assert not (project / ".pivot/stages/i/one.lock").exists()
+
+
+class _Gate:
+    """A TCP relay on 127.0.0.1 to an S3 server that holds every byte while closed: a
+    push through it stalls until it opens again."""
+
+    def __init__(self, endpoint: str) -> None:
+        parts = urllib.parse.urlsplit(endpoint)
+        self._target = (parts.hostname, parts.port)
+        self._open = threading.Event()
+        self._open.set()
+        self._server = socket.create_server(("127.0.0.1", 0))
+        self.endpoint = f"http://127.0.0.1:{self._server.getsockname()[1]}"
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def close(self) -> None:
+        self._open.clear()
+
+    def open(self) -> None:
+        self._open.set()
+
+    def stop(self) -> None:
+        self._open.set()
+        self._server.close()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self._server.accept()
+            except OSError:
+                return
+            upstream = socket.create_connection(self._target)
+            for src, dst in ((conn, upstream), (upstream, conn)):
+                threading.Thread(target=self._pipe, args=(src, dst), daemon=True).start()
+
+    def _pipe(self, src: socket.socket, dst: socket.socket) -> None:
+        try:
+            while data := src.recv(1 << 16):
+                self._open.wait()
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for sock in (src, dst):
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
+
+
+def test_a_worker_killed_before_its_push_ended_leaves_no_lock(
+    project, seaweedfs, cluster, tmp_path
+):
+    """A task returns once its stage ran and pushes the outputs behind it: a worker killed
+    after `one`'s task returned (its downstream `two` already started on that worker) but
+    before the push reached the remote leaves no lock for either stage; run again, both
+    are recorded and a fresh clone restores them from the remote without running."""
+    marks = tmp_path / "marks"
+    write_files(
+        project,
+        {
+            "pipeline.py": f"""
+            import os, pathlib, time
+            from typing import Annotated
+            import pivot
+            from pivot import Dep, Out, loaders
+
+            p = pivot.Pipeline("g")
+
+            def _mark(name):
+                # The stage's parent is the worker's stage server, whose parent is the
+                # worker process.
+                stat = pathlib.Path(f"/proc/{{os.getppid()}}/stat").read_text()
+                worker = stat.rsplit(")", 1)[1].split()[1]
+                folder = pathlib.Path({str(marks)!r})
+                folder.mkdir(exist_ok=True)
+                (folder / name).write_text(worker)
+
+            def one() -> Annotated[str, Out("made/one.txt", loaders.Text())]:
+                _mark("one")
+                time.sleep(1)
+                return "one\\n"
+
+            def two(prev: Annotated[str, Dep("made/one.txt", loaders.Text())]) -> Annotated[str, Out("made/two.txt", loaders.Text())]:
+                _mark("two")
+                return prev + "two\\n"
+
+            p.register(one)
+            p.register(two)
+            """
+        },
+    )
+    _configure(project, seaweedfs, cluster)
+    gate = _Gate(seaweedfs.endpoint)
+    config = json.loads((project / ".pivot/config.yaml").read_text())
+    config["remotes"]["weed"]["endpoint_url"] = gate.endpoint
+    (project / ".pivot/config.yaml").write_text(json.dumps(config))
+    try:
+        run = subprocess.Popen(
+            [sys.executable, "-m", "pivot", "run"],
+            cwd=project,
+            env={**os.environ, "PYTHONPATH": PYTHONPATH},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        deadline = time.monotonic() + 90
+        while not (marks / "one").exists():
+            assert run.poll() is None and time.monotonic() < deadline, run.communicate()
+            time.sleep(0.05)
+        gate.close()  # `one` sleeps: its push will stall
+        while not (marks / "two").exists():  # Dask started `two`: `one`'s task returned
+            assert run.poll() is None and time.monotonic() < deadline, run.communicate()
+            time.sleep(0.05)
+        worker = int((marks / "two").read_text())
+        assert worker == int((marks / "one").read_text())
+        os.kill(worker, signal.SIGKILL)
+        time.sleep(0.5)
+        gate.open()
+        _, err = run.communicate(timeout=120)
+        assert run.returncode == 1, err
+        assert "g/one" in err and "worker running it died" in err, err
+        assert not (project / ".pivot/stages/g/one.lock").exists()
+        assert not (project / ".pivot/stages/g/two.lock").exists()
+        wait_for_workers(cluster, 2)
+
+        result = PivotCLI(project)("run")
+        assert result.stdout.count(" ran ") == 2, result.stdout
+        assert (project / "made/two.txt").read_text() == "one\ntwo\n"
+        clone = tmp_path / "clone"
+        shutil.copytree(
+            project, clone, ignore=shutil.ignore_patterns("cache", "state.db*", "tmp", "made")
+        )
+        result = PivotCLI(clone)("run", "--executor", "local")
+        assert " ran " not in result.stdout and "restored" in result.stdout, result.stdout
+        assert (clone / "made/two.txt").read_text() == "one\ntwo\n"
+    finally:
+        gate.stop()
 
 
 def test_a_killed_worker_is_retried_then_fails(project, seaweedfs, cluster, tmp_path):
