@@ -36,7 +36,9 @@ class PushWaits:
         # Dask key -> (the worker's address, its outcome, what to call with the result)
         self._waiting: dict[str, tuple[str, Outcome, Callable[[Outcome | None], None]]] = {}
         self._heard: dict[str, dict[str, Any]] = {}  # words that came before their outcome
-        self._gone: set[str] = set()  # workers that left the cluster during the run
+        # Keys whose result a worker that left the cluster held or was computing (a new
+        # worker may take the same address: the keys, not the address, say what is lost).
+        self._lost: set[str] = set()
         # The callers' follow-ups (a resubmission among them) run off Dask's event loop.
         self._calls = cf.ThreadPoolExecutor(1, thread_name_prefix="pivot-pushed")
         client.subscribe_topic(self._topic, self._heard_from_worker)
@@ -47,10 +49,11 @@ class PushWaits:
     ) -> None:
         """Call `then` with `outcome` completed by the word on its push (`worker.pushed`:
         with its blobs' locations, or failed), or with None if the worker at `address`
-        left before it said (the stage's outputs may not all be on the remote)."""
+        left the cluster before it said, holding `key`'s result (the stage's outputs may
+        not all be on the remote)."""
         with self._lock:
             message = self._heard.pop(key, None)
-            if message is None and address not in self._gone:
+            if message is None and key not in self._lost:
                 self._waiting[key] = (address, outcome, then)
                 return
         self._calls.submit(_answer, then, outcome, message)
@@ -76,9 +79,14 @@ class PushWaits:
         if not isinstance(message, dict) or message.get("action") != "remove-worker":
             return
         address = message.get("worker")
+        keys = {
+            key
+            for part in ("processing-tasks", "lost-computed-tasks", "lost-scattered-tasks")
+            for key in message.get(part) or ()
+        }
         with self._lock:
-            self._gone.add(address)
-            lost = [key for key, (where, _, _) in self._waiting.items() if where == address]
+            self._lost.update(keys)
+            lost = [k for k, (at, _, _) in self._waiting.items() if at == address or k in keys]
             thens = [self._waiting.pop(key)[2] for key in lost]
         for then in thens:
             self._calls.submit(then, None)
