@@ -570,14 +570,16 @@ def test_ctrl_c_while_a_worker_imports_the_pipeline(project, seaweedfs, cluster,
 
 
 class _Gate:
-    """A TCP relay on 127.0.0.1 to an S3 server that holds every byte while closed: a
-    push through it stalls until it opens again."""
+    """A TCP relay on 127.0.0.1 to an S3 server that holds every byte while closed (a
+    push through it stalls until it opens again), or drops every connection while
+    refusing (a push through it fails)."""
 
     def __init__(self, endpoint: str) -> None:
         parts = urllib.parse.urlsplit(endpoint)
         self._target = (parts.hostname, parts.port)
         self._open = threading.Event()
         self._open.set()
+        self._refusing = False
         self._server = socket.create_server(("127.0.0.1", 0))
         self.endpoint = f"http://127.0.0.1:{self._server.getsockname()[1]}"
         threading.Thread(target=self._accept, daemon=True).start()
@@ -587,6 +589,9 @@ class _Gate:
 
     def open(self) -> None:
         self._open.set()
+
+    def refuse(self) -> None:
+        self._refusing = True
 
     def stop(self) -> None:
         self._open.set()
@@ -598,13 +603,16 @@ class _Gate:
                 conn, _ = self._server.accept()
             except OSError:
                 return
+            if self._refusing:
+                conn.close()
+                continue
             upstream = socket.create_connection(self._target)
             for src, dst in ((conn, upstream), (upstream, conn)):
                 threading.Thread(target=self._pipe, args=(src, dst), daemon=True).start()
 
     def _pipe(self, src: socket.socket, dst: socket.socket) -> None:
         try:
-            while data := src.recv(1 << 16):
+            while (data := src.recv(1 << 16)) and not self._refusing:
                 self._open.wait()
                 dst.sendall(data)
         except OSError:
@@ -615,14 +623,9 @@ class _Gate:
                     sock.shutdown(socket.SHUT_RDWR)
 
 
-def test_a_worker_killed_before_its_push_ended_leaves_no_lock(
-    project, seaweedfs, cluster, tmp_path
-):
-    """A task returns once its stage ran and pushes the outputs behind it: a worker killed
-    after `one`'s task returned (its downstream `two` already started on that worker) but
-    before the push reached the remote leaves no lock for either stage; run again, both
-    are recorded and a fresh clone restores them from the remote without running."""
-    marks = tmp_path / "marks"
+def _gated_chain(project, seaweedfs, cluster, marks: pathlib.Path) -> _Gate:
+    """The chain `one` -> `two` (each marks the worker process running it in `marks`,
+    `one` after a second), its remote reached through a `_Gate`."""
     write_files(
         project,
         {
@@ -662,6 +665,18 @@ def test_a_worker_killed_before_its_push_ended_leaves_no_lock(
     config = json.loads((project / ".pivot/config.yaml").read_text())
     config["remotes"]["weed"]["endpoint_url"] = gate.endpoint
     (project / ".pivot/config.yaml").write_text(json.dumps(config))
+    return gate
+
+
+def test_a_worker_killed_before_its_push_ended_leaves_no_lock(
+    project, seaweedfs, cluster, tmp_path
+):
+    """A task returns once its stage ran and pushes the outputs behind it: a worker killed
+    after `one`'s task returned (its downstream `two` already started on that worker) but
+    before the push reached the remote leaves no lock for either stage; run again, both
+    are recorded and a fresh clone restores them from the remote without running."""
+    marks = tmp_path / "marks"
+    gate = _gated_chain(project, seaweedfs, cluster, marks)
     try:
         run = subprocess.Popen(
             [sys.executable, "-m", "pivot", "run"],
@@ -703,6 +718,35 @@ def test_a_worker_killed_before_its_push_ended_leaves_no_lock(
         assert (clone / "made/two.txt").read_text() == "one\ntwo\n"
     finally:
         gate.stop()
+
+
+def test_a_push_that_fails_behind_its_task_fails_the_stage(project, seaweedfs, cluster, tmp_path):
+    """The push behind a returned task fails (the remote drops every connection): the
+    stage fails with the push's error, and neither it nor `two`, which already ran on
+    that worker, gets a lock."""
+    marks = tmp_path / "marks"
+    gate = _gated_chain(project, seaweedfs, cluster, marks)
+    try:
+        run = subprocess.Popen(
+            [sys.executable, "-m", "pivot", "run"],
+            cwd=project,
+            env={**os.environ, "PYTHONPATH": PYTHONPATH},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        deadline = time.monotonic() + 90
+        while not (marks / "one").exists():
+            assert run.poll() is None and time.monotonic() < deadline, run.communicate()
+            time.sleep(0.05)
+        gate.refuse()  # `one` sleeps: its push will fail
+        _, err = run.communicate(timeout=180)
+    finally:
+        gate.stop()
+    assert run.returncode == 1, err
+    assert "g/one" in err and "could not be pushed" in err, err
+    assert not (project / ".pivot/stages/g/one.lock").exists()
+    assert not (project / ".pivot/stages/g/two.lock").exists()
 
 
 def test_a_killed_worker_is_retried_then_fails(project, seaweedfs, cluster, tmp_path):
