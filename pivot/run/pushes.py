@@ -13,12 +13,15 @@ lack.
 from __future__ import annotations
 
 import concurrent.futures as cf
+import logging
 import threading
 from collections.abc import Callable
 from typing import Any
 
 from pivot.run.executor import Outcome
 from pivot.run.worker import pushed
+
+log = logging.getLogger(__name__)
 
 
 def topic(run_id: str) -> str:
@@ -99,6 +102,9 @@ def _answer(
     cannot be read."""
     try:
         result = None if message is None else pushed(outcome, message)
-    except Exception:
+    except Exception:  # a bug in Pivot: the stage is taken as lost, never recorded
+        log.warning(
+            f"Cannot read a worker's word on the push of {outcome.stage_id}.", exc_info=True
+        )
         result = None
     then(result)
