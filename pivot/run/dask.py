@@ -421,6 +421,7 @@ class DaskExecutor:
             remote_name=name,
             remote_options=options,
             locations=locations,
+            push_behind=True,
         )
 
     def _where(self, digest: str, kind: str) -> dict[str, Any]:

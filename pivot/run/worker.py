@@ -66,6 +66,10 @@ class Task:
     pending: tuple[str, ...] = ()
     key_body: dict[str, Any] | None = None
     avoid: frozenset[str] = frozenset()
+    # Whether the coordinator waits for the worker's word on the push (`pushes.PushWaits`):
+    # only then may the task return before it. A task pickled by a coordinator that does
+    # not wait lacks the field and reads False: its outputs are pushed before it returns.
+    push_behind: bool = False
 
 
 def chained(task: Task, upstreams: list[Outcome]) -> Task | None:
@@ -116,10 +120,11 @@ def run_task(
     """Fetch, lay out and run one stage; a failure is a failed `Outcome` naming this
     worker (never an exception: those are left to the executor for Pivot's own bugs).
 
-    A stage that ran returns at once with `pushing` set: its outputs are in this worker's
-    cache, and a stage downstream may run here on them while they are pushed in the
-    background. `announce` then gets what the coordinator waits for before it records the
-    stage (`pushed`): the output hashes and where their blobs lie, or the push's error."""
+    A stage that ran returns at once with `pushing` set (for a task with `push_behind`):
+    its outputs are in this worker's cache, and a stage downstream may run here on them
+    while they are pushed in the background. `announce` then gets what the coordinator
+    waits for before it records the stage (`pushed`): the output hashes and where their
+    blobs lie, or the push's error. Otherwise the outputs are pushed before it returns."""
     where = f"{socket.gethostname()}:{os.getpid()}"
     base = worker_dir()
     started = time.time()
@@ -131,14 +136,17 @@ def run_task(
         times = {"fetch": time.perf_counter() - start}
         outcome = _run_in_scratch(task, home, base, cancelled)
         times["run"] = time.perf_counter() - start - times["fetch"]
-        facts = {**fetched, "started": round(started, 3)}
-        if outcome.ok:
+        facts = {**fetched, "started": round(started, 3), "push_listed": False}
+        if outcome.ok and task.push_behind:
             outcome.pushing = True
             facts["ended"] = round(time.time(), 3)  # the task's end: the push follows
             pushed = replace(outcome, where=where)  # the copy the push fills in
             _pusher().submit(_push_behind, task, home, base, opened, pushed, facts, times, announce)
         else:
-            _log(base, task, {**facts, "push_listed": False}, outcome, times)
+            if outcome.ok:
+                facts.update(_push(task, home, opened, outcome))
+                times["push"] = time.perf_counter() - start - times["fetch"] - times["run"]
+            _log(base, task, facts, outcome, times)
     except PivotError as exc:
         outcome = Outcome(
             task.stage_id, False, error=f"Stage {task.stage_id} failed on worker {where}: {exc}"
