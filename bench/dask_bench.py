@@ -1,6 +1,6 @@
 """The Dask executor against the local one, on a loopback cluster and SeaweedFS.
 
-    .venv/bin/python bench/dask_bench.py [--only indep,chain,fanout] [--workdir DIR]
+    .venv/bin/python bench/dask_bench.py [--only indep,chain,fanout] [--workdir DIR] [--tuned]
 
 Starts one `dask scheduler` and two `dask worker` processes (one thread each, separate
 working folders) on 127.0.0.1 and one SeaweedFS server (bench/s3server.py), all stopped
@@ -18,6 +18,9 @@ workers with their stage servers, and SeaweedFS), which a loaded machine distort
     fanout   one stage writes 256 MB (random), 8 stages read it: the bytes each worker
              fetched from the remote (target: the output crosses to each worker at most
              once)
+
+With `--tuned` the scheduler and workers run with the two CPU-saving settings of
+docs/cluster.md (no stack sampling, a 1 s health tick); by default with Dask's defaults.
 
 DVC has no cluster executor, so there is no DVC column here.
 """
@@ -118,6 +121,14 @@ p.register(big)
 for i in range(8):
     p.register(_reader(i), name=f"r{i}")
 """
+
+
+# The cluster settings docs/cluster.md recommends for a cluster sharing a few cores with
+# its stages ("Tuning a cluster for many short stages").
+TUNED = {
+    "DASK_DISTRIBUTED__WORKER__PROFILE__ENABLED": "False",
+    "DASK_DISTRIBUTED__ADMIN__TICK__INTERVAL": "1s",
+}
 
 
 def free_port() -> int:
@@ -326,6 +337,12 @@ def main() -> None:
     parser.add_argument("--only", default="indep,chain,fanout")
     parser.add_argument("--workdir", default=str(HERE / "work" / "dask"))
     parser.add_argument("--chain-length", type=int, default=200)
+    parser.add_argument(
+        "--tuned",
+        action="store_true",
+        help="run the cluster with the CPU-saving settings of docs/cluster.md (TUNED) "
+        "instead of Dask's defaults",
+    )
     args = parser.parse_args()
     only = set(args.only.split(","))
     work = pathlib.Path(args.workdir)
@@ -333,7 +350,11 @@ def main() -> None:
     work.mkdir(parents=True)
     with SeaweedFS(work / "seaweedfs") as server:
         server.create_bucket("pivot-dask-bench")
-        cluster = Cluster(work / "cluster", pivot_env(server.env()))
+        cluster_env = pivot_env(server.env())
+        if args.tuned:
+            cluster_env.update(TUNED)
+            print(f"cluster settings: {' '.join(f'{k}={v}' for k, v in TUNED.items())}")
+        cluster = Cluster(work / "cluster", cluster_env)
         dask = ["--executor", "dask", "--scheduler", cluster.address]
         involved = (cluster, server)
         try:

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 from pivot.cache.hashing import DIR
 from pivot.errors import DefinitionError, MissingPackage, PivotError, RemoteIncomplete
 from pivot.run.executor import Outcome
+from pivot.run.prefetch import Prefetch
 from pivot.run.worker import Task, chained, run_task
 
 if TYPE_CHECKING:
@@ -145,6 +146,7 @@ class DaskExecutor:
         self._holders: dict[str, tuple[str, int]] = {}
         self._dask_of: dict[str, Any] = {}  # stage id -> its latest Dask future
         self._chained: dict[cf.Future, Any] = {}  # chained, not yet ended -> Dask future
+        self._prefetch = Prefetch(self._fetch_ahead)
         try:
             self._remote_spec = _remote_spec(ws, remote)
         except BaseException:
@@ -152,6 +154,11 @@ class DaskExecutor:
                 connection.close()
             raise
         connection = connection or Connection(address, None)
+        try:
+            self._ship_bundle()  # while the connection is still being made
+        except BaseException:
+            connection.close()
+            raise
         try:
             self.client = connection.client()
         except (OSError, TimeoutError) as exc:
@@ -260,7 +267,28 @@ class DaskExecutor:
                 self.client.cancel(pending, force=True)
             self._pushes.close()
         finally:
-            self.client.close(timeout=5)
+            try:
+                self._prefetch.close()
+            finally:
+                self.client.close(timeout=5)
+
+    # -- outputs brought here while the run goes on ---------------------------------------
+
+    def prefetch(self, outputs: list[tuple[str, str]]) -> None:
+        """Start fetching these outputs (of stages that ran, to be checked out here at the
+        end) into the local cache in the background (`run/prefetch.py`)."""
+        self._prefetch.add(outputs)
+
+    def end_prefetch(self) -> None:
+        """Stop fetching ahead; returns once no background fetch is under way."""
+        self._prefetch.close()
+
+    def _fetch_ahead(self, outputs: list[tuple[str, str]]) -> None:
+        """One background batch: only outputs whose blobs the workers located (no listing
+        of the remote behind the run's back)."""
+        known = self.known_contents(outputs)
+        if known is not None:
+            self.remote.fetch(outputs, known)
 
     # -- submitting ------------------------------------------------------------------------
 
@@ -398,11 +426,8 @@ class DaskExecutor:
         """The task of `stage` with deps of these hashes, once its code and those deps
         are on the remote."""
         deps = {path: (digest, self._kind(path, digest)) for path, digest in dep_hashes.items()}
-        if self._bundle is None:
-            from pivot.run.bundle import build_bundle
-
-            self._bundle = build_bundle(self.ws, self._outputs)
-        needed = [(self._bundle, DIR), *deps.values()]
+        bundle = self._ship_bundle()
+        needed = [(bundle, DIR), *deps.values()]
         self._ensure_on_remote(needed, deps)
         locations: dict[str, Any] = {}
         for digest, kind in needed:
@@ -411,7 +436,7 @@ class DaskExecutor:
         return Task(
             stage_id=stage.id,
             source=self.ws.project.rel(stage.source),
-            bundle=self._bundle,
+            bundle=bundle,
             deps=deps,
             fingerprint=fingerprint,
             run_key=run_key,
@@ -423,6 +448,16 @@ class DaskExecutor:
             locations=locations,
             push_behind=True,
         )
+
+    def _ship_bundle(self) -> str:
+        """The code bundle's hash, built and put on the remote once per run."""
+        if self._bundle is None:
+            from pivot.run.bundle import build_bundle
+
+            bundle = build_bundle(self.ws, self._outputs)
+            self._ensure_on_remote([(bundle, DIR)], {})
+            self._bundle = bundle
+        return self._bundle
 
     def _where(self, digest: str, kind: str) -> dict[str, Any]:
         """Where the blobs of an output lie on the remote, if this process knows them all

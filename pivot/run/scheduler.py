@@ -718,6 +718,9 @@ class Runner:
             decision.outs = outcome.outs
             self._to_place.append(decision)
             getattr(self._executor, "note_on_remote", lambda outs: None)(outcome.outs)
+            if self._wanted_here(decision):
+                prefetch = getattr(self._executor, "prefetch", lambda outputs: None)
+                prefetch(self._missing_here([decision]))
         detail = "; ".join(decision.reasons)
         report = StageReport(
             sid, RAN, outcome.seconds, detail, output=outcome.output, where=outcome.where
@@ -769,28 +772,39 @@ class Runner:
 
     def _place_ran(self) -> None:
         """Check out the outputs of stages that ran on the cluster which this workspace
-        needs (a target's, every one with --materialize, or one whose path exists here and
-        would otherwise be stale), fetched from the remote as one batch."""
+        needs (`_wanted_here`); what the background fetch (`run/prefetch.py`) has not
+        brought yet is fetched from the remote as one batch."""
+        getattr(self._executor, "end_prefetch", lambda: None)()
         ran, self._to_place = self._to_place, []
         for decision in ran:
-            decision.materialize = (
-                self.options.materialize_all
-                or decision.stage.id in self.options.targets
-                or any(os.path.lexists(self.ws.project.root / p) for p in decision.outs)
-            )
+            decision.materialize = self._wanted_here(decision)
         wanted = [d for d in ran if d.materialize]
+        missing = self._missing_here(wanted)
+        if missing:
+            assert self.remote is not None
+            self.remote.fetch(missing, self._cluster().known_contents(missing))
+        for decision in wanted:
+            self._check_out(decision)
+
+    def _wanted_here(self, decision: Decision) -> bool:
+        """Whether the outputs of a stage that ran on the cluster are checked out here: a
+        target's, every one with --materialize, or one whose path exists here and would
+        otherwise be stale."""
+        return (
+            self.options.materialize_all
+            or decision.stage.id in self.options.targets
+            or any(os.path.lexists(self.ws.project.root / p) for p in decision.outs)
+        )
+
+    def _missing_here(self, decisions: list[Decision]) -> list[tuple[str, str]]:
+        """The outputs of `decisions` that the local cache lacks (each once)."""
         missing = [
             (o["hash"], o["kind"])
-            for d in wanted
+            for d in decisions
             for o in d.outs.values()
             if self.ws.cache.missing(o["hash"], o["kind"])
         ]
-        if missing:
-            assert self.remote is not None
-            outputs = list(dict.fromkeys(missing))
-            self.remote.fetch(outputs, self._cluster().known_contents(outputs))
-        for decision in wanted:
-            self._check_out(decision)
+        return list(dict.fromkeys(missing))
 
     def _restore(self, decision: Decision) -> bool:
         """Check out a stage's cached outputs (fetching what is missing); False if unable."""
