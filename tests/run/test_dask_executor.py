@@ -230,6 +230,47 @@ def test_stages_run_on_workers_and_match_a_local_run(project, seaweedfs, cluster
     assert (project / "tree/sub/0.txt").read_text() == "HELLO\n!"
 
 
+EARLY_LATE = """
+import time
+from typing import Annotated
+import pivot
+from pivot import Out, loaders
+
+p = pivot.Pipeline("el")
+
+def early() -> Annotated[bytes, Out("early.bin", loaders.Bytes())]:
+    return bytes(range(256)) * 4096
+
+def late() -> Annotated[str, Out("late.txt", loaders.Text())]:
+    time.sleep(3)  # the early output is fetched while this runs (prefetch.GATHER: 1 s)
+    return "late\\n"
+
+p.register(early)
+p.register(late)
+"""
+
+
+def test_outputs_fetched_while_the_run_goes_on_are_checked_out(project, seaweedfs, cluster):
+    """The early stage's output is fetched in the background while the late one runs, the
+    late one's at the end: both are checked out intact, recorded in the locks, and no
+    temporary file is left."""
+    write_files(project, {"pipeline.py": EARLY_LATE})
+    _configure(project, seaweedfs, cluster)
+    pivot = PivotCLI(project)
+
+    result = pivot("run")
+    assert result.stdout.count(" ran ") == 2, result.stdout
+    assert (project / "early.bin").read_bytes() == bytes(range(256)) * 4096
+    assert (project / "late.txt").read_text() == "late\n"
+    tmp = project / ".pivot" / "tmp"
+    left = [p for p in tmp.rglob("*") if p.is_file() and p.parent.name != "fingerprint"]
+    assert [p.name for p in left] == ["command.lock"], left
+    # What was fetched is what the locks name: a second run restores nothing and runs
+    # nothing, and `verify` finds the cache intact.
+    assert "up to date" in pivot("run").stdout
+    assert pivot("verify").returncode == 0
+
+
 CHAIN = """
 from typing import Annotated
 import pivot
