@@ -4,15 +4,18 @@ loads the pipelines.
 A run of many stages reads and validates every lock file of the loaded pipelines (their
 paths and hashes are untrusted), Python work per stage on the command's path. `start`
 starts a `python -I -S` helper on the other core that lists the lock files and reads each
-one with `lockfile.read_validated`, the validation `read_lock` does, writing the fields of
-the locks that passed, with the stat key of the file it read, in chunks to a file in
-memory. `finish` never waits: it stops the helper if it still runs and hands the complete
-chunks to `lockfile.remember`; every lock file the helper did not get to, could not read
-or refused is read here as before (and reported here if unusable).
+one with `lockfile.read_validated`, writing the decoded JSON of the locks that passed,
+with the stat key of the file it read, in chunks to a file in memory. `finish` never
+waits: it stops the helper if it still runs and hands the complete chunks to
+`lockfile.remember`; every lock file the helper did not get to, could not read or refused
+is read here as before (and reported here if unusable).
 
 A lock from the helper is used as `read_lock`'s memo is: only while its file's size, mtime,
 ctime and inode are those the helper read (one `stat` at use, after the command took the
-project's lock), and never for a file changed within the last 3 s.
+project's lock), and never for a file changed within the last 3 s. What the helper hands
+over is untrusted like the file itself: `read_lock` validates it at use with
+`lockfile.lock_from_json`, the validator of every lock file read (the helper saves this
+process the file's reading and JSON decoding).
 """
 
 from __future__ import annotations
@@ -75,10 +78,11 @@ class Prefetch:
                     break  # the chunk the helper was writing when it was stopped
                 found += marshal.loads(data[at : at + size])
                 at += size
+            lockfile.remember(found)
         except (ValueError, EOFError, TypeError) as exc:
             log.debug(f"The lock file helper's output is unusable: {exc}")
+            lockfile.remember(())
             return 0
-        lockfile.remember(found)
         return len(found)
 
     def cancel(self) -> None:
@@ -162,30 +166,19 @@ def _about(stages_dir: str) -> int:
 
 def serve(stages_dir: str, out: IO[bytes]) -> None:
     """The helper's work: each lock file under `stages_dir` that reads and validates, as
-    the rows `lockfile.remember` takes, written to `out` in chunks of `CHUNK` (files that
-    fail are left out: this process reads and reports them)."""
+    the rows `lockfile.remember` takes (name, stat key, decoded JSON), written to `out` in
+    chunks of `CHUNK` (files that fail are left out: this process reads and reports
+    them)."""
     rows = []
     for stage_id in lockfile.all_locks(stages_dir):
         name = os.path.join(stages_dir, f"{stage_id}.lock")
         try:
-            key, lock = lockfile.read_validated(name)
+            key, raw, _ = lockfile.read_validated(name)
         except Exception:  # read and reported by the command itself
             continue
         if key is None:  # changed too recently to be memoised
             continue
-        rows.append(
-            (
-                name,
-                key,
-                lock.stage_id,
-                lock.run_key,
-                lock.fingerprint,
-                lock.params,
-                lock.deps,
-                lock.outs,
-                lock.metrics,
-            )
-        )
+        rows.append((name, key, raw))
         if len(rows) == CHUNK:
             _write_chunk(out, rows)
             rows = []

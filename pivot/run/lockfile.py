@@ -70,7 +70,7 @@ def write_lock(stages_dir: pathlib.Path, lock: Lock) -> None:
 # `.gitignore` upkeep, `status`'s other pipelines): the second read is one `stat`.
 _READ: dict[str, tuple[tuple[int, int, int, int], Lock]] = {}
 # Lock files read and validated by a helper process (`remember`), by path, until read.
-_FETCHED: dict[str, tuple[tuple[int, ...], Lock]] = {}
+_FETCHED: dict[str, tuple[tuple[int, ...], Any]] = {}
 # A file changed less than this long ago may change again with the same stat key on a
 # file system of coarse timestamps (git's "racy" entries): it is not memoised.
 _RACY_NS = 3_000_000_000
@@ -85,24 +85,24 @@ def read_lock(stages_dir: pathlib.Path, stage_id: str) -> Lock | None:
     try:
         fetched = _FETCHED.pop(name, None) if _FETCHED else None
         if fetched is not None and fetched[0] == _stat_key(os.stat(name)):
-            return fetched[1]
-        hit = _READ.get(name)
-        if hit is not None and hit[0] == _stat_key(os.stat(name)):
-            return _copy(hit[1])
-        got = read_validated(name)
+            key, lock = fetched[0], lock_from_json(fetched[1], name)
+        else:
+            hit = _READ.get(name)
+            if hit is not None and hit[0] == _stat_key(os.stat(name)):
+                return _copy(hit[1])
+            key, _, lock = read_validated(name)
     except FileNotFoundError:
         return None
-    key, lock = got
     if key is not None:
         _READ[name] = (key, lock)
         return _copy(lock)
     return lock
 
 
-def read_validated(name: str) -> tuple[tuple[int, int, int, int] | None, Lock]:
-    """The lock file `name` read and validated, with the stat key of what was read (None
-    when it changed too recently to be memoised). Raises FileNotFoundError when it is
-    absent, PivotError when it is unusable."""
+def read_validated(name: str) -> tuple[tuple[int, int, int, int] | None, Any, Lock]:
+    """The lock file `name` read and validated: the stat key of what was read (None when
+    it changed too recently to be memoised), its decoded JSON and the lock. Raises
+    FileNotFoundError when it is absent, PivotError when it is unusable."""
     st, data = _read_file(name)
     try:
         text = data.decode("utf-8")
@@ -110,20 +110,22 @@ def read_validated(name: str) -> tuple[tuple[int, int, int, int] | None, Lock]:
         raise CorruptFile(
             f"The lock file {name} is unreadable: not UTF-8 text ({exc}).", path=name
         ) from None
-    lock = parse_lock(text, name)
+    raw = _decode(text, name)
+    lock = lock_from_json(raw, name)
     if time.time_ns() - max(st.st_mtime_ns, st.st_ctime_ns) > _RACY_NS:
-        return _stat_key(st), lock
-    return None, lock
+        return _stat_key(st), raw, lock
+    return None, raw, lock
 
 
-def remember(rows: Iterable[tuple]) -> None:
-    """Keep locks read and validated by `read_validated` in another process (see
-    `run.lock_prefetch`): rows of (name, stat key, then the Lock's fields in order). Each
-    is handed out by the first `read_lock` of its file, and only while the file's stat key
-    is unchanged."""
+def remember(rows: Iterable[tuple[str, tuple[int, ...], Any]]) -> None:
+    """Keep lock files read and decoded by `read_validated` in another process (see
+    `run.lock_prefetch`): rows of (name, stat key, decoded JSON). Each is handed out by
+    the first `read_lock` of its file, only while the file's stat key is unchanged, and
+    validated there by `lock_from_json` like a file read here (what another process
+    hands over is untrusted too)."""
     _FETCHED.clear()
-    for name, key, *fields in rows:
-        _FETCHED[name] = (tuple(key), Lock(*fields))
+    for name, key, raw in rows:
+        _FETCHED[name] = (tuple(key), raw)
 
 
 def _read_file(name: str) -> tuple[os.stat_result, bytes]:
@@ -161,8 +163,21 @@ def _copy(lock: Lock) -> Lock:
 
 
 def parse_lock(text: str, path: pathlib.Path | str) -> Lock:
+    """The lock the text of the lock file `path` describes; CorruptFile if unusable."""
+    return lock_from_json(_decode(text, path), path)
+
+
+def _decode(text: str, path: pathlib.Path | str) -> Any:
     try:
-        raw = json.loads(text)
+        return json.loads(text)
+    except (ValueError, RecursionError) as exc:
+        raise CorruptFile(f"The lock file {path} is unreadable ({exc}).", path=path) from exc
+
+
+def lock_from_json(raw: Any, path: pathlib.Path | str) -> Lock:
+    """The lock the decoded JSON `raw` of the lock file `path` describes, validated (its
+    paths, hashes and metrics are untrusted); CorruptFile if unusable."""
+    try:
         if raw.get("schema") != SCHEMA_VERSION:
             raise ValueError(f"unknown schema {raw.get('schema')!r}")
         lock = Lock(

@@ -94,7 +94,7 @@ def test_a_lock_file_inside_the_racy_window_is_left_to_this_process(old_stages):
     write_lock(old_stages, _lock("p/new", K2))
     try:
         assert _finished(lock_prefetch.start(old_stages, helper_min=1)) == len(GOOD)
-        assert "p/new" not in {lock.stage_id for _, lock in lockfile._FETCHED.values()}
+        assert "p/new" not in {raw["stage"] for _, raw in lockfile._FETCHED.values()}
         assert read_lock(old_stages, "p/new") == _lock("p/new", K2)
     finally:
         (old_stages / "p" / "new.lock").unlink()
@@ -109,6 +109,45 @@ def test_a_helper_stopped_at_once_or_failing_leaves_the_files_to_this_process(
     assert [read_lock(old_stages, s) for s in GOOD] == [_lock(s) for s in GOOD]
     monkeypatch.setattr(lockfile, "_FETCHED", {})
     monkeypatch.setattr(lock_prefetch, "_HELPER", "import sys; sys.exit(3)")
+    assert _finished(lock_prefetch.start(old_stages, helper_min=1)) == 0
+    assert [read_lock(old_stages, s) for s in GOOD] == [_lock(s) for s in GOOD]
+
+
+# A helper that hands over, for the good file p/s0.lock (with its true stat key), a lock
+# naming an output outside the project: what a damaged memory file between the two
+# processes would carry.
+_CRAFTING_HELPER = """\
+import marshal, os, struct, sys
+path, stages_dir = marshal.load(sys.stdin.buffer)
+sys.path[:0] = path
+from pivot.run import lockfile
+name = os.path.join(stages_dir, "p", "s0.lock")
+key, raw, _ = lockfile.read_validated(name)
+raw["outs"] = {"../outside.txt": raw["outs"]["out.txt"]}
+raw["metrics"] = {}
+data = marshal.dumps([(name, key, raw)])
+sys.stdout.buffer.write(struct.pack("<I", len(data)) + data)
+"""
+
+
+def test_what_a_helper_hands_over_is_validated_where_it_is_used(old_stages, monkeypatch):
+    monkeypatch.setattr(lock_prefetch, "_HELPER", _CRAFTING_HELPER)
+    assert _finished(lock_prefetch.start(old_stages, helper_min=1)) == 1
+    with pytest.raises(
+        PivotError, match=r"s0\.lock.*\.\./outside\.txt|\.\./outside\.txt.*s0\.lock"
+    ):
+        read_lock(old_stages, "p/s0")
+    assert read_lock(old_stages, "p/s0") == _lock("p/s0")  # the file itself, read here
+
+
+def test_a_helper_output_of_the_wrong_shape_is_dropped(old_stages, monkeypatch):
+    monkeypatch.setattr(
+        lock_prefetch,
+        "_HELPER",
+        "import marshal, struct, sys\n"
+        "data = marshal.dumps([('x', 1)])\n"
+        "sys.stdout.buffer.write(struct.pack('<I', len(data)) + data)\n",
+    )
     assert _finished(lock_prefetch.start(old_stages, helper_min=1)) == 0
     assert [read_lock(old_stages, s) for s in GOOD] == [_lock(s) for s in GOOD]
 
