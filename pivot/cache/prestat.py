@@ -8,9 +8,10 @@ stat-ed once, by one process or the other.
 
 Only a check made while planning may take it (`close_window` ends every helper and refuses
 later claims): after the plan the command may write into the folder itself, and a listing
-from before that write would be stale. A helper that failed, a folder replaced in between
-or a claim out of the window all mean the folder is listed anew, so this only ever costs
-speed."""
+from before that write would be stale. A helper that failed, a folder replaced in between,
+a claim out of the window, or names from the helper that are not each one entry of the
+folder (its memory files are untrusted, as anything read) all mean the folder is listed
+anew, so this only ever costs speed."""
 
 from __future__ import annotations
 
@@ -106,7 +107,7 @@ class _Ahead:
         if len(blob) != length:
             return None
         names = blob.decode("utf-8", "surrogateescape").split("\0") if count else []
-        if len(names) != count:
+        if len(names) != count or not _entry_names(blob, names):
             return None
         lstat = partial(os.stat, dir_fd=fd, follow_symlinks=False)
         rows = array("q")
@@ -121,6 +122,8 @@ class _Ahead:
         self.end()
         tail = array("q")
         tail.frombytes(os.pread(self.rows_fd, (count - done) * ROW, 0))
+        if len(tail) != (count - done) * len(_STAT_FIELDS):
+            return None
         tail.reverse()
         rows += tail
         return names, rows
@@ -139,6 +142,12 @@ class _Ahead:
         self.end()
         for fd in (self.fd, self.names_fd, self.rows_fd):
             os.close(fd)
+
+
+def _entry_names(blob: bytes, names: list[str]) -> bool:
+    """Whether the helper's `names` (NUL-joined in `blob`) are each one entry of a folder,
+    as a listing gives them: no separator, and none empty, `.` or `..`."""
+    return b"/" not in blob and {"", ".", ".."}.isdisjoint(names)
 
 
 def start(argv: list[str]) -> None:

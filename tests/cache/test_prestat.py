@@ -140,3 +140,21 @@ def test_only_plain_relative_folders_named_by_the_state_db_are_stat_ed(root, tmp
         state.close()
     prestat.start(["pivot", "run"])
     assert not prestat._ahead
+
+
+@pytest.mark.parametrize("name", ["../outside.txt", "sub/g.txt", ".", ".."])
+def test_a_listing_naming_anything_but_an_entry_is_not_taken(root, monkeypatch, name):
+    """What the helper hands over is untrusted: a name that is not one entry of the
+    folder (a path through another folder, `.`, `..`) makes the folder listed anew."""
+    (root / "outside.txt").write_text("not part of the output")
+    top = str(root / "out")
+    crafted = prestat._HELPER.replace(
+        "names = os.listdir(fd)", f"names = os.listdir(fd); names[0] = {name!r}"
+    )
+    assert crafted != prestat._HELPER
+    monkeypatch.setattr(prestat, "_HELPER", crafted)
+    prestat.start(["pivot", "run"])
+    assert _claim(top) is None
+    prestat.start(["pivot", "run"])
+    assert scan(top, "out", helper_min=0) == scan(top, "out", helper_min=0)
+    assert "../outside.txt" not in scan(top, "out", helper_min=0)[0]
