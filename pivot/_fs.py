@@ -24,7 +24,8 @@ def write_bytes(
     """Replace `path` with `data` (bytes, or parts written in turn) so that readers see the
     old or the new file, never half; durable before the rename, and the rename itself
     durable once this returns (its folder fsynced), unless not `sync` (a cache that is
-    only slower without the file)."""
+    only slower without the file). The file gets the permission bits `mode`, else those of
+    any new file (0o666 less the umask), not the temporary file's 0o600."""
     import tempfile  # not imported by a command that writes nothing
 
     with writing(path):
@@ -37,8 +38,7 @@ def write_bytes(
             if sync:
                 handle.flush()
                 os.fsync(handle.fileno())
-        if mode is not None:
-            os.chmod(tmp, mode)
+        os.chmod(tmp, mode if mode is not None else 0o666 & ~umask())
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
@@ -86,7 +86,8 @@ def write_temp(path: pathlib.Path, data: bytes, made: set[pathlib.Path] | None =
     """A new temp file beside `path` holding `data`, not flushed: the caller makes it
     durable (with others, in one flush), renames it over `path` and syncs the folder
     (`sync_folders`, once per folder for all its renames). `made`: folders known to exist
-    (the folder of `path` is created unless it is there, and added)."""
+    (the folder of `path` is created unless it is there, and added). It has the
+    permission bits of any new file (0o666 less the umask)."""
     import tempfile
 
     with writing(path):
@@ -97,12 +98,33 @@ def write_temp(path: pathlib.Path, data: bytes, made: set[pathlib.Path] | None =
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with writing(path), os.fdopen(fd, "wb") as handle:
+            os.fchmod(fd, 0o666 & ~umask())
             handle.write(data)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
     return tmp
+
+
+def umask() -> int:
+    """The process umask, read once without changing it (other threads may create files);
+    0o077 when it cannot be read."""
+    if not _UMASK:
+        found = 0o077
+        try:
+            with open("/proc/self/status", "rb") as handle:
+                for line in handle:
+                    if line.startswith(b"Umask:"):
+                        found = int(line.split()[1], 8)
+                        break
+        except (OSError, ValueError, IndexError):
+            pass
+        _UMASK.append(found)
+    return _UMASK[0]
+
+
+_UMASK: list[int] = []
 
 
 def write_text(path: pathlib.Path, text: str) -> None:

@@ -232,7 +232,8 @@ def _write(path: pathlib.Path, data: dict[str, Any]) -> None:
 
     clean = {k: v for k, v in data.items() if v not in (None, {})}
     text = yaml.safe_dump(clean, sort_keys=True, default_flow_style=False) if clean else ""
-    _fs.write_text(path, text)
+    # The local file may hold credentials: readable by its owner only.
+    _fs.write_bytes(path, text.encode(), mode=0o600 if path.name == LOCAL_CONFIG_NAME else None)
 
 
 def merge(shared: dict[str, Any], local: dict[str, Any]) -> dict[str, Any]:
