@@ -150,12 +150,23 @@ def _entry_names(blob: bytes, names: list[str]) -> bool:
     return b"/" not in blob and {"", ".", ".."}.isdisjoint(names)
 
 
+def runs_stages(argv: list[str]) -> bool:
+    """Whether `argv` is the command line of `pivot run` about to plan and run (not one
+    asking for its help, nor shell completion, whose words are not in `argv`): the
+    commands worth starting helpers for before the imports."""
+    command = os.path.basename(argv[0]) if argv else ""
+    return (
+        command in ("pivot", "__main__.py")
+        and argv[1:2] == ["run"]
+        and {"-h", "--help"}.isdisjoint(argv[2:])
+    )
+
+
 def start(argv: list[str]) -> None:
     """Start helpers for the large folders of the project around the cwd, if `argv` is
-    the command line of `pivot run` and there is a core to spare; any failure only means
-    no helper."""
-    command = os.path.basename(argv[0]) if argv else ""
-    if command not in ("pivot", "__main__.py") or argv[1:2] != ["run"]:
+    the command line of `pivot run` (`runs_stages`) and there is a core to spare; any
+    failure only means no helper."""
+    if not runs_stages(argv):
         return
     if not hasattr(os, "memfd_create") or not sys.executable:
         return

@@ -106,7 +106,7 @@ class LazyGroup(click.Group):
         if cmd_name == "run":  # its lock files are read while its modules import
             from pivot.run.lock_prefetch import start_early
 
-            start_early()
+            start_early(sys.argv)
         # A command's modules live until the process exits: collecting while they are
         # imported only traverses them (about 30 collections for `run`), and frozen after
         # it, later collections skip them.

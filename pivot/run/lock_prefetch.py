@@ -27,6 +27,7 @@ import struct
 import sys
 from typing import IO, TYPE_CHECKING
 
+from pivot.cache import prestat
 from pivot.cache.snapshot import _cores, _memory_file
 from pivot.run import lockfile
 
@@ -101,13 +102,17 @@ class Prefetch:
 _EARLY: dict[str, Prefetch] = {}
 
 
-def start_early() -> None:
+def start_early(argv: list[str]) -> None:
     """Start the helper for the project around the current directory, before `pivot run`
-    imports its modules (`take` hands it to the run)."""
+    imports its modules (`take` hands it to the run), if `argv` is the command line of a
+    run (`prestat.runs_stages`: not `pivot run --help`, nor a shell completion)."""
     import atexit
     import pathlib
 
     from pivot.project import Project, find_root
+
+    if not prestat.runs_stages(argv):
+        return
 
     root = find_root(pathlib.Path.cwd().resolve())
     if root is None:

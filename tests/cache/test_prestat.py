@@ -120,7 +120,14 @@ def test_a_helper_that_cannot_start_or_fails_costs_only_speed(root, monkeypatch,
 
 @pytest.mark.parametrize(
     "argv",
-    [["pivot", "status"], ["pivot"], ["python", "run"], ["pivot", "--help", "run"]],
+    [
+        ["pivot", "status"],
+        ["pivot"],
+        ["python", "run"],
+        ["pivot", "--help", "run"],
+        ["pivot", "run", "--help"],
+        ["pivot", "run", "-h"],
+    ],
 )
 def test_helpers_start_only_for_pivot_run(root, argv):
     prestat.start(argv)

@@ -207,18 +207,24 @@ def test_a_run_with_the_helper_trusts_only_what_it_would_read_itself(project, pi
     assert (project / "second.txt").read_text() == "12"
 
 
+RUN = ["pivot", "run", "--all"]
+
+
 def test_the_helper_started_before_the_imports_is_handed_to_its_projects_run(tmp_path, monkeypatch):
     stages = tmp_path / "proj" / ".pivot" / "stages"
     (stages / "p").mkdir(parents=True)
     for k in range(lock_prefetch.HELPER_MIN):
         (stages / "p" / f"s{k}.lock").write_text(_lock(f"p/s{k}").to_json())
     monkeypatch.chdir(tmp_path / "proj" / ".pivot")  # anywhere inside the project
-    lock_prefetch.start_early()
+    for argv in (["pivot", "run", "--help"], ["pivot", "run", "x", "-h"], ["pivot"]):
+        lock_prefetch.start_early(argv)  # help, or a shell completion: nothing to read
+        assert lock_prefetch._EARLY == {}
+    lock_prefetch.start_early(RUN)
     early = lock_prefetch._EARLY.get(str(stages.resolve()))
     assert early is not None
     assert lock_prefetch.take(stages.resolve()) is early
     early.cancel()
-    lock_prefetch.start_early()
+    lock_prefetch.start_early(RUN)
     other = lock_prefetch._EARLY[str(stages.resolve())]
     assert lock_prefetch.take(tmp_path / "absent") is None  # another project: none read it
     assert other._proc.returncode is not None and lock_prefetch._EARLY == {}
