@@ -16,6 +16,7 @@ from pivot.cache.hashing import DIR, FILE, is_hash
 from pivot.define.metric_values import check_values
 from pivot.errors import CorruptFile
 from pivot.project import PIVOT_DIR, Project, first_overlap, safe_relpath
+from pivot.run.in_the_way import in_the_way
 from pivot.untrusted import count
 
 if TYPE_CHECKING:
@@ -93,6 +94,12 @@ def read_lock(stages_dir: pathlib.Path, stage_id: str) -> Lock | None:
             key, _, lock = read_validated(name)
     except FileNotFoundError:
         return None
+    except OSError as exc:
+        doing = f"reading the lock file of {stage_id}"
+        blocked = in_the_way(exc, stages_dir.parent, doing, name)
+        if blocked is not None:
+            raise blocked from exc
+        raise
     if key is not None:
         _READ[name] = (key, lock)
         return _copy(lock)

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 from pivot import _fs
 from pivot.cache.batch import FSYNC_WORKERS
 from pivot.cache.runs import encode_record
+from pivot.run.in_the_way import in_the_way
 from pivot.run.lock_metrics import reads_cache
 from pivot.run.lockfile import Lock, lock_path
 
@@ -174,11 +175,15 @@ class Recorder:
                 with self.ws.cache.batch() as batch:
                     batch.commit(sync_also=[tmp for tmp, _ in temps], pool=self._fsyncs())
                 self._publish(temps)
-        except BaseException:
+        except BaseException as exc:
             for _, outcome in pending:
                 discard(outcome)
             for tmp, _ in temps:
                 _fs.remove_quietly(tmp)
+            stages = ", ".join(decision.stage.id for decision, _ in pending)
+            blocked = in_the_way(exc, self.ws.project.pivot_dir, f"recording {stages}")
+            if blocked is not None:
+                raise blocked from exc
             raise
 
     def _publish(self, temps: list[tuple[str, pathlib.Path]]) -> None:

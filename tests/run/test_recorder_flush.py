@@ -13,6 +13,7 @@ import pytest
 from pivot.cache.hashing import hash_bytes
 from pivot.cache.workspace import Workspace, open_workspace
 from pivot.define.stage import StageSpec
+from pivot.errors import ProjectError
 from pivot.run.executor import Outcome
 from pivot.run.lockfile import read_lock
 from pivot.run.plan import RUN, Decision
@@ -56,7 +57,7 @@ def test_a_failed_background_flush_discards_the_stages_queued_after_it(ws):
     second, second_outcome = _finished(ws, "second")
     recorder.add(second, second_outcome)  # queued after the flush that failed
     assert _leftover_temps(ws)
-    with pytest.raises(OSError):
+    with pytest.raises(ProjectError, match=r"\.pivot/stages/p is a file"):
         recorder.flush()
     recorder.close()
     assert _leftover_temps(ws) == []

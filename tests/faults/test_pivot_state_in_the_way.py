@@ -1,0 +1,72 @@
+"""A file or folder standing where Pivot keeps its own state under `.pivot/` (a stage
+writing there, or a user's file): a clear error naming it, exit 1, nothing recorded."""
+
+from __future__ import annotations
+
+import pathlib
+
+from tests.support import write_files
+
+STAGE = """
+import pathlib
+from typing import Annotated
+
+import pivot
+
+pipeline = pivot.Pipeline("p")
+
+def s() -> Annotated[str, pivot.Out("a.txt", pivot.loaders.Text())]:
+    with open("ran.log", "a") as f:
+        f.write("ran\\n")
+    if {blocker!r}:
+        pathlib.Path({blocker!r}).parent.mkdir(parents=True, exist_ok=True)
+        pathlib.Path({blocker!r}).write_text("not Pivot's")
+    return "a\\n"
+
+pipeline.register(s)
+"""
+
+
+def _assert_named(proc, rel: str) -> None:
+    assert proc.returncode == 1, proc.stderr
+    assert rel in proc.stderr and "Move" in proc.stderr, proc.stderr
+    assert "Internal error" not in proc.stderr and "Traceback" not in proc.stderr
+
+
+def _leftovers(project: pathlib.Path) -> list[str]:
+    """Temp files and lock files anywhere under `.pivot/stages`."""
+    return sorted(p.name for p in (project / ".pivot" / "stages").rglob("*") if p.is_file())
+
+
+def test_a_stage_writing_a_file_where_its_lock_folder_goes_is_told_clearly(project, pivot):
+    write_files(project, {"pipeline.py": STAGE.format(blocker=".pivot/stages/p")})
+
+    proc = pivot("run", rc=None)
+
+    _assert_named(proc, ".pivot/stages/p")
+    assert _leftovers(project) == ["p"]  # the stage's own file; no lock, no temp file
+    assert not list((project / ".pivot").rglob("*.tmp"))
+    # Moved away, the stage runs again and is recorded.
+    (project / ".pivot" / "stages" / "p").unlink()
+    write_files(project, {"pipeline.py": STAGE.format(blocker="")})
+    pivot("run")
+    assert (project / ".pivot" / "stages" / "p" / "s.lock").is_file()
+    assert "up to date" in pivot("status").stdout
+
+
+def test_a_file_where_a_lock_folder_goes_stops_run_and_status_before_any_stage(project, pivot):
+    write_files(project, {"pipeline.py": STAGE.format(blocker="")})
+    (project / ".pivot" / "stages" / "p").write_text("a user's file")
+
+    for command in ("run", "status"):
+        _assert_named(pivot(command, rc=None), ".pivot/stages/p")
+    assert not (project / "ran.log").exists()
+    assert (project / ".pivot" / "stages" / "p").read_text() == "a user's file"
+
+
+def test_a_folder_where_a_lock_file_goes_is_told_clearly(project, pivot):
+    write_files(project, {"pipeline.py": STAGE.format(blocker="")})
+    (project / ".pivot" / "stages" / "p" / "s.lock").mkdir(parents=True)
+
+    _assert_named(pivot("run", rc=None), ".pivot/stages/p/s.lock")
+    assert not (project / "ran.log").exists()
