@@ -9,7 +9,7 @@ on the remote, and the scheduler checks out those it needs.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
     import concurrent.futures as cf
@@ -52,6 +52,7 @@ class Outcome:
     pushing: bool = False
 
 
+@runtime_checkable
 class Executor(Protocol):
     """Runs stages handed to it, as many at once as it was created for."""
 
@@ -66,16 +67,19 @@ class Executor(Protocol):
         that died) becomes a failed outcome with `executor_lost` set."""
         ...
 
-    def cancel(self, future: cf.Future[Outcome], stage_id: str) -> None:
-        """Stop the running stage (called from another thread than the one waiting on
-        `future`); returns once it stopped. Its future then resolves to a failed outcome.
-        Only `pivot run --watch` stops a single stage (its dispatcher, through
-        `Runner.cancel`), and watch mode runs stages on this machine (`--watch` refuses
-        `--executor dask`), so only the local executor implements it: the cluster one
-        (`DaskExecutor`) has no `cancel`."""
-        ...
-
     def shutdown(self) -> None:
         """Cancel what was submitted and has not finished (after a failure that stops the
         run or a Ctrl-C), release the workers."""
+        ...
+
+
+@runtime_checkable
+class StoppingExecutor(Executor, Protocol):
+    """An executor that can also stop one running stage. Only `pivot run --watch` stops a
+    single stage (its dispatcher, through `Runner.cancel`), and watch mode runs stages on
+    this machine (`--watch` refuses `--executor dask`), so only the local executor is one."""
+
+    def cancel(self, future: cf.Future[Outcome], stage_id: str) -> None:
+        """Stop the running stage (called from another thread than the one waiting on
+        `future`); returns once it stopped. Its future then resolves to a failed outcome."""
         ...

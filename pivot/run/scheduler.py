@@ -25,7 +25,7 @@ from pivot.errors import (
     RemoteUnreachable,
     UnsafePath,
 )
-from pivot.run.executor import Executor, Outcome
+from pivot.run.executor import Executor, Outcome, StoppingExecutor
 from pivot.run.lock_metrics import lock_metrics
 from pivot.run.lockfile import Lock, declares, write_lock
 from pivot.run.plan import PENDING, RESTORE, RUN, SKIP, Decision, Planner
@@ -203,7 +203,7 @@ class Runner:
             if live is None or stage_id in self._cancelled:
                 return
             self._cancelled[stage_id] = reason
-        assert self._executor is not None
+        assert isinstance(self._executor, StoppingExecutor)  # watch mode runs locally
         self._executor.cancel(live[0], stage_id)
 
     def plan(self, force: set[str], fork: bool = True) -> tuple[Planner, dict[str, Decision]]:
