@@ -132,8 +132,10 @@ def run_task(
     try:
         home = _home(base)
         opened = _open_remote(task.remote_url, task.remote_name, task.remote_options, home.root)
+        times = {"open": time.perf_counter() - start}  # a fresh worker waits for `warm` here
+        start = time.perf_counter()
         fetched = _fetch(task, home, opened)
-        times = {"fetch": time.perf_counter() - start}
+        times["fetch"] = time.perf_counter() - start
         outcome = _run_in_scratch(task, home, base, cancelled)
         times["run"] = time.perf_counter() - start - times["fetch"]
         facts = {**fetched, "started": round(started, 3), "push_listed": False}
