@@ -70,3 +70,32 @@ def test_a_folder_where_a_lock_file_goes_is_told_clearly(project, pivot):
 
     _assert_named(pivot("run", rc=None), ".pivot/stages/p/s.lock")
     assert not (project / "ran.log").exists()
+
+
+RUNS_BLOCKER = """
+import pathlib
+from typing import Annotated
+
+import pivot
+
+pipeline = pivot.Pipeline("p")
+
+def s() -> Annotated[str, pivot.Out("a.txt", pivot.loaders.Text())]:
+    runs = pathlib.Path(".pivot/cache/runs")
+    runs.mkdir(parents=True, exist_ok=True)
+    for i in range(256):
+        (runs / f"{i:02x}").write_text("not Pivot's")
+    return "a\\n"
+
+pipeline.register(s)
+"""
+
+
+def test_a_stage_writing_files_where_run_record_folders_go_is_told_clearly(project, pivot):
+    write_files(project, {"pipeline.py": RUNS_BLOCKER})
+
+    proc = pivot("run", rc=None)
+
+    _assert_named(proc, ".pivot/cache/runs/")
+    assert not (project / ".pivot" / "stages" / "p" / "s.lock").exists()
+    assert not list((project / ".pivot").rglob("*.tmp"))
