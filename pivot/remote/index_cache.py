@@ -25,6 +25,7 @@ if TYPE_CHECKING:
 
 NAMESPACE = "remote-index"
 IDS_KEY = "@ids"
+WRITTEN = "remote-index-written"
 
 
 @dataclass
@@ -73,13 +74,20 @@ class RemoteIndexCache:
         self.remote = remote
         self.tag = blake3.blake3(remote.identity.encode()).hexdigest()[:32]
         self.namespace = f"{NAMESPACE}:{self.tag}"
+        self.written = f"{WRITTEN}:{self.tag}"  # ids of indexes written since the listing
 
     def cached_ids(self) -> list[str]:
+        """The remote's index ids as last listed, with those written since (sorted)."""
         raw = self.state.get(self.namespace, IDS_KEY)
-        return list(msgpack.unpackb(raw, raw=False)) if raw else []
+        listed = list(msgpack.unpackb(raw, raw=False)) if raw else []
+        written = [ident for ident, _ in self.state.items(self.written)]
+        return sorted({*listed, *written}) if written else listed
 
     def _set_ids(self, ids: list[str]) -> None:
+        """Record `ids` as the remote's indexes, replacing those written since."""
         self.state.put(self.namespace, IDS_KEY, msgpack.packb(sorted(set(ids))))
+        for ident, _ in self.state.items(self.written):
+            self.state.delete(self.written, ident)
 
     def _what(self, ident: str) -> str:
         return f"index {ident[:16]} of remote {self.remote.display}"
@@ -110,7 +118,7 @@ class RemoteIndexCache:
                 self.state.put(self.namespace, ident, data)
                 cached[ident] = data
                 decoded[ident] = index
-        if set(self.cached_ids()) != on_remote:
+        if set(self.cached_ids()) != on_remote or self.state.items(self.written):
             self._set_ids(listed)
         return self._union(listed, cached, decoded)
 
@@ -150,6 +158,9 @@ class RemoteIndexCache:
         return {i: decode_index(cached[i], self._what(i)) for i in ids if i in cached}
 
     def remember(self, ident: str, data: bytes) -> None:
-        """Record an index this process has just written to the remote."""
+        """Record an index this process has just written to the remote: its id goes to a
+        namespace of its own (`written`) rather than into the listed ids, whose rewrite
+        at each index cost a Dask worker, which writes one per task, time growing with
+        the remote's index count."""
         self.state.put(self.namespace, ident, data)
-        self._set_ids([*self.cached_ids(), ident])
+        self.state.put(self.written, ident, b"")
