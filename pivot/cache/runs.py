@@ -17,6 +17,9 @@ from pivot.project import safe_relpath
 from pivot.untrusted import count
 
 RECORD_VERSION = 1
+# No record can be read there: none, or something other than Pivot stands in the way (a
+# file where its folder goes, a folder where it goes), which recording it then reports.
+_ABSENT = (FileNotFoundError, NotADirectoryError, IsADirectoryError)
 
 
 class Produced(Protocol):
@@ -51,7 +54,7 @@ class RunRecords:
         """The outputs recorded for `run_key`, or None (also when unreadable)."""
         try:
             data = self.path(run_key).read_bytes()
-        except FileNotFoundError:
+        except _ABSENT:
             return None
         try:
             return decode_record(data, f"run record {run_key[:12]}")
@@ -63,7 +66,7 @@ class RunRecords:
         try:
             data = self.path(run_key).read_bytes()
             decode_record(data, f"run record {run_key[:12]}")
-        except (FileNotFoundError, PivotError):
+        except (*_ABSENT, PivotError):
             return None
         return data
 

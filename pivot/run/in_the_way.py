@@ -21,7 +21,8 @@ def in_the_way(
     failure."""
     if not isinstance(exc, _KINDS):
         return None
-    name = name if name is not None else exc.filename
+    # A rename names its destination second: the path in the way.
+    name = name if name is not None else (exc.filename2 or exc.filename)
     if name is None:
         return None
     path = pathlib.Path(os.fsdecode(name))

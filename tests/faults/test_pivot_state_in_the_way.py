@@ -99,3 +99,34 @@ def test_a_stage_writing_files_where_run_record_folders_go_is_told_clearly(proje
     _assert_named(proc, ".pivot/cache/runs/")
     assert not (project / ".pivot" / "stages" / "p" / "s.lock").exists()
     assert not list((project / ".pivot").rglob("*.tmp"))
+
+
+def test_files_where_run_record_folders_go_do_not_stop_the_plan(project, pivot):
+    write_files(project, {"pipeline.py": STAGE.format(blocker="")})
+    runs = project / ".pivot" / "cache" / "runs"
+    runs.mkdir(parents=True, exist_ok=True)
+    for i in range(256):
+        (runs / f"{i:02x}").write_text("a user's file")
+
+    proc = pivot("run", rc=None)
+
+    # The plan finds no record there (the stage runs); recording it names the file.
+    _assert_named(proc, ".pivot/cache/runs/")
+    assert (project / "ran.log").exists()
+    assert not (project / ".pivot" / "stages" / "p" / "s.lock").exists()
+
+
+def test_a_stage_making_a_folder_where_its_lock_file_goes_is_told_clearly(project, pivot):
+    blocker = ".pivot/stages/p/s.lock/x"  # the stage writes x: s.lock becomes a folder
+    write_files(project, {"pipeline.py": STAGE.format(blocker=blocker)})
+
+    _assert_named(pivot("run", rc=None), ".pivot/stages/p/s.lock")
+    assert not list((project / ".pivot").rglob("*.tmp"))
+    # Moved away, the next run records the stage (restored from the record kept, or run).
+    lock = project / ".pivot" / "stages" / "p" / "s.lock"
+    (lock / "x").unlink()
+    lock.rmdir()
+    write_files(project, {"pipeline.py": STAGE.format(blocker="")})
+    pivot("run")
+    assert lock.is_file() and (project / "a.txt").read_text() == "a\n"
+    assert "up to date" in pivot("status").stdout
