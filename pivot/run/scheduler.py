@@ -25,7 +25,6 @@ from pivot.errors import (
     RemoteUnreachable,
     UnsafePath,
 )
-from pivot.run.executor import Executor, Outcome, StoppingExecutor
 from pivot.run.lock_metrics import lock_metrics
 from pivot.run.lockfile import Lock, declares, write_lock
 from pivot.run.plan import PENDING, RESTORE, RUN, SKIP, Decision, Planner
@@ -39,6 +38,7 @@ if TYPE_CHECKING:
     from pivot.cache.workspace import Workspace
     from pivot.define.stage import StageSpec
     from pivot.discover.graph import Graph
+    from pivot.run.executor import Executor, Outcome
     from pivot.run.remote_view import Output, RemoteAccess
 
 RAN, SKIPPED, RESTORED, FAILED, BLOCKED = "ran", "skipped", "restored", "failed", "blocked"
@@ -203,6 +203,8 @@ class Runner:
             if live is None or stage_id in self._cancelled:
                 return
             self._cancelled[stage_id] = reason
+        from pivot.run.executor import StoppingExecutor
+
         assert isinstance(self._executor, StoppingExecutor)  # watch mode runs locally
         self._executor.cancel(live[0], stage_id)
 
@@ -687,6 +689,8 @@ class Runner:
         original = outcome
         if outcome.ok:
             changed = self._deps_changed_since_planned(decision)
+            if changed:  # a no-op run (nothing executed) never imports the executors
+                from pivot.run.executor import Outcome
             if changed and self._halted:  # watch mode: the change is planned next
                 discard(outcome)
                 self._remove_outputs(decision)

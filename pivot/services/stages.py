@@ -28,7 +28,6 @@ from pivot.run.scheduler import (
     choose_materialized,
     plan_graph,
 )
-from pivot.services.elsewhere import Elsewhere, stale_elsewhere
 from pivot.services.ignored import GitIgnored
 from pivot.services.scope import (
     check_disjoint_data,
@@ -41,6 +40,7 @@ if TYPE_CHECKING:
     from pivot.project import Project
     from pivot.remote.transfer import TransferSummary
     from pivot.run.plan import Decision
+    from pivot.services.elsewhere import Elsewhere
 
 
 @dataclass
@@ -219,6 +219,8 @@ def status(
             rows.append(row)
         elsewhere = None
         if not targets and not all_pipelines:
+            from pivot.services.elsewhere import stale_elsewhere  # `status` alone needs it
+
             elsewhere = stale_elsewhere(ws, scope, remote is not None)
         return StatusResult(rows, elsewhere)
     finally:

@@ -45,6 +45,25 @@ def test_noop_run_without_metrics_skips_the_results_modules(project, pivot) -> N
     assert proc.stderr.strip().splitlines()[-1] == "[]"
 
 
+# Loaded only when a stage runs (the executors' outcome) or by `status` (other pipelines).
+RUN_OR_STATUS_ONLY = ("pivot.run.executor", "pivot.services.elsewhere")
+
+
+def test_noop_run_skips_the_executor_and_status_modules(project, pivot) -> None:
+    write_files(project, PARENT_CHILD)
+    pivot("run", cwd="analysis")
+    proc = subprocess.run(
+        [sys.executable, "-c", PROBE.format(args=["run"], heavy=RUN_OR_STATUS_ONLY)],
+        cwd=project / "analysis",
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": PYTHONPATH},
+        check=False,
+    )
+    assert "up to date" in proc.stdout
+    assert proc.stderr.strip().splitlines()[-1] == "[]"
+
+
 COMMAND_MODULES = ("pivot.cli.stages", "pivot.cli.remotes", "pivot.cli.transfer", "pivot.cli.gc")
 PROBE_COMMANDS = """
 import sys
