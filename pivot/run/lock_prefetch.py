@@ -38,11 +38,12 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 # Below about this many lock files the helper is not worth starting: it costs this
-# process 5-10 ms (finding the project, starting it, taking its rows), and reading and
-# validating a lock file here costs 30-50 us; at a few hundred stages the helper (an
-# interpreter and the validator's imports first, 40-80 ms of the other core) may also
-# not get far before the run needs the locks.
-HELPER_MIN = 500
+# process 5-10 ms (finding the project, starting it, taking its rows) and the other core
+# 60-80 ms (an interpreter and the validator's imports before the first file), while
+# reading and validating a lock file here costs 30-50 us. At 1,000 lock files it saved
+# this process about 20 ms of CPU and left the wall clock no better, or worse when the
+# other core was not idle (docs/benchmarks.md).
+HELPER_MIN = 1_500
 CHUNK = 64  # locks per chunk the helper writes
 _LENGTH = struct.Struct("<I")  # a chunk: its length, then the marshal bytes of its rows
 # The helper: reads (sys.path, the stages folder) from stdin, writes chunks to stdout.
