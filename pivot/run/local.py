@@ -26,6 +26,7 @@ from pivot.run.executor import Outcome
 
 if TYPE_CHECKING:
     import concurrent.futures as cf
+    from collections.abc import Callable
 
     from pivot.cache.batch import CacheBatch
     from pivot.cache.state import Row
@@ -721,8 +722,8 @@ def _fork_spare(expected: tuple[str | None, str, str, str] | None = None) -> _Sp
             os.close(result_read)
             for fd in _worker_pipes:  # the stage holds no pipe of its worker's
                 os.close(fd)
-            if expected is not None and not select.select([request_read], [], [], 0)[0]:
-                _prepare(*expected)
+            if expected is not None:
+                _prepare(*expected, lambda: bool(select.select([request_read], [], [], 0)[0]))
             with os.fdopen(request_read, "rb") as pipe:
                 data = pipe.read()
             if data:
@@ -746,26 +747,33 @@ def _fork_spare(expected: tuple[str | None, str, str, str] | None = None) -> _Sp
     return _Spare(pid, request_write, result_read)
 
 
-def _prepare(stage_id: str | None, root: str, cache_dir: str, tmp_dir: str) -> None:
+def _prepare(
+    stage_id: str | None, root: str, cache_dir: str, tmp_dir: str, arrived: Callable[[], bool]
+) -> None:
     """In a spare child, while the stage before runs: the first steps of `execute_here`
     that write no file and need no dep, done once for nothing (the cache and project
     objects, the outcome's pickling; for `stage_id`, the stage expected next, the listing
     of its folders, the checks of its output paths, its deps' paths), so that most of the
     pages a stage's child writes (reference counts: each first write copies a page it
     shares with its worker) are copied here, off a chain's critical path, not after its
-    request. Whatever stage then comes runs in full, as in any child; a failure here is
-    left for that run to meet."""
+    request. It stops at the first step that finds the request `arrived` (the stage then
+    waits at most for the step in progress). Whatever stage then comes runs in full, as in
+    any child; a failure here is left for that run to meet."""
     import pickle
 
     with contextlib.suppress(Exception):
+        if arrived():
+            return
         folder = pathlib.Path(root)
         LocalCache(pathlib.Path(cache_dir), pathlib.Path(tmp_dir)).batch()
         project = Project(folder)
         pickle.dumps(Outcome("", True, {}, [], seconds=0.0, undeclared=[], staged=[]))
         stage = _STAGES.get(stage_id) if stage_id is not None else None
-        if stage is None:
+        if stage is None or arrived():
             return
         _entries(stage, folder)
+        if arrived():
+            return
         for out in stage.outs:
             project.write_path(out.path, "its output")  # checks only: no folder is made
         for dep in stage.deps:
