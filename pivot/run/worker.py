@@ -9,7 +9,8 @@ Runs inside a Dask worker process, but imports no Dask: the executor hands `run_
 `cancelled` callable. The worker's folder is `$PIVOT_WORKER_DIR`, else
 `.pivot-worker` in the worker's working directory: `home/` (a Pivot project whose cache
 and state db persist across tasks: blobs already there are not fetched again) and
-`scratch/` (one folder per running task, removed after it).
+`scratch/` (one folder per stage server: a fresh scratch project for each task, laid out
+while the task before ended and removed behind its task).
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ UNLISTED_PUSH = 8 << 20  # outputs up to this size are pushed without listing th
 MAX_LOCATIONS = 10_000  # blobs of one output whose locations go back to the coordinator
 CANCEL_POLL = 0.5  # seconds between checks for a cancelled run
 PUSH_THREADS = 4  # pushes a worker process makes at once, behind its tasks
+_ASIDE = ".removing-"  # in the name of a scratch project being deleted behind its task
 
 
 @dataclass(frozen=True)
@@ -276,6 +278,8 @@ def warm(remote_url: str, remote_name: str | None, remote_options: dict[str, Any
     needs a new one for a new run). The coordinator asks for it while it still plans; a
     failure is left for the task to report."""
     base = worker_dir()
+    for aside in (base / "scratch").glob(f"*{_ASIDE}*"):
+        shutil.rmtree(aside, ignore_errors=True)
     with contextlib.suppress(Exception):
         home = _home(base)
         _open_remote(remote_url, remote_name, remote_options, home.root)
@@ -334,7 +338,6 @@ def _run_in_scratch(task: Task, home, base: pathlib.Path, cancelled: Callable[[]
     """Check the bundle and deps out into a fresh scratch project sharing the worker's
     cache, and run the stage there in a child process."""
     from pivot.cache.checkout import checkout
-    from pivot.cache.hashing import DIR
     from pivot.cache.objects import LocalCache
     from pivot.project import Project
 
@@ -342,22 +345,49 @@ def _run_in_scratch(task: Task, home, base: pathlib.Path, cancelled: Callable[[]
     server = _server((task.bundle, task.run_id), base / "scratch")
     root = server.root
     try:
-        shutil.rmtree(root, ignore_errors=True)  # what a killed task may have left
-        checkout(cache, task.bundle, DIR, root)
-        (root / ".pivot" / "stages").mkdir(parents=True)
-        (root / ".pivot" / "tmp").mkdir()
-        os.symlink(home.cache_dir, root / ".pivot" / "cache")
+        if not server.take_layout(task.bundle):
+            shutil.rmtree(root, ignore_errors=True)  # what a killed task may have left
+            _lay_out(home, task.bundle, root)
         project = Project(root)
         for path, (digest, kind) in task.deps.items():
             dest = project.write_path(path, f"the dep {path} of {task.stage_id}", make_parents=True)
             checkout(cache, digest, kind, dest)
         outcome = _run_child(task, project, server, cancelled)
     finally:
-        shutil.rmtree(root, ignore_errors=True)
+        _discard(root)
+    if getattr(_SERVERS, "server", None) is server:  # still this thread's: ready its next task
+        server.lay_out_ahead(home, task.bundle)
     # Paths as the user knows them: the stage's files are in the coordinator's project.
     outcome.error = outcome.error.replace(str(root), task.project_root)
     outcome.output = outcome.output.replace(str(root), task.project_root)
     return outcome
+
+
+def _lay_out(home, bundle: str, root: pathlib.Path) -> str:
+    """A fresh scratch project at `root` (which must not exist): the code bundle checked
+    out (verified), `.pivot/` with the worker's cache linked in; returns `bundle`."""
+    from pivot.cache.checkout import checkout
+    from pivot.cache.hashing import DIR
+    from pivot.cache.objects import LocalCache
+
+    checkout(LocalCache(home.cache_dir, home.tmp_dir), bundle, DIR, root)
+    (root / ".pivot" / "stages").mkdir(parents=True)
+    (root / ".pivot" / "tmp").mkdir()
+    os.symlink(home.cache_dir, root / ".pivot" / "cache")
+    return bundle
+
+
+def _discard(root: pathlib.Path) -> None:
+    """Remove a task's scratch project behind the task: renamed aside at once (the
+    server's next task lays out a fresh one under the same name), deleted by a push
+    thread; a folder left aside by a killed worker is removed by the next `warm`."""
+    aside = root.with_name(f"{root.name}{_ASIDE}{uuid.uuid4().hex}")
+    try:
+        os.rename(root, aside)
+    except OSError:
+        shutil.rmtree(root, ignore_errors=True)
+        return
+    _pusher().submit(shutil.rmtree, aside, ignore_errors=True)
 
 
 def _run_child(task: Task, project, server: _StageServer, cancelled: Callable[[], bool]) -> Outcome:
@@ -438,6 +468,24 @@ class _StageServer:
             bufsize=0,
         )
         self._pending = b""  # answer bytes read but not yet used
+        # The next task's scratch project, laid out behind the task before (`_lay_out`).
+        self._layout: Any = None  # a Future of the bundle laid out at `root`
+
+    def lay_out_ahead(self, home, bundle: str) -> None:
+        """Start laying out a fresh scratch project of `bundle` at `root` for this
+        server's next task (the last one's was moved aside by `_discard`), off its path."""
+        self._layout = _pusher().submit(_lay_out, home, bundle, self.root)
+
+    def take_layout(self, bundle: str) -> bool:
+        """Whether `root` holds a fresh scratch project of `bundle`, laid out ahead and
+        untouched since (else the caller lays one out: the error, if any, is then its)."""
+        layout, self._layout = self._layout, None
+        if layout is None or layout.cancel():  # not begun (the threads push): not waited for
+            return False
+        try:
+            return layout.result() == bundle
+        except Exception:
+            return False
 
     def start(
         self, request: pathlib.Path, log: pathlib.Path, cancelled: Callable[[], bool]
@@ -480,6 +528,7 @@ class _StageServer:
         with contextlib.suppress(OSError):
             self.proc.kill()
         self.proc.wait()
+        self.take_layout("")  # a layout under way is done before its folder is removed
         shutil.rmtree(self.root, ignore_errors=True)
 
 
