@@ -285,7 +285,9 @@ def timed_run(root: pathlib.Path, *args: str, others=()) -> tuple[float, float]:
 
 def step_medians(tasks: list[dict]) -> str:
     """Medians (ms) of a task's steps, and of the gap between one task's end and the next
-    one's start (the coordinator and the Dask scheduler in between)."""
+    one's start (the coordinator and the Dask scheduler in between). A push made behind
+    its task (`pushed` later than `ended` in tasks.log) is not on a chain's path: the
+    count of tasks that started before the push of the task before them ended says so."""
     ordered = sorted(tasks, key=lambda t: t["started"])
     steps = {
         step: statistics.median(t[f"{step}_seconds"] for t in tasks) * 1000
@@ -295,8 +297,16 @@ def step_medians(tasks: list[dict]) -> str:
         statistics.median(b["started"] - a["ended"] for a, b in itertools.pairwise(ordered)) * 1000
     )
     listed = sum(bool(t["fetch_listed"] or t["push_listed"]) for t in tasks)
+    overlapped = sum(
+        a["pushed"] is not None and b["started"] < a["pushed"]
+        for a, b in itertools.pairwise(ordered)
+    )
     shown = ", ".join(f"{step} {ms:.0f}" for step, ms in steps.items())
-    return f"{shown} ms; {listed} of {len(tasks)} tasks listed the remote"
+    return (
+        f"{shown} ms (a task's path: run + gap; the push runs behind it, and {overlapped} of "
+        f"{len(ordered) - 1} tasks started before the push of the one before them ended); "
+        f"{listed} of {len(tasks)} tasks listed the remote"
+    )
 
 
 def _stamped(*upstream: tuple[float, float]) -> tuple[float, float]:
