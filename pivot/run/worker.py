@@ -387,7 +387,10 @@ def _discard(root: pathlib.Path) -> None:
     except OSError:
         shutil.rmtree(root, ignore_errors=True)
         return
-    _pusher().submit(shutil.rmtree, aside, ignore_errors=True)
+    try:
+        _pusher().submit(shutil.rmtree, aside, ignore_errors=True)
+    except RuntimeError:  # the worker process is exiting: no thread takes it
+        shutil.rmtree(aside, ignore_errors=True)
 
 
 def _run_child(task: Task, project, server: _StageServer, cancelled: Callable[[], bool]) -> Outcome:
@@ -474,7 +477,8 @@ class _StageServer:
     def lay_out_ahead(self, home, bundle: str) -> None:
         """Start laying out a fresh scratch project of `bundle` at `root` for this
         server's next task (the last one's was moved aside by `_discard`), off its path."""
-        self._layout = _pusher().submit(_lay_out, home, bundle, self.root)
+        with contextlib.suppress(RuntimeError):  # the worker process is exiting
+            self._layout = _pusher().submit(_lay_out, home, bundle, self.root)
 
     def take_layout(self, bundle: str) -> bool:
         """Whether `root` holds a fresh scratch project of `bundle`, laid out ahead and
