@@ -18,6 +18,7 @@ from typing import Any
 from pivot.define.loaders import PathOnly
 from pivot.define.pipeline import Pipeline, Registration, check_name, checked_resources
 from pivot.define.stage import GLOB, LIST, PARAMS_ARG, Artifact, Dep, Out, StageSpec, is_glob
+from pivot.discover.fresh_code import SourceHashLoader, install
 from pivot.errors import DefinitionError, PivotError
 from pivot.project import Project, safe_relpath
 
@@ -55,7 +56,9 @@ def pipeline_file_in(directory: pathlib.Path) -> pathlib.Path | None:
 def pipeline_context(directory: pathlib.Path, root: pathlib.Path, imported: set[str] | None = None):
     """Run code in `directory` with it, then the project root, first on sys.path (so a
     pipeline imports its own modules, then the project's packages); forget project modules
-    it imported (adding their files to `imported`)."""
+    it imported (adding their files to `imported`). The project's modules load from
+    bytecode only when it matches their source (`fresh_code`)."""
+    install(str(root))
     cwd, path = os.getcwd(), list(sys.path)
     before = set(sys.modules)
     os.chdir(directory)
@@ -122,7 +125,9 @@ def load_file(project: Project, file: pathlib.Path) -> LoadedPipeline:
 
 def _load_py(project: Project, file: pathlib.Path) -> Pipeline:
     name = _module_name(project, file)
-    spec = importlib.util.spec_from_file_location(name, file)
+    spec = importlib.util.spec_from_file_location(
+        name, file, loader=SourceHashLoader(name, str(file))
+    )
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module

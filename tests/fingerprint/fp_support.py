@@ -9,6 +9,7 @@ import sys
 import textwrap
 
 from pivot import fingerprint as fp
+from pivot.discover.fresh_code import SourceHashLoader, install
 
 _names = itertools.count()
 
@@ -20,7 +21,8 @@ def write(root, name: str, text: str) -> None:
 
 
 def load(root, file: str = "pipeline.py", fresh: bool = True):
-    """Import like Pivot: synthetic module name, its folder on sys.path, helpers dropped after.
+    """Import like Pivot: synthetic module name, its folder on sys.path, the project's modules
+    from bytecode only when it matches their source, helpers dropped after.
 
     `fresh` forgets the fingerprint caches, as a new `pivot` process would.
     """
@@ -28,7 +30,11 @@ def load(root, file: str = "pipeline.py", fresh: bool = True):
         fp.clear_cache()
     before = set(sys.modules)
     name = f"_pivot_pipeline_test_{next(_names)}"
-    spec = importlib.util.spec_from_file_location(name, root / file)
+    install(str(root))
+    path = root / file
+    spec = importlib.util.spec_from_file_location(
+        name, path, loader=SourceHashLoader(name, str(path))
+    )
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module
     sys.path.insert(0, str((root / file).parent))

@@ -1,0 +1,89 @@
+"""A project module edited to the same size within the same second (so its mtime in whole
+seconds is unchanged) runs as edited: Python's cached bytecode must not stand in for it."""
+
+from __future__ import annotations
+
+import os
+import pathlib
+
+import pytest
+from support import PivotCLI, write_files
+
+PIPELINE = """
+from typing import Annotated
+
+import pivot
+from lib import SCALE
+
+FACTOR = 5
+
+pipeline = pivot.Pipeline("p")
+
+
+def make() -> Annotated[str, pivot.Out("out.txt", pivot.loaders.Text())]:
+    return f"{SCALE * FACTOR}"
+
+
+pipeline.register(make)
+"""
+
+# Bytecode caches written as a plain Python (and older Pivot) writes them are kept.
+WRITE_BYTECODE = {"PYTHONDONTWRITEBYTECODE": ""}
+
+
+def _edit_keeping_stat(path: pathlib.Path, old: str, new: str) -> None:
+    """Replace `old` by `new` (same length) and put the file's mtime back."""
+    assert len(old) == len(new)
+    before = path.stat()
+    text = path.read_text()
+    assert old in text
+    path.write_text(text.replace(old, new))
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+
+
+@pytest.mark.parametrize(
+    ("file", "old", "new", "expected"),
+    [("lib.py", "SCALE = 2", "SCALE = 3", "15"), ("pipeline.py", "FACTOR = 5", "FACTOR = 7", "14")],
+)
+def test_a_same_size_edit_in_the_same_second_is_run(
+    project: pathlib.Path, pivot: PivotCLI, file: str, old: str, new: str, expected: str
+) -> None:
+    write_files(project, {"pipeline.py": PIPELINE, "lib.py": "SCALE = 2\n"})
+    pivot("run", **WRITE_BYTECODE)
+    assert (project / "out.txt").read_text() == "10"
+    assert list((project / "__pycache__").glob(f"{file[:-3]}.*.pyc")), "bytecode was cached"
+
+    _edit_keeping_stat(project / file, old, new)
+    pivot("run", **WRITE_BYTECODE)
+    assert (project / "out.txt").read_text() == expected
+
+
+def test_stale_bytecode_of_the_default_kind_is_not_trusted(
+    project: pathlib.Path, pivot: PivotCLI
+) -> None:
+    """A cache written by plain Python (checked by mtime and size) for the old source."""
+    import py_compile
+
+    write_files(project, {"pipeline.py": PIPELINE, "lib.py": "SCALE = 2\n"})
+    pivot("run", **WRITE_BYTECODE)
+    lib = project / "lib.py"
+    cached = next((project / "__pycache__").glob("lib.*.pyc"))
+    py_compile.compile(
+        str(lib), cfile=str(cached), invalidation_mode=py_compile.PycInvalidationMode.TIMESTAMP
+    )
+
+    _edit_keeping_stat(lib, "SCALE = 2", "SCALE = 4")
+    pivot("run", **WRITE_BYTECODE)
+    assert (project / "out.txt").read_text() == "20"
+
+
+def test_damaged_bytecode_is_compiled_again(project: pathlib.Path, pivot: PivotCLI) -> None:
+    write_files(project, {"pipeline.py": PIPELINE, "lib.py": "SCALE = 2\n"})
+    pivot("run", **WRITE_BYTECODE)
+    damaged = sorted((project / "__pycache__").glob("*.pyc"))
+    assert len(damaged) == 2
+    for cached in damaged:
+        cached.write_bytes(cached.read_bytes()[:20] + b"\xff" * 8)  # header kept, code cut
+    pivot("run", "--force", **WRITE_BYTECODE)
+    assert (project / "out.txt").read_text() == "10"
+    assert all(cached.stat().st_size > 28 for cached in damaged), "written again, whole"
