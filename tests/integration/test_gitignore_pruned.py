@@ -52,6 +52,7 @@ def _two_pipelines_sharing_out(project) -> None:
             "a/pipeline.py": pipeline("a", {"one": "../out/one.txt", "two": "../out/two.txt"}),
             "b/pipeline.py": pipeline("b", {"three": "../out/three.txt"}),
             "out/.gitignore": "# mine\n/notes.txt\n",
+            ".gitignore": "__pycache__/\n",  # as a Python project has: bytecode is not committed
         },
     )
 
