@@ -93,16 +93,19 @@ def _project_hook(root: str) -> Callable[[str], importlib.machinery.FileFinder]:
 
 def _in_project(entry: str, root: str) -> bool:
     """Whether a sys.path entry is a folder of the project and not of a Python install
-    (a virtual environment kept inside the project loads as usual)."""
+    kept inside it (a virtual environment there loads as usual). A project that is itself
+    inside an install's folder (`/usr/src/app` beside a system Python in `/usr`) is still
+    the project."""
     if not isinstance(entry, str):
         return False
     folder = os.path.abspath(entry or os.getcwd())
     if not _under(folder, root):
         return False
-    installs = {sys.prefix, sys.base_prefix, sys.exec_prefix}
-    if any(_under(folder, os.path.abspath(prefix)) for prefix in installs):
+    prefixes = {os.path.abspath(p) for p in (sys.prefix, sys.base_prefix, sys.exec_prefix)}
+    inside = [prefix for prefix in prefixes if _under(prefix, root) and prefix != root]
+    if any(_under(folder, prefix) for prefix in inside):
         return False
-    parts = folder.split(os.sep)
+    parts = os.path.relpath(folder, root).split(os.sep)
     return "site-packages" not in parts and "dist-packages" not in parts
 
 

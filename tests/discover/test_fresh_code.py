@@ -7,7 +7,7 @@ import os
 import pathlib
 
 import pytest
-from support import PivotCLI, write_files
+from support import PYTHONPATH, PivotCLI, write_files
 
 PIPELINE = """
 from typing import Annotated
@@ -87,3 +87,38 @@ def test_damaged_bytecode_is_compiled_again(project: pathlib.Path, pivot: PivotC
     pivot("run", "--force", **WRITE_BYTECODE)
     assert (project / "out.txt").read_text() == "10"
     assert all(cached.stat().st_size > 28 for cached in damaged), "written again, whole"
+
+
+def test_a_project_inside_a_python_install_folder_is_still_checked(
+    tmp_path: pathlib.Path,
+) -> None:
+    """A project under the prefix of the Python that runs Pivot (`/usr/src/app` with a
+    system Python in `/usr`, `/usr/local/src/app` in a Python image): its modules are the
+    project's, loaded by hash; the install's own packages load as usual."""
+    import site
+    import subprocess
+    import sys
+
+    prefix = tmp_path / "env"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(prefix)], check=True)
+    packages = next((prefix / "lib").glob("python*/site-packages"))
+    (packages / "deps.pth").write_text("\n".join(site.getsitepackages()) + "\n")
+    python = str(prefix / "bin" / "python")
+    root = prefix / "src" / "app"
+    root.mkdir(parents=True)
+
+    def pivot_here(*args: str) -> None:
+        env = {**os.environ, "PYTHONPATH": PYTHONPATH, **WRITE_BYTECODE}
+        proc = subprocess.run(
+            [python, "-m", "pivot", *args], cwd=root, capture_output=True, text=True, env=env
+        )
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+
+    pivot_here("init")
+    write_files(root, {"pipeline.py": PIPELINE, "lib.py": "SCALE = 2\n"})
+    pivot_here("run")
+    assert (root / "out.txt").read_text() == "10"
+
+    _edit_keeping_stat(root / "lib.py", "SCALE = 2", "SCALE = 3")
+    pivot_here("run")
+    assert (root / "out.txt").read_text() == "15"
