@@ -59,7 +59,7 @@ def _cached_code(cache_path: str, digest: bytes) -> CodeType | None:
         return None
     try:
         code = marshal.loads(data[_HEADER:])
-    except (EOFError, ValueError, TypeError):
+    except Exception:  # damaged code raises EOFError, ValueError, TypeError, SystemError...
         return None
     return code if isinstance(code, CodeType) else None
 

@@ -122,3 +122,19 @@ def test_a_project_inside_a_python_install_folder_is_still_checked(
     _edit_keeping_stat(root / "lib.py", "SCALE = 2", "SCALE = 3")
     pivot_here("run")
     assert (root / "out.txt").read_text() == "15"
+
+
+def test_bytecode_that_breaks_the_decoder_is_compiled_again(
+    project: pathlib.Path, pivot: PivotCLI
+) -> None:
+    """Its header records the source's hash, but its code makes `marshal` raise something
+    other than the usual decode errors (a negative argument count: a `SystemError` on
+    CPython 3.11 to 3.13)."""
+    write_files(project, {"pipeline.py": PIPELINE, "lib.py": "SCALE = 2\n"})
+    pivot("run", **WRITE_BYTECODE)
+    cached = next((project / "__pycache__").glob("lib.*.pyc"))
+    data = bytearray(cached.read_bytes())
+    data[16 + 4] = 0x80  # the high byte of the module code's argument count
+    cached.write_bytes(bytes(data))
+    pivot("run", "--force", **WRITE_BYTECODE)
+    assert (project / "out.txt").read_text() == "10"
