@@ -81,8 +81,8 @@ class Prefetch:
                 found += marshal.loads(data[at : at + size])
                 at += size
             lockfile.remember(found)
-        except (ValueError, EOFError, TypeError) as exc:
-            log.debug(f"The lock file helper's output is unusable: {exc}")
+        except Exception as exc:  # marshal raises EOFError, ValueError, SystemError...
+            log.debug(f"The lock file helper's output is unusable: {exc!r}")
             lockfile.remember(())
             return 0
         return len(found)

@@ -152,6 +152,21 @@ def test_a_helper_output_of_the_wrong_shape_is_dropped(old_stages, monkeypatch):
     assert [read_lock(old_stages, s) for s in GOOD] == [_lock(s) for s in GOOD]
 
 
+def test_a_helper_output_that_breaks_the_decoder_is_dropped(old_stages, monkeypatch):
+    """Bytes that make `marshal` raise other than its usual decode errors (a code object
+    with a negative argument count: `SystemError` on CPython 3.11 to 3.13)."""
+    monkeypatch.setattr(
+        lock_prefetch,
+        "_HELPER",
+        "import marshal, struct, sys\n"
+        "data = bytearray(marshal.dumps(compile('1', 'x', 'exec')))\n"
+        "data[4] = 0x80\n"
+        "sys.stdout.buffer.write(struct.pack('<I', len(data)) + data)\n",
+    )
+    assert _finished(lock_prefetch.start(old_stages, helper_min=1)) == 0
+    assert [read_lock(old_stages, s) for s in GOOD] == [_lock(s) for s in GOOD]
+
+
 def test_no_helper_for_a_few_lock_files(old_stages):
     assert lock_prefetch.start(old_stages) is None  # five files, below HELPER_MIN
     assert lock_prefetch.start(old_stages / "absent", helper_min=1) is None
