@@ -89,39 +89,88 @@ def test_damaged_bytecode_is_compiled_again(project: pathlib.Path, pivot: PivotC
     assert all(cached.stat().st_size > 28 for cached in damaged), "written again, whole"
 
 
+def _venv(prefix: pathlib.Path) -> pathlib.Path:
+    """A virtual environment at `prefix` seeing this test's packages, holding a package
+    `venvpkg` of its own; its Python."""
+    import site
+    import subprocess
+    import sys
+
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(prefix)], check=True)
+    packages = next((prefix / "lib").glob("python*/site-packages"))
+    (packages / "deps.pth").write_text("\n".join(site.getsitepackages()) + "\n")
+    write_files(packages, {"venvpkg/__init__.py": "", "venvpkg/mod.py": "X = 1\n"})
+    return prefix / "bin" / "python"
+
+
+def _pivot_with(python: pathlib.Path, root: pathlib.Path, *args: str) -> None:
+    import subprocess
+
+    env = {**os.environ, "PYTHONPATH": PYTHONPATH, **WRITE_BYTECODE}
+    proc = subprocess.run(
+        [str(python), "-m", "pivot", *args], cwd=root, capture_output=True, text=True, env=env
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
 def test_a_project_inside_a_python_install_folder_is_still_checked(
     tmp_path: pathlib.Path,
 ) -> None:
     """A project under the prefix of the Python that runs Pivot (`/usr/src/app` with a
     system Python in `/usr`, `/usr/local/src/app` in a Python image): its modules are the
-    project's, loaded by hash; the install's own packages load as usual."""
-    import site
-    import subprocess
-    import sys
-
-    prefix = tmp_path / "env"
-    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(prefix)], check=True)
-    packages = next((prefix / "lib").glob("python*/site-packages"))
-    (packages / "deps.pth").write_text("\n".join(site.getsitepackages()) + "\n")
-    python = str(prefix / "bin" / "python")
-    root = prefix / "src" / "app"
+    project's, loaded by hash."""
+    python = _venv(tmp_path / "env")
+    root = tmp_path / "env" / "src" / "app"
     root.mkdir(parents=True)
-
-    def pivot_here(*args: str) -> None:
-        env = {**os.environ, "PYTHONPATH": PYTHONPATH, **WRITE_BYTECODE}
-        proc = subprocess.run(
-            [python, "-m", "pivot", *args], cwd=root, capture_output=True, text=True, env=env
-        )
-        assert proc.returncode == 0, proc.stdout + proc.stderr
-
-    pivot_here("init")
+    _pivot_with(python, root, "init")
     write_files(root, {"pipeline.py": PIPELINE, "lib.py": "SCALE = 2\n"})
-    pivot_here("run")
+    _pivot_with(python, root, "run")
     assert (root / "out.txt").read_text() == "10"
 
     _edit_keeping_stat(root / "lib.py", "SCALE = 2", "SCALE = 3")
-    pivot_here("run")
+    _pivot_with(python, root, "run")
     assert (root / "out.txt").read_text() == "15"
+
+
+PACKAGE_PIPELINE = """
+from typing import Annotated
+
+import pivot
+import venvpkg.mod
+from lib.sub import SCALE
+
+LOADER = type(venvpkg.mod.__loader__).__name__
+
+pipeline = pivot.Pipeline("p")
+
+
+def make() -> Annotated[str, pivot.Out("out.txt", pivot.loaders.Text())]:
+    return f"{SCALE} {LOADER}"
+
+
+pipeline.register(make)
+"""
+
+
+def test_a_package_of_the_project_is_checked_and_its_venv_loads_as_usual(
+    tmp_path: pathlib.Path,
+) -> None:
+    """Pivot run by the project's own `.venv`: a module of a package in the project (its
+    submodules found through the package's `__path__`) runs as edited; the virtual
+    environment's packages keep Python's own loader."""
+    root = tmp_path / "proj"
+    python = _venv(root / ".venv")
+    _pivot_with(python, root, "init")
+    write_files(
+        root,
+        {"pipeline.py": PACKAGE_PIPELINE, "lib/__init__.py": "", "lib/sub.py": "SCALE = 2\n"},
+    )
+    _pivot_with(python, root, "run")
+    assert (root / "out.txt").read_text() == "2 SourceFileLoader"
+
+    _edit_keeping_stat(root / "lib" / "sub.py", "SCALE = 2", "SCALE = 3")
+    _pivot_with(python, root, "run")
+    assert (root / "out.txt").read_text() == "3 SourceFileLoader"
 
 
 def test_bytecode_that_breaks_the_decoder_is_compiled_again(
