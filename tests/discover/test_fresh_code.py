@@ -187,3 +187,18 @@ def test_bytecode_that_breaks_the_decoder_is_compiled_again(
     cached.write_bytes(bytes(data))
     pivot("run", "--force", **WRITE_BYTECODE)
     assert (project / "out.txt").read_text() == "10"
+
+
+def test_a_bytecode_folder_that_cannot_be_written_does_not_fail_a_run(
+    project: pathlib.Path, pivot: PivotCLI
+) -> None:
+    """`__pycache__` a file (as unwritable as a read-only folder, even to root): the
+    modules are compiled in memory, run as edited, and nothing is written."""
+    write_files(project, {"pipeline.py": PIPELINE, "lib.py": "SCALE = 2\n"})
+    (project / "__pycache__").write_text("not a folder")
+    pivot("run", **WRITE_BYTECODE)
+    assert (project / "out.txt").read_text() == "10"
+    _edit_keeping_stat(project / "lib.py", "SCALE = 2", "SCALE = 3")
+    pivot("run", **WRITE_BYTECODE)
+    assert (project / "out.txt").read_text() == "15"
+    assert (project / "__pycache__").read_text() == "not a folder"
