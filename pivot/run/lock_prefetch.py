@@ -15,7 +15,8 @@ ctime and inode are those the helper read (one `stat` at use, after the command 
 project's lock), and never for a file changed within the last 3 s. What the helper hands
 over is untrusted like the file itself: `read_lock` validates it at use with
 `lockfile.lock_from_json`, the validator of every lock file read (the helper saves this
-process the file's reading and JSON decoding).
+process the file's reading and JSON decoding), and reads the file itself when it does not
+validate.
 """
 
 from __future__ import annotations

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 from pivot import _fs
 from pivot.cache.hashing import DIR, FILE, is_hash
 from pivot.define.metric_values import check_values
-from pivot.errors import CorruptFile
+from pivot.errors import CorruptFile, PivotError
 from pivot.project import PIVOT_DIR, Project, first_overlap, safe_relpath
 from pivot.run.in_the_way import in_the_way
 from pivot.untrusted import count
@@ -85,9 +85,10 @@ def read_lock(stages_dir: pathlib.Path, stage_id: str) -> Lock | None:
     name = os.path.join(stages_dir, f"{stage_id}.lock")
     try:
         fetched = _FETCHED.pop(name, None) if _FETCHED else None
+        lock = None
         if fetched is not None and fetched[0] == _stat_key(os.stat(name)):
-            key, lock = fetched[0], lock_from_json(fetched[1], name)
-        else:
+            key, lock = fetched[0], _handed_over(fetched[1], name)
+        if lock is None:
             hit = _READ.get(name)
             if hit is not None and hit[0] == _stat_key(os.stat(name)):
                 return _copy(hit[1])
@@ -104,6 +105,17 @@ def read_lock(stages_dir: pathlib.Path, stage_id: str) -> Lock | None:
         _READ[name] = (key, lock)
         return _copy(lock)
     return lock
+
+
+def _handed_over(raw: Any, name: str) -> Lock | None:
+    """The lock a helper process handed over for the lock file `name` (its decoded JSON),
+    validated here; None when it does not validate: the file itself is then read, as the
+    damage may be the hand-over's alone."""
+    try:
+        return lock_from_json(raw, name)
+    except PivotError as exc:
+        log.debug(f"The lock handed over for {name} is refused: {exc}")
+        return None
 
 
 def read_validated(name: str) -> tuple[tuple[int, int, int, int] | None, Any, Lock]:
