@@ -26,34 +26,19 @@ def test_noop_run_imports_nothing_heavy(project, pivot) -> None:
     assert imported_heavy_modules(project / "analysis", "run") == []
 
 
-# Loaded only when a stage declares a pivot.Metric or pivot.Plot, or a metrics CSV is read.
-RESULTS_ONLY = ("pivot.define.results", "csv")
-
-
-def test_noop_run_without_metrics_skips_the_results_modules(project, pivot) -> None:
+# Modules a no-op run does not need: the results modules are loaded only when a stage
+# declares a pivot.Metric or pivot.Plot (or a metrics CSV is read), the executors' outcome
+# only when a stage runs, and the other pipelines' summary only by `status`.
+@pytest.mark.parametrize(
+    "unneeded",
+    [("pivot.define.results", "csv"), ("pivot.run.executor", "pivot.services.elsewhere")],
+    ids=["results", "executor-and-status"],
+)
+def test_noop_run_skips_modules_it_does_not_need(project, pivot, unneeded) -> None:
     write_files(project, PARENT_CHILD)
     pivot("run", cwd="analysis")
     proc = subprocess.run(
-        [sys.executable, "-c", PROBE.format(args=["run"], heavy=RESULTS_ONLY)],
-        cwd=project / "analysis",
-        capture_output=True,
-        text=True,
-        env={**os.environ, "PYTHONPATH": PYTHONPATH},
-        check=False,
-    )
-    assert "up to date" in proc.stdout
-    assert proc.stderr.strip().splitlines()[-1] == "[]"
-
-
-# Loaded only when a stage runs (the executors' outcome) or by `status` (other pipelines).
-RUN_OR_STATUS_ONLY = ("pivot.run.executor", "pivot.services.elsewhere")
-
-
-def test_noop_run_skips_the_executor_and_status_modules(project, pivot) -> None:
-    write_files(project, PARENT_CHILD)
-    pivot("run", cwd="analysis")
-    proc = subprocess.run(
-        [sys.executable, "-c", PROBE.format(args=["run"], heavy=RUN_OR_STATUS_ONLY)],
+        [sys.executable, "-c", PROBE.format(args=["run"], heavy=unneeded)],
         cwd=project / "analysis",
         capture_output=True,
         text=True,

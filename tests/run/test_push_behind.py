@@ -10,8 +10,6 @@ import pickle
 import queue
 from dataclasses import replace
 
-import pytest
-
 from pivot.cache.hashing import DIR
 from pivot.cache.workspace import workspace_of
 from pivot.discover.loading import load_file
@@ -34,16 +32,6 @@ def made() -> Annotated[str, Out("made.txt", loaders.Text())]:
 
 p.register(made)
 """
-
-
-@pytest.fixture
-def worker_dir(tmp_path, monkeypatch):
-    monkeypatch.setenv("PIVOT_WORKER_DIR", str(tmp_path / "worker"))
-    yield tmp_path / "worker"
-    server = getattr(worker._SERVERS, "server", None)
-    if server is not None:
-        worker._SERVERS.server = None
-        server.close()
 
 
 def _task(project: pathlib.Path, remote_dir: pathlib.Path) -> worker.Task:

@@ -8,8 +8,6 @@ from __future__ import annotations
 import pathlib
 import time
 
-import pytest
-
 from pivot.cache.hashing import DIR
 from pivot.cache.workspace import workspace_of
 from pivot.discover.loading import load_file
@@ -43,16 +41,6 @@ def check() -> Annotated[str, Out("check.txt", loaders.Text())]:
 p.register(litter)
 p.register(check)
 """
-
-
-@pytest.fixture
-def worker_dir(tmp_path, monkeypatch):
-    monkeypatch.setenv("PIVOT_WORKER_DIR", str(tmp_path / "worker"))
-    yield tmp_path / "worker"
-    server = getattr(worker._SERVERS, "server", None)
-    if server is not None:
-        worker._SERVERS.server = None
-        server.close()
 
 
 def _tasks(project: pathlib.Path, remote_dir: pathlib.Path) -> list[worker.Task]:
