@@ -40,6 +40,19 @@ class PivotCLI:
         return proc
 
 
+def start_pivot(cwd: pathlib.Path, *args: str) -> subprocess.Popen:
+    """`python -m pivot ARGS` started in `cwd` and left running, its output captured as
+    text (for tests that act while it runs)."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "pivot", *args],
+        cwd=cwd,
+        env={**os.environ, "PYTHONPATH": PYTHONPATH},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
 def write_files(root: pathlib.Path, files: dict[str, str]) -> None:
     for rel, text in files.items():
         path = root / rel

@@ -9,7 +9,7 @@ import subprocess
 import sys
 import time
 
-from support import COUNTER, PYTHONPATH, ROOT, executions, write_files
+from support import COUNTER, PYTHONPATH, ROOT, executions, start_pivot, write_files
 
 HEADER = (
     """
@@ -487,14 +487,7 @@ pipeline.register(slow)
 """
         },
     )
-    first = subprocess.Popen(
-        [sys.executable, "-m", "pivot", "run"],
-        cwd=project,
-        env={**os.environ, "PYTHONPATH": PYTHONPATH},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    first = start_pivot(project, "run")
     deadline = time.time() + 30
     while not (project / "started").exists() and time.time() < deadline:
         time.sleep(0.05)

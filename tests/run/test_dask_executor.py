@@ -20,7 +20,7 @@ import urllib.parse
 import pytest
 from dask_cluster import start_cluster, stop_cluster, wait_for_workers
 from s3_servers import ACCESS_KEY, REGION, SECRET_KEY
-from support import PYTHONPATH, PivotCLI, free_ports, process_alive, write_files
+from support import PYTHONPATH, PivotCLI, free_ports, process_alive, start_pivot, write_files
 
 pytestmark = pytest.mark.s3
 
@@ -719,14 +719,7 @@ def test_a_worker_killed_before_its_push_ended_leaves_no_lock(
     marks = tmp_path / "marks"
     gate = _gated_chain(project, seaweedfs, cluster, marks)
     try:
-        run = subprocess.Popen(
-            [sys.executable, "-m", "pivot", "run"],
-            cwd=project,
-            env={**os.environ, "PYTHONPATH": PYTHONPATH},
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
+        run = start_pivot(project, "run")
         deadline = time.monotonic() + 90
         while not (marks / "one").exists():
             assert run.poll() is None and time.monotonic() < deadline, run.communicate()
@@ -768,14 +761,7 @@ def test_a_push_that_fails_behind_its_task_fails_the_stage(project, seaweedfs, c
     marks = tmp_path / "marks"
     gate = _gated_chain(project, seaweedfs, cluster, marks)
     try:
-        run = subprocess.Popen(
-            [sys.executable, "-m", "pivot", "run"],
-            cwd=project,
-            env={**os.environ, "PYTHONPATH": PYTHONPATH},
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
+        run = start_pivot(project, "run")
         deadline = time.monotonic() + 90
         while not (marks / "one").exists():
             assert run.poll() is None and time.monotonic() < deadline, run.communicate()
