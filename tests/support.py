@@ -5,10 +5,12 @@ from __future__ import annotations
 import json
 import os
 import pathlib
+import signal
 import socket
 import subprocess
 import sys
 import textwrap
+import time
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 PYTHONPATH = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)
@@ -51,6 +53,33 @@ def start_pivot(cwd: pathlib.Path, *args: str) -> subprocess.Popen:
         stderr=subprocess.PIPE,
         text=True,
     )
+
+
+def start_pivot_group(cwd: pathlib.Path, *args: str) -> subprocess.Popen:
+    """`python -m pivot ARGS` in `cwd` in its own process group (its workers die with it),
+    its output discarded: for tests that kill it at some point."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "pivot", *args],
+        cwd=cwd,
+        env={**os.environ, "PYTHONPATH": PYTHONPATH},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+
+
+def kill_when(proc: subprocess.Popen, ready) -> bool:
+    """kill -9 the process group of `proc` as soon as `ready()` holds; False if it
+    finished first."""
+    try:
+        while proc.poll() is None:
+            if ready():
+                os.killpg(proc.pid, signal.SIGKILL)
+                return True
+            time.sleep(0.0005)
+        return False
+    finally:
+        proc.wait()
 
 
 def write_files(root: pathlib.Path, files: dict[str, str]) -> None:

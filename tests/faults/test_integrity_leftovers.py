@@ -6,13 +6,9 @@ from __future__ import annotations
 import os
 import pathlib
 import shutil
-import signal
-import subprocess
-import sys
-import time
 
 from remote_support import clone, files_of, make_project
-from support import PYTHONPATH, PivotCLI, write_files
+from support import PivotCLI, kill_when, start_pivot_group, write_files
 
 
 def s3_remote(cli: PivotCLI, seaweedfs, bucket: str) -> None:
@@ -20,31 +16,6 @@ def s3_remote(cli: PivotCLI, seaweedfs, bucket: str) -> None:
     for key, value in seaweedfs.options().items():
         secret = ["--local"] if "key" in key else []
         cli("remote", "modify", *secret, "origin", key, value)
-
-
-def start(root: pathlib.Path, *args: str) -> subprocess.Popen:
-    """A real `pivot` process in its own process group (its workers die with it)."""
-    return subprocess.Popen(
-        [sys.executable, "-m", "pivot", *args],
-        cwd=root,
-        env={**os.environ, "PYTHONPATH": PYTHONPATH},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-
-
-def kill_when(proc: subprocess.Popen, ready) -> bool:
-    """kill -9 the process group as soon as `ready()` holds; False if it finished first."""
-    try:
-        while proc.poll() is None:
-            if ready():
-                os.killpg(proc.pid, signal.SIGKILL)
-                return True
-            time.sleep(0.0005)
-        return False
-    finally:
-        proc.wait()
 
 
 def blob_temps(root: pathlib.Path) -> list[pathlib.Path]:
@@ -74,13 +45,17 @@ def test_killed_pull_leaves_a_temp_blob_that_gc_and_the_next_pull_remove(tmp_pat
     for config in ("config.yaml", "config.local.yaml"):
         (dst.root / ".pivot" / config).write_bytes((src.root / ".pivot" / config).read_bytes())
 
-    assert kill_when(start(dst.root, "pull", "--all", "-j", "1"), growing_temp(dst.root))
+    assert kill_when(
+        start_pivot_group(dst.root, "pull", "--all", "-j", "1"), growing_temp(dst.root)
+    )
     assert blob_temps(dst.root), "the killed pull left its temp blob"
     assert "Would remove" in cli("gc", "--dry-run").stdout and blob_temps(dst.root)
     gc = cli("gc")
     assert "leftover temp" in gc.stdout and blob_temps(dst.root) == []
 
-    assert kill_when(start(dst.root, "pull", "--all", "-j", "1"), growing_temp(dst.root))
+    assert kill_when(
+        start_pivot_group(dst.root, "pull", "--all", "-j", "1"), growing_temp(dst.root)
+    )
     cli("pull", "--all")  # takes the command lock: the stale temp files go first
     assert blob_temps(dst.root) == []
     assert (dst.root / "big.bin").read_bytes() == big
@@ -100,7 +75,7 @@ def test_killed_pull_leaves_no_hidden_folder_after_the_next_pull(tmp_path):
         return [p for p in dst.root.iterdir() if ".pivot-tmp-" in p.name]
 
     for _ in range(5):  # a pull that finished before the kill is tried again
-        if kill_when(start(dst.root, "pull", "--all"), lambda: bool(hidden())):
+        if kill_when(start_pivot_group(dst.root, "pull", "--all"), lambda: bool(hidden())):
             break
         shutil.rmtree(dst.root / "data")
     assert hidden(), "the killed pull left its hidden folder (it shows in `git status`)"
@@ -136,7 +111,7 @@ def test_killed_run_leaves_temp_files_the_next_run_removes(project, pivot):
         },
     )
     for attempt in range(5):  # a run that finished before the kill is tried again
-        if kill_when(start(project, "run"), growing_temp(project)):
+        if kill_when(start_pivot_group(project, "run"), growing_temp(project)):
             break
         (project / "seed.txt").write_text(f"{attempt + 2}\n")
     assert blob_temps(project), "the killed run left the temp copy of its output"

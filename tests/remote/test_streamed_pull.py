@@ -8,14 +8,11 @@ from __future__ import annotations
 import os
 import pathlib
 import random
-import signal
-import subprocess
-import sys
 import time
 
 import pytest
 from remote_support import clone, files_of, make_project
-from support import PYTHONPATH, PivotCLI
+from support import PivotCLI, kill_when, start_pivot_group
 
 from pivot.cache.state import StateDB
 from pivot.project import Project
@@ -48,30 +45,6 @@ def hidden(root: pathlib.Path) -> list[str]:
     return [p.name for p in root.iterdir() if ".pivot-" in p.name]
 
 
-def start_pull(root: pathlib.Path) -> subprocess.Popen:
-    return subprocess.Popen(
-        [sys.executable, "-m", "pivot", "pull", "--all"],
-        cwd=root,
-        env={**os.environ, "PYTHONPATH": PYTHONPATH},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-
-
-def kill_when(proc: subprocess.Popen, ready) -> bool:
-    """kill -9 the pull as soon as `ready()` holds; False if it finished first."""
-    try:
-        while proc.poll() is None:
-            if ready():
-                os.killpg(proc.pid, signal.SIGKILL)
-                return True
-            time.sleep(0.0005)
-        return False
-    finally:
-        proc.wait()
-
-
 def files_in_hidden_tree(root: pathlib.Path) -> int:
     count = 0
     for name in hidden(root):
@@ -97,10 +70,13 @@ def test_a_pull_killed_at_random_points_then_run_again_gives_the_same_workspace(
     # Killed each time once a random number of the tree's files exist in its hidden
     # folder, then after a random delay (if that pull finished first, it is complete).
     for _ in range(3):
-        if kill_when(start_pull(dst.root), once_written(dst.root, rng.randrange(1, 1199))):
+        if kill_when(
+            start_pivot_group(dst.root, "pull", "--all"),
+            once_written(dst.root, rng.randrange(1, 1199)),
+        ):
             killed_mid_tree += bool(hidden(dst.root))
             assert not (dst.root / "data").exists(), "a killed pull placed part of the tree"
-    if kill_when(start_pull(dst.root), after(rng.uniform(0.0, 1.5))):
+    if kill_when(start_pivot_group(dst.root, "pull", "--all"), after(rng.uniform(0.0, 1.5))):
         assert not (dst.root / "data").exists() or files_of(dst.root) == FILES
     assert killed_mid_tree, "no kill came while the tree was being written"
 
