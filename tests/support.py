@@ -42,30 +42,27 @@ class PivotCLI:
         return proc
 
 
-def start_pivot(cwd: pathlib.Path, *args: str) -> subprocess.Popen:
-    """`python -m pivot ARGS` started in `cwd` and left running, its output captured as
-    text (for tests that act while it runs)."""
+def start_pivot(
+    cwd: pathlib.Path, *args: str, output: int = subprocess.PIPE, own_group: bool = False
+) -> subprocess.Popen:
+    """`python -m pivot ARGS` started in `cwd` and left running (for tests that act while
+    it runs): its output captured as text unless `output` is DEVNULL, in a process group of
+    its own when `own_group` (so that killing the group kills its workers too)."""
     return subprocess.Popen(
         [sys.executable, "-m", "pivot", *args],
         cwd=cwd,
         env={**os.environ, "PYTHONPATH": PYTHONPATH},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
+        stdout=output,
+        stderr=output,
         text=True,
+        start_new_session=own_group,
     )
 
 
 def start_pivot_group(cwd: pathlib.Path, *args: str) -> subprocess.Popen:
-    """`python -m pivot ARGS` in `cwd` in its own process group (its workers die with it),
-    its output discarded: for tests that kill it at some point."""
-    return subprocess.Popen(
-        [sys.executable, "-m", "pivot", *args],
-        cwd=cwd,
-        env={**os.environ, "PYTHONPATH": PYTHONPATH},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
+    """`start_pivot` in a process group of its own, its output discarded: for tests that
+    kill it at some point (`kill_when`)."""
+    return start_pivot(cwd, *args, output=subprocess.DEVNULL, own_group=True)
 
 
 def kill_when(proc: subprocess.Popen, ready) -> bool:

@@ -8,12 +8,10 @@ from __future__ import annotations
 import json
 import os
 import pathlib
-import signal
 import subprocess
 import sys
-import time
 
-from support import PYTHONPATH, PivotCLI, write_files
+from support import PYTHONPATH, PivotCLI, kill_when, start_pivot_group, write_files
 
 from pivot.cache.hashing import DIR
 from pivot.cache.objects import LocalCache
@@ -66,30 +64,6 @@ def _pipeline() -> str:
     return text + EXTRA
 
 
-def _start(root: pathlib.Path) -> subprocess.Popen:
-    return subprocess.Popen(
-        [sys.executable, "-m", "pivot", "run", "-j", "1"],
-        cwd=root,
-        env={**os.environ, "PYTHONPATH": PYTHONPATH},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-
-
-def _kill_when_written(proc: subprocess.Popen, path: pathlib.Path) -> bool:
-    """kill -9 the run's process group once `path` exists; False if it finished first."""
-    try:
-        while proc.poll() is None:
-            if path.exists():
-                os.killpg(proc.pid, signal.SIGKILL)
-                return True
-            time.sleep(0.001)
-        return False
-    finally:
-        proc.wait()
-
-
 def _check_recorded(root: pathlib.Path) -> int:
     """Every lock file and run record parses and names blobs that are whole in the cache
     (read back verified, tree manifests and their entries too); returns how many locks."""
@@ -125,7 +99,9 @@ def test_a_kill_during_the_group_commit_window_leaves_only_whole_records(
     # Kill as stage s3 (then s11, s19) writes its output: the stages before it finished
     # less than the commit window ago, so some are recorded and some not yet.
     for i in range(3, CHAIN, 8):
-        if _kill_when_written(_start(project), project / f"out_{i}.txt"):
+        if kill_when(
+            start_pivot_group(project, "run", "-j", "1"), (project / f"out_{i}.txt").exists
+        ):
             killed += 1
         _check_recorded(project)
     assert killed, "every run finished before it could be killed"

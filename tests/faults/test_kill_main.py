@@ -10,7 +10,7 @@ import subprocess
 import sys
 import time
 
-from support import PYTHONPATH, PivotCLI, process_alive, write_files
+from support import PYTHONPATH, PivotCLI, process_alive, start_pivot, write_files
 
 PIPELINE = """
 import os
@@ -46,19 +46,9 @@ def _parent(pid: int) -> int:
     return int(pathlib.Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
 
 
-def _start(project: pathlib.Path, *args: str) -> subprocess.Popen:
-    return subprocess.Popen(
-        [sys.executable, "-m", "pivot", *args],
-        cwd=project,
-        env={**os.environ, "PYTHONPATH": PYTHONPATH},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-
-
 def test_workers_and_stages_die_with_a_killed_run(project: pathlib.Path, pivot: PivotCLI):
     write_files(project, {"pipeline.py": PIPELINE, "hold": "1"})
-    main = _start(project, "run")
+    main = start_pivot(project, "run", output=subprocess.DEVNULL)
     pid_file = project / "stage.pid"
     _wait_for(lambda: pid_file.exists() and pid_file.read_text(), "the stage to start")
     stage = int(pid_file.read_text())
