@@ -709,6 +709,13 @@ def _gated_chain(project, seaweedfs, cluster, marks: pathlib.Path) -> _Gate:
     return gate
 
 
+def _wait_for_mark(run: subprocess.Popen, mark: pathlib.Path, deadline: float) -> None:
+    """Wait until the stage that writes `mark` has started, the run still going."""
+    while not mark.exists():
+        assert run.poll() is None and time.monotonic() < deadline, run.communicate()
+        time.sleep(0.05)
+
+
 def test_a_worker_killed_before_its_push_ended_leaves_no_lock(
     project, seaweedfs, cluster, tmp_path
 ):
@@ -721,13 +728,9 @@ def test_a_worker_killed_before_its_push_ended_leaves_no_lock(
     try:
         run = start_pivot(project, "run")
         deadline = time.monotonic() + 90
-        while not (marks / "one").exists():
-            assert run.poll() is None and time.monotonic() < deadline, run.communicate()
-            time.sleep(0.05)
+        _wait_for_mark(run, marks / "one", deadline)
         gate.close()  # `one` sleeps: its push will stall
-        while not (marks / "two").exists():  # Dask started `two`: `one`'s task returned
-            assert run.poll() is None and time.monotonic() < deadline, run.communicate()
-            time.sleep(0.05)
+        _wait_for_mark(run, marks / "two", deadline)  # Dask started `two`: `one`'s task returned
         worker = int((marks / "two").read_text())
         assert worker == int((marks / "one").read_text())
         os.kill(worker, signal.SIGKILL)
@@ -763,9 +766,7 @@ def test_a_push_that_fails_behind_its_task_fails_the_stage(project, seaweedfs, c
     try:
         run = start_pivot(project, "run")
         deadline = time.monotonic() + 90
-        while not (marks / "one").exists():
-            assert run.poll() is None and time.monotonic() < deadline, run.communicate()
-            time.sleep(0.05)
+        _wait_for_mark(run, marks / "one", deadline)
         gate.refuse()  # `one` sleeps: its push will fail
         _, err = run.communicate(timeout=180)
     finally:
