@@ -8,12 +8,12 @@ import json
 import threading
 
 from pivot.run import worker
-from tests.run.test_push_behind import _task, worker_dir  # noqa: F401 (a fixture)
+from tests.run.test_push_behind import _task
 
 HOLD = 1.5  # seconds `warm` holds the worker's remotes while it makes the remote's client
 
 
-def test_the_wait_for_the_warm_up_is_not_counted_as_fetching(project, tmp_path, worker_dir):  # noqa: F811
+def test_the_wait_for_the_warm_up_is_not_counted_as_fetching(project, tmp_path, worker_dir):
     task = _task(project, tmp_path / "remote")
     held, calling = threading.Event(), threading.Event()
 
