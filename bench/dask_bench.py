@@ -10,7 +10,11 @@ everything involved (the `pivot run` process tree; with Dask also the scheduler,
 workers with their stage servers, and SeaweedFS), which a loaded machine distorts less.
 
     indep    40 independent stages of 0.5 s CPU each: `--executor dask` on the 2 workers
-             against `-j 2` locally (target: within 15 % of 40 x 0.5 / 2 = 10 s)
+             against `-j 2` locally (target: within 15 % of 40 x 0.5 / 2 = 10 s), and
+             the floor without Pivot: the same 40 x 0.5 s of CPU as 40 plain Dask tasks
+             on the same cluster (each forks a child that burns 0.5 s, as a stage is
+             forked; a fresh interpreter that imports `distributed`, connects, submits
+             and gathers), and as 40 forked processes two at a time without Dask
     chain    200 chained tiny stages: time per stage, dask against local (target: under
              30 ms per stage more than local), the medians of a task's steps from the
              workers' `.pivot-worker/tasks.log`, and Dask's own floor: the same number of
@@ -120,6 +124,52 @@ def _reader(i):
 p.register(big)
 for i in range(8):
     p.register(_reader(i), name=f"r{i}")
+"""
+
+
+# The floor of the indep scenario without Pivot. BURN is the stages' loop; each script
+# runs in a fresh interpreter, as `pivot run` does.
+BURN = """
+import os, time
+
+def burn():
+    start = time.process_time()
+    n = 0
+    while time.process_time() - start < 0.5:
+        n += 1
+
+def forked():
+    pid = os.fork()
+    if pid == 0:
+        burn()
+        os._exit(0)
+    os.waitpid(pid, 0)
+"""
+
+BARE_DASK = f"""{BURN}
+import sys
+import distributed
+
+def task(i):
+    forked()
+    return i
+
+with distributed.Client(sys.argv[1], timeout="60s", set_as_default=False) as client:
+    client.gather(client.map(task, range(40), pure=False))
+"""
+
+BARE_PROCESSES = f"""{BURN}
+running = set()
+for i in range(40):
+    if len(running) == 2:
+        running.discard(os.wait()[0])
+    pid = os.fork()
+    if pid == 0:
+        burn()
+        os._exit(0)
+    running.add(pid)
+while running:
+    running.discard(os.wait()[0])
 """
 
 
@@ -263,12 +313,17 @@ def pivot_env(extra: dict[str, str]) -> dict[str, str]:
 def timed_run(root: pathlib.Path, *args: str, others=()) -> tuple[float, float]:
     """Wall and CPU seconds of one `pivot run`: the CPU of its process tree and of the
     `others` (objects with `cpu_seconds()`) while it ran."""
+    return timed(root, ["-m", "pivot", "run", "-q", *args], others)
+
+
+def timed(root: pathlib.Path, args: list[str], others=()) -> tuple[float, float]:
+    """Wall and CPU seconds of one `python ARGS` in `root` (see `timed_run`)."""
     subprocess.run(["sync"], check=False)
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     others_before = sum(o.cpu_seconds() for o in others)
     start = time.perf_counter()
     proc = subprocess.run(
-        [sys.executable, "-m", "pivot", "run", "-q", *args],
+        [sys.executable, *args],
         cwd=root,
         capture_output=True,
         text=True,
@@ -279,7 +334,7 @@ def timed_run(root: pathlib.Path, *args: str, others=()) -> tuple[float, float]:
     cpu = after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime
     cpu += sum(o.cpu_seconds() for o in others) - others_before
     if proc.returncode != 0:
-        raise RuntimeError(f"pivot run {' '.join(args)} failed in {root}:\n{proc.stderr}")
+        raise RuntimeError(f"python {' '.join(args)} failed in {root}:\n{proc.stderr}")
     return took, cpu
 
 
@@ -372,12 +427,25 @@ def main() -> None:
                 make_project(work / "indep-dask", INDEP, server, "pivot-dask-bench")
                 make_project(work / "indep-local", INDEP, server, "pivot-dask-bench")
                 d, dcpu = timed_run(work / "indep-dask", *dask, others=involved)
+                bare = work / "indep-bare"
+                bare.mkdir()
+                (bare / "dask_tasks.py").write_text(BARE_DASK)
+                (bare / "processes.py").write_text(BARE_PROCESSES)
+                bd, bdcpu = timed(bare, ["dask_tasks.py", cluster.address], involved)
+                bp, bpcpu = timed(bare, ["processes.py"])
                 loc, lcpu = timed_run(work / "indep-local", "-j", "2", "--no-remote")
                 print(
                     f"indep: 40 x 0.5 s CPU  dask (2 workers x 1 thread) {d:.1f} s "
                     f"(CPU {dcpu:.1f} s)   local -j 2 {loc:.1f} s (CPU {lcpu:.1f} s)   "
                     f"ideal 10.0 s   dask/ideal {d / 10:.2f}: within 15 % "
                     f"{verdict(d <= 11.5)}"
+                )
+                print(
+                    f"indep: without Pivot  40 plain Dask tasks, each forking a 0.5 s "
+                    f"child, same cluster {bd:.1f} s (CPU {bdcpu:.1f} s, {bd / 10:.2f}x)   "
+                    f"40 forked processes 2 at a time, no Dask {bp:.1f} s "
+                    f"(CPU {bpcpu:.1f} s, {bp / 10:.2f}x)   Pivot's share over plain Dask "
+                    f"{d - bd:.1f} s (CPU {dcpu - bdcpu:.1f} s)"
                 )
             if "chain" in only:
                 n = args.chain_length
