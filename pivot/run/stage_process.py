@@ -12,7 +12,10 @@ a clean process without paying for an interpreter start and Pivot's imports.
 Like the local executor, which imports the pipelines once per run before it forks its
 workers, the server imports a pipeline file once per run (and scratch folder: the worker
 gives one server the same folder for every task, laid out afresh each time) and forks
-the children of its stages from there.
+the children of its stages from there. The worker keeps a server for the next run of the
+same code bundle only if the server answers `{"check": true}` with `{"fresh": true}`:
+no file of a module it imported from outside its scratch folder (a third-party package,
+Pivot itself) changed on disk since it imported it.
 """
 
 from __future__ import annotations
@@ -128,8 +131,12 @@ def serve() -> None:
     die_with_parent(os.getppid())
     pipelines: dict[tuple[str, str, str], LoadedPipeline | None] = {}
     run_id = None
+    stamps = _Stamps()
     for line in sys.stdin:
         paths = json.loads(line)
+        if paths.get("check"):
+            _answer({"fresh": stamps.fresh()})
+            continue
         request = json.loads(pathlib.Path(paths["request"]).read_text())
         if request["run"] != run_id:  # what a run learnt is not trusted by the next one
             run_id = request["run"]
@@ -138,6 +145,7 @@ def serve() -> None:
         key = (request["run"], request["root"], request["source"])
         if key not in pipelines:
             pipelines[key] = _load_quietly(request, paths["log"])
+            stamps.take(request["root"])
         server = os.getpid()
         pid = os.fork()
         if pid == 0:
@@ -146,6 +154,42 @@ def serve() -> None:
         _answer({"pid": pid})
         _, status = os.waitpid(pid, 0)
         _answer({"status": status})
+
+
+class _Stamps:
+    """What each module file this server imported from outside its scratch folder looked
+    like on disk when it was imported (inode, size, mtime and ctime in ns: a same-size
+    rewrite keeping its mtime still changes the ctime). The scratch folder's files are
+    not stamped: it is laid out afresh per task, and the worker keeps a server only for
+    the same code bundle (the same bytes)."""
+
+    def __init__(self) -> None:
+        self._stamps: dict[str, tuple[int, ...] | None] = {}
+        self.take(None)
+
+    def take(self, scratch: str | None) -> None:
+        """Stamp the module files imported since the last call (those under `scratch`
+        left out)."""
+        inside = None if scratch is None else os.path.join(scratch, "")
+        for module in list(sys.modules.values()):
+            path = getattr(module, "__file__", None)
+            if not isinstance(path, str) or path in self._stamps:
+                continue
+            if inside is not None and path.startswith(inside):
+                continue
+            self._stamps[path] = _stamp(path)
+
+    def fresh(self) -> bool:
+        """Whether every stamped file is as it was when stamped."""
+        return all(_stamp(path) == stamp for path, stamp in self._stamps.items())
+
+
+def _stamp(path: str) -> tuple[int, ...] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
 
 
 def _load_quietly(request: dict, log_file: str) -> LoadedPipeline | None:

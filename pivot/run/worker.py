@@ -38,6 +38,7 @@ OUTPUT_TAIL = 4000  # characters of the stage's output sent back
 UNLISTED_PUSH = 8 << 20  # outputs up to this size are pushed without listing the remote
 MAX_LOCATIONS = 10_000  # blobs of one output whose locations go back to the coordinator
 CANCEL_POLL = 0.5  # seconds between checks for a cancelled run
+SERVER_CHECK_TIMEOUT = 10.0  # seconds a stage server has to say it may serve a new run
 PUSH_THREADS = 4  # pushes a worker process makes at once, behind its tasks
 _ASIDE = ".removing-"  # in the name of a scratch project being deleted behind its task
 
@@ -275,8 +276,9 @@ def warm(remote_url: str, remote_name: str | None, remote_options: dict[str, Any
     """Ready this worker process for a run before its first task arrives: the remote's
     client made (boto3's costs a first task most of a second) and spare stage servers
     started, which the threads adopt: one, or one per thread holding a server (each
-    needs a new one for a new run). The coordinator asks for it while it still plans; a
-    failure is left for the task to report."""
+    needs a new one for a run of new code, or once a module it imported changed). The
+    coordinator asks for it while it still plans; a failure is left for the task to
+    report."""
     base = worker_dir()
     for aside in (base / "scratch").glob(f"*{_ASIDE}*"):
         shutil.rmtree(aside, ignore_errors=True)
@@ -455,9 +457,10 @@ def _run_child(task: Task, project, server: _StageServer, cancelled: Callable[[]
 
 
 class _StageServer:
-    """`python -m pivot.run.stage_process`, started once per worker thread, code bundle
-    and run, with the scratch folder `root` its tasks run in (always the same, since the
-    server keeps the pipeline files it imported from there)."""
+    """`python -m pivot.run.stage_process`, started once per worker thread and code
+    bundle (kept for the next run while `fresh`), with the scratch folder `root` its
+    tasks run in (always the same, since the server keeps the pipeline files it imported
+    from there)."""
 
     def __init__(self, serves: tuple[str, str] | None, scratch: pathlib.Path) -> None:
         # (code bundle, run id); None: a spare, which has imported no project code yet
@@ -526,6 +529,19 @@ class _StageServer:
         line, _, self._pending = self._pending.partition(b"\n")
         return json.loads(line)
 
+    def fresh(self) -> bool:
+        """Whether this server may serve another run of its code bundle: alive, and no
+        module it imported changed on disk since (it checks: `stage_process`)."""
+        if self.proc.poll() is not None:
+            return False
+        assert self.proc.stdin is not None
+        try:
+            self.proc.stdin.write(b'{"check": true}\n')
+            answer = self._answer(SERVER_CHECK_TIMEOUT)
+        except (OSError, PivotError, ValueError):
+            return False
+        return bool(answer and answer.get("fresh") is True)
+
     def close(self) -> None:
         with _REMOTES_LOCK:
             _SERVING.discard(self)
@@ -543,12 +559,21 @@ _SERVING: set[_StageServer] = set()  # the threads' servers
 
 def _server(serves: tuple[str, str], scratch: pathlib.Path) -> _StageServer:
     """This thread's stage server for `serves` (code bundle, run id); a spare one when
-    there is one. A new one when the code changed (the old one imported the old code) or
-    a new run began: the modules a run's pipeline files imported (a third-party package
-    among them) stay in the server, and a package upgraded on the worker since must not
-    run its old code in memory while the fingerprint check reads its new version."""
+    there is one. A new one when the code changed (the old one imported the old code);
+    the same one for a new run of the same code only if no module it imported changed on
+    disk since (`fresh`): the modules a run's pipeline files imported (a third-party
+    package among them) stay in the server, and a package upgraded on the worker since
+    must not run its old code in memory while the fingerprint check reads its new
+    version."""
     server = getattr(_SERVERS, "server", None)
-    if server is not None and (server.serves != serves or server.proc.poll() is not None):
+    if server is not None and server.serves != serves:
+        if server.serves is not None and server.serves[0] == serves[0] and server.fresh():
+            server.serves = serves
+        else:
+            _SERVERS.server = None
+            server.close()
+            server = None
+    if server is not None and server.proc.poll() is not None:
         _SERVERS.server = None
         server.close()
         server = None

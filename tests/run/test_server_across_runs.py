@@ -1,0 +1,108 @@
+"""`worker.run_task` in this process, with real stage servers and a real folder remote:
+a worker thread keeps its stage server for the next run of the same code bundle, and
+starts a new one once a module that server imported changed on disk (here rewritten
+with the same size and mtime), so a stage never runs a package's old code left in
+memory."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import pathlib
+import shutil
+
+from pivot.cache.hashing import DIR
+from pivot.cache.workspace import workspace_of
+from pivot.discover.loading import load_file
+from pivot.fingerprint import fingerprint
+from pivot.project import Project
+from pivot.remote.stores import open_remote
+from pivot.remote.transfer import push_outputs
+from pivot.run import worker
+from pivot.run.bundle import build_bundle
+
+PIPELINE = """
+import os
+from typing import Annotated
+import pivot, pivotkept
+from pivot import Out, loaders
+
+p = pivot.Pipeline("p")
+
+def which() -> Annotated[str, Out("which.txt", loaders.Text())]:
+    print(f"server={os.getppid()} code={pivotkept.CODE}")
+    return pivotkept.CODE
+
+p.register(which)
+"""
+
+
+def _write_package(site: pathlib.Path, code: str) -> pathlib.Path:
+    """`pivotkept` 1.0 in `site`, its module saying `code`; the module's path."""
+    (site / "pivotkept").mkdir(parents=True, exist_ok=True)
+    module = site / "pivotkept" / "__init__.py"
+    module.write_text(f"CODE = {code!r}\n")
+    info = site / "pivotkept-1.0.dist-info"
+    info.mkdir(exist_ok=True)
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: pivotkept\nVersion: 1.0\n")
+    (info / "top_level.txt").write_text("pivotkept\n")
+    return module
+
+
+def _task(project: pathlib.Path, remote_dir: pathlib.Path) -> worker.Task:
+    (project / "pipeline.py").write_text(PIPELINE)
+    proj = Project(project)
+    bundle = build_bundle(workspace_of(proj), {"which.txt"})
+    remote = open_remote(str(remote_dir), name="r", base=project)
+    summary = push_outputs(proj, remote, [(bundle, DIR)])
+    stage = load_file(proj, project / "pipeline.py").stages["which"]
+    return worker.Task(
+        stage_id=stage.id,
+        source="pipeline.py",
+        bundle=bundle,
+        deps={},
+        fingerprint=fingerprint(stage.func, project, stage.params),
+        run_key="1" * 64,
+        project_root=str(project),
+        run_id="run-1",
+        remote_url=str(remote_dir),
+        remote_name="r",
+        locations=summary.stored,
+    )
+
+
+def _run(task: worker.Task, run_id: str) -> str:
+    outcome = worker.run_task(dataclasses.replace(task, run_id=run_id), lambda message: None)
+    assert outcome.ok, outcome.error
+    return outcome.output.strip()
+
+
+def test_a_stage_server_serves_the_next_run_until_a_module_it_imported_changes(
+    project, tmp_path, worker_dir, monkeypatch
+):
+    site = tmp_path / "site"
+    module = _write_package(site, "old")
+    monkeypatch.syspath_prepend(str(site))
+    paths = [str(site), os.environ.get("PYTHONPATH", "")]
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(p for p in paths if p))
+    task = _task(project, tmp_path / "remote")
+
+    first = _run(task, "run-1")
+    server = worker._SERVERS.server
+    assert first == f"server={server.proc.pid} code=old"
+    # A new run of the same code: the same server, nothing on disk changed.
+    assert _run(task, "run-2") == first
+    assert worker._SERVERS.server is server
+
+    # The package's code changes on the worker, same size, mtime put back (and its
+    # bytecode removed, which Python would otherwise trust by size and mtime): the server
+    # that imported the old code is replaced, and the stage runs the new code.
+    stat = module.stat()
+    module.write_text("CODE = 'new'\n")
+    os.utime(module, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert module.stat().st_size == stat.st_size
+    shutil.rmtree(module.parent / "__pycache__", ignore_errors=True)
+    third = _run(task, "run-3")
+    assert worker._SERVERS.server is not server
+    assert server.proc.poll() is not None
+    assert third == f"server={worker._SERVERS.server.proc.pid} code=new"
