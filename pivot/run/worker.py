@@ -253,6 +253,7 @@ class _Opened:
 
 
 _REMOTES: dict[str, _Opened] = {}  # kept by the worker process across tasks
+_WORKSPACES: dict[pathlib.Path, Any] = {}  # the home's workspace (its state db open), likewise
 _BUNDLES: set[tuple[str, str]] = set()  # (cache, code bundle) found whole in that cache
 _REMOTES_LOCK = threading.Lock()
 
@@ -270,6 +271,17 @@ def _open_remote(
                 open_remote(url, name=name or "remote", options=options, base=base)
             )
         return _REMOTES[key]
+
+
+def _workspace(home) -> Any:
+    """The workspace of the worker's home, opened once per worker process (its state
+    database serves the push threads and the tasks together: it is thread-safe)."""
+    from pivot.cache.workspace import workspace_of
+
+    with _REMOTES_LOCK:
+        if home.root not in _WORKSPACES:
+            _WORKSPACES[home.root] = workspace_of(home)
+        return _WORKSPACES[home.root]
 
 
 def warm(remote_url: str, remote_name: str | None, remote_options: dict[str, Any]) -> None:
@@ -309,15 +321,16 @@ def _fetch(task: Task, home, opened: _Opened) -> dict[str, Any]:
         return {"outputs": [], "blobs": 0, "bytes": 0, "fetch_listed": False}
     opened.learn(task.locations)
     remote = opened.remote
+    ws = _workspace(home)
     summaries = []
     if all(digest in opened.known.blobs for digest, _ in missing):
         # A failure (e.g. a pack merged away by a remote gc since) falls back to a listing.
         with contextlib.suppress(PivotError):
-            summaries.append(fetch_outputs(home, remote, missing, contents=opened.known))
+            summaries.append(fetch_outputs(home, remote, missing, contents=opened.known, ws=ws))
     listed = not summaries or bool(summaries[0].missing)
     if listed:
         contents = opened.refresh(home)
-        summaries.append(fetch_outputs(home, remote, missing, contents=contents))
+        summaries.append(fetch_outputs(home, remote, missing, contents=contents, ws=ws))
     summary = summaries[-1]
     if summary.missing:
         raise RemoteIncomplete(
@@ -633,7 +646,9 @@ def _push(task: Task, home, opened: _Opened, outcome: Outcome) -> dict[str, Any]
     outputs = [(o["hash"], o["kind"]) for o in outcome.outs.values()]
     small = sum(o.get("size", 0) for o in outcome.outs.values()) <= UNLISTED_PUSH
     nothing = RemoteContents() if small else None  # else: the remote is listed
-    summary = push_outputs(home, remote, outputs, [task.run_key], contents=nothing)
+    summary = push_outputs(
+        home, remote, outputs, [task.run_key], contents=nothing, ws=_workspace(home)
+    )
     if summary.missing or summary.missing_runs:
         raise RemoteIncomplete(
             f"the outputs could not all be pushed to {remote.display}.",
