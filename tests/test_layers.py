@@ -39,9 +39,10 @@ FORBIDDEN = {
     "pivot.cache": {"pivot.config"},
 }
 ENTRY_POINTS = {"pivot", "pivot.__main__"}  # the public face and `python -m pivot`
-# Run by a cluster worker as `python -m`: its stdout is a pipe to the worker and its
-# children's are the stage's log, never the user's terminal.
-WORKER_PROGRAMS = {"pivot.run.stage_process"}
+# Run as `python -m` by a cluster worker (its stdout is a pipe to the worker and its
+# children's are the stage's log) or by a pull (a pipe to the pulling process), never
+# the user's terminal.
+WORKER_PROGRAMS = {"pivot.run.stage_process", "pivot.cache.tree_writer"}
 
 
 def _module_name(path: pathlib.Path) -> str:

@@ -26,7 +26,7 @@ import uuid
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from pivot._fs import remove_path, remove_quietly, write_all, write_new
+from pivot._fs import remove_path, remove_quietly, write_new
 from pivot.cache.hashing import DIR, TreeEntry, copy_hashing, hash_file
 from pivot.cache.parallel import run_slices
 from pivot.errors import CacheCorrupt, DamagedBlob, PivotError, writing
@@ -37,7 +37,6 @@ if TYPE_CHECKING:
 _RENAME_EXCHANGE = 2
 _FICLONE = 0x40049409  # ioctl: share `source`'s extents (reflink)
 _AT_FDCWD = -100
-_CREATE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 # The hidden siblings a checkout builds `.<name>.pivot-tmp-<id>` in (and moves the old
 # output aside to, `-old-`): left behind only by a killed process.
 _LEFTOVER = re.compile(r"\.(.+)\.pivot-(?:tmp|old)-[0-9a-f]{12}")
@@ -203,9 +202,10 @@ class TreeBuild:
     """A tree output being built in a hidden sibling of `dest` (its folders made at once),
     then swapped into place: `dest` is either the old output or the complete new one,
     never a mix. Entries are placed from the cache (`place`, verified as they are copied or
-    linked) or from content the caller verified against the entry's hash (`write`); both
-    from any thread. `stats` holds the stat of each file written from bytes (packed or
-    given), taken on its descriptor. `discard` removes what was built."""
+    linked), from any thread, or by the caller from content it verified against the
+    entry's hash, created relative to `folder_fd` (`streamed.StreamedTree`). `stats` holds
+    the stat of each file `place` wrote from packed bytes, taken on its descriptor.
+    `discard` removes what was built."""
 
     def __init__(
         self,
@@ -229,28 +229,23 @@ class TreeBuild:
                     parent = parent.rpartition("/")[0]
             for folder in sorted(folders):  # parents sort before their children
                 os.mkdir(os.path.join(self.tmp, folder))
-            # Files written from bytes are created relative to this descriptor of the new
-            # tree: no lookup of the (possibly `/proc/self/fd/N`) path above it per file.
             self._fd = os.open(
                 self.tmp, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
             )
         except BaseException:
             remove_quietly(self.tmp)
             raise
-        self._umask = _umask()
+        self.umask = _umask()
         self._mode = mode
         # Files of the previous output that are already right are linked into the new
         # tree rather than copied: no new inode, and none freed when the old tree goes.
         self._old = str(dest) if mode is not LinkMode.HARDLINK and _is_folder(dest) else None
 
-    def write(self, entry: TreeEntry, data: bytes | memoryview) -> None:
-        """Create `entry`'s file holding `data`, which the caller verified against
-        `entry.hash` (a size other than the manifest's is the manifest's fault)."""
-        if len(data) != entry.size:
-            raise self._wrong_size(entry, len(data))
-        self.stats[entry.relpath] = _write_at(
-            self._fd, entry.relpath, data, entry.mode, bool(entry.mode & self._umask)
-        )
+    @property
+    def folder_fd(self) -> int:
+        """A descriptor of the new tree's folder (files written from bytes are created
+        relative to it: no lookup of the path above it per file)."""
+        return self._fd
 
     def place(self, entries: list[TreeEntry]) -> None:
         """Place `entries` from the cache, one thread per folder, largest first: the kernel
@@ -262,7 +257,7 @@ class TreeBuild:
         for entry in entries:
             by_folder.setdefault(entry.relpath.rpartition("/")[0], []).append(entry)
         place = _PLACE[self._mode]
-        umask = self._umask
+        umask = self.umask
         old = self._old
         objects = str(self.cache.objects)
         symlink = self._mode is LinkMode.SYMLINK
@@ -292,13 +287,14 @@ class TreeBuild:
             try:
                 put_entry(entry)
             except _WrongSize as exc:
-                raise self._wrong_size(entry, exc.size) from None
+                raise self.wrong_size(entry, exc.size) from None
 
         folders_by_size = sorted(by_folder.values(), key=len, reverse=True)
         with reader:
             run_slices(put, folders_by_size, len(entries))
 
-    def _wrong_size(self, entry: TreeEntry, size: int) -> CacheCorrupt:
+    def wrong_size(self, entry: TreeEntry, size: int) -> CacheCorrupt:
+        """The error for a verified blob of `size` bytes where `entry` records another."""
         return CacheCorrupt(
             f"The tree manifest {self.digest} of {self.dest} records {entry.size} bytes for "
             f"{entry.relpath!r}, but the cache object {entry.hash} it names holds "
@@ -321,26 +317,6 @@ class TreeBuild:
             os.close(self._fd)
             self._fd = -1
         remove_quietly(self.tmp)
-
-
-def _write_at(
-    folder_fd: int, rel: str, data: bytes | memoryview, mode: int, exact: bool
-) -> os.stat_result:
-    """`write_new` of `rel` in the open folder `folder_fd`, following no link at its end."""
-    fd = os.open(rel, _CREATE, mode, dir_fd=folder_fd)
-    try:
-        try:
-            if (done := os.write(fd, data)) < len(data):
-                write_all(fd, memoryview(data)[done:])
-            if exact:
-                os.fchmod(fd, mode)
-            return os.fstat(fd)
-        finally:
-            os.close(fd)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(rel, dir_fd=folder_fd)
-        raise
 
 
 class _Mismatch(Exception):

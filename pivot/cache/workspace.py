@@ -83,7 +83,8 @@ class Workspace:
         pinned = contextlib.ExitStack()
         try:
             folder = pinned.enter_context(self.project.pinned_folder(path, what))
-            tree = StreamedTree(self.cache, out["hash"], entries, folder / dest.name, link)
+            pinned_dest = folder / dest.name
+            tree = StreamedTree(self.cache, out["hash"], entries, pinned_dest, link, f"{path}/")
         except BaseException:
             pinned.close()
             raise
@@ -120,9 +121,10 @@ class StreamedOutput:
         """Swap the complete tree in and record its stat rows; on error nothing moved."""
         with self.pinned:
             try:
-                placed = self.tree.finish()
+                rows, placed = self.tree.finish()
             except PivotError as exc:
                 raise _named(exc, self.tree.dest, self.dest) from exc.__cause__
+        self.ws.state.record_rows(rows)  # files written from fetched bytes: copies
         self.ws.record_placed(self.path, placed, self.link)
 
     def discard(self) -> None:
