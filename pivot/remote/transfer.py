@@ -71,7 +71,7 @@ DEFAULT_JOBS = 8
 # loopback servers gain nothing from more; this keeps RSS flat whatever the output sizes.
 LARGE_PARALLEL = 2
 # Tree outputs of at least STREAM_MIN files are checked out while they are fetched (each
-# with a thread creating its files), at most STREAMS of them per pull.
+# with a child process creating its files), at most STREAMS of them per pull.
 STREAM_MIN = 1000
 STREAMS = 2
 # While a checkout takes blobs as they arrive, ranges are read in parts of at most this
