@@ -213,7 +213,7 @@ class _Child:
 
     def __init__(self, proc: subprocess.Popen, replied: Callable[[memoryview], None]) -> None:
         self.proc = proc
-        self.replied = replied
+        self.replied: Callable[[memoryview], None] | None = replied
         self.started = False
         self.status: int | None = None
         self._reader = threading.Thread(
@@ -240,6 +240,8 @@ class _Child:
 
     def _read(self) -> None:
         fd = self.proc.stdout.fileno()  # type: ignore[union-attr]
+        replied = self.replied
+        assert replied is not None  # dropped only once this thread is done
         buf = bytearray()
         while chunk := os.read(fd, 1 << 16):
             buf += chunk
@@ -252,7 +254,7 @@ class _Child:
                 del buf[: len(HELLO)]
             whole = len(buf) - len(buf) % REPLY.size
             if whole:
-                self.replied(memoryview(bytes(buf[:whole])))
+                replied(memoryview(bytes(buf[:whole])))
                 del buf[:whole]
 
     def send(self, data: bytes) -> None:
@@ -266,8 +268,7 @@ class _Child:
         with contextlib.suppress(BrokenPipeError):
             self.proc.stdin.close()  # type: ignore[union-attr]
         self.status = self.proc.wait()
-        self._reader.join()
-        self.proc.stdout.close()  # type: ignore[union-attr]
+        self._done()
         return self.started
 
     def kill(self) -> None:
@@ -276,5 +277,11 @@ class _Child:
         with contextlib.suppress(OSError):
             self.proc.stdin.close()  # type: ignore[union-attr]
         self.proc.wait()
+        self._done()
+
+    def _done(self) -> None:
+        """After the child exited: its replies all handed over, the pipe closed, and the
+        callback dropped (it refers back to the tree: no cycle kept to the collector)."""
         self._reader.join()
         self.proc.stdout.close()  # type: ignore[union-attr]
+        self.replied = None
