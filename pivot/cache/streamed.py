@@ -211,8 +211,11 @@ class _Child:
     """The `tree_writer` process creating a streamed tree's files in a folder, and a
     thread handing its replies, in whole records, to `replied`."""
 
-    def __init__(self, proc: subprocess.Popen, replied: Callable[[memoryview], None]) -> None:
+    def __init__(
+        self, proc: subprocess.Popen, replies: int, replied: Callable[[memoryview], None]
+    ) -> None:
         self.proc = proc
+        self.replies = replies  # the read end of the reply pipe
         self.replied: Callable[[memoryview], None] | None = replied
         self.started = False
         self.status: int | None = None
@@ -224,22 +227,28 @@ class _Child:
     @classmethod
     def start(cls, folder_fd: int, replied: Callable[[memoryview], None]) -> _Child | None:
         """The child writing into `folder_fd`, or None if it cannot be started."""
+        # Replies come on a pipe of their own, not stdout: nothing else the interpreter
+        # may print (a site hook, a warning) can be taken for one.
         # -P: no folder of the project (the working directory) on the child's import path.
-        args = [sys.executable, "-P", "-m", "pivot.cache.tree_writer", str(folder_fd)]
+        reply_read, reply_write = os.pipe()
+        args = [sys.executable, "-P", "-m", "pivot.cache.tree_writer"]
         try:
             proc = subprocess.Popen(
-                args,
+                [*args, str(folder_fd), str(reply_write)],
                 stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
+                stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
-                pass_fds=(folder_fd,),
+                pass_fds=(folder_fd, reply_write),
             )
         except OSError:
+            os.close(reply_read)
             return None
-        return cls(proc, replied)
+        finally:
+            os.close(reply_write)
+        return cls(proc, reply_read, replied)
 
     def _read(self) -> None:
-        fd = self.proc.stdout.fileno()  # type: ignore[union-attr]
+        fd = self.replies
         replied = self.replied
         assert replied is not None  # dropped only once this thread is done
         buf = bytearray()
@@ -282,6 +291,8 @@ class _Child:
     def _done(self) -> None:
         """After the child exited: its replies all handed over, the pipe closed, and the
         callback dropped (it refers back to the tree: no cycle kept to the collector)."""
+        if self.replied is None:  # done already
+            return
         self._reader.join()
-        self.proc.stdout.close()  # type: ignore[union-attr]
+        os.close(self.replies)
         self.replied = None

@@ -5,11 +5,12 @@ interpreter lock the fetch threads hold. In a child it has a lock and a core of 
 Why: docs/benchmarks.md, "The 100,000-file pull: the files created by a child process".
 
 The parent sends frames (`FRAME` header, the path relative to the new tree's folder, the
-content); the child creates each file relative to the folder's descriptor it inherited
-(`write_at`: `O_EXCL | O_NOFOLLOW`, nothing outside that folder) and answers, in order, one
-`REPLY` record per file: its (size, mtime_ns, inode, ctime_ns) as written, or, for a file
-it could not create, (-1, errno, 0, 0) and it stops. It starts by sending `HELLO`, and stops
-at the end of its input (the parent closed it, or died)."""
+content) on the child's stdin; the child creates each file relative to the folder's
+descriptor it inherited (`write_at`: `O_EXCL | O_NOFOLLOW`, nothing outside that folder)
+and answers on the reply descriptor it inherited, in order, one `REPLY` record per file:
+its (size, mtime_ns, inode, ctime_ns) as written, or, for a file it could not create,
+(-1, errno, 0, 0), and then it stops. It starts by sending `HELLO`, and stops at the end of
+its input (the parent closed it, or died)."""
 
 from __future__ import annotations
 
@@ -92,5 +93,5 @@ def serve(folder_fd: int, inp: int, out: int) -> int:
     return status
 
 
-if __name__ == "__main__":  # python -m pivot.cache.tree_writer FOLDER_FD
-    sys.exit(serve(int(sys.argv[1]), sys.stdin.fileno(), sys.stdout.fileno()))
+if __name__ == "__main__":  # python -m pivot.cache.tree_writer FOLDER_FD REPLY_FD
+    sys.exit(serve(int(sys.argv[1]), sys.stdin.fileno(), int(sys.argv[2])))
