@@ -9,6 +9,9 @@ skip it, and forked workers share those pages untouched) and turns it back on. M
 still freed by reference counting meanwhile; only objects in reference cycles made during
 the pause stay until exit, so it is for one-shot commands, not for a long-lived process
 such as `watch`. A process forked during the pause (a worker) starts with the collector on.
+`collector_off` only turns it off for a stretch, freezing nothing (so any process may use
+it): storing a directory output of many files, whose tuples would otherwise be traversed
+along with everything the stage left in its process.
 
 The CLI also pauses it while it imports click and the module of the command that runs
 (modules, classes and functions live as long as the process anyway): about 30 collections
@@ -42,6 +45,22 @@ def collector_paused() -> Iterator[None]:
     finally:
         _paused = False
         gc.freeze()
+        gc.enable()
+
+
+@contextlib.contextmanager
+def collector_off() -> Iterator[None]:
+    """No cyclic garbage collection inside, and nothing frozen: for a stretch that builds
+    many short-lived objects in any process (storing a directory output of 100,000 files
+    made its stage's child traverse every object of the stage several times). Garbage
+    cycles made inside are collected by the next collection after it."""
+    if not gc.isenabled():  # nested, paused, or turned off by the embedding program
+        yield
+        return
+    gc.disable()
+    try:
+        yield
+    finally:
         gc.enable()
 
 

@@ -1,5 +1,6 @@
 """The collector pause of one-shot commands: it always ends with the collector on, and a
-process forked during it (a worker running stage code) has its collector on."""
+process forked during it (a worker running stage code) has its collector on. The collector
+switch of storing a large folder: back on afterwards, nothing frozen."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import sys
 import pytest
 from support import PYTHONPATH
 
-from pivot._gcpause import collector_paused
+from pivot._gcpause import collector_off, collector_paused
 
 
 def test_pause_turns_the_collector_back_on_even_after_an_error() -> None:
@@ -49,6 +50,42 @@ def test_a_program_that_turned_the_collector_off_keeps_it_off() -> None:
         assert not gc.isenabled()
     finally:
         gc.enable()
+
+
+def test_collector_off_turns_it_back_on_and_freezes_nothing() -> None:
+    frozen = gc.get_freeze_count()
+    with pytest.raises(RuntimeError), collector_off():
+        assert not gc.isenabled()
+        with collector_off():  # nested: the inner one leaves it to the outer
+            pass
+        assert not gc.isenabled()
+        raise RuntimeError("a file of the output vanished")
+    assert gc.isenabled()
+    assert gc.get_freeze_count() == frozen
+
+
+def test_collector_off_keeps_a_program_s_choice_to_turn_it_off() -> None:
+    gc.disable()
+    try:
+        with collector_off():
+            pass
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
+
+
+def test_storing_a_folder_output_leaves_the_collector_on(tmp_path) -> None:
+    from pivot.cache.objects import LocalCache
+
+    folder = tmp_path / "data"
+    folder.mkdir()
+    for k in range(3):
+        (folder / f"f{k}.txt").write_text(f"file {k}\n")
+    cache = LocalCache(tmp_path / ".pivot" / "cache", tmp_path / ".pivot" / "tmp")
+    stored, rows = cache.add_output(folder, tmp_path)
+    assert gc.isenabled()
+    assert [entry.relpath for entry in cache.tree(stored.hash)] == ["f0.txt", "f1.txt", "f2.txt"]
+    assert len(rows) == 3
 
 
 IMPORT_PROBE = """

@@ -15,6 +15,7 @@ import pathlib
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from pivot._gcpause import collector_off
 from pivot.cache.batch import CacheBatch, read_small
 from pivot.cache.checkout import Leftovers
 from pivot.cache.hashing import (
@@ -229,7 +230,7 @@ class LocalCache:
             digest, size = self.add_file(path)
             return StoredOutput(digest, size, FILE), [stat_row(rel, st, digest)]
         top = str(path)
-        with TreeFiles(top, rel) as tree:
+        with TreeFiles(top, rel) as tree, collector_off():
             return self._add_tree(path, root, packed, rel, tree)
 
     def _add_tree(
