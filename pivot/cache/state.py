@@ -181,10 +181,13 @@ class StateDB:
 
     @_rebuilt_if_damaged
     def commit(self) -> None:
-        """Write the batched stat entries in one transaction."""
+        """Write the batched stat entries in one transaction, in path order (the primary
+        key's: 100,000 rows of a directory output, in the order its folder listed them,
+        took twice as long to insert)."""
         if not self._pending:
             return
-        rows = [(k, *v) for k, v in self._pending.items()]
+        pending = self._pending
+        rows = [(k, *pending[k]) for k in sorted(pending)]
         try:
             self._insert(rows)
         except UnicodeEncodeError:  # a name that is not UTF-8 (no lock names it): not cached
