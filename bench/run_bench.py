@@ -30,6 +30,7 @@ Sections (run in this order; `--only` picks some):
              push, no-op push, pull into a fresh clone); no-op samples of the two tools
              are taken in turn; a DVC command still running after 15 minutes is killed
              and its row left empty, and `--scale-dvc-max-stages/-files` skip DVC rows
+             (`--scale-dvc-max-transfer-files` only DVC's push, no-op push and pull)
 
 Before the first section, the folders an earlier run generated are deleted and the script
 waits 370 s: on the development VM's ext4 (no journal), files created within 6 minutes of
@@ -574,9 +575,9 @@ class _DataProject:
 @dataclass
 class _RemoteTimes:
     generate: Timing
-    push: Timing
-    noop: Timing
-    pull: Timing
+    push: Timing | None  # None (and no-op push and pull too) when transfers were skipped
+    noop: Timing | None
+    pull: Timing | None
     stored: tuple[int, int]
     noop_run: Timing | None = None
 
@@ -590,11 +591,13 @@ def _remote_round(
     data: _DataProject,
     noop_run_reps: int = 0,
     timeout: float | None = None,
+    transfers: bool = True,
 ) -> _RemoteTimes:
     """Generate the data project, (optionally time no-op runs,) push it `push_reps` times
     (each to an empty prefix), push again with nothing to send, then pull it `pull_reps`
     times, each into a fresh clone (empty cache and workspace). Every push and pull is
-    checked. Each command is killed after `timeout` seconds (BenchTimeout)."""
+    checked. Each command is killed after `timeout` seconds (BenchTimeout). Without
+    `transfers`, it stops after the no-op runs (no push, no pull)."""
     name = f"{data.name}-{tool.name}"
     root = b.work / name
     bucket = f"{tool.name}-bench"
@@ -622,6 +625,8 @@ def _remote_round(
         b.log(f"{data.name}: no-op `{tool.name} {run_args[0]}`")
         up_to_date = PIVOT_UP_TO_DATE if tool.name == "pivot" else DVC_UP_TO_DATE
         noop_run = b.repeat(tool, run_args, root, noop_run_reps, up_to_date, timeout)
+    if not transfers:
+        return _RemoteTimes(generate_time, None, None, None, (0, 0), noop_run)
     # Commit the lock files, as a user would before pushing.
     _git(root, "add", "-A")
     _git(root, "commit", "-q", "-m", "data")
@@ -1008,9 +1013,10 @@ def _scale_stages(b: Bench, pipes: int, stages: int, with_dvc: bool) -> list[Row
     ]
 
 
-def _scale_files(b: Bench, files: int, with_dvc: bool) -> list[Row]:
+def _scale_files(b: Bench, files: int, with_dvc: bool, dvc_transfers: bool) -> list[Row]:
     """One stage writing `files` files of 1 KB into one directory output: first run,
-    no-op runs, push to an empty remote, no-op push, pull into a fresh clone."""
+    no-op runs, push to an empty remote, no-op push, pull into a fresh clone (DVC's push
+    and pull only with `dvc_transfers`)."""
     name = f"scale-files{files}"
     note = f"{files:,} x 1 KB, one output"
     targets = SCALE_FILE_TARGETS.get(files, {})
@@ -1024,24 +1030,34 @@ def _scale_files(b: Bench, files: int, with_dvc: bool) -> list[Row]:
     dvt, dvc_note = None, "; DVC skipped (--scale-dvc-max-files)"
     if with_dvc:
         try:
-            dvt = _remote_round(b, server, b.with_s3(b.dvc), 1, 1, data, b.reps, SCALE_DVC_TIMEOUT)
+            dvt = _remote_round(
+                b, server, b.with_s3(b.dvc), 1, 1, data, b.reps, SCALE_DVC_TIMEOUT, dvc_transfers
+            )
             dvc_note = ""
         except BenchTimeout as exc:
             b.log(str(exc))
             dvc_note = f"; a DVC command did not finish in {SCALE_DVC_TIMEOUT / 60:.0f} min"
 
-    def row(metric: str, key: str, attr: str) -> Row:
+    def row(metric: str, key: str, attr: str, transfer: bool = False) -> Row:
         dvc = getattr(dvt, attr) if dvt is not None else None
+        skipped = ""
+        if transfer and dvt is not None and not dvc_transfers:
+            skipped = "; DVC skipped (--scale-dvc-max-transfer-files)"
         return Row(
-            "scale", metric, getattr(pvt, attr), dvc, targets.get(key, Target()), note + dvc_note
+            "scale",
+            metric,
+            getattr(pvt, attr),
+            dvc,
+            targets.get(key, Target()),
+            note + dvc_note + skipped,
         )
 
     return [
         row("first `run` / `repro`", "first", "generate"),
         row("no-op `run` / `repro`", "noop", "noop_run"),
-        row("`push` to an empty remote", "push", "push"),
-        row("no-op `push`", "noop push", "noop"),
-        row("`pull` into a fresh clone", "pull", "pull"),
+        row("`push` to an empty remote", "push", "push", True),
+        row("no-op `push`", "noop push", "noop", True),
+        row("`pull` into a fresh clone", "pull", "pull", True),
     ]
 
 
@@ -1056,7 +1072,8 @@ def bench_scale(b: Bench) -> list[Row]:
         rows += _scale_stages(b, pipes, stages, pipes * stages <= a.scale_dvc_max_stages)
     for count in a.scale_files.split(","):
         files = int(count)
-        rows += _scale_files(b, files, files <= a.scale_dvc_max_files)
+        dvc_transfers = files <= a.scale_dvc_max_transfer_files
+        rows += _scale_files(b, files, files <= a.scale_dvc_max_files, dvc_transfers)
     return rows
 
 
@@ -1154,6 +1171,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         type=int,
         default=100_000,
         help="scale: skip DVC for outputs with more files than this",
+    )
+    p.add_argument(
+        "--scale-dvc-max-transfer-files",
+        type=int,
+        default=100_000,
+        help="scale: for outputs with more files than this, time DVC's first and no-op "
+        "`repro` but skip its push, no-op push and pull (~5 min each at 100,000 files)",
     )
     p.add_argument("--pivot", help="command that runs pivot (default: `pivot` beside python)")
     p.add_argument("--dvc", default=str(DVC_VENV / "bin" / "dvc"), help="the dvc executable")
