@@ -1067,10 +1067,10 @@ def bench_scale(b: Bench) -> list[Row]:
     stage writing 10,000 and 100,000 files of 1 KB (see `--scale-*`)."""
     a = b.args
     rows: list[Row] = []
-    for shape in a.scale_stages.split(","):
+    for shape in filter(None, a.scale_stages.split(",")):  # "" for none
         pipes, stages = (int(x) for x in shape.lower().split("x"))
         rows += _scale_stages(b, pipes, stages, pipes * stages <= a.scale_dvc_max_stages)
-    for count in a.scale_files.split(","):
+    for count in filter(None, a.scale_files.split(",")):
         files = int(count)
         dvc_transfers = files <= a.scale_dvc_max_transfer_files
         rows += _scale_files(b, files, files <= a.scale_dvc_max_files, dvc_transfers)
@@ -1155,10 +1155,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--scale-stages",
         default="10x20,20x50,40x50",
-        help="scale: PIPELINESxSTAGES shapes of the multi project, comma-separated",
+        help='scale: PIPELINESxSTAGES shapes of the multi project, comma-separated ("" for none)',
     )
     p.add_argument(
-        "--scale-files", default="10000,100000", help="scale: file counts of the one output"
+        "--scale-files",
+        default="10000,100000",
+        help='scale: file counts of the one output, comma-separated ("" for none)',
     )
     p.add_argument(
         "--scale-dvc-max-stages",
