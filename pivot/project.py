@@ -174,17 +174,13 @@ class Project:
         """Cache temp files and folders in `tmp/`, and the temps of atomic writes
         (`.NAME.XXXX.tmp`, `_fs.write_bytes` / `write_temp`) a killed command left among
         the lock files, the run records and the tracked-data records (only stale while the
-        command lock is held). Linked folders below those are not entered."""
+        command lock is held). Linked folders below those are not entered; folders unchanged
+        since a command found them clean are not listed again (`_swept`)."""
+        from pivot._swept import temp_files
+
         found = list(self.tmp_dir.glob(f"{TEMP_PREFIX}*"))
-        for top in (self.stages_dir, self.cache_dir / "runs", self.pivot_dir / TRACKED_DIR):
-            if os.path.islink(top):
-                continue
-            for folder, _, filenames in os.walk(top):
-                found.extend(
-                    pathlib.Path(folder, name)
-                    for name in filenames
-                    if name.startswith(".") and name.endswith(".tmp")
-                )
+        tops = [self.stages_dir, self.cache_dir / "runs", self.pivot_dir / TRACKED_DIR]
+        found += map(pathlib.Path, temp_files(list(map(str, tops)), str(self.tmp_dir)))
         return sorted(found)
 
     def rel(self, path: str | os.PathLike[str], base: pathlib.Path | None = None) -> str:
