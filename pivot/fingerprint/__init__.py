@@ -36,6 +36,7 @@ import blake3
 from pivot.fingerprint import dists, source_index
 from pivot.fingerprint.canonical import UNTRACKED, canonical_json, untracked_parts
 from pivot.fingerprint.resolve import STATES, Fingerprinter, unwrap
+from pivot.fingerprint.source_index import checked_once
 
 if TYPE_CHECKING:
     import pathlib
@@ -44,6 +45,7 @@ if TYPE_CHECKING:
 __all__ = [
     "UNTRACKED",
     "canonical_json",
+    "checked_once",
     "clear_cache",
     "fingerprint",
     "fingerprint_digest",

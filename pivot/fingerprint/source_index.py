@@ -8,6 +8,7 @@ indexed at first; methods, nested defs and inner lambdas are added when first as
 from __future__ import annotations
 
 import ast
+import contextlib
 import os
 from typing import TYPE_CHECKING
 
@@ -28,6 +29,7 @@ from pivot.fingerprint.normal_ast import (
 
 if TYPE_CHECKING:
     import types
+    from collections.abc import Iterator
 
 
 class FileIndex:
@@ -128,10 +130,39 @@ class FileIndex:
 
 
 FILES: dict[str, FileIndex] = {}
+# While `checked_once` is active: the index given for each file so far (None: no index).
+_CHECKED: dict[str, FileIndex | None] | None = None
+_ABSENT = object()
+
+
+@contextlib.contextmanager
+def checked_once() -> Iterator[None]:
+    """Within the block, each file's index is checked against the file (its `stat`) the
+    first time it is asked for and then given as it was: a plan fingerprints thousands of
+    functions of a few files, one `stat` per function otherwise. Nested blocks are one."""
+    global _CHECKED
+    if _CHECKED is not None:
+        yield
+        return
+    _CHECKED = {}
+    try:
+        yield
+    finally:
+        _CHECKED = None
 
 
 def file_index(path: str, cache_dir: str | None) -> FileIndex | None:
     """The index of a source file: from memory, from the disk cache, or parsed now."""
+    checked = _CHECKED
+    if checked is None:
+        return _file_index(path, cache_dir)
+    index = checked.get(path, _ABSENT)
+    if index is _ABSENT:
+        index = checked[path] = _file_index(path, cache_dir)
+    return index  # type: ignore[return-value]
+
+
+def _file_index(path: str, cache_dir: str | None) -> FileIndex | None:
     try:
         st = os.stat(path)
     except OSError:

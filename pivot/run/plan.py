@@ -6,6 +6,7 @@ import contextlib
 import dataclasses
 import functools
 import json
+import json.encoder
 import logging
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -103,7 +104,7 @@ def run_key(stage: StageSpec, code_digest: str, deps: dict[str, str]) -> str:
 def run_key_of(body: dict[str, Any], deps: dict[str, str]) -> str:
     """The run key of a stage whose `run_key_body` is `body`, with deps of these hashes
     (a cluster worker computes it for a stage submitted before its upstreams finished)."""
-    text = _KEY_JSON.encode({**body, "deps": sorted(deps.items())})
+    text = _key_text({**body, "deps": sorted(deps.items())})
     return blake3.blake3(text.encode()).hexdigest()
 
 
@@ -138,6 +139,29 @@ def run_key_body(stage: StageSpec, code_digest: str) -> dict[str, Any]:
 
 # What `json.dumps(body, sort_keys=True, separators=(",", ":"))` uses, made once.
 _KEY_JSON = json.JSONEncoder(sort_keys=True, separators=(",", ":"))
+
+
+def _key_text(body: dict[str, Any]) -> str:
+    """`_KEY_JSON.encode(body)`: the C encoder it makes per call, made once (no circular
+    reference check: a run key's body holds strings, numbers and lists of them)."""
+    return "".join(_C_KEY_JSON(body, 0)) if _C_KEY_JSON is not None else _KEY_JSON.encode(body)
+
+
+_C_KEY_JSON = (
+    json.encoder.c_make_encoder(  # type: ignore[attr-defined]
+        None,
+        _KEY_JSON.default,
+        json.encoder.encode_basestring_ascii,
+        None,
+        ":",
+        ",",
+        True,
+        False,
+        True,
+    )
+    if json.encoder.c_make_encoder is not None  # type: ignore[attr-defined]
+    else None
+)
 
 
 @functools.cache

@@ -25,6 +25,7 @@ from pivot.errors import (
     RemoteUnreachable,
     UnsafePath,
 )
+from pivot.fingerprint import checked_once
 from pivot.run.lock_metrics import lock_metrics
 from pivot.run.lockfile import Lock, declares, write_lock
 from pivot.run.plan import PENDING, RESTORE, RUN, SKIP, Decision, Planner
@@ -104,12 +105,13 @@ def plan_graph(
     `Planner`)."""
     planner = Planner(ws, graph, force, remote, locks)
     decisions: dict[str, Decision] = {}
-    for sid in graph.order():
-        ups = {u: decisions[u].action for u in graph.upstream[sid].values()}
-        decision = planner.decide(graph.stages[sid], ups)
-        if decision.action in (SKIP, RESTORE):
-            planner.settle(sid, decision.outs)
-        decisions[sid] = decision
+    with checked_once():  # each source file's index checked once per plan
+        for sid in graph.order():
+            ups = {u: decisions[u].action for u in graph.upstream[sid].values()}
+            decision = planner.decide(graph.stages[sid], ups)
+            if decision.action in (SKIP, RESTORE):
+                planner.settle(sid, decision.outs)
+            decisions[sid] = decision
     return planner, decisions
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from fp_support import HELPERS, changed, parts_of, write
+from fp_support import HELPERS, changed, load, parts_of, write
 
 from pivot import fingerprint as fp
 from pivot.fingerprint import source_index
@@ -134,3 +134,17 @@ def test_source_unavailable_falls_back_to_bytecode(root):
     assert set(parts) == {"func:stage"}
     exec(compile("def stage(x):\n    return x + 2\n", "<generated>", "exec"), namespace)
     assert fp.fingerprint(namespace["stage"], root) != parts
+
+
+def test_a_file_checked_once_per_plan_is_checked_again_at_the_next(root):
+    """`checked_once` (a plan) checks each file's index once; a later plan sees an edit
+    made since, in the same process (as `run --watch` plans again)."""
+    write(root, "pipeline.py", "def stage(x):\n    return x + 1\n")
+    with fp.checked_once():
+        before = fp.fingerprint(load(root, fresh=False).stage, root)
+        with fp.checked_once():  # nested: one block
+            assert fp.fingerprint(load(root, fresh=False).stage, root) == before
+    write(root, "pipeline.py", "def stage(x):\n    return x + 22\n")  # another size
+    with fp.checked_once():
+        after = fp.fingerprint(load(root, fresh=False).stage, root)
+    assert changed(before, after) == {"func:stage"}

@@ -243,3 +243,27 @@ pipeline.register(stage, params={"lock": threading.Lock()})
     assert "_thread.lock" in proc.stderr and "['lock']" in proc.stderr, proc.stderr
     assert "Traceback" not in proc.stderr
     assert not (project / ".pivot" / "stages" / "bad" / "stage.lock").exists()
+
+
+def test_a_run_key_hashes_the_json_text_lock_files_were_written_with() -> None:
+    """The run key's text is `json.dumps(sort_keys=True, separators=(",", ":"))` of its
+    body, byte for byte (the encoder is made once per process): lock files written by any
+    earlier version stay up to date. Non-ASCII, quotes, control characters and fan-in."""
+    import json
+
+    import blake3
+
+    from pivot.run.plan import RUN_KEY_VERSION, run_key_of
+
+    body = {
+        "v": RUN_KEY_VERSION,
+        "code": "c" * 64,
+        "params": '{"dict":[["é \\"q\\"",1.5]]}',
+        "dep_loaders": [("données/a.csv", '{"dataclass":"x"}'), ("b\tc\u2028", "{}")],
+        "outs": [("out/ü.txt", '{"dataclass":"y","fields":[["n",null]]}')],
+        "fan_in": [("xs", "list", "données/a.csv")],
+    }
+    deps = {"données/a.csv": "a" * 64, "b\tc\u2028": "b" * 64}
+    text = json.dumps({**body, "deps": sorted(deps.items())}, sort_keys=True, separators=(",", ":"))
+    assert run_key_of(body, deps) == blake3.blake3(text.encode()).hexdigest()
+    assert run_key_of(body, {}) != run_key_of(body, deps)
