@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import functools
 import inspect
 import pathlib
 import types
@@ -88,11 +87,12 @@ class StageSpec:
     single_out: bool = False
     outs_as_args: bool = False  # outs passed to the function as paths, which it writes
     resources: dict[str, float | str] = field(default_factory=dict)  # for a cluster executor
+    # `pipeline/name` (asked for many times per stage by a run: computed once, not through
+    # a `cached_property`, whose first read takes a lock)
+    id: str = field(init=False, repr=False, compare=False)
 
-    @functools.cached_property
-    def id(self) -> str:
-        """`pipeline/name` (asked for many times per stage by a run: computed once)."""
-        return f"{self.pipeline}/{self.name}"
+    def __post_init__(self) -> None:
+        self.id = f"{self.pipeline}/{self.name}"
 
     def params_dict(self) -> dict[str, Any]:
         return params_as_dict(self.params)
