@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import pathlib
-import pickle
 from dataclasses import dataclass
 from typing import Any
 
@@ -93,13 +92,19 @@ class YAML(Loader):
 
 @dataclass(frozen=True)
 class Pickle(Loader):
-    protocol: int = pickle.HIGHEST_PROTOCOL
+    # `pickle.HIGHEST_PROTOCOL` of every Python Pivot supports, written out: `pickle` is
+    # imported only when a stage loads or saves with it.
+    protocol: int = 5
 
     def load(self, path: pathlib.Path) -> Any:
+        import pickle
+
         with open(path, "rb") as handle:
             return pickle.load(handle)
 
     def save(self, value: Any, path: pathlib.Path) -> None:
+        import pickle
+
         with open(path, "wb") as handle:
             pickle.dump(value, handle, protocol=self.protocol)
 

@@ -28,11 +28,16 @@ def test_noop_run_imports_nothing_heavy(project, pivot) -> None:
 
 # Modules a no-op run does not need: the results modules are loaded only when a stage
 # declares a pivot.Metric or pivot.Plot (or a metrics CSV is read), the executors' outcome
-# only when a stage runs, and the other pipelines' summary only by `status`.
+# only when a stage runs, the other pipelines' summary only by `status`, and `pickle` only
+# when a stage loads or saves with `loaders.Pickle`.
 @pytest.mark.parametrize(
     "unneeded",
-    [("pivot.define.results", "csv"), ("pivot.run.executor", "pivot.services.elsewhere")],
-    ids=["results", "executor-and-status"],
+    [
+        ("pivot.define.results", "csv"),
+        ("pivot.run.executor", "pivot.services.elsewhere"),
+        ("pickle",),
+    ],
+    ids=["results", "executor-and-status", "pickle"],
 )
 def test_noop_run_skips_modules_it_does_not_need(project, pivot, unneeded) -> None:
     write_files(project, PARENT_CHILD)

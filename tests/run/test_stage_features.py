@@ -9,6 +9,8 @@ import pickle
 import yaml
 from support import COUNTER, executions, write_files
 
+from pivot.define.loaders import Pickle
+
 HEADER = (
     """
 import dataclasses
@@ -404,3 +406,9 @@ pipeline.register(rows)
     )
     pivot("run", cwd="b")
     assert (project / "b/rows.txt").read_text() == "2"
+
+
+def test_the_pickle_loader_writes_with_the_highest_protocol_by_default() -> None:
+    # Written out in the loader (so `pickle` is imported only when used); a Python with a
+    # newer protocol shows up here first.
+    assert Pickle().protocol == pickle.HIGHEST_PROTOCOL
