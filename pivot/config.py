@@ -16,7 +16,6 @@ from typing import TYPE_CHECKING, Any
 
 from pivot import _fs
 from pivot.errors import CorruptFile, DefinitionError
-from pivot.urls import ENV_PREFIX, env_name, is_secret_option
 
 if TYPE_CHECKING:
     import pathlib
@@ -108,6 +107,8 @@ def _checked(data: Any, path: pathlib.Path) -> dict[str, Any]:
     """`data` as a config mapping (names and option keys as strings), or a CorruptFile."""
 
     def fail(key: str, expected: str, value: Any) -> CorruptFile:
+        from pivot.urls import is_secret_option
+
         shown = _kind(value, secret=is_secret_option(key.rpartition(".")[2]))
         return CorruptFile(
             f"The config file {path}: `{key}` must be {expected}, not {shown}. Edit the file "
@@ -275,6 +276,8 @@ def _url_credentials(url: str) -> list[str]:
 
 def _check_no_secrets(data: dict[str, Any], path: pathlib.Path) -> None:
     for name, options in (data.get("remotes") or {}).items():
+        from pivot.urls import is_secret_option  # imported only when a remote is configured
+
         found = sorted(k for k in options if is_secret_option(k))
         in_url = [
             f"{what} in its {key}"
@@ -333,6 +336,8 @@ def _env_options(names: list[str]) -> dict[str, dict[str, str]]:
     """Options of the remotes `names` from the environment: `PIVOT_REMOTE_ORIGIN_PASSWORD`
     sets `password` of `origin` (over both files). A variable that two names could claim
     (`a` and `a_b`) belongs to the longer one."""
+    from pivot.urls import ENV_PREFIX, env_name
+
     found: dict[str, dict[str, str]] = {}
     prefixes = sorted(((env_name(n), n) for n in names), key=lambda p: -len(p[0]))
     for variable, value in os.environ.items():
@@ -382,6 +387,8 @@ def _check_name(name: str) -> None:
 def _check_value(name: str, key: str, value: Any, local: bool) -> Any:
     """`value` of option `key` as written to the config, or a DefinitionError. Whether the
     remote's backend takes `key` is checked by the caller (`remote.options`)."""
+    from pivot.urls import env_name, is_secret_option
+
     if not _OPTION_RE.match(key):
         raise DefinitionError(
             f"Invalid option name {key!r} for remote {name!r}: option names are lower-case "

@@ -28,16 +28,18 @@ def test_noop_run_imports_nothing_heavy(project, pivot) -> None:
 
 # Modules a no-op run does not need: the results modules are loaded only when a stage
 # declares a pivot.Metric or pivot.Plot (or a metrics CSV is read), the executors' outcome
-# only when a stage runs, the other pipelines' summary only by `status`, and `pickle` only
-# when a stage loads or saves with `loaders.Pickle`.
+# only when a stage runs, the other pipelines' summary only by `status`, `pickle` only
+# when a stage loads or saves with `loaders.Pickle`, and the remote URL helpers only when
+# a remote is configured.
 @pytest.mark.parametrize(
     "unneeded",
     [
         ("pivot.define.results", "csv"),
         ("pivot.run.executor", "pivot.services.elsewhere"),
         ("pickle",),
+        ("pivot.urls",),
     ],
-    ids=["results", "executor-and-status", "pickle"],
+    ids=["results", "executor-and-status", "pickle", "urls"],
 )
 def test_noop_run_skips_modules_it_does_not_need(project, pivot, unneeded) -> None:
     write_files(project, PARENT_CHILD)
