@@ -29,7 +29,6 @@ from pivot.fingerprint import checked_once
 from pivot.run.lock_metrics import lock_metrics
 from pivot.run.lockfile import Lock, declares, write_lock
 from pivot.run.plan import PENDING, RESTORE, RUN, SKIP, Decision, Planner
-from pivot.run.ready import ReadyQueue
 from pivot.run.recording import Recorder, discard
 
 if TYPE_CHECKING:
@@ -40,6 +39,7 @@ if TYPE_CHECKING:
     from pivot.define.stage import StageSpec
     from pivot.discover.graph import Graph
     from pivot.run.executor import Executor, Outcome
+    from pivot.run.ready import ReadyQueue
     from pivot.run.remote_view import Output, RemoteAccess
 
 RAN, SKIPPED, RESTORED, FAILED, BLOCKED = "ran", "skipped", "restored", "failed", "blocked"
@@ -438,6 +438,8 @@ class Runner:
             finally:
                 recorder.close()
             return
+        from pivot.run.ready import ReadyQueue
+
         self._ready = ReadyQueue(self.graph, order, pending, set(done))
         self._downstream = self.graph.downstream()
         self._to_prepare.clear()

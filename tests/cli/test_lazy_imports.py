@@ -28,14 +28,14 @@ def test_noop_run_imports_nothing_heavy(project, pivot) -> None:
 
 # Modules a no-op run does not need: the results modules are loaded only when a stage
 # declares a pivot.Metric or pivot.Plot (or a metrics CSV is read), the executors' outcome
-# only when a stage runs, the other pipelines' summary only by `status`, `pickle` only
-# when a stage loads or saves with `loaders.Pickle`, and the remote URL helpers only when
-# a remote is configured.
+# and the ready queue only when a stage runs, the other pipelines' summary only by
+# `status`, `pickle` only when a stage loads or saves with `loaders.Pickle`, and the remote
+# URL helpers only when a remote is configured.
 @pytest.mark.parametrize(
     "unneeded",
     [
         ("pivot.define.results", "csv"),
-        ("pivot.run.executor", "pivot.services.elsewhere"),
+        ("pivot.run.executor", "pivot.run.ready", "pivot.services.elsewhere"),
         ("pickle",),
         ("pivot.urls",),
     ],
