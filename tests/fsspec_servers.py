@@ -186,28 +186,45 @@ def run_gcs() -> Iterator[Server]:
 
 
 def _azurite_binary() -> pathlib.Path:
-    """Azurite's blob server, installed from npm into the test cache when missing."""
+    """Azurite's blob server, installed from npm into the test cache when missing.
+
+    npm writes into a private folder that is renamed into place whole, marked complete, so
+    test processes installing at once (or one killed mid-install) never leave a half-written
+    install that a later run would take for a good one."""
     prefix = AZURITE_CACHE / f"azurite-{AZURITE_VERSION}"
     binary = prefix / "node_modules" / ".bin" / "azurite-blob"
-    if not binary.exists():
-        if shutil.which("npm") is None:
-            raise RuntimeError("npm is needed to install Azurite for the Azure tests")
-        prefix.mkdir(parents=True, exist_ok=True)
-        subprocess.run(
-            [
-                "npm",
-                "install",
-                "--prefix",
-                str(prefix),
-                "--no-audit",
-                "--no-fund",
-                "--loglevel=error",
-                f"azurite@{AZURITE_VERSION}",
-            ],
-            check=True,
-            stdin=subprocess.DEVNULL,
-            timeout=600,
-        )
+    if (prefix / ".complete").exists():
+        return binary
+    if shutil.which("npm") is None:
+        raise RuntimeError("npm is needed to install Azurite for the Azure tests")
+    AZURITE_CACHE.mkdir(parents=True, exist_ok=True)
+    partial = AZURITE_CACHE / f".{prefix.name}.{uuid.uuid4().hex}.partial"
+    subprocess.run(
+        [
+            "npm",
+            "install",
+            "--prefix",
+            str(partial),
+            "--no-audit",
+            "--no-fund",
+            "--loglevel=error",
+            f"azurite@{AZURITE_VERSION}",
+        ],
+        check=True,
+        stdin=subprocess.DEVNULL,
+        timeout=600,
+    )
+    (partial / ".complete").touch()
+    if prefix.exists() and not (prefix / ".complete").exists():
+        # An install the fixture's earlier, non-atomic form left: moved aside, then removed.
+        stale = AZURITE_CACHE / f".{prefix.name}.{uuid.uuid4().hex}.stale"
+        with contextlib.suppress(OSError):
+            prefix.rename(stale)
+        shutil.rmtree(stale, ignore_errors=True)
+    try:
+        partial.rename(prefix)
+    except OSError:  # another process's complete install won the rename
+        shutil.rmtree(partial, ignore_errors=True)
     return binary
 
 
