@@ -10,15 +10,10 @@ import pickle
 import queue
 from dataclasses import replace
 
-from pivot.cache.hashing import DIR
-from pivot.cache.workspace import workspace_of
-from pivot.discover.loading import load_file
-from pivot.fingerprint import fingerprint
 from pivot.project import Project
 from pivot.remote.stores import open_remote
-from pivot.remote.transfer import push_outputs, remote_contents
+from pivot.remote.transfer import remote_contents
 from pivot.run import worker
-from pivot.run.bundle import build_bundle
 
 PIPELINE = """
 from typing import Annotated
@@ -34,30 +29,6 @@ p.register(made)
 """
 
 
-def _task(project: pathlib.Path, remote_dir: pathlib.Path) -> worker.Task:
-    """The task of `p/made` as a coordinator makes it: the code bundle on the remote, the
-    planned fingerprint."""
-    (project / "pipeline.py").write_text(PIPELINE)
-    proj = Project(project)
-    bundle = build_bundle(workspace_of(proj), {"made.txt"})
-    remote = open_remote(str(remote_dir), name="r", base=project)
-    summary = push_outputs(proj, remote, [(bundle, DIR)])
-    stage = load_file(proj, project / "pipeline.py").stages["made"]
-    return worker.Task(
-        stage_id=stage.id,
-        source="pipeline.py",
-        bundle=bundle,
-        deps={},
-        fingerprint=fingerprint(stage.func, project, stage.params),
-        run_key="1" * 64,
-        project_root=str(project),
-        run_id="run-1",
-        remote_url=str(remote_dir),
-        remote_name="r",
-        locations=summary.stored,
-    )
-
-
 def _on_remote(remote_dir: pathlib.Path, reader: pathlib.Path, digest: str) -> bool:
     """Whether the remote's indexes list `digest`, as a fresh clone `reader` reads them."""
     from pivot.project import init_project
@@ -68,9 +39,13 @@ def _on_remote(remote_dir: pathlib.Path, reader: pathlib.Path, digest: str) -> b
     return remote_contents(Project(reader), remote).has_blob(digest)
 
 
-def test_a_waited_for_task_returns_before_its_push_and_announces_it(project, tmp_path, worker_dir):
+def test_a_waited_for_task_returns_before_its_push_and_announces_it(
+    project, tmp_path, worker_dir, coordinator_task
+):
     remote_dir = tmp_path / "remote"
-    task = replace(_task(project, remote_dir), push_behind=True)
+    task = replace(
+        coordinator_task(project, remote_dir, PIPELINE, "made", "made.txt"), push_behind=True
+    )
     words: queue.Queue[dict] = queue.Queue()
 
     outcome = worker.run_task(task, words.put)
@@ -90,10 +65,10 @@ def test_a_waited_for_task_returns_before_its_push_and_announces_it(project, tmp
 
 
 def test_a_task_from_a_coordinator_that_does_not_wait_is_pushed_before_it_returns(
-    project, tmp_path, worker_dir
+    project, tmp_path, worker_dir, coordinator_task
 ):
     remote_dir = tmp_path / "remote"
-    task = _task(project, remote_dir)
+    task = coordinator_task(project, remote_dir, PIPELINE, "made", "made.txt")
     # As an older coordinator pickles it: without the field.
     state = {k: v for k, v in task.__dict__.items() if k != "push_behind"}
     old = object.__new__(worker.Task)

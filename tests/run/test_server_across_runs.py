@@ -11,15 +11,7 @@ import os
 import pathlib
 import shutil
 
-from pivot.cache.hashing import DIR
-from pivot.cache.workspace import workspace_of
-from pivot.discover.loading import load_file
-from pivot.fingerprint import fingerprint
-from pivot.project import Project
-from pivot.remote.stores import open_remote
-from pivot.remote.transfer import push_outputs
 from pivot.run import worker
-from pivot.run.bundle import build_bundle
 
 PIPELINE = """
 import os
@@ -49,28 +41,6 @@ def _write_package(site: pathlib.Path, code: str) -> pathlib.Path:
     return module
 
 
-def _task(project: pathlib.Path, remote_dir: pathlib.Path) -> worker.Task:
-    (project / "pipeline.py").write_text(PIPELINE)
-    proj = Project(project)
-    bundle = build_bundle(workspace_of(proj), {"which.txt"})
-    remote = open_remote(str(remote_dir), name="r", base=project)
-    summary = push_outputs(proj, remote, [(bundle, DIR)])
-    stage = load_file(proj, project / "pipeline.py").stages["which"]
-    return worker.Task(
-        stage_id=stage.id,
-        source="pipeline.py",
-        bundle=bundle,
-        deps={},
-        fingerprint=fingerprint(stage.func, project, stage.params),
-        run_key="1" * 64,
-        project_root=str(project),
-        run_id="run-1",
-        remote_url=str(remote_dir),
-        remote_name="r",
-        locations=summary.stored,
-    )
-
-
 def _run(task: worker.Task, run_id: str) -> str:
     outcome = worker.run_task(dataclasses.replace(task, run_id=run_id), lambda message: None)
     assert outcome.ok, outcome.error
@@ -78,14 +48,14 @@ def _run(task: worker.Task, run_id: str) -> str:
 
 
 def test_a_stage_server_serves_the_next_run_until_a_module_it_imported_changes(
-    project, tmp_path, worker_dir, monkeypatch
+    project, tmp_path, worker_dir, monkeypatch, coordinator_task
 ):
     site = tmp_path / "site"
     module = _write_package(site, "old")
     monkeypatch.syspath_prepend(str(site))
     paths = [str(site), os.environ.get("PYTHONPATH", "")]
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join(p for p in paths if p))
-    task = _task(project, tmp_path / "remote")
+    task = coordinator_task(project, tmp_path / "remote", PIPELINE, "which", "which.txt")
 
     first = _run(task, "run-1")
     server = worker._SERVERS.server

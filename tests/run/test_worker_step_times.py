@@ -8,13 +8,15 @@ import json
 import threading
 
 from pivot.run import worker
-from tests.run.test_push_behind import _task
+from tests.run.test_push_behind import PIPELINE
 
 HOLD = 1.5  # seconds `warm` holds the worker's remotes while it makes the remote's client
 
 
-def test_the_wait_for_the_warm_up_is_not_counted_as_fetching(project, tmp_path, worker_dir):
-    task = _task(project, tmp_path / "remote")
+def test_the_wait_for_the_warm_up_is_not_counted_as_fetching(
+    project, tmp_path, worker_dir, coordinator_task
+):
+    task = coordinator_task(project, tmp_path / "remote", PIPELINE, "made", "made.txt")
     held, calling = threading.Event(), threading.Event()
 
     def warming() -> None:  # as `warm` does: the lock held while boto3 makes its client
