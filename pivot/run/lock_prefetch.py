@@ -30,11 +30,13 @@ from typing import IO, TYPE_CHECKING
 
 from pivot.cache import prestat
 from pivot.cache.snapshot import _cores, _memory_file
-from pivot.run import lockfile
+from pivot.run import lock_memo, lockfile
 
 if TYPE_CHECKING:
     import pathlib
     import subprocess
+
+    from pivot.project import Project
 
 log = logging.getLogger(__name__)
 
@@ -119,26 +121,36 @@ def start_early(argv: list[str]) -> None:
     root = find_root(pathlib.Path.cwd().resolve())
     if root is None:
         return
-    stages_dir = Project(root).stages_dir
-    prefetch = start(stages_dir)
+    project = Project(root)
+    prefetch = start(project.stages_dir, memo_dir=project.tmp_dir)
     if prefetch is not None:
-        _EARLY[str(stages_dir)] = prefetch
+        _EARLY[str(project.stages_dir)] = prefetch
         atexit.register(prefetch.cancel)
 
 
-def take(stages_dir: pathlib.Path) -> Prefetch | None:
-    """The helper reading `stages_dir`: the one `start_early` started, else a new one."""
-    early = _EARLY.pop(str(stages_dir), None)
+def take(project: Project) -> Prefetch | None:
+    """The helper reading `project`'s lock files: the one `start_early` started, else a
+    new one."""
+    early = _EARLY.pop(str(project.stages_dir), None)
     for other in _EARLY.values():  # the run's project is not the one around the cwd
         other.cancel()
     _EARLY.clear()
-    return early if early is not None else start(stages_dir)
+    return early if early is not None else start(project.stages_dir, memo_dir=project.tmp_dir)
 
 
-def start(stages_dir: pathlib.Path, helper_min: int = HELPER_MIN) -> Prefetch | None:
+def start(
+    stages_dir: pathlib.Path, helper_min: int = HELPER_MIN, memo_dir: pathlib.Path | None = None
+) -> Prefetch | None:
     """A helper reading the lock files under `stages_dir`, or None when there are fewer
-    than about `helper_min` of them, one core, or no interpreter to start."""
-    if not sys.executable or _cores() < 2 or _about(str(stages_dir)) < helper_min:
+    than about `helper_min` of them, one core, no interpreter to start, or a memo of the
+    decoded lock files in `memo_dir` (`run.lock_memo`: it saves the reading as the helper
+    does, in this process and without a second core)."""
+    if (
+        not sys.executable
+        or _cores() < 2
+        or (memo_dir is not None and lock_memo.exists(memo_dir))
+        or _about(str(stages_dir)) < helper_min
+    ):
         return None
     import subprocess
 

@@ -41,6 +41,13 @@ class Lock:
     metrics: dict[str, dict[str, Any]] = field(default_factory=dict)  # metrics file -> values
 
     def to_json(self) -> str:
+        return (
+            json.dumps(self.body(), indent=2, sort_keys=True, ensure_ascii=False, default=str)
+            + "\n"
+        )
+
+    def body(self) -> dict[str, Any]:
+        """The lock as its file's decoded JSON."""
         body = {
             "schema": SCHEMA_VERSION,
             "stage": self.stage_id,
@@ -52,7 +59,7 @@ class Lock:
         }
         if self.metrics:  # absent otherwise, as in lock files written before metrics
             body["metrics"] = self.metrics
-        return json.dumps(body, indent=2, sort_keys=True, ensure_ascii=False, default=str) + "\n"
+        return body
 
 
 def lock_path(stages_dir: pathlib.Path, stage_id: str) -> pathlib.Path:
@@ -145,6 +152,17 @@ def remember(rows: Iterable[tuple[str, tuple[int, ...], Any]]) -> None:
     _FETCHED.clear()
     for name, key, raw in rows:
         _FETCHED[name] = (tuple(key), raw)
+
+
+def memoised() -> dict[str, tuple[tuple[int, int, int, int], Lock]]:
+    """The lock files this process read and validated, by name: the stat key of what was
+    read and the lock (never one changed within 3 s of its reading)."""
+    return _READ
+
+
+def unclaimed() -> list[tuple[str, tuple[int, ...], Any]]:
+    """The rows given to `remember` that no `read_lock` asked for yet."""
+    return [(name, key, raw) for name, (key, raw) in _FETCHED.items()]
 
 
 def _read_file(name: str) -> tuple[os.stat_result, bytes]:

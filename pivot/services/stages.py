@@ -15,7 +15,7 @@ from pivot.cache.edits import refuse_unsaved_edits
 from pivot.cache.workspace import open_workspace
 from pivot.discover.scope import Scope, resolve_scope
 from pivot.errors import CacheCorrupt, DamagedBlob, DefinitionError, PivotError
-from pivot.run import lock_prefetch
+from pivot.run import lock_memo, lock_prefetch
 from pivot.run.plan import PENDING, RESTORE, RUN, SKIP
 from pivot.run.remote_view import RemoteAccess
 from pivot.run.scheduler import (
@@ -71,7 +71,8 @@ def run(
     `dry_run`, only plan. `push` only checks here that a remote is configured: the caller
     pushes with `push_outputs` once the run succeeded."""
     ws = open_workspace()
-    prefetch = lock_prefetch.take(ws.project.stages_dir)  # works while the pipelines load
+    project = ws.project
+    prefetch = lock_prefetch.take(project)  # works while the pipelines load
     try:
         if options.link is None:
             options.link = LinkMode(config.link_mode(ws.project))
@@ -79,6 +80,9 @@ def run(
             scope = resolve_scope(ws, targets, all_pipelines)
         if prefetch is not None:
             prefetch.finish()
+        else:
+            with collector_paused():  # the memo's locks live until the plan takes them
+                lock_memo.load(project.stages_dir, project.tmp_dir)
         forced = set(scope.targets) if force else set()
         remote = RemoteAccess(ws.project, remote_name)
         configured = (use_remote or push) and remote.is_configured()
@@ -112,6 +116,7 @@ def run(
                 if report.status in (RAN, RESTORED)
                 for out in scope.graph.stages[report.stage_id].outs
             )
+            lock_memo.store(project.stages_dir, project.tmp_dir)
         return result
     finally:
         if prefetch is not None:
