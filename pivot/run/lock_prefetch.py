@@ -122,7 +122,7 @@ def start_early(argv: list[str]) -> None:
     if root is None:
         return
     project = Project(root)
-    prefetch = start(project.stages_dir, memo_dir=project.tmp_dir)
+    prefetch = start(project.stages_dir, memo_dir=_memo_dir(project))
     if prefetch is not None:
         _EARLY[str(project.stages_dir)] = prefetch
         atexit.register(prefetch.cancel)
@@ -135,7 +135,15 @@ def take(project: Project) -> Prefetch | None:
     for other in _EARLY.values():  # the run's project is not the one around the cwd
         other.cancel()
     _EARLY.clear()
-    return early if early is not None else start(project.stages_dir, memo_dir=project.tmp_dir)
+    return early if early is not None else start(project.stages_dir, memo_dir=_memo_dir(project))
+
+
+def _memo_dir(project: Project) -> pathlib.Path | None:
+    """Where `project`'s lock memo would be (None when its tmp folder cannot be made)."""
+    try:
+        return project.tmp_dir
+    except OSError:
+        return None
 
 
 def start(

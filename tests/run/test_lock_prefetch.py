@@ -16,6 +16,7 @@ import pytest
 from support import COUNTER, executions, write_files
 
 from pivot.errors import PivotError
+from pivot.project import Project
 from pivot.run import lock_prefetch, lockfile
 from pivot.run.lockfile import Lock, read_lock, write_lock
 
@@ -235,9 +236,9 @@ def test_the_helper_started_before_the_imports_is_handed_to_its_projects_run(tmp
     lock_prefetch.start_early(RUN)
     early = lock_prefetch._EARLY.get(str(stages.resolve()))
     assert early is not None
-    assert lock_prefetch.take(stages.resolve()) is early
+    assert lock_prefetch.take(Project(stages.parent.parent.resolve())) is early
     early.cancel()
     lock_prefetch.start_early(RUN)
     other = lock_prefetch._EARLY[str(stages.resolve())]
-    assert lock_prefetch.take(tmp_path / "absent") is None  # another project: none read it
+    assert lock_prefetch.take(Project(tmp_path / "absent")) is None  # another project
     assert other._proc.returncode is not None and lock_prefetch._EARLY == {}
