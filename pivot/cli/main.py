@@ -9,6 +9,7 @@ from pivot.cache import prestat
 
 prestat.start(sys.argv)  # first: its helpers work while the command imports and plans
 
+import gc  # noqa: E402
 import importlib  # noqa: E402
 import time  # noqa: E402
 from typing import NamedTuple  # noqa: E402
@@ -176,3 +177,6 @@ def main() -> None:
             f"for the traceback, and please report it."
         )
         sys.exit(2)
+    # The process exits next: the collections of its teardown would only traverse what
+    # exists now, which goes with the process; frozen, they skip it.
+    gc.freeze()
