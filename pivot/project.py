@@ -372,12 +372,26 @@ def safe_relpath(rel: str, what: str) -> str:
     POSIX path (no '..', '.', empty part, backslash or NUL, not absolute, encodable as a
     file name) outside `.pivot/` and not in or at any `.git`.
     """
-    if _COMMON.fullmatch(rel) and (
-        not _PYTHONISH.search(rel)
-        or not any(p.rstrip(".").lower() in PYTHON_PARTS for p in rel.split("/"))
+    if rel in _ACCEPTED:
+        return rel
+    if not (
+        _COMMON.fullmatch(rel)
+        and (
+            not _PYTHONISH.search(rel)
+            or not any(p.rstrip(".").lower() in PYTHON_PARTS for p in rel.split("/"))
+        )
     ):
-        return rel  # `checked_relpath` could only accept it
-    return checked_relpath(rel, what)
+        checked_relpath(rel, what)  # else `checked_relpath` could only accept it
+    if len(_ACCEPTED) < _ACCEPTED_MAX and type(rel) is str:
+        _ACCEPTED.add(rel)
+    return rel
+
+
+# Paths `safe_relpath` accepted in this process, so that one met again (a stage's output is
+# the next stage's dependency, in its lock file and its declaration) is not checked again:
+# the check depends on the string alone. Bounded: a tree manifest's names pass once.
+_ACCEPTED: set[str] = set()
+_ACCEPTED_MAX = 50_000
 
 
 def safe_relpaths(rels: list[str], what: str) -> None:
