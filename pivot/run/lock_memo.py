@@ -80,7 +80,8 @@ def store(stages_dir: pathlib.Path, tmp_dir: pathlib.Path) -> None:
     """Write the memo of the lock files this process read and validated (`read_lock`'s
     own memo) and of the entries handed over but never asked for (a run of one pipeline
     keeps the others'), when it differs from the one loaded; a lock file found absent or
-    changed is left out. A project that cannot be written is only slower."""
+    changed is left out (one never asked for, when the memo is written). A project that
+    cannot be written is only slower."""
     prefix = os.path.join(stages_dir, "")
     unclaimed = {name: (tuple(key), raw) for name, key, raw in lockfile.unclaimed()}
     read = lockfile.memoised()
@@ -93,6 +94,13 @@ def store(stages_dir: pathlib.Path, tmp_dir: pathlib.Path) -> None:
     }
     if stat_keys == _LOADED:
         return
+    for name in [name for name in stat_keys if name not in read]:
+        try:
+            st = os.stat(name)
+        except OSError:
+            st = None
+        if st is None or (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino) != stat_keys[name]:
+            del stat_keys[name]  # gone or changed since: of no use to the next command
     names = sorted(stat_keys)
     ids = [name[len(prefix) : -len(".lock")] for name in names]
     flat = [n for name in names for n in stat_keys[name]]
