@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import os
 import pathlib
+import re
 import shutil
 import subprocess
 import threading
@@ -170,10 +172,12 @@ def run_webdav(home: pathlib.Path) -> Iterator[Server]:
 @contextlib.contextmanager
 def run_gcs() -> Iterator[Server]:
     """gcp-storage-emulator (in memory) in a thread, with the bucket `pivot`."""
-    from gcp_storage_emulator.server import create_server
+    from gcp_storage_emulator import server as emulator
 
     (port,) = free_ports(1)
-    server = create_server("127.0.0.1", port, in_memory=True, default_bucket="pivot")
+    server = emulator.create_server("127.0.0.1", port, in_memory=True, default_bucket="pivot")
+    read_data = emulator._read_data
+    emulator._read_data = _exact_multipart(emulator, read_data)
     server.start()
     try:
         yield Server(
@@ -183,6 +187,39 @@ def run_gcs() -> Iterator[Server]:
         )
     finally:
         server.stop()
+        emulator._read_data = read_data
+
+
+def _exact_multipart(emulator: Any, read_data: Any) -> Any:
+    """The emulator's request-body reader, with multipart uploads split byte for byte.
+
+    The emulator parses them with `email`'s parser, which takes a carriage return that
+    ends the content for part of the line break before the closing boundary (gcsfs ends
+    its lines with a bare line feed): an object whose last byte is 0x0D was stored one byte
+    short, so about one upload in 256 of random content failed a test about something else."""
+
+    def exact(handler: Any, query: Any) -> Any:
+        kind = handler.headers.get("Content-Type") or ""
+        found = re.search(r'boundary="?([^";]+)"?', kind)
+        if not kind.startswith("multipart/related") or found is None:
+            return read_data(handler, query)
+        raw = emulator._decode_raw_data(emulator._read_raw_data(handler), handler)
+        _, meta, content, *_ = raw.split(b"--" + found.group(1).encode())
+        parts = []
+        for part in (meta, content):
+            eol = b"\r\n" if part.startswith(b"\r\n") else b"\n"
+            head, _, body = part[len(eol) :].partition(eol + eol)
+            parts.append((head, body[: -len(eol)]))
+        kind_line = [
+            line for line in parts[1][0].split(eol) if line.lower().startswith(b"content-type:")
+        ]
+        return {
+            "meta": json.loads(parts[0][1]),
+            "content": parts[1][1],
+            "content-type": kind_line[0].split(b":", 1)[1].strip().decode() if kind_line else "",
+        }
+
+    return exact
 
 
 def _azurite_binary() -> pathlib.Path:
