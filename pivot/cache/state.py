@@ -83,6 +83,8 @@ class StateDB:
         self._conn: sqlite3.Connection | None = None
         self._stats: dict[str, tuple[int, int, int, int, str]] | None = None
         self._pending: dict[str, tuple[int, int, int, int, str]] = {}
+        self._kept: list[StagedRows] = []  # written by the next `commit`
+        self._staged = 0  # temporary tables made so far (their names)
 
     def rebuild(self, exc: sqlite3.DatabaseError) -> None:
         """Replace a damaged database by an empty one: it only holds caches."""
@@ -152,6 +154,19 @@ class StateDB:
         with self._lock:
             self._pending.update(pending)
 
+    def staging(self) -> StagedRows:
+        """A place for the rows of files still being made (`StagedRows`)."""
+        with self._lock:
+            self._staged += 1
+            return StagedRows(self, f"staged_{self._staged}")
+
+    def keep(self, staged: StagedRows, rows: Iterable[Row]) -> None:
+        """Have the next `commit` write `staged` (holding `rows`): its files are in place."""
+        with self._lock:
+            self._kept.append(staged)
+            if self._stats is not None:
+                self._stats.update((r[0], r[1:]) for r in rows)
+
     @_rebuilt_if_damaged
     def get(self, namespace: str, key: str) -> bytes | None:
         row = self.conn.execute(
@@ -184,24 +199,30 @@ class StateDB:
         """Write the batched stat entries in one transaction, in path order (the primary
         key's: 100,000 rows of a directory output, in the order its folder listed them,
         took twice as long to insert)."""
-        if not self._pending:
+        kept, self._kept = self._kept, []
+        if not self._pending and not kept:
             return
         pending = self._pending
         rows = [(k, *pending[k]) for k in sorted(pending)]
         try:
-            self._insert(rows)
+            self._insert(rows, kept)
         except UnicodeEncodeError:  # a name that is not UTF-8 (no lock names it): not cached
             for rel in [r[0] for r in rows if not is_utf8(r[0])]:
                 del self._pending[rel]
-            self._insert([(k, *v) for k, v in self._pending.items()])
+            self._insert([(k, *v) for k, v in self._pending.items()], kept)
+        finally:
+            for staged in kept:
+                staged.drop()
         if self._stats is not None:
             self._stats.update(self._pending)
         self._pending.clear()
 
-    def _insert(self, rows: list[tuple[str, int, int, int, int, str]]) -> None:
-        """Insert or replace stat rows in one transaction."""
+    def _insert(self, rows: list[Row], kept: list[StagedRows]) -> None:
+        """Insert or replace stat rows, and those `kept`, in one transaction."""
         with self._writing(), self.conn:
             self.conn.execute("BEGIN")
+            for staged in kept:
+                staged.copy_into_stat_cache()
             self.conn.executemany(
                 "INSERT OR REPLACE INTO stat_cache_v2 "
                 "(path, size, mtime_ns, inode, ctime_ns, hash) VALUES (?, ?, ?, ?, ?, ?)",
@@ -224,6 +245,64 @@ class StateDB:
             if self._conn is not None:
                 self._conn.close()
                 self._conn = None
+
+
+class StagedRows:
+    """Stat-cache rows of files written into a hidden tree, gathered while the rest are
+    written (so that the inserts are not all left for after the last file), in a temporary
+    table of the db's connection: never in the database file, so a killed process leaves
+    none of them behind. `keep` (once the files are in place) has the next `commit` write
+    them in its transaction; `drop` forgets them. Only a cache: rows that cannot be staged
+    (an sqlite error, a rebuilt db) are left out, and their files hashed again later."""
+
+    def __init__(self, state: StateDB, table: str) -> None:
+        self.state = state
+        self.table = f"temp.{table}"
+        self.conn: sqlite3.Connection | None = None  # once the table exists
+        self.broken = False
+
+    def add(self, rows: list[Row]) -> None:
+        """Stage `rows` (names that are not UTF-8 are left out)."""
+        if not rows or self.broken:
+            return
+        state = self.state
+        insert = f"INSERT INTO {self.table} VALUES (?, ?, ?, ?, ?, ?)"
+        with state._lock:
+            try:
+                if self.conn is None:
+                    self.conn = state.conn
+                    self.conn.execute(f"CREATE TABLE {self.table} {_STAGED_COLUMNS}")
+                elif self.conn is not state._conn:  # the db was rebuilt: the table is gone
+                    self.broken = True
+                    return
+                try:
+                    self.conn.executemany(insert, rows)
+                except UnicodeEncodeError:
+                    self.conn.executemany(insert, [r for r in rows if is_utf8(r[0])])
+            except sqlite3.Error:
+                self.broken = True
+
+    def copy_into_stat_cache(self) -> None:
+        """Insert or replace the staged rows into the stat cache (the caller's transaction)."""
+        if self.conn is not None and not self.broken and self.conn is self.state._conn:
+            self.conn.execute(
+                f"INSERT OR REPLACE INTO stat_cache_v2 "
+                f"SELECT * FROM {self.table} ORDER BY path"  # the key's order: see `commit`
+            )
+
+    def drop(self) -> None:
+        """Forget the staged rows."""
+        with self.state._lock:
+            conn, self.conn, self.broken = self.conn, None, True
+            if conn is not None and conn is self.state._conn:
+                with contextlib.suppress(sqlite3.Error):
+                    conn.execute(f"DROP TABLE IF EXISTS {self.table}")
+
+
+# No key: `INSERT OR REPLACE` into the stat cache orders and deduplicates them once.
+_STAGED_COLUMNS = (
+    "(path TEXT, size INTEGER, mtime_ns INTEGER, inode INTEGER, ctime_ns INTEGER, hash TEXT)"
+)
 
 
 def _key(st: os.stat_result) -> tuple[int, int, int, int]:

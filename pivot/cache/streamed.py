@@ -19,7 +19,7 @@ import threading
 from typing import TYPE_CHECKING
 
 from pivot.cache.checkout import LinkMode, Placed, TreeBuild, _Mismatch, remove_leftovers
-from pivot.cache.state import Row
+from pivot.cache.state import Row, StagedRows
 from pivot.cache.tree_writer import FRAME, HELLO, REPLY
 from pivot.errors import writing
 
@@ -33,6 +33,9 @@ if TYPE_CHECKING:
 # Verified content waiting for the writer thread, in bytes: past this, `offer` waits (the
 # fetch slows to the pace of file creation rather than holding a whole output in memory).
 PENDING_MAX = 256 << 20
+# While the child still writes, the rows of its replies are staged in the state db's
+# connection at this interval (seconds), so that few are left for after its last file.
+WAIT_STEP = 0.05
 
 
 class StreamedTree:
@@ -40,8 +43,9 @@ class StreamedTree:
     does not exist yet, built while its blobs arrive. `offer` blobs verified against their
     hashes (from any thread); `finish` once every fetch is done and committed, or
     `discard`. The stat-cache rows of the files the child writes are made as its replies
-    arrive, keyed `prefix + relpath`. If the child cannot be started, nothing is written
-    before `finish`, which then places every file from the cache."""
+    arrive, keyed `prefix + relpath`, and with `staged`, staged there while the child
+    still writes (the caller keeps or drops them). If the child cannot be started,
+    nothing is written before `finish`, which then places every file from the cache."""
 
     def __init__(
         self,
@@ -51,8 +55,10 @@ class StreamedTree:
         dest: pathlib.Path,
         mode: LinkMode,
         prefix: str = "",
+        staged: StagedRows | None = None,
     ) -> None:
         self.cache = cache
+        self.staged = staged
         self.dest = dest
         self.entries = entries
         self.prefix = prefix
@@ -66,6 +72,7 @@ class StreamedTree:
         )
         self._sent: list[TreeEntry] = []  # in the order the child replies
         self._rows: list[Row] = []  # one per reply, in the same order
+        self._staged_rows = 0  # how many of them are in `staged`
         self._failed: OSError | None = None
         self._pending = 0
         self._closed = False
@@ -148,18 +155,22 @@ class StreamedTree:
         return self._closed or self._error is not None
 
     def _stop(self, drop: bool = False) -> None:
-        """Let the feeding thread send what is queued (or `drop` it), then wait for it."""
+        """Let the feeding thread send what is queued (or `drop` it), then wait for it,
+        staging the rows of the child's replies meanwhile."""
         with self._cond:
             self._closed = True
             if drop:
                 self._queue.clear()
             self._cond.notify_all()
-        self._thread.join()
+        while self._thread.is_alive():
+            self._thread.join(WAIT_STEP)
+            if not drop:
+                self._stage()
 
     def _unwritten(self) -> list[TreeEntry]:
         """Wait for the child to create what it was sent; returns the sent entries it did
         not write (all of them if it never started)."""
-        if self._child is None or not self._child.finish():
+        if self._child is None or not self._child.finish(self._stage):
             return self._sent
         if self._failed is not None:
             raise self._failed
@@ -172,26 +183,35 @@ class StreamedTree:
             )
         return []
 
+    def _stage(self) -> None:
+        """Stage the rows made since the last call."""
+        if self.staged is not None:
+            done, self._staged_rows = self._staged_rows, len(self._rows)
+            self.staged.add(self._rows[done : self._staged_rows])
+
     def finish(self) -> tuple[list[Row], list[Placed]]:
         """Wait for the writer, place the entries it did not write from the cache
         (verified there), then swap the tree into place; returns the stat-cache rows of
-        the files the child wrote and a `Placed` per other file. On any error nothing is
-        placed and the hidden tree is removed."""
+        the files the child wrote (all staged in `staged`) and a `Placed` per other file.
+        On any error nothing is placed, the hidden tree is removed and `staged` dropped."""
         try:
             self._stop()
             with writing(self.dest):
                 if self._error is not None:
                     raise self._error
                 rest = self._unwritten()
+                self._stage()
                 rest += [entry for found in self._waiting.values() for entry in found]
                 self._build.place(rest)
                 self._build.swap()
         except _Mismatch as exc:  # a cache object set aside: DamagedBlob
             self._build.discard()
+            self._drop_staged()
             raise self.cache.damaged(exc.digest, self.dest) from None
         except BaseException:
             self._kill()
             self._build.discard()
+            self._drop_staged()
             raise
         stats = self._build.stats
         return self._rows, [(e.relpath, e.hash, stats.get(e.relpath)) for e in rest]
@@ -201,6 +221,11 @@ class StreamedTree:
         self._kill()  # first: a feeding thread waiting on a full pipe is released
         self._stop(drop=True)
         self._build.discard()
+        self._drop_staged()
+
+    def _drop_staged(self) -> None:
+        if self.staged is not None:
+            self.staged.drop()
 
     def _kill(self) -> None:
         if self._child is not None:
@@ -272,11 +297,16 @@ class _Child:
         with contextlib.suppress(BrokenPipeError):
             self.proc.stdin.write(data)  # type: ignore[union-attr]
 
-    def finish(self) -> bool:
-        """End its input, wait for it and for its replies; returns whether it started."""
+    def finish(self, meanwhile: Callable[[], None]) -> bool:
+        """End its input, wait for it and for its replies, calling `meanwhile` every
+        WAIT_STEP seconds until it exits; returns whether it started."""
         with contextlib.suppress(BrokenPipeError):
             self.proc.stdin.close()  # type: ignore[union-attr]
-        self.status = self.proc.wait()
+        while self.status is None:
+            try:
+                self.status = self.proc.wait(WAIT_STEP)
+            except subprocess.TimeoutExpired:
+                meanwhile()
         self._done()
         return self.started
 

@@ -84,7 +84,15 @@ class Workspace:
         try:
             folder = pinned.enter_context(self.project.pinned_folder(path, what))
             pinned_dest = folder / dest.name
-            tree = StreamedTree(self.cache, out["hash"], entries, pinned_dest, link, f"{path}/")
+            tree = StreamedTree(
+                self.cache,
+                out["hash"],
+                entries,
+                pinned_dest,
+                link,
+                f"{path}/",
+                self.state.staging(),
+            )
         except BaseException:
             pinned.close()
             raise
@@ -124,7 +132,11 @@ class StreamedOutput:
                 rows, placed = self.tree.finish()
             except PivotError as exc:
                 raise _named(exc, self.tree.dest, self.dest) from exc.__cause__
-        self.ws.state.record_rows(rows)  # files written from fetched bytes: copies
+        # Files written from fetched bytes (copies); their rows were staged as they came.
+        if self.tree.staged is None:
+            self.ws.state.record_rows(rows)
+        else:
+            self.ws.state.keep(self.tree.staged, rows)
         self.ws.record_placed(self.path, placed, self.link)
 
     def discard(self) -> None:

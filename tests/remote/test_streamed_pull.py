@@ -53,6 +53,18 @@ def files_in_hidden_tree(root: pathlib.Path) -> int:
     return count
 
 
+def rows_under(project: Project, prefix: str) -> list[str]:
+    """The paths under `prefix` that the stat cache of `project` holds rows for."""
+    if not project.state_path.exists():
+        return []
+    state = StateDB(project.state_path)
+    try:
+        rows = state.conn.execute("SELECT path FROM stat_cache_v2").fetchall()
+    finally:
+        state.close()
+    return [r[0] for r in rows if r[0].startswith(prefix)]
+
+
 def after(seconds: float):
     """Ready `seconds` after this call."""
     began = time.monotonic()
@@ -76,8 +88,11 @@ def test_a_pull_killed_at_random_points_then_run_again_gives_the_same_workspace(
         ):
             killed_mid_tree += bool(hidden(dst.root))
             assert not (dst.root / "data").exists(), "a killed pull placed part of the tree"
+            assert rows_under(dst, "data/") == [], "stat rows of files never placed"
     if kill_when(start_pivot_group(dst.root, "pull", "--all"), after(rng.uniform(0.0, 1.5))):
         assert not (dst.root / "data").exists() or files_of(dst.root) == FILES
+        if not (dst.root / "data").exists():
+            assert rows_under(dst, "data/") == []
     assert killed_mid_tree, "no kill came while the tree was being written"
 
     proc = PivotCLI(dst.root)("pull", "--all")
