@@ -195,10 +195,11 @@ class StateDB:
         ).fetchall()
 
     @_rebuilt_if_damaged
-    def commit(self) -> None:
-        """Write the batched stat entries in one transaction, in path order (the primary
-        key's: 100,000 rows of a directory output, in the order its folder listed them,
-        took twice as long to insert)."""
+    def commit(self, drop_staged: bool = True) -> None:
+        """Write the batched stat entries and the kept staged rows in one transaction, in
+        path order (the primary key's: 100,000 rows of a directory output, in the order its
+        folder listed them, took twice as long to insert). Without `drop_staged`, the kept
+        staged tables are left for the connection's close to free (`close`)."""
         kept, self._kept = self._kept, []
         if not self._pending and not kept:
             return
@@ -211,7 +212,7 @@ class StateDB:
                 del self._pending[rel]
             self._insert([(k, *v) for k, v in self._pending.items()], kept)
         finally:
-            for staged in kept:
+            for staged in kept if drop_staged else ():
                 staged.drop()
         if self._stats is not None:
             self._stats.update(self._pending)
@@ -241,7 +242,7 @@ class StateDB:
 
     def close(self) -> None:
         with self._lock:
-            self.commit()
+            self.commit(drop_staged=False)  # temporary tables go with the connection
             if self._conn is not None:
                 self._conn.close()
                 self._conn = None
