@@ -160,9 +160,13 @@ class StateDB:
             self._staged += 1
             return StagedRows(self, f"staged_{self._staged}")
 
-    def keep(self, staged: StagedRows, rows: Iterable[Row]) -> None:
-        """Have the next `commit` write `staged` (holding `rows`): its files are in place."""
+    def keep(self, staged: StagedRows, rows: list[Row]) -> None:
+        """Have the next `commit` write `staged` (holding `rows`): its files are in place.
+        If staging failed (an sqlite error, a rebuilt db), `rows` are recorded instead."""
         with self._lock:
+            if staged.broken:
+                self.record_rows(rows)
+                return
             self._kept.append(staged)
             if self._stats is not None:
                 self._stats.update((r[0], r[1:]) for r in rows)
@@ -253,8 +257,8 @@ class StagedRows:
     written (so that the inserts are not all left for after the last file), in a temporary
     table of the db's connection: never in the database file, so a killed process leaves
     none of them behind. `keep` (once the files are in place) has the next `commit` write
-    them in its transaction; `drop` forgets them. Only a cache: rows that cannot be staged
-    (an sqlite error, a rebuilt db) are left out, and their files hashed again later."""
+    them in its transaction (or, if staging failed, records the rows the usual way); `drop`
+    forgets them."""
 
     def __init__(self, state: StateDB, table: str) -> None:
         self.state = state

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import pathlib
+import sqlite3
 import subprocess
 import sys
 import textwrap
@@ -99,3 +100,15 @@ def test_unicode_names_that_are_not_utf8_are_left_out(tmp_path):
     db.keep(staged, [odd, *rows])
     db.close()
     assert stored_paths(tmp_path / "state.db") == ["a"]
+
+
+def test_rows_staged_before_the_db_was_rebuilt_are_recorded_when_kept(tmp_path):
+    db = StateDB(tmp_path / "state.db")
+    rows = rows_of(tmp_path, ["a", "b"])
+    staged = db.staging()
+    staged.add(rows[:1])
+    db.rebuild(sqlite3.DatabaseError("found damaged by another thread"))  # the table is gone
+    staged.add(rows[1:])
+    db.keep(staged, rows)
+    db.close()
+    assert stored_paths(tmp_path / "state.db") == ["a", "b"]
