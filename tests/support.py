@@ -102,6 +102,35 @@ def _count(name):
         log.write(name + "\\n")
 """
 
+# A pipeline `p` of two counted stages, `first` writing first.txt and `second` reading it.
+TWO_STAGES = (
+    """
+from typing import Annotated
+
+import pivot
+"""
+    + COUNTER
+    + """
+pipeline = pivot.Pipeline("p")
+
+
+def first() -> Annotated[str, pivot.Out("first.txt", pivot.loaders.Text())]:
+    _count("first")
+    return "1"
+
+
+def second(
+    x: Annotated[str, pivot.Dep("first.txt", pivot.loaders.Text())],
+) -> Annotated[str, pivot.Out("second.txt", pivot.loaders.Text())]:
+    _count("second")
+    return x + "2"
+
+
+pipeline.register(first)
+pipeline.register(second)
+"""
+)
+
 
 def free_ports(count: int) -> list[int]:
     """Ports free right now on 127.0.0.1 (held open together so they are distinct)."""

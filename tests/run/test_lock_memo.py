@@ -16,7 +16,7 @@ import msgpack
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from support import COUNTER, executions, write_files
+from support import TWO_STAGES, executions, write_files
 
 from pivot.errors import PivotError
 from pivot.run import lock_memo, lock_prefetch, lockfile
@@ -202,37 +202,8 @@ def test_no_lock_file_helper_once_the_memo_exists(stored):
     assert lock_prefetch.start(stages, helper_min=1, memo_dir=tmp) is None
 
 
-PIPELINE = (
-    """
-from typing import Annotated
-
-import pivot
-"""
-    + COUNTER
-    + """
-pipeline = pivot.Pipeline("p")
-
-
-def first() -> Annotated[str, pivot.Out("first.txt", pivot.loaders.Text())]:
-    _count("first")
-    return "1"
-
-
-def second(
-    x: Annotated[str, pivot.Dep("first.txt", pivot.loaders.Text())],
-) -> Annotated[str, pivot.Out("second.txt", pivot.loaders.Text())]:
-    _count("second")
-    return x + "2"
-
-
-pipeline.register(first)
-pipeline.register(second)
-"""
-)
-
-
 def test_a_run_after_a_lock_file_was_rewritten_in_place_is_not_up_to_date(project, pivot):
-    write_files(project, {"pipeline.py": PIPELINE})
+    write_files(project, {"pipeline.py": TWO_STAGES})
     pivot("run")
     time.sleep(3.2)  # the lock files leave the racy window: the next run remembers them
     assert "Every stage is up to date" in pivot("run").stdout

@@ -13,7 +13,7 @@ import pathlib
 import time
 
 import pytest
-from support import COUNTER, executions, write_files
+from support import TWO_STAGES, executions, write_files
 
 from pivot.errors import PivotError
 from pivot.project import Project
@@ -171,37 +171,8 @@ def test_no_helper_for_a_few_lock_files(old_stages):
     assert lock_prefetch.start(old_stages / "absent", helper_min=1) is None
 
 
-PIPELINE = (
-    """
-from typing import Annotated
-
-import pivot
-"""
-    + COUNTER
-    + """
-pipeline = pivot.Pipeline("p")
-
-
-def first() -> Annotated[str, pivot.Out("first.txt", pivot.loaders.Text())]:
-    _count("first")
-    return "1"
-
-
-def second(
-    x: Annotated[str, pivot.Dep("first.txt", pivot.loaders.Text())],
-) -> Annotated[str, pivot.Out("second.txt", pivot.loaders.Text())]:
-    _count("second")
-    return x + "2"
-
-
-pipeline.register(first)
-pipeline.register(second)
-"""
-)
-
-
 def test_a_run_with_the_helper_trusts_only_what_it_would_read_itself(project, pivot):
-    write_files(project, {"pipeline.py": PIPELINE})
+    write_files(project, {"pipeline.py": TWO_STAGES})
     pivot("run")
     stages = project / ".pivot" / "stages"
     # Lock files of a pipeline no longer in the project: enough for the helper to start.
