@@ -9,7 +9,7 @@ import os
 import pathlib
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pivot.cache import linked
 from pivot.cache.checkout import LinkMode, Placed, checkout
@@ -18,9 +18,11 @@ from pivot.cache.objects import LocalCache
 from pivot.cache.runs import RunRecords
 from pivot.cache.snapshot import SnapshotHasher
 from pivot.cache.state import StateDB, stat_row
-from pivot.cache.streamed import StreamedTree
 from pivot.errors import DamagedBlob, PivotError
 from pivot.project import Project
+
+if TYPE_CHECKING:
+    from pivot.cache.streamed import StreamedTree
 
 
 @dataclass
@@ -80,6 +82,10 @@ class Workspace:
             return None
         if len(entries) < min_files:
             return None
+        # Imported only here: the streamed checkout (and its subprocess) is a pull's, and
+        # every command opens a workspace.
+        from pivot.cache.streamed import StreamedTree
+
         pinned = contextlib.ExitStack()
         try:
             folder = pinned.enter_context(self.project.pinned_folder(path, what))

@@ -30,7 +30,8 @@ def test_noop_run_imports_nothing_heavy(project, pivot) -> None:
 # declares a pivot.Metric or pivot.Plot (or a metrics CSV is read), the executors' outcome
 # and the ready queue only when a stage runs, the other pipelines' summary only by
 # `status`, `pickle` only when a stage loads or saves with `loaders.Pickle`, and the remote
-# URL helpers only when a remote is configured.
+# URL helpers only when a remote is configured, the streamed tree checkout (and with it
+# `subprocess`) only by a pull.
 @pytest.mark.parametrize(
     "unneeded",
     [
@@ -38,8 +39,9 @@ def test_noop_run_imports_nothing_heavy(project, pivot) -> None:
         ("pivot.run.executor", "pivot.run.ready", "pivot.services.elsewhere"),
         ("pickle",),
         ("pivot.urls",),
+        ("pivot.cache.streamed", "pivot.cache.tree_writer", "subprocess"),
     ],
-    ids=["results", "executor-and-status", "pickle", "urls"],
+    ids=["results", "executor-and-status", "pickle", "urls", "streamed"],
 )
 def test_noop_run_skips_modules_it_does_not_need(project, pivot, unneeded) -> None:
     write_files(project, PARENT_CHILD)
