@@ -12,7 +12,7 @@ import copy
 import os
 import re
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from pivot import _fs
 from pivot.errors import CorruptFile, DefinitionError
@@ -209,8 +209,7 @@ def _check_executor(data: dict[str, Any], fail: Any) -> None:
             dask[key] = number
 
 
-@dataclass(frozen=True)
-class ExecutorConfig:
+class ExecutorConfig(NamedTuple):
     """Where `pivot run` executes stages, from the config (the CLI may override)."""
 
     executor: str = "local"

@@ -13,8 +13,7 @@ from __future__ import annotations
 import json
 import os
 import pathlib
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from pivot import _fs
 from pivot.cache.hashing import DIR, FILE, is_hash
@@ -30,8 +29,7 @@ SUFFIX = ".json"
 FOLDER = TRACKED_DIR
 
 
-@dataclass(frozen=True)
-class Tracked:
+class Tracked(NamedTuple):
     """One tracked path and the content recorded for it."""
 
     path: str

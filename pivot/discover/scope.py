@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pathlib
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from pivot.cache.workspace import Workspace
 from pivot.define.stage import StageSpec
@@ -12,8 +12,7 @@ from pivot.discover.graph import Graph, build_graph, select
 from pivot.errors import DefinitionError, PivotError
 
 
-@dataclass
-class Scope:
+class Scope(NamedTuple):
     """The graph a command works on, and the stages the user asked for."""
 
     discovery: Discovery

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import pathlib
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 from pivot.cache import tracked
 from pivot.cache.workspace import open_workspace
@@ -47,8 +46,7 @@ def data_in_scope(
     return loaded_data_in_scope(ws, targets, all_pipelines).data
 
 
-@dataclass
-class DataScope:
+class DataScope(NamedTuple):
     """What `data_in_scope` found, and the pipelines it loaded to find it (`complete`:
     every pipeline of the project)."""
 

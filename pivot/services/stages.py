@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from pivot import config
 from pivot._gcpause import collector_paused
@@ -164,8 +164,7 @@ def push_outputs(result: RunResult) -> TransferSummary:
     return result.remote.push(scope_locks(result.project, result.scope), [])
 
 
-@dataclass
-class StatusResult:
+class StatusResult(NamedTuple):
     """Each stage's row, and the stale stages of other pipelines (None with targets or
     `--all`, where every pipeline asked for is in the rows)."""
 
@@ -264,8 +263,7 @@ def _location(ws, remote: RemoteAccess, out: dict[str, Any]) -> str:
     return "remote" if remote.has_output(out["hash"]) else "missing"
 
 
-@dataclass(frozen=True)
-class Problem:
+class Problem(NamedTuple):
     """What stops a CI gate: a stage not up to date (`stale`), or an output absent from the
     remote; `what` names it."""
 
