@@ -1,13 +1,18 @@
 """Pivot vs DVC, side by side, on the same generated projects and the same machine.
 
-    bash bench/setup.sh                      # once: DVC 3.x (+ dvc-s3) in bench/work/dvc-venv
+    bash bench/setup.sh                      # DVC 3.x (+ dvc-s3) in bench/work/dvc-venv, and
+                                             # the checkout, non-editable, in bench/work/pivot-venv
     .venv/bin/python bench/run_bench.py [--only chain,multi] [--reps 5] [--json out.json]
     .venv/bin/python bench/run_bench.py --only remote,restore     # loopback SeaweedFS
     .venv/bin/python bench/run_bench.py --only remote --workdir /dev/shm/pivot-bench
     .venv/bin/python bench/run_bench.py --only scale [--scale-dvc-max-files 10000]
 
-Pivot is the `pivot` console script next to the running interpreter (override with
-`--pivot "CMD ..."`), DVC the one in bench/work/dvc-venv (override with `--dvc`). Every
+Pivot is the checkout installed non-editable in bench/work/pivot-venv (made by setup.sh,
+see bench/pivot_venv.py: an editable install's import hook costs every start-up ~10 ms that
+no user pays), reinstalled first when the checkout's commit or uncommitted changes under
+pivot/ differ from those it was built from; without that venv, the `pivot` console script
+next to the running interpreter. `--pivot "CMD ..."` overrides both; the run prints which
+Pivot it times. DVC is the one in bench/work/dvc-venv (override with `--dvc`). Every
 project is generated fresh under bench/work/ (gitignored), `git init`-ed and committed, then
 `pivot init` / `dvc init`-ed. Each timing is the wall clock of one subprocess; a row shows
 the median of its samples (the JSON output keeps every sample).
@@ -73,6 +78,7 @@ from dataclasses import asdict, dataclass, field
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 import generate
+import pivot_venv
 
 BENCH_DIR = pathlib.Path(__file__).resolve().parent
 WORK_DIR = BENCH_DIR / "work"
@@ -229,6 +235,7 @@ class Bench:
         base_env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
         pivot_cmd = shlex.split(args.pivot) if args.pivot else [_default_pivot()]
         self.pivot = Tool("pivot", pivot_cmd, dict(base_env))
+        self.log(f"timing Pivot as `{' '.join(pivot_cmd)}`")
         dvc_bin = pathlib.Path(args.dvc).resolve().parent
         dvc_env = dict(base_env)
         # `python` in the DVC stage commands resolves to a real interpreter (no shim).
@@ -381,6 +388,11 @@ def _git(cwd: pathlib.Path, *args: str) -> None:
 
 
 def _default_pivot() -> str:
+    """bench/work/pivot-venv's `pivot` (reinstalled if stale), else the one next to this
+    interpreter or on PATH."""
+    installed = pivot_venv.ensure()
+    if installed is not None:
+        return str(installed)
     here = pathlib.Path(sys.executable).parent / "pivot"
     found = str(here) if here.exists() else shutil.which("pivot")
     if not found:
@@ -1181,7 +1193,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="scale: for outputs with more files than this, time DVC's first and no-op "
         "`repro` but skip its push, no-op push and pull (~5 min each at 100,000 files)",
     )
-    p.add_argument("--pivot", help="command that runs pivot (default: `pivot` beside python)")
+    p.add_argument(
+        "--pivot",
+        help="command that runs pivot (default: bench/work/pivot-venv's, else beside python)",
+    )
     p.add_argument("--dvc", default=str(DVC_VENV / "bin" / "dvc"), help="the dvc executable")
     p.add_argument("--workdir", default=str(WORK_DIR), help="where projects are generated")
     p.add_argument("--json", type=pathlib.Path, help="also write every sample here")
