@@ -11,7 +11,6 @@ import contextlib
 import copy
 import os
 import re
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from pivot import _fs
@@ -34,13 +33,12 @@ _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 _OPTION_RE = re.compile(r"^[a-z_][a-z0-9_]{0,63}$")
 
 
-@dataclass(frozen=True)
-class RemoteConfig:
+class RemoteConfig(NamedTuple):
     """One configured remote, merged from both files."""
 
     name: str
     url: str
-    options: dict[str, Any] = field(default_factory=dict)
+    options: dict[str, Any]
 
     def get(self, key: str, default: Any = None) -> Any:
         return self.options.get(key, default)

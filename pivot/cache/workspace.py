@@ -8,8 +8,7 @@ import contextlib
 import os
 import pathlib
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from pivot.cache import linked
 from pivot.cache.checkout import LinkMode, Placed, checkout
@@ -25,8 +24,7 @@ if TYPE_CHECKING:
     from pivot.cache.streamed import StreamedTree
 
 
-@dataclass
-class Workspace:
+class Workspace(NamedTuple):
     """One project opened for a command; `state.close()` when done."""
 
     project: Project
@@ -116,8 +114,7 @@ class Workspace:
         self.state.record_rows(rows)  # one hand-over, not a locked call per file
 
 
-@dataclass
-class StreamedOutput:
+class StreamedOutput(NamedTuple):
     """A tree output being checked out while it is fetched (`Workspace.stream_output`):
     `offer` verified blobs, then `finish` (after the fetch is committed) or `discard`."""
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 from collections import deque
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from pivot.cache import tracked
@@ -17,21 +16,25 @@ if TYPE_CHECKING:
     from pivot.discover.finder import Discovery
 
 
-@dataclass
 class Graph:
     """Stages by id, with upstream edges keyed by the dep path that links them."""
 
-    stages: dict[str, StageSpec] = field(default_factory=dict)
-    upstream: dict[str, dict[str, str]] = field(default_factory=dict)
-    # Deps that exist nowhere (not on disk, not produced, not tracked), by stage: the
-    # message a stage that must execute fails with.
-    absent: dict[str, dict[str, str]] = field(default_factory=dict)
+    __slots__ = ("_ordered", "absent", "stages", "upstream")
 
-    # The last order computed, with the stage ids and edges it was computed from: a run
-    # asks for the order several times, and the graph is not changed meanwhile.
-    _ordered: tuple[list[str], dict[str, dict[str, str]], list[str]] | None = field(
-        default=None, init=False, repr=False, compare=False
-    )
+    def __init__(
+        self,
+        stages: dict[str, StageSpec] | None = None,
+        upstream: dict[str, dict[str, str]] | None = None,
+        absent: dict[str, dict[str, str]] | None = None,
+    ) -> None:
+        self.stages = {} if stages is None else stages
+        self.upstream = {} if upstream is None else upstream
+        # Deps that exist nowhere (not on disk, not produced, not tracked), by stage: the
+        # message a stage that must execute fails with.
+        self.absent = {} if absent is None else absent
+        # The last order computed, with the stage ids and edges it was computed from: a
+        # run asks for the order several times, and the graph is not changed meanwhile.
+        self._ordered: tuple[list[str], dict[str, dict[str, str]], list[str]] | None = None
 
     def downstream(self) -> dict[str, list[str]]:
         down: dict[str, list[str]] = {sid: [] for sid in self.stages}

@@ -8,7 +8,6 @@ import functools
 import json
 import json.encoder
 import logging
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import blake3
@@ -33,25 +32,52 @@ RUN_KEY_VERSION = 2
 SKIP, RESTORE, RUN, PENDING = "skip", "restore", "run", "pending"
 
 
-@dataclass
 class Decision:
     """What to do with one stage, and the facts that led there."""
 
-    stage: StageSpec
-    action: str
-    reasons: list[str] = field(default_factory=list)
-    run_key: str | None = None
-    fingerprint: dict[str, str] = field(default_factory=dict)
-    deps: dict[str, str] = field(default_factory=dict)
-    outs: dict[str, dict[str, Any]] = field(default_factory=dict)
-    lock: Lock | None = None
-    materialize: bool = True
-    kept: str = ""  # for a restore left unplaced: where its outputs are ("in cache", ...)
-    fetched_record: bytes | None = None  # the run record read from the remote, to keep
-    absent_deps: list[str] = field(default_factory=list)  # neither on disk nor tracked
-    # Deps inside a tracked folder whose manifest is not in the local cache (and was not
-    # fetched): the lock's hash stood in, so "up to date" is a guess. (dep, its folder)
-    not_local: list[tuple[str, str]] = field(default_factory=list)
+    __slots__ = (
+        "absent_deps",
+        "action",
+        "deps",
+        "fetched_record",
+        "fingerprint",
+        "kept",
+        "lock",
+        "materialize",
+        "not_local",
+        "outs",
+        "reasons",
+        "run_key",
+        "stage",
+    )
+
+    def __init__(
+        self,
+        stage: StageSpec,
+        action: str,
+        reasons: list[str] | None = None,
+        run_key: str | None = None,
+        fingerprint: dict[str, str] | None = None,
+        deps: dict[str, str] | None = None,
+        lock: Lock | None = None,
+        absent_deps: list[str] | None = None,
+    ) -> None:
+        self.stage = stage
+        self.action = action
+        self.reasons = [] if reasons is None else reasons
+        self.run_key = run_key
+        self.fingerprint = {} if fingerprint is None else fingerprint
+        self.deps = {} if deps is None else deps
+        self.outs: dict[str, dict[str, Any]] = {}
+        self.lock = lock
+        self.materialize = True
+        # For a restore left unplaced: where its outputs are ("in cache", ...).
+        self.kept = ""
+        self.fetched_record: bytes | None = None  # the run record read from the remote
+        self.absent_deps = [] if absent_deps is None else absent_deps  # nowhere, not tracked
+        # Deps inside a tracked folder whose manifest is not in the local cache (and was
+        # not fetched): the lock's hash stood in, so "up to date" is a guess. (dep, folder)
+        self.not_local: list[tuple[str, str]] = []
 
     @property
     def kept_up_to_date(self) -> bool:

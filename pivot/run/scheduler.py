@@ -10,7 +10,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from pivot._gcpause import collector_paused
 from pivot.cache import prestat, tracked
@@ -47,8 +47,9 @@ log = logging.getLogger(__name__)  # the CLI shows warnings; see pivot.cli.main
 CANCELLED = "cancelled"  # stopped by `Runner.cancel` (watch mode: its inputs changed)
 
 
-@dataclass
-class StageReport:
+class StageReport(NamedTuple):
+    """How one stage of a run ended."""
+
     stage_id: str
     status: str
     seconds: float = 0.0
@@ -58,12 +59,14 @@ class StageReport:
     where: str = ""  # the machine and process that ran it, when not this one
 
 
-@dataclass
 class RunReport:
     """The outcome of a run, stage by stage."""
 
-    stages: list[StageReport] = field(default_factory=list)
-    seconds: float = 0.0
+    __slots__ = ("seconds", "stages")
+
+    def __init__(self) -> None:
+        self.stages: list[StageReport] = []
+        self.seconds = 0.0
 
     def count(self, status: str) -> int:
         return sum(1 for s in self.stages if s.status == status)
