@@ -7,14 +7,13 @@ import pathlib
 import re
 import sys
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from pivot.define.stage import Dep, Out, default_params, params_as_dict, read_signature
 from pivot.errors import DefinitionError
 
 
-@dataclass
-class Registration:
+class Registration(NamedTuple):
     """A stage as registered, before its paths are resolved against the project."""
 
     name: str
@@ -23,8 +22,8 @@ class Registration:
     outs: dict[str, Out]
     single_out: bool
     params: Any
+    resources: dict[str, float | str]
     outs_as_args: bool = False  # a plain function: outs passed as paths, written by it
-    resources: dict[str, float | str] = field(default_factory=dict)
 
 
 @dataclass

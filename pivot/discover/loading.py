@@ -12,8 +12,7 @@ import re
 import sys
 import traceback
 import typing
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from pivot.define.loaders import PathOnly
 from pivot.define.pipeline import Pipeline, Registration, check_name, checked_resources
@@ -29,8 +28,7 @@ YAML_PIPELINE_KEYS = {"name", "stages"}
 YAML_STAGE_KEYS = {"python", "deps", "outs", "params", "resources"}
 
 
-@dataclass
-class LoadedPipeline:
+class LoadedPipeline(NamedTuple):
     """A pipeline file after import: its name, folder and stages by name, and the project
     modules (files) its import imported."""
 
@@ -372,8 +370,7 @@ def _import_function(dotted: str, where: str) -> Any:
 _PLAIN_PATH = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]*(?:/[A-Za-z0-9_-][A-Za-z0-9._-]*)*")
 
 
-@dataclass
-class DeclaredPaths:
+class DeclaredPaths(NamedTuple):
     """What resolving the paths of one pipeline file's stages needs: the project, the
     pipeline's folder (absolute, and as a project path prefix) and the file's project path."""
 

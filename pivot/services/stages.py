@@ -4,7 +4,6 @@ found or did; the CLI renders it."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from pivot import config
@@ -43,17 +42,19 @@ if TYPE_CHECKING:
     from pivot.services.elsewhere import Elsewhere
 
 
-@dataclass
 class RunResult:
     """A run (or with `dry_run`, its plan: `decisions`, and no `report`), the number of
     stages in scope, and what `push_outputs` needs afterwards."""
 
-    project: Project
-    scope: Scope
-    remote: RemoteAccess
-    total: int
-    report: RunReport | None = None
-    decisions: dict[str, Decision] | None = None
+    __slots__ = ("decisions", "project", "remote", "report", "scope", "total")
+
+    def __init__(self, project: Project, scope: Scope, remote: RemoteAccess, total: int) -> None:
+        self.project = project
+        self.scope = scope
+        self.remote = remote
+        self.total = total
+        self.report: RunReport | None = None
+        self.decisions: dict[str, Decision] | None = None
 
 
 def run(
