@@ -8,7 +8,7 @@ import pathlib
 import types
 import typing
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from pivot.define.loaders import Loader, PathOnly
 from pivot.errors import DefinitionError
@@ -57,8 +57,7 @@ class Out:
 LIST, GLOB, MATCH = "list", "glob", "match"
 
 
-@dataclass(frozen=True)
-class Artifact:
+class Artifact(NamedTuple):
     """A dep or out of a stage: argument or result key, declared and project paths.
     `group` marks fan-in deps: one of a `LIST`, a `GLOB` pattern not yet expanded, or a
     `MATCH` of one (the argument gets a list, or a dict by path)."""
