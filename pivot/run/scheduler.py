@@ -9,7 +9,6 @@ import os
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from pivot._gcpause import collector_paused
@@ -80,21 +79,49 @@ class RunReport:
         return [s.stage_id for s in self.stages if s.status == RAN]
 
 
-@dataclass
 class RunOptions:
     """How a run behaves beyond which stages it covers."""
 
-    jobs: int | None = 1  # None: the CPU count here, unlimited on a cluster
-    keep_going: bool = False
-    link: LinkMode | None = None  # None: the config's `cache.link` (the service sets it)
-    remote: RemoteAccess | None = None
-    fallback: bool = True
-    materialize_all: bool = False
-    targets: set[str] = field(default_factory=set)
-    executor: str | None = None  # "local" (None) or "dask"
-    scheduler: str | None = None  # the Dask scheduler's address
-    retries: int = 0  # resubmissions of a stage whose cluster worker died
-    discard_edits: bool = False  # a restore may replace content stored nowhere else
+    __slots__ = (
+        "discard_edits",
+        "executor",
+        "fallback",
+        "jobs",
+        "keep_going",
+        "link",
+        "materialize_all",
+        "remote",
+        "retries",
+        "scheduler",
+        "targets",
+    )
+
+    def __init__(
+        self,
+        *,
+        jobs: int | None = 1,
+        keep_going: bool = False,
+        link: LinkMode | None = None,
+        remote: RemoteAccess | None = None,
+        fallback: bool = True,
+        materialize_all: bool = False,
+        targets: set[str] | None = None,
+        executor: str | None = None,
+        scheduler: str | None = None,
+        retries: int = 0,
+        discard_edits: bool = False,
+    ) -> None:
+        self.jobs = jobs  # None: the CPU count here, unlimited on a cluster
+        self.keep_going = keep_going
+        self.link = link  # None: the config's `cache.link` (the service sets it)
+        self.remote = remote
+        self.fallback = fallback
+        self.materialize_all = materialize_all
+        self.targets = set() if targets is None else targets
+        self.executor = executor  # "local" (None) or "dask"
+        self.scheduler = scheduler  # the Dask scheduler's address
+        self.retries = retries  # resubmissions of a stage whose cluster worker died
+        self.discard_edits = discard_edits  # a restore may replace content stored nowhere else
 
 
 def plan_graph(

@@ -3,7 +3,7 @@ each change, reporting everything as `WatchEvent`s (the CLI renders them)."""
 
 from __future__ import annotations
 
-import dataclasses
+import copy
 import importlib
 import importlib.util
 import os
@@ -266,7 +266,8 @@ class Session:
         if scope is None:
             return False
         req = self.request
-        options = dataclasses.replace(req.options, targets=set(scope.targets))
+        options = copy.copy(req.options)
+        options.targets = set(scope.targets)
         remote = RemoteAccess(self.ws.project, req.remote_name)
         runner = None
         try:
