@@ -1105,6 +1105,20 @@ def _first_line(cmd: list[str], env: dict[str, str] | None = None) -> str:
     return text.splitlines()[0] if text else "?"
 
 
+def _script_python(cmd: list[str]) -> str:
+    """The version and path of the interpreter that runs `cmd`: the one its script names
+    (`#!`), else the one running this script."""
+    python = sys.executable
+    try:
+        with open(cmd[0], "rb") as script:
+            first = script.readline().decode(errors="replace").strip()
+        if first.startswith("#!") and len(first.split()) == 1:
+            python = first[2:]
+    except OSError:
+        pass
+    return f"{_first_line([python, '--version'])} ({python})"
+
+
 def environment(b: Bench) -> dict[str, str]:
     cpu = "?"
     try:
@@ -1130,7 +1144,7 @@ def environment(b: Bench) -> dict[str, str]:
         "pivot": _first_line([*b.pivot.cmd, "--version"], b.pivot.env),
         "pivot command": " ".join(b.pivot.cmd),
         "pivot git": _first_line(["git", "-C", str(BENCH_DIR), "describe", "--always", "--dirty"]),
-        "pivot python": platform.python_version() + f" ({sys.executable})",
+        "pivot python": _script_python(b.pivot.cmd),
         "dvc": _first_line([*b.dvc.cmd, "--version"], b.dvc.env),
         "dvc python": _first_line([dvc_python, "--version"]),
         "load average at start": " ".join(f"{x:.2f}" for x in os.getloadavg()),
