@@ -6,11 +6,12 @@ Each entry is a lock file's stage id, the stat key (size, mtime, ctime, inode) o
 when it was read and its decoded JSON. `load` hands the entries to `lockfile.remember`,
 as the lock file helper's rows are: `read_lock` uses one only while its file's stat key is
 unchanged (a rewrite that keeps size and mtime changes ctime or inode), and validates it
-with `lockfile.lock_from_json` like a file read from disk. A lock file changed within 3 s
-of its reading is never remembered (`read_validated`). The memo is untrusted: one of any
-other shape, truncated, of another stages folder (its device and inode are recorded), or
-with a stage id that is not a plain relative path, is ignored whole and every lock file is
-read. `store` writes it (atomically, after the command's work, under the command lock)
+with `lockfile.lock_from_json` like a file read from disk. A lock file changed too
+recently is never remembered (`read_validated`: at or after the command's racy marker was
+made, or within 3 s of its reading without one; see `lockfile.use_marker`). The memo is
+untrusted: one of any other shape, truncated, of another stages folder (its device and
+inode are recorded), or with a stage id that is not a plain relative path, is ignored
+whole and every lock file is read. `store` writes it (atomically, after the command's work, under the command lock)
 only when what the command read differs from what it loaded.
 """
 

@@ -12,7 +12,9 @@ is read here as before (and reported here if unusable).
 
 A lock from the helper is used as `read_lock`'s memo is: only while its file's size, mtime,
 ctime and inode are those the helper read (one `stat` at use, after the command took the
-project's lock), and never for a file changed within the last 3 s. What the helper hands
+project's lock), and never for a file changed too recently: the helper judges that against
+its own marker file in the project's tmp folder, made before its first read
+(`lockfile.use_marker`), or by the 3 s rule without one. What the helper hands
 over is untrusted like the file itself: `read_lock` validates it at use with
 `lockfile.lock_from_json`, the validator of every lock file read (the helper saves this
 process the file's reading and JSON decoding), and reads the file itself when it does not
@@ -49,13 +51,14 @@ log = logging.getLogger(__name__)
 HELPER_MIN = 1_500
 CHUNK = 64  # locks per chunk the helper writes
 _LENGTH = struct.Struct("<I")  # a chunk: its length, then the marshal bytes of its rows
-# The helper: reads (sys.path, the stages folder) from stdin, writes chunks to stdout.
+# The helper: reads (sys.path, the stages folder, the tmp folder or None) from stdin,
+# writes chunks to stdout.
 _HELPER = """\
 import marshal, sys
-path, stages_dir = marshal.load(sys.stdin.buffer)
+path, stages_dir, tmp_dir = marshal.load(sys.stdin.buffer)
 sys.path[:0] = path
 from pivot.run.lock_prefetch import serve
-serve(stages_dir, sys.stdout.buffer)
+serve(stages_dir, sys.stdout.buffer, tmp_dir)
 """
 
 
@@ -152,7 +155,8 @@ def start(
     """A helper reading the lock files under `stages_dir`, or None when there are fewer
     than about `helper_min` of them, one core, no interpreter to start, or a memo of the
     decoded lock files in `memo_dir` (`run.lock_memo`: it saves the reading as the helper
-    does, in this process and without a second core)."""
+    does, in this process and without a second core). The helper makes its racy marker
+    (`lockfile.use_marker`) in `memo_dir`, the project's tmp folder."""
     if (
         not sys.executable
         or _cores() < 2
@@ -163,7 +167,8 @@ def start(
     import subprocess
 
     here = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    request = marshal.dumps(([here, *sys.path], str(stages_dir)))
+    tmp_dir = None if memo_dir is None else str(memo_dir)
+    request = marshal.dumps(([here, *sys.path], str(stages_dir), tmp_dir))
     out = _memory_file(b"")
     try:
         with _memory_file(request) as request_in:
@@ -191,11 +196,14 @@ def _about(stages_dir: str) -> int:
         return 0
 
 
-def serve(stages_dir: str, out: IO[bytes]) -> None:
+def serve(stages_dir: str, out: IO[bytes], tmp_dir: str | None = None) -> None:
     """The helper's work: each lock file under `stages_dir` that reads and validates, as
     the rows `lockfile.remember` takes (name, stat key, decoded JSON), written to `out` in
     chunks of `CHUNK` (files that fail are left out: this process reads and reports
-    them)."""
+    them). A file changed too recently is left out too, judged against a marker in
+    `tmp_dir` (`lockfile.use_marker`) or, without one, by the 3 s rule."""
+    if tmp_dir is not None:
+        lockfile.use_marker(stages_dir, tmp_dir)
     rows = []
     for stage_id in lockfile.all_locks(stages_dir):
         name = os.path.join(stages_dir, f"{stage_id}.lock")

@@ -14,7 +14,7 @@ from pivot.cache.edits import refuse_unsaved_edits
 from pivot.cache.workspace import open_workspace
 from pivot.discover.scope import Scope, resolve_scope
 from pivot.errors import CacheCorrupt, DamagedBlob, DefinitionError, PivotError
-from pivot.run import lock_memo, lock_prefetch
+from pivot.run import lock_memo, lock_prefetch, lockfile
 from pivot.run.plan import PENDING, RESTORE, RUN, SKIP
 from pivot.run.remote_view import RemoteAccess
 from pivot.run.scheduler import (
@@ -75,6 +75,7 @@ def run(
     project = ws.project
     prefetch = lock_prefetch.take(project)  # works while the pipelines load
     try:
+        lockfile.use_marker(project.stages_dir, project.tmp_dir)
         if options.link is None:
             options.link = LinkMode(config.link_mode(ws.project))
         with collector_paused():

@@ -119,7 +119,7 @@ def test_a_helper_stopped_at_once_or_failing_leaves_the_files_to_this_process(
 # processes would carry.
 _CRAFTING_HELPER = """\
 import marshal, os, struct, sys
-path, stages_dir = marshal.load(sys.stdin.buffer)
+path, stages_dir, _ = marshal.load(sys.stdin.buffer)
 sys.path[:0] = path
 from pivot.run import lockfile
 name = os.path.join(stages_dir, "p", "s0.lock")

@@ -1,0 +1,190 @@
+"""The racy marker of lock file reads (`lockfile.use_marker`): real files in a temp folder.
+A lock file changed before the marker was made is memoised at once (no 3 s wait), one
+changed at or after it never is, also when its mtime is set back below the marker's; a
+memo entry made under the marker is used by the next command; a marker that cannot be
+made or lies on another device than the stages folder leaves the 3 s rule in force. End
+to end: the no-op run right after a run writes the lock memo, and a lock file rewritten
+in place after it still decides the run."""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import time
+
+import pytest
+from support import TWO_STAGES, executions, write_files
+
+from pivot.run import lock_memo, lock_prefetch, lockfile
+from pivot.run.lockfile import Lock, read_lock, read_validated, write_lock
+
+A, B, C, K1 = "a" * 64, "b" * 64, "c" * 64, "d" * 64
+TICK = 0.05  # longer than any coarse file-system clock tick of Linux (1-10 ms)
+
+
+def _lock(stage_id: str, out_hash: str = A) -> Lock:
+    return Lock(
+        stage_id=stage_id,
+        run_key=K1,
+        fingerprint={"func:s": "1" * 8},
+        params={"limit": [1, 2]},
+        deps={"raw.txt": B},
+        outs={"out.txt": {"hash": out_hash, "size": 5, "kind": "file"}},
+    )
+
+
+@pytest.fixture(autouse=True)
+def fresh_state(monkeypatch):
+    monkeypatch.setattr(lockfile, "_READ", {})
+    monkeypatch.setattr(lockfile, "_FETCHED", {})
+    monkeypatch.setattr(lockfile, "_MARKED", None)
+    monkeypatch.setattr(lockfile, "_BOUND", None)
+    monkeypatch.setattr(lock_memo, "_LOADED", {})
+
+
+@pytest.fixture
+def folders(tmp_path) -> tuple[pathlib.Path, pathlib.Path]:
+    """A project's stages and tmp folders, the stages folder holding one lock file changed
+    a clock tick ago (well within the 3 s window)."""
+    stages, tmp = tmp_path / ".pivot" / "stages", tmp_path / ".pivot" / "tmp"
+    tmp.mkdir(parents=True)
+    write_lock(stages, _lock("p/old"))
+    time.sleep(TICK)
+    return stages, tmp
+
+
+def _name(stages: pathlib.Path, stage_id: str) -> str:
+    return str(lockfile.lock_path(stages, stage_id))
+
+
+def test_a_lock_changed_before_the_marker_is_memoised_at_once(folders):
+    stages, tmp = folders
+    assert read_validated(_name(stages, "p/old"))[0] is None  # no marker: the 3 s rule
+    lockfile.use_marker(stages, tmp)
+    key, _, lock = read_validated(_name(stages, "p/old"))
+    assert lock == _lock("p/old")
+    assert key == lockfile._stat_key(os.stat(_name(stages, "p/old")))
+    marker = os.stat(tmp / lockfile.MARKER)
+    assert max(key[1], key[2]) < min(marker.st_mtime_ns, marker.st_ctime_ns)
+
+
+def test_a_lock_rewritten_after_the_marker_with_the_same_size_and_mtime_is_seen(folders):
+    stages, tmp = folders
+    lockfile.use_marker(stages, tmp)
+    assert read_lock(stages, "p/old") == _lock("p/old")  # the marker is made here
+    bound = lockfile._BOUND
+    assert bound is not None and bound > 0
+    path = lockfile.lock_path(stages, "p/old")
+    before = path.stat()
+    with open(path, "r+b") as handle:  # in place, same size, in the marker's tick or later
+        handle.write(_lock("p/old", out_hash=C).to_json().encode())
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+    after = path.stat()
+    assert (after.st_size, after.st_mtime_ns, after.st_ino) == (
+        before.st_size,
+        before.st_mtime_ns,
+        before.st_ino,
+    )
+    assert after.st_ctime_ns >= bound
+    assert read_lock(stages, "p/old").outs["out.txt"]["hash"] == C
+    # Changed at or after the marker: never memoised, even with its mtime set below M.
+    os.utime(path, ns=(bound - 1, bound - 1))
+    assert read_validated(str(path))[0] is None
+    write_lock(stages, _lock("p/new"))
+    assert read_validated(_name(stages, "p/new"))[0] is None
+    assert str(path) in lockfile._READ  # only the first read, before the rewrite
+    assert _name(stages, "p/new") not in lockfile._READ
+
+
+def test_a_memo_entry_made_under_the_marker_is_used_by_the_next_command(folders):
+    stages, tmp = folders
+    lockfile.use_marker(stages, tmp)
+    read_lock(stages, "p/old")
+    lock_memo.store(stages, tmp)
+    lockfile._READ.clear()  # the next command
+    lock_memo._LOADED.clear()
+    lockfile.use_marker(stages, tmp)
+    assert lock_memo.load(stages, tmp) == 1
+    marker = os.stat(tmp / lockfile.MARKER)
+    assert read_lock(stages, "p/old") == _lock("p/old")
+    assert lockfile._FETCHED == {}  # handed over from the memo
+    assert lockfile._BOUND is None  # and nothing read from disk: no marker made
+    assert os.stat(tmp / lockfile.MARKER).st_ctime_ns == marker.st_ctime_ns
+
+
+def test_a_marker_that_cannot_be_made_leaves_the_3_s_rule(folders, tmp_path):
+    stages, _ = folders
+    (tmp_path / "file").write_text("")
+    links = tmp_path / "links"
+    links.mkdir()
+    (links / lockfile.MARKER).symlink_to(tmp_path / "elsewhere")
+    fifo = tmp_path / "fifo"
+    fifo.mkdir()
+    os.mkfifo(fifo / lockfile.MARKER)
+    folder = tmp_path / "folder"
+    (folder / lockfile.MARKER).mkdir(parents=True)
+    for bad in (tmp_path / "absent", tmp_path / "file", links, fifo, folder):
+        lockfile._READ.clear()
+        lockfile.use_marker(stages, bad)
+        assert read_lock(stages, "p/old") == _lock("p/old")
+        assert lockfile._BOUND == -1
+        assert lockfile._READ == {}  # changed within 3 s: not memoised
+    assert not (tmp_path / "elsewhere").exists()
+
+
+def test_a_marker_on_another_device_leaves_the_3_s_rule(folders, tmp_path):
+    stages, _ = folders
+    shm = pathlib.Path("/dev/shm")
+    if not shm.is_dir() or shm.stat().st_dev == stages.stat().st_dev:
+        pytest.skip("no folder on another device")
+    other = shm / f"pivot-test-{os.getpid()}-{time.time_ns()}"
+    other.mkdir()
+    try:
+        lockfile.use_marker(stages, other)
+        assert read_lock(stages, "p/old") == _lock("p/old")
+        assert lockfile._BOUND == -1
+        assert lockfile._READ == {}
+    finally:
+        for entry in other.iterdir():
+            entry.unlink()
+        other.rmdir()
+
+
+def test_the_helper_judges_against_its_own_marker(folders):
+    stages, tmp = folders
+    for k in range(3):
+        write_lock(stages, _lock(f"p/s{k}"))
+    time.sleep(TICK)
+    alone = lock_prefetch.start(stages, helper_min=1)  # without a tmp folder: 3 s rule
+    assert alone is not None
+    alone._proc.wait(timeout=60)
+    assert alone.finish() == 0
+    marked = lock_prefetch.start(stages, helper_min=1, memo_dir=tmp)
+    assert marked is not None
+    marked._proc.wait(timeout=60)
+    assert marked.finish() == 4
+    assert (tmp / lockfile.MARKER).is_file()
+    for k in range(3):
+        assert read_lock(stages, f"p/s{k}") == _lock(f"p/s{k}")
+    assert lockfile._FETCHED.keys() == {_name(stages, "p/old")}
+
+
+def test_the_run_right_after_a_run_writes_the_memo_and_sees_a_rewrite(project, pivot):
+    write_files(project, {"pipeline.py": TWO_STAGES})
+    pivot("run")
+    memo = project / ".pivot" / "tmp" / lock_memo.NAME
+    assert "Every stage is up to date" in pivot("run").stdout  # no wait: the marker decides
+    assert lock_memo.load(project / ".pivot" / "stages", project / ".pivot" / "tmp") == 2
+    lockfile._FETCHED.clear()
+    lock = project / ".pivot" / "stages" / "p" / "second.lock"
+    before = lock.stat()
+    text = lock.read_text()
+    recorded = text.split('"hash": "')[1][:64]
+    lock.write_text(text.replace(recorded, "0" * 64))  # same size, another output hash
+    os.utime(lock, ns=(before.st_atime_ns, before.st_mtime_ns))
+    again = pivot("run")
+    assert "Every stage is up to date" not in again.stdout
+    assert (project / "second.txt").read_text() == "12"
+    assert "Every stage is up to date" in pivot("run").stdout
+    assert executions(project) == ["first", "second"]
+    assert memo.is_file()
