@@ -16,6 +16,7 @@ LAYERS = [
             "pivot.errors",
             "pivot._fs",
             "pivot._gcpause",
+            "pivot._racy",
             "pivot._swept",
             "pivot.untrusted",
             "pivot.project",

@@ -11,8 +11,9 @@ recently is never remembered (`read_validated`: at or after the command's racy m
 made, or within 3 s of its reading without one; see `lockfile.use_marker`). The memo is
 untrusted: one of any other shape, truncated, of another stages folder (its device and
 inode are recorded), or with a stage id that is not a plain relative path, is ignored
-whole and every lock file is read. `store` writes it (atomically, after the command's work, under the command lock)
-only when what the command read differs from what it loaded.
+whole and every lock file is read. `store` writes it (atomically, after the command's
+work, under the command lock) only when what the command read differs from what it
+loaded.
 """
 
 from __future__ import annotations

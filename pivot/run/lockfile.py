@@ -6,13 +6,12 @@ import json
 import logging
 import os
 import pathlib
-import stat
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from pivot import _fs
+from pivot import _fs, _racy
 from pivot.cache.hashing import DIR, FILE, is_hash
 from pivot.define.metric_values import check_values
 from pivot.errors import CorruptFile, PivotError
@@ -82,14 +81,11 @@ _READ: dict[str, tuple[tuple[int, int, int, int], Lock]] = {}
 _FETCHED: dict[str, tuple[tuple[int, ...], Any]] = {}
 # A file changed less than this long ago may change again with the same stat key on a
 # file system of coarse timestamps (git's "racy" entries): it is not memoised, unless the
-# command's marker file decides (`use_marker`).
+# command's racy marker decides (`use_marker`).
 _RACY_NS = 3_000_000_000
-MARKER = "racy.marker"  # in the project's tmp folder
-# The stages folder (with a trailing separator) and tmp folder `use_marker` was given, and
-# the marker's time once made: None before the first read from disk, -1 when it could not
-# be made (the 3 s rule then holds).
-_MARKED: tuple[str, str] | None = None
-_BOUND: int | None = None
+# The stages folder (with a trailing separator) whose lock files the racy marker judges,
+# and the marker (`use_marker`).
+_MARKED: tuple[str, _racy.Marker] | None = None
 
 
 def read_lock(stages_dir: pathlib.Path, stage_id: str) -> Lock | None:
@@ -135,55 +131,21 @@ def _handed_over(raw: Any, name: str) -> Lock | None:
 
 def use_marker(stages_dir: pathlib.Path | str, tmp_dir: pathlib.Path | str) -> None:
     """Judge the lock files under `stages_dir` this process reads from disk from now on
-    against a marker file in `tmp_dir` instead of the 3 s rule.
-
-    Before the first such read, the marker is created or truncated and its times set to
-    now; M is the earlier of its mtime and ctime as `fstat` gives them, a time of the file
-    system's own clock no later than any read that follows. A lock file read after that
-    whose mtime and ctime are both before M is memoised: any later change to it sets its
-    ctime to M or later (the same clock, which does not go back; no program sets a ctime),
-    so its stat key differs from the one read. A file changed at M or later is not memoised
-    (a change within the same tick could keep its stat key). When the marker cannot be made,
-    is not a regular file or is on another device than `stages_dir`, the 3 s rule holds."""
-    global _MARKED, _BOUND
-    _MARKED = (os.path.join(stages_dir, ""), str(tmp_dir))
-    _BOUND = None
-
-
-def _racy_bound(name: str) -> int | None:
-    """M of `use_marker` for the lock file `name` (the marker is made at the first call),
-    or None when the 3 s rule holds."""
-    global _BOUND
-    if _MARKED is None or not name.startswith(_MARKED[0]):
-        return None
-    if _BOUND is None:
-        _BOUND = _make_marker(*_MARKED)
-    return _BOUND if _BOUND >= 0 else None
-
-
-def _make_marker(stages_dir: str, tmp_dir: str) -> int:
-    """The marker's M (see `use_marker`), or -1 when it cannot be made or does not apply."""
-    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
-    try:
-        fd = os.open(os.path.join(tmp_dir, MARKER), flags, 0o644)
-        try:
-            os.utime(fd)
-            st = os.fstat(fd)
-        finally:
-            os.close(fd)
-        if not stat.S_ISREG(st.st_mode) or st.st_dev != os.stat(stages_dir).st_dev:
-            return -1
-    except (OSError, NotImplementedError):  # utime of a descriptor is not everywhere
-        return -1
-    return min(st.st_mtime_ns, st.st_ctime_ns)
+    against a racy marker in `tmp_dir` (`pivot._racy`: made before the first such read) instead
+    of the 3 s rule: a lock file whose mtime and ctime are before the marker's is memoised,
+    one changed at or after it is not. Where the marker does not apply (it cannot be made,
+    or is on another device), the 3 s rule holds."""
+    global _MARKED
+    _MARKED = (os.path.join(stages_dir, ""), _racy.Marker(str(tmp_dir)))
 
 
 def read_validated(name: str) -> tuple[tuple[int, int, int, int] | None, Any, Lock]:
     """The lock file `name` read and validated: the stat key of what was read (None when
     it changed too recently to be memoised: see `use_marker`), its decoded JSON and the
     lock. Raises FileNotFoundError when it is absent, PivotError when it is unusable."""
-    bound = _racy_bound(name)  # before the file is read
-    st, data = _read_file(name)
+    marked = _MARKED
+    made = marked[1].made() if marked is not None and name.startswith(marked[0]) else None
+    st, data = _read_file(name)  # after the marker
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -192,8 +154,10 @@ def read_validated(name: str) -> tuple[tuple[int, int, int, int] | None, Any, Lo
         ) from None
     raw = _decode(text, name)
     lock = lock_from_json(raw, name)
-    changed = max(st.st_mtime_ns, st.st_ctime_ns)
-    if changed < bound if bound is not None else time.time_ns() - changed > _RACY_NS:
+    settled = _racy.before(made, st)
+    if settled is None:  # no marker for it: the 3 s rule
+        settled = time.time_ns() - max(st.st_mtime_ns, st.st_ctime_ns) > _RACY_NS
+    if settled:
         return _stat_key(st), raw, lock
     return None, raw, lock
 

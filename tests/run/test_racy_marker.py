@@ -15,6 +15,7 @@ import time
 import pytest
 from support import TWO_STAGES, executions, write_files
 
+from pivot import _racy
 from pivot.run import lock_memo, lock_prefetch, lockfile
 from pivot.run.lockfile import Lock, read_lock, read_validated, write_lock
 
@@ -38,7 +39,6 @@ def fresh_state(monkeypatch):
     monkeypatch.setattr(lockfile, "_READ", {})
     monkeypatch.setattr(lockfile, "_FETCHED", {})
     monkeypatch.setattr(lockfile, "_MARKED", None)
-    monkeypatch.setattr(lockfile, "_BOUND", None)
     monkeypatch.setattr(lock_memo, "_LOADED", {})
 
 
@@ -57,6 +57,12 @@ def _name(stages: pathlib.Path, stage_id: str) -> str:
     return str(lockfile.lock_path(stages, stage_id))
 
 
+def _made() -> tuple[int, int] | None:
+    """The device and M of this command's marker, None before it is made."""
+    assert lockfile._MARKED is not None
+    return lockfile._MARKED[1]._made
+
+
 def test_a_lock_changed_before_the_marker_is_memoised_at_once(folders):
     stages, tmp = folders
     assert read_validated(_name(stages, "p/old"))[0] is None  # no marker: the 3 s rule
@@ -64,7 +70,7 @@ def test_a_lock_changed_before_the_marker_is_memoised_at_once(folders):
     key, _, lock = read_validated(_name(stages, "p/old"))
     assert lock == _lock("p/old")
     assert key == lockfile._stat_key(os.stat(_name(stages, "p/old")))
-    marker = os.stat(tmp / lockfile.MARKER)
+    marker = os.stat(tmp / _racy.MARKER)
     assert max(key[1], key[2]) < min(marker.st_mtime_ns, marker.st_ctime_ns)
 
 
@@ -72,8 +78,9 @@ def test_a_lock_rewritten_after_the_marker_with_the_same_size_and_mtime_is_seen(
     stages, tmp = folders
     lockfile.use_marker(stages, tmp)
     assert read_lock(stages, "p/old") == _lock("p/old")  # the marker is made here
-    bound = lockfile._BOUND
-    assert bound is not None and bound > 0
+    made = _made()
+    assert made is not None and made[1] > 0
+    bound = made[1]
     path = lockfile.lock_path(stages, "p/old")
     before = path.stat()
     with open(path, "r+b") as handle:  # in place, same size, in the marker's tick or later
@@ -105,11 +112,11 @@ def test_a_memo_entry_made_under_the_marker_is_used_by_the_next_command(folders)
     lock_memo._LOADED.clear()
     lockfile.use_marker(stages, tmp)
     assert lock_memo.load(stages, tmp) == 1
-    marker = os.stat(tmp / lockfile.MARKER)
+    marker = os.stat(tmp / _racy.MARKER)
     assert read_lock(stages, "p/old") == _lock("p/old")
     assert lockfile._FETCHED == {}  # handed over from the memo
-    assert lockfile._BOUND is None  # and nothing read from disk: no marker made
-    assert os.stat(tmp / lockfile.MARKER).st_ctime_ns == marker.st_ctime_ns
+    assert _made() is None  # and nothing read from disk: no marker made
+    assert os.stat(tmp / _racy.MARKER).st_ctime_ns == marker.st_ctime_ns
 
 
 def test_a_marker_that_cannot_be_made_leaves_the_3_s_rule(folders, tmp_path):
@@ -117,17 +124,17 @@ def test_a_marker_that_cannot_be_made_leaves_the_3_s_rule(folders, tmp_path):
     (tmp_path / "file").write_text("")
     links = tmp_path / "links"
     links.mkdir()
-    (links / lockfile.MARKER).symlink_to(tmp_path / "elsewhere")
+    (links / _racy.MARKER).symlink_to(tmp_path / "elsewhere")
     fifo = tmp_path / "fifo"
     fifo.mkdir()
-    os.mkfifo(fifo / lockfile.MARKER)
+    os.mkfifo(fifo / _racy.MARKER)
     folder = tmp_path / "folder"
-    (folder / lockfile.MARKER).mkdir(parents=True)
+    (folder / _racy.MARKER).mkdir(parents=True)
     for bad in (tmp_path / "absent", tmp_path / "file", links, fifo, folder):
         lockfile._READ.clear()
         lockfile.use_marker(stages, bad)
         assert read_lock(stages, "p/old") == _lock("p/old")
-        assert lockfile._BOUND == -1
+        assert _made() == (-1, -1)
         assert lockfile._READ == {}  # changed within 3 s: not memoised
     assert not (tmp_path / "elsewhere").exists()
 
@@ -142,8 +149,9 @@ def test_a_marker_on_another_device_leaves_the_3_s_rule(folders, tmp_path):
     try:
         lockfile.use_marker(stages, other)
         assert read_lock(stages, "p/old") == _lock("p/old")
-        assert lockfile._BOUND == -1
-        assert lockfile._READ == {}
+        made = _made()
+        assert made is not None and made[0] == shm.stat().st_dev
+        assert lockfile._READ == {}  # changed within 3 s: not memoised
     finally:
         for entry in other.iterdir():
             entry.unlink()
@@ -163,7 +171,7 @@ def test_the_helper_judges_against_its_own_marker(folders):
     assert marked is not None
     marked._proc.wait(timeout=60)
     assert marked.finish() == 4
-    assert (tmp / lockfile.MARKER).is_file()
+    assert (tmp / _racy.MARKER).is_file()
     for k in range(3):
         assert read_lock(stages, f"p/s{k}") == _lock(f"p/s{k}")
     assert lockfile._FETCHED.keys() == {_name(stages, "p/old")}

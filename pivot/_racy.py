@@ -1,0 +1,63 @@
+"""The racy marker: when a file's stat key, taken now, may be remembered as proof that the
+file did not change since.
+
+A file changed within the same tick of the file system's clock as its `stat` may change
+again with the same stat key (git's "racy" entries). A `Marker` settles this on the file
+system's own clock: before the first `stat` it judges, it creates or truncates a marker
+file in the project's tmp folder, sets its times to now and takes M, the earlier of its
+mtime and ctime as `fstat` gives them: a time no later than any `stat` that follows. A
+file (or folder) stat-ed after that whose mtime and ctime are both before M may be
+remembered with that key: any later change to it sets its ctime to M or later (the same
+clock, which does not go back; no program sets a ctime), so its key will differ. One
+changed at M or later may not (a change within the same tick could keep its key). When the
+marker cannot be made, is not a regular file, or lies on another device than the file
+judged, the caller's wall-clock rule (a file changed more than a few seconds ago) holds.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+
+MARKER = "racy.marker"  # in the project's tmp folder
+_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+
+
+class Marker:
+    """A command's racy marker in the folder `folder`, made at the first `made`."""
+
+    __slots__ = ("_made", "folder")
+
+    def __init__(self, folder: str) -> None:
+        self.folder = folder
+        self._made: tuple[int, int] | None = None  # (device, M); (-1, -1): not made
+
+    def made(self) -> tuple[int, int] | None:
+        """The marker's device and M, the marker being made at the first call (call it
+        before the `stat` it is to judge); None when it cannot be made."""
+        if self._made is None:
+            self._made = _make(self.folder)
+        return self._made if self._made[0] >= 0 else None
+
+
+def before(made: tuple[int, int] | None, st: os.stat_result) -> bool | None:
+    """Whether the file of `st` (stat-ed after `made`) changed before the marker: its key
+    may be remembered; None when the marker does not apply (none, or another device)."""
+    if made is None or st.st_dev != made[0]:
+        return None
+    return max(st.st_mtime_ns, st.st_ctime_ns) < made[1]
+
+
+def _make(folder: str) -> tuple[int, int]:
+    try:
+        fd = os.open(os.path.join(folder, MARKER), _FLAGS, 0o644)
+        try:
+            os.utime(fd)
+            st = os.fstat(fd)
+        finally:
+            os.close(fd)
+    except (OSError, NotImplementedError):  # `utime` of a descriptor is not everywhere
+        return (-1, -1)
+    if not stat.S_ISREG(st.st_mode):
+        return (-1, -1)
+    return (st.st_dev, min(st.st_mtime_ns, st.st_ctime_ns))
