@@ -12,10 +12,13 @@ a listing.
 
 The memo of those folders (`swept.json` in the project's tmp folder) is a cache like any
 file under `.pivot/`: anything but the exact shape `_load` expects is read as empty (every
-folder listed), a folder changed since is listed, and a folder changed within the last 3 s
-of its listing is never remembered (a coarse file-system clock may not have moved yet when
-the next entry arrives). A memo that wrongly called a folder clean could only leave a temp
-file in place until that folder next changes: it never hides an output, a lock or a record.
+folder listed), a folder changed since is listed, and a folder changed too recently is
+never remembered (a coarse file-system clock may not have moved yet when the next entry
+arrives): one changed at or after the command's racy marker in the tmp folder
+(`pivot._racy`, made before the first listing), or, where the marker does not apply,
+within 3 s of its listing. A memo that wrongly called a folder clean could only leave a
+temp file in place until that folder next changes: it never hides an output, a lock or a
+record.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ import pathlib
 import stat
 import time
 
+from pivot import _racy
 from pivot._fs import write_bytes
 from pivot.errors import DiskFull
 
@@ -37,12 +41,16 @@ RACY_NS = 3_000_000_000
 _Key = tuple[int, int, int]
 
 
-def temp_files(tops: list[str], memo_dir: str, racy_ns: int = RACY_NS) -> list[str]:
+def temp_files(
+    tops: list[str], memo_dir: str, racy_ns: int = RACY_NS, marked: bool = True
+) -> list[str]:
     """The `.NAME.XXXX.tmp` files in the folders `tops` and every folder below them (links
     not followed; a top that is a link is left out); folders unchanged since they were last
-    listed clean are not listed again (see the module's docstring)."""
+    listed clean are not listed again (see the module's docstring). Without `marked`, only
+    the 3 s rule judges a folder changed recently."""
     memo_path = os.path.join(memo_dir, MEMO)
     known = _load(memo_path)
+    marker = _racy.Marker(memo_dir) if marked else None
     kept: dict[str, tuple[_Key, list[str]]] = {}
     found: list[str] = []
     now = time.time_ns()
@@ -62,6 +70,15 @@ def temp_files(tops: list[str], memo_dir: str, racy_ns: int = RACY_NS) -> list[s
             prefix = folder + os.sep
             folders += [prefix + name for name in hit[1]]
             continue
+        made = None if marker is None else marker.made()
+        if made is not None:  # the folder's key is taken again, after the marker
+            try:
+                st = os.lstat(folder)
+            except OSError:
+                continue
+            if not stat.S_ISDIR(st.st_mode):
+                continue
+            key = (st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
         try:
             with os.scandir(folder) as listing:
                 entries = list(listing)
@@ -76,7 +93,12 @@ def temp_files(tops: list[str], memo_dir: str, racy_ns: int = RACY_NS) -> list[s
         prefix = folder + os.sep
         folders += [prefix + name for name in below]
         found += temps
-        if not temps and now - max(st.st_mtime_ns, st.st_ctime_ns) > racy_ns:
+        if temps:
+            continue
+        settled = _racy.before(made, st)
+        if settled is None:  # no marker for it: the 3 s rule
+            settled = now - max(st.st_mtime_ns, st.st_ctime_ns) > racy_ns
+        if settled:
             kept[folder] = (key, below)
     if kept != known:
         _store(memo_path, kept)

@@ -7,9 +7,11 @@ from __future__ import annotations
 import json
 import os
 import pathlib
+import time
 
 import pytest
 
+from pivot._racy import MARKER
 from pivot._swept import MEMO, temp_files
 from pivot.project import Project
 
@@ -30,7 +32,8 @@ def tops(tmp_path: pathlib.Path) -> list[pathlib.Path]:
 
 
 def sweep(tops: list[pathlib.Path], memo_dir: pathlib.Path) -> list[str]:
-    return sorted(temp_files([str(t) for t in tops], str(memo_dir), racy_ns=0))
+    """The temps found, with no racy window (no marker, and a 0 s rule)."""
+    return sorted(temp_files([str(t) for t in tops], str(memo_dir), racy_ns=0, marked=False))
 
 
 def test_a_temp_added_after_the_folder_was_listed_clean_is_found(tops, tmp_path):
@@ -50,10 +53,20 @@ def test_a_temp_added_after_the_folder_was_listed_clean_is_found(tops, tmp_path)
 def test_a_folder_changed_within_the_racy_window_is_not_remembered(tops, tmp_path):
     os.utime(tops[1] / "ab")  # mtime now
     """(Every folder here had its ctime moved by the fixture's `utime` just now.)"""
-    temp_files([str(t) for t in tops], str(tmp_path))
+    temp_files([str(t) for t in tops], str(tmp_path), marked=False)  # the 3 s rule
     assert not (tmp_path / MEMO).exists()  # nothing to remember: no memo written
     assert sweep(tops, tmp_path) == []  # with no racy window, every folder is remembered
     assert len(json.loads((tmp_path / MEMO).read_text())["folders"]) == 5
+
+
+def test_a_folder_changed_before_the_racy_marker_is_remembered_at_once(tops, tmp_path):
+    time.sleep(0.05)  # a tick of any coarse file-system clock after the fixture's changes
+    assert temp_files([str(t) for t in tops], str(tmp_path)) == []
+    assert (tmp_path / MARKER).is_file()
+    assert len(json.loads((tmp_path / MEMO).read_text())["folders"]) == 5
+    temp = tops[1] / "ab" / ".record.1234.tmp"
+    temp.write_text("half")  # changes the folder after the marker: listed again
+    assert temp_files([str(t) for t in tops], str(tmp_path)) == [str(temp)]
 
 
 @pytest.mark.parametrize(

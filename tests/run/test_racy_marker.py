@@ -119,6 +119,24 @@ def test_a_memo_entry_made_under_the_marker_is_used_by_the_next_command(folders)
     assert os.stat(tmp / _racy.MARKER).st_ctime_ns == marker.st_ctime_ns
 
 
+def test_a_file_changed_after_the_marker_was_made_is_not_before_it(tmp_path):
+    before = tmp_path / "before"
+    before.write_text("x")
+    time.sleep(TICK)
+    made = _racy.Marker(str(tmp_path)).made()
+    assert made is not None
+    after = tmp_path / "after"
+    after.write_text("x")
+    assert _racy.before(made, os.stat(before)) is True
+    assert _racy.before(made, os.stat(after)) is False
+    os.utime(after, ns=(made[1] - 1, made[1] - 1))  # mtime set back: the ctime still tells
+    assert _racy.before(made, os.stat(after)) is False
+    os.utime(before)  # changed now: no longer before
+    assert _racy.before(made, os.stat(before)) is False
+    assert _racy.before(None, os.stat(before)) is None
+    assert _racy.before((made[0] + 1, made[1]), os.stat(before)) is None  # another device
+
+
 def test_a_marker_that_cannot_be_made_leaves_the_3_s_rule(folders, tmp_path):
     stages, _ = folders
     (tmp_path / "file").write_text("")
