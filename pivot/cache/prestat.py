@@ -193,6 +193,12 @@ def start(argv: list[str]) -> None:
     atexit.register(close_window)
 
 
+def held(top: str) -> bool:
+    """Whether a helper holds stats of the folder `top` not claimed yet (taken before any
+    racy marker this process made later: `snapshot` then judges them by time alone)."""
+    return top in _ahead
+
+
 def claim(top: str, fd: int) -> tuple[list[str], array] | None:
     """The names and rows of the folder `top` (open as `fd`) from its helper, if one was
     started and the plan's window is open; at most once per folder."""

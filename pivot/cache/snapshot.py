@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, BinaryIO
 
 import blake3
 
+from pivot import _racy
 from pivot.cache import prestat
 from pivot.cache.hashing import DIR, Hasher, PathHash, link_target
 from pivot.errors import DiskFull
@@ -71,7 +72,8 @@ sys.stdout.buffer.write(array("q", chain.from_iterable(map(fields, map(lstat, na
 """
 # A file changed this recently (ctime) may be written again within the same timestamp
 # tick after its stat, unseen by a later stat; a snapshot is not written while the
-# directory holds such a file (2 s covers coarse clocks and 1-2 s file systems).
+# directory holds such a file (2 s covers coarse clocks and 1-2 s file systems), unless a
+# racy marker made before the scan shows every file changed before it (`pivot._racy`).
 RACY_NS = 2_000_000_000
 
 
@@ -338,6 +340,18 @@ def save(state: StateDB, rel: str, snapshot: Snapshot) -> None:
         log.debug(f"No snapshot of {rel}: {exc}")
 
 
+def _before(made: tuple[int, int] | None, top: str, current: Listing) -> bool:
+    """Whether every file of `current` (the listing of the folder `top`, stat-ed after the
+    racy marker `made`) changed before the marker; False when there is none or the folder
+    is on another device."""
+    if made is None:
+        return False
+    try:
+        return os.stat(top).st_dev == made[0] and current.newest_ctime < made[1]
+    except OSError:
+        return False
+
+
 class SnapshotHasher(Hasher):
     """A `Hasher` that settles a directory by its snapshot when the files' stats match."""
 
@@ -347,19 +361,23 @@ class SnapshotHasher(Hasher):
         state: StateDB,
         racy_ns: int = RACY_NS,
         helper_min: int = HELPER_MIN,
+        marker_dir: str | None = None,
     ) -> None:
         super().__init__(root, state)
         self.state = state
         self.racy_ns = racy_ns
         self.helper_min = helper_min
+        self.marker_dir = marker_dir  # where each scan's racy marker is made (None: none)
         self._lock = threading.Lock()  # pull places outputs from several threads
 
     def tree_hash(self, rel: str) -> PathHash:
         started = time.time_ns()
+        top = os.path.join(self.root, rel)
+        made = None  # a racy marker made before the scan, for the files it stats
+        if self.marker_dir is not None and not prestat.held(top):
+            made = _racy.Marker(self.marker_dir).made()
         try:
-            paths, rows = scan(
-                os.path.join(self.root, rel), f"The directory {rel}", self.helper_min
-            )
+            paths, rows = scan(top, f"The directory {rel}", self.helper_min)
         except OverflowError:  # a value beyond 64 bits: such a directory is always checked in full
             return super().tree_hash(rel)
         current = listing(paths, rows)
@@ -370,7 +388,7 @@ class SnapshotHasher(Hasher):
             return settled
         files = [(path, as_stat(rows, k)) for k, path in enumerate(paths)]
         found = self.manifest_hash(rel, files)
-        if current.newest_ctime < started - self.racy_ns:
+        if current.newest_ctime < started - self.racy_ns or _before(made, top, current):
             with self._lock:
                 save(
                     self.state,

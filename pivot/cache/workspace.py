@@ -166,7 +166,7 @@ def workspace_of(project: Project) -> Workspace:
     return Workspace(
         project=project,
         state=state,
-        hasher=SnapshotHasher(project.root, state),
+        hasher=SnapshotHasher(project.root, state, marker_dir=str(project.tmp_dir)),
         cache=LocalCache(project.cache_dir, project.tmp_dir),
         runs=RunRecords(project.cache_dir),
     )

@@ -328,3 +328,47 @@ def test_decoder_refuses_inconsistent_lengths_even_with_a_valid_checksum(
 def test_round_trip():
     decoded = snapshot.decode(VALID)
     assert decoded == Snapshot("ab" * 32, 12, b"a.txt\0sub/c.txt", bytes(80))
+
+
+def test_snapshot_is_written_at_once_when_every_file_is_older_than_the_racy_marker(tmp_path):
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "new.txt").write_text("fresh")
+    (tmp_path / "tmp").mkdir()
+    time.sleep(0.05)  # a tick of any coarse file-system clock: the file is before the marker
+    state = _state(tmp_path)
+    try:
+        first = SnapshotHasher(tmp_path, state, marker_dir=str(tmp_path / "tmp")).hash_path("out")
+    finally:
+        state.close()
+    assert (tmp_path / "tmp" / "racy.marker").is_file()
+    assert _stored(tmp_path) is not None  # within the 2 s margin, yet written
+    _rewrite_keeping_mtime(tmp_path / "out" / "new.txt", "FRESH")  # same size and mtime
+    state = _state(tmp_path)
+    try:
+        again = SnapshotHasher(tmp_path, state, marker_dir=str(tmp_path / "tmp")).hash_path("out")
+    finally:
+        state.close()
+    assert again != first and again == _truth(tmp_path)
+
+
+def test_snapshot_waits_for_the_margin_when_the_racy_marker_does_not_apply(tmp_path):
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "new.txt").write_text("fresh")
+    time.sleep(0.05)
+    shm = pathlib.Path("/dev/shm")
+    other = shm / f"pivot-test-{os.getpid()}-{time.time_ns()}"
+    places = [str(tmp_path / "absent")]
+    if shm.is_dir() and shm.stat().st_dev != tmp_path.stat().st_dev:
+        other.mkdir()
+        places.append(str(other))  # a marker on another device than the folder
+    try:
+        for place in places:
+            state = _state(tmp_path)
+            try:
+                SnapshotHasher(tmp_path, state, marker_dir=place).hash_path("out")
+            finally:
+                state.close()
+            assert _stored(tmp_path) is None
+    finally:
+        if other.exists():
+            shutil.rmtree(other)
