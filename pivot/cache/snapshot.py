@@ -367,15 +367,17 @@ class SnapshotHasher(Hasher):
         self.state = state
         self.racy_ns = racy_ns
         self.helper_min = helper_min
-        self.marker_dir = marker_dir  # where each scan's racy marker is made (None: none)
+        # The command's racy marker (`pivot._racy`), made before the first scan that may
+        # use it; None: the 2 s rule alone.
+        self.marker = None if marker_dir is None else _racy.Marker(marker_dir)
         self._lock = threading.Lock()  # pull places outputs from several threads
 
     def tree_hash(self, rel: str) -> PathHash:
         started = time.time_ns()
         top = os.path.join(self.root, rel)
-        made = None  # a racy marker made before the scan, for the files it stats
-        if self.marker_dir is not None and not prestat.held(top):
-            made = _racy.Marker(self.marker_dir).made()
+        made = None  # the racy marker, made before this scan's stats
+        if self.marker is not None and not prestat.held(top):
+            made = self.marker.made()
         try:
             paths, rows = scan(top, f"The directory {rel}", self.helper_min)
         except OverflowError:  # a value beyond 64 bits: such a directory is always checked in full
