@@ -11,6 +11,10 @@ import pytest
 from remote_support import clone, files_of, make_project
 from support import PivotCLI, write_files
 
+from pivot._racy import MARKER
+from pivot._swept import MEMO
+from pivot.run import lock_memo
+
 SIZE = "20m"
 
 
@@ -61,10 +65,15 @@ FREE_SPACE = (
 )
 
 
+# What the tmp folder holds by design, whole or not at all: the fingerprint index, the
+# racy marker and the memos of the stale-temp sweep and of the lock files.
+KEPT = {"fingerprint", MARKER, MEMO, lock_memo.NAME}
+
+
 def assert_nothing_half_written(root: pathlib.Path) -> None:
-    assert sorted(
-        p.name for p in (root / ".pivot" / "tmp").iterdir() if p.name != "fingerprint"
-    ) == ["command.lock"]
+    assert sorted(p.name for p in (root / ".pivot" / "tmp").iterdir() if p.name not in KEPT) == [
+        "command.lock"
+    ]
     assert (root / ".pivot" / "tmp" / "command.lock").read_text() == ""
     assert [p for p in root.rglob("*pivot-tmp*")] == []
 
