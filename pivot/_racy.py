@@ -12,6 +12,8 @@ clock, which does not go back; no program sets a ctime), so its key will differ.
 changed at M or later may not (a change within the same tick could keep its key). When the
 marker cannot be made, is not a regular file, or lies on another device than the file
 judged, the caller's wall-clock rule (a file changed more than a few seconds ago) holds.
+Like git's rule and the wall-clock rules, this trusts the system clock not to be set back
+between the marker and a later change of the file.
 """
 
 from __future__ import annotations
