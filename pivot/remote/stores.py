@@ -13,6 +13,7 @@ import importlib.util
 import io
 import os
 import pathlib
+import re
 import shutil
 import tempfile
 import threading
@@ -733,13 +734,17 @@ def open_remote(
     )
 
 
+# HTTP 401 as a status of its own: not digits inside a path, a key or a hash.
+_STATUS_401 = re.compile(r"(?<![\w./-])401(?![\w./-])")
+
+
 def _login_refused(kind: str, detail: str) -> bool:
     """Whether the error says the server refused the credentials (FTP 530, SSH, HTTP 401)."""
     text = detail.lower()
     return (
         (kind == "error_perm" and detail.startswith("530"))
         or kind in ("PermissionDenied", "ClientAuthenticationError")
-        or "401" in detail
+        or _STATUS_401.search(detail) is not None
         or "unauthorized" in text
         or "authentication failed" in text
         or "permission denied for user" in text  # sshfs's word for a refused SSH login

@@ -10,7 +10,7 @@ import uuid
 import pytest
 from fsspec_servers import PASSWORD
 
-from pivot.errors import RemoteUnreachable
+from pivot.errors import PivotError, RemoteUnreachable
 from pivot.remote.stores import FsspecObjects, Remote, open_remote
 
 SERVERS = ["ftp_server", "sftp_server", "webdav_server"]
@@ -44,3 +44,13 @@ def test_refused_login_is_named_without_the_password(request, fixture):
     message = str(info.value)
     assert "refused the login" in message and "'box'" in message, message
     assert PASSWORD not in message and "PIVOT_REMOTE_BOX_PASSWORD" in message
+
+
+@pytest.mark.parametrize("root", ["memory://box/a401b", "memory://box/401/x"])
+def test_missing_object_under_a_path_with_401_is_missing_not_a_refused_login(root):
+    remote = open_remote(f"{root}/{uuid.uuid4().hex}", name="box")
+    remote.put_bytes("packs/ab/present", b"x")
+    with pytest.raises(PivotError) as info:
+        remote.get_bytes("packs/ab/absent")
+    message = str(info.value)
+    assert "an object is missing" in message and "refused the login" not in message, message
