@@ -162,13 +162,27 @@ def text_block(rng, size):
     return "".join(lines).encode()[:size]
 
 
+_CORPUS = []
+
+
+def corpus():
+    \"\"\"4 MB of word lines, built once per process: the text the small files are cut from.\"\"\"
+    if not _CORPUS:
+        _CORPUS.append(text_block(random.Random(0), 4 << 20))
+    return _CORPUS[0]
+
+
 def write_small(folder, count, size):
-    \"\"\"`count` distinct text files of `size` bytes in `folder`.\"\"\"
+    \"\"\"`count` distinct text files of `size` bytes in `folder`: each its own header, then
+    a slice of the corpus at a per-file offset.\"\"\"
     os.makedirs(folder, exist_ok=True)
+    text = corpus()
+    span = len(text) - size
     for i in range(count):
+        header = f"file {i:05d}\\n".encode()
+        start = i * 2654435761 % span
         with open(os.path.join(folder, f"f{i:05d}.txt"), "wb") as f:
-            header = f"file {i:05d}\\n".encode()
-            f.write(header + text_block(random.Random(i), size - len(header)))
+            f.write(header + text[start : start + size - len(header)])
 
 
 def write_big(path, size, seed):
