@@ -1025,6 +1025,26 @@ def _scale_stages(b: Bench, pipes: int, stages: int, with_dvc: bool) -> list[Row
     ]
 
 
+def _bare_stage(b: Bench, name: str, files: int) -> Timing:
+    """The 1 KB files' stage run once by a bare interpreter, no tool around it: the part
+    of each tool's first run that is the stage's own (its folder is left for the next
+    run's clean-up, as deleting it here would slow the tools' file creation after it)."""
+    dest = b.work / f"{name}-bare-{b.run_id}"
+    generate.generate_files(dest, "dvc", files)
+    bare = Tool("bare", [sys.executable], b.pivot.env)
+    b.log(f"{name}: the stage alone, bare")
+    _settle()
+    seconds, _ = b.call(
+        bare, ["data_gen.py", "small", generate.SMALL_DIR, str(files), "1024"], dest
+    )
+    timing = Timing([])
+    timing.add(seconds, b.last_cpu)
+    last = dest / generate.SMALL_DIR / f"f{files - 1:05d}.txt"
+    if not last.exists() or last.stat().st_size != 1024:
+        raise BenchError(f"bare stage: {last} is missing or not 1 KB.")
+    return timing
+
+
 def _scale_files(b: Bench, files: int, with_dvc: bool, dvc_transfers: bool) -> list[Row]:
     """One stage writing `files` files of 1 KB into one directory output: first run,
     no-op runs, push to an empty remote, no-op push, pull into a fresh clone (DVC's push
@@ -1038,6 +1058,7 @@ def _scale_files(b: Bench, files: int, with_dvc: bool, dvc_transfers: bool) -> l
         return [generate.generate_files(dest, tool, files)]
 
     data = _DataProject(name, make, files, 1)
+    bare = _bare_stage(b, name, files)
     pvt = _remote_round(b, server, b.with_s3(b.pivot), 1, 1, data, b.reps)
     dvt, dvc_note = None, "; DVC skipped (--scale-dvc-max-files)"
     if with_dvc:
@@ -1064,7 +1085,17 @@ def _scale_files(b: Bench, files: int, with_dvc: bool, dvc_transfers: bool) -> l
             note + dvc_note + skipped,
         )
 
+    bare_cpu = statistics.median(bare.cpu)
+    bare_note = f"{note}; {bare_cpu:.2f} s CPU; a tool's own part is its first run minus this"
     return [
+        Row(
+            "scale",
+            "the stage alone, bare `python data_gen.py small` (no tool)",
+            bare,
+            bare,
+            Target(),
+            bare_note,
+        ),
         row("first `run` / `repro`", "first", "generate"),
         row("no-op `run` / `repro`", "noop", "noop_run"),
         row("`push` to an empty remote", "push", "push", True),
