@@ -137,6 +137,25 @@ def write_all(fd: int, data: bytes | memoryview) -> None:
         view = view[os.write(fd, view) :]
 
 
+# Buffers handed to one `writev` (Linux's IOV_MAX).
+WRITEV_PARTS = 1024
+
+
+def write_parts(fd: int, parts: list[bytes | memoryview]) -> None:
+    """Write `parts` in turn, up to WRITEV_PARTS of them per system call, without joining
+    them first (a 64 MB join is 64 MB of fresh memory, each page faulted in)."""
+    for i in range(0, len(parts), WRITEV_PARTS):
+        group = parts[i : i + WRITEV_PARTS]
+        done = os.writev(fd, group)
+        for part in group:
+            view = memoryview(part).cast("B")
+            if done >= len(view):
+                done -= len(view)
+                continue
+            write_all(fd, view[done:])  # a short write: the rest of the group in turn
+            done = 0
+
+
 def write_new(
     path: str,
     data: bytes | memoryview | list[bytes | memoryview],
@@ -147,12 +166,13 @@ def write_new(
     permission bits `mode` (less the umask, unless `exact_mode`); removed again on failure.
     Returns the file's stat once written (taken on its descriptor: a stat cache can record
     it without looking the path up again)."""
-    if isinstance(data, list):  # one write, not one per part (a pack of 1,000 blobs)
-        data = b"".join(data)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode)
     try:
         try:
-            write_all(fd, data)
+            if isinstance(data, list):  # a pack of 1,000s of blobs: few writes, no join
+                write_parts(fd, data)
+            else:
+                write_all(fd, data)
             if exact_mode:
                 os.fchmod(fd, mode)
             return os.fstat(fd)

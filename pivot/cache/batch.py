@@ -14,7 +14,14 @@ import threading
 import uuid
 from typing import TYPE_CHECKING
 
-from pivot._fs import make_folder, remove_quietly, sync_folders, write_all, write_new
+from pivot._fs import (
+    make_folder,
+    remove_quietly,
+    sync_folders,
+    write_all,
+    write_new,
+    write_parts,
+)
 from pivot.cache.encoding import RAW, PackedBlob
 from pivot.cache.hashing import CHUNK, copy_hashing, file_mode, hash_bytes, is_hash, new_hasher
 from pivot.cache.local_packs import encode_index
@@ -138,22 +145,13 @@ class CacheBatch:
     def put_new_packed(self, blobs: Sequence[tuple[str, bytes]]) -> int:
         """`put_packed` of blobs read here: (BLAKE3 hex, content) pairs, stored as they are
         (the caller hashed them). Returns how many blobs the pack holds."""
-        absent = set(self.cache.absent(digest for digest, _ in blobs))
-        name = uuid.uuid4().hex
-        rows = []
-        parts = []
-        offset = 0
-        with self._lock:
-            packed, staged = self._packed, self._staged
-            for digest, data in blobs:
-                if digest not in absent or digest in packed or digest in staged:
-                    continue
-                packed.add(digest)
-                size = len(data)
-                rows.append(PackedBlob(name, offset, size, size, RAW, digest))
-                parts.append(data)
-                offset += size
-        return self._write_pack(rows, parts)
+        writer = PackWriter(self)
+        try:
+            writer.add(blobs)
+        except BaseException:
+            writer.abandon()
+            raise
+        return writer.close()
 
     def _write_pack(self, rows: list[PackedBlob], parts: list[bytes | memoryview]) -> int:
         """Write the pack `rows` describe (their content: `parts`) and its index as temp
@@ -418,3 +416,105 @@ def _fsync_files(paths: list[str], pool: Executor | None = None) -> None:
 
     with ThreadPoolExecutor(min(FSYNC_WORKERS, len(paths))) as pool:
         list(pool.map(_fsync_path, paths))
+
+
+class PackWriter:
+    """Local packs of blobs read here ((BLAKE3 hex, content) pairs, hashed by the caller),
+    each blob written to the open pack's temp file as it is added, so none is held in
+    memory; a pack is staged in the batch with its index once it holds `limit` bytes, the
+    last one by `close`. Thread-safe. On an error, `abandon` removes the open pack."""
+
+    def __init__(self, batch: CacheBatch, limit: int | None = None) -> None:
+        self.batch = batch
+        self.limit = limit
+        self._lock = threading.Lock()
+        self._fd = -1
+        self._path = ""
+        self._name = ""
+        self._rows: list[PackedBlob] = []
+        self._offset = 0
+        # Which of the cache's shard folders exist (`LocalCache.absent`), asked once each.
+        self._shards: dict[str, bool] = {}
+
+    def add(self, blobs: Sequence[tuple[str, bytes]]) -> None:
+        """Append the blobs neither the cache nor the batch holds yet."""
+        batch = self.batch
+        absent = set(batch.cache.absent((digest for digest, _ in blobs), self._shards))
+        with self._lock:
+            new = []
+            with batch._lock:
+                packed, staged = batch._packed, batch._staged
+                for digest, data in blobs:
+                    if digest not in absent or digest in packed or digest in staged:
+                        continue
+                    packed.add(digest)
+                    new.append((digest, data))
+            if not new:
+                return
+            rest = new  # not yet in a pack's rows (an error unstages them here)
+            try:
+                while rest:
+                    if self._fd < 0:
+                        self._open()
+                    offset, count = self._offset, 0
+                    for digest, data in rest:
+                        size = len(data)
+                        self._rows.append(PackedBlob(self._name, offset, size, size, RAW, digest))
+                        offset += size
+                        count += 1
+                        if self.limit is not None and offset >= self.limit:
+                            break
+                    group, rest = rest[:count], rest[count:]
+                    with writing(self._path):
+                        write_parts(self._fd, [data for _, data in group])
+                    self._offset = offset
+                    if self.limit is not None and offset >= self.limit:
+                        self._stage()
+            except BaseException:
+                with batch._lock:
+                    packed.difference_update(digest for digest, _ in rest)
+                raise
+
+    def _open(self) -> None:
+        """Start a pack: a new temp file and name."""
+        self._name = uuid.uuid4().hex
+        self._path = self.batch._temp()
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
+        with writing(self._path):
+            self._fd = os.open(self._path, flags, READ_ONLY)
+
+    def close(self) -> int:
+        """Stage the open pack; returns how many blobs it holds."""
+        with self._lock:
+            return self._stage() if self._fd >= 0 else 0
+
+    def abandon(self) -> None:
+        """Remove the open pack's temp file; its blobs are no longer staged."""
+        with self._lock:
+            if self._fd < 0:
+                return
+            os.close(self._fd)
+            self._fd = -1
+            remove_quietly(self._path)
+            with self.batch._lock:
+                self.batch._packed.difference_update(row.hash for row in self._rows)
+            self._rows, self._offset = [], 0
+
+    def _stage(self) -> int:
+        """Close the open pack, write its index, and stage both (the lock held)."""
+        rows, path = self._rows, self._path
+        os.close(self._fd)
+        self._fd = -1
+        self._rows, self._offset = [], 0
+        index_tmp = self.batch._temp()
+        try:
+            with writing(index_tmp):
+                write_new(index_tmp, encode_index(rows), READ_ONLY)
+        except BaseException:
+            remove_quietly(path)
+            with self.batch._lock:
+                self.batch._packed.difference_update(row.hash for row in rows)
+            raise
+        with self.batch._lock:
+            self.batch._packs.append((path, index_tmp, rows))
+        return len(rows)

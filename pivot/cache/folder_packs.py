@@ -11,13 +11,12 @@ its blobs is live. Files over `PACK_FILE_MAX` are stored loose, as any output's.
 from __future__ import annotations
 
 import os
-import threading
 from stat import S_IXUSR
 from typing import TYPE_CHECKING
 
 from blake3 import blake3
 
-from pivot.cache.batch import read_small
+from pivot.cache.batch import PackWriter, read_small
 from pivot.cache.parallel import SLICE, run_slices
 
 if TYPE_CHECKING:
@@ -27,7 +26,7 @@ if TYPE_CHECKING:
 
 # Files up to this size are packed; larger ones stay loose (and can be linked).
 PACK_FILE_MAX = 1 << 20
-# Content read, held in memory and written per pack.
+# Content per pack (written as it is read, not held in memory).
 PACK_BYTES = 64 << 20
 # (hash, size, checkout mode, the stat under which the file had that content, or None if
 # it changed while it was read) of one stored file.
@@ -41,7 +40,7 @@ def store_files(
     time, the rest loose. One pass over the files on the cache's threads: each is opened
     (`open_file`, a read descriptor), stat-ed and read once."""
     results: list[Stored] = [None] * len(files)  # type: ignore[list-item]
-    pack = _Pack(batch)
+    pack = PackWriter(batch, PACK_BYTES)
 
     def store(part: range) -> None:
         blobs = []
@@ -72,35 +71,10 @@ def store_files(
         pack.add(blobs)
 
     indexes = range(len(files))  # a pool task stores SLICE files
-    run_slices(store, [[indexes[i : i + SLICE]] for i in indexes[::SLICE]], len(files))
-    pack.flush()
+    try:
+        run_slices(store, [[indexes[i : i + SLICE]] for i in indexes[::SLICE]], len(files))
+    except BaseException:
+        pack.abandon()
+        raise
+    pack.close()
     return results
-
-
-class _Pack:
-    """The blobs read for the next local pack, staged as one whenever they reach
-    `PACK_BYTES` (so about that much content is held at a time)."""
-
-    def __init__(self, batch: CacheBatch) -> None:
-        self.batch = batch
-        self._lock = threading.Lock()
-        self._blobs: list[tuple[str, bytes]] = []
-        self._held = 0
-
-    def add(self, blobs: list[tuple[str, bytes]]) -> None:
-        full = []
-        with self._lock:
-            for blob in blobs:
-                self._blobs.append(blob)
-                self._held += len(blob[1])
-                if self._held >= PACK_BYTES:
-                    full.append(self._blobs)
-                    self._blobs, self._held = [], 0
-        for pack in full:
-            self.batch.put_new_packed(pack)
-
-    def flush(self) -> None:
-        with self._lock:
-            rest, self._blobs, self._held = self._blobs, [], 0
-        if rest:
-            self.batch.put_new_packed(rest)

@@ -92,14 +92,16 @@ class LocalCache:
     def has(self, digest: str) -> bool:
         return self.path(digest).is_file() or digest in self.packs.blobs()
 
-    def absent(self, digests: Iterable[str]) -> list[str]:
+    def absent(self, digests: Iterable[str], shards: dict[str, bool] | None = None) -> list[str]:
         """Those of `digests` (valid hashes) that the cache holds neither loose nor packed;
         a stat per blob, none for those whose shard folder does not exist (a fresh clone's
-        cache: 100,000 stats were a tenth of a pull's main thread)."""
+        cache: 100,000 stats were a tenth of a pull's main thread). `shards` remembers which
+        shard folders exist across the calls of a caller asking in parts."""
         packed = self.packs.blobs()
         exists = os.path.exists
         objects = os.fspath(self.objects)
-        shards: dict[str, bool] = {}
+        if shards is None:
+            shards = {}
         found = []
         for digest in digests:
             if digest in packed:

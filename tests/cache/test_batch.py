@@ -201,3 +201,30 @@ def test_a_large_batch_flushes_each_filesystem_of_the_files_it_makes_durable(
     cache_dev, shm_dev = os.stat(cache.tmp_dir).st_dev, os.stat("/dev/shm").st_dev
     assert devices[:2] == [cache_dev, shm_dev]  # before the renames, each once
     assert devices[2:] == [cache_dev]  # after them, the cache's again
+
+
+def test_write_new_writes_many_parts_in_order(tmp_path):
+    """A pack's blobs, more than one `writev` takes, some empty and some views, land in
+    order and whole."""
+    parts: list[bytes | memoryview] = []
+    for i in range(2 * _fs.WRITEV_PARTS + 7):
+        data = f"blob {i}\n".encode() * (i % 5)
+        parts.append(memoryview(data) if i % 3 else data)
+    path = tmp_path / "pack"
+    st = _fs.write_new(str(path), parts, 0o444)
+    want = b"".join(bytes(p) for p in parts)
+    assert path.read_bytes() == want
+    assert st.st_size == len(want)
+
+
+def test_an_abandoned_pack_leaves_nothing_and_its_blobs_can_be_stored_again(cache):
+    blobs = [(hash_bytes(data), data) for data in (f"blob {i}\n".encode() for i in range(50))]
+    with cache.batch() as batch:
+        writer = batch_mod.PackWriter(batch, limit=200)
+        writer.add(blobs[:30])
+        writer.add(blobs[20:])  # the first ten again: written once
+        writer.abandon()  # the open pack goes; those already staged stay
+        assert batch.put_new_packed(blobs) > 0  # what the abandoned pack held, again
+    assert cache.absent(digest for digest, _ in blobs) == []
+    assert all(cache.read_bytes(digest) == data for digest, data in blobs)
+    assert not cache.tmp_dir.exists() or leftovers(cache.tmp_dir) == []
