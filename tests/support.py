@@ -86,6 +86,22 @@ def write_files(root: pathlib.Path, files: dict[str, str]) -> None:
         path.write_text(textwrap.dedent(text).lstrip("\n"))
 
 
+def rewrite_keeping_mtime(path: pathlib.Path, data: str | bytes) -> os.stat_result:
+    """Overwrite the start of `path` in place with `data` (same inode; the caller keeps the
+    size) and put its mtime back: a change only ctime can reveal. Returns the new stat."""
+    before = path.stat()
+    with open(path, "r+b") as handle:
+        handle.write(data.encode() if isinstance(data, str) else data)
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+    after = path.stat()
+    assert (after.st_size, after.st_mtime_ns, after.st_ino) == (
+        before.st_size,
+        before.st_mtime_ns,
+        before.st_ino,
+    )
+    return after
+
+
 def executions(root: pathlib.Path) -> list[str]:
     """Stage names in the order the test stages recorded running (see COUNTER)."""
     log = root / "executions.log"

@@ -13,6 +13,7 @@ import blake3
 import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
+from support import rewrite_keeping_mtime
 
 from pivot.cache import snapshot
 from pivot.cache.hashing import Hasher, PathHash
@@ -93,19 +94,6 @@ def test_snapshot_is_not_written_while_a_file_is_recent(tmp_path):
     assert _stored(tmp_path) is None
 
 
-def _rewrite_keeping_mtime(path: pathlib.Path, text: str) -> None:
-    before = path.stat()
-    with open(path, "r+") as handle:  # same inode, same size
-        handle.write(text)
-    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
-    after = path.stat()
-    assert (after.st_size, after.st_mtime_ns, after.st_ino) == (
-        before.st_size,
-        before.st_mtime_ns,
-        before.st_ino,
-    )
-
-
 def _replace_keeping_mtime(path: pathlib.Path, text: str) -> None:
     """What `cp -p` or `tar -x` does: a new file with the old size and mtime."""
     before = path.stat()
@@ -149,7 +137,7 @@ def _new_empty_folder(out: pathlib.Path) -> None:
 @pytest.mark.parametrize(
     "change",
     [
-        lambda out: _rewrite_keeping_mtime(out / "a.txt", "AAAA"),
+        lambda out: rewrite_keeping_mtime(out / "a.txt", "AAAA"),
         lambda out: _replace_keeping_mtime(out / "sub" / "c.txt", "CCCC"),
         _add,
         _remove,
@@ -221,7 +209,7 @@ def test_damaged_snapshot_means_a_full_check(root, damage):
     truth = _hash(root)
     blob = _blob(root)
     # The tree changes, and the damaged snapshot still names the old hash.
-    _rewrite_keeping_mtime(root / "out" / "a.txt", "ZZZZ")
+    rewrite_keeping_mtime(root / "out" / "a.txt", "ZZZZ")
     _put(root, damage(blob))
     found = _hash(root)
     assert found == _truth(root) != truth
@@ -233,7 +221,7 @@ def test_damaged_snapshot_means_a_full_check(root, damage):
 def test_stale_snapshot_of_an_older_tree_is_not_used(root):
     old = _hash(root)
     stale = _blob(root)
-    _rewrite_keeping_mtime(root / "out" / "b.txt", "XXXX")
+    rewrite_keeping_mtime(root / "out" / "b.txt", "XXXX")
     time.sleep(SETTLE)
     new = _hash(root)
     assert new != old
@@ -342,7 +330,7 @@ def test_snapshot_is_written_at_once_when_every_file_is_older_than_the_racy_mark
         state.close()
     assert (tmp_path / "tmp" / "racy.marker").is_file()
     assert _stored(tmp_path) is not None  # within the 2 s margin, yet written
-    _rewrite_keeping_mtime(tmp_path / "out" / "new.txt", "FRESH")  # same size and mtime
+    rewrite_keeping_mtime(tmp_path / "out" / "new.txt", "FRESH")  # same size and mtime
     state = _state(tmp_path)
     try:
         again = SnapshotHasher(tmp_path, state, marker_dir=str(tmp_path / "tmp")).hash_path("out")

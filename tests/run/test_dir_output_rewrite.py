@@ -3,9 +3,7 @@ in place deep inside it (same size, same mtime, same inode) is still noticed."""
 
 from __future__ import annotations
 
-import os
-
-from support import executions, write_files
+from support import executions, rewrite_keeping_mtime, write_files
 
 PIPELINE = """
 import pathlib
@@ -33,16 +31,7 @@ def test_a_same_size_rewrite_deep_in_a_directory_output_is_noticed(project, pivo
     pivot("run")
     assert "up to date" in pivot("run").stdout
     target = project / "data" / "a" / "deep" / "f.txt"
-    before = target.stat()
-    with open(target, "r+") as handle:
-        handle.write("FILE IN A/DEEP\n")
-    os.utime(target, ns=(before.st_atime_ns, before.st_mtime_ns))
-    after = target.stat()
-    assert (after.st_size, after.st_mtime_ns, after.st_ino) == (
-        before.st_size,
-        before.st_mtime_ns,
-        before.st_ino,
-    )
+    rewrite_keeping_mtime(target, "FILE IN A/DEEP\n")
     # Noticed: the edit exists nowhere else, so run refuses to replace it, naming the file.
     proc = pivot("run", rc=1)
     assert "data/a/deep/f.txt. Nothing was replaced." in proc.stderr

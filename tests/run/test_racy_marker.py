@@ -13,7 +13,7 @@ import pathlib
 import time
 
 import pytest
-from support import TWO_STAGES, executions, write_files
+from support import TWO_STAGES, executions, rewrite_keeping_mtime, write_files
 
 from pivot import _racy
 from pivot.run import lock_memo, lock_prefetch, lockfile
@@ -82,16 +82,8 @@ def test_a_lock_rewritten_after_the_marker_with_the_same_size_and_mtime_is_seen(
     assert made is not None and made[1] > 0
     bound = made[1]
     path = lockfile.lock_path(stages, "p/old")
-    before = path.stat()
-    with open(path, "r+b") as handle:  # in place, same size, in the marker's tick or later
-        handle.write(_lock("p/old", out_hash=C).to_json().encode())
-    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
-    after = path.stat()
-    assert (after.st_size, after.st_mtime_ns, after.st_ino) == (
-        before.st_size,
-        before.st_mtime_ns,
-        before.st_ino,
-    )
+    # In place, same size, in the marker's tick or later.
+    after = rewrite_keeping_mtime(path, _lock("p/old", out_hash=C).to_json())
     assert after.st_ctime_ns >= bound
     assert read_lock(stages, "p/old").outs["out.txt"]["hash"] == C
     # Changed at or after the marker: never memoised, even with its mtime set below M.
@@ -203,14 +195,13 @@ def test_the_run_right_after_a_run_writes_the_memo_and_sees_a_rewrite(project, p
     assert lock_memo.load(project / ".pivot" / "stages", project / ".pivot" / "tmp") == 2
     lockfile._FETCHED.clear()
     lock = project / ".pivot" / "stages" / "p" / "second.lock"
-    before = lock.stat()
     text = lock.read_text()
     recorded = text.split('"hash": "')[1][:64]
-    lock.write_text(text.replace(recorded, "0" * 64))  # same size, another output hash
-    os.utime(lock, ns=(before.st_atime_ns, before.st_mtime_ns))
+    rewrite_keeping_mtime(lock, text.replace(recorded, "0" * 64))  # another output hash
     again = pivot("run")
     assert "Every stage is up to date" not in again.stdout
     assert (project / "second.txt").read_text() == "12"
+    memo.write_bytes(b"\x93damaged")  # ignored whole: every lock file is read
     assert "Every stage is up to date" in pivot("run").stdout
     assert executions(project) == ["first", "second"]
     assert memo.is_file()
