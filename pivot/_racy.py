@@ -3,15 +3,17 @@ file did not change since.
 
 A file changed within the same tick of the file system's clock as its `stat` may change
 again with the same stat key (git's "racy" entries). A `Marker` settles this on the file
-system's own clock: before the first `stat` it judges, it creates or truncates a marker
+system's own clock: before the first `stat` it judges, it creates or opens a marker
 file in the project's tmp folder, sets its times to now and takes M, the earlier of its
 mtime and ctime as `fstat` gives them: a time no later than any `stat` that follows. A
 file (or folder) stat-ed after that whose mtime and ctime are both before M may be
 remembered with that key: any later change to it sets its ctime to M or later (the same
 clock, which does not go back; no program sets a ctime), so its key will differ. One
 changed at M or later may not (a change within the same tick could keep its key). When the
-marker cannot be made, is not a regular file, or lies on another device than the file
-judged, the caller's wall-clock rule (a file changed more than a few seconds ago) holds.
+marker cannot be made, is not a regular file of one link, lies on another device than the
+file judged, or its time is whole seconds (a file system whose times are set from another
+clock, such as sshfs's client), the caller's wall-clock rule (a file changed more than a
+few seconds ago) holds.
 Like git's rule and the wall-clock rules, this trusts the system clock not to be set back
 between the marker and a later change of the file.
 """
@@ -19,10 +21,13 @@ between the marker and a later change of the file.
 from __future__ import annotations
 
 import os
+import re
 import stat
 
 MARKER = "racy.marker"  # in the project's tmp folder
-_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+# Not O_TRUNC: a marker hard-linked to a file elsewhere is refused before anything changes.
+_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+_SECOND = 1_000_000_000
 
 
 class Marker:
@@ -54,12 +59,36 @@ def _make(folder: str) -> tuple[int, int]:
     try:
         fd = os.open(os.path.join(folder, MARKER), _FLAGS, 0o644)
         try:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode) or st.st_nlink != 1:
+                return (-1, -1)
             os.utime(fd)
             st = os.fstat(fd)
         finally:
             os.close(fd)
     except (OSError, NotImplementedError):  # `utime` of a descriptor is not everywhere
         return (-1, -1)
-    if not stat.S_ISREG(st.st_mode):
+    made = min(st.st_mtime_ns, st.st_ctime_ns)
+    if made % _SECOND == 0:  # whole seconds: not (only) this file system's own fine clock
         return (-1, -1)
-    return (st.st_dev, min(st.st_mtime_ns, st.st_ctime_ns))
+    return (st.st_dev, made)
+
+
+def mounted_within(folder: str) -> bool:
+    """Whether a file system is mounted at `folder` or below it (True when the mount table
+    cannot be read): the files of such a folder are not all on its device."""
+    folder = os.path.realpath(folder)
+    try:
+        with open("/proc/self/mountinfo", "rb") as handle:
+            table = handle.read()
+    except OSError:
+        return True
+    for line in table.splitlines():
+        fields = line.split(b" ")
+        if len(fields) < 5:
+            return True
+        point = re.sub(rb"\\([0-7]{3})", lambda m: bytes([int(m[1], 8)]), fields[4])
+        point_text = os.fsdecode(point)
+        if point_text == folder or point_text.startswith(folder.rstrip("/") + "/"):
+            return True
+    return False

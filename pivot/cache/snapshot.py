@@ -96,13 +96,16 @@ class Snapshot:
     stats: bytes
 
 
-def scan(top: str, what: str, helper_min: int = HELPER_MIN) -> tuple[list[str], array]:
+def scan(
+    top: str, what: str, helper_min: int = HELPER_MIN, linked: list[str] | None = None
+) -> tuple[list[str], array]:
     """The files of `Hasher.tree_files` under the folder `top` (`what` names it in an
     error): their inner paths and their packed stat rows (FIELDS values each, no
     `os.stat_result` kept). Each folder is listed by name through a descriptor and its
     entries stat-ed relative to it (`fstatat`, links not followed) in one pass in C; a
     folder of `helper_min` entries or more per process is stat-ed in parts at the same
-    time by helper processes (the top folder's by the one `prestat` started, if any).
+    time by helper processes (the top folder's by the one `prestat` started, if any). The
+    inner path of each link followed to a file is added to `linked` when given.
     Raises OverflowError if a value does not fit 64 bits."""
     paths: list[str] = []
     rows = array("q")
@@ -119,7 +122,7 @@ def scan(top: str, what: str, helper_min: int = HELPER_MIN) -> tuple[list[str], 
             else:
                 names, found = ahead
             if not all(map(S_ISREG, found[FIELDS - 1 :: FIELDS])):
-                names, found = _files_only(top, fd, prefix, names, found, what, folders)
+                names, found = _files_only(top, fd, prefix, names, found, what, folders, linked)
         finally:
             os.close(fd)
         if paths or prefix:
@@ -137,7 +140,14 @@ def _rows(fd: int, names: list[str]) -> array:
 
 
 def _files_only(
-    top: str, fd: int, prefix: str, names: list[str], rows: array, what: str, folders: list[str]
+    top: str,
+    fd: int,
+    prefix: str,
+    names: list[str],
+    rows: array,
+    what: str,
+    folders: list[str],
+    linked: list[str] | None,
 ) -> tuple[list[str], array]:
     """The entries of a folder that are not all regular files, as `Hasher.tree_files`
     counts them: a subfolder goes to `folders`, a link to a folder is not followed, a link
@@ -158,6 +168,8 @@ def _files_only(
             if S_ISDIR(target.st_mode):
                 continue
             row = array("q", _FIELDS(target))
+            if linked is not None:
+                linked.append(prefix + name)
         kept.append(name)
         kept_rows += row
     return kept, kept_rows
@@ -340,11 +352,12 @@ def save(state: StateDB, rel: str, snapshot: Snapshot) -> None:
         log.debug(f"No snapshot of {rel}: {exc}")
 
 
-def _before(made: tuple[int, int] | None, top: str, current: Listing) -> bool:
+def _before(made: tuple[int, int] | None, top: str, current: Listing, linked: list[str]) -> bool:
     """Whether every file of `current` (the listing of the folder `top`, stat-ed after the
-    racy marker `made`) changed before the marker; False when there is none or the folder
-    is on another device."""
-    if made is None:
+    racy marker `made`) changed before the marker; False when there is none, or when a file
+    may be on another device than the marker: the folder is, a link was followed (`linked`)
+    or a file system is mounted within the folder."""
+    if made is None or linked or _racy.mounted_within(top):
         return False
     try:
         return os.stat(top).st_dev == made[0] and current.newest_ctime < made[1]
@@ -376,10 +389,11 @@ class SnapshotHasher(Hasher):
         started = time.time_ns()
         top = os.path.join(self.root, rel)
         made = None  # the racy marker, made before this scan's stats
+        linked: list[str] = []  # links followed by the scan: their files' devices unknown
         if self.marker is not None and not prestat.held(top):
             made = self.marker.made()
         try:
-            paths, rows = scan(top, f"The directory {rel}", self.helper_min)
+            paths, rows = scan(top, f"The directory {rel}", self.helper_min, linked)
         except OverflowError:  # a value beyond 64 bits: such a directory is always checked in full
             return super().tree_hash(rel)
         current = listing(paths, rows)
@@ -390,7 +404,7 @@ class SnapshotHasher(Hasher):
             return settled
         files = [(path, as_stat(rows, k)) for k, path in enumerate(paths)]
         found = self.manifest_hash(rel, files)
-        if current.newest_ctime < started - self.racy_ns or _before(made, top, current):
+        if current.newest_ctime < started - self.racy_ns or _before(made, top, current, linked):
             with self._lock:
                 save(
                     self.state,

@@ -735,7 +735,7 @@ def open_remote(
 
 
 # HTTP 401 as a status of its own: not digits inside a path, a key or a hash.
-_STATUS_401 = re.compile(r"(?<![\w./-])401(?![\w./-])")
+_STATUS_401 = re.compile(r"(?<![\w./-])401(?![\w/-]|\.\w)")
 
 
 def _login_refused(kind: str, detail: str) -> bool:

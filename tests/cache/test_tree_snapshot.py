@@ -360,3 +360,19 @@ def test_snapshot_waits_for_the_margin_when_the_racy_marker_does_not_apply(tmp_p
     finally:
         if other.exists():
             shutil.rmtree(other)
+
+
+def test_snapshot_waits_for_the_margin_when_a_link_is_followed(tmp_path):
+    # A linked file may live on another file system, of another clock than the marker's.
+    (tmp_path / "elsewhere.txt").write_text("fresh")
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "link.txt").symlink_to(tmp_path / "elsewhere.txt")
+    (tmp_path / "tmp").mkdir()
+    time.sleep(0.05)
+    state = _state(tmp_path)
+    try:
+        SnapshotHasher(tmp_path, state, marker_dir=str(tmp_path / "tmp")).hash_path("out")
+    finally:
+        state.close()
+    assert (tmp_path / "tmp" / "racy.marker").is_file()  # made, but not applied
+    assert _stored(tmp_path) is None

@@ -149,6 +149,25 @@ def test_a_marker_that_cannot_be_made_leaves_the_3_s_rule(folders, tmp_path):
     assert not (tmp_path / "elsewhere").exists()
 
 
+def test_a_marker_hard_linked_elsewhere_is_refused_and_leaves_that_file_alone(tmp_path):
+    outside = tmp_path / "outside.txt"
+    outside.write_text("data")
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    os.link(outside, tmp / _racy.MARKER)
+    before = outside.stat()
+    assert _racy.Marker(str(tmp)).made() is None
+    after = outside.stat()
+    assert outside.read_text() == "data"
+    assert (after.st_mtime_ns, after.st_ctime_ns) == (before.st_mtime_ns, before.st_ctime_ns)
+
+
+def test_mounts_within_a_folder_are_found():
+    assert _racy.mounted_within("/")
+    assert _racy.mounted_within("/proc")
+    assert not _racy.mounted_within(os.path.dirname(os.path.abspath(__file__)))
+
+
 def test_a_marker_on_another_device_leaves_the_3_s_rule(folders, tmp_path):
     stages, _ = folders
     shm = pathlib.Path("/dev/shm")
