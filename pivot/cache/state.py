@@ -192,6 +192,21 @@ class StateDB:
         self.conn.execute("DELETE FROM kv WHERE namespace = ? AND key = ?", (namespace, key))
 
     @_rebuilt_if_damaged
+    def update(
+        self,
+        puts: Iterable[tuple[str, str, bytes]] = (),
+        deletes: Iterable[tuple[str, str]] = (),
+    ) -> None:
+        """Put the (namespace, key, value) entries `puts` and forget the (namespace, key)
+        entries `deletes`, in one transaction: another process sees all of it or none."""
+        with self._writing(), self.conn:
+            self.conn.execute("BEGIN IMMEDIATE")
+            self.conn.executemany(
+                "INSERT OR REPLACE INTO kv (namespace, key, value) VALUES (?, ?, ?)", puts
+            )
+            self.conn.executemany("DELETE FROM kv WHERE namespace = ? AND key = ?", deletes)
+
+    @_rebuilt_if_damaged
     def items(self, namespace: str) -> list[tuple[str, bytes]]:
         """Every (key, value) entry of `namespace`, sorted by key."""
         return self.conn.execute(

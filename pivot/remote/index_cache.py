@@ -83,11 +83,14 @@ class RemoteIndexCache:
         written = [ident for ident, _ in self.state.items(self.written)]
         return sorted({*listed, *written}) if written else listed
 
-    def _set_ids(self, ids: list[str]) -> None:
-        """Record `ids` as the remote's indexes, replacing those written since."""
-        self.state.put(self.namespace, IDS_KEY, msgpack.packb(sorted(set(ids))))
-        for ident, _ in self.state.items(self.written):
-            self.state.delete(self.written, ident)
+    def _set_ids(self, ids: list[str], seen_written: set[str]) -> None:
+        """Record `ids` as the remote's indexes, and forget the written ids `seen_written`
+        (read before the listing `ids` came from, so it covers each unless the remote
+        dropped it), in one transaction: an id another process writes meanwhile stays."""
+        self.state.update(
+            puts=[(self.namespace, IDS_KEY, msgpack.packb(sorted(set(ids))))],
+            deletes=[(self.written, ident) for ident in sorted(seen_written)],
+        )
 
     def _what(self, ident: str) -> str:
         return f"index {ident[:16]} of remote {self.remote.display}"
@@ -103,12 +106,20 @@ class RemoteIndexCache:
         Cached copies of indexes no longer on the remote (deleted by hand, or merged by
         a compaction) are dropped from the state db, so they stop counting as held.
         """
-        listed = self.remote.list_indexes()
+        # What is cached is read before the listing, so whatever it holds was on the
+        # remote before the listing began (`remember` records an index once written, in
+        # one transaction; read next, the written ids hold every cached one written): an
+        # index another process writes after this point may be missing from the listing,
+        # and is neither dropped nor forgotten.
         cached = self._cached()
+        written = {ident for ident, _ in self.state.items(self.written)}
+        listed = self.remote.list_indexes()
         on_remote = set(listed)
-        for ident in [i for i in cached if i not in on_remote]:
-            self.state.delete(self.namespace, ident)
-            del cached[ident]
+        gone = [i for i in cached if i not in on_remote]
+        if gone:
+            self.state.update(deletes=[(self.namespace, i) for i in gone])
+            for ident in gone:
+                del cached[ident]
         new = [i for i in listed if i not in cached]
         decoded: dict[str, Index] = {}
         if new:
@@ -118,8 +129,8 @@ class RemoteIndexCache:
                 self.state.put(self.namespace, ident, data)
                 cached[ident] = data
                 decoded[ident] = index
-        if set(self.cached_ids()) != on_remote or self.state.items(self.written):
-            self._set_ids(listed)
+        if written or set(self.cached_ids()) != on_remote:
+            self._set_ids(listed, written)
         return self._union(listed, cached, decoded)
 
     def _cached(self) -> dict[str, bytes]:
@@ -162,5 +173,4 @@ class RemoteIndexCache:
         namespace of its own (`written`) rather than into the listed ids, whose rewrite
         at each index cost a Dask worker, which writes one per task, time growing with
         the remote's index count."""
-        self.state.put(self.namespace, ident, data)
-        self.state.put(self.written, ident, b"")
+        self.state.update(puts=[(self.namespace, ident, data), (self.written, ident, b"")])

@@ -4,8 +4,11 @@ worker writes one per task), yet known at once and forgotten once the remote dro
 
 from __future__ import annotations
 
+import pathlib
+
 import msgpack
 from remote_support import make_project, push_all
+from support import PivotCLI
 
 from pivot.cache.hashing import hash_bytes
 from pivot.cache.state import StateDB
@@ -50,3 +53,45 @@ def test_an_index_written_is_known_without_rewriting_the_listed_ids(tmp_path):
         assert not index_cache.load().has_blob(hash_bytes(b"first output\n"))
     finally:
         state.close()
+
+
+class _PushDuringListing(Remote):
+    """A remote whose listing is followed, before `refresh` goes on, by a `pivot push` of
+    another process into the same project: the race between a listing and its recording."""
+
+    project_root: pathlib.Path
+
+    def list_indexes(self) -> list[str]:
+        listed = super().list_indexes()
+        PivotCLI(self.project_root)("push", "--all")
+        return listed
+
+
+def test_an_index_another_process_writes_during_a_listing_is_kept(tmp_path):
+    store = tmp_path / "remote"
+    first = make_project(tmp_path / "first", {"one.txt": b"first output\n"}, stage="p/one")
+    second = make_project(tmp_path / "second", {"two.txt": b"second output\n"}, stage="p/two")
+    push_all(second, open_remote(str(store), name="test"))
+    (theirs,) = open_remote(str(store), name="test").list_indexes()
+    PivotCLI(first.root)("remote", "add", "origin", str(store), "--default")
+
+    state = StateDB(first.state_path)
+    try:
+        racing = _PushDuringListing(**vars(open_remote(str(store), name="test")))
+        racing.project_root = first.root
+        index_cache = RemoteIndexCache(state, racing)
+        assert index_cache.refresh().index_ids == {theirs}  # listed before the push
+    finally:
+        state.close()
+    (mine,) = set(open_remote(str(store), name="test").list_indexes()) - {theirs}
+
+    # The index the other process wrote meanwhile is still known, and still cached: no
+    # listing is needed to see that the remote holds the first project's output.
+    state = StateDB(first.state_path)
+    try:
+        index_cache = RemoteIndexCache(state, open_remote(str(store), name="test"))
+        assert index_cache.cached_ids() == sorted([theirs, mine])
+        assert index_cache.load().has_blob(hash_bytes(b"first output\n"))
+    finally:
+        state.close()
+    assert "0 blobs" in PivotCLI(first.root)("push", "--all").stdout
