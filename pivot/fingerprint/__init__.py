@@ -104,5 +104,5 @@ def clear_cache() -> None:
     """Forget every parsed file, fingerprint and distribution version of this process."""
     with _LOCK:
         STATES.clear()
-        source_index.FILES.clear()
+        source_index.forget()
         dists.clear()

@@ -1,7 +1,8 @@
 """The index of a source file's defs and module-level names, found by code objects.
 
-`file_index(path)` gives the `FileIndex` of a file: from memory (keyed by mtime and size),
-from the disk cache (keyed by content), or parsed now. Only module-level defs and names are
+`file_index(path)` gives the `FileIndex` of a file: from memory (keyed by size, mtime,
+ctime, inode and device, and only once the file is settled: see `_settled`), from the disk
+cache (keyed by content), or parsed now. Only module-level defs and names are
 indexed at first; methods, nested defs and inner lambdas are added when first asked for.
 """
 
@@ -10,10 +11,12 @@ from __future__ import annotations
 import ast
 import contextlib
 import os
+import time
 from typing import TYPE_CHECKING
 
 import blake3
 
+from pivot import _racy
 from pivot.fingerprint import index_cache
 from pivot.fingerprint.canonical import text_hash
 from pivot.fingerprint.normal_ast import (
@@ -39,7 +42,7 @@ class FileIndex:
     that a function imports locally without running it.
     """
 
-    def __init__(self, path: str, key: tuple[int, int], digest: str) -> None:
+    def __init__(self, path: str, key: StatKey | None, digest: str) -> None:
         self.path = path
         self.key = key
         self.digest = digest
@@ -129,7 +132,17 @@ class FileIndex:
         return entry
 
 
+# (size, mtime, ctime, inode, device) in ns: a same-size rewrite keeping the mtime, or a
+# file put in place of another, still changes it.
+StatKey = tuple[int, int, int, int, int]
 FILES: dict[str, FileIndex] = {}
+# A file changed less than this long ago may change again with the same stat key on a file
+# system of coarse timestamps: its index is not trusted by its key, unless a racy marker
+# of the project's tmp folder decides (`pivot._racy`).
+_RACY_NS = 3_000_000_000
+# The racy marker of each project tmp folder, made before the first `stat` it judges;
+# forgotten with FILES (`forget`), so that a long-lived process judges each run afresh.
+_MARKERS: dict[str, _racy.Marker] = {}
 # While `checked_once` is active: the index given for each file so far (None: no index).
 _CHECKED: dict[str, FileIndex | None] | None = None
 _ABSENT = object()
@@ -162,20 +175,56 @@ def file_index(path: str, cache_dir: str | None) -> FileIndex | None:
     return index  # type: ignore[return-value]
 
 
+def forget() -> None:
+    """Forget every index held in memory, and the racy markers that judged them."""
+    FILES.clear()
+    _MARKERS.clear()
+
+
+def _made(cache_dir: str | None) -> tuple[int, int] | None:
+    """The device and time of the racy marker of the tmp folder holding `cache_dir`."""
+    if not cache_dir:
+        return None
+    folder = os.path.dirname(cache_dir)
+    marker = _MARKERS.get(folder)
+    if marker is None:
+        marker = _MARKERS[folder] = _racy.Marker(folder)
+    return marker.made()
+
+
+def _settled(made: tuple[int, int] | None, st: os.stat_result) -> bool:
+    """Whether the file of `st` changed early enough that its stat key proves its content
+    (a change within the same clock tick as the `stat` could keep the key)."""
+    settled = _racy.before(made, st)
+    if settled is None:  # no marker for it: the wall-clock rule
+        settled = time.time_ns() - max(st.st_mtime_ns, st.st_ctime_ns) > _RACY_NS
+    return settled
+
+
+def _stat_key(st: os.stat_result) -> StatKey:
+    return (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_dev)
+
+
 def _file_index(path: str, cache_dir: str | None) -> FileIndex | None:
-    try:
-        st = os.stat(path)
-    except OSError:
-        return None
-    key = (st.st_mtime_ns, st.st_size)
     index = FILES.get(path)
-    if index is not None and index.key == key:
-        return index
+    if index is not None and index.key is not None:
+        try:
+            if _stat_key(os.stat(path)) == index.key:
+                return index
+        except OSError:
+            return None
+    made = _made(cache_dir)  # before the `fstat` it judges
     try:
-        with open(path, "rb") as fh:
-            source = fh.read()
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            st = os.fstat(fd)
+            with open(fd, "rb", closefd=False) as fh:
+                source = fh.read()
+        finally:
+            os.close(fd)
     except OSError:
         return None
+    key = _stat_key(st) if _settled(made, st) else None
     digest = blake3.blake3(source).hexdigest()
     if index is not None and index.digest == digest:
         index.key = key

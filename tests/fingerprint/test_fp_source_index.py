@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import time
+
 from fp_support import HELPERS, changed, load, parts_of, write
+from support import rewrite_keeping_mtime
 
 from pivot import fingerprint as fp
 from pivot.fingerprint import source_index
+
+TICK = 0.05  # longer than any coarse file-system clock tick of Linux (1-10 ms)
 
 
 def test_comments_docstrings_and_formatting_do_not_count(project):
@@ -148,3 +153,33 @@ def test_a_file_checked_once_per_plan_is_checked_again_at_the_next(root):
     with fp.checked_once():
         after = fp.fingerprint(load(root, fresh=False).stage, root)
     assert changed(before, after) == {"func:stage"}
+
+
+def test_a_same_size_rewrite_keeping_mtime_is_seen_in_the_same_process(project):
+    """The in-memory index is keyed by size, mtime, ctime and inode: a helper rewritten in
+    place with its size and mtime kept (`tar -x`, `cp -p`, a tool restoring mtimes) is
+    parsed again by a process that indexed it before (as `run --watch` plans again)."""
+    (project / ".pivot" / "tmp").mkdir(parents=True)
+    time.sleep(TICK)  # the helper changed before the racy marker: its key is trusted
+    with fp.checked_once():
+        before = fp.fingerprint(load(project, fresh=False).stage, project)
+    assert source_index.FILES[str(project / "helpers.py")].key is not None  # memoised
+    rewrite_keeping_mtime(project / "helpers.py", HELPERS.replace("strip", "lower"))
+    with fp.checked_once():
+        after = fp.fingerprint(load(project, fresh=False).stage, project)
+    assert changed(before, after) == {"func:helpers.clean"}
+
+
+def test_an_index_read_within_a_tick_of_its_change_is_not_memoised(project):
+    """A file changed after the racy marker (`pivot._racy`) could change again within the
+    same clock tick keeping its stat key: its index is checked against the content at every
+    plan, and a rewrite that keeps its size, mtime and ctime is still seen."""
+    (project / ".pivot" / "tmp").mkdir(parents=True)
+    fp.clear_cache()
+    with fp.checked_once():
+        before = fp.fingerprint(load(project, fresh=False).stage, project)
+    write(project, "helpers.py", HELPERS.replace("strip", "lower"))  # after the marker
+    with fp.checked_once():
+        after = fp.fingerprint(load(project, fresh=False).stage, project)
+    assert changed(before, after) == {"func:helpers.clean"}
+    assert source_index.FILES[str(project / "helpers.py")].key is None  # not trusted

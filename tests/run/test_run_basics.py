@@ -7,7 +7,7 @@ import os
 import pathlib
 import stat
 
-from support import COUNTER, executions, write_files
+from support import COUNTER, executions, rewrite_keeping_mtime, write_files
 
 CHAIN = (
     """
@@ -200,6 +200,25 @@ def test_targets_force_and_dry_run(project, pivot) -> None:
     pivot("run", "chain/count")
     pivot("run", "count", "--force")
     assert executions(project) == ["clean", "count", "count"]
+
+
+def test_helper_module_rewritten_keeping_size_and_mtime_reruns_its_stage(project, pivot) -> None:
+    """A helper module the stage imports, rewritten in place with its size and mtime kept
+    (a checkout within the same second on a coarse file system, a tool restoring mtimes):
+    its code fingerprint changes, the stage runs again with the new code."""
+    pipeline = CHAIN.replace("import pivot\n", "import pivot\nimport shout\n", 1).replace(
+        "raw.read_text().upper()", "shout.loud(raw.read_text())"
+    )
+    helper = "def loud(text):\n    return text.upper()\n"
+    write_files(project, {"pipeline.py": pipeline, "shout.py": helper, "raw.txt": "alpha\n"})
+    pivot("run")
+    assert (project / "clean.txt").read_text() == "ALPHA\n"
+    rewrite_keeping_mtime(project / "shout.py", helper.replace("upper", "lower"))
+    assert "chain/clean" in pivot("run").stdout
+    assert (project / "clean.txt").read_text() == "alpha\n"
+    assert executions(project) == ["clean", "count", "clean", "count"]
+    pivot("run")  # and then up to date
+    assert executions(project) == ["clean", "count", "clean", "count"]
 
 
 def test_same_size_rewrite_keeping_mtime_is_noticed(project, pivot) -> None:
