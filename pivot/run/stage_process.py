@@ -15,7 +15,8 @@ gives one server the same folder for every task, laid out afresh each time) and 
 the children of its stages from there. The worker keeps a server for the next run of the
 same code bundle only if the server answers `{"check": true}` with `{"fresh": true}`:
 no file of a module it imported from outside its scratch folder (a third-party package,
-Pivot itself) changed on disk since it imported it.
+Pivot itself) changed on disk since it imported it, and no module was added or removed
+where it could now be found first (a folder on `sys.path`, or beside an imported one).
 """
 
 from __future__ import annotations
@@ -159,28 +160,40 @@ def serve() -> None:
 class _Stamps:
     """What each module file this server imported from outside its scratch folder looked
     like on disk when it was imported (inode, size, mtime and ctime in ns: a same-size
-    rewrite keeping its mtime still changes the ctime). The scratch folder's files are
-    not stamped: it is laid out afresh per task, and the worker keeps a server only for
-    the same code bundle (the same bytes)."""
+    rewrite keeping its mtime still changes the ctime), and so did the folders a new
+    module could appear in ahead of one imported: each folder on `sys.path` and each
+    folder holding an imported module file (a file or folder added to or removed from a
+    folder changes its mtime and ctime: a new `helpers.py` earlier on the path, a new
+    package `helpers/` beside `helpers.py`). The scratch folder's files are not stamped:
+    it is laid out afresh per task, and the worker keeps a server only for the same code
+    bundle (the same bytes)."""
 
     def __init__(self) -> None:
         self._stamps: dict[str, tuple[int, ...] | None] = {}
         self.take(None)
 
     def take(self, scratch: str | None) -> None:
-        """Stamp the module files imported since the last call (those under `scratch`
-        left out)."""
+        """Stamp the module files imported since the last call, their folders and the
+        folders on `sys.path` (those under `scratch` left out)."""
         inside = None if scratch is None else os.path.join(scratch, "")
+        stamps = self._stamps
+        folders = {os.path.abspath(entry or os.curdir) for entry in sys.path}
         for module in list(sys.modules.values()):
             path = getattr(module, "__file__", None)
-            if not isinstance(path, str) or path in self._stamps:
+            if not isinstance(path, str) or path in stamps:
                 continue
             if inside is not None and path.startswith(inside):
                 continue
-            self._stamps[path] = _stamp(path)
+            stamps[path] = _stamp(path)
+            folders.add(os.path.dirname(path))
+        for folder in folders:
+            if folder not in stamps and not (
+                inside is not None and os.path.join(folder, "").startswith(inside)
+            ):
+                stamps[folder] = _stamp(folder)
 
     def fresh(self) -> bool:
-        """Whether every stamped file is as it was when stamped."""
+        """Whether every stamped file and folder is as it was when stamped."""
         return all(_stamp(path) == stamp for path, stamp in self._stamps.items())
 
 

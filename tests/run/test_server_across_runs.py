@@ -76,3 +76,34 @@ def test_a_stage_server_serves_the_next_run_until_a_module_it_imported_changes(
     assert worker._SERVERS.server is not server
     assert server.proc.poll() is not None
     assert third == f"server={worker._SERVERS.server.proc.pid} code=new"
+
+
+def test_a_stage_server_is_replaced_once_a_module_would_be_found_ahead_of_one_it_imported(
+    project, tmp_path, worker_dir, monkeypatch, coordinator_task
+):
+    """A new module earlier on `sys.path` than the one the server imported, or a new
+    package beside it (a package comes before a module of the same name): a new process
+    would import that one, so the server that holds the old module is not kept."""
+    early, site = tmp_path / "early", tmp_path / "site"
+    early.mkdir()
+    _write_package(site, "installed")
+    monkeypatch.syspath_prepend(str(site))
+    monkeypatch.syspath_prepend(str(early))
+    paths = [str(early), str(site), os.environ.get("PYTHONPATH", "")]
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(p for p in paths if p))
+    task = coordinator_task(project, tmp_path / "remote", PIPELINE, "which", "which.txt")
+
+    assert _run(task, "run-1").endswith("code=installed")
+    server = worker._SERVERS.server
+    assert _run(task, "run-2").endswith("code=installed")
+    assert worker._SERVERS.server is server
+
+    (early / "pivotkept.py").write_text("CODE = 'shadowing module'\n")
+    assert _run(task, "run-3").endswith("code=shadowing module")
+    assert worker._SERVERS.server is not server and server.proc.poll() is not None
+    server = worker._SERVERS.server
+
+    (early / "pivotkept").mkdir()
+    (early / "pivotkept" / "__init__.py").write_text("CODE = 'shadowing package'\n")
+    assert _run(task, "run-4").endswith("code=shadowing package")
+    assert worker._SERVERS.server is not server and server.proc.poll() is not None
