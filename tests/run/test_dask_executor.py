@@ -96,8 +96,12 @@ def cluster(tmp_path_factory, seaweedfs):
         AWS_CONFIG_FILE=str(base / "none"),
         AWS_SHARED_CREDENTIALS_FILE=str(base / "none"),
         AWS_EC2_METADATA_DISABLED="true",
-        PYTHONPATH=f"{PYTHONPATH}{os.pathsep}{_fake_dist(base / 'site2', '2.0')}",
+        PYTHONPATH=os.pathsep.join(
+            [PYTHONPATH, str(base / "site0"), str(_fake_dist(base / "site2", "2.0"))]
+        ),
     )
+    (base / "site0").mkdir()  # empty: a test adds a module there, ahead of site2's
+    _fake_dist(base / "site2", "1.0", "pivotshadowed", "installed on the worker")
     env["PROC_DIR"] = str(base / "proc")
     running = start_cluster(base, env)
     try:
@@ -106,14 +110,17 @@ def cluster(tmp_path_factory, seaweedfs):
         stop_cluster(running)
 
 
-def _fake_dist(site: pathlib.Path, version: str) -> pathlib.Path:
-    """A folder holding the distribution `pivotfake` at `version` (module and dist-info)."""
-    (site / "pivotfake").mkdir(parents=True, exist_ok=True)
-    (site / "pivotfake" / "__init__.py").write_text(f"VERSION = {version!r}\n")
-    info = site / f"pivotfake-{version}.dist-info"
+def _fake_dist(
+    site: pathlib.Path, version: str, name: str = "pivotfake", where: str = ""
+) -> pathlib.Path:
+    """A folder holding the distribution `name` at `version` (module and dist-info); its
+    module's VERSION is `version`, its WHERE `where`."""
+    (site / name).mkdir(parents=True, exist_ok=True)
+    (site / name / "__init__.py").write_text(f"VERSION = {version!r}\nWHERE = {where!r}\n")
+    info = site / f"{name}-{version}.dist-info"
     info.mkdir(exist_ok=True)
-    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: pivotfake\nVersion: {version}\n")
-    (info / "top_level.txt").write_text("pivotfake\n")
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n")
+    (info / "top_level.txt").write_text(f"{name}\n")
     return site
 
 
@@ -430,6 +437,45 @@ def test_fingerprint_mismatch_is_refused(project, seaweedfs, cluster, tmp_path):
     assert "dist:pivotfake (coordinator: 1.0, worker: 2.0)" in result.stderr, result.stderr
     assert not (project / "v.txt").exists()
     assert not (project / ".pivot/stages/dist/versioned.lock").exists()
+
+
+def test_a_module_added_ahead_of_one_a_stage_server_imported_is_used(
+    project, seaweedfs, cluster, tmp_path
+):
+    """Worker0 keeps its stage server for the next run of the same code; a package placed
+    on its `sys.path` ahead of the one that server imported (same name and version) is
+    what a new process would import, so the next run's stage runs it."""
+    write_files(
+        project,
+        {
+            "pipeline.py": """
+            import os
+            from typing import Annotated
+            import pivot, pivotshadowed
+            from pivot import Out, loaders
+
+            p = pivot.Pipeline("shadow")
+
+            def where() -> Annotated[str, Out("where.txt", loaders.Text())]:
+                return f"{pivotshadowed.WHERE}, server {os.getppid()}"
+
+            p.register(where, resources={"GPU": 1})
+            """
+        },
+    )
+    _configure(project, seaweedfs, cluster)
+    site = _fake_dist(tmp_path / "site1", "1.0", "pivotshadowed", "on the coordinator")
+    pivot = PivotCLI(project)
+    env = {"PYTHONPATH": f"{PYTHONPATH}{os.pathsep}{site}"}
+    pivot("run", **env)
+    first = (project / "where.txt").read_text()
+    assert first.startswith("installed on the worker, server ")
+    pivot("run", "--force", **env)
+    assert (project / "where.txt").read_text() == first  # the same server: nothing changed
+
+    _fake_dist(cluster.worker_dirs[0].parent / "site0", "1.0", "pivotshadowed", "ahead")
+    pivot("run", "--force", **env)
+    assert (project / "where.txt").read_text().startswith("ahead, server ")
 
 
 def test_failures_resources_and_keep_going(project, seaweedfs, cluster):
