@@ -106,13 +106,43 @@ def worker_dir() -> pathlib.Path:
 
 def _home(base: pathlib.Path):
     """The worker's persistent project (its cache, run records and the remote's index
-    cache), created on first use."""
+    cache), created on first use, and kept by the worker process while its `.pivot` and
+    cache folders are the ones it saw (`_home_stamp`): nothing else of it is read here
+    (no config: the task names the remote). Once either folder is removed or replaced
+    (the worker's folder cleaned to free space), the project is made again and what this
+    process kept of the old one is forgotten: its open state db, and which code bundles
+    its cache held whole."""
     from pivot.project import Project, init_project
 
+    kept = _HOMES.get(base)
+    if kept is not None and _home_stamp(kept[1]) == kept[0]:
+        return kept[2]
     home = base / "home"
     home.mkdir(parents=True, exist_ok=True)
     init_project(home)
-    return Project(home)
+    project = Project(home)
+    project.cache_dir.mkdir(exist_ok=True)  # stamped from the start
+    folders = (str(project.pivot_dir), str(project.cache_dir))
+    with _REMOTES_LOCK:
+        if kept is not None:
+            _WORKSPACES.pop(home, None)
+            cache = str(project.cache_dir)
+            _BUNDLES.difference_update([b for b in _BUNDLES if b[0] == cache])
+        _HOMES[base] = (_home_stamp(folders), folders, project)
+    return project
+
+
+def _home_stamp(folders: tuple[str, ...]) -> tuple[tuple[int, int] | None, ...]:
+    """(device, inode) of each of `folders`; None for one absent."""
+    stamps = []
+    for folder in folders:
+        try:
+            st = os.stat(folder)
+        except OSError:
+            stamps.append(None)
+        else:
+            stamps.append((st.st_dev, st.st_ino))
+    return tuple(stamps)
 
 
 def run_task(
@@ -255,6 +285,8 @@ class _Opened:
 _REMOTES: dict[str, _Opened] = {}  # kept by the worker process across tasks
 _WORKSPACES: dict[pathlib.Path, Any] = {}  # the home's workspace (its state db open), likewise
 _BUNDLES: set[tuple[str, str]] = set()  # (cache, code bundle) found whole in that cache
+# By worker folder: the home's folder stamps, those folders and the project (`_home`).
+_HOMES: dict[pathlib.Path, tuple[Any, tuple[str, ...], Any]] = {}
 _REMOTES_LOCK = threading.Lock()
 
 

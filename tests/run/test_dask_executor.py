@@ -478,6 +478,53 @@ def test_a_module_added_ahead_of_one_a_stage_server_imported_is_used(
     assert (project / "where.txt").read_text().startswith("ahead, server ")
 
 
+def test_a_worker_home_removed_and_a_new_remote_between_two_runs(
+    project, seaweedfs, cluster, tmp_path
+):
+    """Worker0 keeps its home project (cache, state db) across tasks; its folder removed
+    between two runs (to free space) and the project moved to a new remote, the next run
+    of the same code fetches it again into a new home, from the new remote, and pushes
+    there: a fresh clone of the new remote's config restores the outputs."""
+    write_files(
+        project,
+        {
+            "pipeline.py": """
+            from typing import Annotated
+            import pivot
+            from pivot import Out, loaders
+
+            p = pivot.Pipeline("home")
+
+            def upper() -> Annotated[str, Out("up.txt", loaders.Text())]:
+                return "first".upper()
+
+            p.register(upper, resources={"GPU": 1})
+            """,
+        },
+    )
+    _configure(project, seaweedfs, cluster)
+    pivot = PivotCLI(project)
+    pivot("run")
+    assert (project / "up.txt").read_text() == "FIRST"
+    home = cluster.worker_dirs[0] / ".pivot-worker" / "home"
+    assert (home / ".pivot" / "cache").is_dir()
+
+    shutil.rmtree(home)
+    _configure(project, seaweedfs, cluster)  # a new bucket
+    pivot("run", "--force")  # the same code bundle, which the old home held whole
+    assert (project / "up.txt").read_text() == "FIRST"
+    assert (home / ".pivot" / "cache").is_dir()
+    last = cluster.tasks(0)[-1]
+    assert last["stage"] == "home/upper" and last["ok"] and last["fetched"], last  # the code
+
+    clone = tmp_path / "clone"
+    shutil.copytree(project, clone, ignore=shutil.ignore_patterns("cache", "state.db*", "tmp"))
+    (clone / "up.txt").unlink()
+    result = PivotCLI(clone)("run", "--executor", "local")
+    assert " ran " not in result.stdout and "restored" in result.stdout, result.stdout
+    assert (clone / "up.txt").read_text() == "FIRST"
+
+
 def test_failures_resources_and_keep_going(project, seaweedfs, cluster):
     write_files(
         project,
