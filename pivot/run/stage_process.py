@@ -161,7 +161,8 @@ class _Stamps:
     """What each module file this server imported from outside its scratch folder looked
     like on disk when it was imported (inode, size, mtime and ctime in ns: a same-size
     rewrite keeping its mtime still changes the ctime), and so did the folders a new
-    module could appear in ahead of one imported: each folder on `sys.path` and each
+    module could appear in ahead of one imported: each folder on `sys.path`, each folder
+    of a package's `__path__` (a namespace package's portions among them) and each
     folder holding an imported module file (a file or folder added to or removed from a
     folder changes its mtime and ctime: a new `helpers.py` earlier on the path, a new
     package `helpers/` beside `helpers.py`). The scratch folder's files are not stamped:
@@ -173,12 +174,16 @@ class _Stamps:
         self.take(None)
 
     def take(self, scratch: str | None) -> None:
-        """Stamp the module files imported since the last call, their folders and the
-        folders on `sys.path` (those under `scratch` left out)."""
+        """Stamp the module files imported since the last call, their folders, the
+        packages' folders and the folders on `sys.path` (those under `scratch` left out)."""
         inside = None if scratch is None else os.path.join(scratch, "")
         stamps = self._stamps
         folders = {os.path.abspath(entry or os.curdir) for entry in sys.path}
         for module in list(sys.modules.values()):
+            with contextlib.suppress(Exception):  # anything may sit in sys.modules
+                portions = vars(module).get("__path__")  # a package's: where its modules are
+                if portions is not None and not isinstance(portions, str | bytes):
+                    folders.update(p for p in portions if isinstance(p, str))
             path = getattr(module, "__file__", None)
             if not isinstance(path, str) or path in stamps:
                 continue

@@ -107,3 +107,32 @@ def test_a_stage_server_is_replaced_once_a_module_would_be_found_ahead_of_one_it
     (early / "pivotkept" / "__init__.py").write_text("CODE = 'shadowing package'\n")
     assert _run(task, "run-4").endswith("code=shadowing package")
     assert worker._SERVERS.server is not server and server.proc.poll() is not None
+
+
+def test_a_stage_server_is_replaced_once_a_module_would_be_found_in_an_earlier_portion(
+    project, tmp_path, worker_dir, monkeypatch, coordinator_task
+):
+    """A namespace package in two folders of `sys.path`: its module imported from the
+    later portion is shadowed by one added to the earlier portion (a folder holding no
+    module the server imported, and not itself on `sys.path`)."""
+    early, site = tmp_path / "early", tmp_path / "site"
+    (early / "pivotns").mkdir(parents=True)
+    (site / "pivotns").mkdir(parents=True)
+    (site / "pivotns" / "kept.py").write_text("CODE = 'later portion'\n")
+    for folder in (site, early):
+        monkeypatch.syspath_prepend(str(folder))
+    paths = [str(early), str(site), os.environ.get("PYTHONPATH", "")]
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(p for p in paths if p))
+    pipeline = PIPELINE.replace(
+        "import pivot, pivotkept", "import pivot\nfrom pivotns import kept as pivotkept"
+    )
+    task = coordinator_task(project, tmp_path / "remote", pipeline, "which", "which.txt")
+
+    assert _run(task, "run-1").endswith("code=later portion")
+    server = worker._SERVERS.server
+    assert _run(task, "run-2").endswith("code=later portion")
+    assert worker._SERVERS.server is server
+
+    (early / "pivotns" / "kept.py").write_text("CODE = 'earlier portion'\n")
+    assert _run(task, "run-3").endswith("code=earlier portion")
+    assert worker._SERVERS.server is not server and server.proc.poll() is not None
