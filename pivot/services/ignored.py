@@ -43,6 +43,9 @@ class GitIgnored:
         # The lock files read for `before`, by stage id: the plan that follows takes them.
         self.locks: dict[str, Lock] = {}
         self.before = _lock_outs(project, self._names(), self.locks)
+        # Whether `update` asked about the pipelines not loaded (the verdict memo does not
+        # record what they own).
+        self.consulted_elsewhere = False
 
     def _names(self) -> set[str]:
         if self.discovery is None:
@@ -68,6 +71,7 @@ class GitIgnored:
         """Paths the pipelines this command did not load may own."""
         if self.complete:
             return []
+        self.consulted_elsewhere = True
         names = self._names()
         try:
             others = {e.name for e in os.scandir(self.project.stages_dir) if e.is_dir()} - names

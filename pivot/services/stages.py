@@ -3,23 +3,30 @@ found or did; the CLI renders it."""
 
 from __future__ import annotations
 
+import logging
+import os
+import posixpath
+import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from pivot import config
+from pivot import config, fingerprint
 from pivot._gcpause import collector_paused
 from pivot.cache import tracked
 from pivot.cache.checkout import LinkMode
 from pivot.cache.edits import refuse_unsaved_edits
+from pivot.cache.hashing import DIR
 from pivot.cache.workspace import open_workspace
 from pivot.discover.scope import Scope, resolve_scope
 from pivot.errors import CacheCorrupt, DamagedBlob, DefinitionError, PivotError
-from pivot.run import lock_memo, lock_prefetch, lockfile
+from pivot.project import TRACKED_DIR
+from pivot.run import lock_memo, lock_prefetch, lockfile, verdict_memo
 from pivot.run.plan import PENDING, RESTORE, RUN, SKIP
 from pivot.run.remote_view import RemoteAccess
 from pivot.run.scheduler import (
     RAN,
     RESTORED,
+    SKIPPED,
     Runner,
     RunOptions,
     RunReport,
@@ -36,6 +43,7 @@ from pivot.services.scope import (
 )
 
 if TYPE_CHECKING:
+    from pivot.cache.workspace import Workspace
     from pivot.project import Project
     from pivot.remote.transfer import TransferSummary
     from pivot.run.plan import Decision
@@ -80,11 +88,6 @@ def run(
             options.link = LinkMode(config.link_mode(ws.project))
         with collector_paused():
             scope = resolve_scope(ws, targets, all_pipelines)
-        if prefetch is not None:
-            prefetch.finish()
-        else:
-            with collector_paused():  # the memo's locks live until the plan takes them
-                lock_memo.load(project.stages_dir, project.tmp_dir)
         forced = set(scope.targets) if force else set()
         remote = RemoteAccess(ws.project, remote_name)
         configured = (use_remote or push) and remote.is_configured()
@@ -97,10 +100,24 @@ def run(
         _choose_executor(ws.project, options, use_remote, configured)
         options.discard_edits = force
         result = RunResult(ws.project, scope, remote, len(scope.graph.stages))
+        verdict = None
+        if not (dry_run or force or push or options.executor == "dask"):
+            settings = [targets, all_pipelines, remote_name, use_remote, configured]
+            verdict = _verdict_key(ws, scope, options, settings)
+            if verdict is not None and _replayed(ws, scope, verdict, result, on_stage):
+                return result
+        if prefetch is not None:
+            prefetch.finish()
+        else:
+            with collector_paused():  # the memo's locks live until the plan takes them
+                lock_memo.load(project.stages_dir, project.tmp_dir)
         if dry_run:
             _, result.decisions = Runner(ws, scope.graph, options).plan(forced, fork=False)
             return result
         with ws.project.exclusive("run"):
+            verdict_memo.invalidate(project.tmp_dir)  # before anything changes
+            marker = verdict_memo.Marker(project.tmp_dir) if verdict is not None else None
+            warnings = _WarningCount()
             with collector_paused():
                 ignored = GitIgnored(ws.project, scope.discovery, all_pipelines)
             runner = Runner(
@@ -111,19 +128,167 @@ def run(
                 locks=ignored.locks,
                 pause_collector=True,
             )
-            result.report = runner.run(forced)
-            ignored.update(
-                out.path
-                for report in result.report.stages
-                if report.status in (RAN, RESTORED)
-                for out in scope.graph.stages[report.stage_id].outs
-            )
+            try:
+                result.report = runner.run(forced)
+                ignored.update(
+                    out.path
+                    for report in result.report.stages
+                    if report.status in (RAN, RESTORED)
+                    for out in scope.graph.stages[report.stage_id].outs
+                )
+            finally:
+                warnings.close()
             lock_memo.store(project.stages_dir, project.tmp_dir)
+            quiet = not warnings.count and not ignored.consulted_elsewhere
+            if verdict is not None and marker is not None and quiet:
+                _store_verdict(ws, scope, result, verdict, marker, ignored)
         return result
     finally:
         if prefetch is not None:
             prefetch.cancel()
         ws.state.close()
+
+
+class _WarningCount(logging.Handler):
+    """Counts the warnings Pivot's loggers raise while it is attached (a run that warned
+    is not a pure no-op: its verdict is not kept)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.count = 0
+        logging.getLogger("pivot").addHandler(self)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.count += 1
+
+    def close(self) -> None:
+        logging.getLogger("pivot").removeHandler(self)
+        super().close()
+
+
+def _verdict_key(
+    ws: Workspace, scope: Scope, options: RunOptions, settings: list[Any]
+) -> str | None:
+    """The verdict memo's key for this run (`run.verdict_memo`), or None when the
+    stages hold a value too large to digest."""
+    graph = scope.graph
+    link = options.link.value if options.link is not None else None
+    settings += [
+        options.jobs,
+        options.keep_going,
+        link,
+        options.fallback,
+        options.materialize_all,
+        options.executor,
+        options.scheduler,
+        options.retries,
+        sorted(options.targets),
+    ]
+    cwd = os.path.relpath(os.getcwd(), ws.project.root)
+    try:
+        digest = verdict_memo.definition_digest(
+            [graph.stages[sid] for sid in graph.order()], ws.project.root
+        )
+    except Exception:  # a value that cannot be digested (too large, or raising): no memo
+        return None
+    return verdict_memo.command_key(settings, cwd, digest)
+
+
+def _replayed(
+    ws: Workspace,
+    scope: Scope,
+    verdict: str,
+    result: RunResult,
+    on_stage: Callable[[StageReport], None],
+) -> bool:
+    """On a verdict memo hit, report every stage up to date as the full no-op does (in
+    run order, through `on_stage`) and write nothing; False on a miss."""
+    with ws.project.exclusive("run", sweep=False):
+        memo = verdict_memo.load(ws.project.tmp_dir)
+        if not verdict_memo.hit(memo, verdict, lambda rel: _folder_hash(ws, rel)):
+            return False
+    report = RunReport()
+    for sid in scope.graph.order():
+        stage_report = StageReport(sid, SKIPPED)
+        report.stages.append(stage_report)
+        on_stage(stage_report)
+    result.report = report
+    return True
+
+
+def _folder_hash(ws: Workspace, rel: str) -> str | None:
+    """The hash of the folder `rel` now (through its directory snapshot), or None."""
+    try:
+        found = ws.hasher.hash_path(rel)
+    except (OSError, PivotError):
+        return None
+    return found.hash if found is not None and found.kind == DIR else None
+
+
+def _store_verdict(
+    ws: Workspace,
+    scope: Scope,
+    result: RunResult,
+    verdict: str,
+    marker: verdict_memo.Marker,
+    ignored: GitIgnored,
+) -> None:
+    """Keep the verdict of a run that found every stage up to date and did nothing else,
+    when every file and folder it rests on is settled under the command's marker."""
+    report = result.report
+    graph = scope.graph
+    if report is None or len(report.stages) != len(graph.stages):
+        return
+    if any(s.status != SKIPPED or s.detail for s in report.stages):
+        return
+    project = ws.project
+    root = str(project.root)
+    recorder = verdict_memo.Recorder(marker)
+    sources: set[str] = set()
+    try:
+        for sid in graph.order():
+            stage = graph.stages[sid]
+            lock = lockfile.read_lock(project.stages_dir, sid)
+            if lock is None:
+                return
+            for dep in stage.deps:
+                if not recorder.add_workspace_path(root, dep.path, lock.deps.get(dep.path)):
+                    return
+            for out in stage.outs:
+                recorded = lock.outs.get(out.path)
+                folder = recorded["hash"] if recorded is not None else None
+                if not recorder.add_workspace_path(root, out.path, folder):
+                    return
+            sources |= fingerprint.source_files(stage.func, project.root, stage.params)
+        records = tracked.load_all(project)
+    except (OSError, PivotError):
+        return
+    recorder.add(str(project.stages_dir), follow=False)
+    for name in sorted({loaded.name for loaded in scope.discovery.pipelines.values()}):
+        recorder.add_tree(str(project.stages_dir / name))
+    recorder.add_tree(str(project.pivot_dir / TRACKED_DIR))
+    for path in config.config_paths(project):
+        recorder.add(str(path))
+    declared = [
+        out.path
+        for loaded in scope.discovery.pipelines.values()
+        for stage in loaded.stages.values()
+        for out in stage.outs
+    ]
+    folders = {posixpath.dirname(p) for p in [*declared, *records, *ignored.before]}
+    for folder in sorted(folders):
+        recorder.add(os.path.join(root, folder, ".gitignore"))
+    modules = verdict_memo.module_files()
+    for loaded in scope.discovery.pipelines.values():
+        modules.add(str(loaded.file))
+        sources |= loaded.modules
+    for file in sorted(sources | modules):
+        recorder.add(file)
+    for entry in sys.path:
+        recorder.add(os.path.abspath(entry or os.curdir))
+    if recorder.settled:
+        data = recorder.encode(verdict, verdict_memo.folder_key(project.tmp_dir), modules)
+        verdict_memo.write(project.tmp_dir, data)
 
 
 def _choose_executor(

@@ -1,0 +1,421 @@
+"""The verdict memo: the last "every stage is up to date" of a `pivot run`, kept in one file
+(`verdict.msgpack` in the project's tmp folder), so that the next identical no-op skips
+the plan after discovery.
+
+It holds one verdict: a key (`command_key`: the memo's format, Pivot's and Python's
+versions, the interpreter, the command's options, the working folder, and
+`definition_digest`, the stages as discovery made them with every runtime value their
+code fingerprints could read) and the stat keys (size, mtime, ctime, inode, device;
+absent is a key of its own) of every file and folder the verdict rests on: the source
+files the fingerprints read, every module file loaded, the folders on `sys.path`, the
+config files, the lock files and their folders, the tracked-data records and their
+folders, the `.gitignore` files the run looked after, and every dep and output; a dep or
+output that is a folder is hashed again on replay (through its directory snapshot) and
+compared with the hash its lock file records. `store` writes it only when the run decided
+that every stage is up to date and did nothing else, and only when every stat key it
+records is settled (`pivot._racy`: changed before the command's marker; without a marker,
+more than 3 s before it). `hit` answers True only when the key and every stat key are the
+same now. Anything else (absent, damaged, of another shape, of another project, of
+another format) is a miss: the full run, which removes the memo before it changes
+anything (`invalidate`).
+"""
+
+from __future__ import annotations
+
+import array
+import contextlib
+import os
+import pathlib
+import stat as stat_mod
+import sys
+import time
+import types
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
+
+from pivot import _racy
+from pivot._fs import write_bytes
+from pivot.errors import DiskFull
+from pivot.fingerprint.canonical import Canon, dotted_name, is_plain, text_hash
+
+if TYPE_CHECKING:
+    from pivot.define.stage import StageSpec
+
+NAME = "verdict.msgpack"
+FORMAT = "pivot-verdict-memo-1"
+_ABSENT = (-1, -1, -1, -1, -1)
+_WALL_RULE_NS = 3_000_000_000  # without a racy marker: changed more than 3 s before it
+_MAX_BYTES = 512 * 1024 * 1024
+_MAX_ENTRIES = 5_000_000
+_HEX64 = frozenset("0123456789abcdef")
+# Module globals that say where a module came from, not what its code reads.
+_IMPORT_STATE = frozenset({"__builtins__", "__loader__", "__spec__", "__cached__"})
+
+
+class Unbounded(Exception):
+    """A runtime value too large to put into a digest: no memo."""
+
+
+def stat_key(path: str, follow: bool = True) -> tuple[int, int, int, int, int]:
+    """(size, mtime, ctime, inode, device) of `path`, or the absent key."""
+    try:
+        st = os.stat(path) if follow else os.lstat(path)
+    except (OSError, ValueError):
+        return _ABSENT
+    return (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_dev)
+
+
+def command_key(options: Iterable[Any], cwd: str, definition: str) -> str:
+    """The memo's key: its format, Pivot, Python, the interpreter, the command's options,
+    the working folder relative to the project root, Pivot's environment variables and
+    the definition digest."""
+    from pivot.fingerprint.canonical import canonical_json
+
+    try:
+        from importlib.metadata import version
+
+        pivot_version = version("pivot")
+    except Exception:  # not installed as a distribution
+        pivot_version = "?"
+    env = sorted((k, v) for k, v in os.environ.items() if k.startswith("PIVOT"))
+    body = [
+        FORMAT,
+        pivot_version,
+        sys.implementation.name,
+        list(sys.version_info),
+        sys.executable,
+        list(options),
+        cwd,
+        list(sys.path),
+        [list(pair) for pair in env],
+        definition,
+    ]
+    return text_hash(canonical_json(body))
+
+
+def definition_digest(stages: list[StageSpec], root: pathlib.Path) -> str:
+    """A digest of the stages as discovery made them (pipeline, name, deps and outs with
+    their loaders, params, the function by file, first line and qualname) and of every
+    runtime value their code fingerprints could read: the module globals of each project
+    module reached from them, each project function's defaults, keyword defaults and
+    closure cells, each project class's attributes, in the fingerprinter's canonical form
+    (a value with no stable form stands as its type's name). Raises `Unbounded` for a value
+    too large to write."""
+    from pivot.define.pipeline import Pipeline
+    from pivot.fingerprint.resolve import Fingerprinter
+
+    project = Fingerprinter(root)
+    met: list[Any] = []
+    ids: set[int] = set()
+
+    def seen(obj: Any) -> None:
+        if id(obj) not in ids:
+            ids.add(id(obj))
+            met.append(obj)
+
+    canon = Canon(
+        strict=False,
+        name=_identity,
+        seen=seen,
+        walkable=lambda kind: kind is not Pipeline and is_plain(kind),
+    )
+    texts: list[str] = []
+
+    def text(value: Any) -> None:
+        canon.nodes = 0
+        texts.append(canon.text(value))
+        if canon.nodes > 200_000:
+            raise Unbounded
+
+    for stage in stages:
+        text(
+            [
+                stage.id,
+                stage.func,
+                str(stage.source),
+                str(stage.workdir),
+                [tuple(a) for a in stage.deps],
+                [tuple(a) for a in stage.outs],
+                stage.params,
+                stage.single_out,
+                stage.outs_as_args,
+                stage.resources,
+            ]
+        )
+    dicts: set[int] = set()
+    while met:
+        obj = met.pop()
+        if isinstance(obj, types.FunctionType):
+            if project.rel(obj.__code__.co_filename) is None:
+                continue
+            cells = []
+            for cell in obj.__closure__ or ():
+                try:
+                    cells.append(cell.cell_contents)
+                except ValueError:  # an empty cell
+                    cells.append(None)
+            text([_identity(obj), obj.__defaults__, obj.__kwdefaults__, cells])
+            module_dict = obj.__globals__
+        elif isinstance(obj, types.ModuleType):
+            if not project.is_project_module(obj):
+                continue
+            module_dict = vars(obj)
+        elif isinstance(obj, type):
+            module = sys.modules.get(obj.__module__)
+            if module is not None and not project.is_project_module(module):
+                continue
+            if module is None and not obj.__flags__ & (1 << 9):
+                continue
+            attrs = {k: v for k, v in vars(obj).items() if k not in ("__dict__", "__weakref__")}
+            text([_identity(obj), _plain_dict(attrs)])
+            continue
+        else:
+            continue
+        if id(module_dict) not in dicts:
+            dicts.add(id(module_dict))
+            text(_plain_dict({k: v for k, v in module_dict.items() if k not in _IMPORT_STATE}))
+    return text_hash("\n".join(texts))
+
+
+def _plain_dict(values: dict[Any, Any]) -> dict[str, Any]:
+    return {str(k): v for k, v in values.items()}
+
+
+def _identity(obj: Any) -> str:
+    """A function by its file, first line and qualname; anything else by its dotted name."""
+    code = getattr(obj, "__code__", None)
+    if isinstance(code, types.CodeType):
+        return f"{code.co_filename}:{code.co_firstlineno}:{dotted_name(obj)}"
+    return dotted_name(obj)
+
+
+def folder_key(tmp_dir: pathlib.Path) -> list[int]:
+    """The tmp folder's device and inode: a memo copied from another project is ignored."""
+    key = stat_key(str(tmp_dir))
+    return [key[4], key[3]]
+
+
+class Memo:
+    """A decoded memo."""
+
+    __slots__ = ("dirs", "key", "keys", "lstat", "modules", "paths")
+
+    def __init__(
+        self,
+        key: str,
+        paths: list[str],
+        lstat: bytes,
+        keys: array.array,
+        dirs: list[tuple[str, str]],
+        modules: frozenset[str],
+    ) -> None:
+        self.key = key
+        self.paths = paths
+        self.lstat = lstat
+        self.keys = keys
+        self.dirs = dirs
+        self.modules = modules
+
+
+def load(tmp_dir: pathlib.Path) -> Memo | None:
+    """The project's memo, or None when it is absent or not exactly of this format and
+    project."""
+    try:
+        with open(os.path.join(tmp_dir, NAME), "rb") as handle:
+            data = handle.read(_MAX_BYTES + 1)
+    except OSError:
+        return None
+    return decode(data, folder_key(tmp_dir))
+
+
+def decode(data: bytes, folder: list[int]) -> Memo | None:
+    """The strict decoder: exact shape, bounded sizes; anything else is None."""
+    if len(data) > _MAX_BYTES:
+        return None
+    import msgpack
+
+    try:
+        row = msgpack.unpackb(data, raw=False, strict_map_key=True, use_list=True)
+    except Exception:
+        return None
+    if type(row) is not list or len(row) != 7:
+        return None
+    form, where, key, paths, lstat, flat, rest = row
+    if form != FORMAT or type(where) is not list or where != folder:
+        return None
+    if type(key) is not str or len(key) != 64 or not _HEX64.issuperset(key):
+        return None
+    if type(paths) is not list or type(lstat) is not bytes or type(flat) is not list:
+        return None
+    if not len(paths) == len(lstat) <= _MAX_ENTRIES or len(flat) != 5 * len(paths):
+        return None
+    if any(type(p) is not str or not p.startswith("/") or "\0" in p for p in paths):
+        return None
+    if lstat.strip(b"\0\1"):
+        return None
+    if any(type(n) is not int for n in flat):
+        return None
+    try:
+        keys = array.array("q", flat)
+    except OverflowError:
+        return None
+    if type(rest) is not list or len(rest) != 2:
+        return None
+    dirs, modules = rest
+    if type(dirs) is not list or type(modules) is not list or len(dirs) > _MAX_ENTRIES:
+        return None
+    pairs = []
+    for pair in dirs:
+        if type(pair) is not list or len(pair) != 2:
+            return None
+        rel, digest = pair
+        if type(rel) is not str or type(digest) is not str:
+            return None
+        if len(digest) != 64 or not _HEX64.issuperset(digest):
+            return None
+        from pivot.errors import PivotError
+        from pivot.project import safe_relpath
+
+        try:
+            safe_relpath(rel, "a folder in the verdict memo")
+        except PivotError:
+            return None
+        pairs.append((rel, digest))
+    if len(modules) > _MAX_ENTRIES or any(type(m) is not str for m in modules):
+        return None
+    return Memo(key, paths, lstat, keys, pairs, frozenset(modules))
+
+
+def module_files() -> set[str]:
+    """The files of the modules loaded now."""
+    files = set()
+    for module in list(sys.modules.values()):
+        file = getattr(module, "__file__", None)
+        if isinstance(file, str):
+            files.add(file)
+    return files
+
+
+def hit(memo: Memo | None, key: str, hash_folder: Any) -> bool:
+    """Whether `memo` is the verdict of this command now: its key is `key`, every module
+    loaded is one it recorded, every stat key is the same, and every folder hashes
+    (`hash_folder(rel)`: the hash or None) to what it recorded."""
+    if memo is None or memo.key != key:
+        return False
+    if not memo.modules.issuperset(module_files()):
+        return False
+    keys, lstat = memo.keys, memo.lstat
+    for i, path in enumerate(memo.paths):
+        try:
+            st = os.lstat(path) if lstat[i] else os.stat(path)
+        except (OSError, ValueError):
+            if keys[5 * i : 5 * i + 5].tolist() != list(_ABSENT):
+                return False
+            continue
+        j = 5 * i
+        if (
+            st.st_size != keys[j]
+            or st.st_mtime_ns != keys[j + 1]
+            or st.st_ctime_ns != keys[j + 2]
+            or st.st_ino != keys[j + 3]
+            or st.st_dev != keys[j + 4]
+        ):
+            return False
+    return all(hash_folder(rel) == digest for rel, digest in memo.dirs)
+
+
+class Marker:
+    """The command's racy marker for the memo, made before the run's first `stat` of
+    what the memo records (`pivot._racy`), with the wall clock as a fallback."""
+
+    __slots__ = ("made", "wall")
+
+    def __init__(self, tmp_dir: pathlib.Path) -> None:
+        self.wall = time.time_ns()
+        self.made = _racy.Marker(str(tmp_dir)).made()
+
+    def settled(self, st: os.stat_result) -> bool:
+        before = _racy.before(self.made, st)
+        if before is not None:
+            return before
+        return max(st.st_mtime_ns, st.st_ctime_ns) < self.wall - _WALL_RULE_NS
+
+
+class Recorder:
+    """The stat keys a memo is to hold, each judged settled as it is taken."""
+
+    __slots__ = ("dirs", "keys", "lstat", "marker", "paths", "settled", "stats")
+
+    def __init__(self, marker: Marker) -> None:
+        self.marker = marker
+        self.stats: dict[str, os.stat_result | None] = {}
+        self.paths: list[str] = []
+        self.keys: list[int] = []
+        self.lstat = bytearray()
+        self.dirs: dict[str, str] = {}
+        self.settled = True
+
+    def add(self, path: str, follow: bool = True) -> os.stat_result | None:
+        """Record `path`'s stat key; its stat (None: absent)."""
+        if path in self.stats:
+            return self.stats[path]
+        try:
+            st = os.stat(path) if follow else os.lstat(path)
+        except (OSError, ValueError):
+            st = None
+        self.stats[path] = st
+        self.paths.append(path)
+        self.lstat.append(not follow)
+        if st is None:
+            self.keys += _ABSENT
+            return None
+        self.keys += (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_dev)
+        if self.settled and not self.marker.settled(st):
+            self.settled = False
+        return st
+
+    def add_tree(self, top: str) -> None:
+        """Record `top`, and every folder and file below it (links not followed)."""
+        self.add(top, follow=False)
+        for folder, subdirs, files in os.walk(top):
+            for name in subdirs + files:
+                self.add(os.path.join(folder, name), follow=False)
+
+    def add_workspace_path(self, root: str, rel: str, folder_hash: str | None) -> bool:
+        """Record a dep or output: a file by its stat key, a folder by the hash its lock
+        records (`folder_hash`). False when it is absent, or a folder of no known hash."""
+        st = self.add(os.path.join(root, rel))
+        if st is None:
+            return False
+        if stat_mod.S_ISDIR(st.st_mode):
+            if folder_hash is None:
+                return False
+            self.dirs[rel] = folder_hash
+        return True
+
+    def encode(self, key: str, folder: list[int], modules: set[str]) -> bytes:
+        import msgpack
+
+        return msgpack.packb(
+            [
+                FORMAT,
+                folder,
+                key,
+                list(self.paths),
+                bytes(self.lstat),
+                self.keys,
+                [[[rel, h] for rel, h in sorted(self.dirs.items())], sorted(modules)],
+            ]
+        )
+
+
+def invalidate(tmp_dir: pathlib.Path) -> None:
+    """Remove the memo (before a run changes anything)."""
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(os.path.join(tmp_dir, NAME))
+
+
+def write(tmp_dir: pathlib.Path, data: bytes) -> None:
+    """Write the memo atomically (not synced: a memo lost to a crash is only a miss)."""
+    with contextlib.suppress(OSError, DiskFull):
+        write_bytes(pathlib.Path(tmp_dir, NAME), data, sync=False)
