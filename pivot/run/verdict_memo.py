@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Any
 from pivot import _racy
 from pivot._fs import write_bytes
 from pivot.errors import DiskFull
-from pivot.fingerprint.canonical import Canon, dotted_name, is_plain, text_hash
+from pivot.fingerprint.canonical import Canon, dotted_name, text_hash
 
 if TYPE_CHECKING:
     from pivot.define.stage import StageSpec
@@ -66,21 +66,16 @@ def stat_key(path: str, follow: bool = True) -> tuple[int, int, int, int, int]:
 
 
 def command_key(options: Iterable[Any], cwd: str, definition: str) -> str:
-    """The memo's key: its format, Pivot, Python, the interpreter, the command's options,
+    """The memo's key: its format, Pivot's place (its version is in the stat keys of its
+    module files, which `store` records), Python, the interpreter, the command's options,
     the working folder relative to the project root, Pivot's environment variables and
     the definition digest."""
     from pivot.fingerprint.canonical import canonical_json
 
-    try:
-        from importlib.metadata import version
-
-        pivot_version = version("pivot")
-    except Exception:  # not installed as a distribution
-        pivot_version = "?"
     env = sorted((k, v) for k, v in os.environ.items() if k.startswith("PIVOT"))
     body = [
         FORMAT,
-        pivot_version,
+        __file__,  # Pivot's version: its module files' stat keys are recorded too
         sys.implementation.name,
         list(sys.version_info),
         sys.executable,
@@ -113,12 +108,7 @@ def definition_digest(stages: list[StageSpec], root: pathlib.Path) -> str:
             ids.add(id(obj))
             met.append(obj)
 
-    canon = Canon(
-        strict=False,
-        name=_identity,
-        seen=seen,
-        walkable=lambda kind: kind is not Pipeline and is_plain(kind),
-    )
+    canon = Canon(strict=False, name=_identity, seen=seen)
     texts: list[str] = []
 
     def text(value: Any) -> None:
@@ -128,33 +118,39 @@ def definition_digest(stages: list[StageSpec], root: pathlib.Path) -> str:
             raise Unbounded
 
     for stage in stages:
-        text(
-            [
-                stage.id,
-                stage.func,
-                str(stage.source),
-                str(stage.workdir),
-                [tuple(a) for a in stage.deps],
-                [tuple(a) for a in stage.outs],
-                stage.params,
-                stage.single_out,
-                stage.outs_as_args,
-                stage.resources,
-            ]
+        seen(stage.func)
+        texts.append(_identity(stage.func))
+        texts.append(
+            repr(
+                (
+                    stage.id,
+                    str(stage.source),
+                    str(stage.workdir),
+                    stage.single_out,
+                    stage.outs_as_args,
+                    [_artifact(a, text) for a in stage.deps],
+                    [_artifact(a, text) for a in stage.outs],
+                )
+            )
         )
+        if stage.params is None and not stage.resources:
+            texts.append("-")
+        else:
+            text([stage.params, stage.resources])
     dicts: set[int] = set()
     while met:
         obj = met.pop()
         if isinstance(obj, types.FunctionType):
             if project.rel(obj.__code__.co_filename) is None:
                 continue
-            cells = []
-            for cell in obj.__closure__ or ():
-                try:
-                    cells.append(cell.cell_contents)
-                except ValueError:  # an empty cell
-                    cells.append(None)
-            text([_identity(obj), obj.__defaults__, obj.__kwdefaults__, cells])
+            if obj.__closure__ or obj.__defaults__ or obj.__kwdefaults__:
+                cells = []
+                for cell in obj.__closure__ or ():
+                    try:
+                        cells.append(cell.cell_contents)
+                    except ValueError:  # an empty cell
+                        cells.append(None)
+                text([_identity(obj), obj.__defaults__, obj.__kwdefaults__, cells])
             module_dict = obj.__globals__
         elif isinstance(obj, types.ModuleType):
             if not project.is_project_module(obj):
@@ -173,8 +169,60 @@ def definition_digest(stages: list[StageSpec], root: pathlib.Path) -> str:
             continue
         if id(module_dict) not in dicts:
             dicts.add(id(module_dict))
-            text(_plain_dict({k: v for k, v in module_dict.items() if k not in _IMPORT_STATE}))
+            # A pipeline's own state is its stages, digested above.
+            text(
+                {
+                    str(k): "pipeline" if isinstance(v, Pipeline) else v
+                    for k, v in module_dict.items()
+                    if k not in _IMPORT_STATE
+                }
+            )
     return text_hash("\n".join(texts))
+
+
+def _artifact(artifact: Any, text: Any) -> tuple[Any, ...]:
+    """A dep or output as a tuple of plain values (its loader and mark by canonical text,
+    memoised for the common loaders: `plan.loader_text`)."""
+    key, declared, path, loader, group, mark = artifact
+    fields: list[Any] = [key, declared, path, group, _loader(loader, text)]
+    if mark is not None:
+        fields.append(dotted_name(type(mark)))
+        for name in _field_names(type(mark)):
+            value = getattr(mark, name, None)
+            if value is loader:
+                fields.append("loader")
+            elif type(value) in _PLAIN or (
+                type(value) is tuple and all(type(v) is str for v in value)
+            ):
+                fields.append(value)
+            else:
+                fields.append(_loader(value, text))
+    return tuple(fields)
+
+
+_PLAIN = frozenset((str, int, bool, type(None)))
+_FIELDS: dict[type, tuple[str, ...]] = {}
+
+
+def _field_names(kind: type) -> tuple[str, ...]:
+    names = _FIELDS.get(kind)
+    if names is None:
+        import dataclasses
+
+        fields = dataclasses.fields(kind) if dataclasses.is_dataclass(kind) else ()
+        names = _FIELDS[kind] = tuple(f.name for f in fields) or ("__dict__",)
+    return names
+
+
+def _loader(value: Any, text: Any) -> str:
+    """The canonical text of a loader (or any other value of a mark)."""
+    from pivot.run.plan import loader_text
+
+    try:
+        return loader_text(value)
+    except TypeError:  # no strict form: the lenient one, with its untracked parts
+        text(value)
+        return "lenient"
 
 
 def _plain_dict(values: dict[Any, Any]) -> dict[str, Any]:
