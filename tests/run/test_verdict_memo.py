@@ -321,7 +321,11 @@ def test_fuzzed_memos_decode_to_none_or_a_memo_and_never_raise(junk, cut):
 @settings(max_examples=200, deadline=None)
 @given(
     st.recursive(
-        st.none() | st.booleans() | st.integers(-(2**63), 2**64 - 1) | st.text(max_size=5) | st.binary(max_size=5),
+        st.none()
+        | st.booleans()
+        | st.integers(-(2**63), 2**64 - 1)
+        | st.text(max_size=5)
+        | st.binary(max_size=5),
         lambda inner: st.lists(inner, max_size=8),
         max_leaves=30,
     )
