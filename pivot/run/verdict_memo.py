@@ -177,7 +177,7 @@ def definition_digest(stages: list[StageSpec], root: pathlib.Path) -> str:
                     if k not in _IMPORT_STATE
                 }
             )
-    return text_hash("\n".join(texts))
+    return text_hash("".join(f"{len(t)}:{t}" for t in texts))  # length-prefixed: unambiguous
 
 
 def _artifact(artifact: Any, text: Any) -> tuple[Any, ...]:
