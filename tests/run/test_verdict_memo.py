@@ -350,3 +350,19 @@ def test_no_memo_while_a_recorded_file_is_not_settled(project, pivot):
     pivot("run")
     assert _memo_key(project) is not None
     assert _ran(project) == []
+
+
+def test_untrack_and_gc_are_seen_or_change_nothing(project, pivot):
+    write_files(project, {**FILES, "raw.txt": "raw"})
+    pivot("track", "raw.txt")
+    _project(project, pivot)
+    pivot("untrack", "raw.txt")
+    before = _memo_key(project)
+    assert "Every stage is up to date" in pivot("run").stdout
+    assert _memo_key(project) != before  # a tracked-data record removed: not replayed
+    pivot("run")
+    pivot("gc", "-w")  # changes no workspace file, lock file or record
+    assert "Every stage is up to date" in pivot("run").stdout
+    (project / "made.txt").unlink()
+    assert "restored" in pivot("run").stdout
+    assert _ran(project) == []
