@@ -251,6 +251,7 @@ def _store_verdict(
             lock = lockfile.read_lock(project.stages_dir, sid)
             if lock is None:
                 return
+            recorder.add(str(lockfile.lock_path(project.stages_dir, sid)))
             for dep in stage.deps:
                 if not recorder.add_workspace_path(root, dep.path, lock.deps.get(dep.path)):
                     return
