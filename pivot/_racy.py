@@ -23,11 +23,15 @@ from __future__ import annotations
 import os
 import re
 import stat
+import time
 
 MARKER = "racy.marker"  # in the project's tmp folder
 # Not O_TRUNC: a marker hard-linked to a file elsewhere is refused before anything changes.
 _FLAGS = os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 _SECOND = 1_000_000_000
+# How long `made_after_writes` waits for the file system's clock to move on (a tick of a
+# coarse clock is 1-10 ms); past it, the first marker is kept (files of its tick unsettled).
+TICK_WAIT_S = 0.05
 
 
 class Marker:
@@ -45,6 +49,29 @@ class Marker:
         if self._made is None:
             self._made = _make(self.folder)
         return self._made if self._made[0] >= 0 else None
+
+
+def made_after_writes(folder: str) -> tuple[int, int] | None:
+    """A marker made in `folder` that every file changed before the call is before: after
+    a first marker M0, it is made again until its time is later than M0 (at most a tick of
+    the file system's clock; `TICK_WAIT_S` at most, then M0 itself). A file written just
+    before the call has a time no later than M0 (the same clock), so it is settled by a
+    stat taken after this returns, while a file written in the same tick as a marker of
+    M0 alone would not be. Made anew on each call (not the command's `Marker`: that one
+    was made before these files were written). None when the marker cannot be made."""
+    first = _make(folder)
+    if first[0] < 0:
+        return None
+    deadline = time.monotonic() + TICK_WAIT_S
+    while True:
+        made = _make(folder)
+        if made[0] != first[0]:
+            return None
+        if made[1] > first[1]:
+            return made
+        if time.monotonic() > deadline:
+            return first
+        time.sleep(0.0002)
 
 
 def before(made: tuple[int, int] | None, st: os.stat_result) -> bool | None:

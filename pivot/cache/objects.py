@@ -16,11 +16,13 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from pivot._gcpause import collector_off
+from pivot.cache import snapshot
 from pivot.cache.batch import CacheBatch, read_small
 from pivot.cache.checkout import Leftovers
 from pivot.cache.hashing import (
     DIR,
     FILE,
+    PathHash,
     TreeEntry,
     decode_tree,
     encode_tree_rows,
@@ -41,6 +43,7 @@ if TYPE_CHECKING:
     from pivot.cache.encoding import PackedBlob
     from pivot.cache.folder_packs import Stored
     from pivot.cache.local_packs import PackReader
+    from pivot.cache.snapshot import Snapshot
 
 # A directory output of at least this many files keeps its small ones in local packs
 # (`folder_packs.store_files`, as `track` stores a folder): creating a file per blob is what
@@ -216,6 +219,8 @@ class LocalCache:
         root: pathlib.Path,
         packed: bool = False,
         rel: str | None = None,
+        snapshots: dict[str, Snapshot] | None = None,
+        made: tuple[int, int] | None = None,
     ) -> tuple[StoredOutput, list[Row]]:
         """Store a file or directory output of the project at `root`; returns it and the
         stat-cache rows of its files (the stat each had when it was read; a file that
@@ -224,7 +229,10 @@ class LocalCache:
         would be pushed): a dangling one, or one pointing outside, is an error. With
         `packed`, or for a directory of PACKED_TREE files or more, its small files go into
         local packs (`folder_packs.py`). `rel` is the output's path in the project when
-        `path` does not name it (a pinned descriptor's `/proc/self/fd/N`)."""
+        `path` does not name it (a pinned descriptor's `/proc/self/fd/N`). With
+        `snapshots`, a directory's snapshot (`snapshot.of_stored`, judged by the racy
+        marker `made`, made before this call) is put there under `rel` when it may be
+        kept."""
         if rel is None:
             rel = path.relative_to(root).as_posix()
         if not path.is_dir():
@@ -233,10 +241,17 @@ class LocalCache:
             return StoredOutput(digest, size, FILE), [stat_row(rel, st, digest)]
         top = str(path)
         with TreeFiles(top, rel) as tree, collector_off():
-            return self._add_tree(path, root, packed, rel, tree)
+            return self._add_tree(path, root, packed, rel, tree, snapshots, made)
 
     def _add_tree(
-        self, path: pathlib.Path, root: pathlib.Path, packed: bool, rel: str, tree: TreeFiles
+        self,
+        path: pathlib.Path,
+        root: pathlib.Path,
+        packed: bool,
+        rel: str,
+        tree: TreeFiles,
+        snapshots: dict[str, Snapshot] | None,
+        made: tuple[int, int] | None,
     ) -> tuple[StoredOutput, list[Row]]:
         """`add_output` of the folder `path`, its files listed and opened by `tree`."""
         top = tree.top
@@ -266,6 +281,13 @@ class LocalCache:
             # Staged last, so it is renamed into place after every entry it names.
             digest = batch.put_bytes(encode_tree_rows(manifest))
         total = sum(s[1] for s in stored)
+        if snapshots is not None:
+            stats = [s[3] for s in stored]
+            found = snapshot.of_stored(
+                made, top, inner, stats, bool(links), PathHash(digest, total, DIR)
+            )
+            if found is not None:
+                snapshots[rel] = found
         rows = [
             (f"{rel}/{name}", st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns, s[0])
             for name, s in zip(inner, stored, strict=True)

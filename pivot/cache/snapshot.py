@@ -50,6 +50,7 @@ CHECKSUM = 32  # BLAKE3 of header + paths + stats, after MAGIC
 FIELDS = 5  # stats per file: size, mtime_ns, ctime_ns, inode, mode
 _STAT_FIELDS = ("st_size", "st_mtime_ns", "st_ctime_ns", "st_ino", "st_mode")
 _FIELDS = attrgetter(*_STAT_FIELDS)
+_DEVICE = attrgetter("st_dev")
 ITEM = array("q").itemsize
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
 # A folder with at least this many entries per process is stat-ed in parts, one by this
@@ -363,6 +364,45 @@ def _before(made: tuple[int, int] | None, top: str, current: Listing, linked: li
         return os.stat(top).st_dev == made[0] and current.newest_ctime < made[1]
     except OSError:
         return False
+
+
+def of_stored(
+    made: tuple[int, int] | None,
+    top: str,
+    inner: list[str],
+    stats: list[os.stat_result | None],
+    linked: bool,
+    found: PathHash,
+) -> Snapshot | None:
+    """The snapshot of the folder `top` as it was just stored: its files `inner` (in the
+    order `scan` lists them) under the stats `stats` they were read with (taken after the
+    racy marker `made`), and `found`, its manifest hash and total size; None unless every
+    file is a regular file on the marker's device that changed before the marker, none is
+    a link (`linked`) and no file system is mounted within the folder. A file changed at
+    the marker's time or later (the same tick), or read while it changed (no stat), leaves
+    no snapshot: the next command checks the folder in full and writes it."""
+    if made is None or linked or None in stats:
+        return None
+    device, marker = made
+    try:
+        rows = array("q", chain.from_iterable(map(_FIELDS, stats)))  # type: ignore[arg-type]
+    except OverflowError:
+        return None
+    if (
+        max(rows[1::FIELDS], default=0) >= marker
+        or max(rows[2::FIELDS], default=0) >= marker
+        or not all(map(S_ISREG, rows[FIELDS - 1 :: FIELDS]))
+        or set(map(_DEVICE, stats)) != {device}
+        or _racy.mounted_within(top)
+    ):
+        return None
+    try:
+        if os.stat(top).st_dev != device:
+            return None
+    except OSError:
+        return None
+    paths = "\0".join(inner).encode("utf-8", "surrogateescape")
+    return Snapshot(found.hash, found.size, paths, rows.tobytes())
 
 
 class SnapshotHasher(Hasher):

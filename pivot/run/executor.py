@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 if TYPE_CHECKING:
     import concurrent.futures as cf
 
+    from pivot.cache.snapshot import Snapshot
     from pivot.cache.state import Row
     from pivot.errors import PivotError
     from pivot.run.plan import Decision
@@ -41,6 +42,9 @@ class Outcome:
     # Blobs of the outputs left staged, not yet in the cache: (hash, temp file) pairs the
     # scheduler commits with the run record and lock file (its group commit).
     staged: list[tuple[str, str]] = field(default_factory=list)
+    # The snapshots of its directory outputs (`snapshot.of_stored`), by project path, for
+    # the scheduler to store when the stage ran in this project (not on a cluster).
+    snapshots: dict[str, Snapshot] = field(default_factory=dict)
     # Output hash -> where its blobs lie on the remote (hash -> PackedBlob), when a
     # cluster worker pushed them.
     locations: dict[str, dict[str, Any]] = field(default_factory=dict)

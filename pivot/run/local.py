@@ -11,6 +11,7 @@ import traceback
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from pivot import _racy
 from pivot.cache.batch import SYNCFS_MIN
 from pivot.cache.checkout import remove_leftovers
 from pivot.cache.hashing import FILE
@@ -29,6 +30,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
     from pivot.cache.batch import CacheBatch
+    from pivot.cache.snapshot import Snapshot
     from pivot.cache.state import Row
     from pivot.define.stage import Artifact, StageSpec
     from pivot.run.plan import Decision
@@ -823,10 +825,16 @@ def execute_here(
             result = _call(stage, root)
             os.chdir(stage.workdir)  # the stage may have changed directory
             _save_outputs(stage, result, root)
+        # Made once the outputs are written, before they are read: what their reading
+        # stats judges a directory output's snapshot (`snapshot.of_stored`).
+        made = None
+        if any(os.path.isdir(root / out.path) for out in stage.outs):
+            made = _racy.made_after_writes(tmp_dir)
+        snapshots: dict[str, Snapshot] = {}
         batch = cache.batch()
         try:
             try:
-                outs, stats = _store_outputs(stage, root, cache, batch)
+                outs, stats = _store_outputs(stage, root, cache, batch, snapshots, made)
             except DiskFull:
                 raise
             except PivotError as exc:
@@ -855,7 +863,14 @@ def execute_here(
         )
     seconds = time.perf_counter() - start
     return Outcome(
-        stage_id, True, outs, stats, seconds=seconds, undeclared=undeclared, staged=staged
+        stage_id,
+        True,
+        outs,
+        stats,
+        seconds=seconds,
+        undeclared=undeclared,
+        staged=staged,
+        snapshots=snapshots,
     )
 
 
@@ -963,16 +978,22 @@ def _save_outputs(stage: StageSpec, result: Any, root: pathlib.Path) -> None:
 
 
 def _store_outputs(
-    stage: StageSpec, root: pathlib.Path, cache: LocalCache, batch: CacheBatch
+    stage: StageSpec,
+    root: pathlib.Path,
+    cache: LocalCache,
+    batch: CacheBatch,
+    snapshots: dict[str, Snapshot],
+    made: tuple[int, int] | None,
 ) -> tuple[dict[str, dict[str, Any]], list[Row]]:
-    """Store each output: a file staged in `batch`, a directory committed at once.
+    """Store each output: a file staged in `batch`, a directory committed at once (its
+    snapshot put in `snapshots` when the racy marker `made` settles every file).
     Returns them and the stat-cache rows of their files (`Outcome.stats`)."""
     outs: dict[str, dict[str, Any]] = {}
     rows: list[Row] = []
     for out in stage.outs:
         path = root / out.path
         if path.is_dir():
-            stored, found = cache.add_output(path, root)
+            stored, found = cache.add_output(path, root, snapshots=snapshots, made=made)
             rows += found
         else:
             st = os.stat(path)

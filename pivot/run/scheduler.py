@@ -12,7 +12,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from pivot._gcpause import collector_paused
-from pivot.cache import prestat, tracked
+from pivot.cache import prestat, snapshot, tracked
 from pivot.cache.checkout import LinkMode
 from pivot.cache.edits import refuse_unsaved_edits
 from pivot.errors import (
@@ -751,6 +751,9 @@ class Runner:
             self._finish(failed, done)
             return outcome
         self.ws.state.record_rows(outcome.stats)
+        if not self.on_cluster:  # a cluster worker's snapshots are of its own folders
+            for rel, found in outcome.snapshots.items():
+                snapshot.save(self.ws.state, rel, found)
         planner.settle(sid, outcome.outs)
         if self.on_cluster:
             decision.outs = outcome.outs
