@@ -4,7 +4,9 @@ with the hash. A later listing whose stats are the same, byte for byte, reuses t
 `stat` per file and one comparison of two byte strings, instead of a stat-cache lookup, a
 manifest entry, the manifest's encoding and its hash. Any difference, and any snapshot that
 is absent, damaged or not this format, means the full check through the stat cache, after
-which the snapshot is written anew (one sqlite transaction, so never half-written).
+which the snapshot is written anew (one sqlite transaction, so never half-written). A run
+also leaves the snapshot of each directory output it stores (`of_stored`, from the stats the
+storing read the files under), so the first no-op after it is settled by the snapshot.
 
 Why each field: a same-size rewrite that keeps the mtime (`cp -p`, `tar -x`, `touch -r`)
 still changes the ctime, which no program can set; a file replaced by another changes the

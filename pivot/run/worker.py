@@ -404,6 +404,7 @@ def _run_in_scratch(task: Task, home, base: pathlib.Path, cancelled: Callable[[]
         _discard(root)
     if getattr(_SERVERS, "server", None) is server:  # still this thread's: ready its next task
         server.lay_out_ahead(home, task.bundle)
+    outcome.snapshots = {}  # of the scratch folders: of no use to the coordinator
     # Paths as the user knows them: the stage's files are in the coordinator's project.
     outcome.error = outcome.error.replace(str(root), task.project_root)
     outcome.output = outcome.output.replace(str(root), task.project_root)
