@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from pivot.cache.gc import GcSummary
     from pivot.remote.gc import RemoteGcSummary
     from pivot.remote.transfer import TransferSummary
+    from pivot.run.edited import EditedOutputs
     from pivot.run.plan import Decision
     from pivot.run.scheduler import RunReport, StageReport
     from pivot.services.elsewhere import Elsewhere
@@ -52,22 +53,20 @@ def stage_line(report: StageReport) -> None:
     sys.stdout.flush()
 
 
-def plan(decisions: dict[str, Decision]) -> None:
+def plan(decisions: dict[str, Decision], edits: EditedOutputs) -> None:
     """`run --dry-run`: what each stage would do, and why."""
-    from pivot.run.plan import PENDING, RESTORE, RUN
-
-    verbs = {RUN: "would run", PENDING: "would run", RESTORE: "would restore"}
-    for decision in decisions.values():
-        label = verbs.get(decision.action, "up to date")
-        reasons = list(decision.reasons)
-        if decision.action == RESTORE and not decision.materialize:
-            label, reasons = "up to date", [decision.kept]
+    verbs = {"run": "would run", "pending": "would run", "restore": "would restore"}
+    verbs["waits"] = "waits"
+    for row in plan_rows(decisions, edits):
+        label = verbs.get(row["action"], "up to date")
+        reasons = [row["kept"]] if row.get("kept") else row["reasons"]
         why = f"  ({'; '.join(reasons)})" if reasons else ""
-        click.echo(f"  {label:<14} {decision.stage.id}{why}")
+        click.echo(f"  {label:<14} {row['stage']}{why}")
 
 
-def plan_rows(decisions: dict[str, Decision]) -> list[dict[str, Any]]:
+def plan_rows(decisions: dict[str, Decision], edits: EditedOutputs) -> list[dict[str, Any]]:
     """`run --dry-run --json`: each stage's decision, as `status --json` rows."""
+    from pivot.run.edited import annotate
     from pivot.run.plan import RESTORE, SKIP
 
     rows = []
@@ -80,6 +79,7 @@ def plan_rows(decisions: dict[str, Decision]) -> list[dict[str, Any]]:
         }
         if kept:
             row["kept"] = d.kept
+        annotate(row, d, edits)
         rows.append(row)
     return rows
 
@@ -145,6 +145,7 @@ def status_table(rows: list[dict[str, Any]], quiet: bool = False) -> None:
         "run": "will run",
         "pending": "will run",
         "not-local": "not local",
+        "waits": "waits",
     }
     colors = {
         "skip": None,
@@ -152,6 +153,7 @@ def status_table(rows: list[dict[str, Any]], quiet: bool = False) -> None:
         "run": "yellow",
         "pending": "yellow",
         "not-local": "magenta",
+        "waits": "cyan",
     }
     for row in [] if quiet else rows:
         label = click.style(f"{labels[row['action']]:<11}", fg=colors[row["action"]])

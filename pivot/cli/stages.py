@@ -176,9 +176,10 @@ def run(
     )
     if result.decisions is not None:
         if as_json:
-            render.as_json({"plan": render.plan_rows(result.decisions), "total": result.total})
+            rows = render.plan_rows(result.decisions, result.edits)
+            render.as_json({"plan": rows, "total": result.total})
         else:
-            render.plan(result.decisions)
+            render.plan(result.decisions, result.edits)
         return
     report = result.report
     seconds = elapsed()

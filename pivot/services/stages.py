@@ -21,6 +21,7 @@ from pivot.discover.scope import Scope, resolve_scope
 from pivot.errors import CacheCorrupt, DamagedBlob, DefinitionError, PivotError
 from pivot.project import TRACKED_DIR
 from pivot.run import lock_memo, lock_prefetch, lockfile, verdict_memo
+from pivot.run.edited import EditedOutputs, annotate, edited_outputs
 from pivot.run.plan import PENDING, RESTORE, RUN, SKIP
 from pivot.run.remote_view import RemoteAccess
 from pivot.run.scheduler import (
@@ -51,10 +52,10 @@ if TYPE_CHECKING:
 
 
 class RunResult:
-    """A run (or with `dry_run`, its plan: `decisions`, and no `report`), the number of
+    """A run (or with `dry_run`, its plan: `decisions` and `edits`, and no `report`), the number of
     stages in scope, and what `push_outputs` needs afterwards."""
 
-    __slots__ = ("decisions", "project", "remote", "report", "scope", "total")
+    __slots__ = ("decisions", "edits", "project", "remote", "report", "scope", "total")
 
     def __init__(self, project: Project, scope: Scope, remote: RemoteAccess, total: int) -> None:
         self.project = project
@@ -63,6 +64,7 @@ class RunResult:
         self.total = total
         self.report: RunReport | None = None
         self.decisions: dict[str, Decision] | None = None
+        self.edits = EditedOutputs({}, {})  # with `dry_run`: edited outputs, who reads them
 
 
 def run(
@@ -113,6 +115,9 @@ def run(
                 lock_memo.load(project.stages_dir, project.tmp_dir)
         if dry_run:
             _, result.decisions = Runner(ws, scope.graph, options).plan(forced, fork=False)
+            result.edits = edited_outputs(ws, scope.graph, result.decisions)
+            if force:  # the run would discard them
+                result.edits.unsaved.clear()
             return result
         with ws.project.exclusive("run"):
             verdict_memo.invalidate(project.tmp_dir)  # before anything changes
@@ -360,6 +365,7 @@ def status(
             remote = offline if offline.is_configured() else None
         _, decisions = plan_graph(ws, scope.graph, set(), remote)
         choose_materialized(ws, scope.graph, decisions, RunOptions(targets=set(scope.targets)))
+        edits = edited_outputs(ws, scope.graph, decisions)
         root = ws.project.root
         rows = []
         for d in decisions.values():
@@ -372,6 +378,7 @@ def status(
             }
             if kept:
                 row["kept"] = d.kept
+            annotate(row, d, edits)
             if d.absent_deps and not kept and d.action in (RUN, PENDING):
                 row["missing"] = list(d.absent_deps)
             if d.not_local and (kept or d.action in (SKIP, RESTORE)):
