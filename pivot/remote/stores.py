@@ -495,6 +495,15 @@ class Remote:
         with self._errors(f"read {key} from"):
             return self.store.get(key)
 
+    def get_head(self, key: str, size: int) -> bytes | None:
+        """At most the first `size` bytes of object `key` (one ranged read), or None when
+        it does not exist (nor its folder or bucket)."""
+        with self._errors(f"read {key} from"):
+            try:
+                return self.store.get(key, 0, size)
+            except FileNotFoundError:
+                return None
+
     def get_range(self, key: str, start: int, end: int) -> bytes:
         """Bytes [start, end) of object `key`."""
         with self._errors(f"read {key} from"):

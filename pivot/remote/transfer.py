@@ -37,7 +37,7 @@ from pivot.cache.runs import decode_record, encode_record
 from pivot.cache.state import StateDB
 from pivot.cache.workspace import StreamedOutput, Workspace, workspace_of
 from pivot.errors import DamagedBlob, PivotError, RemoteCorrupt, RemoteIncomplete, writing
-from pivot.remote import packs
+from pivot.remote import identity, packs
 from pivot.remote.held import HeldMemo
 from pivot.remote.index_cache import RemoteContents, RemoteIndexCache
 from pivot.remote.stores import Remote
@@ -304,20 +304,26 @@ def push_outputs(
     trees: dict[str, list[TreeEntry]] = {}
     try:
         # Indexes are immutable: when the cached ones already list everything, the remote
-        # holds it, and a no-op push needs no request at all. The memo says so without
-        # decoding the indexes and manifests, else they are checked (and the memo fed).
-        # What a caller says the remote holds (`contents`) is checked as given and not
-        # remembered: the memo vouches only through the cached indexes.
+        # holds it, as long as it is still the remote they were listed from (its identity
+        # object, one small read: `identity`), and a no-op push needs no other request.
+        # The memo says so without decoding the indexes and manifests, else they are
+        # checked (and the memo fed). What a caller says the remote holds (`contents`) is
+        # checked as given and not remembered: the memo vouches only through the cached
+        # indexes.
         memo = None if contents is not None else HeldMemo(ctx.state, ctx.index.tag)
+        seen: str | None = None
         if memo is None:
             held = _held_by(ctx.cache, contents, outputs, run_keys, trees)
         else:
-            held = memo.held(outputs, run_keys, set(ctx.index.cached_ids()))
-            if held is None:
-                cached = ctx.index.load()
-                held = _held_by(ctx.cache, cached, outputs, run_keys, trees)
-                if held is not None:
-                    memo.record(cached, outputs, run_keys, trees)
+            seen = identity.read(remote)
+            held = None
+            if seen is not None and seen == identity.recorded(ctx.state, ctx.index.tag):
+                held = memo.held(outputs, run_keys, set(ctx.index.cached_ids()))
+                if held is None:
+                    cached = ctx.index.load()
+                    held = _held_by(ctx.cache, cached, outputs, run_keys, trees)
+                    if held is not None:
+                        memo.record(cached, outputs, run_keys, trees)
         if held is not None:
             summary.up_to_date = held
             summary.seconds = time.perf_counter() - started
@@ -368,6 +374,9 @@ def push_outputs(
             summary.runs = _Pusher(ctx, summary, contents).run(send, local, records)
         if memo is not None:
             memo.record(contents, outputs, run_keys, trees)
+            # The listing above was made under the id read before it; a remote without
+            # one gets it now (after what it holds was listed and sent).
+            identity.record(ctx.state, ctx.index.tag, seen or identity.create(remote))
     finally:
         ctx.close()
     summary.seconds = time.perf_counter() - started

@@ -16,7 +16,7 @@ from pivot.cache.objects import LocalCache
 from pivot.cache.runs import RunRecords, encode_record
 from pivot.cache.state import StateDB
 from pivot.errors import PivotError
-from pivot.remote import packs, transfer
+from pivot.remote import identity, packs, transfer
 from pivot.remote.index_cache import RemoteIndexCache
 from pivot.remote.stores import INDEX, PACKS, Remote, open_remote
 from pivot.run.lockfile import load_locks
@@ -93,18 +93,78 @@ def test_run_records_travel(tmp_path, remote):
     assert all(not cache.missing(o["hash"], o["kind"]) for o in lock.outs.values())
 
 
-def test_noop_push_makes_no_request(tmp_path, remote, monkeypatch):
+def test_noop_push_makes_one_small_request(tmp_path, remote, monkeypatch):
+    """Only the remote's identity object is read (one ranged get of a few dozen bytes)."""
     src = make_project(tmp_path / "src", FILES)
     push_all(src, remote)
     indexes = remote.list_indexes()
     calls = count_requests(remote, monkeypatch)
     again = push_all(src, remote)
     assert (again.blobs, again.indexes, again.bytes_sent, again.up_to_date) == (0, 0, 0, 5)
-    assert calls == []
+    assert calls == ["get"]
     # A second machine with an empty index cache learns the same from one listing.
+    calls.clear()
     other = make_project(tmp_path / "other", FILES)
     assert push_all(other, remote).blobs == 0
-    assert calls == ["names", "get"] and remote.list_indexes() == indexes
+    assert calls == ["get", "names", "get"] and remote.list_indexes() == indexes
+
+
+def _empty(remote: Remote) -> None:
+    """Delete every object Pivot stored, as a user emptying the bucket or folder would."""
+    for pack in remote.store.names(PACKS):
+        remote.delete(Remote.pack_key(pack))
+    for ident in remote.store.names(INDEX):
+        remote.delete(Remote.index_key(ident))
+    remote.delete(identity.KEY)
+    assert remote.store.names(PACKS) == remote.store.names(INDEX) == []
+
+
+def test_a_push_after_the_remote_was_emptied_sends_everything(tmp_path, remote):
+    """The cached indexes and the memo still say the remote holds it all; the identity
+    object they were listed under is gone, so the push lists the remote and sends again."""
+    src = make_project(tmp_path / "src", FILES)
+    first = push_all(src, remote)
+    assert push_all(src, remote).blobs == 0
+    _empty(remote)
+    again = push_all(src, remote)
+    assert (again.blobs, again.up_to_date, again.missing) == (first.blobs, 0, [])
+    assert push_all(src, remote).blobs == 0  # and the no-op is cheap again
+    dst = clone(src, tmp_path / "dst")
+    assert transfer.pull_locks(dst, remote, load_locks(dst)).incomplete == []
+    assert files_of(dst.root) == files_of(src.root)
+
+
+def test_a_push_to_a_replaced_remote_sends_everything(tmp_path, remote):
+    """Emptied, then pushed to by another project: a new identity, which this machine did
+    not list under."""
+    src = make_project(tmp_path / "src", FILES)
+    first = push_all(src, remote)
+    _empty(remote)
+    other = make_project(tmp_path / "other", small_files(3, "other"))
+    push_all(other, remote)
+    again = push_all(src, remote)
+    assert (again.blobs, again.missing) == (first.blobs, [])
+    dst = clone(src, tmp_path / "dst")
+    assert transfer.pull_locks(dst, remote, load_locks(dst)).incomplete == []
+
+
+@pytest.mark.parametrize(
+    "bad", [b"", b"pivot remote id 1\n" + b"A" * 32 + b"\n", b"x" * 51, b"x" * 5000]
+)
+def test_a_damaged_identity_is_no_identity(tmp_path, remote, bad):
+    """An identity object that does not decode voids the memo (full check), and the push
+    writes a fresh one."""
+    src = make_project(tmp_path / "src", FILES)
+    push_all(src, remote)
+    recorded = identity.read(remote)
+    assert recorded is not None
+    remote.put_bytes(identity.KEY, bad)
+    assert identity.read(remote) is None
+    _empty(remote)
+    remote.put_bytes(identity.KEY, bad)
+    assert push_all(src, remote).blobs > 0
+    fresh = identity.read(remote)
+    assert fresh is not None and fresh != recorded
 
 
 @pytest.mark.every_backend
@@ -254,10 +314,12 @@ def test_pulled_clone_pushes_run_records_from_its_locks(tmp_path, remote, monkey
     summary = transfer.push_locks(dst, mirror, load_locks(dst))
     assert summary.runs == 1 and summary.missing_runs == []
     assert runs_on_remote(dst, mirror, [lock.run_key]) == {lock.run_key}
-    # Everything is listed in the cached indexes now: the next push asks the remote nothing.
+    # Everything is listed in the cached indexes now: the next push asks the remote only
+    # for its identity.
     calls = count_requests(mirror, monkeypatch)
     again = transfer.push_locks(dst, mirror, load_locks(dst))
-    assert again.blobs == 0 and again.runs == 0 and again.up_to_date == 5 and calls == []
+    assert again.blobs == 0 and again.runs == 0 and again.up_to_date == 5
+    assert calls == ["get"]
 
 
 def test_run_record_not_pushed_without_its_blobs(tmp_path, remote):
