@@ -107,21 +107,57 @@ def write_temp(path: pathlib.Path, data: bytes, made: set[pathlib.Path] | None =
     return tmp
 
 
-def umask() -> int:
-    """The process umask, read once without changing it (other threads may create files);
-    0o077 when it cannot be read."""
-    if not _UMASK:
-        found = 0o077
-        try:
-            with open("/proc/self/status", "rb") as handle:
-                for line in handle:
-                    if line.startswith(b"Umask:"):
-                        found = int(line.split()[1], 8)
-                        break
-        except (OSError, ValueError, IndexError):
-            pass
-        _UMASK.append(found)
+def umask(fresh: bool = False) -> int:
+    """The process umask, read without ever changing it; cached, and read again with
+    `fresh` (a program may have changed it since: checkout asks once per tree).
+
+    `os.umask` can only be read by setting it and setting it back; the mask is
+    process-wide, so a file another thread creates between the two calls would get the
+    temporary mask (too open, or unusable). So it is never read that way: Linux tells it
+    in /proc/self/status (microseconds); elsewhere (macOS) a child process inherits it and
+    prints it (`sh -c umask`, a spawn of a few ms). If both fail, 0o077: files end up
+    private rather than more open than the user asked, and checkout chmods every file to
+    its recorded mode."""
+    if fresh or not _UMASK:
+        found = _proc_umask()
+        if found is None:
+            found = _child_umask()
+        _UMASK[:] = [0o077 if found is None else found]
     return _UMASK[0]
+
+
+def _proc_umask(status: str = "/proc/self/status") -> int | None:
+    """The umask as Linux reports it in `status`, or None where it does not."""
+    try:
+        with open(status, "rb") as handle:
+            for line in handle:
+                if line.startswith(b"Umask:"):
+                    return _octal_mask(line[6:].strip())
+    except OSError:
+        pass
+    return None
+
+
+def _child_umask() -> int | None:
+    """The umask a child process inherits, as `sh -c umask` prints it, or None."""
+    import subprocess
+
+    try:
+        done = subprocess.run(
+            ["/bin/sh", "-c", "umask"], capture_output=True, timeout=10, check=True
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return _octal_mask(done.stdout.strip())
+
+
+def _octal_mask(text: bytes) -> int | None:
+    """`0022`-like text as a mask, or None unless it is 1 to 4 octal digits of at most
+    0o777."""
+    if not 1 <= len(text) <= 4 or not all(48 <= c <= 55 for c in text):
+        return None
+    value = int(text, 8)
+    return value if value <= 0o777 else None
 
 
 _UMASK: list[int] = []

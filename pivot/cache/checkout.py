@@ -26,7 +26,7 @@ import uuid
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from pivot._fs import remove_path, remove_quietly, write_new
+from pivot._fs import remove_path, remove_quietly, umask, write_new
 from pivot.cache.hashing import DIR, TreeEntry, copy_hashing, hash_file
 from pivot.cache.parallel import run_slices
 from pivot.errors import CacheCorrupt, DamagedBlob, PivotError, writing
@@ -235,7 +235,7 @@ class TreeBuild:
         except BaseException:
             remove_quietly(self.tmp)
             raise
-        self.umask = _umask()
+        self.umask = umask(fresh=True)  # the bits a new file loses (then chmod-ed back)
         self._mode = mode
         # Files of the previous output that are already right are linked into the new
         # tree rather than copied: no new inode, and none freed when the old tree goes.
@@ -440,18 +440,6 @@ def _is_folder(path: pathlib.Path) -> bool:
         return stat.S_ISDIR(path.lstat().st_mode)
     except OSError:
         return False
-
-
-def _umask() -> int:
-    """The process umask, read without changing it (other threads may create files)."""
-    try:
-        with open("/proc/self/status", "rb") as handle:
-            for line in handle:
-                if line.startswith(b"Umask:"):
-                    return int(line.split()[1], 8)
-    except (OSError, ValueError, IndexError):
-        pass
-    return 0o777
 
 
 def _sibling(dest: pathlib.Path, kind: str) -> str:
