@@ -16,6 +16,7 @@ LAYERS = [
             "pivot.errors",
             "pivot._fs",
             "pivot._gcpause",
+            "pivot._helper_procs",
             "pivot._racy",
             "pivot._swept",
             "pivot.untrusted",
@@ -131,3 +132,24 @@ def test_layers_only_import_downward() -> None:
             if target_rank > rank or target_prefix in FORBIDDEN.get(prefix, set()):
                 wrong.append(f"{module} imports {imported} ({LAYERS[target_rank][0]})")
     assert wrong == [], "imports that go up or across the layers:\n" + "\n".join(wrong)
+
+
+def test_no_module_imports_another_modules_private_names() -> None:
+    """`from pivot.x import _y` only for a module `_y` (a leaf helper such as `pivot._fs`),
+    never for a private function, class or constant of another module: what one module
+    needs from another is part of that module's public, documented API."""
+    modules = {_module_name(p) for p in PACKAGE.rglob("*.py")}
+    wrong = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        module = _module_name(path)
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if not isinstance(node, ast.ImportFrom) or node.level or not node.module:
+                continue
+            if not node.module.startswith("pivot"):
+                continue
+            for alias in node.names:
+                name = alias.name
+                private = name.startswith("_") and not name.startswith("__")
+                if private and f"{node.module}.{name}" not in modules:
+                    wrong.append(f"{module}:{node.lineno} imports {name} from {node.module}")
+    assert wrong == [], "private names imported across modules:\n" + "\n".join(wrong)

@@ -114,7 +114,7 @@ class CacheBatch:
         return (
             digest not in self._staged
             and digest not in self._packed
-            and not os.path.isfile(self.cache._object(digest))
+            and not os.path.isfile(self.cache.object_path(digest))
             and digest not in self.cache.packs.blobs()
         )
 
@@ -215,11 +215,11 @@ class CacheBatch:
         """(hash, size, checkout mode) of `src`, staged unless the cache has it."""
         fd = os.open(src, os.O_RDONLY | os.O_CLOEXEC)
         try:
-            return self._add_open(fd, os.fstat(fd))
+            return self.add_open(fd, os.fstat(fd))
         finally:
             os.close(fd)
 
-    def _add_open(self, fd: int, st: os.stat_result) -> tuple[str, int, int]:
+    def add_open(self, fd: int, st: os.stat_result) -> tuple[str, int, int]:
         """`_add_file` of the file open at `fd` (at its start), whose stat is `st`."""
         mode = file_mode(st)
         if st.st_size <= SMALL_FILE:

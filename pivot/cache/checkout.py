@@ -159,7 +159,7 @@ def _checkout(
                 return [(e.relpath, e.hash, stats.get(e.relpath)) for e in entries]
             _checkout_file(cache, digest, dest, mode)
             return [("", digest, None)]
-    except _Mismatch as exc:
+    except Mismatch as exc:
         raise cache.damaged(exc.digest, dest) from None
     except DamagedBlob as exc:
         error = exc.reworded(f"{exc} Nothing was placed at {dest}.")
@@ -319,9 +319,10 @@ class TreeBuild:
         remove_quietly(self.tmp)
 
 
-class _Mismatch(Exception):
-    """A cache object's bytes do not match its hash (turned into DamagedBlob by
-    `checkout`, which sets the object aside)."""
+class Mismatch(Exception):
+    """A cache object's bytes do not match its hash, found while placing it (here, or by
+    `streamed` for a pulled tree): the caller turns it into DamagedBlob, setting the
+    object aside."""
 
     def __init__(self, digest: str) -> None:
         super().__init__(digest)
@@ -338,10 +339,10 @@ class _WrongSize(Exception):
 
 
 def _check(digest: str, size: int, actual: str, copied: int) -> None:
-    """Raise _Mismatch if the bytes read do not hash to `digest`, else _WrongSize if they
+    """Raise Mismatch if the bytes read do not hash to `digest`, else _WrongSize if they
     are not the `size` expected (unless -1)."""
     if actual != digest:
-        raise _Mismatch(digest)
+        raise Mismatch(digest)
     if size >= 0 and copied != size:
         raise _WrongSize(copied)
 

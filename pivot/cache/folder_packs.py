@@ -64,7 +64,7 @@ def store_files(
                         continue
                     os.lseek(fd, 0, os.SEEK_SET)  # it grew past the limit: store it loose
                     st = os.fstat(fd)
-                digest, size, mode = batch._add_open(fd, st)
+                digest, size, mode = batch.add_open(fd, st)
                 results[i] = (digest, size, mode, st if size == st.st_size else None)
             finally:
                 os.close(fd)

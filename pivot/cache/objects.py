@@ -88,7 +88,7 @@ class LocalCache:
             raise CorruptFile(f"Refusing to address the cache with an invalid hash {digest!r}.")
         return self.objects / digest[:2] / digest[2:]
 
-    def _object(self, digest: str) -> str:
+    def object_path(self, digest: str) -> str:
         """`path(digest)` as a string, for hashes already validated (tree entries)."""
         return os.path.join(self.objects, digest[:2], digest[2:])
 
@@ -135,7 +135,7 @@ class LocalCache:
 
     def read_bytes(self, digest: str) -> bytes:
         """The content of a blob, verified against its hash (DamagedBlob if it is not)."""
-        path = self._object(digest) if is_hash(digest) else self.path(digest)  # refused
+        path = self.object_path(digest) if is_hash(digest) else self.path(digest)  # refused
         try:
             fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
         except FileNotFoundError:
@@ -197,7 +197,7 @@ class LocalCache:
         self.quarantine_dir.mkdir(parents=True, exist_ok=True)
         moved = self.quarantine_dir / digest
         with contextlib.suppress(FileNotFoundError):
-            os.replace(self._object(digest), moved)
+            os.replace(self.object_path(digest), moved)
         return DamagedBlob(
             _damage_message(digest, output, f"it was moved to {moved}"), digest, path=output
         )
@@ -325,7 +325,7 @@ def _add_stated(batch: CacheBatch, fd: int) -> Stored:
     which it was read."""
     try:
         st = os.fstat(fd)
-        digest, size, mode = batch._add_open(fd, st)
+        digest, size, mode = batch.add_open(fd, st)
     finally:
         os.close(fd)
     return digest, size, mode, st if size == st.st_size else None

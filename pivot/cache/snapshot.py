@@ -28,11 +28,12 @@ from functools import partial
 from itertools import chain
 from operator import attrgetter
 from stat import S_ISDIR, S_ISLNK, S_ISREG
-from typing import TYPE_CHECKING, BinaryIO
+from typing import TYPE_CHECKING
 
 import blake3
 
 from pivot import _racy
+from pivot._helper_procs import memory_file, usable_cores
 from pivot.cache import prestat
 from pivot.cache.hashing import DIR, Hasher, PathHash, link_target
 from pivot.errors import DiskFull
@@ -182,7 +183,7 @@ def _rows_in_parts(fd: int, names: list[str], helper_min: int) -> array:
     """`_rows(fd, names)`, the kernel's work shared with helper processes when the folder
     is large enough and there are cores for them; a helper that fails has its part done
     here (which raises the real error, if any)."""
-    parts = min(len(names) // helper_min, _cores(), MAX_HELPERS + 1) if helper_min else 1
+    parts = min(len(names) // helper_min, usable_cores(), MAX_HELPERS + 1) if helper_min else 1
     if parts < 2 or not sys.executable:
         return _rows(fd, names)
     # This process starts at once, each helper after an interpreter's start-up (about as
@@ -205,13 +206,6 @@ def _rows_in_parts(fd: int, names: list[str], helper_min: int) -> array:
     return rows
 
 
-def _cores() -> int:
-    """The cores this process may run on."""
-    if hasattr(os, "sched_getaffinity"):
-        return len(os.sched_getaffinity(0))
-    return os.cpu_count() or 1
-
-
 class _Helper:
     """A helper process stat-ing `names` in the folder `fd` (which it inherits). It reads
     the names from a file in memory, so starting it never waits on it, and its rows wait
@@ -222,7 +216,7 @@ class _Helper:
 
         self._proc: subprocess.Popen[bytes] | None = None
         try:
-            with _memory_file("\0".join(names).encode("utf-8", "surrogateescape")) as names_in:
+            with memory_file("\0".join(names).encode("utf-8", "surrogateescape")) as names_in:
                 self._proc = subprocess.Popen(
                     [sys.executable, "-I", "-S", "-c", _HELPER, str(fd)],
                     stdin=names_in,
@@ -250,19 +244,6 @@ class _Helper:
         self._proc.wait()
         assert self._proc.stdout is not None
         self._proc.stdout.close()
-
-
-def _memory_file(data: bytes) -> BinaryIO:
-    """A file holding `data`, positioned at its start; in memory where the system allows."""
-    if hasattr(os, "memfd_create"):
-        file: BinaryIO = open(os.memfd_create("pivot-names", os.MFD_CLOEXEC), "w+b")  # noqa: SIM115
-    else:
-        import tempfile
-
-        file = tempfile.TemporaryFile()  # noqa: SIM115
-    file.write(data)
-    file.seek(0)
-    return file
 
 
 def listing(paths: list[str], rows: array) -> Listing:

@@ -18,7 +18,7 @@ import sys
 import threading
 from typing import TYPE_CHECKING
 
-from pivot.cache.checkout import LinkMode, Placed, TreeBuild, _Mismatch, remove_leftovers
+from pivot.cache.checkout import LinkMode, Mismatch, Placed, TreeBuild, remove_leftovers
 from pivot.cache.state import Row, StagedRows
 from pivot.cache.tree_writer import FRAME, HELLO, REPLY
 from pivot.errors import writing
@@ -204,7 +204,7 @@ class StreamedTree:
                 rest += [entry for found in self._waiting.values() for entry in found]
                 self._build.place(rest)
                 self._build.swap()
-        except _Mismatch as exc:  # a cache object set aside: DamagedBlob
+        except Mismatch as exc:  # a cache object set aside: DamagedBlob
             self._build.discard()
             self._drop_staged()
             raise self.cache.damaged(exc.digest, self.dest) from None

@@ -30,8 +30,8 @@ import struct
 import sys
 from typing import IO, TYPE_CHECKING
 
+from pivot._helper_procs import memory_file, usable_cores
 from pivot.cache import prestat
-from pivot.cache.snapshot import _cores, _memory_file
 from pivot.run import lock_memo, lockfile
 
 if TYPE_CHECKING:
@@ -159,7 +159,7 @@ def start(
     (`lockfile.use_marker`) in `memo_dir`, the project's tmp folder."""
     if (
         not sys.executable
-        or _cores() < 2
+        or usable_cores() < 2
         or (memo_dir is not None and lock_memo.exists(memo_dir))
         or _about(str(stages_dir)) < helper_min
     ):
@@ -169,9 +169,9 @@ def start(
     here = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     tmp_dir = None if memo_dir is None else str(memo_dir)
     request = marshal.dumps(([here, *sys.path], str(stages_dir), tmp_dir))
-    out = _memory_file(b"")
+    out = memory_file(b"")
     try:
-        with _memory_file(request) as request_in:
+        with memory_file(request) as request_in:
             proc = subprocess.Popen(
                 [sys.executable, "-I", "-S", "-c", _HELPER],
                 stdin=request_in,
