@@ -47,6 +47,7 @@ _ABSENT = (-1, -1, -1, -1, -1)
 _WALL_RULE_NS = 3_000_000_000  # without a racy marker: changed more than 3 s before it
 _MAX_BYTES = 512 * 1024 * 1024
 _MAX_ENTRIES = 5_000_000
+_READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 _HEX64 = frozenset("0123456789abcdef")
 # Module globals that say where a module came from, not what its code reads.
 _IMPORT_STATE = frozenset({"__builtins__", "__loader__", "__spec__", "__cached__"})
@@ -266,10 +267,16 @@ class Memo:
 
 
 def load(tmp_dir: pathlib.Path) -> Memo | None:
-    """The project's memo, or None when it is absent or not exactly of this format and
-    project."""
+    """The project's memo, or None when it is absent, not a regular file of its own (a
+    link, a fifo: never waited on) or not exactly of this format and project."""
     try:
-        with open(os.path.join(tmp_dir, NAME), "rb") as handle:
+        fd = os.open(os.path.join(tmp_dir, NAME), _READ_FLAGS)
+    except OSError:
+        return None
+    try:
+        with open(fd, "rb") as handle:  # closes fd
+            if not stat_mod.S_ISREG(os.fstat(fd).st_mode):
+                return None
             data = handle.read(_MAX_BYTES + 1)
     except OSError:
         return None
@@ -458,8 +465,10 @@ class Recorder:
 
 
 def invalidate(tmp_dir: pathlib.Path) -> None:
-    """Remove the memo (before a run changes anything)."""
-    with contextlib.suppress(FileNotFoundError):
+    """Remove the memo (before a run changes anything). One that cannot be removed (a
+    folder in its place, a read-only tmp folder) is left: what the run changes is in its
+    stat keys."""
+    with contextlib.suppress(OSError):
         os.unlink(os.path.join(tmp_dir, NAME))
 
 

@@ -366,3 +366,21 @@ def test_untrack_and_gc_are_seen_or_change_nothing(project, pivot):
     (project / "made.txt").unlink()
     assert "restored" in pivot("run").stdout
     assert _ran(project) == []
+
+
+def test_a_memo_that_is_a_fifo_a_folder_or_a_link_is_a_miss(project, pivot, tmp_path):
+    _project(project, pivot)
+    memo = project / MEMO
+    elsewhere = tmp_path / "memo"
+    elsewhere.write_bytes(memo.read_bytes())
+    memo.unlink()
+    memo.symlink_to(elsewhere)
+    pivot("run")  # not replayed through the link: the full no-op writes its own memo
+    assert not memo.is_symlink()
+    for n, make in enumerate((os.mkfifo, os.mkdir)):
+        memo.unlink(missing_ok=True)
+        make(memo)  # a fifo is never waited on; a folder neither stops the run nor hides it
+        (project / "in.txt").write_text(f"other{n}")
+        pivot("run")
+        assert (project / "made.txt").read_text() == f"other{n}3-h"
+        assert not memo.exists() or memo.is_dir()
