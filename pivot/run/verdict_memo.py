@@ -283,6 +283,11 @@ def load(tmp_dir: pathlib.Path) -> Memo | None:
     return decode(data, folder_key(tmp_dir))
 
 
+def present(tmp_dir: pathlib.Path) -> bool:
+    """Whether a memo file is there to check (a run without one digests nothing first)."""
+    return os.path.lexists(os.path.join(tmp_dir, NAME))
+
+
 def decode(data: bytes, folder: list[int]) -> Memo | None:
     """The strict decoder: exact shape, bounded sizes; anything else is None."""
     if len(data) > _MAX_BYTES:

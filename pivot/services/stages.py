@@ -102,11 +102,13 @@ def run(
         _choose_executor(ws.project, options, use_remote, configured)
         options.discard_edits = force
         result = RunResult(ws.project, scope, remote, len(scope.graph.stages))
-        verdict = None
-        if not (dry_run or force or push or options.executor == "dask"):
-            settings = [targets, all_pipelines, remote_name, use_remote, configured]
+        memo_ok = not (dry_run or force or push or options.executor == "dask")
+        settings = [targets, all_pipelines, remote_name, use_remote, configured]
+        verdict = None  # the memo's key: digested only when there is a memo to check
+        if memo_ok and verdict_memo.present(project.tmp_dir):
             verdict = _verdict_key(ws, scope, options, settings)
-            if verdict is not None and _replayed(ws, scope, verdict, result, on_stage):
+            memo_ok = verdict is not None
+            if memo_ok and _replayed(ws, scope, verdict, result, on_stage):
                 return result
         if prefetch is not None:
             prefetch.finish()
@@ -121,7 +123,7 @@ def run(
             return result
         with ws.project.exclusive("run"):
             verdict_memo.invalidate(project.tmp_dir)  # before anything changes
-            marker = verdict_memo.Marker(project.tmp_dir) if verdict is not None else None
+            marker = verdict_memo.Marker(project.tmp_dir) if memo_ok else None
             warnings = _WarningCount()
             with collector_paused():
                 ignored = GitIgnored(ws.project, scope.discovery, all_pipelines)
@@ -145,8 +147,10 @@ def run(
                 warnings.close()
             lock_memo.store(project.stages_dir, project.tmp_dir)
             quiet = not warnings.count and not ignored.consulted_elsewhere
-            if verdict is not None and marker is not None and quiet:
-                _store_verdict(ws, scope, result, verdict, marker, ignored)
+            if marker is not None and quiet and _no_op(scope, result):
+                verdict = verdict or _verdict_key(ws, scope, options, settings)
+                if verdict is not None:
+                    _store_verdict(ws, scope, result, verdict, marker, ignored)
         return result
     finally:
         if prefetch is not None:
@@ -178,7 +182,8 @@ def _verdict_key(
     stages hold a value too large to digest."""
     graph = scope.graph
     link = options.link.value if options.link is not None else None
-    settings += [
+    settings = [
+        *settings,
         options.jobs,
         options.keep_going,
         link,
@@ -230,6 +235,14 @@ def _folder_hash(ws: Workspace, rel: str) -> str | None:
     return found.hash if found is not None and found.kind == DIR else None
 
 
+def _no_op(scope: Scope, result: RunResult) -> bool:
+    """Whether the run found every stage of the scope up to date and did nothing else."""
+    report = result.report
+    if report is None or len(report.stages) != len(scope.graph.stages):
+        return False
+    return all(s.status == SKIPPED and not s.detail for s in report.stages)
+
+
 def _store_verdict(
     ws: Workspace,
     scope: Scope,
@@ -240,12 +253,7 @@ def _store_verdict(
 ) -> None:
     """Keep the verdict of a run that found every stage up to date and did nothing else,
     when every file and folder it rests on is settled under the command's marker."""
-    report = result.report
     graph = scope.graph
-    if report is None or len(report.stages) != len(graph.stages):
-        return
-    if any(s.status != SKIPPED or s.detail for s in report.stages):
-        return
     project = ws.project
     root = str(project.root)
     recorder = verdict_memo.Recorder(marker)
