@@ -13,6 +13,7 @@ import re
 import shutil
 
 import msgpack
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from support import COUNTER, executions, rewrite_keeping_mtime, write_files
@@ -384,3 +385,62 @@ def test_a_memo_that_is_a_fifo_a_folder_or_a_link_is_a_miss(project, pivot, tmp_
         pivot("run")
         assert (project / "made.txt").read_text() == f"other{n}3-h"
         assert not memo.exists() or memo.is_dir()
+
+
+def _dep_through_a_link(project: pathlib.Path) -> None:
+    (project / "data").mkdir()
+    (project / "data" / "in.txt").write_text("data")  # the same content
+    (project / "in.txt").unlink()
+    (project / "in.txt").symlink_to(os.path.join("data", "in.txt"))
+
+
+def _out_through_a_link(project: pathlib.Path) -> None:
+    (project / "copy.txt").write_text((project / "made.txt").read_text())
+    (project / "made.txt").unlink()
+    (project / "made.txt").symlink_to("copy.txt")
+
+
+def _replace_by_folder(path: pathlib.Path) -> None:
+    path.unlink()
+    path.mkdir()
+
+
+LOCK = pathlib.Path(".pivot", "stages", "p", "make.lock")
+CHANGES = {
+    "dep through a link": _dep_through_a_link,
+    "dep became a folder": lambda p: _replace_by_folder(p / "in.txt"),
+    "empty folder in a folder output": lambda p: (p / "tree" / "sub" / "empty").mkdir(),
+    "file added to a folder output": lambda p: (p / "tree" / "sub" / "new.txt").write_text("n"),
+    "output chmod": lambda p: os.chmod(p / "made.txt", 0o600),
+    "output through a link": _out_through_a_link,
+    "output deleted": lambda p: (p / "made.txt").unlink(),
+    "upstream output edited": lambda p: (p / "made.txt").write_text("edited"),
+    "upstream output rewritten keeping mtime": lambda p: rewrite_keeping_mtime(
+        p / "made.txt", "DATA"
+    ),
+    "lock not JSON": lambda p: (p / LOCK).write_text("{not json"),
+    "lock deleted": lambda p: (p / LOCK).unlink(),
+    "lock folder of another pipeline": lambda p: (p / ".pivot" / "stages" / "q").mkdir(),
+    "config link mode": lambda p: (p / ".pivot" / "config.yaml").write_text(
+        "cache:\n  link: symlink\n"
+    ),
+}
+
+
+@pytest.mark.parametrize("change", sorted(CHANGES))
+def test_after_a_change_the_run_answers_as_the_full_run_of_a_twin(project, pivot, tmp_path, change):
+    """The run after `change` prints, exits and executes as the full run of a copy of the
+    project (whose memo is foreign, so never replayed) does."""
+    _project(project, pivot)
+    CHANGES[change](project)
+    twin = tmp_path / "twin"
+    shutil.copytree(project, twin, symlinks=True)
+    here = pivot("run", rc=None)
+    there = pivot("run", cwd=twin, rc=None)
+
+    def seen(proc, root: pathlib.Path) -> tuple[int, str, str]:
+        text = (proc.stdout, proc.stderr)
+        return (proc.returncode, *(_without_time(t.replace(str(root), "ROOT")) for t in text))
+
+    assert seen(here, project) == seen(there, twin)
+    assert _ran(project) == _ran(twin)
