@@ -233,6 +233,29 @@ def remove_path(path: pathlib.Path) -> None:
         path.unlink()
 
 
+_OWN_FILE_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+
+
+def read_own_file(path: str, limit: int) -> bytes | None:
+    """The bytes of a file Pivot keeps for itself (a memo, a cache index), or None when it
+    is absent, unreadable, larger than `limit`, or not a regular file of its own: a link is
+    not followed and a fifo in its place is never waited on."""
+    try:
+        fd = os.open(path, _OWN_FILE_FLAGS)
+    except OSError:
+        return None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return None
+        with open(fd, "rb", closefd=False) as handle:
+            data = handle.read(limit + 1)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+    return data if len(data) <= limit else None
+
+
 def remove_quietly(path: str) -> None:
     with contextlib.suppress(OSError):
         remove_path(pathlib.Path(path))

@@ -31,11 +31,12 @@ import stat
 import time
 
 from pivot import _racy
-from pivot._fs import write_bytes
+from pivot._fs import read_own_file, write_bytes
 from pivot.errors import DiskFull
 
 MEMO = "swept.json"
 FORMAT = 1
+_MAX_BYTES = 64 << 20
 RACY_NS = 3_000_000_000
 
 _Key = tuple[int, int, int]
@@ -107,9 +108,11 @@ def temp_files(
 
 def _load(path: str) -> dict[str, tuple[_Key, list[str]]]:
     """The memo at `path`, or {} when it is absent or not exactly what `_store` writes."""
+    data = read_own_file(path, _MAX_BYTES)
+    if data is None:
+        return {}
     try:
-        with open(path, "rb") as handle:
-            raw = json.loads(handle.read())
+        raw = json.loads(data)
         if raw["format"] != FORMAT:
             return {}
         memo = {}

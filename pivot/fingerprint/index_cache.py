@@ -18,7 +18,7 @@ from typing import Any
 
 import blake3
 
-from pivot._fs import write_bytes
+from pivot._fs import read_own_file, write_bytes
 from pivot.errors import DiskFull
 from pivot.fingerprint.normal_ast import Binding, Const, Entry, Import
 
@@ -28,6 +28,7 @@ CACHE_SUBDIR = (".pivot", "tmp", "fingerprint")
 PY_TAG = f"{sys.implementation.cache_tag}-{'.'.join(map(str, sys.version_info[:3]))}"
 # Python's parser stops at 200 nested brackets, so no literal of a source file nests deeper.
 _MAX_NESTING = 256
+_MAX_BYTES = 256 << 20  # an index is a fraction of its source file's size
 
 
 class _Invalid(Exception):
@@ -41,12 +42,8 @@ def cache_file(cache_dir: str, path: str) -> str:
 
 def load(cache_dir: str, path: str, digest: str) -> tuple[list[Entry], list[Binding]] | None:
     """The stored index of `path` if its file holds one for content `digest`, else None."""
-    try:
-        with open(cache_file(cache_dir, path), "rb") as fh:
-            data = fh.read()
-    except OSError:
-        return None
-    return decode(data, digest)
+    data = read_own_file(cache_file(cache_dir, path), _MAX_BYTES)
+    return None if data is None else decode(data, digest)
 
 
 def store(

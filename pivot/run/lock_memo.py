@@ -25,12 +25,13 @@ import pathlib
 import re
 from typing import Any
 
-from pivot._fs import write_bytes
+from pivot._fs import read_own_file, write_bytes
 from pivot.errors import DiskFull
 from pivot.run import lockfile
 
 NAME = "locks.msgpack"
 FORMAT = "pivot-lock-memo-1"
+_MAX_BYTES = 1 << 30  # far above any project's lock files together
 
 # Stage ids joined by NUL: plain relative paths (no empty, "." or ".." part, no backslash).
 _PLAIN_IDS = re.compile(r"(?!\.\.?(?:/|\0|$))[^/\0\\]+(?:[/\0](?!\.\.?(?:/|\0|$))[^/\0\\]+)*")
@@ -57,9 +58,10 @@ def load(stages_dir: pathlib.Path, tmp_dir: pathlib.Path) -> int:
 
 
 def _read(stages_dir: str, path: str) -> list[tuple[str, tuple[int, ...], Any]]:
+    data = read_own_file(path, _MAX_BYTES)
+    if data is None:
+        return []
     try:
-        with open(path, "rb") as handle:
-            data = handle.read()
         import msgpack
 
         form, folder, ids, keys, raws = msgpack.unpackb(data)

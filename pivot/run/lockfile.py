@@ -6,6 +6,7 @@ import json
 import logging
 import os
 import pathlib
+import stat
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -187,9 +188,15 @@ def unclaimed() -> list[tuple[str, tuple[int, ...], Any]]:
 def _read_file(name: str) -> tuple[os.stat_result, bytes]:
     """The file's stat and bytes, in a few system calls (no buffered file object: that
     costs more than parsing a lock file)."""
-    fd = os.open(name, os.O_RDONLY | os.O_CLOEXEC)
+    fd = os.open(name, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)  # a fifo: never waited on
     try:
         st = os.fstat(fd)
+        if not (stat.S_ISREG(st.st_mode) or stat.S_ISDIR(st.st_mode)):  # a folder: in_the_way
+            raise CorruptFile(
+                f"The lock file {name} is not a regular file (a folder, fifo or device is "
+                "in its place). Remove it, or restore it with `git checkout`, and run again.",
+                path=name,
+            )
         data = os.read(fd, st.st_size + 1)
         if len(data) > st.st_size:  # it grew since the fstat: read the rest
             chunks = [data]

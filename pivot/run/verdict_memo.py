@@ -34,7 +34,7 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from pivot import _racy
-from pivot._fs import write_bytes
+from pivot._fs import read_own_file, write_bytes
 from pivot.errors import DiskFull
 from pivot.fingerprint.canonical import Canon, dotted_name, text_hash
 
@@ -47,7 +47,6 @@ _ABSENT = (-1, -1, -1, -1, -1)
 _WALL_RULE_NS = 3_000_000_000  # without a racy marker: changed more than 3 s before it
 _MAX_BYTES = 512 * 1024 * 1024
 _MAX_ENTRIES = 5_000_000
-_READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 _HEX64 = frozenset("0123456789abcdef")
 # Module globals that say where a module came from, not what its code reads.
 _IMPORT_STATE = frozenset({"__builtins__", "__loader__", "__spec__", "__cached__"})
@@ -269,16 +268,8 @@ class Memo:
 def load(tmp_dir: pathlib.Path) -> Memo | None:
     """The project's memo, or None when it is absent, not a regular file of its own (a
     link, a fifo: never waited on) or not exactly of this format and project."""
-    try:
-        fd = os.open(os.path.join(tmp_dir, NAME), _READ_FLAGS)
-    except OSError:
-        return None
-    try:
-        with open(fd, "rb") as handle:  # closes fd
-            if not stat_mod.S_ISREG(os.fstat(fd).st_mode):
-                return None
-            data = handle.read(_MAX_BYTES + 1)
-    except OSError:
+    data = read_own_file(os.path.join(tmp_dir, NAME), _MAX_BYTES)
+    if data is None:
         return None
     return decode(data, folder_key(tmp_dir))
 

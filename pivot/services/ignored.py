@@ -19,10 +19,13 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 from pivot import gitignore
+from pivot._fs import read_own_file
 from pivot.cache import tracked
 from pivot.errors import PivotError
 from pivot.project import safe_relpath
 from pivot.run.lockfile import read_lock
+
+_LENIENT_MAX = 64 << 20  # a lock file read for its output paths alone
 
 if TYPE_CHECKING:
     from pivot.discover.finder import Discovery
@@ -110,9 +113,11 @@ def _lock_outs(
                         continue
                 except PivotError:
                     pass  # a lenient read of the paths alone, below
+                data = read_own_file(os.path.join(folder, file), _LENIENT_MAX)
+                if data is None:  # a fifo or link in its place is not read
+                    continue
                 try:
-                    with open(os.path.join(folder, file), "rb") as handle:
-                        recorded = json.loads(handle.read())["outs"]
+                    recorded = json.loads(data)["outs"]
                     if not isinstance(recorded, dict):
                         continue
                     paths = [safe_relpath(p, "an output path in a lock file") for p in recorded]

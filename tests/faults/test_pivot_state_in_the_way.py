@@ -3,11 +3,13 @@ writing there, or a user's file): a clear error naming it, exit 1, nothing recor
 
 from __future__ import annotations
 
+import os
 import pathlib
 
 from tests.support import write_files
 
 STAGE = """
+import os
 import pathlib
 from typing import Annotated
 
@@ -73,6 +75,7 @@ def test_a_folder_where_a_lock_file_goes_is_told_clearly(project, pivot):
 
 
 RUNS_BLOCKER = """
+import os
 import pathlib
 from typing import Annotated
 
@@ -129,4 +132,43 @@ def test_a_stage_making_a_folder_where_its_lock_file_goes_is_told_clearly(projec
     write_files(project, {"pipeline.py": STAGE.format(blocker="")})
     pivot("run")
     assert lock.is_file() and (project / "a.txt").read_text() == "a\n"
+    assert "up to date" in pivot("status").stdout
+
+
+def _fifo_in_place_of(path: pathlib.Path) -> None:
+    if path.exists() or path.is_symlink():
+        path.unlink()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    os.mkfifo(path)
+
+
+def test_a_fifo_in_place_of_a_memo_or_index_is_never_waited_on(project, pivot):
+    """Pivot's own memos and the fingerprint's index cache are read only as regular files:
+    a fifo in their place (nothing ever writes to it) is ignored, not waited on."""
+    write_files(project, {"pipeline.py": STAGE.format(blocker="")})
+    pivot("run")
+    tmp = project / ".pivot" / "tmp"
+    indexes = sorted((tmp / "fingerprint").glob("*.idx"))
+    assert indexes
+    for path in (tmp / "locks.msgpack", tmp / "swept.json", *indexes):
+        _fifo_in_place_of(path)
+    proc = pivot("run")  # PivotCLI's timeout fails the test if any read waits
+    assert "up to date" in proc.stdout, proc.stdout
+    (project / "a.txt").unlink()
+    pivot("run")
+    assert (project / "a.txt").read_text() == "a\n"
+
+
+def test_a_fifo_in_place_of_a_lock_file_is_a_damaged_lock(project, pivot):
+    """Read like any damaged lock file: a warning naming it, the stage not up to date,
+    and the run records a regular lock file in its place (never waiting on the fifo)."""
+    write_files(project, {"pipeline.py": STAGE.format(blocker="")})
+    pivot("run")
+    lock = project / ".pivot" / "stages" / "p" / "s.lock"
+    _fifo_in_place_of(lock)
+    for command in ("status", "run"):
+        proc = pivot(command)
+        assert ".pivot/stages/p/s.lock" in proc.stderr and "not a regular file" in proc.stderr
+        assert "Traceback" not in proc.stderr and "Internal error" not in proc.stderr
+    assert lock.is_file() and not lock.is_symlink()
     assert "up to date" in pivot("status").stdout
