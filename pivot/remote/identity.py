@@ -21,6 +21,7 @@ import secrets
 from typing import TYPE_CHECKING
 
 from pivot.errors import RemoteError
+from pivot.remote import presigned
 
 if TYPE_CHECKING:
     from pivot.cache.state import StateDB
@@ -47,11 +48,21 @@ def encode(ident: str) -> bytes:
     return PREFIX + ident.encode("ascii") + b"\n"
 
 
-def read(remote: Remote) -> str | None:
+def read(remote: Remote, state: StateDB | None = None, tag: str = "") -> str | None:
     """The remote's id (one request of at most SIZE + 1 bytes), or None when it has none,
     a damaged one, or no folder or bucket at all (the full check that follows reports
-    that). Any other failure to reach it is raised."""
+    that). Any other failure to reach it is raised.
+
+    With the state db: on S3, first through the recorded presigned URL (`presigned`, no
+    boto3 import); when that is not usable, through the client, and a fresh URL is
+    recorded for the next read."""
+    if state is not None:
+        data = presigned.read(remote, state, tag, KEY, SIZE + 1)
+        if data is not None:
+            return decode(data)
     data = remote.get_head(KEY, SIZE + 1)
+    if state is not None:
+        presigned.remember(remote, state, tag, KEY)
     return None if data is None else decode(data)
 
 

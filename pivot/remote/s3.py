@@ -49,6 +49,11 @@ class S3Store:
         self._lock = threading.Lock()
 
     @property
+    def has_client(self) -> bool:
+        """Whether the client was made (boto3 imported) already."""
+        return self._client is not None
+
+    @property
     def client(self) -> Any:
         if self._client is None:
             with self._lock:

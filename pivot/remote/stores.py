@@ -206,35 +206,36 @@ class S3Objects:
         self.s3 = S3Store(bucket, options)
         self.prefix = prefix
 
-    def _key(self, key: str) -> str:
+    def full_key(self, key: str) -> str:
+        """The S3 key of the remote's object `key`."""
         return f"{self.prefix}/{key}" if self.prefix else key
 
     def names(self, folder: str) -> list[str]:
-        return [k.rsplit("/", 1)[-1] for k in self.s3.list(self._key(folder))]
+        return [k.rsplit("/", 1)[-1] for k in self.s3.list(self.full_key(folder))]
 
     def stamped(self, folder: str) -> dict[str, tuple[int, float | None]]:
-        listed = self.s3.list_stamped(self._key(folder))
+        listed = self.s3.list_stamped(self.full_key(folder))
         return {k.rsplit("/", 1)[-1]: v for k, v in listed.items()}
 
     def delete(self, key: str) -> None:
-        self.s3.delete(self._key(key))
+        self.s3.delete(self.full_key(key))
 
     def get(self, key: str, start: int | None = None, end: int | None = None) -> bytes:
-        return self.s3.get(self._key(key), start, end)
+        return self.s3.get(self.full_key(key), start, end)
 
     def get_file(self, key: str, dest: pathlib.Path) -> None:
-        self.s3.get_file(self._key(key), str(dest))
+        self.s3.get_file(self.full_key(key), str(dest))
 
     def open_range(
         self, key: str, start: int, end: int | None
     ) -> contextlib.AbstractContextManager:
-        return self.s3.open_range(self._key(key), start, end)
+        return self.s3.open_range(self.full_key(key), start, end)
 
     def put(self, key: str, data: bytes) -> None:
-        self.s3.put(self._key(key), data)
+        self.s3.put(self.full_key(key), data)
 
     def put_parts(self, key: str, parts: Iterable[bytes]) -> None:
-        self.s3.put_parts(self._key(key), parts)
+        self.s3.put_parts(self.full_key(key), parts)
 
     def clean_uploads(self, max_age: float) -> int:
         return self.s3.abort_uploads(f"{self.prefix}/" if self.prefix else "", max_age)

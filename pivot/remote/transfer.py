@@ -315,7 +315,7 @@ def push_outputs(
         if memo is None:
             held = _held_by(ctx.cache, contents, outputs, run_keys, trees)
         else:
-            seen = identity.read(remote)
+            seen = identity.read(remote, ctx.state, ctx.index.tag)
             held = None
             if seen is not None and seen == identity.recorded(ctx.state, ctx.index.tag):
                 held = memo.held(outputs, run_keys, set(ctx.index.cached_ids()))

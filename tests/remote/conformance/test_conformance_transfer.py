@@ -94,14 +94,15 @@ def test_run_records_travel(tmp_path, remote):
 
 
 def test_noop_push_makes_one_small_request(tmp_path, remote, monkeypatch):
-    """Only the remote's identity object is read (one ranged get of a few dozen bytes)."""
+    """Only the remote's identity object is read (one ranged get of a few dozen bytes; on
+    S3 through the presigned URL the first push recorded, not the store)."""
     src = make_project(tmp_path / "src", FILES)
     push_all(src, remote)
     indexes = remote.list_indexes()
     calls = count_requests(remote, monkeypatch)
     again = push_all(src, remote)
     assert (again.blobs, again.indexes, again.bytes_sent, again.up_to_date) == (0, 0, 0, 5)
-    assert calls == ["get"]
+    assert calls == ([] if remote.url.startswith("s3://") else ["get"])
     # A second machine with an empty index cache learns the same from one listing.
     calls.clear()
     other = make_project(tmp_path / "other", FILES)
