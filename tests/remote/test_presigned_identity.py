@@ -236,3 +236,23 @@ def test_any_bytes_in_the_state_db_give_one_url_or_none(tmp_path_factory, data):
         assert presigned.addressed_to(url, _store(), identity.KEY) in (True, False) if url else True
     finally:
         state.close()
+
+
+def test_the_presigned_read_goes_through_the_environments_proxy(tmp_path, moto_s3, monkeypatch):
+    """HTTP_PROXY is honoured as botocore honours it (the proxy here answers the id)."""
+    src, bucket = pushed(tmp_path, moto_s3)
+    remote = fresh(moto_s3, bucket)
+    _Recorder.body, _Recorder.paths = remote.get_bytes(identity.KEY), []
+    httpd = http.server.HTTPServer(("127.0.0.1", 0), _Recorder)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.1:{httpd.server_port}")
+        monkeypatch.delenv("NO_PROXY", raising=False)
+        monkeypatch.delenv("no_proxy", raising=False)
+        remote = fresh(moto_s3, bucket)
+        assert_noop(src, remote, client=False)
+        (asked,) = _Recorder.paths
+        assert asked.startswith(f"{moto_s3.endpoint}/{bucket}/pivot/{identity.KEY}?")
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
