@@ -14,7 +14,8 @@ from pivot.cache import snapshot
 from pivot.cache.state import StateDB
 
 
-def _snapshot(project) -> snapshot.Snapshot | None:
+def stored_snapshot(project) -> snapshot.Snapshot | None:
+    """The directory snapshot stored for the output `data`, if any."""
     state = StateDB(project / ".pivot" / "state.db")
     try:
         return snapshot.load(state, "data")
@@ -27,7 +28,7 @@ def test_a_snapshot_settles_no_op_runs_and_every_edit_is_still_noticed(project, 
     pivot("run")
     time.sleep(snapshot.RACY_NS / 1e9 + 0.2)  # every output file older than the margin
     assert "up to date" in pivot("run").stdout
-    assert _snapshot(project) is not None
+    assert stored_snapshot(project) is not None
     assert "up to date" in pivot("run").stdout  # settled by the snapshot
 
     target = project / "data" / "a" / "deep" / "f.txt"

@@ -18,11 +18,11 @@ from support import (
     write_files,
 )
 from test_dir_output_rewrite import PIPELINE
+from test_dir_output_snapshot import stored_snapshot
 
 from pivot import _racy
 from pivot.cache import snapshot
 from pivot.cache.hashing import DIR, Hasher, PathHash
-from pivot.cache.state import StateDB
 
 # Many files in three folders, one of them set (by the stage) to a time after the marker.
 MANY = """
@@ -65,14 +65,6 @@ def _many(files: int, future: bool = False) -> str:
     return MANY.replace("FILES", str(files)).replace("FUTURE", str(future))
 
 
-def _snapshot(project) -> snapshot.Snapshot | None:
-    state = StateDB(project / ".pivot" / "state.db")
-    try:
-        return snapshot.load(state, "data")
-    finally:
-        state.close()
-
-
 def _recorded_hash(project) -> str:
     lock = json.loads((project / ".pivot" / "stages" / "p" / "make.lock").read_text())
     return lock["outs"]["data"]["hash"]
@@ -89,7 +81,7 @@ def test_the_first_no_op_after_a_run_is_settled_by_the_snapshot_the_run_left(
 ) -> None:
     write_files(project, {"pipeline.py": PIPELINE})
     pivot("run")
-    snap = _snapshot(project)  # left by the run itself, no command in between
+    snap = stored_snapshot(project)  # left by the run itself, no command in between
     assert snap is not None
     recorded = _recorded_hash(project)
     assert snap.hash == recorded
@@ -108,7 +100,7 @@ def test_the_first_no_op_after_a_run_is_settled_by_the_snapshot_the_run_left(
 def test_a_rewrite_in_place_right_after_the_run_is_seen(project, pivot) -> None:
     write_files(project, {"pipeline.py": PIPELINE})
     pivot("run")
-    assert _snapshot(project) is not None
+    assert stored_snapshot(project) is not None
     target = project / "data" / "a" / "deep" / "f.txt"
     rewrite_keeping_mtime(target, "FILE IN A/DEEP\n")  # same size, mtime put back
     proc = pivot("run", rc=1)
@@ -122,7 +114,7 @@ def test_a_rewrite_in_place_right_after_the_run_is_seen(project, pivot) -> None:
 def test_a_file_changed_at_or_after_the_marker_leaves_no_snapshot(project, pivot) -> None:
     write_files(project, {"pipeline.py": _many(30, future=True)})
     pivot("run")
-    assert _snapshot(project) is None  # d0/f0.txt's mtime is not before the marker
+    assert stored_snapshot(project) is None  # d0/f0.txt's mtime is not before the marker
     assert "up to date" in pivot("run").stdout  # checked in full
     assert executions(project) == ["make"]
 
@@ -182,13 +174,13 @@ def test_a_run_killed_while_it_writes_the_snapshot_leaves_no_partial_one(project
 
     proc = start_pivot_group(project, "run")
     assert kill_when(proc, writing)
-    snap = _snapshot(project)
+    snap = stored_snapshot(project)
     if snap is not None:  # committed whole before the kill: it holds exactly the folder
         full = Hasher(project, _NoRows()).tree_hash("data")
         assert _settles_now(project, snap) == full
     pivot("run")  # no lock was written: the stage runs again
     assert executions(project) == ["make", "make"]
-    assert _snapshot(project) is not None
+    assert stored_snapshot(project) is not None
     assert "up to date" in pivot("run").stdout
     rewrite_keeping_mtime(project / "data" / "d1" / "f1.txt", "FILE 1\n")
     assert "Nothing was replaced." in pivot("run", rc=1).stderr
