@@ -7,6 +7,7 @@ import contextlib
 import os
 import pathlib
 import struct
+import sys
 import traceback
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -18,7 +19,6 @@ from pivot.cache.hashing import FILE
 from pivot.cache.objects import LocalCache, StoredOutput
 from pivot.cache.state import stat_row
 from pivot.define.metric_values import read_metrics_file
-from pivot.define.results import Metric
 from pivot.define.stage import LIST, MATCH
 from pivot.discover.loading import pipeline_context
 from pivot.errors import DiskFull, PivotError
@@ -388,7 +388,6 @@ def serve(parent: int, announce: int, requests: int, results: int, paths: tuple[
     """A worker's life: run each stage named on `requests` (`execute`) and write its
     pickled outcome to `results`, until `requests` closes (or the main process dies);
     then let the spare child go, reap every child and exit. Never returns."""
-    import sys
 
     global _worker_pipes
     code = 0
@@ -503,7 +502,6 @@ def die_with_parent(parent: int, sig: int | None = None) -> None:
     lives until its request pipe closes."""
     import ctypes
     import signal
-    import sys
 
     global _prctl
     if not sys.platform.startswith("linux"):
@@ -879,7 +877,6 @@ def _enter_stage_dir(stage: StageSpec, root: pathlib.Path) -> None:
     with it, then the project root, first on `sys.path`; for a process that exits after the
     stage, so nothing is restored (`pipeline_context`'s set of every loaded module's name
     costs a forked child the pages it touches)."""
-    import sys
 
     os.chdir(stage.workdir)
     sys.path[:0] = list(dict.fromkeys([str(stage.workdir), str(root)]))
@@ -965,8 +962,10 @@ def _save_outputs(stage: StageSpec, result: Any, root: pathlib.Path) -> None:
             f"did not write its declared output(s) {', '.join(absent)} (relative to "
             f"{stage.workdir}). Write the file(s) or fix the pivot.Out path."
         )
+    # Only a pipeline that declares a pivot.Metric imports the module that defines it.
+    results = sys.modules.get("pivot.define.results")
     for out in stage.outs:
-        if isinstance(out.mark, Metric):
+        if results is not None and isinstance(out.mark, results.Metric):
             try:
                 read_metrics_file(root / out.path, out.path)
             except IsADirectoryError:

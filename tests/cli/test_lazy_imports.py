@@ -58,6 +58,31 @@ def test_noop_run_skips_modules_it_does_not_need(project, pivot, unneeded) -> No
     assert proc.stderr.strip().splitlines()[-1] == "[]"
 
 
+def test_first_run_imports_no_results_modules(project, pivot) -> None:
+    """A run that executes stages checks metrics files only when a stage declares a
+    pivot.Metric: the results modules stay unloaded otherwise."""
+    write_files(project, PARENT_CHILD)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            PROBE.format(
+                args=["run", "--all"],
+                heavy=("pivot.define.results",),
+            ),
+        ],
+        cwd=project,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": PYTHONPATH},
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "ran" in proc.stdout
+    assert (project / ".pivot" / "stages").is_dir()
+    assert proc.stderr.strip().splitlines()[-1] == "[]"
+
+
 COMMAND_MODULES = ("pivot.cli.stages", "pivot.cli.remotes", "pivot.cli.transfer", "pivot.cli.gc")
 PROBE_COMMANDS = """
 import sys
