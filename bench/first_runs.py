@@ -75,8 +75,8 @@ def main() -> None:
         for tree in trees:
             wall, cpu, faults = sample(tree, pipes, stages, base)
             print(
-                f"{tree}  {total} stages  wall {wall:.2f} s ({wall / total * 1000:.1f} ms/stage)"
-                f"  CPU {cpu:.2f} s ({cpu / total * 1000:.2f} ms/stage)"
+                f"{tree}  {total} stages  wall {wall:.3f} s ({wall / total * 1000:.1f} ms/stage)"
+                f"  CPU {cpu:.3f} s ({cpu / total * 1000:.2f} ms/stage)"
                 f"  minor faults/stage {faults / total:.0f}  load {os.getloadavg()[0]:.1f}",
                 flush=True,
             )
