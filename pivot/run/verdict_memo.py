@@ -31,7 +31,7 @@ import sys
 import time
 import types
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from pivot import _racy
 from pivot._fs import read_own_file, write_bytes
@@ -243,26 +243,15 @@ def folder_key(tmp_dir: pathlib.Path) -> list[int]:
     return [key[4], key[3]]
 
 
-class Memo:
+class Memo(NamedTuple):
     """A decoded memo."""
 
-    __slots__ = ("dirs", "key", "keys", "lstat", "modules", "paths")
-
-    def __init__(
-        self,
-        key: str,
-        paths: list[str],
-        lstat: bytes,
-        keys: array.array,
-        dirs: list[tuple[str, str]],
-        modules: frozenset[str],
-    ) -> None:
-        self.key = key
-        self.paths = paths
-        self.lstat = lstat
-        self.keys = keys
-        self.dirs = dirs
-        self.modules = modules
+    key: str
+    paths: list[str]
+    lstat: bytes
+    keys: array.array
+    dirs: list[tuple[str, str]]
+    modules: frozenset[str]
 
 
 def load(tmp_dir: pathlib.Path) -> Memo | None:
