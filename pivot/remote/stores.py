@@ -616,7 +616,7 @@ def describe_error(
             f"{where}: no usable credentials ({detail}).",
             "s3-credentials",
         )
-    if _login_refused(kind, detail):
+    if _login_refused(exc, kind, detail):
         prefix = env_name(remote.name)
         return (
             RemoteUnreachable,
@@ -744,17 +744,38 @@ def open_remote(
     )
 
 
-# HTTP 401 as a status of its own: not digits inside a path, a key or a hash.
-_STATUS_401 = re.compile(r"(?<![\w./-])401(?![\w/-]|\.\w)")
+# HTTP 401 where each library's message puts the status (aiohttp: "401, message=...";
+# webdav4: "received 401 (...)"; botocore: "An error occurred (401) when calling ..."),
+# for an error rebuilt from that text: never digits inside a key, a path or a URL.
+_STATUS_401 = re.compile(r"^(?:401, |received 401 \(|An error occurred \(401\) when calling )")
 
 
-def _login_refused(kind: str, detail: str) -> bool:
+def _http_status(exc: BaseException) -> int | None:
+    """The HTTP status an error or its explicit cause carries as a field (webdav4 and httpx
+    `status_code`, aiohttp `status`, botocore's response metadata), else None."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        for field_name in ("status_code", "status"):
+            value = getattr(seen, field_name, None)
+            if isinstance(value, int) and not isinstance(value, bool):
+                return value
+        response = getattr(seen, "response", None)
+        if isinstance(response, dict):
+            status = response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+            if isinstance(status, int) and not isinstance(status, bool):
+                return status
+        seen = seen.__cause__
+    return None
+
+
+def _login_refused(exc: BaseException, kind: str, detail: str) -> bool:
     """Whether the error says the server refused the credentials (FTP 530, SSH, HTTP 401)."""
     text = detail.lower()
     return (
         (kind == "error_perm" and detail.startswith("530"))
         or kind in ("PermissionDenied", "ClientAuthenticationError")
-        or _STATUS_401.search(detail) is not None
+        or _http_status(exc) == 401
+        or _STATUS_401.match(detail) is not None
         or "unauthorized" in text
         or "authentication failed" in text
         or "permission denied for user" in text  # sshfs's word for a refused SSH login

@@ -46,7 +46,10 @@ def test_refused_login_is_named_without_the_password(request, fixture):
     assert PASSWORD not in message and "PIVOT_REMOTE_BOX_PASSWORD" in message
 
 
-@pytest.mark.parametrize("root", ["memory://box/a401b", "memory://box/401/x"])
+@pytest.mark.parametrize(
+    "root",
+    ["memory://box/a401b", "memory://box/401/x", "memory://box/r(401)", "memory://box/a,401,b"],
+)
 def test_missing_object_under_a_path_with_401_is_missing_not_a_refused_login(root):
     remote = open_remote(f"{root}/{uuid.uuid4().hex}", name="box")
     remote.put_bytes("packs/ab/present", b"x")
