@@ -60,16 +60,21 @@ def gc(
         raise PivotError("--workspace and --all-commits contradict each other; pass one.")
     reach = WORKSPACE if workspace else ALL_COMMITS if all_commits else REFS
 
-    def warn_unpushed(digests: list[str], nbytes: int) -> None:
+    def warn_unpushed(digests: list[str], nbytes: int, unchecked: list[str]) -> None:
         from pivot.remote.transfer import human_bytes
 
         verb = "would remove" if dry_run else "removes"
         shown = ", ".join(d[:12] for d in digests[:5]) + (" ..." if len(digests) > 5 else "")
+        not_checked = "".join(
+            f" The check could not be made for remote {u} It counts as holding none of them."
+            for u in unchecked
+        )
         console.warn(
             f"gc {verb} {len(digests)} object(s) ({human_bytes(nbytes)}) that no configured "
-            f"remote holds (by the indexes last read from each): {shown}. They are not "
-            f"referenced within {reach}; once removed they exist nowhere. Run `pivot push` "
-            f"on the branch that made them first if you want to keep them."
+            f"remote holds (by each remote's indexes, checked against its identity): "
+            f"{shown}. They are not referenced within {reach}; once removed they exist "
+            f"nowhere.{not_checked} Run `pivot push` on the branch that made them first if "
+            f"you want to keep them."
         )
 
     if remote_name is not None:

@@ -17,13 +17,14 @@ if TYPE_CHECKING:
 
 @dataclass
 class LocalGc:
-    """A local gc: what it removed (or would), what it read to decide, and the removed
-    objects no configured remote holds (by the remotes' cached indexes)."""
+    """A local gc: what it removed (or would), what it read to decide, the removed objects
+    no configured remote holds, and the remotes that could not be checked for them."""
 
     summary: GcSummary
     live: Live
     unpushed: list[str] = field(default_factory=list)
     unpushed_bytes: int = 0
+    unchecked: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -32,52 +33,76 @@ class LocalGc:
             "revisions": self.live.revisions,
             "unpushed_removed": len(self.unpushed),
             "unpushed_bytes": self.unpushed_bytes,
+            "unchecked_remotes": self.unchecked,
         }
 
 
 def gc(
     dry_run: bool,
     reach: str,
-    on_unpushed: Callable[[list[str], int], None] = lambda digests, nbytes: None,
+    on_unpushed: Callable[[list[str], int, list[str]], None] = lambda d, n, u: None,
 ) -> LocalGc:
     """Remove (or with `dry_run` count) what nothing within `reach` references; objects
-    no remote holds are handed to `on_unpushed` before anything is deleted."""
+    no remote holds are handed to `on_unpushed` (with the remotes that could not be
+    checked, each a sentence) before anything is deleted."""
     project = Project.discover()
     with project.exclusive("gc", sweep=False):  # gc removes and counts the temp files
         live = live_data(project, reach)
         runs, outputs = live.run_keys, live.outputs
         planned = collect_garbage(project, runs, outputs, True, runs_named_by_outputs=True)
-        unpushed = _unpushed(project, planned.removed)
+        unpushed, unchecked = _unpushed(project, planned.removed)
         nbytes = _sizes(project, unpushed)
         if unpushed:
-            on_unpushed(unpushed, nbytes)
+            on_unpushed(unpushed, nbytes, unchecked)
         if not dry_run:
             planned = collect_garbage(project, runs, outputs, runs_named_by_outputs=True)
-        return LocalGc(planned, live, unpushed, nbytes)
+        return LocalGc(planned, live, unpushed, nbytes, unchecked if unpushed else [])
 
 
-def _unpushed(project: Project, removed: list[str]) -> list[str]:
-    """The digests among `removed` that no configured remote's cached indexes list."""
+def _unpushed(project: Project, removed: list[str]) -> tuple[list[str], list[str]]:
+    """The digests among `removed` that no configured remote holds, and why each remote
+    that could not be checked was not (it counts as holding none of them).
+
+    A remote's cached indexes are trusted only while its identity object (one small
+    read) is the one recorded when they were listed: a remote emptied or replaced by hand
+    has lost or changed it, and is listed again (`RemoteIndexCache.refresh`)."""
     if not removed:
-        return []
+        return [], []
     from pivot import config
     from pivot.cache.state import StateDB
     from pivot.errors import PivotError
+    from pivot.remote import identity
     from pivot.remote.index_cache import RemoteIndexCache
     from pivot.run.remote_view import open_configured
 
     held: set[str] = set()
+    unchecked: list[str] = []
     state = StateDB(project.state_path)
     try:
         for name in config.remotes(project):
+            remote = None
             try:
                 remote = open_configured(project, name)
-                held.update(RemoteIndexCache(state, remote).load().blobs)
-            except PivotError:
-                continue  # a remote that cannot be opened holds nothing we know of
+                index = RemoteIndexCache(state, remote)
+                seen = identity.read(remote, state, index.tag)
+                if seen is not None and seen == identity.recorded(state, index.tag):
+                    held.update(index.load().blobs)
+                    continue
+                held.update(index.refresh().blobs)
+                # Listed under the id read before the listing (as a push records it).
+                identity.record(state, index.tag, seen)
+            except PivotError as exc:
+                shown = remote.display if remote is not None else repr(name)
+                unchecked.append(f"{shown}: {_reason(str(exc).strip(), shown)}")
     finally:
         state.close()
-    return [digest for digest in removed if digest not in held]
+    return [digest for digest in removed if digest not in held], unchecked
+
+
+def _reason(message: str, shown: str) -> str:
+    """`message` (secrets already redacted) without its leading "Cannot ... remote X: "."""
+    head, sep, rest = message.partition(f"remote {shown}: ")
+    return rest if sep and head.startswith("Cannot ") else message
 
 
 def _sizes(project: Project, digests: list[str]) -> int:
