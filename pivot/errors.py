@@ -211,6 +211,80 @@ class DiskFull(PivotError):
 NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
 
 
+class NotWritable(PivotError):
+    """Pivot may not write in `folder` (its permissions or owner, an immutable attribute, a
+    read-only file system); nothing half-written was kept (every write Pivot makes is a
+    temp file renamed into place)."""
+
+    def __init__(self, folder: str, reason: str, fix: str, action: str = "write in") -> None:
+        super().__init__(
+            f"Cannot {action} {folder} ({reason}): {fix}, and run the command again. "
+            f"Nothing half-written was kept."
+        )
+        self.folder = folder
+        self.reason = reason
+
+
+# What each refusal to write is called, and what to do about it (`{q}`: the folder, quoted).
+NOT_PERMITTED = {
+    errno.EACCES: (
+        "permission denied",
+        "fix its permissions or owner (`chmod u+{rw} {q}`, or `chown` it to the user running "
+        "Pivot)",
+    ),
+    errno.EPERM: (
+        "operation not permitted",
+        "it may be marked immutable or append-only (`lsattr -d {q}` shows it, `chattr -i "
+        "{q}` clears it) or its owner may forbid it: make it writable",
+    ),
+    errno.EROFS: (
+        "read-only file system",
+        "remount it read-write, or move the project (or its cache: `.pivot/cache` may be "
+        "a link to a folder on another disk) to a writable disk",
+    ),
+}
+
+
+def not_writable(exc: BaseException, aliases: dict[str, str] | None = None) -> NotWritable | None:
+    """The NotWritable an OSError of a refused write (EACCES, EPERM, EROFS) naming a file
+    stands for, naming the folder it could not write in (or the existing file it could
+    not open); None for any other error. `aliases`: a path prefix the error may name a
+    folder by (a pinned `/proc/self/fd/N`) and the folder's own path. The place is shown
+    relative to the working folder when inside it."""
+    import os
+    import shlex
+
+    if not isinstance(exc, OSError) or exc.errno not in NOT_PERMITTED or not exc.filename:
+        return None
+    renamed = bool(exc.filename2)  # a rename is refused by a folder of either name
+    places: list[str] = []
+    a_file = False  # an existing file refused (to be opened): not its folder
+    for name in (exc.filename, exc.filename2):
+        if not name or isinstance(name, int):
+            continue
+        path = os.path.abspath(os.fsdecode(name))
+        for alias, real in (aliases or {}).items():
+            if path == alias or path.startswith(alias + "/"):
+                path = real + path[len(alias) :]
+        a_file = (
+            not renamed
+            and exc.errno != errno.EROFS  # the file system refuses, not the file
+            and os.path.lexists(path)
+            and not os.path.isdir(path)
+        )
+        place = path if a_file or (not renamed and os.path.isdir(path)) else os.path.dirname(path)
+        relative = os.path.relpath(place)
+        outside = relative in (".", "..") or relative.startswith("../")
+        shown = place if outside else relative
+        if shown not in places:
+            places.append(shown)
+    if not places:
+        return None
+    reason, fix = NOT_PERMITTED[exc.errno]
+    fix = fix.format(q=shlex.quote(places[0]), rw="rw" if a_file else "w")
+    return NotWritable(" or ".join(places), reason, fix, "open" if a_file else "write in")
+
+
 @contextlib.contextmanager
 def writing(path: object) -> Iterator[None]:
     """Turn running out of space (or quota) while writing `path` into DiskFull."""

@@ -12,7 +12,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from functools import cache, cached_property
 
-from pivot.errors import ProjectError, UnsafePath
+from pivot.errors import ProjectError, UnsafePath, not_writable
 
 PIVOT_DIR = ".pivot"
 # Names of the cache's temp files and folders in `.pivot/tmp/` (see pivot/cache/batch.py).
@@ -277,7 +277,14 @@ class Project:
                     ) from None
                 os.close(fd)
                 fd = inner
-            yield pathlib.Path(f"/proc/self/fd/{fd}")
+            pinned = f"/proc/self/fd/{fd}"
+            try:
+                yield pathlib.Path(pinned)
+            except OSError as exc:  # a refused write told with the folder's own path
+                refused = not_writable(exc, {pinned: str(self.root.joinpath(*parts))})
+                if refused is None:
+                    raise
+                raise refused from None
         finally:
             os.close(fd)
 

@@ -138,7 +138,7 @@ def cli(verbose: bool) -> None:
 
 def main() -> None:
     """Entry point: run the CLI, turning known errors into one clear paragraph."""
-    from pivot.errors import NO_SPACE, DiskFull, PivotError
+    from pivot.errors import NO_SPACE, DiskFull, PivotError, not_writable
 
     started = time.perf_counter()
     try:
@@ -172,6 +172,12 @@ def main() -> None:
             full = DiskFull(exc.filename or "a file")
             console.error(paragraph(full))
             sys.exit(full.exit_code)
+        refused = not_writable(exc)  # a folder Pivot writes in that it may not write in
+        if refused is not None:
+            from pivot.cli.advice import paragraph
+
+            console.error(paragraph(refused))
+            sys.exit(refused.exit_code)
         console.error(
             f"Internal error: {type(exc).__name__}: {exc}. Run with `pivot --verbose ...` "
             f"for the traceback, and please report it."

@@ -34,6 +34,7 @@ from pivot.errors import (
     RemoteError,
     RemoteIncomplete,
     RemoteUnreachable,
+    not_writable,
     writing,
 )
 from pivot.remote.options import check_option, fs_class
@@ -521,8 +522,9 @@ class Remote:
         return data
 
     def get_file(self, key: str, dest: pathlib.Path) -> None:
-        """Download object `key` into the local file `dest` with bounded memory."""
-        with self._errors(f"read {key} from"), writing(dest):
+        """Download object `key` into the local file `dest` with bounded memory; a refused
+        write in `dest`'s folder is that folder's error (NotWritable), not the remote's."""
+        with self._errors(f"read {key} from"), _local_writes(dest.parent), writing(dest):
             self.store.get_file(key, dest)
 
     def read_range(
@@ -577,6 +579,24 @@ class Remote:
         raise kind(
             self._redact(message), remote=self.name, display=self.display, hint=hint
         ) from None
+
+
+@contextlib.contextmanager
+def _local_writes(folder: pathlib.Path) -> Iterator[None]:
+    """Turn a refused write of a file in the local `folder` into NotWritable."""
+    try:
+        yield
+    except OSError as exc:
+        names = (exc.filename, exc.filename2)
+        ours = any(
+            isinstance(n, str | bytes | os.PathLike)
+            and os.path.dirname(os.fsdecode(n)) == str(folder)
+            for n in names
+        )
+        refused = not_writable(exc) if ours else None
+        if refused is None:
+            raise
+        raise refused from None
 
 
 class _Limited(io.RawIOBase):

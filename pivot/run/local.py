@@ -21,7 +21,7 @@ from pivot.cache.state import stat_row
 from pivot.define.metric_values import read_metrics_file
 from pivot.define.stage import LIST, MATCH
 from pivot.discover.loading import pipeline_context
-from pivot.errors import DiskFull, PivotError
+from pivot.errors import DiskFull, NotWritable, PivotError, not_writable
 from pivot.project import Project
 from pivot.run.executor import Outcome
 
@@ -833,7 +833,7 @@ def execute_here(
         try:
             try:
                 outs, stats = _store_outputs(stage, root, cache, batch, snapshots, made)
-            except DiskFull:
+            except (DiskFull, NotWritable):
                 raise
             except PivotError as exc:
                 raise StageContractError(
@@ -842,8 +842,11 @@ def execute_here(
             undeclared = sorted(_entries(stage, root) - before)
             staged = batch.hand_over() if hand_over and len(batch) < SYNCFS_MIN else []
             batch.commit()
-        except BaseException:
+        except BaseException as exc:
             batch.discard()
+            refused = not_writable(exc)  # the cache's folders, not the stage's doing
+            if refused is not None:
+                raise refused from None
             raise
     except BaseException as exc:
         seconds = time.perf_counter() - start
@@ -855,7 +858,7 @@ def execute_here(
             stage_id,
             False,
             error=error,
-            cause=exc if isinstance(exc, DiskFull) else cause,
+            cause=exc if isinstance(exc, DiskFull | NotWritable) else cause,
             seconds=seconds,
             interrupted=interrupted,
         )
@@ -1006,7 +1009,7 @@ def _store_outputs(
 def _format_error(stage: StageSpec, exc: BaseException) -> str:
     if isinstance(exc, StageContractError):
         return f"Stage {stage.id} ({stage.source}) {exc}"
-    if isinstance(exc, DiskFull):
+    if isinstance(exc, DiskFull | NotWritable):
         return f"Stage {stage.id} ({stage.source}) could not store its outputs: {exc}"
     if isinstance(exc, KeyboardInterrupt):
         return f"Stage {stage.id} was interrupted."
