@@ -974,8 +974,9 @@ def _interleaved(
 
 
 def _scale_stages(b: Bench, pipes: int, stages: int, with_dvc: bool) -> list[Row]:
-    """The multi project at `pipes` x `stages`: one first run of each tool (Pivot with
-    `-j 1`, so the per-stage cost shows), then no-op runs of both, interleaved."""
+    """The multi project at `pipes` x `stages`: first runs of each tool (Pivot with `-j 1`,
+    so the per-stage cost shows; `--first-runs` of them, each in a fresh project, against
+    one of DVC's), then no-op runs of both, interleaved."""
     total = pipes * stages
     name = f"scale-stages{total}"
     note = f"{pipes} x {stages} = {total:,} stages"
@@ -984,7 +985,13 @@ def _scale_stages(b: Bench, pipes: int, stages: int, with_dvc: bool) -> list[Row
         return lambda dest: generate.generate_multi(dest, tool, pipes, stages)
 
     pv_first = _first_runs(
-        b, f"{name}-pivot", b.pivot, make("pivot"), ["run", "--all", "-j", "1"], 1, total
+        b,
+        f"{name}-pivot",
+        b.pivot,
+        make("pivot"),
+        ["run", "--all", "-j", "1"],
+        b.args.first_runs,
+        total,
     )
     dvc_first = None
     dvc_note = "" if with_dvc else "; DVC skipped (--scale-dvc-max-stages)"
