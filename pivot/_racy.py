@@ -32,6 +32,8 @@ _SECOND = 1_000_000_000
 # How long `made_after_writes` waits for the file system's clock to move on (a tick of a
 # coarse clock is 1-10 ms); past it, the first marker is kept (files of its tick unsettled).
 TICK_WAIT_S = 0.05
+# The wall-clock rule of `settled` where the marker does not apply: changed 2 s before.
+WALL_NS = 2 * _SECOND
 
 
 class Marker:
@@ -49,6 +51,13 @@ class Marker:
         if self._made is None:
             self._made = _make(self.folder)
         return self._made if self._made[0] >= 0 else None
+
+
+def make(folder: str) -> tuple[int, int] | None:
+    """A marker made now in `folder` (its device and M; no wait for the clock to move on);
+    None when it cannot be made."""
+    made = _make(folder)
+    return made if made[0] >= 0 else None
 
 
 def made_after_writes(folder: str) -> tuple[int, int] | None:
@@ -80,6 +89,15 @@ def before(made: tuple[int, int] | None, st: os.stat_result) -> bool | None:
     if made is None or st.st_dev != made[0]:
         return None
     return max(st.st_mtime_ns, st.st_ctime_ns) < made[1]
+
+
+def settled(made: tuple[int, int] | None, st: os.stat_result, wall_ns: int) -> bool:
+    """`before`, or where the marker does not apply, whether the file of `st` changed
+    `WALL_NS` before `wall_ns` (the wall clock's time taken before its `stat`)."""
+    judged = before(made, st)
+    if judged is None:
+        return max(st.st_mtime_ns, st.st_ctime_ns) < wall_ns - WALL_NS
+    return judged
 
 
 def _make(folder: str) -> tuple[int, int]:

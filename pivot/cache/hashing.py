@@ -9,12 +9,14 @@ import os
 import pathlib
 import re
 import stat
+import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, BinaryIO, Protocol
 
 import blake3
 import msgpack
 
+from pivot import _racy
 from pivot.errors import CorruptFile, DefinitionError
 from pivot.project import first_overlap, safe_relpath
 from pivot.untrusted import LIMIT, count
@@ -178,7 +180,7 @@ class StatCache(Protocol):
 
     def lookup(self, rel: str, st: os.stat_result) -> str | None: ...
 
-    def record(self, rel: str, st: os.stat_result, digest: str) -> None: ...
+    def record(self, rel: str, st: os.stat_result, digest: str, settled: bool = True) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -191,11 +193,17 @@ class PathHash:
 
 
 class Hasher:
-    """Hashes project paths, asking the stat cache before reading any file."""
+    """Hashes project paths, asking the stat cache before reading any file. A file it reads
+    is recorded settled only if it changed before a racy marker made in `marker_dir` before
+    the read (`pivot._racy`; the 2 s rule without a folder or where the marker does not
+    apply)."""
 
-    def __init__(self, root: pathlib.Path, cache: StatCache) -> None:
+    def __init__(self, root: pathlib.Path, cache: StatCache, marker_dir: str | None = None) -> None:
         self.root = root
         self.cache = cache
+        self.marker_dir = marker_dir
+        self._made: tuple[int, int] | None = None  # the last racy marker made for reading
+        self._marked = False  # whether one was tried
 
     def file_hash(self, rel: str, st: os.stat_result | None = None) -> str:
         st = st or os.stat(os.path.join(self.root, rel))
@@ -203,10 +211,25 @@ class Hasher:
         if cached is not None:
             return cached
         path = os.path.join(self.root, rel)
+        made = self.read_marker(st)
+        wall_ns = time.time_ns()
         digest = hash_file(path)
-        if _unchanged(st, os.stat(path)):
-            self.cache.record(rel, st, digest)
+        after = os.stat(path)
+        if _unchanged(st, after):
+            self.cache.record(rel, st, digest, _racy.settled(made, after, wall_ns))
         return digest
+
+    def read_marker(self, st: os.stat_result) -> tuple[int, int] | None:
+        """A racy marker made before the read of the file of `st`: the last one, or a new
+        one when that file changed at or after the last one's time (made since, it may
+        settle it); None when none can be made."""
+        if self.marker_dir is None:
+            return None
+        made = self._made
+        if not self._marked or (made is not None and _racy.before(made, st) is False):
+            made = self._made = _racy.make(self.marker_dir)
+            self._marked = True
+        return made
 
     def hash_path(self, rel: str) -> PathHash | None:
         """Hash a file or directory; None when it does not exist."""

@@ -6,8 +6,10 @@ only then is it hashed again."""
 from __future__ import annotations
 
 import os
+import time
 from typing import TYPE_CHECKING
 
+from pivot import _racy
 from pivot.cache.hashing import DIR, hash_file
 
 if TYPE_CHECKING:
@@ -18,11 +20,16 @@ if TYPE_CHECKING:
 KEY_PREFIX = "\0linked-object/"
 
 
-def remember(state: StateDB, cache: LocalCache, digest: str) -> None:
-    """Record the stat of the loose object `digest`, just verified and linked."""
+def remember(
+    state: StateDB, cache: LocalCache, digest: str, made: tuple[int, int] | None, wall_ns: int
+) -> None:
+    """Record the stat of the loose object `digest`, just verified and linked; smudged
+    (still recorded: it is checked) unless it changed before the racy marker `made`, made
+    after the link (`pivot._racy`; 2 s before `wall_ns` where it does not apply)."""
     path = cache.path(digest)
     if path.is_file():
-        state.record(KEY_PREFIX + digest, path.stat(), digest)
+        st = path.stat()
+        state.record(KEY_PREFIX + digest, st, digest, _racy.settled(made, st, wall_ns))
 
 
 def damaged_objects(state: StateDB, cache: LocalCache, digest: str, kind: str) -> list[str]:
@@ -33,6 +40,8 @@ def damaged_objects(state: StateDB, cache: LocalCache, digest: str, kind: str) -
     if kind == DIR and cache.path(digest).is_file():
         digests = [e.hash for e in cache.tree(digest)]
     bad = []
+    made: tuple[int, int] | None = None
+    wall_ns = 0  # once a marker is made, before the first object is hashed again
     for blob in dict.fromkeys(digests):
         key = KEY_PREFIX + blob
         if not state.recorded(key):
@@ -44,8 +53,11 @@ def damaged_objects(state: StateDB, cache: LocalCache, digest: str, kind: str) -
             continue  # absent: `missing` says so
         if state.lookup(key, st) == blob:
             continue
+        if not wall_ns:
+            wall_ns = time.time_ns()
+            made = _racy.make(str(cache.tmp_dir))
         if hash_file(path) == blob and os.stat(path).st_ctime_ns == st.st_ctime_ns:
-            state.record(key, st, blob)
+            state.record(key, st, blob, _racy.settled(made, st, wall_ns))
         else:
             bad.append(blob)
     return bad

@@ -399,7 +399,7 @@ class SnapshotHasher(Hasher):
         helper_min: int = HELPER_MIN,
         marker_dir: str | None = None,
     ) -> None:
-        super().__init__(root, state)
+        super().__init__(root, state, marker_dir)
         self.state = state
         self.racy_ns = racy_ns
         self.helper_min = helper_min

@@ -1,6 +1,12 @@
 """The sqlite state database `.pivot/state.db` (per machine, never committed): the stat
 cache (path -> stat key and hash, so unchanged files are not hashed again) and small
-key/value caches such as a remote's indexes; rebuilt empty when it is found damaged."""
+key/value caches such as a remote's indexes; rebuilt empty when it is found damaged.
+
+A stat-cache row is trusted only when its file was settled when read: changed before a
+racy marker made before the read (`pivot._racy`; the 2 s rule where the marker does not
+apply). A file changed in the same tick of the file system's clock as its reading could be
+rewritten again within that tick keeping all four values; its row is kept "smudged" (a
+size no file has: never matched), so the next command hashes the file again."""
 
 from __future__ import annotations
 
@@ -10,10 +16,12 @@ import logging
 import os
 import pathlib
 import sqlite3
+import stat
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, TypeVar
 
+from pivot import _racy
 from pivot.errors import DiskFull
 from pivot.project import is_utf8
 
@@ -23,6 +31,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 # child sends those of its outputs in this form (plain tuples pickle ten times faster than
 # `os.stat_result`s, which mattered at 100,000 files).
 Row = tuple[str, int, int, int, int, str]
+SMUDGED = -1  # the size of a row recorded unsettled (no file has it: never matched)
 
 SCHEMA = """
 DROP TABLE IF EXISTS stat_cache;
@@ -144,9 +153,12 @@ class StateDB:
         """Whether the stat cache holds an entry for `rel`, current or not."""
         return rel in self._pending or rel in self._load_stats()
 
-    def record(self, rel: str, st: os.stat_result, digest: str) -> None:
+    def record(self, rel: str, st: os.stat_result, digest: str, settled: bool = True) -> None:
+        """Remember that `rel`, while its stat is `st`, hashes to `digest`; smudged unless
+        `settled` (the file changed before a racy marker made before it was read)."""
+        row = stat_row(rel, st, digest, settled)
         with self._lock:
-            self._pending[rel] = (*_key(st), digest)
+            self._pending[rel] = row[1:]
 
     def record_rows(self, rows: Iterable[Row]) -> None:
         """`record` for rows built elsewhere (`stat_row`)."""
@@ -160,10 +172,14 @@ class StateDB:
             self._staged += 1
             return StagedRows(self, f"staged_{self._staged}")
 
-    def keep(self, staged: StagedRows, rows: list[Row]) -> None:
-        """Have the next `commit` write `staged` (holding `rows`): its files are in place.
-        If staging failed (an sqlite error, a rebuilt db), `rows` are recorded instead."""
+    def keep(self, staged: StagedRows, rows: list[Row], limit: int) -> None:
+        """Have the next `commit` write `staged` (holding `rows`): its files are in place;
+        those changed at `limit` or later smudged (`settle`). If staging failed (an sqlite
+        error, a rebuilt db), `rows` are recorded instead."""
+        rows = settle(rows, limit)
         with self._lock:
+            if not staged.broken:
+                staged.smudge(limit)
             if staged.broken:
                 self.record_rows(rows)
                 return
@@ -310,6 +326,19 @@ class StagedRows:
                 f"SELECT * FROM {self.table} ORDER BY path"  # the key's order: see `commit`
             )
 
+    def smudge(self, limit: int) -> None:
+        """Smudge the staged rows of files changed at `limit` or later (`settle`)."""
+        with self.state._lock:
+            if self.conn is None or self.broken or self.conn is not self.state._conn:
+                return
+            try:
+                self.conn.execute(
+                    f"UPDATE {self.table} SET size = {SMUDGED} WHERE max(mtime_ns, ctime_ns) >= ?",
+                    (limit,),
+                )
+            except sqlite3.Error:
+                self.broken = True
+
     def drop(self) -> None:
         """Forget the staged rows."""
         with self.state._lock:
@@ -329,6 +358,30 @@ def _key(st: os.stat_result) -> tuple[int, int, int, int]:
     return (st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns)
 
 
-def stat_row(rel: str, st: os.stat_result, digest: str) -> Row:
-    """The stat-cache row saying that `rel`, while its stat is `st`, hashes to `digest`."""
-    return (rel, st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns, digest)
+def stat_row(rel: str, st: os.stat_result, digest: str, settled: bool = True) -> Row:
+    """The stat-cache row saying that `rel`, while its stat is `st`, hashes to `digest`;
+    smudged (never matched) unless `settled`."""
+    size = st.st_size if settled else SMUDGED
+    return (rel, size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns, digest)
+
+
+def settle(rows: list[Row], limit: int) -> list[Row]:
+    """`rows` with those of files changed at `limit` (an `_racy` marker's time, or a wall
+    clock's time minus its margin: `settled_limit`) or later smudged."""
+    return [r if r[2] < limit and r[4] < limit else (r[0], SMUDGED, *r[2:]) for r in rows]
+
+
+def settled_limit(made: tuple[int, int] | None, wall_ns: int, top: str) -> int:
+    """The time before which the files under `top` (a file or folder), stat-ed after the
+    racy marker `made` and the wall clock's `wall_ns`, changed to be settled: the marker's
+    when it is on their device (`top`'s, with no file system mounted within), else
+    `_racy.WALL_NS` before `wall_ns`."""
+    if made is None:
+        return wall_ns - _racy.WALL_NS
+    try:
+        st = os.stat(top)
+    except OSError:
+        return wall_ns - _racy.WALL_NS
+    if st.st_dev == made[0] and not (stat.S_ISDIR(st.st_mode) and _racy.mounted_within(top)):
+        return made[1]
+    return wall_ns - _racy.WALL_NS

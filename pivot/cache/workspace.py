@@ -7,16 +7,18 @@ from __future__ import annotations
 import contextlib
 import os
 import pathlib
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, NamedTuple
 
+from pivot import _racy
 from pivot.cache import linked
 from pivot.cache.checkout import LinkMode, Placed, checkout
 from pivot.cache.hashing import DIR, Hasher
 from pivot.cache.objects import LocalCache
 from pivot.cache.runs import RunRecords
 from pivot.cache.snapshot import SnapshotHasher
-from pivot.cache.state import StateDB, stat_row
+from pivot.cache.state import StateDB, settle, settled_limit, stat_row
 from pivot.errors import DamagedBlob, PivotError
 from pivot.project import Project
 
@@ -103,15 +105,27 @@ class Workspace(NamedTuple):
         return StreamedOutput(self, path, link, tree, pinned, dest)
 
     def record_placed(self, path: str, placed: list[Placed], link: LinkMode) -> None:
-        """Teach the stat cache the files of an output just placed at `path`."""
+        """Teach the stat cache the files of an output just placed at `path`: settled
+        those changed before a racy marker made once they are written (`settle_mark`),
+        the others smudged, for the next command to hash."""
         base = os.fspath(self.project.root)
+        made, wall_ns = self.settle_mark()
         rows = []
         for inner, digest, st in placed:
             rel = f"{path}/{inner}" if inner else path
-            rows.append(stat_row(rel, st or os.stat(os.path.join(base, rel)), digest))
+            st = st or os.stat(os.path.join(base, rel))
+            rows.append(stat_row(rel, st, digest, _racy.settled(made, st, wall_ns)))
             if link is not LinkMode.COPY:
-                linked.remember(self.state, self.cache, digest)
+                linked.remember(self.state, self.cache, digest, made, wall_ns)
         self.state.record_rows(rows)  # one hand-over, not a locked call per file
+
+    def settle_mark(self) -> tuple[tuple[int, int] | None, int]:
+        """A racy marker made now in the tmp folder (`pivot._racy`) and the wall clock's
+        time before it, judging files Pivot placed: one changed before the marker keeps
+        its stat key through any later change (that sets a ctime at the marker's or
+        later), while one of the marker's own tick may not."""
+        wall_ns = time.time_ns()
+        return _racy.make(str(self.project.tmp_dir)), wall_ns
 
 
 class StreamedOutput(NamedTuple):
@@ -136,10 +150,12 @@ class StreamedOutput(NamedTuple):
             except PivotError as exc:
                 raise _named(exc, self.tree.dest, self.dest) from exc.__cause__
         # Files written from fetched bytes (copies); their rows were staged as they came.
+        made, wall_ns = self.ws.settle_mark()
+        limit = settled_limit(made, wall_ns, str(self.dest))
         if self.tree.staged is None:
-            self.ws.state.record_rows(rows)
+            self.ws.state.record_rows(settle(rows, limit))
         else:
-            self.ws.state.keep(self.tree.staged, rows)
+            self.ws.state.keep(self.tree.staged, rows, limit)
         self.ws.record_placed(self.path, placed, self.link)
 
     def discard(self) -> None:

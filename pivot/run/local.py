@@ -17,7 +17,7 @@ from pivot.cache.batch import SYNCFS_MIN
 from pivot.cache.checkout import remove_leftovers
 from pivot.cache.hashing import FILE
 from pivot.cache.objects import LocalCache, StoredOutput
-from pivot.cache.state import stat_row
+from pivot.cache.state import settle, settled_limit, stat_row
 from pivot.define.metric_values import read_metrics_file
 from pivot.define.stage import LIST, MATCH
 from pivot.discover.loading import pipeline_context
@@ -39,6 +39,9 @@ PACKAGE_DIR = str(pathlib.Path(__file__).resolve().parents[1]) + os.sep  # all o
 _STAGES: dict[str, StageSpec] = {}
 _DECLARED: set[str] = set()  # every output of the run, and the folders they lie in
 _NEXT: dict[str, str] = {}  # a stage -> the first stage that reads one of its outputs
+# An output file this large, changed in the racy marker's tick, is read after a marker past
+# that tick (a wait of at most a tick) rather than left for the next command to hash again.
+SETTLE_WAIT_MIN = 8 << 20
 CANCEL_GRACE = 2.0  # seconds a cancelled stage gets to stop on Ctrl-C before SIGKILL
 
 
@@ -824,15 +827,20 @@ def execute_here(
             os.chdir(stage.workdir)  # the stage may have changed directory
             _save_outputs(stage, result, root)
         # Made once the outputs are written, before they are read: what their reading
-        # stats judges a directory output's snapshot (`snapshot.of_stored`).
-        made = None
+        # stats judges, for a directory output's snapshot (`snapshot.of_stored`) and for
+        # the stat-cache rows (`Outcome.stats`; a file of the marker's tick is smudged).
+        wall_ns = time.time_ns()
         if any(os.path.isdir(root / out.path) for out in stage.outs):
             made = _racy.made_after_writes(tmp_dir)
+        else:
+            made = _racy.make(tmp_dir)
         snapshots: dict[str, Snapshot] = {}
         batch = cache.batch()
         try:
             try:
-                outs, stats = _store_outputs(stage, root, cache, batch, snapshots, made)
+                outs, stats = _store_outputs(
+                    stage, root, cache, batch, snapshots, (made, wall_ns, tmp_dir)
+                )
             except (DiskFull, NotWritable):
                 raise
             except PivotError as exc:
@@ -985,23 +993,33 @@ def _store_outputs(
     cache: LocalCache,
     batch: CacheBatch,
     snapshots: dict[str, Snapshot],
-    made: tuple[int, int] | None,
+    marked: tuple[tuple[int, int] | None, int, str],
 ) -> tuple[dict[str, dict[str, Any]], list[Row]]:
     """Store each output: a file staged in `batch`, a directory committed at once (its
-    snapshot put in `snapshots` when the racy marker `made` settles every file).
-    Returns them and the stat-cache rows of their files (`Outcome.stats`)."""
+    snapshot put in `snapshots` when the racy marker settles every file). `marked` is
+    that marker (made after the stage returned, before any output is read), the wall
+    clock's time taken before it and its folder. Returns the outputs and the stat-cache
+    rows of their files (`Outcome.stats`), those not settled by the marker smudged (a
+    file of at least `SETTLE_WAIT_MIN` bytes is read after a marker past its tick:
+    `_racy.made_after_writes`, rather than hashed again by the next command)."""
+    made, wall_ns, tmp_dir = marked
     outs: dict[str, dict[str, Any]] = {}
     rows: list[Row] = []
     for out in stage.outs:
         path = root / out.path
         if path.is_dir():
             stored, found = cache.add_output(path, root, snapshots=snapshots, made=made)
+            if out.path not in snapshots:  # kept only when every file is settled
+                found = settle(found, settled_limit(made, wall_ns, str(path)))
             rows += found
         else:
             st = os.stat(path)
+            if st.st_size >= SETTLE_WAIT_MIN and _racy.before(made, st) is False:
+                made = _racy.made_after_writes(tmp_dir)
+                st = os.stat(path)
             digest, size = batch.add_file(path)
             stored = StoredOutput(digest, size, FILE)
-            rows.append(stat_row(out.path, st, digest))
+            rows.append(stat_row(out.path, st, digest, _racy.settled(made, st, wall_ns)))
         outs[out.path] = {"hash": stored.hash, "size": stored.size, "kind": stored.kind}
     return outs, rows
 

@@ -6,10 +6,13 @@ from __future__ import annotations
 import errno
 import os
 import pathlib
+import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from pivot import _racy
 from pivot.cache import tracked
+from pivot.cache.state import settle, settled_limit
 from pivot.cache.tracked import Tracked
 from pivot.cache.workspace import Workspace, open_workspace
 from pivot.discover.finder import Discovery
@@ -150,8 +153,12 @@ def _store(ws: Workspace, rel: str, before: Tracked | None) -> Tracked:
         current = ws.hasher.hash_path(rel)
         if current is not None and not ws.cache.missing(current.hash, current.kind):
             return Tracked(rel, current.hash, current.size, current.kind)
+    # The racy marker before the files are read: a file changed at its time or later
+    # (the same tick of the file system's clock) is recorded smudged (`state.settle`).
+    wall_ns = time.time_ns()
+    made = _racy.make(str(ws.project.tmp_dir))
     stored, rows = _add_pinned(ws, rel)
-    ws.state.record_rows(rows)
+    ws.state.record_rows(settle(rows, settled_limit(made, wall_ns, str(ws.project.root / rel))))
     return Tracked(rel, stored.hash, stored.size, stored.kind)
 
 

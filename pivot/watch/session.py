@@ -101,7 +101,9 @@ class Session:
         self._watcher = Watcher(str(self.root), self._queue.put)
         # The dispatcher thread's own hasher, on the same (thread-safe) state db as `run`:
         # a write in a large folder dep re-hashes the changed files only.
-        self._thread_hasher = SnapshotHasher(self.root, ws.state)
+        self._thread_hasher = SnapshotHasher(
+            self.root, ws.state, marker_dir=str(ws.project.tmp_dir)
+        )
 
     # -- the main thread -------------------------------------------------------------------
 

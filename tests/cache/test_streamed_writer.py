@@ -49,7 +49,7 @@ def test_the_child_writes_the_offered_files_and_their_rows_match_them(tmp_path, 
     offer_all(tree, cache, stored[1])
     rows, placed = tree.finish()
     assert tree.staged is not None
-    state.keep(tree.staged, rows)
+    state.keep(tree.staged, rows, 1 << 62)  # every file settled
 
     assert stored_rows(state) == sorted(rows)  # each row staged, then committed once kept
     state.close()

@@ -57,7 +57,7 @@ class _NoRows:
     def lookup(self, rel: str, st: os.stat_result) -> str | None:
         return None
 
-    def record(self, rel: str, st: os.stat_result, digest: str) -> None:
+    def record(self, rel: str, st: os.stat_result, digest: str, settled: bool = True) -> None:
         pass
 
 

@@ -1,6 +1,8 @@
 """The stage's child hands the stat-cache rows of the files it stored to the scheduler:
-after a run, every output file (in a directory or alone) has a row with its current stat
-and its hash, so the next command hashes none of them again."""
+after a run, every output file (in a directory or alone) that changed before the racy
+marker made once the stage returned has a row with its current stat and its hash, so the
+next command hashes none of them again (a file of the marker's own tick is smudged:
+`tests/cache/test_stat_racy.py`)."""
 
 from __future__ import annotations
 
@@ -13,8 +15,11 @@ from pivot.cache.state import StateDB
 PIPELINE_WITH_FILE = (
     PIPELINE
     + """
+import time
+
 def single() -> Annotated[pathlib.Path, pivot.Out("one.txt", PathOnly())]:
     pathlib.Path("one.txt").write_text("alone\\n")
+    time.sleep(0.05)  # past the clock's tick: settled under the marker made after this
     return pathlib.Path("one.txt")
 
 pipeline.register(single)
