@@ -53,25 +53,22 @@ class Marker:
         return self._made if self._made[0] >= 0 else None
 
 
-def make(folder: str) -> tuple[int, int] | None:
-    """A marker made now in `folder` (its device and M; no wait for the clock to move on);
-    None when it cannot be made."""
-    made = _make(folder)
-    return made if made[0] >= 0 else None
-
-
-def made_after_writes(folder: str) -> tuple[int, int] | None:
+def made_after_writes(folder: str, wait_s: float = TICK_WAIT_S) -> tuple[int, int] | None:
     """A marker made in `folder` that every file changed before the call is before: after
     a first marker M0, it is made again until its time is later than M0 (at most a tick of
-    the file system's clock; `TICK_WAIT_S` at most, then M0 itself). A file written just
+    the file system's clock; `wait_s` at most, then M0 itself). A file written just
     before the call has a time no later than M0 (the same clock), so it is settled by a
     stat taken after this returns, while a file written in the same tick as a marker of
-    M0 alone would not be. Made anew on each call (not the command's `Marker`: that one
-    was made before these files were written). None when the marker cannot be made."""
+    M0 alone would not be. With `wait_s` 0 it is made twice, without waiting: where the
+    kernel gives a change that follows a `stat` of the same file a fine-grained time
+    (Linux 6.13 and later on ext4, xfs, btrfs and tmpfs: "multigrain" timestamps), the
+    second time is already past M0; elsewhere it is M0, and files of its tick stay
+    unsettled. Made anew on each call (not the command's `Marker`: that one was made
+    before these files were written). None when the marker cannot be made."""
     first = _make(folder)
     if first[0] < 0:
         return None
-    deadline = time.monotonic() + TICK_WAIT_S
+    deadline = time.monotonic() + wait_s
     while True:
         made = _make(folder)
         if made[0] != first[0]:

@@ -227,7 +227,7 @@ class Hasher:
             return None
         made = self._made
         if not self._marked or (made is not None and _racy.before(made, st) is False):
-            made = self._made = _racy.make(self.marker_dir)
+            made = self._made = _racy.made_after_writes(self.marker_dir, 0)
             self._marked = True
         return made
 

@@ -55,7 +55,7 @@ def damaged_objects(state: StateDB, cache: LocalCache, digest: str, kind: str) -
             continue
         if not wall_ns:
             wall_ns = time.time_ns()
-            made = _racy.make(str(cache.tmp_dir))
+            made = _racy.made_after_writes(str(cache.tmp_dir), 0)
         if hash_file(path) == blob and os.stat(path).st_ctime_ns == st.st_ctime_ns:
             state.record(key, st, blob, _racy.settled(made, st, wall_ns))
         else:

@@ -120,12 +120,12 @@ class Workspace(NamedTuple):
         self.state.record_rows(rows)  # one hand-over, not a locked call per file
 
     def settle_mark(self) -> tuple[tuple[int, int] | None, int]:
-        """A racy marker made now in the tmp folder (`pivot._racy`) and the wall clock's
-        time before it, judging files Pivot placed: one changed before the marker keeps
-        its stat key through any later change (that sets a ctime at the marker's or
-        later), while one of the marker's own tick may not."""
+        """A racy marker made now in the tmp folder (`_racy.made_after_writes`, without
+        waiting) and the wall clock's time before it, judging files Pivot placed: one
+        changed before the marker keeps its stat key through any later change (that sets
+        a ctime at the marker's or later), while one of the marker's own tick may not."""
         wall_ns = time.time_ns()
-        return _racy.make(str(self.project.tmp_dir)), wall_ns
+        return _racy.made_after_writes(str(self.project.tmp_dir), 0), wall_ns
 
 
 class StreamedOutput(NamedTuple):

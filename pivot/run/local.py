@@ -829,11 +829,12 @@ def execute_here(
         # Made once the outputs are written, before they are read: what their reading
         # stats judges, for a directory output's snapshot (`snapshot.of_stored`) and for
         # the stat-cache rows (`Outcome.stats`; a file of the marker's tick is smudged).
+        # Outputs that are all files: no wait for the clock's tick (see `_store_outputs`).
         wall_ns = time.time_ns()
         if any(os.path.isdir(root / out.path) for out in stage.outs):
             made = _racy.made_after_writes(tmp_dir)
         else:
-            made = _racy.make(tmp_dir)
+            made = _racy.made_after_writes(tmp_dir, 0)
         snapshots: dict[str, Snapshot] = {}
         batch = cache.batch()
         try:

@@ -156,7 +156,7 @@ def _store(ws: Workspace, rel: str, before: Tracked | None) -> Tracked:
     # The racy marker before the files are read: a file changed at its time or later
     # (the same tick of the file system's clock) is recorded smudged (`state.settle`).
     wall_ns = time.time_ns()
-    made = _racy.make(str(ws.project.tmp_dir))
+    made = _racy.made_after_writes(str(ws.project.tmp_dir), 0)
     stored, rows = _add_pinned(ws, rel)
     ws.state.record_rows(settle(rows, settled_limit(made, wall_ns, str(ws.project.root / rel))))
     return Tracked(rel, stored.hash, stored.size, stored.kind)
