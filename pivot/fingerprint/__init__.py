@@ -18,6 +18,11 @@ changed. Part names:
 - `closure:<function qualname>.<variable>`: a constant captured in a closure. A name local
   to the function that defines a nested stage (a factory's parameter, read by the stage's
   annotations or defaults) is never taken for the module global of the same name.
+  `closure:<function qualname>.__defaults__`: the default values of a function's
+  parameters, computed when its `def` ran (for methods, static and class methods and
+  properties, when their class statement ran).
+- `const:<class qualname>.<name>`: a data attribute of a project class, as its class
+  statement made it (`K = int(os.environ["K"])` in the class body).
 - `dist:<distribution>`: third-party code; the value is the installed version.
 
 The standard library, builtins and the `pivot` package itself add nothing. Imports inside

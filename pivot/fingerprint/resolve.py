@@ -549,6 +549,8 @@ class Fingerprinter:
         else:  # made by type(), namedtuple(), ...: its attributes stand in for the source
             digest, refs = self._class_fallback(cls, file), ()
         info.parts.append((("class", file, cls.__qualname__), digest))
+        if entry is not None:
+            self.class_state(cls, file, info)
         local = local_imports(entry.imports) if entry is not None else None
         if local:  # imports inside methods
             self.sources.import_dists(entry.imports, file, info)
@@ -567,6 +569,30 @@ class Fingerprinter:
         for base in cls.__bases__:
             self.classify(base, None, info, file)
         return info
+
+    def class_state(self, cls: type, file: str, info: Info) -> None:
+        """The values a class's code reads that its source does not show, computed when its
+        `class` statement ran: its data attributes (`const:<Class>.<name>`) and the defaults
+        of its methods, static and class methods and properties
+        (`closure:<Class>.<method>.__defaults__`). Nested classes are followed."""
+        prefix = cls.__qualname__ + "."
+        for name, value in vars(cls).items():
+            funcs = _code_attr(value)
+            if funcs is not None:
+                for func in funcs:
+                    code = func.__code__
+                    if (func.__defaults__ or func.__kwdefaults__) and code.co_qualname.startswith(
+                        prefix
+                    ):
+                        defaults = (func.__defaults__, func.__kwdefaults__)
+                        key = ("closure", file, f"{code.co_qualname}.__defaults__")
+                        info.parts.append((key, self.part_value(defaults, info, file)))
+            elif isinstance(value, type):
+                self.classify(value, None, info, file)
+            elif not (name[:1] == "_" and name[-1:] == "_") and name != "_abc_impl":
+                # (dunder and enum's `_sunder_` names, abc's cache: the machinery's state)
+                key = ("const", file, f"{cls.__qualname__}.{name}")
+                info.parts.append((key, self.part_value(value, info, file)))
 
     def _class_fallback(self, cls: type, file: str) -> str:
         scratch = Info()
@@ -641,6 +667,32 @@ class Fingerprinter:
             for key, value in parts:
                 values.setdefault(render(key, stage_file), set()).add(value)
         return values
+
+
+def _code_attr(value: Any) -> list[types.FunctionType] | None:
+    """The Python functions behind a class attribute that is code (a method, a static or
+    class method, a property, a decorated function); None for data."""
+    if isinstance(value, (staticmethod, classmethod)):
+        value = value.__func__
+    elif isinstance(value, property):
+        return [
+            f for f in (value.fget, value.fset, value.fdel) if isinstance(f, types.FunctionType)
+        ]
+    elif isinstance(value, functools.cached_property):
+        value = value.func
+    elif not isinstance(value, types.FunctionType) and not (
+        callable(value) and "__wrapped__" in getattr(value, "__dict__", {})
+    ):
+        return None
+    found = []
+    for _ in range(100):
+        if isinstance(value, types.FunctionType):
+            found.append(value)
+        wrapped = getattr(value, "__dict__", {}).get("__wrapped__")
+        if wrapped is None:
+            break
+        value = wrapped
+    return found
 
 
 def merge(values: set[str]) -> str:

@@ -162,7 +162,9 @@ def definition_digest(stages: list[StageSpec], root: pathlib.Path) -> str:
                 continue
             if module is None and not obj.__flags__ & (1 << 9):
                 continue
-            attrs = {k: v for k, v in vars(obj).items() if k not in ("__dict__", "__weakref__")}
+            attrs = {
+                k: _methods(v) for k, v in vars(obj).items() if k not in ("__dict__", "__weakref__")
+            }
             text([_identity(obj), _plain_dict(attrs)])
             continue
         else:
@@ -223,6 +225,16 @@ def _loader(value: Any, text: Any) -> str:
     except TypeError:  # no strict form: the lenient one, with its untracked parts
         text(value)
         return "lenient"
+
+
+def _methods(value: Any) -> Any:
+    """A class attribute, with a static or class method or a property as the functions it
+    holds (whose defaults are then digested as functions met)."""
+    if isinstance(value, (staticmethod, classmethod)):
+        return ("method", value.__func__)
+    if isinstance(value, property):
+        return ("property", value.fget, value.fset, value.fdel)
+    return value
 
 
 def _plain_dict(values: dict[Any, Any]) -> dict[str, Any]:

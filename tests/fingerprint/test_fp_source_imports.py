@@ -221,6 +221,11 @@ def test_class_of_a_dropped_module_follows_its_source(root):
         "from params import Params\n\ndef stage(p: Params) -> float:\n    return p.alpha\n",
     )
     before = parts_of(root)
-    assert set(before) == {"func:stage", "class:params.Params", "const:params.DEFAULT"}
+    assert set(before) == {
+        "func:stage",
+        "class:params.Params",
+        "const:params.DEFAULT",
+        "const:params.Params.alpha",
+    }
     write(root, "params.py", params.replace("0.5", "0.7"))
-    assert changed(before, parts_of(root)) == {"const:params.DEFAULT"}
+    assert changed(before, parts_of(root)) == {"const:params.DEFAULT", "const:params.Params.alpha"}

@@ -1,0 +1,101 @@
+"""Values a stage's code reads that its source does not show: changing them re-runs the
+stage, `status` names the part, and a kept verdict memo is not replayed (each test runs a
+no-op first so that a memo exists)."""
+
+from __future__ import annotations
+
+from support import COUNTER, executions, write_files
+
+HEAD = (
+    """
+from typing import Annotated
+
+import pivot
+"""
+    + COUNTER
+    + """
+pipeline = pivot.Pipeline("p")
+"""
+)
+
+STAGE = """
+def compute() -> Annotated[str, pivot.Out("out.txt", pivot.loaders.Text())]:
+    _count("compute")
+    return str(EXPR)
+
+
+pipeline.register(compute)
+"""
+
+
+def stage_reading(expr: str, imports: str = "import helpers\n") -> str:
+    return HEAD + imports + STAGE.replace("EXPR", expr)
+
+
+def run_twice(project, pivot, **env: str) -> None:
+    """A first run, then a no-op that leaves a verdict memo."""
+    pivot("run", **env)
+    assert "up to date" in pivot("run", **env).stdout
+    assert (project / ".pivot/tmp/verdict.msgpack").is_file()
+
+
+def assert_reruns(project, pivot, part: str, out: str, **env: str) -> None:
+    status = pivot("status", **env).stdout
+    assert "will run" in status and f"code changed: {part}" in status, status
+    pivot("run", **env)
+    assert (project / "out.txt").read_text() == out
+    assert executions(project) == ["compute", "compute"]
+    assert "up to date" in pivot("run", **env).stdout
+
+
+SCALER = """
+import os
+
+
+class Scaler:
+    K = int(os.environ.get("SCALE", "2"))
+
+    @staticmethod
+    def factor(extra=int(os.environ.get("EXTRA", "0"))):
+        return Scaler.K + extra
+
+    @classmethod
+    def twice(cls):
+        return 2 * cls.K
+
+    @property
+    def half(self):
+        return self.K / 2
+"""
+
+
+def test_a_class_attribute_read_by_a_staticmethod(project, pivot) -> None:
+    write_files(
+        project, {"pipeline.py": stage_reading("helpers.Scaler.factor()"), "helpers.py": SCALER}
+    )
+    run_twice(project, pivot, SCALE="2")
+    assert_reruns(project, pivot, "const:helpers.Scaler.K", "5", SCALE="5")
+
+
+def test_the_default_of_a_staticmethod(project, pivot) -> None:
+    write_files(
+        project, {"pipeline.py": stage_reading("helpers.Scaler.factor()"), "helpers.py": SCALER}
+    )
+    run_twice(project, pivot)
+    assert_reruns(project, pivot, "closure:helpers.Scaler.factor.__defaults__", "9", EXTRA="7")
+
+
+def test_a_class_attribute_read_by_a_classmethod_and_a_property(project, pivot) -> None:
+    expr = "(helpers.Scaler.twice(), helpers.Scaler().half)"
+    write_files(project, {"pipeline.py": stage_reading(expr), "helpers.py": SCALER})
+    run_twice(project, pivot)
+    assert (project / "out.txt").read_text() == "(4, 1.0)"
+    assert_reruns(project, pivot, "const:helpers.Scaler.K", "(6, 1.5)", SCALE="3")
+
+
+def test_editing_a_property_body_in_a_helper_class(project, pivot) -> None:
+    expr = "helpers.Scaler().half"
+    write_files(project, {"pipeline.py": stage_reading(expr), "helpers.py": SCALER})
+    run_twice(project, pivot)
+    write_files(project, {"helpers.py": SCALER.replace("self.K / 2", "self.K / 4")})
+    assert_reruns(project, pivot, "class:helpers.Scaler", "0.5")
