@@ -505,8 +505,9 @@ class Fingerprinter:
                 closure[name] = cell.cell_contents
             except ValueError:  # not yet assigned
                 continue
-        if "<locals>" in qual and (func.__defaults__ or func.__kwdefaults__):
-            # Defaults of a nested def are computed in its enclosing call, like a closure.
+        if func.__defaults__ or func.__kwdefaults__:
+            # Computed when the def (or lambda) ran: in its enclosing call, like a closure, or
+            # at import (`k=int(os.environ["K"])`), which the source does not show.
             defaults = (func.__defaults__, func.__kwdefaults__)
             value = self.part_value(defaults, info, file)
             info.parts.append((("closure", file, f"{qual}.__defaults__"), value))

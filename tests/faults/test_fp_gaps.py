@@ -99,3 +99,57 @@ def test_editing_a_property_body_in_a_helper_class(project, pivot) -> None:
     run_twice(project, pivot)
     write_files(project, {"helpers.py": SCALER.replace("self.K / 2", "self.K / 4")})
     assert_reruns(project, pivot, "class:helpers.Scaler", "0.5")
+
+
+TRANSFORMS = """
+import os
+
+TRANSFORMS = [lambda x, k=int(os.environ.get("SCALE", "2")): x * k]
+OPS = {"inc": lambda x: x + 1}
+
+
+def scale(x, k=float(os.environ.get("FACTOR", "1"))):
+    return x * k
+
+
+def apply(x, fns=[lambda x: x + 10]):
+    for fn in fns:
+        x = fn(x)
+    return x
+"""
+
+
+def test_the_default_of_a_lambda_in_a_module_level_list(project, pivot) -> None:
+    expr = "helpers.TRANSFORMS[0](3)"
+    write_files(project, {"pipeline.py": stage_reading(expr), "helpers.py": TRANSFORMS})
+    run_twice(project, pivot)
+    assert (project / "out.txt").read_text() == "6"
+    status = pivot("status", SCALE="5").stdout
+    assert "code changed: closure:helpers.<lambda>#" in status and ".__defaults__" in status
+    pivot("run", SCALE="5")
+    assert (project / "out.txt").read_text() == "15"
+    assert executions(project) == ["compute", "compute"]
+
+
+def test_the_default_of_a_helper_function(project, pivot) -> None:
+    write_files(
+        project, {"pipeline.py": stage_reading("helpers.scale(3)"), "helpers.py": TRANSFORMS}
+    )
+    run_twice(project, pivot)
+    assert_reruns(project, pivot, "closure:helpers.scale.__defaults__", "6.0", FACTOR="2")
+
+
+def test_a_lambda_in_a_default_list_and_in_a_module_level_dict(project, pivot) -> None:
+    expr = "(helpers.apply(1), helpers.OPS['inc'](1))"
+    write_files(project, {"pipeline.py": stage_reading(expr), "helpers.py": TRANSFORMS})
+    run_twice(project, pivot)
+    assert (project / "out.txt").read_text() == "(11, 2)"
+    write_files(project, {"helpers.py": TRANSFORMS.replace("x + 10", "x + 20")})
+    assert_reruns(project, pivot, "func:helpers.apply", "(21, 2)")
+    write_files(
+        project, {"helpers.py": TRANSFORMS.replace("x + 10", "x + 20").replace("x + 1}", "x + 2}")}
+    )
+    status = pivot("status").stdout
+    assert "code changed: func:helpers.<lambda>#" in status, status
+    pivot("run")
+    assert (project / "out.txt").read_text() == "(21, 3)"
