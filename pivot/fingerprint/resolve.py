@@ -614,9 +614,30 @@ class Fingerprinter:
         for wrapper in wrappers:
             self.classify(wrapper, None, top, stage_file)
         top.children.append(target)
+        self.owners(func, target, top)
         values = self.reach(top, stage_file)
         # Two objects with one name (redefinitions, closures of one factory): keep both.
         return {name: merge(vs) for name, vs in values.items()}
+
+    def owners(self, func: Any, target: types.FunctionType, top: Info) -> None:
+        """The object a bound-method stage (`pipeline.register(obj.method)`) is bound to:
+        its state (walked like params) is read by the method through `self`; a part
+        `closure:<method qualname>.__self__`."""
+        obj = func
+        for _ in range(100):
+            if isinstance(obj, types.MethodType):
+                key = (
+                    "closure",
+                    target.__code__.co_filename,
+                    f"{target.__code__.co_qualname}.__self__",
+                )
+                value = self.part_value(obj.__self__, top, target.__code__.co_filename)
+                top.parts.append((key, value))
+                obj = obj.__func__
+            elif isinstance(obj, functools.partial):
+                obj = obj.func
+            else:
+                return
 
     def with_params(self, parts: dict[str, str], params: Any, stage_file: str) -> dict[str, str]:
         """`parts` joined by those of the functions and classes found in `params`."""
@@ -636,6 +657,7 @@ class Fingerprinter:
         for wrapper in wrappers:
             self.classify(wrapper, None, top, stage_file)
         top.children.append(target)
+        self.owners(func, target, top)
         if params is not None:
             self.canonical(params, top, stage_file)
         found = {stage_file} if self.rel(stage_file) is not None else set()

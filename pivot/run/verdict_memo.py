@@ -120,6 +120,8 @@ def definition_digest(stages: list[StageSpec], root: pathlib.Path) -> str:
     for stage in stages:
         seen(stage.func)
         texts.append(_identity(stage.func))
+        if not isinstance(stage.func, types.FunctionType):
+            text(stage.func)  # a bound method's object, a partial's arguments
         texts.append(
             repr(
                 (
@@ -140,6 +142,9 @@ def definition_digest(stages: list[StageSpec], root: pathlib.Path) -> str:
     dicts: set[int] = set()
     while met:
         obj = met.pop()
+        if isinstance(obj, types.MethodType):
+            seen(obj.__func__)
+            continue
         if isinstance(obj, types.FunctionType):
             if project.rel(obj.__code__.co_filename) is None:
                 continue

@@ -153,3 +153,46 @@ def test_a_lambda_in_a_default_list_and_in_a_module_level_dict(project, pivot) -
     assert "code changed: func:helpers.<lambda>#" in status, status
     pivot("run")
     assert (project / "out.txt").read_text() == "(21, 3)"
+
+
+BOUND = (
+    HEAD
+    + """
+import dataclasses
+import os
+import pathlib
+
+
+@dataclasses.dataclass
+class Job:
+    scale: int
+    label: str
+
+    def compute(self) -> Annotated[str, pivot.Out("out.txt", pivot.loaders.Text())]:
+        _count("compute")
+        return f"{self.label}{self.scale}"
+
+
+HERE = pathlib.Path(__file__).parent
+job = Job(int(os.environ.get("SCALE", "2")), (HERE / "label.txt").read_text().strip())
+pipeline.register(job.compute)
+"""
+)
+
+
+def test_the_object_of_a_bound_method_stage(project, pivot) -> None:
+    write_files(project, {"pipeline.py": BOUND, "label.txt": "a"})
+    run_twice(project, pivot)
+    assert (project / "out.txt").read_text() == "a2"
+    status = pivot("status", SCALE="3").stdout
+    assert "code changed: closure:Job.compute.__self__" in status, status
+    pivot("run", SCALE="3")
+    assert (project / "out.txt").read_text() == "a3"
+    assert "up to date" in pivot("run", SCALE="3").stdout
+    # A value read from a file when the pipeline is loaded (the file is no dep of the stage).
+    write_files(project, {"label.txt": "b"})
+    status = pivot("status", SCALE="3").stdout
+    assert "code changed: closure:Job.compute.__self__" in status
+    pivot("run", SCALE="3")
+    assert (project / "out.txt").read_text() == "b3"
+    assert executions(project) == ["compute", "compute", "compute"]
