@@ -5,8 +5,10 @@ Python's default cache check compares the source's mtime in whole seconds and it
 an edit of the same size within the second of the last import runs the old code (and
 fingerprints the old constants). Pivot loads pipeline files and the project's own modules
 through `SourceHashLoader`, which keeps "checked hash" bytecode files (PEP 552) in
-`__pycache__`, readable by any Python; modules outside the project (the standard library,
-installed packages, a virtual environment inside the project) load as usual."""
+`__pycache__`, readable by any Python. So do the modules of folders on `sys.path` outside
+the project and outside any Python install (a `PYTHONPATH` folder of the user's own code,
+which the fingerprint reads as source); the standard library, installed packages and a
+virtual environment inside the project load as usual."""
 
 from __future__ import annotations
 
@@ -22,6 +24,8 @@ from types import CodeType
 _CHECKED_HASH = (0b11).to_bytes(4, "little")  # PEP 552 flags: hash-based, check the source
 _HEADER = 16  # magic, flags, the source's 8-byte hash
 _INSTALLED: set[str] = set()
+# The folder holding the `pivot` package (a source checkout on PYTHONPATH): Pivot's own.
+_PIVOT_HOME = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 class SourceHashLoader(importlib.machinery.SourceFileLoader):
@@ -65,14 +69,15 @@ def _cached_code(cache_path: str, digest: bytes) -> CodeType | None:
 
 
 def install(root: str) -> None:
-    """Load every module found in a folder under `root` (the project) with
-    `SourceHashLoader` from now on in this process, and in processes it forks."""
+    """Load every module found in a folder under `root` (the project), or in a folder of
+    no Python install outside it, with `SourceHashLoader` from now on in this process,
+    and in processes it forks."""
     root = os.path.abspath(root)
     if root in _INSTALLED:
         return
     _INSTALLED.add(root)
     sys.path_hooks.insert(0, _project_hook(root))
-    for entry in [e for e in sys.path_importer_cache if _in_project(e, root)]:
+    for entry in [e for e in sys.path_importer_cache if _hashed_folder(e, root)]:
         del sys.path_importer_cache[entry]  # made before, with the default loaders
 
 
@@ -84,24 +89,34 @@ def _project_hook(root: str) -> Callable[[str], importlib.machinery.FileFinder]:
     )
 
     def hook(entry: str) -> importlib.machinery.FileFinder:
-        if not _in_project(entry, root):
-            raise ImportError("not a folder of the project")  # the next hook takes it
-        return loaders(entry)
+        if not _hashed_folder(entry, root):
+            raise ImportError("a folder of a Python install")  # the next hook takes it
+        return loaders(entry)  # ImportError for a file (a zip): the next hook takes it
 
     return hook
 
 
-def _in_project(entry: str, root: str) -> bool:
+def _hashed_folder(entry: str, root: str) -> bool:
     """Whether a sys.path entry is a folder of the project and not of a Python install
-    kept inside it (a virtual environment there loads as usual). A project that is itself
-    inside an install's folder (`/usr/src/app` beside a system Python in `/usr`) is still
-    the project."""
+    kept inside it (a virtual environment there loads as usual), or a folder outside the
+    project and outside every Python install. A project that is itself inside an
+    install's folder (`/usr/src/app` beside a system Python in `/usr`) is still the
+    project."""
     if not isinstance(entry, str):
         return False
     folder = os.path.abspath(entry or os.getcwd())
-    if not _under(folder, root):
-        return False
-    prefixes = {os.path.abspath(p) for p in (sys.prefix, sys.base_prefix, sys.exec_prefix)}
+    prefixes = {
+        os.path.abspath(p)
+        for p in (sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix)
+    }
+    if not _under(folder, root):  # the user's own code on PYTHONPATH, not an install's
+        parts = folder.split(os.sep)
+        return (
+            folder != _PIVOT_HOME
+            and not any(_under(folder, prefix) for prefix in prefixes)
+            and "site-packages" not in parts
+            and "dist-packages" not in parts
+        )
     inside = [prefix for prefix in prefixes if _under(prefix, root) and prefix != root]
     if any(_under(folder, prefix) for prefix in inside):
         return False

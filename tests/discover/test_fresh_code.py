@@ -202,3 +202,22 @@ def test_a_bytecode_folder_that_cannot_be_written_does_not_fail_a_run(
     pivot("run", **WRITE_BYTECODE)
     assert (project / "out.txt").read_text() == "15"
     assert (project / "__pycache__").read_text() == "not a folder"
+
+
+def test_a_module_of_a_pythonpath_folder_outside_the_project_is_checked(
+    project: pathlib.Path, pivot: PivotCLI, tmp_path: pathlib.Path
+) -> None:
+    """The user's own code on PYTHONPATH (no install of it) is fingerprinted by its source,
+    so it runs, and its constants are read, as edited too."""
+    ext = tmp_path / "extlib"
+    write_files(ext, {"lib.py": "SCALE = 2\n"})
+    env = {**WRITE_BYTECODE, "PYTHONPATH": os.pathsep.join((str(ext), PYTHONPATH))}
+    write_files(project, {"pipeline.py": PIPELINE})
+    pivot("run", **env)
+    assert (project / "out.txt").read_text() == "10"
+    assert list((ext / "__pycache__").glob("lib.*.pyc")), "bytecode was cached"
+
+    _edit_keeping_stat(ext / "lib.py", "SCALE = 2", "SCALE = 3")
+    assert "code changed: const:SCALE" in pivot("status", **env).stdout
+    pivot("run", **env)
+    assert (project / "out.txt").read_text() == "15"
