@@ -23,7 +23,10 @@ changed. Part names:
   properties, when their class statement ran).
 - `const:<class qualname>.<name>`: a data attribute of a project class, as its class
   statement made it (`K = int(os.environ["K"])` in the class body).
-- `dist:<distribution>`: third-party code; the value is the installed version.
+- `dist:<distribution>`: third-party code; the value is the installed version. A module
+  from a `sys.path` folder outside the project that no installed distribution provides
+  (no dist-info) has no version to go by: it counts as project code, by its source,
+  labelled by its module path (`func:extmod.f`).
 
 The standard library, builtins and the `pivot` package itself add nothing. Imports inside
 function bodies are followed through source without running the imported module

@@ -40,6 +40,7 @@ if TYPE_CHECKING:
 _PIVOT_PKG = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _SKIP_DIRS = frozenset({"site-packages", "dist-packages", ".pivot", "__pypackages__"})
 _MISSING = object()
+_SOURCE_SUFFIXES = (".py", ".pyw")
 _GLOBAL_OPS = frozenset(
     {"LOAD_GLOBAL", "STORE_GLOBAL", "DELETE_GLOBAL", "LOAD_NAME", "STORE_NAME", "DELETE_NAME"}
 )
@@ -141,11 +142,8 @@ class Fingerprinter:
         self.prefixes = [r.rstrip(os.sep) + os.sep for r in self.roots]
         # Interpreter folders (a venv or conda env inside the project) are not project code.
         envs = {sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix, _PIVOT_PKG}
-        self.excluded = [
-            os.path.abspath(p) + os.sep
-            for p in envs
-            if any((os.path.abspath(p) + os.sep).startswith(r) for r in self.prefixes)
-        ]
+        self.interpreter = [os.path.abspath(p).rstrip(os.sep) + os.sep for p in envs]
+        self.excluded = [p for p in self.interpreter if any(p.startswith(r) for r in self.prefixes)]
         pivot_dir = os.path.join(absolute, CACHE_SUBDIR[0])
         self.cache_dir = os.path.join(absolute, *CACHE_SUBDIR) if os.path.isdir(pivot_dir) else None
         self.results: dict[int, tuple[Any, dict[str, str]]] = {}
@@ -176,7 +174,38 @@ class Fingerprinter:
                         break
             if rel is not None and _SKIP_DIRS.intersection(rel.split(os.sep)[:-1]):
                 rel = None
+            elif rel is None:
+                rel = self.outside(path)
         self.project_files[file] = rel
+        return rel
+
+    def outside(self, path: str) -> str | None:
+        """The path of a module file relative to its `sys.path` folder when that folder is
+        outside the project and neither the interpreter's (standard library, site-packages)
+        nor an installed distribution's: code with no version Pivot could know, which
+        counts as project code (by its source), labelled by its module path."""
+        if not path.endswith(_SOURCE_SUFFIXES) or any(path.startswith(p) for p in self.interpreter):
+            return None
+        best = ""
+        for entry in sys.path:
+            if not isinstance(entry, str):
+                continue
+            folder = os.path.abspath(entry or os.curdir).rstrip(os.sep) + os.sep
+            if path.startswith(folder) and len(folder) > len(best):
+                best = folder
+        if not best or _SKIP_DIRS.intersection(best.split(os.sep)):
+            return None
+        rel = path[len(best) :]
+        parts = rel.split(os.sep)
+        top = parts[0] if len(parts) > 1 else os.path.splitext(parts[0])[0]
+        if (
+            not top.isidentifier()
+            or top in STDLIB
+            or top == "pivot"
+            or _SKIP_DIRS.intersection(parts[:-1])
+            or dists(top)
+        ):
+            return None
         return rel
 
     def label(self, file: str) -> str:

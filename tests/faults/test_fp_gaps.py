@@ -4,7 +4,10 @@ no-op first so that a memo exists)."""
 
 from __future__ import annotations
 
-from support import COUNTER, executions, write_files
+import json
+import os
+
+from support import COUNTER, PYTHONPATH, executions, write_files
 
 HEAD = (
     """
@@ -195,4 +198,32 @@ def test_the_object_of_a_bound_method_stage(project, pivot) -> None:
     assert "code changed: closure:Job.compute.__self__" in status
     pivot("run", SCALE="3")
     assert (project / "out.txt").read_text() == "b3"
+    assert executions(project) == ["compute", "compute", "compute"]
+
+
+def test_a_module_from_a_sys_path_folder_outside_the_project(project, pivot, tmp_path) -> None:
+    """Neither project code nor an installed distribution: fingerprinted by its source."""
+    ext = tmp_path / "extlib"
+    write_files(ext, {"extmod.py": "K = 2\n\n\ndef f():\n    return K\n"})
+    write_files(ext, {"extpkg/__init__.py": "", "extpkg/deep.py": "def g():\n    return 1\n"})
+    env = {"PYTHONPATH": os.pathsep.join((str(ext), PYTHONPATH))}
+    pipeline = stage_reading("(extmod.f(), g())", "import extmod\n").replace(
+        '    _count("compute")\n', '    _count("compute")\n    from extpkg.deep import g\n'
+    )
+    write_files(project, {"pipeline.py": pipeline})
+    run_twice(project, pivot, **env)
+    assert (project / "out.txt").read_text() == "(2, 1)"
+    lock = json.loads((project / ".pivot/stages/p/compute.lock").read_text())
+    assert {"func:extmod.f", "const:extmod.K", "func:extpkg.deep.g"} <= set(lock["fingerprint"])
+
+    write_files(ext, {"extmod.py": "K = 3\n\n\ndef f():\n    return K\n"})
+    status = pivot("status", **env).stdout
+    assert "code changed: const:extmod.K" in status, status
+    pivot("run", **env)
+    assert (project / "out.txt").read_text() == "(3, 1)"
+    assert "up to date" in pivot("run", **env).stdout
+    write_files(ext, {"extpkg/deep.py": "def g():\n    return 5\n"})
+    assert "code changed: func:extpkg.deep.g" in pivot("status", **env).stdout
+    pivot("run", **env)
+    assert (project / "out.txt").read_text() == "(3, 5)"
     assert executions(project) == ["compute", "compute", "compute"]

@@ -152,6 +152,9 @@ def test_third_party_object_is_untracked_but_its_expression_counts(root, tmp_pat
     (site / "extlib.py").write_text(
         "class Model:\n    def __init__(self, size):\n        self.size = size\n"
     )
+    # Installed: a distribution provides it (a module with none counts as project code).
+    (site / "extlib-1.0.dist-info").mkdir()
+    (site / "extlib-1.0.dist-info/METADATA").write_text("Name: extlib\nVersion: 1.0\n")
     monkeypatch.syspath_prepend(str(site))
     source = """\
         import extlib

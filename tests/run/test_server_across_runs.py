@@ -119,6 +119,11 @@ def test_a_stage_server_is_replaced_once_a_module_would_be_found_in_an_earlier_p
     (early / "pivotns").mkdir(parents=True)
     (site / "pivotns").mkdir(parents=True)
     (site / "pivotns" / "kept.py").write_text("CODE = 'later portion'\n")
+    # Installed (a dist-info beside each portion): its version, not its source, is in the
+    # fingerprint, which the task below plans once for all three runs.
+    for folder in (site, early):
+        (folder / "pivotns-1.0.dist-info").mkdir()
+        (folder / "pivotns-1.0.dist-info" / "METADATA").write_text("Name: pivotns\nVersion: 1.0\n")
     for folder in (site, early):
         monkeypatch.syspath_prepend(str(folder))
     paths = [str(early), str(site), os.environ.get("PYTHONPATH", "")]
