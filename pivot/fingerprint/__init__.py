@@ -92,7 +92,8 @@ def source_files(
     func: Callable[..., Any], project_root: pathlib.Path, params: Any = None
 ) -> set[str]:
     """The project source files (absolute paths) that `fingerprint(func, project_root,
-    params)` reads: editing another file cannot change it."""
+    params)` reads, and the metadata files of the distributions whose versions it holds:
+    editing another file cannot change it."""
     with _LOCK:
         state = STATES.get(str(project_root))
         if state is None:

@@ -2,7 +2,10 @@
 
 Third-party code counts in a fingerprint as `dist:<name>` = its version. The dist-info
 folder next to the module answers in most cases; `importlib.metadata` is the slow fallback.
-Modules are located with `importlib.util.find_spec`, which never imports them.
+Modules are located with `importlib.util.find_spec`, which never imports them. The version
+is the `Version:` header of the distribution's METADATA (what `importlib.metadata` says),
+not the dist-info folder's name, which an edit in place leaves as it was; `metadata_file`
+names the file read, so that a memo of the verdict can record its stat key.
 """
 
 from __future__ import annotations
@@ -10,12 +13,15 @@ from __future__ import annotations
 import importlib.util
 import os
 import sys
+from typing import Any
 
 _DISTS: dict[str, list[tuple[str, str]]] = {}
 _SITE_LISTINGS: dict[str, list[str]] = {}
 _SITE_TOP_LEVEL: dict[str, dict[str, list[tuple[str, str]]]] = {}
 _PKG_DISTS: dict[str, list[str]] | None = None
 _SPECS: dict[str, tuple[str | None, tuple[str, ...]] | None] = {}
+_FILES: dict[str, str] = {}  # distribution name -> the metadata file its version came from
+_MAX_HEADER = 65_536
 
 
 def spec_location(top: str) -> tuple[str | None, tuple[str, ...]] | None:
@@ -42,6 +48,38 @@ def _dist_name(name: str) -> str:
     return name.lower().replace("_", "-").replace(".", "-")
 
 
+def _header_version(path: str) -> str | None:
+    """The `Version:` header of a METADATA / PKG-INFO file (untrusted: a printable value of
+    at most 200 characters, found before the first blank line), or None."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(_MAX_HEADER)
+    except OSError:
+        return None
+    for raw in head.split(b"\n"):
+        line = raw.rstrip(b"\r")
+        if not line:
+            break
+        if line[:8].lower() == b"version:":
+            value = line[8:].strip().decode("utf-8", "replace")
+            return value if 0 < len(value) <= 200 and value.isprintable() else None
+    return None
+
+
+def _versioned(site: str, entry: str, name: str, version: str) -> tuple[str, str]:
+    """(distribution name, version) of a dist-info folder: its METADATA's version (the
+    folder name's when unreadable), the file read remembered."""
+    path = os.path.join(site, entry, "METADATA")
+    dist = _dist_name(name)
+    _FILES[dist] = path
+    return (dist, _header_version(path) or version)
+
+
+def metadata_file(name: str) -> str | None:
+    """The metadata file the version of distribution `name` was read from, if known."""
+    return _FILES.get(name)
+
+
 def _site_dists(site: str) -> list[tuple[str, str]]:
     """(name, version) of the `*.dist-info` folders in one sys.path folder."""
     listing = _SITE_LISTINGS.get(site)
@@ -66,7 +104,8 @@ def _dist_from_site(site: str, top: str) -> list[tuple[str, str]]:
     wanted = _norm(top)
     same = [(n, v) for n, v in dists if _norm(n) == wanted]
     if len(same) == 1:
-        return [(_dist_name(same[0][0]), same[0][1])]
+        name, version = same[0]
+        return [_versioned(site, f"{name}-{version}.dist-info", name, version)]
     mapping = _SITE_TOP_LEVEL.get(site)
     if mapping is None:
         mapping = {}
@@ -78,9 +117,10 @@ def _dist_from_site(site: str, top: str) -> list[tuple[str, str]]:
             except OSError:
                 continue
             for module in tops:
-                mapping.setdefault(module, []).append((_dist_name(name), version))
+                mapping.setdefault(module, []).append((name, version))
         _SITE_TOP_LEVEL[site] = mapping
-    return sorted(set(mapping.get(top, ())))
+    found = mapping.get(top, ())
+    return sorted({_versioned(site, f"{n}-{v}.dist-info", n, v) for n, v in found})
 
 
 def _dist_from_metadata(top: str) -> list[tuple[str, str]]:
@@ -89,7 +129,7 @@ def _dist_from_metadata(top: str) -> list[tuple[str, str]]:
     from importlib import metadata
 
     try:
-        return [(_dist_name(top), metadata.version(top))]
+        return [_from_distribution(metadata.distribution(top), top)]
     except Exception:
         pass
     if _PKG_DISTS is None:
@@ -100,10 +140,26 @@ def _dist_from_metadata(top: str) -> list[tuple[str, str]]:
     found = []
     for name in sorted(set(_PKG_DISTS.get(top, ()))):
         try:
-            found.append((_dist_name(name), metadata.version(name)))
+            found.append(_from_distribution(metadata.distribution(name), name))
         except Exception:
             continue
     return found
+
+
+def _from_distribution(dist: Any, name: str) -> tuple[str, str]:
+    """(name, version) of an `importlib.metadata` distribution, the file read remembered
+    when it is a folder's (dist-info METADATA or egg-info PKG-INFO)."""
+    version = dist.version
+    if not isinstance(version, str):
+        raise TypeError(version)
+    folder = getattr(dist, "_path", None)  # a PathDistribution's folder
+    if folder is not None:
+        for file in ("METADATA", "PKG-INFO"):
+            path = os.path.join(str(folder), file)
+            if os.path.isfile(path):
+                _FILES[_dist_name(name)] = path
+                break
+    return (_dist_name(name), version)
 
 
 def dists(top: str) -> list[tuple[str, str]]:
@@ -140,4 +196,5 @@ def clear() -> None:
     _SITE_LISTINGS.clear()
     _SITE_TOP_LEVEL.clear()
     _SPECS.clear()
+    _FILES.clear()
     _PKG_DISTS = None

@@ -25,7 +25,7 @@ from pivot.fingerprint.canonical import (
     text_hash,
     top_module,
 )
-from pivot.fingerprint.dists import dists
+from pivot.fingerprint.dists import dists, metadata_file
 from pivot.fingerprint.index_cache import CACHE_SUBDIR
 from pivot.fingerprint.normal_ast import Const
 from pivot.fingerprint.parts import Info, Key
@@ -679,7 +679,8 @@ class Fingerprinter:
 
     def files(self, func: Callable[..., Any], params: Any) -> set[str]:
         """The project source files whose code or constants the fingerprint of `func`
-        (with `params`) reads: the files an edit of which may change it."""
+        (with `params`) reads, and the metadata files its distributions' versions were read
+        from: the files an edit of which may change it."""
         target, wrappers = unwrap(func)
         stage_file = target.__code__.co_filename
         top = Info()
@@ -693,7 +694,14 @@ class Fingerprinter:
         stack, seen = [top], set()
         while stack:
             info = stack.pop()
-            found.update(f for (_, f, _), _ in info.parts if f and self.rel(f) is not None)
+            for (kind, f, name), _ in info.parts:
+                if f is not None:
+                    if self.rel(f) is not None:
+                        found.add(f)
+                elif kind == "dist":  # where its version was read
+                    meta = metadata_file(name)
+                    if meta is not None:
+                        found.add(meta)
             for child in info.children:
                 if id(child) not in seen:
                     seen.add(id(child))

@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 import os
 
-from support import COUNTER, PYTHONPATH, executions, write_files
+from support import COUNTER, PYTHONPATH, executions, rewrite_keeping_mtime, write_files
 
 HEAD = (
     """
@@ -227,3 +227,24 @@ def test_a_module_from_a_sys_path_folder_outside_the_project(project, pivot, tmp
     pivot("run", **env)
     assert (project / "out.txt").read_text() == "(3, 5)"
     assert executions(project) == ["compute", "compute", "compute"]
+
+
+def test_a_distribution_version_edited_in_place(project, pivot, tmp_path) -> None:
+    """The version is its METADATA's: an edit in place (same size, mtime put back, the
+    dist-info folder's name and listing unchanged) is seen by `status`, `run` and the memo."""
+    site = tmp_path / "site"
+    meta = "Metadata-Version: 2.1\nName: fakedist\nVersion: 1.0\n"
+    write_files(
+        site,
+        {"fakedist/__init__.py": "VALUE = 1\n", "fakedist-1.0.dist-info/METADATA": meta},
+    )
+    env = {"PYTHONPATH": os.pathsep.join((str(site), PYTHONPATH))}
+    write_files(project, {"pipeline.py": stage_reading("fakedist.VALUE", "import fakedist\n")})
+    run_twice(project, pivot, **env)
+    lock = json.loads((project / ".pivot/stages/p/compute.lock").read_text())
+    assert lock["fingerprint"]["dist:fakedist"] == "1.0"
+
+    rewrite_keeping_mtime(site / "fakedist-1.0.dist-info/METADATA", meta.replace("1.0", "1.1"))
+    assert_reruns(project, pivot, "dist:fakedist", "1", **env)
+    lock = json.loads((project / ".pivot/stages/p/compute.lock").read_text())
+    assert lock["fingerprint"]["dist:fakedist"] == "1.1"

@@ -6,6 +6,8 @@ import importlib.metadata
 import importlib.util
 import sys
 
+import hypothesis
+import hypothesis.strategies as st
 from fp_support import parts_of, write
 
 from pivot.fingerprint import dists
@@ -89,3 +91,39 @@ def test_stdlib_local_import_adds_nothing(root):
         """,
     )
     assert set(parts_of(root)) == {"func:stage"}
+
+
+def test_the_version_and_its_file_come_from_metadata(tmp_path, monkeypatch):
+    """The METADATA's `Version:` header, not the dist-info folder's name; the file read is
+    named for the verdict memo (importlib.metadata's path too)."""
+    site = tmp_path / "site"
+    (site / "pivotfake").mkdir(parents=True)
+    (site / "pivotfake" / "__init__.py").write_text("")
+    info = site / "pivotfake-1.0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: pivotfake\nVersion: 2.5\n\nBody\n")
+    monkeypatch.syspath_prepend(str(site))
+    dists.clear()
+    try:
+        assert dists.dists("pivotfake") == [("pivotfake", "2.5")]
+        assert dists.metadata_file("pivotfake") == str(info / "METADATA")
+        (info / "METADATA").write_text("Name: pivotfake\nVersion: \x00bad\n")
+        dists.clear()
+        assert dists.dists("pivotfake") == [("pivotfake", "1.0")]  # unreadable: the name's
+        monkeypatch.setattr(dists, "_dist_from_site", lambda site, top: [])
+        (info / "METADATA").write_text("Name: pivotfake\nVersion: 3.0\n")
+        dists.clear()
+        assert dists.dists("pivotfake") == [("pivotfake", "3.0")]
+        assert dists.metadata_file("pivotfake") == str(info / "METADATA")
+    finally:
+        dists.clear()
+        sys.modules.pop("pivotfake", None)
+
+
+@hypothesis.settings(max_examples=300, deadline=None)
+@hypothesis.given(head=st.binary(max_size=400), tail=st.binary(max_size=200))
+def test_any_metadata_bytes_give_a_short_printable_version_or_none(tmp_path_factory, head, tail):
+    path = tmp_path_factory.mktemp("meta") / "METADATA"
+    path.write_bytes(head + b"\nVersion:" + tail)
+    version = dists._header_version(str(path))
+    assert version is None or (0 < len(version) <= 200 and version.isprintable())
