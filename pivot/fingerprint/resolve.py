@@ -611,9 +611,11 @@ class Fingerprinter:
             if funcs is not None:
                 for func in funcs:
                     code = func.__code__
-                    if (func.__defaults__ or func.__kwdefaults__) and code.co_qualname.startswith(
-                        prefix
-                    ):
+                    if not code.co_qualname.startswith(prefix):
+                        # defined elsewhere (a decorator's wrapper, `f = staticmethod(g)`):
+                        # followed as a function, with its closure and defaults
+                        self.classify(func, None, info, file)
+                    elif func.__defaults__ or func.__kwdefaults__:
                         defaults = (func.__defaults__, func.__kwdefaults__)
                         key = ("closure", file, f"{code.co_qualname}.__defaults__")
                         info.parts.append((key, self.part_value(defaults, info, file)))

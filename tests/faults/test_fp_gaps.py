@@ -248,3 +248,36 @@ def test_a_distribution_version_edited_in_place(project, pivot, tmp_path) -> Non
     assert_reruns(project, pivot, "dist:fakedist", "1", **env)
     lock = json.loads((project / ".pivot/stages/p/compute.lock").read_text())
     assert lock["fingerprint"]["dist:fakedist"] == "1.1"
+
+
+DECORATED = """
+import functools
+import os
+
+
+def times(n):
+    def deco(f):
+        @functools.wraps(f)
+        def wrapper(*args):
+            return f(*args) * n
+
+        return wrapper
+
+    return deco
+
+
+class Scaler:
+    @staticmethod
+    @times(int(os.environ.get("SCALE", "2")))
+    def factor():
+        return 1
+"""
+
+
+def test_a_decorator_argument_of_a_staticmethod(project, pivot) -> None:
+    write_files(
+        project, {"pipeline.py": stage_reading("helpers.Scaler.factor()"), "helpers.py": DECORATED}
+    )
+    run_twice(project, pivot)
+    part = "closure:helpers.times.<locals>.deco.<locals>.wrapper.n"
+    assert_reruns(project, pivot, part, "3", SCALE="3")
