@@ -108,6 +108,28 @@ def executions(root: pathlib.Path) -> list[str]:
     return log.read_text().split() if log.exists() else []
 
 
+def word_pipeline(word: str = "one", times: int = 100) -> str:
+    """The text of a pipeline `p` of one stage `make` writing `word` `times` times to
+    out.txt (from `    return WORD...`): another word is other code and another output."""
+    repeat = f" * {times}" if times != 1 else ""
+    return f"""
+from typing import Annotated
+
+import pivot
+
+pipeline = pivot.Pipeline("p")
+
+WORD = "{word}"
+
+
+def make() -> Annotated[str, pivot.Out("out.txt", pivot.loaders.Text())]:
+    return WORD{repeat}
+
+
+pipeline.register(make)
+"""
+
+
 COUNTER = """
 def _count(name):
     import pathlib

@@ -19,24 +19,9 @@ import sys
 import tempfile
 
 import pytest
-from support import PYTHONPATH, write_files
+from support import PYTHONPATH, word_pipeline, write_files
 
-PIPELINE = """
-from typing import Annotated
-
-import pivot
-
-pipeline = pivot.Pipeline("p")
-
-WORD = "one"
-
-
-def make() -> Annotated[str, pivot.Out("out.txt", pivot.loaders.Text())]:
-    return WORD * 100
-
-
-pipeline.register(make)
-"""
+PIPELINE = word_pipeline("one")
 # Run as root without the capabilities that let root write where permissions forbid it.
 NO_OVERRIDE = [
     "setpriv",
@@ -135,7 +120,7 @@ def assert_names(proc, folder: str, kind: str) -> None:
 
 
 def _words(project: pathlib.Path, word: str) -> None:
-    write_files(project, {"pipeline.py": PIPELINE.replace('"one"', f'"{word}"')})
+    write_files(project, {"pipeline.py": word_pipeline(word)})
 
 
 def _names(folder: pathlib.Path) -> set[str]:

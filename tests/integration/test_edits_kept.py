@@ -4,24 +4,9 @@ own outputs."""
 
 from __future__ import annotations
 
-from support import PivotCLI, write_files
+from support import PivotCLI, word_pipeline, write_files
 
-PIPELINE = """
-from typing import Annotated
-
-import pivot
-
-pipeline = pivot.Pipeline("p")
-
-WORD = "one"
-
-
-def make() -> Annotated[str, pivot.Out("out.txt", pivot.loaders.Text())]:
-    return WORD
-
-
-pipeline.register(make)
-"""
+PIPELINE = word_pipeline("one", 1)
 
 
 def test_checkout_pull_and_run_refuse_then_force_discards(tmp_path, project, pivot):
@@ -50,7 +35,7 @@ def test_checkout_pull_and_run_refuse_then_force_discards(tmp_path, project, piv
 def test_content_in_the_cache_is_replaced_without_asking(project, pivot):
     write_files(project, {"pipeline.py": PIPELINE})
     pivot("run")
-    (project / "pipeline.py").write_text(PIPELINE.replace('"one"', '"two"'))
+    (project / "pipeline.py").write_text(word_pipeline("two", 1))
     pivot("run")
     (project / "pipeline.py").write_text(PIPELINE)
     assert "restored" in pivot("run").stdout  # "two" is in the cache: nothing is lost
@@ -61,7 +46,7 @@ def test_a_stage_that_reruns_replaces_its_edited_output(project, pivot):
     write_files(project, {"pipeline.py": PIPELINE})
     pivot("run")
     (project / "out.txt").write_text("my edit")
-    (project / "pipeline.py").write_text(PIPELINE.replace('"one"', '"three"'))
+    (project / "pipeline.py").write_text(word_pipeline("three", 1))
     assert "ran" in pivot("run").stdout
     assert (project / "out.txt").read_text() == "three"
 

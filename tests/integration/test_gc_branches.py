@@ -3,28 +3,13 @@ says which objects it removes exist on no remote."""
 
 from __future__ import annotations
 
-from support import PivotCLI, git, write_files
+from support import PivotCLI, git, word_pipeline, write_files
 
-PIPELINE = """
-from typing import Annotated
-
-import pivot
-
-pipeline = pivot.Pipeline("p")
-
-WORD = "main"
-
-
-def make() -> Annotated[str, pivot.Out("out.txt", pivot.loaders.Text())]:
-    return WORD * 100
-
-
-pipeline.register(make)
-"""
+PIPELINE = word_pipeline("main")
 
 
 def commit_word(project, pivot, word: str) -> None:
-    (project / "pipeline.py").write_text(PIPELINE.replace('"main"', f'"{word}"'))
+    (project / "pipeline.py").write_text(word_pipeline(word))
     pivot("run")
     git(project, "add", "-A")
     git(project, "commit", "-qm", word)

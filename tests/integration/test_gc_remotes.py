@@ -8,31 +8,16 @@ import json
 import shutil
 
 import pytest
-from support import PivotCLI, free_ports, write_files
+from support import PivotCLI, free_ports, word_pipeline, write_files
 
 from pivot.remote import identity
 
-PIPELINE = """
-from typing import Annotated
-
-import pivot
-
-pipeline = pivot.Pipeline("p")
-
-WORD = "one"
-
-
-def make() -> Annotated[str, pivot.Out("out.txt", pivot.loaders.Text())]:
-    return WORD * 100
-
-
-pipeline.register(make)
-"""
+PIPELINE = word_pipeline("one")
 WARNING = "no configured remote holds"
 
 
 def _run_word(project, pivot: PivotCLI, word: str, **env: str) -> None:
-    write_files(project, {"pipeline.py": PIPELINE.replace('"one"', f'"{word}"')})
+    write_files(project, {"pipeline.py": word_pipeline(word)})
     pivot("run", **env)
 
 
