@@ -95,12 +95,15 @@ def _rows(project: pathlib.Path) -> dict[str, int]:
         return dict(conn.execute("SELECT path, size FROM stat_cache_v2"))
 
 
-def _in_one_tick(write, race) -> bool:
-    """Run `write` then `race`; whether both changed the file in the same tick of the
-    coarse clock (ctime: what the race keeps, with size and mtime)."""
-    first = write()
-    second = race()
-    return _tick(first.st_ctime_ns) == _tick(second.st_ctime_ns)
+def _in_one_tick(write, race) -> None:
+    """Run `write` then `race` until both change the file in the same tick of the coarse
+    clock (ctime: what the race keeps, with size and mtime); skip after 20 tries."""
+    for _ in range(20):
+        first = write()
+        second = race()
+        if _tick(first.st_ctime_ns) == _tick(second.st_ctime_ns):
+            return
+    pytest.skip("no rewrite fell in the tick of its write")
 
 
 def test_a_dep_rewritten_in_the_tick_pivot_hashed_it_in_is_seen(project, pivot, coarse):
@@ -115,11 +118,7 @@ def test_a_dep_rewritten_in_the_tick_pivot_hashed_it_in_is_seen(project, pivot, 
         pivot("status", **coarse)  # hashes raw.txt and records its row
         return st
 
-    for _ in range(20):
-        if _in_one_tick(write, lambda: rewrite_keeping_mtime(raw, "bbbb")):
-            break
-    else:
-        pytest.skip("no rewrite fell in the tick of its write")
+    _in_one_tick(write, lambda: rewrite_keeping_mtime(raw, "bbbb"))
     assert _rows(project)["raw.txt"] == SMUDGED  # read in the tick it changed in
     pivot("run", **coarse)
     assert executions(project) == ["copy", "copy"]
@@ -135,11 +134,7 @@ def test_an_output_rewritten_in_the_tick_its_stage_wrote_it_in_is_seen(project, 
         pivot("run", **coarse)
         return out.stat()
 
-    for _ in range(20):
-        if _in_one_tick(write, lambda: rewrite_keeping_mtime(out, "ZZZZ")):
-            break
-    else:
-        pytest.skip("no rewrite fell in the tick of its write")
+    _in_one_tick(write, lambda: rewrite_keeping_mtime(out, "ZZZZ"))
     assert _rows(project)["out.txt"] == SMUDGED
     refused = pivot("run", rc=1, **coarse)  # an edit of an output: kept, and said so
     assert "Refusing to overwrite 1 file(s)" in refused.stderr
@@ -157,11 +152,7 @@ def test_an_output_rewritten_in_the_tick_checkout_placed_it_in_is_seen(project, 
         pivot("checkout", **coarse)
         return out.stat()
 
-    for _ in range(20):
-        if _in_one_tick(write, lambda: rewrite_keeping_mtime(out, "ZZZZ")):
-            break
-    else:
-        pytest.skip("no rewrite fell in the tick of its write")
+    _in_one_tick(write, lambda: rewrite_keeping_mtime(out, "ZZZZ"))
     assert _rows(project)["out.txt"] == SMUDGED
     refused = pivot("checkout", rc=1, **coarse)
     assert "Refusing to overwrite 1 file(s)" in refused.stderr
@@ -180,11 +171,7 @@ def test_a_tracked_file_rewritten_in_the_tick_track_read_it_in_is_not_trusted(
         pivot("track", "data.txt", **coarse)
         return st
 
-    for _ in range(20):
-        if _in_one_tick(write, lambda: rewrite_keeping_mtime(data, "5678")):
-            break
-    else:
-        pytest.skip("no rewrite fell in the tick of its write")
+    _in_one_tick(write, lambda: rewrite_keeping_mtime(data, "5678"))
     assert _rows(project)["data.txt"] == SMUDGED
 
 
