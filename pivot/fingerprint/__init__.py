@@ -25,8 +25,9 @@ changed. Part names:
   statement made it (`K = int(os.environ["K"])` in the class body).
 - `dist:<distribution>`: third-party code; the value is the installed version. A module
   from a `sys.path` folder outside the project that no installed distribution provides
-  (no dist-info) has no version to go by: it counts as project code, by its source,
-  labelled by its module path (`func:extmod.f`).
+  (no dist-info in that folder; a namespace package's portion there is not the code of a
+  distribution installed elsewhere) has no version to go by: it counts as project code,
+  by its source, labelled by its module path (`func:extmod.f`).
 
 The standard library, builtins and the `pivot` package itself add nothing. Imports inside
 function bodies are followed through source without running the imported module

@@ -162,6 +162,12 @@ def _from_distribution(dist: Any, name: str) -> tuple[str, str]:
     return (_dist_name(name), version)
 
 
+def dists_in(folder: str, top: str) -> list[tuple[str, str]]:
+    """The distributions whose dist-info is in `folder` that provide top-level module `top`
+    there: a namespace package's portion in another folder is not their code."""
+    return _dist_from_site(folder, top)
+
+
 def dists(top: str) -> list[tuple[str, str]]:
     """Installed distributions providing the top-level module `top`: [(name, version)]."""
     found = _DISTS.get(top)

@@ -25,7 +25,7 @@ from pivot.fingerprint.canonical import (
     text_hash,
     top_module,
 )
-from pivot.fingerprint.dists import dists, metadata_file
+from pivot.fingerprint.dists import dists, dists_in, metadata_file
 from pivot.fingerprint.index_cache import CACHE_SUBDIR
 from pivot.fingerprint.normal_ast import Const
 from pivot.fingerprint.parts import Info, Key
@@ -183,7 +183,9 @@ class Fingerprinter:
         """The path of a module file relative to its `sys.path` folder when that folder is
         outside the project and neither the interpreter's (standard library, site-packages)
         nor an installed distribution's: code with no version Pivot could know, which
-        counts as project code (by its source), labelled by its module path."""
+        counts as project code (by its source), labelled by its module path. A distribution
+        counts only when its dist-info is in that folder: a namespace package's portion here
+        is not the code of one installed elsewhere that shares its top-level name."""
         if not path.endswith(_SOURCE_SUFFIXES) or any(path.startswith(p) for p in self.interpreter):
             return None
         best = ""
@@ -203,7 +205,7 @@ class Fingerprinter:
             or top in STDLIB
             or top == "pivot"
             or _SKIP_DIRS.intersection(parts[:-1])
-            or dists(top)
+            or dists_in(best[:-1] or os.sep, top)
         ):
             return None
         return rel

@@ -229,6 +229,30 @@ def test_a_module_from_a_sys_path_folder_outside_the_project(project, pivot, tmp
     assert executions(project) == ["compute", "compute", "compute"]
 
 
+def test_a_namespace_package_portion_outside_the_project(project, pivot, tmp_path) -> None:
+    """A namespace package spread over a PYTHONPATH folder of the user's own code and an
+    installed distribution: the user's portion is not the distribution's code (its version
+    does not move when the user edits it), so it is fingerprinted by its source."""
+    ext, site = tmp_path / "extlib", tmp_path / "site"
+    write_files(ext, {"acme/mine.py": "def f():\n    return 100\n"})
+    meta = "Metadata-Version: 2.1\nName: acme-tools\nVersion: 1.0\n"
+    write_files(
+        site,
+        {
+            "acme/tools.py": "def g():\n    return 0\n",
+            "acme_tools-1.0.dist-info/METADATA": meta,
+            "acme_tools-1.0.dist-info/top_level.txt": "acme\n",
+        },
+    )
+    env = {"PYTHONPATH": os.pathsep.join((str(ext), str(site), PYTHONPATH))}
+    write_files(project, {"pipeline.py": stage_reading("acme.mine.f()", "import acme.mine\n")})
+    run_twice(project, pivot, **env)
+    assert (project / "out.txt").read_text() == "100"
+
+    write_files(ext, {"acme/mine.py": "def f():\n    return 200\n"})
+    assert_reruns(project, pivot, "func:acme.mine.f", "200", **env)
+
+
 def test_a_distribution_version_edited_in_place(project, pivot, tmp_path) -> None:
     """The version is its METADATA's: an edit in place (same size, mtime put back, the
     dist-info folder's name and listing unchanged) is seen by `status`, `run` and the memo."""

@@ -87,6 +87,11 @@ def test_a_stage_server_is_replaced_once_a_module_would_be_found_ahead_of_one_it
     early, site = tmp_path / "early", tmp_path / "site"
     early.mkdir()
     _write_package(site, "installed")
+    # The shadowing code below is installed too (a dist-info beside it): its version, not
+    # its source, is in the fingerprint, which the task below plans once for all runs.
+    info = early / "pivotkept-1.0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: pivotkept\nVersion: 1.0\n")
     monkeypatch.syspath_prepend(str(site))
     monkeypatch.syspath_prepend(str(early))
     paths = [str(early), str(site), os.environ.get("PYTHONPATH", "")]
