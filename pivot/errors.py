@@ -248,7 +248,8 @@ NOT_PERMITTED = {
 def not_writable(exc: BaseException, aliases: dict[str, str] | None = None) -> NotWritable | None:
     """The NotWritable an OSError of a refused write (EACCES, EPERM, EROFS) naming a file
     stands for, naming the folder it could not write in (or the existing file it could
-    not open); None for any other error. `aliases`: a path prefix the error may name a
+    not open, or the existing folder it may not list: a dep it reads); None for any other
+    error. `aliases`: a path prefix the error may name a
     folder by (a pinned `/proc/self/fd/N`) and the folder's own path. The place is shown
     relative to the working folder when inside it."""
     import os
@@ -259,6 +260,7 @@ def not_writable(exc: BaseException, aliases: dict[str, str] | None = None) -> N
     renamed = bool(exc.filename2)  # a rename is refused by a folder of either name
     places: list[str] = []
     a_file = False  # an existing file refused (to be opened): not its folder
+    unreadable = False  # an existing folder that may not be listed (a dep read): not a write
     for name in (exc.filename, exc.filename2):
         if not name or isinstance(name, int):
             continue
@@ -272,7 +274,9 @@ def not_writable(exc: BaseException, aliases: dict[str, str] | None = None) -> N
             and os.path.lexists(path)
             and not os.path.isdir(path)
         )
-        place = path if a_file or (not renamed and os.path.isdir(path)) else os.path.dirname(path)
+        a_dir = not renamed and os.path.isdir(path)
+        unreadable = a_dir and exc.errno == errno.EACCES and not os.access(path, os.R_OK | os.X_OK)
+        place = path if a_file or a_dir else os.path.dirname(path)
         relative = os.path.relpath(place)
         outside = relative in (".", "..") or relative.startswith("../")
         shown = place if outside else relative
@@ -281,8 +285,9 @@ def not_writable(exc: BaseException, aliases: dict[str, str] | None = None) -> N
     if not places:
         return None
     reason, fix = NOT_PERMITTED[exc.errno]
-    fix = fix.format(q=shlex.quote(places[0]), rw="rw" if a_file else "w")
-    return NotWritable(" or ".join(places), reason, fix, "open" if a_file else "write in")
+    rw, action = ("rw", "open") if a_file else ("rx", "read") if unreadable else ("w", "write in")
+    fix = fix.format(q=shlex.quote(places[0]), rw=rw)
+    return NotWritable(" or ".join(places), reason, fix, action)
 
 
 @contextlib.contextmanager

@@ -270,3 +270,25 @@ def test_a_stage_that_writes_into_a_refusing_folder_is_the_stage_error(project, 
         failed = pivot_as(prefix, project, "run", clean=False)
     assert "raised PermissionError" in failed.stderr, failed.stderr
     assert "Cannot write in" not in failed.stderr
+
+
+def test_a_dep_folder_that_refuses_listing_is_not_called_unwritable(project, pivot):
+    """Pivot only reads a dep folder: one it may not list is named as refusing reading,
+    with a fix that lets it be read (`chmod u+w` would change nothing)."""
+    source = PIPELINE.replace(
+        "def make()",
+        "import pathlib\n\n\ndef make(d: Annotated[pathlib.Path, pivot.Dep('data')])",
+    )
+    write_files(project, {"data/a.txt": "a\n", "pipeline.py": source})
+    prefix, why = _prefix_for("chmod")
+    if prefix is None:
+        pytest.skip(why)
+    (project / "data").chmod(0o333)  # writable and searchable, not readable
+    try:
+        failed = pivot_as(prefix, project, "run")
+    finally:
+        (project / "data").chmod(0o755)
+    assert "Cannot read data (permission denied): " in failed.stderr, failed.stderr
+    assert "chmod u+rx data" in failed.stderr
+    assert "Cannot write in" not in failed.stderr
+    assert not (project / "out.txt").exists()
