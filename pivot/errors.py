@@ -248,10 +248,11 @@ NOT_PERMITTED = {
 def not_writable(exc: BaseException, aliases: dict[str, str] | None = None) -> NotWritable | None:
     """The NotWritable an OSError of a refused write (EACCES, EPERM, EROFS) naming a file
     stands for, naming the folder it could not write in (or the existing file it could
-    not open, or the existing folder it may not list: a dep it reads); None for any other
-    error. `aliases`: a path prefix the error may name a
-    folder by (a pinned `/proc/self/fd/N`) and the folder's own path. The place is shown
-    relative to the working folder when inside it."""
+    not open, or the existing folder it may not list: a dep it reads; a writable file's
+    folder that refuses writes, which refused its removal); None for any other error.
+    `aliases`: a path prefix the error may name a folder by (a pinned `/proc/self/fd/N`)
+    and the folder's own path. The place is shown relative to the working folder when
+    inside it."""
     import os
     import shlex
 
@@ -273,6 +274,8 @@ def not_writable(exc: BaseException, aliases: dict[str, str] | None = None) -> N
             and exc.errno != errno.EROFS  # the file system refuses, not the file
             and os.path.lexists(path)
             and not os.path.isdir(path)
+            # a writable file in a folder that refuses writes: its removal was refused
+            and not (os.access(path, os.W_OK) and not os.access(os.path.dirname(path), os.W_OK))
         )
         a_dir = not renamed and os.path.isdir(path)
         unreadable = a_dir and exc.errno == errno.EACCES and not os.access(path, os.R_OK | os.X_OK)

@@ -292,3 +292,23 @@ def test_a_dep_folder_that_refuses_listing_is_not_called_unwritable(project, piv
     assert "chmod u+rx data" in failed.stderr
     assert "Cannot write in" not in failed.stderr
     assert not (project / "out.txt").exists()
+
+
+@pytest.mark.parametrize("kind", list(REASONS))
+def test_rerun_with_the_old_output_in_a_refusing_folder_names_the_folder(project, pivot, kind):
+    """Removing the old output before a re-run is refused by its folder, not by the file
+    (which is writable): the paragraph names the folder, as the user must fix it."""
+    source = PIPELINE.replace('"out.txt"', '"out dir/out.txt"')
+    write_files(project, {"pipeline.py": source})
+    pivot("run")
+    write_files(project, {"pipeline.py": source.replace('"one"', '"two"')})
+    with refused(kind, project / "out dir") as prefix:
+        failed = pivot_as(prefix, project, "run")
+    assert_names(failed, "out dir", kind)
+    assert "Cannot open" not in failed.stderr
+    if kind != "read-only mount":
+        fixer = "chmod u+w" if kind == "chmod" else "chattr -i"
+        assert f"{fixer} 'out dir'" in failed.stderr, failed.stderr
+    assert (project / "out dir/out.txt").read_text() == "one" * 100
+    assert "ran" in pivot("run").stdout
+    assert (project / "out dir/out.txt").read_text() == "two" * 100
