@@ -148,7 +148,8 @@ class Canon:
     two different values share one. Cycles become `{"backref": levels up}`.
 
     A value without such a form raises TypeError when `strict`; otherwise it becomes
-    `{"untracked": "<type>"}` and `untracked` is set.
+    `{"untracked": "<type>"}` and `untracked` is set, as does one whose reading raises (a
+    lazy proxy that cannot connect): fingerprinting never stops a run.
     """
 
     def __init__(
@@ -231,6 +232,12 @@ class Canon:
                 walk = self.walk
                 return "[" + ",".join([walk(x, depth + 1) for x in v]) + "]"
             return self.compound(v, kind, depth + 1)
+        except (_TooLarge, RecursionError):
+            raise
+        except Exception:  # an object whose attributes raise (a lazy proxy that cannot connect)
+            if self.strict:
+                raise
+            return self.fail(v, "could not be read")
         finally:
             del path[key]
 

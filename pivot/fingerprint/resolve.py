@@ -262,14 +262,15 @@ class Fingerprinter:
         home = None
         prefix = cls.__qualname__ + "."
         for value in vars(cls).values():
-            if isinstance(value, (staticmethod, classmethod)):
+            # by type(): `isinstance` reads `__class__`, which a proxy may raise for
+            if issubclass(type(value), (staticmethod, classmethod)):
                 value = value.__func__
-            elif isinstance(value, property):
+            elif issubclass(type(value), property):
                 value = value.fget
             # co_qualname, not __qualname__: functools.wraps copies the latter onto wrappers
             # (e.g. the __repr__ of a dataclass is a wrapper defined in dataclasses.py).
             if (
-                isinstance(value, types.FunctionType)
+                issubclass(type(value), types.FunctionType)
                 and value.__code__.co_qualname.startswith(prefix)
                 and not value.__code__.co_filename.startswith("<")
             ):
@@ -609,7 +610,10 @@ class Fingerprinter:
         (`closure:<Class>.<method>.__defaults__`). Nested classes are followed."""
         prefix = cls.__qualname__ + "."
         for name, value in vars(cls).items():
-            funcs = _code_attr(value)
+            try:
+                funcs = _code_attr(value)
+            except Exception:  # an object whose attributes raise (a lazy proxy): data
+                funcs = None
             if funcs is not None:
                 for func in funcs:
                     code = func.__code__
@@ -621,7 +625,7 @@ class Fingerprinter:
                         defaults = (func.__defaults__, func.__kwdefaults__)
                         key = ("closure", file, f"{code.co_qualname}.__defaults__")
                         info.parts.append((key, self.part_value(defaults, info, file)))
-            elif isinstance(value, type):
+            elif issubclass(type(value), type):
                 self.classify(value, None, info, file)
             elif not (name[:1] == "_" and name[-1:] == "_") and name != "_abc_impl":
                 # (dunder and enum's `_sunder_` names, abc's cache: the machinery's state)

@@ -305,3 +305,46 @@ def test_a_decorator_argument_of_a_staticmethod(project, pivot) -> None:
     run_twice(project, pivot)
     part = "closure:helpers.times.<locals>.deco.<locals>.wrapper.n"
     assert_reruns(project, pivot, part, "3", SCALE="3")
+
+
+PROXY = """
+class Lazy:
+    '''A lazy proxy whose target cannot be made here (a database, a service): every
+    attribute read, `__class__` and `__dict__` among them, raises.'''
+
+    def __call__(self):
+        return 0
+
+    def __getattribute__(self, name):
+        raise RuntimeError(f"cannot connect (reading {name})")
+
+
+class Holder:
+    conn = Lazy()
+
+    @classmethod
+    def go(cls):
+        return 1
+
+    def __init__(self):
+        self.conn = Lazy()
+
+    def out(self):
+        return 2
+"""
+
+
+def test_objects_whose_every_attribute_raises_do_not_stop_the_run(project, pivot) -> None:
+    """Fingerprinting never crashes a run: such a class attribute or bound-method object
+    is an untracked part, the same in every process."""
+    source = stage_reading("helpers.Holder.go() + helpers.Holder().out()") + (
+        "\n\ndef other(self) -> Annotated[str, pivot.Out('other.txt', pivot.loaders.Text())]:\n"
+        "    return 'x'\n\n\nholder = helpers.Holder()\n"
+        "helpers.Holder.other = other\npipeline.register(holder.other, name='bound')\n"
+    )
+    write_files(project, {"pipeline.py": source, "helpers.py": PROXY})
+    done = pivot("run")
+    assert "Internal error" not in done.stderr, done.stderr
+    assert (project / "out.txt").read_text() == "3"
+    assert (project / "other.txt").read_text() == "x"
+    assert "up to date" in pivot("run").stdout
