@@ -22,7 +22,8 @@ changed. Part names:
   parameters, computed when its `def` ran (for methods, static and class methods and
   properties, when their class statement ran).
 - `const:<class qualname>.<name>`: a data attribute of a project class, as its class
-  statement made it (`K = int(os.environ["K"])` in the class body).
+  statement made it (`K = int(os.environ["K"])` in the class body); for a dataclass field
+  with a `default_factory`, the factory.
 - `dist:<distribution>`: third-party code; the value is the installed version. A module
   from a `sys.path` folder outside the project that no installed distribution provides
   (no dist-info in that folder; a namespace package's portion there is not the code of a

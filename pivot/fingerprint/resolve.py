@@ -605,8 +605,9 @@ class Fingerprinter:
 
     def class_state(self, cls: type, file: str, info: Info) -> None:
         """The values a class's code reads that its source does not show, computed when its
-        `class` statement ran: its data attributes (`const:<Class>.<name>`) and the defaults
-        of its methods, static and class methods and properties
+        `class` statement ran: its data attributes (`const:<Class>.<name>`; for a
+        dataclass field with a `default_factory`, the factory) and the defaults of its
+        methods, static and class methods and properties
         (`closure:<Class>.<method>.__defaults__`). Nested classes are followed."""
         prefix = cls.__qualname__ + "."
         for name, value in vars(cls).items():
@@ -631,6 +632,15 @@ class Fingerprinter:
                 # (dunder and enum's `_sunder_` names, abc's cache: the machinery's state)
                 key = ("const", file, f"{cls.__qualname__}.{name}")
                 info.parts.append((key, self.part_value(value, info, file)))
+        dataclasses = sys.modules.get("dataclasses")
+        fields = vars(cls).get("__dataclass_fields__")
+        if dataclasses is not None and type(fields) is dict:
+            # a field's default_factory is no class attribute: the dataclass keeps it here
+            for name, field in fields.items():
+                factory = getattr(field, "default_factory", dataclasses.MISSING)
+                if factory is not dataclasses.MISSING:
+                    key = ("const", file, f"{cls.__qualname__}.{name}")
+                    info.parts.append((key, self.part_value(factory, info, file)))
 
     def _class_fallback(self, cls: type, file: str) -> str:
         scratch = Info()

@@ -348,3 +348,28 @@ def test_objects_whose_every_attribute_raises_do_not_stop_the_run(project, pivot
     assert (project / "out.txt").read_text() == "3"
     assert (project / "other.txt").read_text() == "x"
     assert "up to date" in pivot("run").stdout
+
+
+FACTORY = """
+import dataclasses
+import functools
+import os
+
+
+@dataclasses.dataclass
+class Cfg:
+    items: list = dataclasses.field(
+        default_factory=functools.partial(list, [int(os.environ.get("ITEM", "1"))])
+    )
+    n: int = 2
+"""
+
+
+def test_a_dataclass_default_factory_made_at_import(project, pivot) -> None:
+    """A field's default_factory is no class attribute (the dataclass keeps it in its
+    fields); the value it was made with at import is a part of the class."""
+    stage = stage_reading("helpers.Cfg().items")
+    write_files(project, {"pipeline.py": stage, "helpers.py": FACTORY})
+    run_twice(project, pivot, ITEM="1")
+    assert (project / "out.txt").read_text() == "[1]"
+    assert_reruns(project, pivot, "const:helpers.Cfg.items", "[9]", ITEM="9")
