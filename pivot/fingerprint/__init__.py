@@ -20,7 +20,8 @@ changed. Part names:
   annotations or defaults) is never taken for the module global of the same name.
   `closure:<function qualname>.__defaults__`: the default values of a function's
   parameters, computed when its `def` ran (for methods, static and class methods and
-  properties, when their class statement ran).
+  properties, when their class statement ran; a method generated for the class, like the
+  `__init__` attrs writes, is `closure:<class qualname>.<method>.__defaults__`).
 - `const:<class qualname>.<name>`: a data attribute of a project class, as its class
   statement made it (`K = int(os.environ["K"])` in the class body); for a dataclass field
   with a `default_factory`, the factory.

@@ -622,6 +622,14 @@ class Fingerprinter:
                         # defined elsewhere (a decorator's wrapper, `f = staticmethod(g)`):
                         # followed as a function, with its closure and defaults
                         self.classify(func, None, info, file)
+                        if (
+                            code.co_filename.startswith("<")
+                            and (func.__defaults__ or func.__kwdefaults__)
+                            and "__dataclass_fields__" not in vars(cls)  # class attributes
+                        ):  # generated for the class (attrs' __init__: its fields' defaults)
+                            defaults = (func.__defaults__, func.__kwdefaults__)
+                            key = ("closure", file, f"{cls.__qualname__}.{name}.__defaults__")
+                            info.parts.append((key, self.part_value(defaults, info, file)))
                     elif func.__defaults__ or func.__kwdefaults__:
                         defaults = (func.__defaults__, func.__kwdefaults__)
                         key = ("closure", file, f"{code.co_qualname}.__defaults__")

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 
+import pytest
 from support import COUNTER, PYTHONPATH, executions, rewrite_keeping_mtime, write_files
 
 HEAD = (
@@ -53,6 +54,8 @@ def assert_reruns(project, pivot, part: str, out: str, **env: str) -> None:
 
 SCALER = """
 import os
+
+import pytest
 
 
 class Scaler:
@@ -106,6 +109,8 @@ def test_editing_a_property_body_in_a_helper_class(project, pivot) -> None:
 
 TRANSFORMS = """
 import os
+
+import pytest
 
 TRANSFORMS = [lambda x, k=int(os.environ.get("SCALE", "2")): x * k]
 OPS = {"inc": lambda x: x + 1}
@@ -163,6 +168,8 @@ BOUND = (
     + """
 import dataclasses
 import os
+
+import pytest
 import pathlib
 
 
@@ -278,6 +285,8 @@ DECORATED = """
 import functools
 import os
 
+import pytest
+
 
 def times(n):
     def deco(f):
@@ -355,6 +364,8 @@ import dataclasses
 import functools
 import os
 
+import pytest
+
 
 @dataclasses.dataclass
 class Cfg:
@@ -373,3 +384,26 @@ def test_a_dataclass_default_factory_made_at_import(project, pivot) -> None:
     run_twice(project, pivot, ITEM="1")
     assert (project / "out.txt").read_text() == "[1]"
     assert_reruns(project, pivot, "const:helpers.Cfg.items", "[9]", ITEM="9")
+
+
+ATTRS = """
+import os
+
+import pytest
+
+import attrs
+
+
+@attrs.define
+class Cfg:
+    k: int = attrs.field(default=int(os.environ.get("K", "1")))
+"""
+
+
+def test_the_default_of_a_field_in_generated_code(project, pivot) -> None:
+    """attrs keeps a field's default only in the `__init__` it generates (no class
+    attribute): the defaults of a class's generated methods are parts of the class."""
+    pytest.importorskip("attrs")
+    write_files(project, {"pipeline.py": stage_reading("helpers.Cfg().k"), "helpers.py": ATTRS})
+    run_twice(project, pivot, K="1")
+    assert_reruns(project, pivot, "closure:helpers.Cfg.__init__.__defaults__", "4", K="4")
