@@ -66,7 +66,9 @@ def gc(
         verb = "would remove" if dry_run else "removes"
         shown = ", ".join(d[:12] for d in digests[:5]) + (" ..." if len(digests) > 5 else "")
         not_checked = "".join(
-            f" The check could not be made for remote {u} It counts as holding none of them."
+            f" The check could not be made for remote {u.rstrip()}"
+            f"{'' if u.rstrip().endswith(('.', '!', '?')) else '.'} "
+            f"It counts as holding none of them."
             for u in unchecked
         )
         console.warn(

@@ -103,3 +103,15 @@ def test_an_unreachable_remote_is_named_as_not_checked(project, pivot, tmp_path)
     assert "Traceback" not in dry.stderr
     unchecked = json.loads(dry.stdout)["unchecked_remotes"]
     assert any(u.startswith("'down' (s3://bucket/cache): ") for u in unchecked), unchecked
+
+
+def test_a_remote_folder_under_a_file_is_one_sentence_in_the_warning(project, pivot, tmp_path):
+    """The reason a remote could not be checked ends its sentence, whatever its error."""
+    (tmp_path / "a-file").write_text("not a folder\n")
+    pivot("remote", "add", "origin", str(tmp_path / "a-file/store"), "--default")
+    _run_word(project, pivot, "one")
+    _run_word(project, pivot, "two")
+    dry = pivot("gc", "-n")
+    assert WARNING in dry.stderr, dry.stderr
+    assert "The check could not be made for remote 'origin'" in dry.stderr
+    assert "' It counts" not in dry.stderr and ". It counts as holding none" in dry.stderr
