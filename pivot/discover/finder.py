@@ -18,7 +18,7 @@ from pivot.discover.loading import (
     pipeline_file_in,
 )
 from pivot.errors import DefinitionError, PivotError
-from pivot.project import Project
+from pivot.project import Project, safe_relpaths
 
 if TYPE_CHECKING:
     from pivot.cache.state import StateDB
@@ -271,28 +271,25 @@ class Discovery:
         ]
 
     def _validated_index(self) -> dict[str, list[str] | str] | None:
-        raw = self.state.get(INDEX_NAMESPACE, INDEX_KEY)
-        if raw is None:
+        """The cached scan, if it decodes to the exact shape `_rescan` stores and every
+        folder and pipeline file in it is unchanged; None (a rescan) otherwise."""
+        cached = decode_index(self.state.get(INDEX_NAMESPACE, INDEX_KEY))
+        if cached is None:
             return None
-        cached = msgpack.unpackb(raw, raw=False)
+        dirs, files, stage_outs = cached
         root = self.project.root
-        for rel, mtime in cached["dirs"].items():
-            try:
+        try:
+            for rel, mtime in dirs.items():
                 if os.stat(root / rel).st_mtime_ns != mtime:
                     return None
-            except FileNotFoundError:
-                return None
-        index = {}
-        for rel, (mtime, size, outs) in cached["files"].items():
-            try:
+            for rel, (mtime, size, _) in files.items():
                 st = os.stat(root / rel)
-            except FileNotFoundError:
-                return None
-            if (st.st_mtime_ns, st.st_size) != (mtime, size):
-                return None
-            index[rel] = outs
-        self._stage_outs = cached.get("stages")
-        return index
+                if (st.st_mtime_ns, st.st_size) != (mtime, size):
+                    return None
+        except OSError:  # gone, or a folder of it is a file now
+            return None
+        self._stage_outs = stage_outs
+        return {rel: entry[2] for rel, entry in files.items()}
 
     def _rescan(self) -> dict[str, list[str] | str]:
         self._scan_is_fresh = True
@@ -322,7 +319,12 @@ class Discovery:
                     stage_outs[stage.id] = [o.path for o in stage.outs]
         self._stage_outs = stage_outs
         index = {"dirs": dirs, "files": files, "stages": stage_outs}
-        self.state.put(INDEX_NAMESPACE, INDEX_KEY, msgpack.packb(index, use_bin_type=True))
+        try:
+            blob = msgpack.packb(index, use_bin_type=True)
+        except UnicodeEncodeError:  # a folder name that is not UTF-8: not cached
+            blob = None
+        if blob is not None:
+            self.state.put(INDEX_NAMESPACE, INDEX_KEY, blob)
         return {rel: entry[2] for rel, entry in files.items()}
 
     def indexed_stages(self) -> dict[str, list[str]] | None:
@@ -331,6 +333,84 @@ class Discovery:
         if self._scan is None:
             self._scan = self._validated_index()
         return self._stage_outs
+
+
+Index = tuple[dict[str, int], dict[str, tuple[int, int, list[str] | str]], dict[str, list[str]]]
+MAX_PATH = 4096  # characters of one path in the index (Linux's PATH_MAX is in bytes)
+MAX_ERROR = 1 << 16  # characters of a recorded load error
+
+
+def decode_index(raw: object) -> Index | None:
+    """The scan's index `_rescan` stored, as (folders -> mtime, pipeline files -> (mtime,
+    size, outputs or load error), stage ids -> outputs), if `raw` is exactly that shape;
+    None for anything else (it is read from the state db: untrusted). Folders and files
+    are plain relative paths the scan could have found (no hidden or skipped folder, a
+    pipeline file's name, each inside a listed folder); outputs pass `safe_relpath`."""
+    if not isinstance(raw, bytes):
+        return None
+    try:
+        cached = msgpack.unpackb(raw, raw=False, strict_map_key=True)
+    except (ValueError, TypeError, OverflowError, msgpack.UnpackException):
+        return None  # UnicodeDecodeError and msgpack's own errors are ValueErrors
+    if type(cached) is not dict or cached.keys() != {"dirs", "files", "stages"}:
+        return None
+    dirs, files, stages = cached["dirs"], cached["files"], cached["stages"]
+    if not (type(dirs) is dict and type(files) is dict and type(stages) is dict):
+        return None
+    if "." not in dirs or not all(_mtime(m) for m in dirs.values()):
+        return None
+    if not all(rel == "." or (_scanned(rel) and _parent(rel) in dirs) for rel in dirs):
+        return None
+    checked: dict[str, tuple[int, int, list[str] | str]] = {}
+    for rel, entry in files.items():
+        if not (type(entry) is list and len(entry) == 3 and _scanned(rel)):
+            return None
+        mtime, size, outs = entry
+        name = rel.rsplit("/", 1)[-1]
+        if name not in PIPELINE_FILES or _parent(rel) not in dirs:
+            return None
+        if not (_mtime(mtime) and type(size) is int and 0 <= size < 1 << 63):
+            return None
+        if not (_error(outs) or _outputs(outs)):
+            return None
+        checked[rel] = (mtime, size, outs)
+    for stage, outs in stages.items():
+        if not (type(stage) is str and 0 < len(stage) <= MAX_PATH and "\0" not in stage):
+            return None
+        if not _outputs(outs):
+            return None
+    return dirs, checked, stages
+
+
+def _mtime(value: object) -> bool:
+    return type(value) is int and -(1 << 63) <= value < 1 << 63
+
+
+def _parent(rel: str) -> str:
+    cut = rel.rfind("/")
+    return rel[:cut] if cut >= 0 else "."
+
+
+def _scanned(rel: object) -> bool:
+    """Whether `rel` is a path the scan could list: plain, relative, in no hidden or
+    skipped folder."""
+    if type(rel) is not str or not 0 < len(rel) <= MAX_PATH or "\0" in rel or rel[0] == "/":
+        return False
+    return all(p and p not in SKIP_DIRS and p[0] != "." for p in rel.split("/"))
+
+
+def _error(value: object) -> bool:
+    return type(value) is str and len(value) <= MAX_ERROR
+
+
+def _outputs(value: object) -> bool:
+    if type(value) is not list or not all(type(p) is str and len(p) <= MAX_PATH for p in value):
+        return False
+    try:
+        safe_relpaths(value, "an output in the pipeline scan's index")
+    except PivotError:
+        return False
+    return True
 
 
 def glob_match(pattern: str, path: str) -> bool:
