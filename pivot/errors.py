@@ -293,6 +293,33 @@ def not_writable(exc: BaseException, aliases: dict[str, str] | None = None) -> N
     return NotWritable(" or ".join(places), reason, fix, action)
 
 
+def write_refusal(files: list[str], folder: str) -> NotWritable | None:
+    """The NotWritable for the first of `files` (those that exist) that may not be opened
+    for writing, else for `folder` if no file may be made in it; None when all may be
+    written. Checked with `access` first; only a refusal is then told by trying (each file
+    opened, changing nothing; a probe file made in `folder` and removed)."""
+    import os
+    import tempfile
+
+    existing = [f for f in files if os.path.lexists(f)]
+    if os.access(folder, os.W_OK) and all(os.access(f, os.W_OK) for f in existing):
+        return None
+    for file in existing:
+        try:
+            os.close(os.open(file, os.O_WRONLY | os.O_NOFOLLOW))
+        except OSError as exc:
+            found = not_writable(exc)
+            if found is not None:
+                return found
+    try:
+        handle, probe = tempfile.mkstemp(prefix=".probe.", dir=folder)
+    except OSError as exc:
+        return not_writable(exc)
+    os.close(handle)
+    os.unlink(probe)
+    return None
+
+
 @contextlib.contextmanager
 def writing(path: object) -> Iterator[None]:
     """Turn running out of space (or quota) while writing `path` into DiskFull."""

@@ -9,10 +9,10 @@ import pathlib
 import re
 import stat
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cache, cached_property
 
-from pivot.errors import ProjectError, UnsafePath, not_writable
+from pivot.errors import ProjectError, UnsafePath, not_writable, write_refusal
 
 PIVOT_DIR = ".pivot"
 # Names of the cache's temp files and folders in `.pivot/tmp/` (see pivot/cache/batch.py).
@@ -41,6 +41,9 @@ class Project:
     """Absolute locations inside one Pivot project."""
 
     root: pathlib.Path
+    # The commands that took the command lock on it in this process (`exclusive`): such a
+    # command changes the project and must save its caches; one that only looks need not.
+    changed_by: list[str] = field(default_factory=list, compare=False, repr=False)
 
     @classmethod
     def discover(cls, start: pathlib.Path | None = None) -> Project:
@@ -158,6 +161,8 @@ class Project:
                     path=self.root,
                     command=command,
                 ) from None
+            self.changed_by.append(command)
+            self._check_state_writable()
             handle.seek(0)
             handle.truncate()
             handle.write(f"`pivot {command}` (pid {os.getpid()})")
@@ -169,6 +174,14 @@ class Project:
                 yield
             finally:
                 handle.truncate(0)
+
+    def _check_state_writable(self) -> None:
+        """Refuse a command that changes the project before it changes anything if it
+        could not save its caches: the state db (or `.pivot/`, where sqlite makes its
+        journal files) refuses writes."""
+        refused = write_refusal(db_files(self.state_path), str(self.pivot_dir))
+        if refused is not None:
+            raise refused
 
     def stale_temps(self) -> list[pathlib.Path]:
         """Cache temp files and folders in `tmp/`, and the temps of atomic writes
@@ -369,6 +382,11 @@ _COMMON_JOINED = re.compile(rf"{_COMMON.pattern}(?:\0{_COMMON.pattern})*")
 
 # Text every name of PYTHON_PARTS contains, in any case: a path without it names none.
 _PYTHONISH = re.compile(r"packages|__pycache__|pyvenv", re.IGNORECASE)
+
+
+def db_files(path: pathlib.Path) -> list[str]:
+    """An sqlite database file `path` and the journal files sqlite makes beside it."""
+    return [f"{path}{suffix}" for suffix in ("", "-wal", "-shm", "-journal")]
 
 
 def safe_relpath(rel: str, what: str) -> str:

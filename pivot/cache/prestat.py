@@ -238,6 +238,8 @@ def _large_folders(state_path: str) -> list[str]:
     plain relative paths (any other key is skipped)."""
     if not os.path.isfile(state_path):
         return []
+    if not (os.access(state_path, os.W_OK) and os.access(os.path.dirname(state_path), os.W_OK)):
+        return []  # the command reads none of it (`StateDB.refused`); sqlite would leave files
     import sqlite3
 
     try:

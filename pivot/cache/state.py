@@ -22,8 +22,8 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Any, TypeVar
 
 from pivot import _racy
-from pivot.errors import DiskFull
-from pivot.project import is_utf8
+from pivot.errors import DiskFull, NotWritable, not_writable, write_refusal
+from pivot.project import db_files, is_utf8
 
 log = logging.getLogger(__name__)  # the CLI shows warnings; see pivot.cli.main
 F = TypeVar("F", bound=Callable[..., Any])
@@ -58,9 +58,21 @@ def _is_damage(exc: sqlite3.DatabaseError) -> bool:
     return code is not None and code & 0xFF in (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB)
 
 
+# What sqlite says when the file system refuses it: a read-only database or folder (its
+# journal files cannot be made), or a file it may not open.
+_REFUSALS = (sqlite3.SQLITE_READONLY, sqlite3.SQLITE_CANTOPEN, sqlite3.SQLITE_PERM)
+
+
+def _is_refusal(exc: sqlite3.DatabaseError) -> bool:
+    """Whether `exc` says the database (or its folder) may not be written or opened."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    return code is not None and code & 0xFF in _REFUSALS
+
+
 def _rebuilt_if_damaged(method: F) -> F:
     """Run `method` holding the db's lock (one connection serves every thread); if the
-    database file is damaged, rebuild it empty and run it again."""
+    database file is damaged, rebuild it empty and run it again; if it may not be written,
+    `refused` decides (an error, or caches kept in memory) and it runs again."""
 
     @functools.wraps(method)
     def wrapper(self: StateDB, *args: Any, **kwargs: Any) -> Any:
@@ -68,9 +80,12 @@ def _rebuilt_if_damaged(method: F) -> F:
             try:
                 return method(self, *args, **kwargs)
             except sqlite3.DatabaseError as exc:
-                if not _is_damage(exc):
+                if _is_damage(exc):
+                    self.rebuild(exc)
+                elif _is_refusal(exc) and not self.unsaved:
+                    self.refused(exc)
+                else:
                     raise
-                self.rebuild(exc)
                 return method(self, *args, **kwargs)
 
     return wrapper  # type: ignore[return-value]
@@ -86,8 +101,12 @@ class StateDB:
     entries are recorded under it too, so a commit takes them whole.
     """
 
-    def __init__(self, path: pathlib.Path) -> None:
+    def __init__(self, path: pathlib.Path, must_save: Callable[[], bool] = lambda: True) -> None:
         self.path = path
+        # Asked when the file refuses writes: whether the command must save its caches
+        # (it changes the project: NotWritable) or may keep them in memory (it only looks).
+        self.must_save = must_save
+        self.unsaved = False  # the file refused writes: caches live in memory until `close`
         self._lock = threading.RLock()
         self._conn: sqlite3.Connection | None = None
         self._stats: dict[str, tuple[int, int, int, int, str]] | None = None
@@ -108,12 +127,47 @@ class StateDB:
             self._conn = None
         self._stats = None
         for suffix in ("", "-wal", "-shm", "-journal"):
-            with contextlib.suppress(FileNotFoundError):
+            try:
                 os.unlink(f"{self.path}{suffix}")
+            except FileNotFoundError:
+                pass
+            except OSError as err:  # its folder refuses: as a refused write
+                refused = not_writable(err)
+                if refused is None or self.must_save():
+                    raise refused or err from exc
+                self.unsaved = True
+                return
+
+    def refused(self, exc: sqlite3.DatabaseError) -> None:
+        """The database file (or its folder) refused `exc`'s write or open: raise the
+        NotWritable naming it if the command must save its caches, else keep them in an
+        empty database in memory for the rest of the command (the file is left as it is)."""
+        if self.must_save():
+            found = self._refusal()
+            if found is None:
+                raise exc
+            raise found from exc
+        log.debug(f"The state database {self.path} may not be written ({exc}): not saved.")
+        if self._conn is not None:
+            with contextlib.suppress(sqlite3.Error):
+                self._conn.close()
+        self.unsaved = True
+        self._conn = None  # `conn` opens the one in memory
+
+    def _refusal(self) -> NotWritable | None:
+        """The NotWritable naming the database's file (or its folder, where sqlite makes
+        its journal files) that refuses writes; None if none does."""
+        return write_refusal(db_files(self.path), str(self.path.parent))
 
     @property
     def conn(self) -> sqlite3.Connection:
         with self._lock:
+            if self._conn is None and not self.unsaved and self._refusal() is not None:
+                self.unsaved = True  # read as well from memory: sqlite would leave files
+            if self._conn is None and self.unsaved:
+                conn = sqlite3.connect(":memory:", isolation_level=None, check_same_thread=False)
+                conn.executescript(SCHEMA)
+                self._conn = conn
             if self._conn is None:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
                 conn = sqlite3.connect(
@@ -205,7 +259,8 @@ class StateDB:
     @_rebuilt_if_damaged
     def delete(self, namespace: str, key: str) -> None:
         """Forget one key/value entry (nothing happens if it is absent)."""
-        self.conn.execute("DELETE FROM kv WHERE namespace = ? AND key = ?", (namespace, key))
+        with self._writing():
+            self.conn.execute("DELETE FROM kv WHERE namespace = ? AND key = ?", (namespace, key))
 
     @_rebuilt_if_damaged
     def update(
@@ -267,7 +322,14 @@ class StateDB:
 
     @contextlib.contextmanager
     def _writing(self) -> Iterator[None]:
-        """Turn sqlite's "database or disk is full" into DiskFull naming the db."""
+        """Turn sqlite's "database or disk is full" into DiskFull naming the db; refuse a
+        write kept in memory when the command must save its caches (`refused`)."""
+        if self.unsaved and self.must_save():
+            found = self._refusal()
+            if found is not None:
+                raise found
+            self.unsaved = False  # it may be written now: the file again
+            self._conn = None
         try:
             yield
         except sqlite3.OperationalError as exc:

@@ -178,7 +178,7 @@ def open_workspace(start: pathlib.Path | None = None) -> Workspace:
 
 def workspace_of(project: Project) -> Workspace:
     """The workspace of an already found project."""
-    state = StateDB(project.state_path)
+    state = StateDB(project.state_path, must_save=lambda: bool(project.changed_by))
     return Workspace(
         project=project,
         state=state,

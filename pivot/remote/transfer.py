@@ -226,7 +226,7 @@ class _Context:
 
 def remote_contents(project: Project, remote: Remote, refresh: bool = True) -> RemoteContents:
     """What the remote holds, from its cached indexes (refreshed with one listing)."""
-    state = StateDB(project.state_path)
+    state = StateDB(project.state_path, must_save=lambda: bool(project.changed_by))
     try:
         cache = RemoteIndexCache(state, remote)
         return cache.refresh() if refresh else cache.load()

@@ -19,7 +19,7 @@ def stage_names() -> list[str]:
     except PivotError:
         return []
     ids = set(all_locks(project.stages_dir))
-    state = StateDB(project.state_path)
+    state = StateDB(project.state_path, must_save=lambda: False)
     try:
         ids.update(Discovery(project, state).indexed_stages() or ())
     except Exception:
