@@ -427,11 +427,18 @@ def safe_relpaths(rels: list[str], what: str) -> None:
     if (
         _COMMON_JOINED.fullmatch(joined)
         and joined.count("\0") == len(rels) - 1
-        and not _PYTHONISH.search(joined)
+        and not _pythonish(joined)
     ):
         return
     for rel in rels:
         safe_relpath(rel, what)
+
+
+def _pythonish(ascii_text: str) -> bool:
+    """`_PYTHONISH.search` of ASCII text, ten times faster on long text (plain substring
+    searches of its lower case: the same answer for ASCII)."""
+    low = ascii_text.lower()
+    return "packages" in low or "__pycache__" in low or "pyvenv" in low
 
 
 def checked_relpath(rel: str, what: str) -> str:

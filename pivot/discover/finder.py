@@ -362,6 +362,7 @@ def decode_index(raw: object) -> Index | None:
     if not all(rel == "." or (_scanned(rel) and _parent(rel) in dirs) for rel in dirs):
         return None
     checked: dict[str, tuple[int, int, list[str] | str]] = {}
+    outputs: list[str] = []
     for rel, entry in files.items():
         if not (type(entry) is list and len(entry) == 3 and _scanned(rel)):
             return None
@@ -371,15 +372,39 @@ def decode_index(raw: object) -> Index | None:
             return None
         if not (_mtime(mtime) and type(size) is int and 0 <= size < 1 << 63):
             return None
-        if not (_error(outs) or _outputs(outs)):
+        if type(outs) is list:
+            outputs += outs
+        elif type(outs) is not str or len(outs) > MAX_ERROR:
             return None
         checked[rel] = (mtime, size, outs)
-    for stage, outs in stages.items():
-        if not (type(stage) is str and 0 < len(stage) <= MAX_PATH and "\0" not in stage):
+    for outs in stages.values():
+        if type(outs) is not list:
             return None
-        if not _outputs(outs):
-            return None
+        outputs += outs
+    try:
+        outputs = list(set(outputs))  # each once: a stage's are its pipeline file's too
+    except TypeError:  # one is a list or a dict
+        return None
+    if not _names(list(stages)) or max(map(len, outputs), default=0) > MAX_PATH:
+        return None
+    try:  # in one match of them all (2,000 stages' outputs take 0.3 ms)
+        safe_relpaths(outputs, "an output in the pipeline scan's index")
+    except (PivotError, TypeError):  # TypeError: one is not text
+        return None
     return dirs, checked, stages
+
+
+def _names(names: list) -> bool:
+    """Whether `names` are all text of 1 to MAX_PATH characters without NUL."""
+    try:
+        joined = "\0".join(names)
+    except TypeError:  # one is not text
+        return False
+    return not names or (
+        joined.count("\0") == len(names) - 1
+        and min(map(len, names)) > 0
+        and max(map(len, names)) <= MAX_PATH
+    )
 
 
 def _mtime(value: object) -> bool:
@@ -397,20 +422,6 @@ def _scanned(rel: object) -> bool:
     if type(rel) is not str or not 0 < len(rel) <= MAX_PATH or "\0" in rel or rel[0] == "/":
         return False
     return all(p and p not in SKIP_DIRS and p[0] != "." for p in rel.split("/"))
-
-
-def _error(value: object) -> bool:
-    return type(value) is str and len(value) <= MAX_ERROR
-
-
-def _outputs(value: object) -> bool:
-    if type(value) is not list or not all(type(p) is str and len(p) <= MAX_PATH for p in value):
-        return False
-    try:
-        safe_relpaths(value, "an output in the pipeline scan's index")
-    except PivotError:
-        return False
-    return True
 
 
 def glob_match(pattern: str, path: str) -> bool:
