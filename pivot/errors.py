@@ -299,11 +299,12 @@ def write_refusal(files: list[str], folder: str) -> NotWritable | None:
     written. Checked with `access` first; only a refusal is then told by trying (each file
     opened, changing nothing; a probe file made in `folder` and removed)."""
     import os
-    import tempfile
 
     existing = [f for f in files if os.path.lexists(f)]
     if os.access(folder, os.W_OK) and all(os.access(f, os.W_OK) for f in existing):
         return None
+    import tempfile  # only now: 30 modules a command that may write never needs
+
     for file in existing:
         try:
             os.close(os.open(file, os.O_WRONLY | os.O_NOFOLLOW))
