@@ -243,10 +243,12 @@ class StateDB:
 
     @_rebuilt_if_damaged
     def get(self, namespace: str, key: str) -> bytes | None:
+        """The value stored under (namespace, key); None if there is none, or if it is not
+        bytes (the column takes any type: a damaged or foreign db's text or number)."""
         row = self.conn.execute(
             "SELECT value FROM kv WHERE namespace = ? AND key = ?", (namespace, key)
         ).fetchone()
-        return row[0] if row else None
+        return row[0] if row and type(row[0]) is bytes else None
 
     @_rebuilt_if_damaged
     def put(self, namespace: str, key: str, value: bytes) -> None:
@@ -279,9 +281,12 @@ class StateDB:
 
     @_rebuilt_if_damaged
     def items(self, namespace: str) -> list[tuple[str, bytes]]:
-        """Every (key, value) entry of `namespace`, sorted by key."""
+        """Every (key, value) entry of `namespace` whose key is text and value bytes (as
+        `get`: others are a damaged or foreign db's), sorted by key."""
         return self.conn.execute(
-            "SELECT key, value FROM kv WHERE namespace = ? ORDER BY key", (namespace,)
+            "SELECT key, value FROM kv WHERE namespace = ? AND typeof(key) = 'text' "
+            "AND typeof(value) = 'blob' ORDER BY key",
+            (namespace,),
         ).fetchall()
 
     @_rebuilt_if_damaged

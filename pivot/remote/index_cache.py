@@ -66,6 +66,20 @@ class RemoteContents:
         return digest in self.blobs
 
 
+def _listed_ids(raw: bytes | None) -> list[str]:
+    """The index ids of the last listing as stored by `_set_ids`; none (as if never
+    listed: the next refresh lists again) for anything else (the state db is untrusted)."""
+    if raw is None:
+        return []
+    try:
+        ids = msgpack.unpackb(raw, raw=False)
+    except (ValueError, TypeError, OverflowError, msgpack.UnpackException):
+        return []
+    if type(ids) is not list or not all(type(i) is str for i in ids):
+        return []
+    return ids
+
+
 class RemoteIndexCache:
     """Index objects of one remote, cached by id in the state db."""
 
@@ -78,8 +92,7 @@ class RemoteIndexCache:
 
     def cached_ids(self) -> list[str]:
         """The remote's index ids as last listed, with those written since (sorted)."""
-        raw = self.state.get(self.namespace, IDS_KEY)
-        listed = list(msgpack.unpackb(raw, raw=False)) if raw else []
+        listed = _listed_ids(self.state.get(self.namespace, IDS_KEY))
         written = [ident for ident, _ in self.state.items(self.written)]
         return sorted({*listed, *written}) if written else listed
 
