@@ -118,3 +118,22 @@ def test_other_changing_commands_refuse(project, pivot, args):
     assert _refusal("chmod", "state.db") in failed.stderr, failed.stderr
     assert "chmod u+rw .pivot/state.db" in failed.stderr
     assert not (project / "data/raw.csv.pvt").exists() and not (project / "out.txt").exists()
+
+
+def test_pull_refuses_and_push_works(project, pivot, tmp_path):
+    """`pull` changes the project: refused before it places anything. `push` only reads
+    it (it changes the remote): it pushes, its caches of the remote kept in memory."""
+    write_files(project, {"pipeline.py": word_pipeline("one")})
+    pivot("remote", "add", "origin", str(tmp_path / "store"), "--default")
+    pivot("run")
+    state = project / ".pivot/state.db"
+    with refused("chmod", state) as prefix:
+        assert "pushed" in pivot_ok(prefix, project, "push", "--all").lower()
+    (project / "out.txt").unlink()
+    subprocess.run(["rm", "-rf", str(project / ".pivot/cache/objects")], check=True)
+    with refused("chmod", state) as prefix:
+        failed = pivot_as(prefix, project, "pull")
+    assert _refusal("chmod", "state.db") in failed.stderr, failed.stderr
+    assert not (project / "out.txt").exists()
+    pivot("pull")  # fixed: the push above stored everything
+    assert (project / "out.txt").read_text() == "one" * 100
