@@ -11,7 +11,6 @@ import itertools
 import os
 import pathlib
 import threading
-import uuid
 from typing import TYPE_CHECKING
 
 from pivot._fs import (
@@ -65,7 +64,7 @@ class CacheBatch:
     def __init__(self, cache: LocalCache) -> None:
         self.cache = cache
         self.folder = cache.tmp_dir
-        self._prefix = f"{TEMP_PREFIX}{os.getpid()}.{uuid.uuid4().hex[:8]}."
+        self._prefix = f"{TEMP_PREFIX}{os.getpid()}.{os.urandom(4).hex()}."
         self._staged: dict[str, str] = {}
         # Local packs: (pack temp file, index temp file, its blobs, which name the pack).
         self._packs: list[tuple[str, str, list[PackedBlob]]] = []
@@ -127,7 +126,7 @@ class CacheBatch:
         # What the cache holds is looked up before taking the lock, what this batch staged
         # under it; the pack is named now, so its rows need no renaming.
         absent = set(self.cache.absent(blob.hash for blob, _ in blobs))
-        name = uuid.uuid4().hex
+        name = os.urandom(16).hex()
         rows = []
         parts = []
         offset = 0
@@ -477,7 +476,7 @@ class PackWriter:
 
     def _open(self) -> None:
         """Start a pack: a new temp file and name."""
-        self._name = uuid.uuid4().hex
+        self._name = os.urandom(16).hex()
         self._path = self.batch._temp()
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
         with writing(self._path):

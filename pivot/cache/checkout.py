@@ -22,7 +22,6 @@ import pathlib
 import re
 import stat
 import threading
-import uuid
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -444,7 +443,7 @@ def _is_folder(path: pathlib.Path) -> bool:
 
 
 def _sibling(dest: pathlib.Path, kind: str) -> str:
-    return os.path.join(dest.parent, f".{dest.name}.pivot-{kind}-{uuid.uuid4().hex[:12]}")
+    return os.path.join(dest.parent, f".{dest.name}.pivot-{kind}-{os.urandom(6).hex()}")
 
 
 def _swap(tmp: str, dest: pathlib.Path) -> None:

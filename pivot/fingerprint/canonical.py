@@ -373,3 +373,37 @@ def canonical_json(value: Any) -> str:
 def untracked_parts(parts: dict[str, str]) -> list[str]:
     """Names of fingerprint parts whose value Pivot could not fully track, for a warning."""
     return sorted(name for name, value in parts.items() if value.startswith(UNTRACKED))
+
+
+# The canonical text of loaders, by their class and field values: a run key names a
+# loader per dep and output, and most are the same few (`PathOnly()`, `JSON(indent=2)`).
+_LOADER_TEXTS: dict[tuple, str] = {}
+_FIELD_NAMES: dict[type, tuple[str, ...]] = {}  # a dataclass loader's field names
+# Field values whose equality is identity of canonical text (not floats: 0.0 == -0.0).
+_PLAIN = frozenset((str, int, bool, type(None)))
+_MISSING = object()
+
+
+def loader_text(loader: Any) -> str:
+    """`canonical_json(loader)`, memoised for dataclass loaders whose fields hold only
+    strings, integers, booleans or None (for them it depends on nothing else)."""
+    kind = type(loader)
+    names = _FIELD_NAMES.get(kind)
+    if names is None:
+        import dataclasses
+
+        if not dataclasses.is_dataclass(kind):
+            return canonical_json(loader)
+        names = _FIELD_NAMES[kind] = tuple(f.name for f in dataclasses.fields(kind))
+    key: list[Any] = [kind]
+    for name in names:
+        value = getattr(loader, name, _MISSING)
+        if type(value) not in _PLAIN:
+            return canonical_json(loader)
+        key += (name, type(value), value)
+    text = _LOADER_TEXTS.get(memo := tuple(key))
+    if text is None:
+        text = canonical_json(loader)
+        if text.startswith('{"dataclass":'):  # not a container or enum that is a dataclass
+            _LOADER_TEXTS[memo] = text
+    return text

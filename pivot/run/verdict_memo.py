@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 from pivot import _racy
 from pivot._fs import read_own_file, write_bytes
 from pivot.errors import DiskFull
-from pivot.fingerprint.canonical import Canon, dotted_name, text_hash
+from pivot.fingerprint.canonical import Canon, dotted_name, loader_text, text_hash
 
 if TYPE_CHECKING:
     from pivot.define.stage import StageSpec
@@ -189,7 +189,7 @@ def definition_digest(stages: list[StageSpec], root: pathlib.Path) -> str:
 
 def _artifact(artifact: Any, text: Any) -> tuple[Any, ...]:
     """A dep or output as a tuple of plain values (its loader and mark by canonical text,
-    memoised for the common loaders: `plan.loader_text`)."""
+    memoised for the common loaders: `canonical.loader_text`)."""
     key, declared, path, loader, group, mark = artifact
     fields: list[Any] = [key, declared, path, group, _loader(loader, text)]
     if mark is not None:
@@ -223,8 +223,6 @@ def _field_names(kind: type) -> tuple[str, ...]:
 
 def _loader(value: Any, text: Any) -> str:
     """The canonical text of a loader (or any other value of a mark)."""
-    from pivot.run.plan import loader_text
-
     try:
         return loader_text(value)
     except TypeError:  # no strict form: the lenient one, with its untracked parts

@@ -17,9 +17,9 @@ from hypothesis import strategies as st
 from pivot.define.loaders import CSV, JSON, Loader, PathOnly, Text
 from pivot.define.stage import parameter_names
 from pivot.fingerprint import canonical_json
+from pivot.fingerprint.canonical import loader_text
 from pivot.run import lockfile
 from pivot.run.lockfile import Lock, all_locks, read_lock, write_lock
-from pivot.run.plan import loader_text
 
 A, B, K1, K2 = "a" * 64, "b" * 64, "c" * 64, "d" * 64
 
