@@ -1,5 +1,5 @@
 """`python -m pivot` runs the command line."""
 
-from pivot.cli.main import main
+from pivot.cli.entry import main
 
 main()

@@ -229,7 +229,7 @@ HEAVY = (
 PROBE = """
 import json, sys
 sys.argv = ["pivot", *{args!r}]
-from pivot.cli.main import main
+from pivot.cli.entry import main
 try:
     main()
 finally:

@@ -1,20 +1,16 @@
-"""The `pivot` group and the entry point: commands are imported only when they run, and
-errors become one paragraph and an exit code."""
+"""The `pivot` click group and its runner (`cli.entry` calls it): commands are imported
+only when they run, and errors become one paragraph and an exit code."""
 
 from __future__ import annotations
 
+import gc
+import importlib
 import sys
+import time
+from typing import NamedTuple
 
-from pivot.cache import prestat
-
-prestat.start(sys.argv)  # first: its helpers work while the command imports and plans
-
-import gc  # noqa: E402
-import importlib  # noqa: E402
-import time  # noqa: E402
-from typing import NamedTuple  # noqa: E402
-
-from pivot._gcpause import collector_paused  # noqa: E402
+from pivot._gcpause import collector_paused
+from pivot.cli.entry import STARTED
 
 with collector_paused():  # click's modules live as long as the process (see `get_command`)
     import click
@@ -23,7 +19,6 @@ with collector_paused():  # click's modules live as long as the process (see `ge
 
 VERBOSE = {"on": False}
 PROG = "pivot"  # also under `python -m pivot`, so that shell completion finds its variable
-STARTED = time.perf_counter()  # as the command line is read: a summary's time counts loading
 
 
 def elapsed() -> float:
@@ -137,7 +132,7 @@ def cli(verbose: bool) -> None:
 
 
 def main() -> None:
-    """Entry point: run the CLI, turning known errors into one clear paragraph."""
+    """Run the click group, turning known errors into one clear paragraph."""
     from pivot.errors import NO_SPACE, DiskFull, PivotError, not_writable
 
     started = time.perf_counter()

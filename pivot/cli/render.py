@@ -3,7 +3,6 @@ transfer summaries and the transfer progress bar."""
 
 from __future__ import annotations
 
-import json
 import sys
 import threading
 import time
@@ -12,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from pivot.cli import console
+from pivot.cli.run_text import COUNTED, json_text, run_document, stage_text, summary_text
 
 if TYPE_CHECKING:
     from pivot.cache.gc import GcSummary
@@ -46,10 +46,10 @@ def stage_line(report: StageReport) -> None:
     if color is None:
         # Nothing to style or strip: written as is (`click.echo` costs more than the rest
         # of a skipped stage's line, and a no-op at scale prints thousands).
-        sys.stdout.write(f"  {label:<9} {report.stage_id:<40} {timing}{note}".rstrip() + "\n")
+        sys.stdout.write(stage_text(f"{label:<9}", report.stage_id, timing, note) + "\n")
     else:
-        line = f"  {click.style(f'{label:<9}', fg=color)} {report.stage_id:<40} {timing}{note}"
-        click.echo(line.rstrip())
+        styled = click.style(f"{label:<9}", fg=color)
+        click.echo(stage_text(styled, report.stage_id, timing, note))
     sys.stdout.flush()
 
 
@@ -86,54 +86,15 @@ def plan_rows(decisions: dict[str, Decision], edits: EditedOutputs) -> list[dict
 
 def run_json(report: RunReport, total: int, seconds: float) -> dict[str, Any]:
     """`run --json`: every settled stage, the counts of the summary line, the time."""
-    return {
-        "stages": [
-            {
-                "stage": s.stage_id,
-                "status": s.status,
-                "seconds": round(s.seconds, 3),
-                "detail": s.detail,
-            }
-            for s in report.stages
-        ],
-        "total": total,
-        "counts": {
-            "ran": report.count("ran"),
-            "restored": report.count("restored"),
-            "up_to_date": report.count("skipped"),
-            "failed": report.count("failed"),
-            "blocked": report.count("blocked"),
-            "not_started": total - len(report.stages),
-        },
-        "seconds": round(seconds, 3),
-    }
+    rows = ((s.stage_id, s.status, s.seconds, s.detail) for s in report.stages)
+    return run_document(rows, total, seconds)
 
 
 def run_summary(report: RunReport, total: int, seconds: float) -> None:
     """The line that ends a run: how many stages ran, were restored, were up to date...
     `seconds` is the whole command's time, loading the pipelines included."""
-    ran, restored = report.count("ran"), report.count("restored")
-    skipped, failed, blocked = (
-        report.count("skipped"),
-        report.count("failed"),
-        report.count("blocked"),
-    )
-    not_run = total - len(report.stages)
-    stages = f"{total} stage{'s' * (total != 1)}"
-    if ran == restored == failed == blocked == not_run == 0:
-        click.echo(f"Every stage is up to date ({stages}, {seconds:.2f}s).")
-        return
-    parts = [f"{ran} ran", f"{restored} restored", f"{skipped} up to date"]
-    parts += [
-        f"{n} {what}"
-        for n, what in (
-            (failed, "failed"),
-            (blocked, "blocked by a failure"),
-            (not_run, "not started"),
-        )
-        if n
-    ]
-    click.echo(f"{stages}: {', '.join(parts)} in {seconds:.2f}s.")
+    counts = {status: report.count(status) for status in COUNTED}
+    click.echo(summary_text(total, len(report.stages), counts, seconds))
 
 
 def status_table(rows: list[dict[str, Any]], quiet: bool = False) -> None:
@@ -209,7 +170,7 @@ def tracked_changes(rows: list[dict[str, str]]) -> None:
 
 
 def as_json(data: Any, sort_keys: bool = False) -> None:
-    click.echo(json.dumps(data, indent=2, sort_keys=sort_keys, ensure_ascii=False))
+    click.echo(json_text(data, sort_keys))
 
 
 def transfer(summary: TransferSummary, json_output: bool, extra: dict | None = None) -> None:

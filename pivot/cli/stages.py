@@ -173,6 +173,7 @@ def run(
         use_remote=not no_remote,
         push=push,
         on_stage=show,
+        view="json" if as_json else "quiet" if quiet else "lines",
     )
     if result.decisions is not None:
         if as_json:

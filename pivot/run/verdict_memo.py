@@ -11,7 +11,11 @@ files the fingerprints read, every module file loaded, the folders on `sys.path`
 config files, the lock files and their folders, the tracked-data records and their
 folders, the `.gitignore` files the run looked after, and every dep and output; a dep or
 output that is a folder is hashed again on replay (through its directory snapshot) and
-compared with the hash its lock file records. `store` writes it only when the run decided
+compared with the hash its lock file records. A memo written by a `pivot run` started as a
+program also holds that command line's replay entry (`Replay`): a key of the command line
+itself (`argv_key`), the scope it asked for and how it prints, so that the next identical
+command can be answered before click and the command modules load
+(`services.noop_replay`). `store` writes it only when the run decided
 that every stage is up to date and did nothing else, and only when every stat key it
 records is settled (`pivot._racy`: changed before the command's marker; without a marker,
 more than 3 s before it). `hit` answers True only when the key and every stat key are the
@@ -42,12 +46,13 @@ if TYPE_CHECKING:
     from pivot.define.stage import StageSpec
 
 NAME = "verdict.msgpack"
-FORMAT = "pivot-verdict-memo-1"
+FORMAT = "pivot-verdict-memo-2"
 _ABSENT = (-1, -1, -1, -1, -1)
 _WALL_RULE_NS = 3_000_000_000  # without a racy marker: changed more than 3 s before it
 _MAX_BYTES = 512 * 1024 * 1024
 _MAX_ENTRIES = 5_000_000
 _HEX64 = frozenset("0123456789abcdef")
+VIEWS = frozenset({"lines", "quiet", "json"})  # how a replayed run prints (`Replay.view`)
 # Module globals that say where a module came from, not what its code reads.
 _IMPORT_STATE = frozenset({"__builtins__", "__loader__", "__spec__", "__cached__"})
 
@@ -86,6 +91,18 @@ def command_key(options: Iterable[Any], cwd: str, definition: str) -> str:
         definition,
     ]
     return text_hash(canonical_json(body))
+
+
+def argv_key(argv: list[str], cwd: str, definition: str = "") -> str:
+    """The replay key of a command line: `command_key` of the words after the program's
+    name and the CPU count (a default of `--jobs`) in place of the parsed options; without
+    `definition`, the part known before the pipelines load."""
+    return command_key(["argv", list(argv), os.cpu_count()], cwd, definition)
+
+
+def is_key(value: object) -> bool:
+    """Whether `value` is a key as `command_key` makes them: 64 lowercase hex digits."""
+    return type(value) is str and len(value) == 64 and _HEX64.issuperset(value)
 
 
 def definition_digest(stages: list[StageSpec], root: pathlib.Path) -> str:
@@ -258,6 +275,18 @@ def folder_key(tmp_dir: pathlib.Path) -> list[int]:
     return [key[4], key[3]]
 
 
+class Replay(NamedTuple):
+    """A memo's replay entry: the key of its command line before the pipelines load
+    (`argv_key` without a definition) and after (with the definition digest), the scope
+    that command asked for (its targets, `--all`) and how it prints (one of `VIEWS`)."""
+
+    before: str
+    after: str
+    targets: tuple[str, ...]
+    all_pipelines: bool
+    view: str
+
+
 class Memo(NamedTuple):
     """A decoded memo."""
 
@@ -267,6 +296,7 @@ class Memo(NamedTuple):
     keys: array.array
     dirs: list[tuple[str, str]]
     modules: frozenset[str]
+    replay: Replay | None
 
 
 def load(tmp_dir: pathlib.Path) -> Memo | None:
@@ -298,7 +328,7 @@ def decode(data: bytes, folder: list[int]) -> Memo | None:
     form, where, key, paths, lstat, flat, rest = row
     if form != FORMAT or type(where) is not list or where != folder:
         return None
-    if type(key) is not str or len(key) != 64 or not _HEX64.issuperset(key):
+    if not is_key(key):
         return None
     if type(paths) is not list or type(lstat) is not bytes or type(flat) is not list:
         return None
@@ -314,9 +344,9 @@ def decode(data: bytes, folder: list[int]) -> Memo | None:
         keys = array.array("q", flat)
     except OverflowError:
         return None
-    if type(rest) is not list or len(rest) != 2:
+    if type(rest) is not list or len(rest) != 3:
         return None
-    dirs, modules = rest
+    dirs, modules, replay_row = rest
     if type(dirs) is not list or type(modules) is not list or len(dirs) > _MAX_ENTRIES:
         return None
     pairs = []
@@ -338,7 +368,28 @@ def decode(data: bytes, folder: list[int]) -> Memo | None:
         pairs.append((rel, digest))
     if len(modules) > _MAX_ENTRIES or any(type(m) is not str for m in modules):
         return None
-    return Memo(key, paths, lstat, keys, pairs, frozenset(modules))
+    if replay_row == []:
+        return Memo(key, paths, lstat, keys, pairs, frozenset(modules), None)
+    replay = _decode_replay(replay_row)
+    if replay is None:
+        return None
+    return Memo(key, paths, lstat, keys, pairs, frozenset(modules), replay)
+
+
+def _decode_replay(row: Any) -> Replay | None:
+    """A replay entry of exactly its shape, or None."""
+    if type(row) is not list or len(row) != 5:
+        return None
+    before, after, targets, all_pipelines, view = row
+    if not is_key(before) or not is_key(after) or type(all_pipelines) is not bool:
+        return None
+    if type(targets) is not list or len(targets) > _MAX_ENTRIES:
+        return None
+    if any(type(t) is not str or "\0" in t for t in targets):
+        return None
+    if type(view) is not str or view not in VIEWS:
+        return None
+    return Replay(before, after, tuple(targets), all_pipelines, view)
 
 
 def module_files() -> set[str]:
@@ -352,13 +403,23 @@ def module_files() -> set[str]:
 
 
 def hit(memo: Memo | None, key: str, hash_folder: Any) -> bool:
-    """Whether `memo` is the verdict of this command now: its key is `key`, every module
-    loaded is one it recorded, every stat key is the same, and every folder hashes
-    (`hash_folder(rel)`: the hash or None) to what it recorded."""
-    if memo is None or memo.key != key:
+    """Whether `memo` is the verdict of this command now: its key is `key` (the parsed
+    command's, or its replay entry's `after`), every module loaded is one it recorded,
+    every stat key is the same, and every folder hashes (`hash_folder(rel)`: the hash or
+    None) to what it recorded."""
+    if memo is None:
+        return False
+    if key != memo.key and (memo.replay is None or key != memo.replay.after):
         return False
     if not memo.modules.issuperset(module_files()):
         return False
+    if not _stats_hold(memo):
+        return False
+    return all(hash_folder(rel) == digest for rel, digest in memo.dirs)
+
+
+def _stats_hold(memo: Memo) -> bool:
+    """Whether every file and folder `memo` recorded has the same stat key now."""
     keys, lstat = memo.keys, memo.lstat
     for i, path in enumerate(memo.paths):
         try:
@@ -376,7 +437,7 @@ def hit(memo: Memo | None, key: str, hash_folder: Any) -> bool:
             or st.st_dev != keys[j + 4]
         ):
             return False
-    return all(hash_folder(rel) == digest for rel, digest in memo.dirs)
+    return True
 
 
 class Marker:
@@ -448,9 +509,12 @@ class Recorder:
             self.dirs[rel] = folder_hash
         return True
 
-    def encode(self, key: str, folder: list[int], modules: set[str]) -> bytes:
+    def encode(
+        self, key: str, folder: list[int], modules: set[str], replay: Replay | None
+    ) -> bytes:
         import msgpack
 
+        replay_row = [] if replay is None else [*replay[:2], list(replay.targets), *replay[3:]]
         return msgpack.packb(
             [
                 FORMAT,
@@ -459,7 +523,11 @@ class Recorder:
                 list(self.paths),
                 bytes(self.lstat),
                 self.keys,
-                [[[rel, h] for rel, h in sorted(self.dirs.items())], sorted(modules)],
+                [
+                    [[rel, h] for rel, h in sorted(self.dirs.items())],
+                    sorted(modules),
+                    replay_row,
+                ],
             ]
         )
 

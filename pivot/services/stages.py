@@ -15,7 +15,6 @@ from pivot._gcpause import collector_paused
 from pivot.cache import tracked
 from pivot.cache.checkout import LinkMode
 from pivot.cache.edits import refuse_unsaved_edits
-from pivot.cache.hashing import DIR
 from pivot.cache.workspace import open_workspace
 from pivot.discover.scope import Scope, resolve_scope
 from pivot.errors import CacheCorrupt, DamagedBlob, DefinitionError, PivotError
@@ -35,6 +34,7 @@ from pivot.run.scheduler import (
     choose_materialized,
     plan_graph,
 )
+from pivot.services import noop_replay
 from pivot.services.ignored import GitIgnored
 from pivot.services.scope import (
     check_disjoint_data,
@@ -77,19 +77,26 @@ def run(
     use_remote: bool,
     push: bool,
     on_stage: Callable[[StageReport], None] = lambda report: None,
+    view: str | None = None,
 ) -> RunResult:
     """Plan the scope and run it (`on_stage` hears each stage as it settles); with
     `dry_run`, only plan. `push` only checks here that a remote is configured: the caller
-    pushes with `push_outputs` once the run succeeded."""
-    ws = open_workspace()
+    pushes with `push_outputs` once the run succeeded. `view` (one of
+    `verdict_memo.VIEWS`) is how the caller prints this run, for a replay of its no-op
+    (`services.noop_replay`); None: no replay entry."""
+    loaded = noop_replay.take(targets, all_pipelines)  # the pipelines, if loaded already
+    ws = open_workspace() if loaded is None else loaded.ws
     project = ws.project
     prefetch = lock_prefetch.take(project)  # works while the pipelines load
     try:
         lockfile.use_marker(project.stages_dir, project.tmp_dir)
         if options.link is None:
             options.link = LinkMode(config.link_mode(ws.project))
-        with collector_paused():
-            scope = resolve_scope(ws, targets, all_pipelines)
+        if loaded is not None:
+            scope = loaded.scope
+        else:
+            with collector_paused():
+                scope = resolve_scope(ws, targets, all_pipelines)
         forced = set(scope.targets) if force else set()
         remote = RemoteAccess(ws.project, remote_name)
         configured = (use_remote or push) and remote.is_configured()
@@ -108,8 +115,9 @@ def run(
         if memo_ok and verdict_memo.present(project.tmp_dir):
             verdict = _verdict_key(ws, scope, options, settings)
             memo_ok = verdict is not None
-            if memo_ok and _replayed(ws, scope, verdict, result, on_stage):
-                return result
+            check = verdict is not None and (loaded is None or not loaded.missed)
+            if check and _replayed(ws, scope, verdict.key, result, on_stage):
+                return result  # (a miss the replay found is not checked again)
         if prefetch is not None:
             prefetch.finish()
         else:
@@ -150,7 +158,8 @@ def run(
             if marker is not None and quiet and _no_op(scope, result):
                 verdict = verdict or _verdict_key(ws, scope, options, settings)
                 if verdict is not None:
-                    _store_verdict(ws, scope, result, verdict, marker, ignored)
+                    replay = _replay_entry(ws, targets, all_pipelines, view, verdict.digest)
+                    _store_verdict(ws, scope, result, verdict.key, marker, ignored, replay)
         return result
     finally:
         if prefetch is not None:
@@ -175,9 +184,16 @@ class _WarningCount(logging.Handler):
         super().close()
 
 
+class _Verdict(NamedTuple):
+    """The verdict memo's key for a run, and the definition digest it holds."""
+
+    key: str
+    digest: str
+
+
 def _verdict_key(
     ws: Workspace, scope: Scope, options: RunOptions, settings: list[Any]
-) -> str | None:
+) -> _Verdict | None:
     """The verdict memo's key for this run (`run.verdict_memo`), or None when the
     stages hold a value too large to digest."""
     graph = scope.graph
@@ -201,7 +217,29 @@ def _verdict_key(
         )
     except Exception:  # a value that cannot be digested (too large, or raising): no memo
         return None
-    return verdict_memo.command_key(settings, cwd, digest)
+    return _Verdict(verdict_memo.command_key(settings, cwd, digest), digest)
+
+
+def _replay_entry(
+    ws: Workspace,
+    targets: tuple[str, ...],
+    all_pipelines: bool,
+    view: str | None,
+    digest: str,
+) -> verdict_memo.Replay | None:
+    """The memo's replay entry for this command line (`services.noop_replay`), or None
+    when this process was not started as the `pivot` program or prints no known view."""
+    words = noop_replay.command_line()
+    if words is None or view not in verdict_memo.VIEWS:
+        return None
+    cwd = os.path.relpath(os.getcwd(), ws.project.root)
+    return verdict_memo.Replay(
+        verdict_memo.argv_key(words, cwd),
+        verdict_memo.argv_key(words, cwd, digest),
+        tuple(targets),
+        all_pipelines,
+        view,
+    )
 
 
 def _replayed(
@@ -215,7 +253,7 @@ def _replayed(
     run order, through `on_stage`) and write nothing; False on a miss."""
     with ws.project.exclusive("run", sweep=False):
         memo = verdict_memo.load(ws.project.tmp_dir)
-        if not verdict_memo.hit(memo, verdict, lambda rel: _folder_hash(ws, rel)):
+        if not verdict_memo.hit(memo, verdict, lambda rel: noop_replay.folder_hash(ws, rel)):
             return False
     report = RunReport()
     for sid in scope.graph.order():
@@ -224,15 +262,6 @@ def _replayed(
         on_stage(stage_report)
     result.report = report
     return True
-
-
-def _folder_hash(ws: Workspace, rel: str) -> str | None:
-    """The hash of the folder `rel` now (through its directory snapshot), or None."""
-    try:
-        found = ws.hasher.hash_path(rel)
-    except (OSError, PivotError):
-        return None
-    return found.hash if found is not None and found.kind == DIR else None
 
 
 def _no_op(scope: Scope, result: RunResult) -> bool:
@@ -250,6 +279,7 @@ def _store_verdict(
     verdict: str,
     marker: verdict_memo.Marker,
     ignored: GitIgnored,
+    replay: verdict_memo.Replay | None,
 ) -> None:
     """Keep the verdict of a run that found every stage up to date and did nothing else,
     when every file and folder it rests on is settled under the command's marker."""
@@ -301,7 +331,7 @@ def _store_verdict(
     for entry in sys.path:
         recorder.add(os.path.abspath(entry or os.curdir))
     if recorder.settled:
-        data = recorder.encode(verdict, verdict_memo.folder_key(project.tmp_dir), modules)
+        data = recorder.encode(verdict, verdict_memo.folder_key(project.tmp_dir), modules, replay)
         verdict_memo.write(project.tmp_dir, data)
 
 

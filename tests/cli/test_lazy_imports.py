@@ -87,7 +87,7 @@ COMMAND_MODULES = ("pivot.cli.stages", "pivot.cli.remotes", "pivot.cli.transfer"
 PROBE_COMMANDS = """
 import sys
 sys.argv = ["pivot", "--help"]
-from pivot.cli.main import main
+from pivot.cli.entry import main
 try:
     main()
 finally:
@@ -105,7 +105,9 @@ def test_help_lists_every_command_without_importing_one(tmp_path) -> None:
         env={**os.environ, "PYTHONPATH": PYTHONPATH},
         check=False,
     )
-    assert proc.stderr.strip().splitlines()[-1] == "['pivot.cli.console', 'pivot.cli.main']"
+    assert proc.stderr.strip().splitlines()[-1] == (
+        "['pivot.cli.console', 'pivot.cli.entry', 'pivot.cli.main']"
+    )
     table = proc.stdout.split("Commands:\n", 1)[1].splitlines()
     assert [line.split()[0] for line in table] == sorted(COMMANDS)
 

@@ -286,7 +286,7 @@ def _valid_memo() -> bytes:
             ["/x", "/y"],
             b"\0\1",
             [1, 2, 3, 4, 5, -1, -1, -1, -1, -1],
-            [[["out", "b" * 64]], ["/m.py"]],
+            [[["out", "b" * 64]], ["/m.py"], ["c" * 64, "d" * 64, ["p/make"], False, "lines"]],
         ]
     )
 
@@ -294,6 +294,7 @@ def _valid_memo() -> bytes:
 def test_the_decoder_takes_exactly_its_shape():
     memo = verdict_memo.decode(_valid_memo(), [1, 2])
     assert memo is not None and memo.paths == ["/x", "/y"] and memo.dirs == [("out", "b" * 64)]
+    assert memo.replay == ("c" * 64, "d" * 64, ("p/make",), False, "lines")
     assert verdict_memo.decode(_valid_memo(), [1, 3]) is None  # another project
     row = msgpack.unpackb(_valid_memo())
     for i, bad in [
@@ -302,8 +303,15 @@ def test_the_decoder_takes_exactly_its_shape():
         (4, b"\0\2"),
         (5, [1, 2, 3, 4, 5, -1, -1, -1, -1]),
         (5, [1, 2, 3, 4, 5, -1, -1, -1, -1, 2**63]),
-        (6, [[["../out", "b" * 64]], ["/m.py"]]),
-        (6, [[["out", "b" * 64]], [3]]),
+        (6, [[["../out", "b" * 64]], ["/m.py"], []]),
+        (6, [[["out", "b" * 64]], [3], []]),
+        (6, [[["out", "b" * 64]], ["/m.py"]]),  # the first format's shape
+        (6, [[], [], ["c" * 64, "d" * 64, ["p/make"], False, "table"]]),  # an unknown view
+        (6, [[], [], ["c" * 64, "D" * 64, ["p/make"], False, "lines"]]),
+        (6, [[], [], ["c" * 64, "d" * 64, ["p/\0"], False, "lines"]]),
+        (6, [[], [], ["c" * 64, "d" * 64, "p/make", False, "lines"]]),
+        (6, [[], [], ["c" * 64, "d" * 64, [], 0, "lines"]]),
+        (6, [[], [], ["c" * 64, "d" * 64, [], False]]),
     ]:
         changed = list(row)
         changed[i] = bad

@@ -1,0 +1,201 @@
+"""A no-op `pivot run` replayed before click loads (`services.noop_replay`): the real CLI
+on real files. The replay loads neither click nor the run's planning modules and prints
+what the full no-op prints, in each view. A replay that misses once the pipelines are
+loaded hands them to the full command: each pipeline file runs once per command, and
+what loading them logged or raised is shown once, as the full command shows it."""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import re
+import subprocess
+import sys
+
+import pytest
+from support import COUNTER, PYTHONPATH, executions, write_files
+
+from pivot.run import verdict_memo
+
+PIPELINE = (
+    """
+import os
+import pathlib
+from typing import Annotated
+
+import pivot
+"""
+    + COUNTER
+    + """
+_count("loaded")
+K = os.environ.get("K", "1")
+if K == "boom":
+    raise RuntimeError("K is boom")
+pipeline = pivot.Pipeline("p")
+
+
+def make(
+    src: Annotated[str, pivot.Dep("in.txt", pivot.loaders.Text())],
+) -> Annotated[str, pivot.Out("out.txt", pivot.loaders.Text())]:
+    _count("make")
+    return src + K
+
+
+pipeline.register(make)
+"""
+)
+MEMO = pathlib.Path(".pivot", "tmp", verdict_memo.NAME)
+# What only the full command loads: click, the command modules, the planner, the runner.
+FULL_ONLY = ("click", "pivot.cli.main", "pivot.cli.stages", "pivot.run.plan")
+FULL_ONLY += ("pivot.run.scheduler", "pivot.services.stages")
+PROBE = """
+import json, sys
+sys.argv = ["pivot", *{args!r}]
+from pivot.cli.entry import main
+try:
+    main()
+finally:
+    print(json.dumps(sorted(m for m in {names!r} if m in sys.modules)), file=sys.stderr)
+"""
+
+
+def _memo_key(project: pathlib.Path) -> tuple[int, int] | None:
+    try:
+        st = (project / MEMO).stat()
+    except FileNotFoundError:
+        return None
+    return (st.st_ino, st.st_mtime_ns)
+
+
+def _probe(project: pathlib.Path, *args: str) -> tuple[str, list[str]]:
+    """`pivot ARGS` started as the program is, in `project`: its stdout, and which of
+    FULL_ONLY it loaded."""
+    proc = subprocess.run(
+        [sys.executable, "-c", PROBE.format(args=list(args), names=FULL_ONLY)],
+        cwd=project,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": PYTHONPATH},
+        check=True,
+    )
+    return proc.stdout, json.loads(proc.stderr.strip().splitlines()[-1])
+
+
+def _untimed(text: str) -> str:
+    return re.sub(r"\d+\.\d+s?", "T", text)
+
+
+def _loads(project: pathlib.Path) -> int:
+    return executions(project).count("loaded")
+
+
+@pytest.fixture
+def settled(project, pivot) -> pathlib.Path:
+    """A project whose `pivot run` has written its memo: the next one is a replay."""
+    write_files(project, {"pipeline.py": PIPELINE, "in.txt": "data"})
+    pivot("run")
+    assert "Every stage is up to date" in pivot("run").stdout
+    assert _memo_key(project) is not None, "a no-op run wrote no verdict memo"
+    (project / "executions.log").write_text("")  # (removed, the root folder would change)
+    return project
+
+
+@pytest.mark.parametrize("args", [("run",), ("run", "-q"), ("run", "--json")])
+def test_a_replay_prints_what_the_full_no_op_prints_without_loading_click(project, args):
+    write_files(project, {"pipeline.py": PIPELINE, "in.txt": "data"})
+    _probe(project, *args)  # runs the stage
+    _probe(project, *args)  # the full no-op: writes the memo
+    (project / MEMO).unlink()
+    full, loaded = _probe(project, *args)  # the full no-op again
+    assert loaded == sorted(FULL_ONLY)
+    before = _memo_key(project)
+    assert before is not None
+    replayed, loaded = _probe(project, *args)
+    assert _memo_key(project) == before, "the no-op was not replayed from the memo"
+    assert loaded == []
+    assert _untimed(replayed) == _untimed(full)
+    if "--json" in args:
+        assert json.loads(replayed)["counts"]["up_to_date"] == 1
+    else:
+        assert "Every stage is up to date (1 stage, " in replayed
+    assert ("skipped   p/make" in replayed) == (args == ("run",))
+    assert executions(project).count("make") == 1
+
+
+def test_a_replay_loads_each_pipeline_file_once(settled, pivot):
+    before = _memo_key(settled)
+    pivot("run")
+    assert _memo_key(settled) == before, "the no-op was not replayed from the memo"
+    assert _loads(settled) == 1
+
+
+def test_a_miss_once_loaded_runs_the_pipeline_file_once_and_the_stage(settled, pivot):
+    """`K` is read when the pipeline loads: the command line is the same, the definition
+    digest is not, and the full command goes on with the pipelines loaded."""
+    out = pivot("run", K="2").stdout
+    assert "ran" in out
+    assert executions(settled) == ["loaded", "make"]
+    assert (settled / "out.txt").read_text() == "data2"
+
+
+def test_an_error_loading_the_pipelines_in_a_replay_is_shown_once(settled, pivot):
+    proc = pivot("run", rc=1, K="boom")
+    assert proc.stderr.count("Error: Cannot load pipeline") == 1
+    assert "K is boom" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert _loads(settled) == 1
+
+
+GEN = """
+import pathlib
+from typing import Annotated
+import pivot
+pipeline = pivot.Pipeline("gen")
+def gen() -> Annotated[pathlib.Path, pivot.Out("../data/x.txt", pivot.loaders.PathOnly())]:
+    out = pathlib.Path("../data/x.txt")
+    out.parent.mkdir(exist_ok=True)
+    out.write_text("x")
+    return out
+pipeline.register(gen)
+"""
+USE = """
+import pathlib
+from typing import Annotated
+import pivot
+pipeline = pivot.Pipeline("use")
+def use(
+    x: Annotated[str, pivot.Dep("../data/x.txt", pivot.loaders.Text())],
+) -> Annotated[str, pivot.Out("y.txt", pivot.loaders.Text())]:
+    return x + "y"
+pipeline.register(use)
+"""
+
+
+def test_a_warning_while_loading_is_shown_once_and_the_no_op_replayed(project, pivot):
+    """The producer of `use`'s dep is found through the scan of every pipeline file, which
+    meets one that does not load: skipped with a warning on every run, that is still a
+    no-op."""
+    broken = "raise RuntimeError('broken on purpose')\n"
+    write_files(
+        project, {"gen/pipeline.py": GEN, "use/pipeline.py": USE, "broken/pipeline.py": broken}
+    )
+    warning = "Warning: Skipping the pipeline broken/pipeline.py"
+    assert warning in pivot("run", cwd="use").stderr
+    pivot("run", cwd="use")
+    before = _memo_key(project)
+    assert before is not None
+    proc = pivot("run", cwd="use")
+    assert _memo_key(project) == before
+    assert "Every stage is up to date (2 stages" in proc.stdout
+    assert proc.stderr.count(warning) == 1
+
+
+def test_another_command_line_is_not_replayed(settled, pivot):
+    """The entry is of `pivot run`: `pivot run --all` is checked in full (and then also
+    found up to date); a changed input is then run by either."""
+    out = pivot("run", "--all").stdout
+    assert "Every stage is up to date" in out
+    (settled / "in.txt").write_text("new")
+    assert "ran" in pivot("run").stdout
+    assert (settled / "out.txt").read_text() == "new1"
