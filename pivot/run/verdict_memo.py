@@ -308,6 +308,13 @@ def load(tmp_dir: pathlib.Path) -> Memo | None:
     return decode(data, folder_key(tmp_dir))
 
 
+def file_key(tmp_dir: pathlib.Path) -> tuple[int, int, int, int, int]:
+    """The memo file's own stat key: a memo is replaced by a new file, never rewritten in
+    place, so a memo read when its file had this key is the one there while it still has
+    it."""
+    return stat_key(os.path.join(tmp_dir, NAME), follow=False)
+
+
 def present(tmp_dir: pathlib.Path) -> bool:
     """Whether a memo file is there to check (a run without one digests nothing first)."""
     return os.path.lexists(os.path.join(tmp_dir, NAME))

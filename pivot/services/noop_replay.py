@@ -60,6 +60,7 @@ def attempt(argv: list[str]) -> Replayed | None:
         from pivot.project import Project
 
         project = Project.discover()
+        seen = verdict_memo.file_key(project.tmp_dir)  # before it is read
         memo = verdict_memo.load(project.tmp_dir)
         if memo is None or memo.replay is None:
             return None
@@ -71,17 +72,20 @@ def attempt(argv: list[str]) -> Replayed | None:
         ws = workspace_of(project)
     except Exception:  # no project, no usable memo: the full command finds out and says
         return None
-    replay = memo.replay
     try:
-        return _check(ws, replay, argv[1:], cwd)
+        return _check(ws, memo, seen, argv[1:], cwd)
     except BaseException:
         ws.state.close()
         raise
 
 
 def _check(
-    ws: Workspace, replay: verdict_memo.Replay, words: list[str], cwd: str
+    ws: Workspace, memo: verdict_memo.Memo, seen: tuple[int, ...], words: list[str], cwd: str
 ) -> Replayed | None:
+    """Load the pipelines, then check `memo` (read when its file had the stat key `seen`)
+    under the command lock, where that file must still be the one read."""
+    replay = memo.replay
+    assert replay is not None
     from pivot._gcpause import collector_paused
     from pivot.discover.scope import resolve_scope
 
@@ -104,14 +108,15 @@ def _check(
         digest = verdict_memo.definition_digest(
             [scope.graph.stages[sid] for sid in order], ws.project.root
         )
+        key = verdict_memo.argv_key(words, cwd, digest)
         with ws.project.exclusive("run", sweep=False):
-            memo = verdict_memo.load(ws.project.tmp_dir)
-            key = verdict_memo.argv_key(words, cwd, digest)
-            found = verdict_memo.hit(memo, key, lambda rel: folder_hash(ws, rel))
+            found = verdict_memo.file_key(ws.project.tmp_dir) == seen and verdict_memo.hit(
+                memo, key, lambda rel: folder_hash(ws, rel)
+            )
     except Exception:  # the full command does the same work and reports what fails
         _hand_over(replay, ws, Loaded(ws, scope, False), None, [])
         return None
-    if not found or memo is None or memo.replay != replay:
+    if not found:
         _hand_over(replay, ws, Loaded(ws, scope, True), None, [])
         return None
     ws.state.close()
