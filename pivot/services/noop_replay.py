@@ -32,12 +32,14 @@ class Replayed(NamedTuple):
 
 
 class Loaded(NamedTuple):
-    """What `attempt` loaded for the full command: the workspace, the scope, and whether
-    the memo was checked against them and missed (the full command need not check it)."""
+    """What `attempt` loaded for the full command: the workspace, the scope, whether the
+    memo was checked against them and missed (the full command need not check it), and
+    their definition digest if it was computed (`verdict_memo.definition_digest`)."""
 
     ws: Workspace
     scope: Scope
     missed: bool
+    digest: str | None
 
 
 class _Handover(NamedTuple):
@@ -101,9 +103,10 @@ def _check(
     finally:
         logger.removeHandler(records)
     if records.taken:  # shown by the full command, with its handlers
-        _hand_over(replay, ws, Loaded(ws, scope, False), None, records.taken)
+        _hand_over(replay, ws, Loaded(ws, scope, False, None), None, records.taken)
         return None
     order = scope.graph.order()
+    digest = None
     try:
         digest = verdict_memo.definition_digest(
             [scope.graph.stages[sid] for sid in order], ws.project.root
@@ -114,10 +117,10 @@ def _check(
                 memo, key, lambda rel: folder_hash(ws, rel)
             )
     except Exception:  # the full command does the same work and reports what fails
-        _hand_over(replay, ws, Loaded(ws, scope, False), None, [])
+        _hand_over(replay, ws, Loaded(ws, scope, False, digest), None, [])
         return None
     if not found:
-        _hand_over(replay, ws, Loaded(ws, scope, True), None, [])
+        _hand_over(replay, ws, Loaded(ws, scope, True, digest), None, [])
         return None
     ws.state.close()
     return Replayed(order, replay.view)

@@ -111,9 +111,10 @@ def run(
         result = RunResult(ws.project, scope, remote, len(scope.graph.stages))
         memo_ok = not (dry_run or force or push or options.executor == "dask")
         settings = [targets, all_pipelines, remote_name, use_remote, configured]
+        digest = loaded.digest if loaded is not None else None  # if the replay made it
         verdict = None  # the memo's key: digested only when there is a memo to check
         if memo_ok and verdict_memo.present(project.tmp_dir):
-            verdict = _verdict_key(ws, scope, options, settings)
+            verdict = _verdict_key(ws, scope, options, settings, digest)
             memo_ok = verdict is not None
             check = verdict is not None and (loaded is None or not loaded.missed)
             if check and _replayed(ws, scope, verdict.key, result, on_stage):
@@ -156,7 +157,7 @@ def run(
             lock_memo.store(project.stages_dir, project.tmp_dir)
             quiet = not warnings.count and not ignored.consulted_elsewhere
             if marker is not None and quiet and _no_op(scope, result):
-                verdict = verdict or _verdict_key(ws, scope, options, settings)
+                verdict = verdict or _verdict_key(ws, scope, options, settings, digest)
                 if verdict is not None:
                     replay = _replay_entry(ws, targets, all_pipelines, view, verdict.digest)
                     _store_verdict(ws, scope, result, verdict.key, marker, ignored, replay)
@@ -192,10 +193,11 @@ class _Verdict(NamedTuple):
 
 
 def _verdict_key(
-    ws: Workspace, scope: Scope, options: RunOptions, settings: list[Any]
+    ws: Workspace, scope: Scope, options: RunOptions, settings: list[Any], digest: str | None
 ) -> _Verdict | None:
-    """The verdict memo's key for this run (`run.verdict_memo`), or None when the
-    stages hold a value too large to digest."""
+    """The verdict memo's key for this run (`run.verdict_memo`), with the definition
+    digest computed here unless given, or None when the stages hold a value too large to
+    digest."""
     graph = scope.graph
     link = options.link.value if options.link is not None else None
     settings = [
@@ -211,12 +213,13 @@ def _verdict_key(
         sorted(options.targets),
     ]
     cwd = os.path.relpath(os.getcwd(), ws.project.root)
-    try:
-        digest = verdict_memo.definition_digest(
-            [graph.stages[sid] for sid in graph.order()], ws.project.root
-        )
-    except Exception:  # a value that cannot be digested (too large, or raising): no memo
-        return None
+    if digest is None:
+        try:
+            digest = verdict_memo.definition_digest(
+                [graph.stages[sid] for sid in graph.order()], ws.project.root
+            )
+        except Exception:  # a value that cannot be digested (too large, or raising): no memo
+            return None
     return _Verdict(verdict_memo.command_key(settings, cwd, digest), digest)
 
 
