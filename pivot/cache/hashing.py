@@ -208,7 +208,7 @@ class Hasher:
     def file_hash(self, rel: str, st: os.stat_result | None = None) -> str:
         st = st or os.stat(os.path.join(self.root, rel))
         cached = self.cache.lookup(rel, st)
-        if cached is not None:
+        if cached is not None and is_hash(cached):  # the state db is read, so untrusted
             return cached
         path = os.path.join(self.root, rel)
         made = self.read_marker(st)
