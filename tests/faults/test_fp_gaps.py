@@ -407,3 +407,37 @@ def test_the_default_of_a_field_in_generated_code(project, pivot) -> None:
     write_files(project, {"pipeline.py": stage_reading("helpers.Cfg().k"), "helpers.py": ATTRS})
     run_twice(project, pivot, K="1")
     assert_reruns(project, pivot, "closure:helpers.Cfg.__init__.__defaults__", "4", K="4")
+
+
+THREADS = """
+import concurrent.futures
+import os
+import threading
+
+for _ in range(int(os.environ.get("EARLIER", "0"))):
+    threading.Thread(target=print)
+    concurrent.futures.ThreadPoolExecutor(max_workers=1).shutdown()
+
+WORKER = threading.Thread(target=print, daemon=True)
+POOL = concurrent.futures.ThreadPoolExecutor(max_workers=1)
+RUNNING = threading.Thread(target=threading.Event().wait, daemon=True)
+RUNNING.start()
+
+
+class Holder:
+    worker = threading.Thread(target=print, daemon=True)
+"""
+
+
+def test_threads_and_pools_read_by_a_stage_are_the_same_in_every_process(project, pivot) -> None:
+    """A thread's or pool's name comes from a per-process counter ("Thread-3",
+    "ThreadPoolExecutor-0_0") and a running thread's repr holds its ident: such an object
+    stands as its type, so a process that made more threads first is still up to date."""
+    expr = "(helpers.WORKER.daemon, helpers.POOL is not None, helpers.RUNNING.daemon, helpers.Holder.worker.daemon)"
+    write_files(project, {"pipeline.py": stage_reading(expr), "helpers.py": THREADS})
+    pivot("run")
+    assert (project / "out.txt").read_text() == "(True, True, True, True)"
+    for earlier in ("0", "3", "1"):
+        assert "Every stage is up to date" in pivot("status", EARLIER=earlier).stdout
+        assert "Every stage is up to date" in pivot("run", EARLIER=earlier).stdout
+    assert executions(project) == ["compute"]

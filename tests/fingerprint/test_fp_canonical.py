@@ -230,6 +230,36 @@ def test_canonical_json_refuses_values_without_a_stable_form():
         fp.canonical_json({"a": [threading.Lock()]})
 
 
+def test_threads_processes_and_pools_have_no_stable_form():
+    """Their names come from per-process counters ("Thread-3", "ThreadPoolExecutor-0_0"),
+    a running thread's repr holds its ident: refused by `canonical_json`, a type's name in
+    the lenient walk (a subclass too)."""
+    import concurrent.futures
+    import multiprocessing
+    import threading
+
+    from pivot.fingerprint.canonical import Canon
+
+    class Worker(threading.Thread):
+        pass
+
+    values = [
+        threading.Thread(target=print),
+        Worker(),
+        concurrent.futures.ThreadPoolExecutor(max_workers=1),
+        multiprocessing.get_context("spawn").Process(target=print),
+    ]
+    for value in values:
+        with pytest.raises(TypeError, match="thread, process or pool"):
+            fp.canonical_json({"v": value})
+        canon = Canon(strict=False)
+        text = canon.text([value])
+        assert (
+            canon.untracked
+            and text == f'[{{"untracked":"{type(value).__module__}.{type(value).__qualname__}"}}]'
+        )
+
+
 def test_canonical_json_is_the_same_under_any_hash_seed(tmp_path):
     import subprocess
 
