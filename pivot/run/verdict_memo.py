@@ -184,9 +184,7 @@ def definition_digest(stages: list[StageSpec], root: pathlib.Path) -> str:
                 continue
             if module is None and not obj.__flags__ & (1 << 9):
                 continue
-            attrs = {
-                k: _methods(v) for k, v in vars(obj).items() if k not in ("__dict__", "__weakref__")
-            }
+            attrs = {k: _methods(v) for k, v in vars(obj).items() if k not in _NOT_CLASS_STATE}
             text([_identity(obj), _plain_dict(attrs)])
             continue
         else:
@@ -245,6 +243,20 @@ def _loader(value: Any, text: Any) -> str:
     except TypeError:  # no strict form: the lenient one, with its untracked parts
         text(value)
         return "lenient"
+
+
+# Class attributes that are no state of the class's own: the attribute and weakref
+# descriptors, and what pydantic derives from the fields, annotations, config and
+# validators (digested as they are): its core schema names the class by its id().
+_NOT_CLASS_STATE = frozenset(
+    {
+        "__dict__",
+        "__weakref__",
+        "__pydantic_core_schema__",
+        "__pydantic_validator__",
+        "__pydantic_serializer__",
+    }
+)
 
 
 def _methods(value: Any) -> Any:
