@@ -13,8 +13,9 @@ changed. Part names:
   value hashes its canonical text (`canonical.py`; the project root's absolute path becomes
   `<root>`). A constant assigned something else than a literal (`CFG = Cfg(scale=2)`) also
   hashes the normalised source of its assignments. A value with no stable form (a lock, a
-  NumPy array, an object of a third-party class) stands as its type's name and the part's
-  value starts with `untracked:` (UNTRACKED; see `untracked_parts`).
+  NumPy array, an object of a third-party class, a thread, process or pool) stands as its
+  type's name and the part's value starts with `untracked:` (UNTRACKED; see
+  `untracked_parts`).
 - `closure:<function qualname>.<variable>`: a constant captured in a closure. A name local
   to the function that defines a nested stage (a factory's parameter, read by the stage's
   annotations or defaults) is never taken for the module global of the same name.
@@ -23,8 +24,9 @@ changed. Part names:
   properties, when their class statement ran; a method generated for the class, like the
   `__init__` attrs writes, is `closure:<class qualname>.<method>.__defaults__`).
 - `const:<class qualname>.<name>`: a data attribute of a project class, as its class
-  statement made it (`K = int(os.environ["K"])` in the class body); for a dataclass field
-  with a `default_factory`, the factory.
+  statement made it (`K = int(os.environ["K"])` in the class body); for a field of a
+  dataclass, an attrs class or a pydantic model, what its library keeps of it elsewhere
+  (`resolve.field_values`: a factory, converter, validator, default or constraint).
 - `dist:<distribution>`: third-party code; the value is the installed version. A module
   from a `sys.path` folder outside the project that no installed distribution provides
   (no dist-info in that folder; a namespace package's portion there is not the code of a

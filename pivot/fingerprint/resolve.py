@@ -605,8 +605,9 @@ class Fingerprinter:
 
     def class_state(self, cls: type, file: str, info: Info) -> None:
         """The values a class's code reads that its source does not show, computed when its
-        `class` statement ran: its data attributes (`const:<Class>.<name>`; for a
-        dataclass field with a `default_factory`, the factory) and the defaults of its
+        `class` statement ran: its data attributes (`const:<Class>.<name>`; for a field
+        of a dataclass, an attrs class or a pydantic model, what `field_values` finds) and
+        the defaults of its
         methods, static and class methods and properties
         (`closure:<Class>.<method>.__defaults__`). Nested classes are followed."""
         prefix = cls.__qualname__ + "."
@@ -640,15 +641,9 @@ class Fingerprinter:
                 # (dunder and enum's `_sunder_` names, abc's cache: the machinery's state)
                 key = ("const", file, f"{cls.__qualname__}.{name}")
                 info.parts.append((key, self.part_value(value, info, file)))
-        dataclasses = sys.modules.get("dataclasses")
-        fields = vars(cls).get("__dataclass_fields__")
-        if dataclasses is not None and type(fields) is dict:
-            # a field's default_factory is no class attribute: the dataclass keeps it here
-            for name, field in fields.items():
-                factory = getattr(field, "default_factory", dataclasses.MISSING)
-                if factory is not dataclasses.MISSING:
-                    key = ("const", file, f"{cls.__qualname__}.{name}")
-                    info.parts.append((key, self.part_value(factory, info, file)))
+        for name, value in field_values(cls):
+            key = ("const", file, f"{cls.__qualname__}.{name}")
+            info.parts.append((key, self.part_value(value, info, file)))
 
     def _class_fallback(self, cls: type, file: str) -> str:
         scratch = Info()
@@ -753,6 +748,49 @@ class Fingerprinter:
             for key, value in parts:
                 values.setdefault(render(key, stage_file), set()).add(value)
         return values
+
+
+def field_values(cls: type) -> list[tuple[str, Any]]:
+    """(field name, value) of what a library keeps of a class's fields off its attributes,
+    made when its class statement ran: a dataclass field's `default_factory`; an attrs
+    field's factory, converter and validator, and the default of a field left out of the
+    `__init__` attrs writes (held by that `__init__`'s globals; another default is one of
+    its parameters' defaults); a pydantic field's default,
+    `default_factory` and constraints (held by its `FieldInfo`). A library's fields are
+    looked at only when that library is loaded."""
+    own = vars(cls)
+    found: list[tuple[str, Any]] = []
+    dataclasses = sys.modules.get("dataclasses")
+    fields = own.get("__dataclass_fields__")
+    if dataclasses is not None and type(fields) is dict:
+        for name, field in fields.items():
+            factory = getattr(field, "default_factory", dataclasses.MISSING)
+            if factory is not dataclasses.MISSING:
+                found.append((name, factory))
+    attr = sys.modules.get("attr")
+    attributes = own.get("__attrs_attrs__")
+    if attr is not None and isinstance(attributes, tuple):
+        for field in attributes:
+            default = getattr(field, "default", None)
+            if isinstance(default, attr.Factory):
+                default = (default.factory, default.takes_self)
+            elif getattr(field, "init", True) or default is attr.NOTHING:
+                default = None  # none, or the `__init__`'s default
+            value = (default, getattr(field, "converter", None), getattr(field, "validator", None))
+            if value != (None, None, None):
+                found.append((str(field.name), value))
+    pydantic_core = sys.modules.get("pydantic_core")
+    fields = own.get("__pydantic_fields__")
+    if pydantic_core is not None and type(fields) is dict:
+        undefined = getattr(pydantic_core, "PydanticUndefined", None)
+        for name, field in fields.items():
+            default = getattr(field, "default", None)
+            factory = getattr(field, "default_factory", None)
+            metadata = getattr(field, "metadata", None)
+            found.append(
+                (str(name), (None if default is undefined else default, factory, metadata))
+            )
+    return found
 
 
 def _code_attr(value: Any) -> list[types.FunctionType] | None:

@@ -409,6 +409,117 @@ def test_the_default_of_a_field_in_generated_code(project, pivot) -> None:
     assert_reruns(project, pivot, "closure:helpers.Cfg.__init__.__defaults__", "4", K="4")
 
 
+PYDANTIC = """
+import functools
+import os
+
+import pydantic
+
+
+def make_items():
+    return [1]
+
+
+class Cfg(pydantic.BaseModel):
+    k: int = int(os.environ.get("K", "1"))
+    m: int = pydantic.Field(default=int(os.environ.get("M", "1")), ge=0)
+    items: list = pydantic.Field(
+        default_factory=functools.partial(list, [int(os.environ.get("ITEM", "1"))])
+    )
+    made: list = pydantic.Field(default_factory=make_items)
+    low: int = pydantic.Field(default=0, ge=-int(os.environ.get("LOW", "5")))
+"""
+
+
+@pytest.mark.parametrize(
+    ("expr", "env", "part", "out"),
+    [
+        ("helpers.Cfg().k", {"K": "4"}, "const:helpers.Cfg.k", "4"),
+        ("helpers.Cfg().m", {"M": "5"}, "const:helpers.Cfg.m", "5"),
+        ("helpers.Cfg().items", {"ITEM": "9"}, "const:helpers.Cfg.items", "[9]"),
+        ("helpers.Cfg(low=-7).low", {"LOW": "9"}, "const:helpers.Cfg.low", "-7"),
+    ],
+    ids=["annotated-default", "field-default", "default-factory", "field-constraint"],
+)
+def test_a_pydantic_field_made_at_import(project, pivot, expr, env, part, out) -> None:
+    """pydantic keeps a field's default, default_factory and constraints in the model's
+    FieldInfo objects (no class attribute): the values they were made with at import are
+    parts of the class."""
+    pytest.importorskip("pydantic")
+    write_files(project, {"pipeline.py": stage_reading(expr), "helpers.py": PYDANTIC})
+    if part.endswith(".low"):  # valid with LOW=9 only: the run that sees LOW=5 fails
+        run_twice(project, pivot, **env)
+        assert (project / "out.txt").read_text() == out
+        status = pivot("status").stdout
+        assert "will run" in status and f"code changed: {part}" in status, status
+        pivot("run", rc=1)
+        return
+    run_twice(project, pivot)
+    assert_reruns(project, pivot, part, out, **env)
+
+
+def test_a_pydantic_default_factory_that_is_a_project_function(project, pivot) -> None:
+    """The factory's code is followed: editing its body re-runs the stage."""
+    pytest.importorskip("pydantic")
+    write_files(
+        project, {"pipeline.py": stage_reading("helpers.Cfg().made"), "helpers.py": PYDANTIC}
+    )
+    run_twice(project, pivot)
+    assert (project / "out.txt").read_text() == "[1]"
+    write_files(project, {"helpers.py": PYDANTIC.replace("return [1]", "return [2]")})
+    assert_reruns(project, pivot, "func:helpers.make_items", "[2]")
+
+
+def test_a_no_op_with_a_pydantic_model_is_replayed_from_the_memo(project, pivot) -> None:
+    """A pydantic model's class holds a core schema whose `ref` carries the class's id():
+    the verdict memo's digest of the class stays the same in the next process."""
+    pytest.importorskip("pydantic")
+    write_files(project, {"pipeline.py": stage_reading("helpers.Cfg().k"), "helpers.py": PYDANTIC})
+    run_twice(project, pivot)
+    memo = project / ".pivot/tmp/verdict.msgpack"
+    before = (memo.stat().st_ino, memo.stat().st_mtime_ns)
+    assert "up to date" in pivot("run").stdout
+    assert (memo.stat().st_ino, memo.stat().st_mtime_ns) == before, "not replayed from the memo"
+
+
+ATTRS_FACTORIES = """
+import functools
+import os
+
+import attrs
+
+
+@attrs.define
+class Cfg:
+    items: list = attrs.field(factory=functools.partial(list, [int(os.environ.get("ITEM", "1"))]))
+    more: list = attrs.Factory(functools.partial(list, [int(os.environ.get("MORE", "1"))]))
+    n: int = attrs.field(
+        default="11", converter=functools.partial(int, base=int(os.environ.get("BASE", "10")))
+    )
+    late: int = attrs.field(default=int(os.environ.get("LATE", "1")), init=False)
+"""
+
+
+@pytest.mark.parametrize(
+    ("expr", "env", "part", "out"),
+    [
+        ("helpers.Cfg().items", {"ITEM": "9"}, "const:helpers.Cfg.items", "[9]"),
+        ("helpers.Cfg().more", {"MORE": "9"}, "const:helpers.Cfg.more", "[9]"),
+        ("helpers.Cfg().n", {"BASE": "2"}, "const:helpers.Cfg.n", "3"),
+        ("helpers.Cfg().late", {"LATE": "6"}, "const:helpers.Cfg.late", "6"),
+    ],
+    ids=["field-factory", "Factory", "converter", "default-outside-init"],
+)
+def test_an_attrs_factory_or_converter_made_at_import(project, pivot, expr, env, part, out) -> None:
+    """attrs keeps a field's factory and converter, and the default of a field out of
+    `__init__`, in the globals of the `__init__` it generates: the values they were made
+    with at import are parts of the class."""
+    pytest.importorskip("attrs")
+    write_files(project, {"pipeline.py": stage_reading(expr), "helpers.py": ATTRS_FACTORIES})
+    run_twice(project, pivot)
+    assert_reruns(project, pivot, part, out, **env)
+
+
 THREADS = """
 import concurrent.futures
 import os
