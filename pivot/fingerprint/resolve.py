@@ -755,9 +755,9 @@ def field_values(cls: type) -> list[tuple[str, Any]]:
     made when its class statement ran: a dataclass field's `default_factory`; an attrs
     field's factory, converter and validator, and the default of a field left out of the
     `__init__` attrs writes (held by that `__init__`'s globals; another default is one of
-    its parameters' defaults); a pydantic field's default,
-    `default_factory` and constraints (held by its `FieldInfo`). A library's fields are
-    looked at only when that library is loaded."""
+    its parameters' defaults); a pydantic field's or private attribute's default,
+    `default_factory` and constraints (held by its `FieldInfo` or `ModelPrivateAttr`). A
+    library's fields are looked at only when that library is loaded."""
     own = vars(cls)
     found: list[tuple[str, Any]] = []
     dataclasses = sys.modules.get("dataclasses")
@@ -777,19 +777,23 @@ def field_values(cls: type) -> list[tuple[str, Any]]:
             elif getattr(field, "init", True) or default is attr.NOTHING:
                 default = None  # none, or the `__init__`'s default
             value = (default, getattr(field, "converter", None), getattr(field, "validator", None))
-            if value != (None, None, None):
+            if any(v is not None for v in value):  # (no `==`: a default may be an array)
                 found.append((str(field.name), value))
     pydantic_core = sys.modules.get("pydantic_core")
-    fields = own.get("__pydantic_fields__")
-    if pydantic_core is not None and type(fields) is dict:
+    if pydantic_core is not None:
         undefined = getattr(pydantic_core, "PydanticUndefined", None)
-        for name, field in fields.items():
-            default = getattr(field, "default", None)
-            factory = getattr(field, "default_factory", None)
-            metadata = getattr(field, "metadata", None)
-            found.append(
-                (str(name), (None if default is undefined else default, factory, metadata))
-            )
+        for holder in ("__pydantic_fields__", "__private_attributes__"):
+            fields = own.get(holder)
+            if type(fields) is not dict:
+                continue
+            for name, field in fields.items():
+                default = getattr(field, "default", None)
+                value = (
+                    None if default is undefined else default,
+                    getattr(field, "default_factory", None),
+                    getattr(field, "metadata", None),
+                )
+                found.append((str(name), value))
     return found
 
 

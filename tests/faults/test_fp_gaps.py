@@ -428,6 +428,7 @@ class Cfg(pydantic.BaseModel):
     )
     made: list = pydantic.Field(default_factory=make_items)
     low: int = pydantic.Field(default=0, ge=-int(os.environ.get("LOW", "5")))
+    _hidden: int = pydantic.PrivateAttr(default=int(os.environ.get("HIDDEN", "1")))
 """
 
 
@@ -438,13 +439,14 @@ class Cfg(pydantic.BaseModel):
         ("helpers.Cfg().m", {"M": "5"}, "const:helpers.Cfg.m", "5"),
         ("helpers.Cfg().items", {"ITEM": "9"}, "const:helpers.Cfg.items", "[9]"),
         ("helpers.Cfg(low=-7).low", {"LOW": "9"}, "const:helpers.Cfg.low", "-7"),
+        ("helpers.Cfg()._hidden", {"HIDDEN": "3"}, "const:helpers.Cfg._hidden", "3"),
     ],
-    ids=["annotated-default", "field-default", "default-factory", "field-constraint"],
+    ids=["annotated-default", "field-default", "default-factory", "field-constraint", "private"],
 )
 def test_a_pydantic_field_made_at_import(project, pivot, expr, env, part, out) -> None:
     """pydantic keeps a field's default, default_factory and constraints in the model's
-    FieldInfo objects (no class attribute): the values they were made with at import are
-    parts of the class."""
+    FieldInfo objects, a private attribute's default in its ModelPrivateAttr (no class
+    attribute): the values they were made with at import are parts of the class."""
     pytest.importorskip("pydantic")
     write_files(project, {"pipeline.py": stage_reading(expr), "helpers.py": PYDANTIC})
     if part.endswith(".low"):  # valid with LOW=9 only: the run that sees LOW=5 fails
