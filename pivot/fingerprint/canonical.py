@@ -28,12 +28,17 @@ _BIG_INT = 2**63
 _HEAPTYPE = 1 << 9  # Py_TPFLAGS_HEAPTYPE: set on classes made by a `class` statement
 _PY_SUFFIXES = (".py", ".pyc", ".pyw")
 # Classes whose objects hold the state of running machinery, not values: names from
-# per-process counters ("Thread-3", "ThreadPoolExecutor-0_0"), thread idents, process ids.
-# Such an object (of a subclass too) has no stable form.
+# per-process counters ("Thread-3", "ThreadPoolExecutor-0_0"), thread idents, process ids,
+# file descriptor numbers. Such an object (of a subclass too) has no stable form.
 _RUNTIME_CLASSES = (
     ("threading", "Thread"),
     ("concurrent.futures", "Executor"),
     ("multiprocessing.process", "BaseProcess"),
+    ("multiprocessing.pool", "Pool"),
+    ("multiprocessing.queues", "Queue"),
+    ("multiprocessing.queues", "SimpleQueue"),
+    ("multiprocessing.connection", "_ConnectionBase"),
+    ("selectors", "BaseSelector"),
     ("subprocess", "Popen"),
 )
 _CALLABLE_KINDS = (
@@ -98,8 +103,9 @@ def is_plain(kind: type) -> bool:
 
 
 def is_runtime(kind: type) -> bool:
-    """True for a thread, a process, a pool of either or a child process (`_RUNTIME_CLASSES`;
-    a class whose module is not loaded cannot be one)."""
+    """True for a thread, a process, a pool of either, a queue or pipe between processes, a
+    selector or a child process (`_RUNTIME_CLASSES`; a class whose module is not loaded
+    cannot be one)."""
     for module, name in _RUNTIME_CLASSES:
         base = getattr(sys.modules.get(module), name, None)
         if isinstance(base, type) and issubclass(kind, base):
@@ -166,7 +172,7 @@ class Canon:
     Every JSON object in the text is a tag (`{"dict": ...}`, `{"tuple": ...}`, ...), so no
     two different values share one. Cycles become `{"backref": levels up}`.
 
-    A value without such a form (a thread, process or pool among them: `is_runtime`) raises
+    A value without such a form (a thread, process, pool or pipe among them: `is_runtime`) raises
     TypeError when `strict`; otherwise it becomes
     `{"untracked": "<type>"}` and `untracked` is set, as does one whose reading raises (a
     lazy proxy that cannot connect): fingerprinting never stops a run.
@@ -348,7 +354,9 @@ class Canon:
         if isinstance(v, types.SimpleNamespace):
             return self.state(v, kind, depth)
         if is_runtime(kind):
-            return self.fail(v, "is a thread, process or pool: its state is the process's own")
+            return self.fail(
+                v, "is a thread, process, pool or pipe: its state is the process's own"
+            )
         module = kind.__module__
         if isinstance(module, str) and top_module(module) in STDLIB:
             text = repr(v)  # datetime, Decimal, UUID, ...

@@ -230,9 +230,9 @@ def test_canonical_json_refuses_values_without_a_stable_form():
         fp.canonical_json({"a": [threading.Lock()]})
 
 
-def test_threads_processes_and_pools_have_no_stable_form():
+def test_threads_processes_pools_and_pipes_have_no_stable_form():
     """Their names come from per-process counters ("Thread-3", "ThreadPoolExecutor-0_0"),
-    a running thread's repr holds its ident: refused by `canonical_json`, a type's name in
+    a running thread's repr holds its ident, a pipe its file descriptors: refused by `canonical_json`, a type's name in
     the lenient walk (a subclass too)."""
     import concurrent.futures
     import multiprocessing
@@ -248,9 +248,11 @@ def test_threads_processes_and_pools_have_no_stable_form():
         Worker(),
         concurrent.futures.ThreadPoolExecutor(max_workers=1),
         multiprocessing.get_context("spawn").Process(target=print),
+        multiprocessing.get_context("spawn").SimpleQueue(),  # file descriptor numbers
+        multiprocessing.Pipe()[0],
     ]
     for value in values:
-        with pytest.raises(TypeError, match="thread, process or pool"):
+        with pytest.raises(TypeError, match="thread, process, pool or pipe"):
             fp.canonical_json({"v": value})
         canon = Canon(strict=False)
         text = canon.text([value])
