@@ -472,18 +472,6 @@ def test_a_pydantic_default_factory_that_is_a_project_function(project, pivot) -
     assert_reruns(project, pivot, "func:helpers.make_items", "[2]")
 
 
-def test_a_no_op_with_a_pydantic_model_is_replayed_from_the_memo(project, pivot) -> None:
-    """A pydantic model's class holds a core schema whose `ref` carries the class's id():
-    the verdict memo's digest of the class stays the same in the next process."""
-    pytest.importorskip("pydantic")
-    write_files(project, {"pipeline.py": stage_reading("helpers.Cfg().k"), "helpers.py": PYDANTIC})
-    run_twice(project, pivot)
-    memo = project / ".pivot/tmp/verdict.msgpack"
-    before = (memo.stat().st_ino, memo.stat().st_mtime_ns)
-    assert "up to date" in pivot("run").stdout
-    assert (memo.stat().st_ino, memo.stat().st_mtime_ns) == before, "not replayed from the memo"
-
-
 ATTRS_FACTORIES = """
 import functools
 import os
@@ -553,4 +541,29 @@ def test_threads_and_pools_read_by_a_stage_are_the_same_in_every_process(project
     for earlier in ("0", "3", "1"):
         assert "Every stage is up to date" in pivot("status", EARLIER=earlier).stdout
         assert "Every stage is up to date" in pivot("run", EARLIER=earlier).stdout
+    assert executions(project) == ["compute"]
+
+
+@pytest.mark.parametrize(
+    ("helpers", "expr"),
+    [
+        ("PYDANTIC", "helpers.Cfg().k"),
+        ("ATTRS_FACTORIES", "helpers.Cfg().items"),
+        ("THREADS", "helpers.RUNNING.daemon"),
+    ],
+    ids=["pydantic", "attrs", "threads"],
+)
+def test_a_no_op_reaching_such_classes_is_replayed_from_the_memo(
+    project, pivot, helpers, expr
+) -> None:
+    """The verdict memo's digest of them is the same in the next process: a pydantic
+    model's core schema (which names the class by its id()) is left out, a running thread
+    (whose repr holds its ident) stands as its type."""
+    pytest.importorskip({"PYDANTIC": "pydantic", "ATTRS_FACTORIES": "attrs"}.get(helpers, "os"))
+    write_files(project, {"pipeline.py": stage_reading(expr), "helpers.py": globals()[helpers]})
+    run_twice(project, pivot)
+    memo = project / ".pivot/tmp/verdict.msgpack"
+    before = (memo.stat().st_ino, memo.stat().st_mtime_ns)
+    assert "up to date" in pivot("run").stdout
+    assert (memo.stat().st_ino, memo.stat().st_mtime_ns) == before, "not replayed from the memo"
     assert executions(project) == ["compute"]
