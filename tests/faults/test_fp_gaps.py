@@ -460,23 +460,15 @@ def test_a_pydantic_field_made_at_import(project, pivot, expr, env, part, out) -
     assert_reruns(project, pivot, part, out, **env)
 
 
-def test_a_pydantic_default_factory_that_is_a_project_function(project, pivot) -> None:
-    """The factory's code is followed: editing its body re-runs the stage."""
-    pytest.importorskip("pydantic")
-    write_files(
-        project, {"pipeline.py": stage_reading("helpers.Cfg().made"), "helpers.py": PYDANTIC}
-    )
-    run_twice(project, pivot)
-    assert (project / "out.txt").read_text() == "[1]"
-    write_files(project, {"helpers.py": PYDANTIC.replace("return [1]", "return [2]")})
-    assert_reruns(project, pivot, "func:helpers.make_items", "[2]")
-
-
 ATTRS_FACTORIES = """
 import functools
 import os
 
 import attrs
+
+
+def make_items():
+    return [1]
 
 
 @attrs.define
@@ -487,6 +479,7 @@ class Cfg:
         default="11", converter=functools.partial(int, base=int(os.environ.get("BASE", "10")))
     )
     late: int = attrs.field(default=int(os.environ.get("LATE", "1")), init=False)
+    made: list = attrs.field(factory=make_items)
 """
 
 
@@ -508,6 +501,40 @@ def test_an_attrs_factory_or_converter_made_at_import(project, pivot, expr, env,
     write_files(project, {"pipeline.py": stage_reading(expr), "helpers.py": ATTRS_FACTORIES})
     run_twice(project, pivot)
     assert_reruns(project, pivot, part, out, **env)
+
+
+@pytest.mark.parametrize(
+    ("library", "expr", "edit", "part", "out"),
+    [
+        (
+            "pydantic",
+            "helpers.Cfg().made",
+            ("return [1]", "return [2]"),
+            "func:helpers.make_items",
+            "[2]",
+        ),
+        ("pydantic", "helpers.Cfg().low", ("default=0", "default=3"), "class:helpers.Cfg", "3"),
+        (
+            "attrs",
+            "helpers.Cfg().made",
+            ("return [1]", "return [2]"),
+            "func:helpers.make_items",
+            "[2]",
+        ),
+    ],
+    ids=["pydantic-factory-function", "pydantic-default-in-source", "attrs-factory-function"],
+)
+def test_a_field_edited_in_the_project_source(
+    project, pivot, library, expr, edit, part, out
+) -> None:
+    """Covered by the source: a default written in the class body, a factory that is a
+    project function (its code is followed)."""
+    pytest.importorskip(library)
+    helpers = PYDANTIC if library == "pydantic" else ATTRS_FACTORIES
+    write_files(project, {"pipeline.py": stage_reading(expr), "helpers.py": helpers})
+    run_twice(project, pivot)
+    write_files(project, {"helpers.py": helpers.replace(*edit)})
+    assert_reruns(project, pivot, part, out)
 
 
 THREADS = """
