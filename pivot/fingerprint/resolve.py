@@ -641,7 +641,13 @@ class Fingerprinter:
                 # (dunder and enum's `_sunder_` names, abc's cache: the machinery's state)
                 key = ("const", file, f"{cls.__qualname__}.{name}")
                 info.parts.append((key, self.part_value(value, info, file)))
-        for name, value in field_values(cls):
+        try:
+            fields = field_values(cls)
+        except Exception:  # field objects whose attributes raise (a lazy proxy): untracked
+            key = ("const", file, f"{cls.__qualname__}.<fields>")
+            info.parts.append((key, UNTRACKED + text_hash("unreadable fields")))
+            fields = []
+        for name, value in fields:
             key = ("const", file, f"{cls.__qualname__}.{name}")
             info.parts.append((key, self.part_value(value, info, file)))
 

@@ -344,14 +344,20 @@ class Holder:
 
 
 def test_objects_whose_every_attribute_raises_do_not_stop_the_run(project, pivot) -> None:
-    """Fingerprinting never crashes a run: such a class attribute or bound-method object
-    is an untracked part, the same in every process."""
+    """Fingerprinting never crashes a run: such a class attribute, bound-method object or
+    library field record (`__attrs_attrs__`) is an untracked part, the same in every
+    process."""
     source = stage_reading("helpers.Holder.go() + helpers.Holder().out()") + (
         "\n\ndef other(self) -> Annotated[str, pivot.Out('other.txt', pivot.loaders.Text())]:\n"
         "    return 'x'\n\n\nholder = helpers.Holder()\n"
         "helpers.Holder.other = other\npipeline.register(holder.other, name='bound')\n"
     )
-    write_files(project, {"pipeline.py": source, "helpers.py": PROXY})
+    proxy = PROXY + (
+        "\n\nimport attrs  # noqa: E402\n\n\nclass Odd:\n    __attrs_attrs__ = (Lazy(),)\n"
+        "\n    @classmethod\n    def go(cls):\n        return 0\n"
+    )
+    source = source.replace("helpers.Holder.go()", "helpers.Holder.go() + helpers.Odd.go()")
+    write_files(project, {"pipeline.py": source, "helpers.py": proxy})
     done = pivot("run")
     assert "Internal error" not in done.stderr, done.stderr
     assert (project / "out.txt").read_text() == "3"
