@@ -477,6 +477,11 @@ def make_items():
     return [1]
 
 
+def at_most(limit, instance, attribute, value):
+    if value > limit:
+        raise ValueError(f"{attribute.name} over {limit}")
+
+
 @attrs.define
 class Cfg:
     items: list = attrs.field(factory=functools.partial(list, [int(os.environ.get("ITEM", "1"))]))
@@ -486,6 +491,9 @@ class Cfg:
     )
     late: int = attrs.field(default=int(os.environ.get("LATE", "1")), init=False)
     made: list = attrs.field(factory=make_items)
+    capped: int = attrs.field(
+        default=0, validator=functools.partial(at_most, int(os.environ.get("MOST", "5")))
+    )
 """
 
 
@@ -496,16 +504,22 @@ class Cfg:
         ("helpers.Cfg().more", {"MORE": "9"}, "const:helpers.Cfg.more", "[9]"),
         ("helpers.Cfg().n", {"BASE": "2"}, "const:helpers.Cfg.n", "3"),
         ("helpers.Cfg().late", {"LATE": "6"}, "const:helpers.Cfg.late", "6"),
+        ("helpers.Cfg(capped=4).capped", {"MOST": "3"}, "const:helpers.Cfg.capped", None),
     ],
-    ids=["field-factory", "Factory", "converter", "default-outside-init"],
+    ids=["field-factory", "Factory", "converter", "default-outside-init", "validator"],
 )
 def test_an_attrs_factory_or_converter_made_at_import(project, pivot, expr, env, part, out) -> None:
-    """attrs keeps a field's factory and converter, and the default of a field out of
-    `__init__`, in the globals of the `__init__` it generates: the values they were made
+    """attrs keeps a field's factory, converter and validator, and the default of a field
+    out of `__init__`, in the globals of the `__init__` it generates: the values they were made
     with at import are parts of the class."""
     pytest.importorskip("attrs")
     write_files(project, {"pipeline.py": stage_reading(expr), "helpers.py": ATTRS_FACTORIES})
     run_twice(project, pivot)
+    if out is None:  # valid with MOST=5 only: the run that sees MOST=3 fails
+        status = pivot("status", **env).stdout
+        assert "will run" in status and f"code changed: {part}" in status, status
+        pivot("run", rc=1, **env)
+        return
     assert_reruns(project, pivot, part, out, **env)
 
 
