@@ -508,7 +508,7 @@ class Cfg:
     ],
     ids=["field-factory", "Factory", "converter", "default-outside-init", "validator"],
 )
-def test_an_attrs_factory_or_converter_made_at_import(project, pivot, expr, env, part, out) -> None:
+def test_an_attrs_field_made_at_import(project, pivot, expr, env, part, out) -> None:
     """attrs keeps a field's factory, converter and validator, and the default of a field
     out of `__init__`, in the globals of the `__init__` it generates: the values they were made
     with at import are parts of the class."""
