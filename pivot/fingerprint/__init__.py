@@ -13,8 +13,8 @@ changed. Part names:
   value hashes its canonical text (`canonical.py`; the project root's absolute path becomes
   `<root>`). A constant assigned something else than a literal (`CFG = Cfg(scale=2)`) also
   hashes the normalised source of its assignments. A value with no stable form (a lock, a
-  NumPy array, an object of a third-party class, a thread, process, pool or pipe) stands as its
-  type's name and the part's value starts with `untracked:` (UNTRACKED; see
+  NumPy array, an object of a third-party class, a thread, process, pool or pipe) stands
+  as its type's name and the part's value starts with `untracked:` (UNTRACKED; see
   `untracked_parts`).
 - `closure:<function qualname>.<variable>`: a constant captured in a closure. A name local
   to the function that defines a nested stage (a factory's parameter, read by the stage's

@@ -172,10 +172,10 @@ class Canon:
     Every JSON object in the text is a tag (`{"dict": ...}`, `{"tuple": ...}`, ...), so no
     two different values share one. Cycles become `{"backref": levels up}`.
 
-    A value without such a form (a thread, process, pool or pipe among them: `is_runtime`) raises
-    TypeError when `strict`; otherwise it becomes
-    `{"untracked": "<type>"}` and `untracked` is set, as does one whose reading raises (a
-    lazy proxy that cannot connect): fingerprinting never stops a run.
+    A value without such a form (a thread, process, pool or pipe among them: `is_runtime`)
+    raises TypeError when `strict`; otherwise it becomes `{"untracked": "<type>"}` and
+    `untracked` is set, as does one whose reading raises (a lazy proxy that cannot
+    connect): fingerprinting never stops a run.
     """
 
     def __init__(

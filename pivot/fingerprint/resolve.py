@@ -607,8 +607,7 @@ class Fingerprinter:
         """The values a class's code reads that its source does not show, computed when its
         `class` statement ran: its data attributes (`const:<Class>.<name>`; for a field
         of a dataclass, an attrs class or a pydantic model, what `field_values` finds) and
-        the defaults of its
-        methods, static and class methods and properties
+        the defaults of its methods, static and class methods and properties
         (`closure:<Class>.<method>.__defaults__`). Nested classes are followed."""
         prefix = cls.__qualname__ + "."
         for name, value in vars(cls).items():
@@ -797,9 +796,10 @@ def field_values(cls: type) -> list[tuple[str, Any]]:
                 value = (
                     None if default is undefined else default,
                     getattr(field, "default_factory", None),
-                    getattr(field, "metadata", None),
+                    getattr(field, "metadata", None) or None,
                 )
-                found.append((str(name), value))
+                if any(v is not None for v in value):  # (a required field: nothing kept)
+                    found.append((str(name), value))
     return found
 
 
