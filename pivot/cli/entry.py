@@ -18,13 +18,18 @@ def main() -> None:
     if prestat.runs_stages(sys.argv):
         from pivot._gcpause import collector_paused
 
-        with collector_paused():  # what it imports and loads lives until the process exits
-            from pivot.services import noop_replay
+        try:
+            with collector_paused():  # what it imports and loads lives until the process exits
+                from pivot.services import noop_replay
 
-            replayed = noop_replay.attempt(sys.argv)
-        if replayed is not None:
-            _print(replayed)
-            return
+                replayed = noop_replay.attempt(sys.argv)
+            if replayed is not None:
+                _print(replayed)
+                return
+        except (Exception, KeyboardInterrupt) as exc:  # shown as the full command shows it
+            from pivot.cli.main import fail
+
+            fail(exc, STARTED)
     from pivot.cli.main import main as click_main
 
     click_main()

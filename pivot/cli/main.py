@@ -7,7 +7,7 @@ import gc
 import importlib
 import sys
 import time
-from typing import NamedTuple
+from typing import NamedTuple, NoReturn
 
 from pivot._gcpause import collector_paused
 from pivot.cli.entry import STARTED
@@ -133,17 +133,28 @@ def cli(verbose: bool) -> None:
 
 def main() -> None:
     """Run the click group, turning known errors into one clear paragraph."""
-    from pivot.errors import NO_SPACE, DiskFull, PivotError, not_writable
-
     started = time.perf_counter()
     try:
         cli.main(standalone_mode=False, prog_name=PROG)
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
-    except click.ClickException as exc:
+    except (Exception, KeyboardInterrupt) as exc:
+        fail(exc, started)
+    # The process exits next: the collections of its teardown would only traverse what
+    # exists now, which goes with the process; frozen, they skip it.
+    gc.freeze()
+
+
+def fail(exc: Exception | KeyboardInterrupt, started: float) -> NoReturn:
+    """Show an error of the command started at `started` as one paragraph (a traceback
+    only with `--verbose`) and exit with its code: the click group's errors, and those of
+    a replayed no-op (`cli.entry`)."""
+    from pivot.errors import NO_SPACE, DiskFull, PivotError, not_writable
+
+    if isinstance(exc, click.ClickException):
         exc.show()
         sys.exit(exc.exit_code)
-    except PivotError as exc:
+    if isinstance(exc, PivotError):
         if VERBOSE["on"]:
             import traceback
 
@@ -152,32 +163,28 @@ def main() -> None:
 
         console.error(paragraph(exc))
         sys.exit(exc.exit_code)
-    except (KeyboardInterrupt, click.exceptions.Abort):
+    if isinstance(exc, (KeyboardInterrupt, click.exceptions.Abort)):
         console.error(
             f"Interrupted after {time.perf_counter() - started:.1f}s. Finished stages are "
             f"recorded; nothing half-written was kept. Run again to continue."
         )
         sys.exit(130)
-    except Exception as exc:
-        if VERBOSE["on"]:
-            raise
-        if isinstance(exc, OSError) and exc.errno in NO_SPACE:  # a write not named yet
-            from pivot.cli.advice import paragraph
+    if VERBOSE["on"]:
+        raise exc
+    if isinstance(exc, OSError) and exc.errno in NO_SPACE:  # a write not named yet
+        from pivot.cli.advice import paragraph
 
-            full = DiskFull(exc.filename or "a file")
-            console.error(paragraph(full))
-            sys.exit(full.exit_code)
-        refused = not_writable(exc)  # a folder Pivot writes in that it may not write in
-        if refused is not None:
-            from pivot.cli.advice import paragraph
+        full = DiskFull(exc.filename or "a file")
+        console.error(paragraph(full))
+        sys.exit(full.exit_code)
+    refused = not_writable(exc)  # a folder Pivot writes in that it may not write in
+    if refused is not None:
+        from pivot.cli.advice import paragraph
 
-            console.error(paragraph(refused))
-            sys.exit(refused.exit_code)
-        console.error(
-            f"Internal error: {type(exc).__name__}: {exc}. Run with `pivot --verbose ...` "
-            f"for the traceback, and please report it."
-        )
-        sys.exit(2)
-    # The process exits next: the collections of its teardown would only traverse what
-    # exists now, which goes with the process; frozen, they skip it.
-    gc.freeze()
+        console.error(paragraph(refused))
+        sys.exit(refused.exit_code)
+    console.error(
+        f"Internal error: {type(exc).__name__}: {exc}. Run with `pivot --verbose ...` "
+        f"for the traceback, and please report it."
+    )
+    sys.exit(2)

@@ -199,3 +199,43 @@ def test_another_command_line_is_not_replayed(settled, pivot):
     (settled / "in.txt").write_text("new")
     assert "ran" in pivot("run").stdout
     assert (settled / "out.txt").read_text() == "new1"
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full")
+def test_a_replay_to_a_full_disk_says_so_as_the_full_command(settled):
+    """stdout on a full device: the replay fails to print, and says so as the full
+    command does (one paragraph, exit 1), not with a traceback."""
+    with open("/dev/full", "w") as full:
+        proc = subprocess.run(
+            [sys.executable, "-m", "pivot", "run"],
+            cwd=settled,
+            stdout=full,
+            stderr=subprocess.PIPE,
+            text=True,
+            env={**os.environ, "PYTHONPATH": PYTHONPATH},
+            check=False,
+        )
+    assert proc.returncode == 1, proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert proc.stderr.startswith("Error: No space left on device")
+
+
+def _closed_stdout(project: pathlib.Path) -> subprocess.CompletedProcess:
+    """`pivot run` started with its stdout closed."""
+    return subprocess.run(
+        ["sh", "-c", 'exec "$@" >&-', "sh", sys.executable, "-m", "pivot", "run"],
+        cwd=project,
+        stdin=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": PYTHONPATH},
+        check=False,
+    )
+
+
+def test_a_replay_with_stdout_closed_fails_as_the_full_command(settled):
+    replayed = _closed_stdout(settled)
+    (settled / MEMO).unlink()
+    full = _closed_stdout(settled)
+    assert "Traceback" not in replayed.stderr
+    assert (replayed.returncode, replayed.stderr) == (full.returncode, full.stderr)
