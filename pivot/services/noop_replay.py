@@ -6,10 +6,11 @@ the key of its command line, the scope it asked for and how it printed. `attempt
 the same command line, checks the entry's key of the command line before the pipelines
 load, then loads them as the full command does, digests them, and checks the memo under
 the project's command lock as the full command's own replay does (`verdict_memo.hit`). A
-hit returns what to print. Anything else is a miss for the full command, which runs next
-in this process: when the pipelines were loaded here, `take` hands it the workspace and
-the scope (or the error loading them raised, and the warnings they logged), so that no
-pipeline file is executed twice by one command, and says whether the memo was checked."""
+hit that logged nothing returns what to print. Anything else is a miss for the full
+command, which runs next in this process: when the pipelines were loaded here, `take`
+hands it the workspace and the scope (or the error loading them raised, and the warnings
+logged while loading or checking them), so that no pipeline file is executed twice by one
+command, and says whether the memo was checked."""
 
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ from pivot.run import verdict_memo
 
 if TYPE_CHECKING:
     from pivot.cache.workspace import Workspace
+    from pivot.define.stage import StageSpec
     from pivot.discover.scope import Scope
 
 
@@ -95,35 +97,51 @@ def _check(
     logger = logging.getLogger("pivot")
     logger.addHandler(records)
     try:
-        with collector_paused():
-            scope = resolve_scope(ws, replay.targets, replay.all_pipelines)
-    except BaseException as exc:  # the full command raises it, where its errors are shown
-        _hand_over(replay, ws, None, exc, records.taken)
-        return None
+        try:
+            with collector_paused():
+                scope = resolve_scope(ws, replay.targets, replay.all_pipelines)
+        except BaseException as exc:  # the full command raises it, where its errors are shown
+            _hand_over(replay, ws, None, exc, records.taken)
+            return None
+        order = scope.graph.order()
+        found, digest = None, None  # (None: not checked)
+        if not records.taken:
+            stages = [scope.graph.stages[sid] for sid in order]
+            found, digest = _found(ws, memo, seen, words, cwd, stages)
     finally:
         logger.removeHandler(records)
-    if records.taken:  # shown by the full command, with its handlers
-        _hand_over(replay, ws, Loaded(ws, scope, False, None), None, records.taken)
-        return None
-    order = scope.graph.order()
-    digest = None
-    try:
-        digest = verdict_memo.definition_digest(
-            [scope.graph.stages[sid] for sid in order], ws.project.root
-        )
-        key = verdict_memo.argv_key(words, cwd, digest)
-        with ws.project.exclusive("run", sweep=False):
-            found = verdict_memo.file_key(ws.project.tmp_dir) == seen and verdict_memo.hit(
-                memo, key, lambda rel: folder_hash(ws, rel)
-            )
-    except Exception:  # the full command does the same work and reports what fails
-        _hand_over(replay, ws, Loaded(ws, scope, False, digest), None, [])
+    if records.taken or found is None:  # shown (or done again) by the full command
+        _hand_over(replay, ws, Loaded(ws, scope, False, digest), None, records.taken)
         return None
     if not found:
         _hand_over(replay, ws, Loaded(ws, scope, True, digest), None, [])
         return None
     ws.state.close()
     return Replayed(order, replay.view)
+
+
+def _found(
+    ws: Workspace,
+    memo: verdict_memo.Memo,
+    seen: tuple[int, ...],
+    words: list[str],
+    cwd: str,
+    stages: list[StageSpec],
+) -> tuple[bool | None, str | None]:
+    """Whether `memo` holds for `stages` (in run order) now (None: the check failed; the
+    full command does the same work and reports what fails), and the definition digest
+    if it was computed."""
+    digest = None
+    try:
+        digest = verdict_memo.definition_digest(stages, ws.project.root)
+        key = verdict_memo.argv_key(words, cwd, digest)
+        with ws.project.exclusive("run", sweep=False):
+            found = verdict_memo.file_key(ws.project.tmp_dir) == seen and verdict_memo.hit(
+                memo, key, lambda rel: folder_hash(ws, rel)
+            )
+    except Exception:
+        return None, digest
+    return found, digest
 
 
 def folder_hash(ws: Workspace, rel: str) -> str | None:

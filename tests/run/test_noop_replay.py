@@ -239,3 +239,34 @@ def test_a_replay_with_stdout_closed_fails_as_the_full_command(settled):
     full = _closed_stdout(settled)
     assert "Traceback" not in replayed.stderr
     assert (replayed.returncode, replayed.stderr) == (full.returncode, full.stderr)
+
+
+FOLDER = """
+import pathlib
+from typing import Annotated
+import pivot
+pipeline = pivot.Pipeline("d")
+def make() -> Annotated[pathlib.Path, pivot.Out("outdir/", pivot.loaders.PathOnly())]:
+    out = pathlib.Path("outdir")
+    out.mkdir(exist_ok=True)
+    (out / "a.txt").write_text("a")
+    return out
+pipeline.register(make)
+"""
+
+
+def test_a_warning_while_checking_the_memo_is_shown_as_the_full_command_shows_it(project, pivot):
+    """A damaged state db is rebuilt (with a warning) when the replay hashes the folder
+    output again: the warning is shown once, as a warning, and the run is still a no-op."""
+    write_files(project, {"pipeline.py": FOLDER})
+    pivot("run")
+    pivot("run")
+    before = _memo_key(project)
+    assert before is not None
+    state = project / ".pivot" / "state.db"
+    with open(state, "r+b") as db:  # in place: the folder .pivot/ keeps its stat key
+        db.write(b"x" * 100)
+    proc = pivot("run")
+    assert "Every stage is up to date (1 stage" in proc.stdout
+    assert proc.stderr.count("Warning: The state database") == 1, proc.stderr
+    assert proc.stderr.count("The state database") == 1, proc.stderr
