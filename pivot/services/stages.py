@@ -231,9 +231,14 @@ def _replay_entry(
     digest: str,
 ) -> verdict_memo.Replay | None:
     """The memo's replay entry for this command line (`services.noop_replay`), or None
-    when this process was not started as the `pivot` program or prints no known view."""
+    when this process was not started as the `pivot` program, prints no known view or
+    names a target that is not text (undecodable bytes: the memo keeps UTF-8 text)."""
     words = noop_replay.command_line()
     if words is None or view not in verdict_memo.VIEWS:
+        return None
+    try:
+        "".join(targets).encode("utf-8")
+    except UnicodeEncodeError:
         return None
     cwd = os.path.relpath(os.getcwd(), ws.project.root)
     return verdict_memo.Replay(

@@ -270,3 +270,13 @@ def test_a_warning_while_checking_the_memo_is_shown_as_the_full_command_shows_it
     assert "Every stage is up to date (1 stage" in proc.stdout
     assert proc.stderr.count("Warning: The state database") == 1, proc.stderr
     assert proc.stderr.count("The state database") == 1, proc.stderr
+
+
+def test_a_target_that_is_not_text_is_run_and_not_replayed(settled, pivot):
+    """A target from undecodable bytes (`\\udcff/..` leaves it an output path) cannot be
+    kept in the memo's replay entry: the no-op is still a no-op, with no entry."""
+    target = "\udcff/../out.txt"
+    for _ in range(2):
+        assert "Every stage is up to date (1 stage" in pivot("run", target).stdout
+    memo = verdict_memo.load(settled / ".pivot" / "tmp")
+    assert memo is None or memo.replay is None
