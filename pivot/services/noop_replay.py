@@ -96,6 +96,7 @@ def _check(
     records = _Records()
     logger = logging.getLogger("pivot")
     logger.addHandler(records)
+    propagate, logger.propagate = logger.propagate, False  # kept, not shown (a root handler)
     try:
         try:
             with collector_paused():
@@ -110,6 +111,7 @@ def _check(
             found, digest = _found(ws, memo, seen, words, cwd, stages)
     finally:
         logger.removeHandler(records)
+        logger.propagate = propagate
     if records.taken or found is None:  # shown (or done again) by the full command
         _hand_over(replay, ws, Loaded(ws, scope, False, digest), None, records.taken)
         return None

@@ -280,3 +280,20 @@ def test_a_target_that_is_not_text_is_run_and_not_replayed(settled, pivot):
         assert "Every stage is up to date (1 stage" in pivot("run", target).stdout
     memo = verdict_memo.load(settled / ".pivot" / "tmp")
     assert memo is None or memo.replay is None
+
+
+def test_a_warning_while_loading_is_shown_once_with_a_handler_of_the_users(project, pivot):
+    """A pipeline that configures logging at import (a handler on the root logger): the
+    warning the replay keeps for the full command does not also reach that handler."""
+    broken = "raise RuntimeError('broken on purpose')\n"
+    configured = "import logging\nlogging.basicConfig()\n" + USE
+    write_files(
+        project,
+        {"gen/pipeline.py": GEN, "use/pipeline.py": configured, "broken/pipeline.py": broken},
+    )
+    warning = "Skipping the pipeline broken/pipeline.py"
+    for _ in range(3):
+        proc = pivot("run", cwd="use")
+        assert proc.stderr.count(warning) == 1, proc.stderr
+        assert "Warning: " + warning in proc.stderr
+    assert _memo_key(project) is not None
