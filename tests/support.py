@@ -233,21 +233,41 @@ from pivot.cli.entry import main
 try:
     main()
 finally:
-    print(json.dumps(sorted(m for m in {heavy!r} if m in sys.modules)), file=sys.stderr)
+    print(json.dumps(sorted(m for m in {names!r} if m in sys.modules)), file=sys.stderr)
 """
 
 
-def imported_heavy_modules(cwd, *args: str) -> list[str]:
-    """The heavy modules (HEAVY) that `pivot ARGS` imports when run in `cwd`."""
+def loaded_modules(
+    cwd, names: tuple[str, ...], *args: str
+) -> tuple[subprocess.CompletedProcess[str], list[str]]:
+    """`pivot ARGS` run in `cwd` as the program runs it, and which of the modules `names`
+    it loaded."""
     proc = subprocess.run(
-        [sys.executable, "-c", PROBE.format(args=list(args), heavy=HEAVY)],
+        [sys.executable, "-c", PROBE.format(args=list(args), names=tuple(names))],
         cwd=cwd,
         capture_output=True,
         text=True,
         env={**os.environ, "PYTHONPATH": PYTHONPATH},
         check=False,
     )
-    return json.loads(proc.stderr.strip().splitlines()[-1])
+    return proc, json.loads(proc.stderr.strip().splitlines()[-1])
+
+
+def imported_heavy_modules(cwd, *args: str) -> list[str]:
+    """The heavy modules (HEAVY) that `pivot ARGS` imports when run in `cwd`."""
+    return loaded_modules(cwd, HEAVY, *args)[1]
+
+
+def verdict_memo_key(project: pathlib.Path) -> tuple[int, int] | None:
+    """The verdict memo file's inode and mtime (None: absent): the same after a command
+    when that command was replayed from it."""
+    from pivot.run import verdict_memo
+
+    try:
+        st = (project / ".pivot" / "tmp" / verdict_memo.NAME).stat()
+    except FileNotFoundError:
+        return None
+    return (st.st_ino, st.st_mtime_ns)
 
 
 def add_blob(cache, data: bytes) -> str:

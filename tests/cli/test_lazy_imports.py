@@ -10,7 +10,7 @@ import sys
 import click
 import pytest
 from spec_projects import PARENT_CHILD
-from support import PROBE, PYTHONPATH, imported_heavy_modules, write_files
+from support import PYTHONPATH, imported_heavy_modules, loaded_modules, write_files
 
 from pivot.cli.main import COMMANDS, cli
 
@@ -46,41 +46,20 @@ def test_noop_run_imports_nothing_heavy(project, pivot) -> None:
 def test_noop_run_skips_modules_it_does_not_need(project, pivot, unneeded) -> None:
     write_files(project, PARENT_CHILD)
     pivot("run", cwd="analysis")
-    proc = subprocess.run(
-        [sys.executable, "-c", PROBE.format(args=["run"], heavy=unneeded)],
-        cwd=project / "analysis",
-        capture_output=True,
-        text=True,
-        env={**os.environ, "PYTHONPATH": PYTHONPATH},
-        check=False,
-    )
+    proc, loaded = loaded_modules(project / "analysis", unneeded, "run")
     assert "up to date" in proc.stdout
-    assert proc.stderr.strip().splitlines()[-1] == "[]"
+    assert loaded == []
 
 
 def test_first_run_imports_no_results_modules(project, pivot) -> None:
     """A run that executes stages checks metrics files only when a stage declares a
     pivot.Metric: the results modules stay unloaded otherwise."""
     write_files(project, PARENT_CHILD)
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-c",
-            PROBE.format(
-                args=["run", "--all"],
-                heavy=("pivot.define.results",),
-            ),
-        ],
-        cwd=project,
-        capture_output=True,
-        text=True,
-        env={**os.environ, "PYTHONPATH": PYTHONPATH},
-        check=False,
-    )
+    proc, loaded = loaded_modules(project, ("pivot.define.results",), "run", "--all")
     assert proc.returncode == 0, proc.stderr
     assert "ran" in proc.stdout
     assert (project / ".pivot" / "stages").is_dir()
-    assert proc.stderr.strip().splitlines()[-1] == "[]"
+    assert loaded == []
 
 
 COMMAND_MODULES = ("pivot.cli.stages", "pivot.cli.remotes", "pivot.cli.transfer", "pivot.cli.gc")

@@ -9,6 +9,7 @@ import math
 import pathlib
 
 import msgpack
+from fuzz_support import anything
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
@@ -23,21 +24,6 @@ from pivot.run.lockfile import parse_lock
 FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 HASH = "ab" * 32
 
-leaves = (
-    st.none()
-    | st.booleans()
-    | st.integers()
-    | st.floats(allow_nan=True, allow_infinity=True)
-    | st.text(max_size=20)
-    | st.binary(max_size=40)
-)
-anything = st.recursive(
-    leaves,
-    lambda inner: (
-        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4)
-    ),
-    max_leaves=12,
-)
 paths = st.sampled_from(
     ["a.txt", "out/x", "../up", "/abs", ".git/hooks", "a//b", "", "a\\b", "./a"]
 ) | st.text(max_size=12)

@@ -6,6 +6,7 @@ read back whole."""
 from __future__ import annotations
 
 import msgpack
+from fuzz_support import anything
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
@@ -15,21 +16,6 @@ from pivot.project import safe_relpath
 
 FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
-leaves = (
-    st.none()
-    | st.booleans()
-    | st.integers()
-    | st.floats(allow_nan=True)
-    | st.text(max_size=12)
-    | st.binary(max_size=12)
-)
-anything = st.recursive(
-    leaves,
-    lambda inner: (
-        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4)
-    ),
-    max_leaves=12,
-)
 paths = st.sampled_from(
     [
         ".",

@@ -14,7 +14,14 @@ import subprocess
 import sys
 
 import pytest
-from support import COUNTER, PYTHONPATH, executions, write_files
+from support import (
+    COUNTER,
+    PYTHONPATH,
+    executions,
+    loaded_modules,
+    verdict_memo_key,
+    write_files,
+)
 
 from pivot.run import verdict_memo
 
@@ -45,41 +52,18 @@ def make(
 pipeline.register(make)
 """
 )
-MEMO = pathlib.Path(".pivot", "tmp", verdict_memo.NAME)
+MEMO_FILE = pathlib.Path(".pivot", "tmp", verdict_memo.NAME)
 # What only the full command loads: click, the command modules, the planner, the runner.
 FULL_ONLY = ("click", "pivot.cli.main", "pivot.cli.stages", "pivot.run.plan")
 FULL_ONLY += ("pivot.run.scheduler", "pivot.services.stages")
-PROBE = """
-import json, sys
-sys.argv = ["pivot", *{args!r}]
-from pivot.cli.entry import main
-try:
-    main()
-finally:
-    print(json.dumps(sorted(m for m in {names!r} if m in sys.modules)), file=sys.stderr)
-"""
-
-
-def _memo_key(project: pathlib.Path) -> tuple[int, int] | None:
-    try:
-        st = (project / MEMO).stat()
-    except FileNotFoundError:
-        return None
-    return (st.st_ino, st.st_mtime_ns)
 
 
 def _probe(project: pathlib.Path, *args: str) -> tuple[str, list[str]]:
     """`pivot ARGS` started as the program is, in `project`: its stdout, and which of
     FULL_ONLY it loaded."""
-    proc = subprocess.run(
-        [sys.executable, "-c", PROBE.format(args=list(args), names=FULL_ONLY)],
-        cwd=project,
-        capture_output=True,
-        text=True,
-        env={**os.environ, "PYTHONPATH": PYTHONPATH},
-        check=True,
-    )
-    return proc.stdout, json.loads(proc.stderr.strip().splitlines()[-1])
+    proc, loaded = loaded_modules(project, FULL_ONLY, *args)
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout, loaded
 
 
 def _untimed(text: str) -> str:
@@ -96,7 +80,7 @@ def settled(project, pivot) -> pathlib.Path:
     write_files(project, {"pipeline.py": PIPELINE, "in.txt": "data"})
     pivot("run")
     assert "Every stage is up to date" in pivot("run").stdout
-    assert _memo_key(project) is not None, "a no-op run wrote no verdict memo"
+    assert verdict_memo_key(project) is not None, "a no-op run wrote no verdict memo"
     (project / "executions.log").write_text("")  # (removed, the root folder would change)
     return project
 
@@ -106,13 +90,13 @@ def test_a_replay_prints_what_the_full_no_op_prints_without_loading_click(projec
     write_files(project, {"pipeline.py": PIPELINE, "in.txt": "data"})
     _probe(project, *args)  # runs the stage
     _probe(project, *args)  # the full no-op: writes the memo
-    (project / MEMO).unlink()
+    (project / MEMO_FILE).unlink()
     full, loaded = _probe(project, *args)  # the full no-op again
     assert loaded == sorted(FULL_ONLY)
-    before = _memo_key(project)
+    before = verdict_memo_key(project)
     assert before is not None
     replayed, loaded = _probe(project, *args)
-    assert _memo_key(project) == before, "the no-op was not replayed from the memo"
+    assert verdict_memo_key(project) == before, "the no-op was not replayed from the memo"
     assert loaded == []
     assert _untimed(replayed) == _untimed(full)
     if "--json" in args:
@@ -124,9 +108,9 @@ def test_a_replay_prints_what_the_full_no_op_prints_without_loading_click(projec
 
 
 def test_a_replay_loads_each_pipeline_file_once(settled, pivot):
-    before = _memo_key(settled)
+    before = verdict_memo_key(settled)
     pivot("run")
-    assert _memo_key(settled) == before, "the no-op was not replayed from the memo"
+    assert verdict_memo_key(settled) == before, "the no-op was not replayed from the memo"
     assert _loads(settled) == 1
 
 
@@ -183,10 +167,10 @@ def test_a_warning_while_loading_is_shown_once_and_the_no_op_replayed(project, p
     warning = "Warning: Skipping the pipeline broken/pipeline.py"
     assert warning in pivot("run", cwd="use").stderr
     pivot("run", cwd="use")
-    before = _memo_key(project)
+    before = verdict_memo_key(project)
     assert before is not None
     proc = pivot("run", cwd="use")
-    assert _memo_key(project) == before
+    assert verdict_memo_key(project) == before
     assert "Every stage is up to date (2 stages" in proc.stdout
     assert proc.stderr.count(warning) == 1
 
@@ -235,7 +219,7 @@ def _closed_stdout(project: pathlib.Path) -> subprocess.CompletedProcess:
 
 def test_a_replay_with_stdout_closed_fails_as_the_full_command(settled):
     replayed = _closed_stdout(settled)
-    (settled / MEMO).unlink()
+    (settled / MEMO_FILE).unlink()
     full = _closed_stdout(settled)
     assert "Traceback" not in replayed.stderr
     assert (replayed.returncode, replayed.stderr) == (full.returncode, full.stderr)
@@ -261,7 +245,7 @@ def test_a_warning_while_checking_the_memo_is_shown_as_the_full_command_shows_it
     write_files(project, {"pipeline.py": FOLDER})
     pivot("run")
     pivot("run")
-    before = _memo_key(project)
+    before = verdict_memo_key(project)
     assert before is not None
     state = project / ".pivot" / "state.db"
     with open(state, "r+b") as db:  # in place: the folder .pivot/ keeps its stat key
@@ -296,4 +280,4 @@ def test_a_warning_while_loading_is_shown_once_with_a_handler_of_the_users(proje
         proc = pivot("run", cwd="use")
         assert proc.stderr.count(warning) == 1, proc.stderr
         assert "Warning: " + warning in proc.stderr
-    assert _memo_key(project) is not None
+    assert verdict_memo_key(project) is not None

@@ -16,7 +16,7 @@ import msgpack
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from support import COUNTER, executions, rewrite_keeping_mtime, write_files
+from support import COUNTER, executions, rewrite_keeping_mtime, verdict_memo_key, write_files
 
 from pivot.run import verdict_memo
 
@@ -63,15 +63,6 @@ FILES = {
     "in.txt": "data",
     "limit.txt": "3",
 }
-MEMO = pathlib.Path(".pivot", "tmp", verdict_memo.NAME)
-
-
-def _memo_key(project: pathlib.Path) -> tuple[int, int] | None:
-    try:
-        st = (project / MEMO).stat()
-    except FileNotFoundError:
-        return None
-    return (st.st_ino, st.st_mtime_ns)
 
 
 def _settled(pivot, project: pathlib.Path, *args: str, cwd: str | None = None) -> None:
@@ -80,10 +71,10 @@ def _settled(pivot, project: pathlib.Path, *args: str, cwd: str | None = None) -
     pivot("run", *args, cwd=cwd)
     out = pivot("run", *args, cwd=cwd).stdout
     assert "Every stage is up to date" in out
-    before = _memo_key(project)
+    before = verdict_memo_key(project)
     assert before is not None, "a no-op run wrote no verdict memo"
     replayed = pivot("run", *args, cwd=cwd).stdout
-    assert _memo_key(project) == before, "the no-op was not replayed from the memo"
+    assert verdict_memo_key(project) == before, "the no-op was not replayed from the memo"
     assert _without_time(replayed) == _without_time(out)
 
 
@@ -107,9 +98,9 @@ def test_replayed_no_op_prints_what_the_full_no_op_prints(project, pivot):
     _project(project, pivot)
     full = pivot("run", "--json", "-j", "2").stdout  # another command: the full no-op
     pivot("run", "--json", "-j", "2")
-    before = _memo_key(project)
+    before = verdict_memo_key(project)
     replayed = pivot("run", "--json", "-j", "2").stdout
-    assert _memo_key(project) == before
+    assert verdict_memo_key(project) == before
     strip = lambda text: {**json.loads(text), "seconds": 0}  # noqa: E731
     assert strip(replayed) == strip(full)
     assert json.loads(replayed)["counts"]["up_to_date"] == 2
@@ -221,16 +212,18 @@ def test_changed_params_run_again(project, pivot):
 def test_other_jobs_or_targets_are_not_replayed(project, pivot):
     _project(project, pivot)
     for args in (("-j", "3"), ("p/make",)):
-        before = _memo_key(project)
+        before = verdict_memo_key(project)
         out = pivot("run", *args).stdout
         assert "Every stage is up to date" in out
-        assert _memo_key(project) != before, f"{args} was replayed from another command's memo"
+        assert verdict_memo_key(project) != before, (
+            f"{args} was replayed from another command's memo"
+        )
     assert _ran(project) == []
 
 
 def test_a_damaged_foreign_or_old_memo_is_ignored(project, pivot, tmp_path):
     _project(project, pivot)
-    memo = project / MEMO
+    memo = project / ".pivot" / "tmp" / verdict_memo.NAME
     good = memo.read_bytes()
     row = msgpack.unpackb(good)
     old = msgpack.packb(["pivot-verdict-memo-0", *row[1:]])
@@ -256,15 +249,15 @@ def test_checkout_and_track_are_seen(project, pivot):
     _project(project, pivot)
     (project / "made.txt").unlink()
     pivot("checkout")
-    before = _memo_key(project)
+    before = verdict_memo_key(project)
     assert "Every stage is up to date" in pivot("run").stdout
-    assert _memo_key(project) != before  # the output placed again: not replayed
+    assert verdict_memo_key(project) != before  # the output placed again: not replayed
     pivot("run")
     (project / "raw.txt").write_text("raw")
     pivot("track", "raw.txt")
-    before = _memo_key(project)
+    before = verdict_memo_key(project)
     pivot("run")
-    assert _memo_key(project) != before  # a new tracked-data record: not replayed
+    assert verdict_memo_key(project) != before  # a new tracked-data record: not replayed
     assert _ran(project) == []
 
 
@@ -274,7 +267,7 @@ def test_a_run_that_executes_removes_the_memo_first(project, pivot):
     text = text.replace('_count("make")', '_count("make")\n    raise SystemExit(3)')
     (project / "pipeline.py").write_text(text)
     pivot("run", rc=1)
-    assert _memo_key(project) is None
+    assert verdict_memo_key(project) is None
 
 
 def _valid_memo() -> bytes:
@@ -354,10 +347,10 @@ def test_no_memo_while_a_recorded_file_is_not_settled(project, pivot):
     os.utime(dep, ns=(now, now + 3600 * 10**9))
     for _ in range(2):
         assert "Every stage is up to date" in pivot("run").stdout
-        assert _memo_key(project) is None
+        assert verdict_memo_key(project) is None
     os.utime(dep, ns=(now, now))
     pivot("run")
-    assert _memo_key(project) is not None
+    assert verdict_memo_key(project) is not None
     assert _ran(project) == []
 
 
@@ -366,9 +359,9 @@ def test_untrack_and_gc_are_seen_or_change_nothing(project, pivot):
     pivot("track", "raw.txt")
     _project(project, pivot)
     pivot("untrack", "raw.txt")
-    before = _memo_key(project)
+    before = verdict_memo_key(project)
     assert "Every stage is up to date" in pivot("run").stdout
-    assert _memo_key(project) != before  # a tracked-data record removed: not replayed
+    assert verdict_memo_key(project) != before  # a tracked-data record removed: not replayed
     pivot("run")
     pivot("gc", "-w")  # changes no workspace file, lock file or record
     assert "Every stage is up to date" in pivot("run").stdout
@@ -379,7 +372,7 @@ def test_untrack_and_gc_are_seen_or_change_nothing(project, pivot):
 
 def test_a_memo_that_is_a_fifo_a_folder_or_a_link_is_a_miss(project, pivot, tmp_path):
     _project(project, pivot)
-    memo = project / MEMO
+    memo = project / ".pivot" / "tmp" / verdict_memo.NAME
     elsewhere = tmp_path / "memo"
     elsewhere.write_bytes(memo.read_bytes())
     memo.unlink()
