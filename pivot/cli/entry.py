@@ -6,6 +6,10 @@ from __future__ import annotations
 
 import sys
 import time
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from pivot.services.noop_replay import Replayed
 
 STARTED = time.perf_counter()  # as the command line is read: a summary's time counts loading
 
@@ -35,7 +39,7 @@ def main() -> None:
     click_main()
 
 
-def _print(replayed) -> None:
+def _print(replayed: Replayed) -> None:
     """What the full command prints for the same no-op."""
     import gc
     import os
